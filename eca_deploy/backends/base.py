@@ -1,0 +1,47 @@
+"""The runner interface shared by every backend."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int | str | None, ...]  # str or None for a dynamic dimension
+    dtype: str
+
+
+class Runner(abc.ABC):
+    """Runs one model: `infer({name: array}) -> {name: array}`."""
+
+    name: str = "runner"
+
+    @property
+    @abc.abstractmethod
+    def inputs(self) -> list[TensorInfo]: ...
+
+    @property
+    @abc.abstractmethod
+    def outputs(self) -> list[TensorInfo]: ...
+
+    @abc.abstractmethod
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def infer_batches(self, array: np.ndarray, batch: int, fixed_batch: bool = False) -> Iterator[np.ndarray]:
+        """Run the first input over `array` in chunks; with `fixed_batch` the last chunk is padded."""
+        name = self.inputs[0].name
+        out_name = self.outputs[0].name
+        for start in range(0, len(array), batch):
+            chunk = array[start : start + batch]
+            used = len(chunk)
+            if fixed_batch and used < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - used, axis=0)])
+            yield self.infer({name: np.ascontiguousarray(chunk)})[out_name][:used]
+
+    def run_all(self, array: np.ndarray, batch: int, fixed_batch: bool = False) -> np.ndarray:
+        return np.concatenate(list(self.infer_batches(array, batch, fixed_batch)))

@@ -1,0 +1,82 @@
+"""ONNX Runtime runner; works with either the `onnxruntime` or the `onnxruntime-gpu` wheel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eca_deploy.backends.base import Runner, TensorInfo
+from eca_deploy.errors import EcaDeployError, MissingDependencyError
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependencyError(
+            "ONNX Runtime is not installed: pip install 'eca-deploy[cpu]' (or '[gpu]' for onnxruntime-gpu)"
+        ) from None
+    return onnxruntime
+
+
+class OnnxRuntimeRunner(Runner):
+    """An InferenceSession over a file or serialized model.
+
+    `optimize=False` disables graph optimisations: Q/DQ models then run as plain quantize/dequantize
+    arithmetic (what TensorRT implements) instead of ORT's own fused int8 kernels.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
+                 optimize: bool = True) -> None:  # fmt: skip
+        ort = import_onnxruntime()
+        if provider not in PROVIDERS:
+            raise EcaDeployError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
+        available = ort.get_available_providers()
+        wanted = PROVIDERS[provider]
+        if wanted not in available:
+            raise MissingDependencyError(
+                f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}): "
+                "install onnxruntime-gpu with CUDA/TensorRT, or use --provider cpu"
+            )
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        source = model if isinstance(model, bytes) else str(model)
+        providers = list(dict.fromkeys([wanted, "CPUExecutionProvider"]))
+        try:
+            self.session = ort.InferenceSession(source, options, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types for unreadable models
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            label = "the model" if isinstance(model, bytes) else str(model)
+            raise EcaDeployError(f"ONNX Runtime cannot load {label}: {first}") from None
+        self.provider = provider
+
+    @staticmethod
+    def _info(args: Sequence[Any]) -> list[TensorInfo]:
+        return [TensorInfo(a.name, tuple(a.shape), a.type) for a in args]
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self._info(self.session.get_inputs())
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._info(self.session.get_outputs())
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, dict(feed)), strict=True))

@@ -1,0 +1,1 @@
+"""The `eca-deploy` command line: a thin Typer shell over the library."""

@@ -1,0 +1,32 @@
+"""Option parsing shared by several commands."""
+
+from __future__ import annotations
+
+from eca_deploy.errors import EcaDeployError
+
+
+def parse_batch(value: str) -> int | None:
+    """'dynamic' -> None, 'N' -> N."""
+    if value.strip().lower() == "dynamic":
+        return None
+    try:
+        batch = int(value)
+    except ValueError:
+        raise EcaDeployError(f"--batch must be 'dynamic' or a positive integer, got {value!r}") from None
+    if batch < 1:
+        raise EcaDeployError(f"--batch must be 'dynamic' or a positive integer, got {value!r}")
+    return batch
+
+
+def parse_k_sizes(value: str | None) -> tuple[int, ...] | None:
+    """'3,5,5,7' or '3557' -> (3, 5, 5, 7)."""
+    if value is None:
+        return None
+    parts = value.split(",") if "," in value else list(value)
+    try:
+        ks = tuple(int(p) for p in parts)
+    except ValueError:
+        raise EcaDeployError(f"--k-size must be four odd integers such as 3,5,5,7, got {value!r}") from None
+    if len(ks) != 4 or any(k < 1 or k % 2 == 0 for k in ks):
+        raise EcaDeployError(f"--k-size must be four odd integers such as 3,5,5,7, got {value!r}")
+    return ks

@@ -1,0 +1,1 @@
+"""Images: the sample photographs, folders of jpg/png, and ImageNet-style preprocessing."""

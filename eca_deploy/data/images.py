@@ -1,0 +1,107 @@
+"""Real images for verification and calibration, preprocessed like ImageNet evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eca_deploy.errors import EcaDeployError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+# Photographs that scikit-image ships (no download): colour photos first, then greyscale ones.
+_SAMPLE_PHOTOS = (
+    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
+    "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png", "coins.png", "moon.png",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the shorter side to `resize`, centre-crop `size`, scale to [0, 1], normalise, NCHW RGB."""
+
+    size: int = 224
+    resize: int = 256
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: str = "RGB"
+
+    @classmethod
+    def for_size(cls, size: int, **kwargs: object) -> Preprocessing:
+        """ImageNet evaluation keeps the 256/224 ratio between resize and crop."""
+        return cls(size=size, resize=round(size * 256 / 224), **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 RGB -> 3xSxS float32."""
+        from PIL import Image
+
+        pil = Image.fromarray(image)
+        w, h = pil.size
+        scale = self.resize / min(w, h)
+        pil = pil.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), Image.BILINEAR)
+        w, h = pil.size
+        left, top = (w - self.size) // 2, (h - self.size) // 2
+        pil = pil.crop((left, top, left + self.size, top + self.size))
+        x = np.asarray(pil, dtype=np.float32) / 255.0
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def sample_image_paths() -> list[Path]:
+    """The photographs scikit-image ships with its package."""
+    import skimage
+
+    folder = Path(skimage.__file__).parent / "data"
+    paths = [folder / name for name in _SAMPLE_PHOTOS if (folder / name).is_file()]
+    if not paths:
+        raise EcaDeployError("scikit-image's sample photographs are missing: reinstall scikit-image or pass --images")
+    return paths
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB (greyscale and alpha are converted)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise EcaDeployError(f"cannot read image {path}: {exc}") from None
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files (by suffix) in `folder`, sorted; an error if the folder is missing or has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EcaDeployError(f"image folder {folder} does not exist: pass a folder of jpg/png files")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise EcaDeployError(f"image folder {folder} holds no jpg/png images: add some or choose another folder")
+    return paths
+
+
+@dataclass
+class ImageBatch:
+    names: list[str]
+    array: np.ndarray  # [N, 3, S, S] float32
+    skipped: list[str]
+
+
+def load_images(
+    paths: Sequence[str | Path] | None, preprocessing: Preprocessing, limit: int | None = None
+) -> ImageBatch:
+    """Read and preprocess images (default: the sample photographs); unreadable files are skipped."""
+    paths = list(paths) if paths is not None else sample_image_paths()
+    names, arrays, skipped = [], [], []
+    for path in paths[:limit] if limit else paths:
+        try:
+            arrays.append(preprocessing(read_rgb(path)))
+            names.append(Path(path).name)
+        except EcaDeployError:
+            skipped.append(Path(path).name)
+    if not arrays:
+        raise EcaDeployError(f"none of the {len(paths)} images could be read: pass a folder of valid jpg/png files")
+    return ImageBatch(names, np.stack(arrays), skipped)

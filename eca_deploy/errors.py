@@ -1,0 +1,24 @@
+"""User-facing errors: one line that says what is wrong and what to do."""
+
+from __future__ import annotations
+
+
+class EcaDeployError(Exception):
+    """An error caused by the user's input or environment, shown as one line without a traceback."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class MissingDependencyError(EcaDeployError):
+    """An optional dependency (ONNX Runtime, TensorRT, CUDA) is not importable."""
+
+
+class CheckFailedError(EcaDeployError):
+    """A numerical check ran but its result is outside tolerance."""
+
+    exit_code = 1

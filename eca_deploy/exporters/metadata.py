@@ -1,0 +1,73 @@
+"""The model description stored in an ONNX file's `metadata_props` (read back by every later stage)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import onnx
+
+from eca_deploy.data.images import Preprocessing
+
+PREFIX = "eca_deploy."
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    model: str
+    k_sizes: tuple[int, ...]  # per block, forward order
+    num_classes: int
+    preprocessing: Preprocessing
+    opset: int
+    exporter: str
+    versions: dict[str, str]  # package -> version (eca_deploy, torch, onnx)
+
+    def to_props(self) -> dict[str, str]:
+        p = self.preprocessing
+        return {
+            "model": self.model,
+            "k_sizes": json.dumps(list(self.k_sizes)),
+            "num_classes": str(self.num_classes),
+            "input_size": str(p.size),
+            "resize": str(p.resize),
+            "mean": json.dumps(list(p.mean)),
+            "std": json.dumps(list(p.std)),
+            "channel_order": p.channel_order,
+            "layout": "NCHW",
+            "opset": str(self.opset),
+            "exporter": self.exporter,
+            **{f"{name}_version": v for name, v in self.versions.items()},
+        }
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ModelMetadata:
+        size = int(props["input_size"])
+        prep = Preprocessing(
+            size=size,
+            resize=int(props.get("resize", round(size * 256 / 224))),
+            mean=tuple(json.loads(props["mean"])),
+            std=tuple(json.loads(props["std"])),
+            channel_order=props.get("channel_order", "RGB"),
+        )
+        versions = {k[: -len("_version")]: v for k, v in props.items() if k.endswith("_version")}
+        return cls(
+            props["model"], tuple(json.loads(props["k_sizes"])), int(props["num_classes"]), prep,
+            int(props.get("opset", 0)), props.get("exporter", ""), versions,
+        )  # fmt: skip
+
+
+def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> None:
+    keep = [p for p in model.metadata_props if not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in meta.to_props().items():
+        model.metadata_props.add(key=PREFIX + key, value=value)
+
+
+def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
+    """The eca-deploy metadata of `model`, or None for an ONNX file made elsewhere."""
+    props = {p.key[len(PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    try:
+        return ModelMetadata.from_props(props)
+    except (KeyError, ValueError, json.JSONDecodeError):
+        return None

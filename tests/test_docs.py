@@ -1,0 +1,34 @@
+"""Docs cannot rot: every `$ eca-deploy ...` line in README.md and docs/ runs and succeeds.
+
+Commands run in order, per document, in one temporary folder, so later lines may use earlier outputs.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def console_commands(path: Path) -> list[str]:
+    blocks = re.findall(r"```console\n(.*?)```", path.read_text(), flags=re.S)
+    return [line[2:].strip() for block in blocks for line in block.splitlines() if line.startswith("$ ")]
+
+
+def test_docs_have_commands() -> None:
+    assert any(console_commands(p) for p in DOCS)
+
+
+@pytest.mark.parametrize("doc", [p for p in DOCS if console_commands(p)], ids=lambda p: p.name)
+def test_doc_commands_run(cli, doc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for command in console_commands(doc):
+        argv = shlex.split(command)
+        assert argv[0] == "eca-deploy", f"{doc.name}: only eca-deploy commands may appear in console blocks"
+        result = cli(*argv[1:])
+        assert result.code == 0, f"{doc.name}: `{command}` exited {result.code}: {result.stderr[-500:]}"
