@@ -27,6 +27,7 @@ setup: $(VENV)/.installed
 demo: setup
 	mkdir -p $(OUT)
 	$(BIN)/eca-deploy export --model $(MODEL) --output $(OUT)/$(MODEL).onnx
+	$(BIN)/eca-deploy fuse $(OUT)/$(MODEL).onnx --output $(OUT)/$(MODEL).fused.onnx
 
 test: setup
 	$(BIN)/ruff check .

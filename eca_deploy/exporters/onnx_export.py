@@ -9,6 +9,7 @@ opset 18 or newer only and takes ~10x longer. See docs/export.md.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, opt
 
 def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opts: ExportOptions) -> None:
     dynamic_shapes = None if opts.batch else ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    # The exporter logs a warning per torchvision op when torchvision is absent; none is used here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(

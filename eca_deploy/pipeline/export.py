@@ -109,7 +109,7 @@ def run_export(
 
         with _status(status, "fusing ECA blocks"):
             report = fuse_eca(onnx_model)
-        result.fused_blocks = report.fused
+        result.fused_blocks = report.count
     if verify:
         with _status(status, "verifying against PyTorch on real photographs"):
             verified = verify_onnx(model, onnx_model.SerializeToString(), batch_images, batch)
