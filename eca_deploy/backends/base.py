@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,3 +45,31 @@ class Runner(abc.ABC):
 
     def run_all(self, array: np.ndarray, batch: int, fixed_batch: bool = False) -> np.ndarray:
         return np.concatenate(list(self.infer_batches(array, batch, fixed_batch)))
+
+    def make_step(self, feed: Mapping[str, np.ndarray], options: StepOptions) -> Callable[[], StepTimes | None]:
+        """A callable that runs one inference on `feed` as fast as the backend allows (for benchmarks).
+
+        Backends that can split the time (TensorRT: host-to-device, compute, device-to-host) return it.
+        """
+        bound = dict(feed)
+
+        def step() -> None:
+            self.infer(bound)
+
+        return step
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    transfers: bool = True  # include host<->device copies in the timed step
+    cuda_graph: bool = False  # capture the step in a CUDA graph where the backend supports it
+    streams: int = 1  # concurrent streams (TensorRT)
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Milliseconds of one step, measured with device events."""
+
+    h2d_ms: float
+    compute_ms: float
+    d2h_ms: float

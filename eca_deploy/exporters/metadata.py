@@ -20,6 +20,7 @@ class ModelMetadata:
     preprocessing: Preprocessing
     opset: int
     exporter: str
+    weights: str  # "random(seed=0)" or "<file name> sha256:<hex>"
     versions: dict[str, str]  # package -> version (eca_deploy, torch, onnx)
 
     def to_props(self) -> dict[str, str]:
@@ -36,6 +37,7 @@ class ModelMetadata:
             "layout": "NCHW",
             "opset": str(self.opset),
             "exporter": self.exporter,
+            "weights": self.weights,
             **{f"{name}_version": v for name, v in self.versions.items()},
         }
 
@@ -52,7 +54,7 @@ class ModelMetadata:
         versions = {k[: -len("_version")]: v for k, v in props.items() if k.endswith("_version")}
         return cls(
             props["model"], tuple(json.loads(props["k_sizes"])), int(props["num_classes"]), prep,
-            int(props.get("opset", 0)), props.get("exporter", ""), versions,
+            int(props.get("opset", 0)), props.get("exporter", ""), props.get("weights", ""), versions,
         )  # fmt: skip
 
 

@@ -92,7 +92,7 @@ def _name_batch_dim(model: onnx.ModelProto) -> None:
             dim.dim_param = "batch"
 
 
-def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions) -> onnx.ModelProto:
+def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions, weights_source: str = "") -> onnx.ModelProto:
     """Export `model` to a checked in-memory ONNX model with eca-deploy metadata (save with save_onnx)."""
     opts.validate()
     model = model.eval()
@@ -118,6 +118,7 @@ def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions) -> onnx.
         preprocessing=prep,
         opset=opts.opset,
         exporter=opts.exporter,
+        weights=weights_source,
         versions={"eca_deploy": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__},
     )
     write_metadata(onnx_model, meta)

@@ -78,10 +78,10 @@ def run_export(
     """
     from eca_deploy.data.images import Preprocessing, list_images, load_images
     from eca_deploy.exporters import ExportOptions, export_onnx, verify_onnx
-    from eca_deploy.fileio import check_writable
-    from eca_deploy.models import create_model, get_spec
+    from eca_deploy.fileio import check_writable, sha256_file
+    from eca_deploy.models import block_k_sizes, create_model, get_spec
     from eca_deploy.models.checkpoint import load_model
-    from eca_deploy.models.registry import recalibrate_batchnorm
+    from eca_deploy.models.seeded import RANDOM_WEIGHTS, seeded_model
     from eca_deploy.onnx_io import save_onnx
 
     spec = get_spec(model_name)
@@ -90,20 +90,20 @@ def run_export(
     opts = ExportOptions(opset=opset, batch=batch, img_size=img_size, exporter=exporter,
                          preprocessing=Preprocessing.for_size(img_size, mean=spec.mean, std=spec.std))  # fmt: skip
     opts.validate()
-    batch_images = load_images(image_paths, opts.preprocessing)
     with _status(status, f"building {model_name}"):
         if weights is None:
             warn(
                 f"no --weights given: exporting {model_name} with a seeded random initialisation "
-                "(seed 0, BatchNorm statistics from the verification images)"
+                "(seed 0, BatchNorm statistics from the sample photos)"
             )
-            model = create_model(model_name, num_classes=num_classes or 1000, k_size=k_size)
-            recalibrate_batchnorm(model, batch_images.array)
+            block_k = block_k_sizes(create_model(model_name, num_classes or 1000, k_size)) if k_size else None
+            model = seeded_model(model_name, num_classes or 1000, block_k, img_size)
         else:
             model = load_model(model_name, weights, num_classes)
+    source = RANDOM_WEIGHTS if weights is None else f"{weights.name} sha256:{sha256_file(weights)}"
     result = ExportResult(model_name, output, opset, batch or "dynamic", img_size, weights is None)
     with _status(status, f"exporting {model_name} to ONNX (opset {opset}, {exporter})"):
-        onnx_model = export_onnx(model, model_name, opts)
+        onnx_model = export_onnx(model, model_name, opts, weights_source=source)
     if fuse:
         from eca_deploy.fusion import fuse_eca
 
@@ -112,6 +112,7 @@ def run_export(
         result.fused_blocks = report.count
     if verify:
         with _status(status, "verifying against PyTorch on real photographs"):
+            batch_images = load_images(image_paths, opts.preprocessing)
             verified = verify_onnx(model, onnx_model.SerializeToString(), batch_images, batch)
         result.verification = verified.agreement.as_dict()
         result.verification["worst_images"] = [batch_images.names[i] for i in verified.agreement.worst_images]

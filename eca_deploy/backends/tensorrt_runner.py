@@ -1,0 +1,202 @@
+"""TensorRT engine runner on the name-based tensor API that TensorRT 10 and 11 share.
+
+`set_input_shape` / `set_tensor_address` / `execute_async_v3`; device buffers are allocated once per
+tensor and grown only when a larger batch arrives; the ECA plugin library is loaded before the engine
+is deserialised (from `--plugin`, the engine's sidecar, or the default locations).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
+from eca_deploy.backends.cuda_memory import CudaMemory, cuda_memory
+from eca_deploy.errors import EcaDeployError, MissingDependencyError
+
+
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt
+    except ImportError:
+        raise MissingDependencyError(
+            "TensorRT is not installed: pip install 'eca-deploy[gpu]' on a machine with an NVIDIA GPU "
+            "(JetPack ships it on Jetson); ONNX models run without it via --onnx"
+        ) from None
+    return tensorrt
+
+
+def load_plugin_library(path: str | Path) -> None:
+    """dlopen the ECA plugin library globally: its static registration adds the creator to TensorRT."""
+    try:
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        raise EcaDeployError(f"cannot load the ECA plugin library {path}: {exc}") from None
+
+
+class _Buffers:
+    """Device buffer and pinned host mirror of one tensor, grown on demand."""
+
+    def __init__(self, cuda: CudaMemory, dtype: np.dtype) -> None:
+        self.cuda, self.dtype, self.capacity, self.device = cuda, dtype, 0, 0
+        self.host = np.empty(0, dtype)
+
+    def ensure(self, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        if n > self.capacity:
+            if self.device:
+                self.cuda.free(self.device)
+            self.device = self.cuda.malloc(n * np.dtype(self.dtype).itemsize)
+            self.host = self.cuda.pinned((n,), self.dtype)
+            self.capacity = n
+        return self.host[:n].reshape(shape)
+
+
+class _Lane:
+    """One execution context with its own stream and buffers (several lanes run concurrently)."""
+
+    def __init__(self, runner: TensorRTRunner) -> None:
+        self.runner, self.cuda = runner, runner.cuda
+        self.context = runner.engine.create_execution_context()
+        self.stream = self.cuda.stream()
+        self.buffers = {
+            n: _Buffers(self.cuda, runner.trt.nptype(runner.engine.get_tensor_dtype(n))) for n in runner.names
+        }
+        self.hosts: dict[str, np.ndarray] = {}
+
+    def bind(self, feed: Mapping[str, np.ndarray]) -> None:
+        """Set shapes and addresses and copy `feed` into the pinned input buffers."""
+        engine = self.runner.engine
+        for info in self.runner.inputs:
+            array = feed[info.name]
+            if not self.context.set_input_shape(info.name, tuple(array.shape)):
+                lo, _, hi = engine.get_tensor_profile_shape(info.name, 0)
+                raise EcaDeployError(
+                    f"input {info.name} of shape {list(array.shape)} is outside the engine's profile "
+                    f"{list(lo)} .. {list(hi)}: rebuild with a wider --batch range"
+                )
+            self.hosts[info.name] = host = self.buffers[info.name].ensure(tuple(array.shape))
+            np.copyto(host, array, casting="same_kind")
+        for info in self.runner.outputs:
+            shape = tuple(self.context.get_tensor_shape(info.name))
+            self.hosts[info.name] = self.buffers[info.name].ensure(shape)
+        for name, buf in self.buffers.items():
+            self.context.set_tensor_address(name, buf.device)
+
+    def upload(self) -> None:
+        for info in self.runner.inputs:
+            self.cuda.htod(self.buffers[info.name].device, self.hosts[info.name], self.stream)
+
+    def compute(self) -> None:
+        if not self.context.execute_async_v3(self.stream):
+            raise EcaDeployError("TensorRT failed to enqueue the engine (see the TensorRT log above)")
+
+    def download(self) -> None:
+        for info in self.runner.outputs:
+            self.cuda.dtoh(self.hosts[info.name], self.buffers[info.name].device, self.stream)
+
+    def run(self) -> None:
+        self.upload()
+        self.compute()
+        self.download()
+        self.cuda.synchronize(self.stream)
+
+
+class TensorRTRunner(Runner):
+    name = "tensorrt"
+
+    def __init__(self, engine_path: str | Path, plugin: str | Path | None = None) -> None:
+        trt = import_tensorrt()
+        from eca_deploy.engine.sidecar import check_compatible, find_sidecar
+
+        self.path = Path(engine_path)
+        self.sidecar = find_sidecar(self.path)
+        if self.sidecar is not None:
+            check_compatible(self.sidecar, trt.__version__)
+        library = plugin or (self.sidecar.plugin_path if self.sidecar else None)
+        if library is None:
+            from eca_deploy.plugin.locate import find_plugin_library
+
+            library = find_plugin_library(required=False)
+        if library:
+            load_plugin_library(library)
+        self.trt = trt
+        self.logger = trt.Logger(trt.Logger.ERROR)
+        self.runtime = trt.Runtime(self.logger)
+        if self.sidecar is not None and self.sidecar.version_compatible:
+            self.runtime.engine_host_code_allowed = True
+        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise EcaDeployError(
+                f"TensorRT {trt.__version__} cannot deserialise {self.path}: not an engine, built by another "
+                "TensorRT version, or the ECA plugin library is not loaded (--plugin); rebuild with eca-deploy build"
+            )
+        self.cuda = cuda_memory()
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in self.names}
+        self._inputs = [self._info(n) for n in self.names if is_input[n]]
+        self._outputs = [self._info(n) for n in self.names if not is_input[n]]
+        self.lanes = [_Lane(self)]
+
+    def _info(self, name: str) -> TensorInfo:
+        shape = tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(name))
+        dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))).name
+        return TensorInfo(name, shape, dtype)
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._outputs
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        lane = self.lanes[0]
+        lane.bind(feed)
+        lane.run()
+        return {info.name: lane.hosts[info.name].copy() for info in self._outputs}
+
+    def make_step(self, feed: Mapping[str, np.ndarray], options: StepOptions) -> Callable[[], StepTimes | None]:
+        """One timed step: every lane runs one inference; events on lane 0 split H2D / compute / D2H."""
+        if options.streams < 1:
+            raise EcaDeployError(f"--streams must be at least 1, got {options.streams}")
+        while len(self.lanes) < options.streams:
+            self.lanes.append(_Lane(self))
+        lanes, cuda = self.lanes[: options.streams], self.cuda
+        computes: list[Callable[[], None]] = []
+        for lane in lanes:
+            lane.bind(feed)
+            lane.run()  # first enqueue outside any capture: TensorRT allocates lazily
+            if options.cuda_graph:
+                graph = cuda.capture(lane.stream, lane.compute)
+                computes.append(lambda g=graph, s=lane.stream: cuda.launch(g, s))
+            else:
+                computes.append(lane.compute)
+        events = [cuda.event() for _ in range(4)]
+        first = lanes[0].stream
+
+        def step() -> StepTimes:
+            cuda.record(events[0], first)
+            if options.transfers:
+                for lane in lanes:
+                    lane.upload()
+            cuda.record(events[1], first)
+            for compute in computes:
+                compute()
+            cuda.record(events[2], first)
+            if options.transfers:
+                for lane in lanes:
+                    lane.download()
+            cuda.record(events[3], first)
+            for lane in lanes:
+                cuda.synchronize(lane.stream)
+            return StepTimes(*(cuda.elapsed_ms(a, b) for a, b in itertools.pairwise(events)))
+
+        step.inferences = len(lanes)  # type: ignore[attr-defined]
+        return step

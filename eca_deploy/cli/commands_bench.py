@@ -1,0 +1,136 @@
+"""`eca-deploy bench`: throughput and latency of ONNX models and TensorRT engines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from eca_deploy.cli.app import app
+from eca_deploy.cli.console import console
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.fileio import atomic_write, atomic_write_text
+
+
+def parse_seconds(value: str, option: str) -> float:
+    text = value.strip().lower()
+    scale = 1e-3 if text.endswith("ms") else 60.0 if text.endswith("min") else 1.0
+    number = text.removesuffix("ms").removesuffix("min").removesuffix("s")
+    try:
+        return float(number) * scale
+    except ValueError:
+        raise EcaDeployError(f"{option} takes a duration such as 10s, 500ms or 1min, got {value!r}") from None
+
+
+def parse_batches(value: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise EcaDeployError(f"--batch takes batch sizes such as 1,8,32, got {value!r}") from None
+    if not batches or any(b < 1 for b in batches):
+        raise EcaDeployError(f"--batch takes positive batch sizes such as 1,8,32, got {value!r}")
+    return batches
+
+
+@app.command("bench")
+def bench_command(
+    onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model (ONNX Runtime)."),
+    engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine."),
+    compare: bool = typer.Option(False, "--compare", help="Side-by-side table of the models given as arguments."),
+    models_args: list[Path] | None = typer.Argument(
+        None, help="Models to compare (with --compare).", show_default=False
+    ),
+    provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
+    batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes, comma-separated."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Input size if the model's is dynamic."),
+    warmup: str = typer.Option("2s", "--warmup", help="Warm-up time per batch size."),
+    duration: str = typer.Option("10s", "--duration", help="Measuring time per batch size."),
+    iterations: int | None = typer.Option(None, "--iterations", help="Measure exactly N iterations instead."),
+    threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: replay the step as a CUDA graph."),
+    streams: int = typer.Option(1, "--streams", help="TensorRT: concurrent streams."),
+    no_transfers: bool = typer.Option(False, "--no-transfers", help="TensorRT: time GPU compute alone."),
+    plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library for engines."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write results and environment as JSON."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per model and batch size."),
+    plot_path: Path | None = typer.Option(None, "--plot", help="Draw latency and throughput vs batch (PNG)."),
+) -> None:
+    """Measure throughput and latency percentiles per batch size (like trtexec), on any backend."""
+    from eca_deploy.backends.base import StepOptions
+    from eca_deploy.pipeline.bench import BenchConfig
+    from eca_deploy.pipeline.bench_report import run_bench, write_csv, write_plot
+
+    models = list(models_args or [])
+    if models and not compare:
+        raise EcaDeployError("several models are compared with --compare A B ...; a single one takes --onnx/--engine")
+    if onnx_path:
+        models.insert(0, onnx_path)
+    if engine:
+        models.insert(0, engine)
+    if not models:
+        raise EcaDeployError("nothing to benchmark: pass --onnx MODEL.onnx, --engine MODEL.plan or --compare A B ...")
+    config = BenchConfig(
+        batches=parse_batches(batch),
+        warmup_s=parse_seconds(warmup, "--warmup"),
+        duration_s=parse_seconds(duration, "--duration"),
+        iterations=iterations,
+        step=StepOptions(transfers=not no_transfers, cuda_graph=cuda_graph, streams=streams),
+    )
+    config.validate()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:  # fmt: skip
+
+        def on_batch(label: str) -> Any:
+            def start(b: int) -> Any:
+                task = progress.add_task(f"{label} batch {b}", total=1.0)
+                return lambda frac: progress.update(task, completed=frac)
+
+            return start
+
+        report = run_bench(models, config, provider=provider, threads=threads, img_size=img_size, plugin=plugin,
+                           on_batch=on_batch)  # fmt: skip
+    print_tables(report)
+    if json_path:
+        import json
+
+        atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    if csv_path:
+        atomic_write_text(csv_path, write_csv(report))
+    if plot_path:
+        atomic_write(plot_path, lambda tmp: write_plot(report, tmp))
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    for entry in report["models"]:
+        table = Table(title=f"{entry['model']} ({entry['backend']}, {entry['precision']})")
+        cols = ["batch", "images/s", "infer/s", "min", "mean", "median", "p90", "p95", "p99", "max"]
+        split = any(r["split_ms"] for r in entry["results"])
+        cols += ["H2D", "compute", "D2H"] if split else []
+        for col in cols:
+            table.add_column(col + (" ms" if col in ("min", "mean", "median", "p90", "p95", "p99", "max") else ""),
+                             justify="right")  # fmt: skip
+        for r in entry["results"]:
+            lat = r["latency_ms"]
+            row = [str(r["batch"]), f"{r['images_per_s']:.1f}", f"{r['inferences_per_s']:.1f}"]
+            row += [f"{lat[k]:.3f}" for k in ("min", "mean", "median", "p90", "p95", "p99", "max")]
+            if split:
+                s = r["split_ms"] or {}
+                row += [f"{s.get(k, float('nan')):.3f}" for k in ("h2d_ms", "compute_ms", "d2h_ms")]
+            table.add_row(*row)
+        console.print(table)
+    if len(report["models"]) > 1:
+        first = report["models"][0]
+        table = Table(title=f"throughput (images/s), speed-up against {first['model']}")
+        table.add_column("batch", justify="right")
+        for entry in report["models"]:
+            table.add_column(entry["model"], justify="right")
+        for i, r0 in enumerate(first["results"]):
+            cells = [str(r0["batch"])]
+            for entry in report["models"]:
+                r = entry["results"][i]
+                cells.append(f"{r['images_per_s']:.1f} ({r['images_per_s'] / r0['images_per_s']:.2f}x)")
+            table.add_row(*cells)
+        console.print(table)

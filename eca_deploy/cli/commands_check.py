@@ -1,0 +1,82 @@
+"""`eca-deploy check`: accuracy of an ONNX model or TensorRT engine against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from eca_deploy.cli.app import app
+from eca_deploy.cli.console import console, warn
+from eca_deploy.errors import CheckFailedError
+from eca_deploy.fileio import atomic_write_text
+
+
+@app.command("check")
+def check_command(
+    onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model to check (ONNX Runtime)."),
+    engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine to check."),
+    provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Zoo model [default: from the file's metadata]."),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint the model came from."),
+    images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png [default: sample photos]."),
+    batch: int = typer.Option(8, "--batch", help="Images per inference."),
+    max_abs: float | None = typer.Option(None, "--max-abs", help="Max abs error / max(1, max |logit|)."),
+    min_cosine: float | None = typer.Option(None, "--min-cosine", help="Lowest per-image cosine similarity."),
+    min_top1: float | None = typer.Option(None, "--min-top1", help="Lowest top-1 agreement (0..1)."),
+    per_layer: bool = typer.Option(False, "--per-layer", help="Compare block outputs; name the first that jumps."),
+    reference_onnx: Path | None = typer.Option(None, "--reference-onnx", help="FP32 ONNX for --per-layer on Q/DQ."),
+    plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library [default: from the sidecar]."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+) -> None:
+    """Run the model and its PyTorch reference on the same real images; exit 1 when outside tolerance."""
+    from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
+
+    target = open_target(onnx_path, engine, provider, plugin)
+    tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
+    with console.status(f"checking {target.label} against PyTorch"):
+        result = run_check(
+            target, model_name=model, weights=weights, images=images, batch=batch, tolerance=tol,
+            per_layer=per_layer, reference_onnx=reference_onnx, warn=warn,
+        )  # fmt: skip
+    report = result.as_dict()
+    if json_path is not None:
+        import json
+
+        atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    print_report(report)
+    if not result.passed:
+        raise CheckFailedError(f"{target.label} is outside tolerance: {'; '.join(result.failures)}")
+
+
+def print_report(report: dict) -> None:
+    a = report["outputs"]["logits"]
+    t = report["tolerance"]
+    table = Table(title=f"{report['target']} ({report['backend']}, {report['precision']}) vs PyTorch {report['model']}")
+    table.add_column("output")
+    for col in ("images", "max abs", "mean abs", "max rel", "cosine (min)", "top-1", "top-5", "KL"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        "logits", str(a["images"]), f"{a['max_abs_error']:.3g}", f"{a['mean_abs_error']:.3g}",
+        f"{a['max_rel_error']:.3g}", f"{a['cosine_min']:.6f}", f"{a['top1_agreement']:.1%}",
+        f"{a['top5_agreement']:.1%}", f"{a['kl_divergence']:.3g}",
+    )  # fmt: skip
+    console.print(table)
+    bound = "none" if t["max_abs"] is None else f"{t['max_abs']:g} x max(1, {report['reference_scale']:.3g})"
+    console.print(
+        f"tolerance ({report['precision']}): max abs {bound}, cosine >= {t['cosine_min']}, "
+        f"top-1 >= {t['top1_agreement']:.0%}; worst images: {', '.join(a['worst_images'])}"
+    )
+    layers = report.get("per_layer")
+    if layers:
+        lt = Table(title=f"per block, against {layers['against']}")
+        for col in ("block", "rel error", "cosine", ""):
+            lt.add_column(col)
+        for row in layers["blocks"]:
+            lt.add_row(row["block"], f"{row['rel_error']:.3g}", f"{row['cosine']:.6f}",
+                       "[red]<- error jumps here[/red]" if row["jump"] else "")  # fmt: skip
+        console.print(lt)
+        console.print(f"first block where error jumps: {layers['first_jump'] or 'none'}")
+    verdict = "[green]PASS[/green]" if report["passed"] else f"[red]FAIL[/red]: {'; '.join(report['failures'])}"
+    console.print(verdict)

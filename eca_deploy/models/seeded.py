@@ -1,0 +1,39 @@
+"""The reproducible random model that `export` uses without weights, and `check` rebuilds as reference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from eca_deploy.models.eca import eca_layers
+from eca_deploy.models.registry import create_model, recalibrate_batchnorm
+
+SEED = 0
+RANDOM_WEIGHTS = "random(seed=0)"
+
+
+def seeded_model(
+    name: str, num_classes: int = 1000, block_k: Sequence[int] | None = None, img_size: int = 224
+) -> nn.Module:
+    """Seed-0 initialisation, ECA kernel sizes per block, BatchNorm statistics from the sample photos.
+
+    Same arguments, same weights: so an ONNX exported without a checkpoint can still be checked later.
+    """
+    from eca_deploy.data.images import Preprocessing, load_images
+    from eca_deploy.models.registry import get_spec
+
+    model = create_model(name, num_classes=num_classes, seed=SEED)
+    if block_k is not None:
+        layers = eca_layers(model)
+        if len(block_k) != len(layers):
+            raise ValueError(f"{name} has {len(layers)} ECA blocks, got {len(block_k)} kernel sizes")
+        for i, ((_, layer), k) in enumerate(zip(layers, block_k, strict=True)):
+            if k != layer.k_size:
+                with torch.random.fork_rng():
+                    torch.manual_seed(SEED + 1 + i)
+                    layer.set_k_size(int(k))
+    spec = get_spec(name)
+    photos = load_images(None, Preprocessing.for_size(img_size, mean=spec.mean, std=spec.std))
+    return recalibrate_batchnorm(model, photos.array)

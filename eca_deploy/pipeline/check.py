@@ -1,0 +1,207 @@
+"""`check`: run a backend and the PyTorch reference on the same real images and judge the agreement."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eca_deploy.backends.base import Runner
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.exporters.metadata import ModelMetadata
+from eca_deploy.metrics import Agreement, Tolerance, compare
+
+# Default tolerances by precision: FP32 tight; FP16 looser; INT8 judged by cosine and top-1 agreement.
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_abs=1e-3, cosine_min=0.9999, top1_agreement=1.0),
+    "fp16": Tolerance(max_abs=2e-2, cosine_min=0.999, top1_agreement=0.9),
+    "int8": Tolerance(max_abs=math.inf, cosine_min=0.98, top1_agreement=0.8),
+}
+
+
+@dataclass
+class Target:
+    """What is checked: the runner, its model description and its precision."""
+
+    runner: Runner
+    label: str
+    metadata: ModelMetadata | None
+    precision: str
+    onnx: Any = None  # the onnx.ModelProto for ONNX targets (used by --per-layer)
+
+
+@dataclass
+class CheckResult:
+    target: str
+    backend: str
+    model: str
+    precision: str
+    tolerance: Tolerance
+    agreement: Agreement
+    failures: list[str]
+    image_names: list[str]
+    skipped_images: list[str]
+    reference_scale: float
+    per_layer: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        a = self.agreement.as_dict()
+        a["worst_images"] = [self.image_names[i] for i in self.agreement.worst_images]
+        return {
+            "target": self.target,
+            "backend": self.backend,
+            "model": self.model,
+            "precision": self.precision,
+            "passed": self.passed,
+            "failures": self.failures,
+            "tolerance": {
+                "max_abs": None if math.isinf(self.tolerance.max_abs) else self.tolerance.max_abs,
+                "cosine_min": self.tolerance.cosine_min,
+                "top1_agreement": self.tolerance.top1_agreement,
+            },
+            "outputs": {"logits": a},
+            "reference_scale": self.reference_scale,
+            "images": self.image_names,
+            "skipped_images": self.skipped_images,
+            "per_layer": self.per_layer,
+            "notes": self.notes,
+        }
+
+
+def open_target(
+    onnx_path: Path | None, engine: Path | None, provider: str = "cpu", plugin: str | None = None
+) -> Target:
+    """Open an ONNX model on ONNX Runtime or a TensorRT engine, with its metadata and precision."""
+    from eca_deploy.backends.loader import open_engine, open_onnx
+
+    if (onnx_path is None) == (engine is None):
+        raise EcaDeployError("pass exactly one of --onnx MODEL.onnx or --engine MODEL.plan")
+    if onnx_path is not None:
+        from eca_deploy.exporters.metadata import read_metadata
+        from eca_deploy.onnx_io import load_onnx
+        from eca_deploy.precision.detect import detect_precision
+
+        model = load_onnx(onnx_path)
+        precision = detect_precision(model)
+        # Q/DQ models run as plain quantize/dequantize arithmetic, as TensorRT computes them.
+        runner = open_onnx(onnx_path, provider, optimize=precision != "int8")
+        return Target(runner, str(onnx_path), read_metadata(model), precision, model)
+    runner = open_engine(engine, plugin)  # type: ignore[arg-type]
+    sidecar = getattr(runner, "sidecar", None)
+    metadata = getattr(sidecar, "metadata", None) if sidecar is not None else None
+    precision = getattr(sidecar, "precision", "fp32") if sidecar is not None else "fp32"
+    return Target(runner, str(engine), metadata, precision)
+
+
+def tolerance_for(precision: str, max_abs: float | None, min_cosine: float | None, min_top1: float | None) -> Tolerance:
+    base = DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
+    return replace(
+        base,
+        max_abs=base.max_abs if max_abs is None else max_abs,
+        cosine_min=base.cosine_min if min_cosine is None else min_cosine,
+        top1_agreement=base.top1_agreement if min_top1 is None else min_top1,
+    )
+
+
+def input_geometry(runner: Runner) -> tuple[int | None, int, int | None]:
+    """(static batch or None, channels, static size or None) of the runner's image input."""
+    info = runner.inputs[0]
+    if len(info.shape) != 4:
+        raise EcaDeployError(f"input {info.name!r} has shape {list(info.shape)}: eca-deploy models take [N,3,H,W]")
+    n, c, h, w = info.shape
+    if isinstance(c, int) and c != 3:
+        raise EcaDeployError(f"input {info.name!r} takes {c} channels: eca-deploy feeds RGB images (3 channels)")
+    size = h if isinstance(h, int) and h == w else None
+    return (n if isinstance(n, int) else None), 3, size
+
+
+def reference_model(model_name: str, weights: Path | None, metadata: ModelMetadata | None, img_size: int) -> Any:
+    """The PyTorch model the target came from: the checkpoint, or export's seeded random model."""
+    from eca_deploy.models.checkpoint import load_model
+    from eca_deploy.models.seeded import RANDOM_WEIGHTS, seeded_model
+
+    num_classes = metadata.num_classes if metadata else None
+    if weights is not None:
+        return load_model(model_name, weights, num_classes)
+    if metadata is not None and metadata.weights and metadata.weights != RANDOM_WEIGHTS:
+        raise EcaDeployError(
+            f"the model was exported from {metadata.weights.split(' ')[0]}: pass that checkpoint with --weights"
+        )
+    block_k = list(metadata.k_sizes) if metadata else None
+    return seeded_model(model_name, num_classes or 1000, block_k, img_size)
+
+
+def run_check(
+    target: Target,
+    *,
+    model_name: str | None,
+    weights: Path | None = None,
+    images: Path | None = None,
+    batch: int = 8,
+    tolerance: Tolerance | None = None,
+    per_layer: bool = False,
+    reference_onnx: Path | None = None,
+    warn: Any = lambda _m: None,
+) -> CheckResult:
+    from eca_deploy.backends.torch_runner import TorchRunner
+    from eca_deploy.data.images import Preprocessing, list_images, load_images
+    from eca_deploy.models import get_spec
+
+    meta = target.metadata
+    name = model_name or (meta.model if meta else None)
+    if name is None:
+        raise EcaDeployError(f"{target.label} carries no eca-deploy metadata: pass --model NAME")
+    spec = get_spec(name)
+    if meta is not None and model_name and meta.model != model_name:
+        warn(f"{target.label} was exported from {meta.model}, checking against --model {model_name}")
+    fixed_batch, _, size = input_geometry(target.runner)
+    prep = meta.preprocessing if meta else Preprocessing.for_size(size or spec.input_size, mean=spec.mean, std=spec.std)
+    if size is not None and size != prep.size:
+        raise EcaDeployError(
+            f"{target.label} takes {size}x{size} images but its metadata says {prep.size}: re-export it"
+        )
+    if batch < 1:
+        raise EcaDeployError(f"--batch must be a positive integer, got {batch}")
+    paths = list_images(images) if images else None
+    loaded = load_images(paths, prep)
+    if loaded.skipped:
+        warn(f"skipped {len(loaded.skipped)} unreadable images: {', '.join(loaded.skipped[:5])}")
+    if weights is None and (meta is None or not meta.weights or meta.weights.startswith("random")):
+        warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
+    reference = reference_model(name, weights, meta if meta is None or meta.model == name else None, prep.size)
+    step = fixed_batch or batch
+    out = target.runner.run_all(loaded.array, step, fixed_batch=fixed_batch is not None)
+    ref = TorchRunner(reference).run_all(loaded.array, batch)
+    if out.shape != ref.shape:
+        raise EcaDeployError(
+            f"{target.label} outputs {list(out.shape[1:])} per image, {name} gives {list(ref.shape[1:])}: "
+            "check --model and --weights"
+        )
+    agreement = compare(ref, out)
+    tol = tolerance or DEFAULT_TOLERANCES.get(target.precision, DEFAULT_TOLERANCES["fp32"])
+    scale = float(np.abs(ref).max())
+    result = CheckResult(
+        target=target.label,
+        backend=target.runner.name,
+        model=name,
+        precision=target.precision,
+        tolerance=tol,
+        agreement=agreement,
+        failures=tol.failures(agreement, scale),
+        image_names=loaded.names,
+        skipped_images=loaded.skipped,
+        reference_scale=scale,
+    )
+    if per_layer:
+        from eca_deploy.pipeline.per_layer import compare_layers
+
+        result.per_layer = compare_layers(target, reference, loaded.array[: min(4, len(loaded.array))], reference_onnx)
+    return result
