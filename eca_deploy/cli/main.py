@@ -13,7 +13,13 @@ __all__ = ["app", "main"]
 
 def _register() -> None:
     # Each module adds its commands to `app`; imports stay light (torch etc. load inside commands).
-    from eca_deploy.cli import commands_bench, commands_check, commands_fuse, commands_models  # noqa: F401
+    from eca_deploy.cli import (  # noqa: F401
+        commands_bench,
+        commands_check,
+        commands_fuse,
+        commands_models,
+        commands_plugin,
+    )
 
 
 _register()

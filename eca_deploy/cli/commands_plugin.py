@@ -1,0 +1,101 @@
+"""`eca-deploy plugin build` and `eca-deploy plugin info`: the native kernels and TensorRT plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from eca_deploy.cli.app import app
+from eca_deploy.cli.console import console, err_console, print_json, warn
+from eca_deploy.errors import EcaDeployError
+
+plugin_app = typer.Typer(
+    help="Build and inspect the ECA CUDA kernels (libeca_kernels.so) and TensorRT plugin (libeca_trt_plugin.so).",
+    no_args_is_help=True,
+)
+app.add_typer(plugin_app, name="plugin")
+
+
+@plugin_app.command("build")
+def build_command(
+    tensorrt_root: Path | None = typer.Option(
+        None, "--tensorrt-root", help="TensorRT install prefix [default: $TENSORRT_ROOT, then the system paths]."
+    ),
+    cuda_archs: str | None = typer.Option(
+        None, "--cuda-archs", help="GPU architectures, e.g. 87 (Orin) or 80,86,90 [default: by CUDA version]."
+    ),
+    build_dir: Path | None = typer.Option(None, "--build-dir", help="Build folder [default: build/plugins]."),
+    examples: bool = typer.Option(False, "--examples", help="Also build the C++ example eca_infer."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs [default: CPU count]."),
+) -> None:
+    """Build the CUDA kernels, and the TensorRT plugin when TensorRT is found, with CMake."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+    from eca_deploy.plugin.build import build_plugins
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[step]}"))
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+        task = bar.add_task("cmake", total=100, step="configuring")
+
+        def progress(line: str, percent: int | None) -> None:
+            if percent is not None:
+                bar.update(task, completed=percent, step=line.split("] ", 1)[-1][:70])
+
+        result = build_plugins(build_dir, tensorrt_root, cuda_archs, examples, jobs, progress)
+    table = Table(title=f"Built in {result.seconds:.0f} s: {result.build_dir}", show_header=False)
+    table.add_row("kernels", str(result.kernels))
+    table.add_row("TensorRT plugin", str(result.plugin) if result.plugin else f"not built: {result.plugin_skipped}")
+    if result.example:
+        table.add_row("example", str(result.example))
+    table.add_row("TensorRT headers", result.tensorrt or "-")
+    table.add_row("CUDA architectures", result.cuda_archs)
+    console.print(table)
+    if result.plugin is None:
+        warn(f"no TensorRT plugin: {result.plugin_skipped}")
+
+
+@plugin_app.command("info")
+def info_command(
+    paths: list[Path] | None = typer.Argument(
+        None, help="Library files or build folders [default: $ECA_DEPLOY_PLUGIN / $ECA_DEPLOY_KERNELS, build/plugins]."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show each library's file, checksum and the TensorRT, CUDA and GPU architectures it was built for."""
+    from eca_deploy.plugin.info import library_info
+    from eca_deploy.plugin.locate import KERNELS_LIBRARY, PLUGIN_LIBRARY, find_kernels_library, find_plugin_library
+
+    libraries: list[Path] = []
+    for path in paths or []:
+        if path.is_dir():
+            found = [path / name for name in (PLUGIN_LIBRARY, KERNELS_LIBRARY) if (path / name).is_file()]
+            if not found:
+                raise EcaDeployError(f"{path} holds neither {PLUGIN_LIBRARY} nor {KERNELS_LIBRARY}")
+            libraries += found
+        elif path.is_file():
+            libraries.append(path)
+        else:
+            raise EcaDeployError(f"{path} does not exist")
+    if not paths:
+        libraries = [p for p in (find_plugin_library(required=False), find_kernels_library(required=False)) if p]
+        if not libraries:
+            find_plugin_library()  # raises the one-line error that says where it looked and how to build
+        if find_plugin_library(required=False) is None:
+            warn(f"{PLUGIN_LIBRARY} not found: it is built only where TensorRT is installed")
+    infos = [library_info(p.resolve()) for p in libraries]
+    if json_out:
+        print_json([i.as_dict() for i in infos])
+        return
+    for info in infos:
+        table = Table(title=info.path, show_header=False, title_justify="left")
+        table.add_row("size", f"{info.bytes:,} bytes")
+        table.add_row("sha256", info.sha256)
+        for key, value in info.build.items():
+            table.add_row(key, value.replace(",", ", "))
+        cubins = ", ".join(info.cubins) if info.cubins is not None else "cuobjdump not found"
+        table.add_row("cubins (cuobjdump)", cubins)
+        console.print(table)
+        if info.error:
+            warn(f"{info.path}: no build information: {info.error}")

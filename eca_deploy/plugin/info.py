@@ -1,0 +1,72 @@
+"""Describe a native library: file, checksum, and the TensorRT, CUDA and GPU architectures it was built for."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Exported by libeca_trt_plugin.so and libeca_kernels.so: "key=value ..." (no TensorRT or GPU needed to call them).
+_BUILD_INFO_SYMBOLS = ("eca_plugin_build_info", "eca_kernels_build_info")
+
+
+@dataclass
+class LibraryInfo:
+    path: str
+    bytes: int
+    sha256: str
+    build: dict[str, str]  # eca_trt_plugin / eca_kernels version, tensorrt, cuda, archs, max_k, plugin
+    cubins: list[str] | None  # GPU code in the file per cuobjdump (sm_87, compute_120 for PTX); None: no cuobjdump
+    error: str | None  # why `build` is empty
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def read_build_info(path: Path) -> dict[str, str]:
+    """Call the library's build-info function (loading it runs no CUDA or TensorRT code)."""
+    library = ctypes.CDLL(str(path))
+    for symbol in _BUILD_INFO_SYMBOLS:
+        if hasattr(library, symbol):
+            function = getattr(library, symbol)
+            function.restype = ctypes.c_char_p
+            return dict(item.split("=", 1) for item in function().decode().split() if "=" in item)
+    raise OSError(f"exports none of {', '.join(_BUILD_INFO_SYMBOLS)}: not an eca-deploy library")
+
+
+def find_cuobjdump() -> str | None:
+    return shutil.which("cuobjdump") or next(
+        (p for p in ("/usr/local/cuda/bin/cuobjdump", "/opt/cuda/bin/cuobjdump") if Path(p).is_file()), None
+    )
+
+
+def list_cubins(path: Path) -> list[str] | None:
+    """sm_XX for each cubin and compute_XX for each PTX the file embeds, via cuobjdump if installed."""
+    tool = find_cuobjdump()
+    if tool is None:
+        return None
+    found: set[str] = set()
+    for flag, prefix in (("--list-elf", "sm_"), ("--list-ptx", "compute_")):
+        out = subprocess.run([tool, flag, str(path)], capture_output=True, text=True, check=False).stdout
+        found.update(prefix + arch for arch in re.findall(r"\.sm_(\w+?)\.(?:cubin|ptx)\b", out))
+    return sorted(found, key=lambda a: (a.startswith("compute_"), int(re.sub(r"\D", "", a) or 0)))
+
+
+def library_info(path: Path) -> LibraryInfo:
+    data = path.read_bytes()
+    try:
+        build, error = read_build_info(path), None
+    except OSError as exc:
+        build, error = {}, str(exc)
+    return LibraryInfo(
+        path=str(path),
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        build=build,
+        cubins=list_cubins(path),
+        error=error,
+    )

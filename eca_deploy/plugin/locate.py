@@ -1,0 +1,60 @@
+"""Find the native libraries: an explicit path, then an environment variable, then the default build folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from eca_deploy.errors import EcaDeployError
+
+PLUGIN_LIBRARY = "libeca_trt_plugin.so"
+KERNELS_LIBRARY = "libeca_kernels.so"
+PLUGIN_ENV = "ECA_DEPLOY_PLUGIN"
+KERNELS_ENV = "ECA_DEPLOY_KERNELS"
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def source_dir() -> Path | None:
+    """The plugins/ sources when eca-deploy runs from a checkout, else None."""
+    plugins = _REPO / "plugins"
+    return plugins if (plugins / "CMakeLists.txt").is_file() else None
+
+
+def default_build_dir() -> Path:
+    """<checkout>/build/plugins, or build/plugins under the current folder for an installed package."""
+    return (_REPO if source_dir() else Path.cwd()) / "build" / "plugins"
+
+
+def _find(name: str, env: str, path: str | Path | None, required: bool) -> Path | None:
+    for given, origin in ((path, "path"), (os.environ.get(env) or None, f"${env}")):
+        if given is None:
+            continue
+        candidate = Path(given).expanduser()
+        candidate = candidate / name if candidate.is_dir() else candidate
+        if not candidate.is_file():
+            raise EcaDeployError(f"{name} not found at {candidate} (from {origin})")
+        return candidate.resolve()
+    searched = list(dict.fromkeys([default_build_dir(), Path.cwd() / "build" / "plugins"]))
+    for folder in searched:
+        if (folder / name).is_file():
+            return (folder / name).resolve()
+    if required:
+        raise EcaDeployError(
+            f"{name} not found (searched {', '.join(map(str, searched))}): build it with `eca-deploy plugin build` "
+            f"or set {env}"
+        )
+    return None
+
+
+def find_plugin_library(path: str | Path | None = None, required: bool = True) -> Path | None:
+    """libeca_trt_plugin.so from `path` (file or folder), $ECA_DEPLOY_PLUGIN, or the default build folder.
+
+    A path or variable that names a missing file is an error; `required=False` only allows finding nothing.
+    """
+    return _find(PLUGIN_LIBRARY, PLUGIN_ENV, path, required)
+
+
+def find_kernels_library(path: str | Path | None = None, required: bool = True) -> Path | None:
+    """libeca_kernels.so from `path` (file or folder), $ECA_DEPLOY_KERNELS, or the default build folder."""
+    return _find(KERNELS_LIBRARY, KERNELS_ENV, path, required)

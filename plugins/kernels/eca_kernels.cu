@@ -1,0 +1,594 @@
+// ECA CUDA kernels: a fused single-pass path and a two-pass path (pool, then gate + scale).
+//
+// Fused: one block owns a tile of channels of one image. It copies the tile and its (k-1)/2 halo channels on each side
+// from global into shared memory, pools them there, computes the tile's gates and writes Y from shared memory, so X
+// is read from device memory once (plus the halo). Two-pass: pool every channel into a float workspace (a group of
+// threads per channel, block-level reduction, no atomics), then a second kernel computes the gates and scales X into Y.
+// The choice between them is planFused() below; docs/plugin.md states the rule with byte counts.
+
+#include "eca_kernels.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+
+#ifndef ECA_CUDA_ARCHS
+#define ECA_CUDA_ARCHS "unknown"
+#endif
+
+#define ECA_STR2(x) #x
+#define ECA_STR(x) ECA_STR2(x)
+
+namespace
+{
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxRowsPerBlock = 256;      // two-pass: channels per block (their gates in static smem)
+constexpr int kMaxPartials = 256;          // two-pass: rows x slots partial sums per block (static smem)
+constexpr int kMaxDevices = 64;            // devices whose limits are cached
+constexpr size_t kDefaultSmem = 48 << 10;  // dynamic shared memory a block gets without opting in
+
+struct EcaParams
+{
+    float w[ECA_MAX_K];
+    int32_t k;
+    int32_t channels;
+    int32_t hw;
+    float invHw;
+};
+
+// V elements of T moved by one memory access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack
+{
+    T v[V];
+};
+
+__device__ __forceinline__ float toFloat(float v) { return v; }
+__device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
+
+template <typename T>
+__device__ __forceinline__ T fromFloat(float v);
+template <>
+__device__ __forceinline__ float fromFloat<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half fromFloat<__half>(float v) { return __float2half_rn(v); }
+
+template <typename T, int V>
+__device__ __forceinline__ float packSum(Pack<T, V> const& p)
+{
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+        s += toFloat(p.v[i]);
+    return s;
+}
+
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> packScale(Pack<T, V> p, float g)
+{
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+        p.v[i] = fromFloat<T>(toFloat(p.v[i]) * g);
+    return p;
+}
+
+// Gate of channel c; mean(i) gives the mean of channel i for every i in [0, C) the window touches.
+template <typename MeanFn>
+__device__ __forceinline__ float channelGate(EcaParams const& p, int c, MeanFn mean)
+{
+    int const half = p.k / 2;
+    int const j0 = max(0, half - c);
+    int const j1 = min(p.k, p.channels - c + half);
+    float s = 0.f;
+    for (int j = j0; j < j1; ++j)
+        s += p.w[j] * mean(c + j - half);
+    return 1.f / (1.f + expf(-s));
+}
+
+// Groups of G threads (a power of two, 1 to kThreads) work on one channel (a row of H*W elements) at a time. A group
+// wider than a warp spans G/32 warps, each of which leaves one partial sum ("slot") per row.
+struct Groups
+{
+    int size, rank, index, count, slots, slot;
+
+    __device__ explicit Groups(int groupSize)
+    {
+        size = groupSize;
+        rank = threadIdx.x % groupSize;
+        index = threadIdx.x / groupSize;
+        count = kThreads / groupSize;
+        slots = max(1, groupSize / 32);
+        slot = rank / 32;
+    }
+};
+
+// Per-row sums of `rows` rows of `packs` packs into sums[row * slots + slot]. The loop is uniform across the block,
+// so every lane reaches the shuffles.
+template <typename T, int V>
+__device__ __forceinline__ void sumRows(Pack<T, V> const* src, int rows, int packs, Groups const& g, float* sums)
+{
+    for (int base = 0; base < rows; base += g.count)
+    {
+        int const r = base + g.index;
+        float s = 0.f;
+        if (r < rows)
+        {
+            Pack<T, V> const* row = src + int64_t(r) * packs;
+#pragma unroll 4
+            for (int i = g.rank; i < packs; i += g.size)
+            {
+                Pack<T, V> const p = row[i]; // one vector load
+                s += packSum(p);
+            }
+        }
+        for (int offset = min(g.size, 32) / 2; offset > 0; offset >>= 1)
+            s += __shfl_xor_sync(0xffffffffu, s, offset);
+        if (r < rows && g.rank % 32 == 0)
+            sums[r * g.slots + g.slot] = s;
+    }
+}
+
+__device__ __forceinline__ float rowMean(float const* sums, int r, int slots, float invHw)
+{
+    float s = 0.f;
+    for (int i = 0; i < slots; ++i)
+        s += sums[r * slots + i];
+    return s * invHw;
+}
+
+// Block-wide copy of `total` packs, kUnroll loads in flight per thread before their stores.
+template <int kUnroll, typename P>
+__device__ __forceinline__ void copyToShared(P const* __restrict__ src, P* dst, int total)
+{
+    int i = threadIdx.x;
+    for (; i + (kUnroll - 1) * kThreads < total; i += kUnroll * kThreads)
+    {
+        P v[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+            v[u] = src[i + u * kThreads];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+            dst[i + u * kThreads] = v[u];
+    }
+    for (; i < total; i += kThreads)
+        dst[i] = src[i];
+}
+
+// One row scaled by `gate`, kUnroll loads in flight per thread before their stores (which keeps it correct in place).
+template <int kUnroll, typename P>
+__device__ __forceinline__ void scaleRow(P const* from, P* to, float gate, int packs, Groups const& g)
+{
+    int i = g.rank;
+    for (; i + (kUnroll - 1) * g.size < packs; i += kUnroll * g.size)
+    {
+        P v[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+            v[u] = from[i + u * g.size];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+            to[i + u * g.size] = packScale(v[u], gate);
+    }
+    for (; i < packs; i += g.size)
+        to[i] = packScale(from[i], gate);
+}
+
+// Fused-path shared memory: [loadedMax rows of H*W elements][loadedMax x kWarps partial sums][tile gates].
+__host__ __device__ inline size_t fusedDataBytes(int loadedMax, int hw, size_t elemBytes)
+{
+    return (size_t(loadedMax) * size_t(hw) * elemBytes + 15) & ~size_t(15);
+}
+
+__host__ __device__ inline size_t fusedSmemBytes(int loadedMax, int tile, int hw, size_t elemBytes)
+{
+    return fusedDataBytes(loadedMax, hw, elemBytes) + sizeof(float) * (size_t(loadedMax) * kWarps + tile);
+}
+
+// One block: channels [c0, c0 + tile) of image n. The tile and its halo are contiguous in X and copied in one sweep.
+template <typename T, int V>
+__global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__ x, T* __restrict__ y,
+    __grid_constant__ EcaParams const p, int tile, int tiles, int groupSize)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    using P = Pack<T, V>;
+    int const n = blockIdx.x / tiles;
+    int const c0 = (blockIdx.x % tiles) * tile;
+    int const outRows = min(tile, p.channels - c0);
+    int const half = p.k / 2;
+    int const l0 = max(c0 - half, 0);
+    int const loaded = min(c0 + outRows + half, p.channels) - l0;
+    int const loadedMax = min(p.channels, tile + 2 * half);
+    int const packs = p.hw / V;
+
+    P* data = reinterpret_cast<P*>(smem);
+    float* sums = reinterpret_cast<float*>(smem + fusedDataBytes(loadedMax, p.hw, sizeof(T)));
+    float* gates = sums + loadedMax * kWarps;
+    Groups const g(groupSize);
+
+    copyToShared<4>(reinterpret_cast<P const*>(x + (int64_t(n) * p.channels + l0) * p.hw), data, loaded * packs);
+    __syncthreads();
+    sumRows(data, loaded, packs, g, sums);
+    __syncthreads();
+    for (int r = threadIdx.x; r < loaded; r += kThreads)
+        sums[r * g.slots] = rowMean(sums, r, g.slots, p.invHw); // the mean replaces the row's first slot
+    __syncthreads();
+    for (int r = threadIdx.x; r < outRows; r += kThreads)
+        gates[r] = channelGate(p, c0 + r, [&](int c) { return sums[(c - l0) * g.slots]; });
+    __syncthreads();
+
+    // Halo channels were pooled only; write the tile's own channels. Pack i of the tile is in row i / packs, computed
+    // exactly in float: i < 2^22 (shared memory is far smaller).
+    P const* from = data + (c0 - l0) * packs;
+    P* to = reinterpret_cast<P*>(y + (int64_t(n) * p.channels + c0) * p.hw);
+    float const invPacks = 1.f / float(packs);
+    for (int i = threadIdx.x; i < outRows * packs; i += kThreads)
+        to[i] = packScale(from[i], gates[int((float(i) + 0.5f) * invPacks)]);
+}
+
+// Two-pass, pass 1: the mean of rowsPerBlock channels (rows of the flattened [N*C, H*W] tensor) per block.
+template <typename T, int V>
+__global__ void __launch_bounds__(kThreads) ecaPoolKernel(T const* __restrict__ x, float* __restrict__ means,
+    __grid_constant__ EcaParams const p, int64_t rows, int rowsPerBlock, int groupSize)
+{
+    __shared__ float sums[kMaxPartials];
+    int64_t const r0 = int64_t(blockIdx.x) * rowsPerBlock;
+    int const rowsHere = int(min(int64_t(rowsPerBlock), rows - r0));
+    int const packs = p.hw / V;
+    Groups const g(groupSize);
+
+    sumRows(reinterpret_cast<Pack<T, V> const*>(x) + r0 * packs, rowsHere, packs, g, sums);
+    __syncthreads();
+    for (int r = threadIdx.x; r < rowsHere; r += kThreads)
+        means[r0 + r] = rowMean(sums, r, g.slots, p.invHw);
+}
+
+// Two-pass, pass 2: gates of rowsPerBlock channels from the means, then Y = X * gate. X may be Y (in place).
+template <typename T, int V>
+__global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T* y, float const* __restrict__ means,
+    __grid_constant__ EcaParams const p, int64_t rows, int rowsPerBlock, int groupSize)
+{
+    __shared__ float gates[kMaxRowsPerBlock];
+    using P = Pack<T, V>;
+    int64_t const r0 = int64_t(blockIdx.x) * rowsPerBlock;
+    int const rowsHere = int(min(int64_t(rowsPerBlock), rows - r0));
+    int const packs = p.hw / V;
+    Groups const g(groupSize);
+
+    for (int r = threadIdx.x; r < rowsHere; r += kThreads)
+    {
+        int64_t const n = (r0 + r) / p.channels;
+        float const* m = means + n * p.channels;
+        gates[r] = channelGate(p, int(r0 + r - n * p.channels), [&](int c) { return m[c]; });
+    }
+    __syncthreads();
+    for (int r = g.index; r < rowsHere; r += g.count)
+        scaleRow<4>(reinterpret_cast<P const*>(x) + (r0 + r) * packs, reinterpret_cast<P*>(y) + (r0 + r) * packs,
+            gates[r], packs, g);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Host side
+
+thread_local char tLastError[512];
+
+int32_t fail(int32_t status, char const* format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(tLastError, sizeof(tLastError), format, args);
+    va_end(args);
+    return status;
+}
+
+struct DeviceLimits
+{
+    int device = 0;
+    int sms = 0;
+    size_t fusedBudget = 0; // shared memory a fused block may use: at most half an SM, so two blocks overlap
+};
+
+cudaError_t queryLimits(int device, DeviceLimits& d)
+{
+    int sms = 0, optin = 0, perSm = 0, reserved = 0;
+    cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err == cudaSuccess)
+        err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (err == cudaSuccess)
+        err = cudaDeviceGetAttribute(&perSm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+    if (err == cudaSuccess)
+        err = cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device);
+    if (err != cudaSuccess)
+        return err;
+    d.device = device;
+    d.sms = sms;
+    d.fusedBudget = std::min(size_t(optin), size_t(std::max(perSm / 2 - reserved, 0)));
+    return cudaSuccess;
+}
+
+// Limits of the current device, queried once per device.
+int32_t currentDeviceLimits(DeviceLimits& out)
+{
+    static DeviceLimits cache[kMaxDevices];
+    static cudaError_t cacheStatus[kMaxDevices];
+    static std::once_flag once[kMaxDevices];
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess && device < kMaxDevices)
+    {
+        std::call_once(once[device], [device] { cacheStatus[device] = queryLimits(device, cache[device]); });
+        err = cacheStatus[device];
+        out = cache[device];
+    }
+    else if (err == cudaSuccess)
+    {
+        err = queryLimits(device, out);
+    }
+    return err == cudaSuccess ? ECA_STATUS_OK
+                              : fail(ECA_STATUS_CUDA_ERROR, "cannot query the CUDA device: %s", cudaGetErrorString(err));
+}
+
+struct Shape
+{
+    int64_t n, c, hw;
+    int32_t k;
+    size_t elemBytes;
+
+    int64_t rows() const { return n * c; }
+    int32_t half() const { return k / 2; }
+};
+
+int32_t validate(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype, Shape& s)
+{
+    if (dtype != ECA_DTYPE_FLOAT32 && dtype != ECA_DTYPE_FLOAT16)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "dtype %d is not ECA_DTYPE_FLOAT32 (0) or ECA_DTYPE_FLOAT16 (1)",
+            int(dtype));
+    if (k < 1 || k > ECA_MAX_K || k % 2 == 0)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "k=%d: the kernel size must be odd, 1 to %d", k, ECA_MAX_K);
+    if (n < 0 || c < 0 || h < 0 || w < 0)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "negative dimension in shape [%lld, %lld, %lld, %lld]",
+            (long long) n, (long long) c, (long long) h, (long long) w);
+    if (c > INT32_MAX || (h > 0 && w > INT32_MAX / h) || (c > 0 && n > INT32_MAX / c))
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "shape [%lld, %lld, %lld, %lld] too large: N*C and H*W must be < 2^31",
+            (long long) n, (long long) c, (long long) h, (long long) w);
+    s = Shape{n, c, h * w, k, dtype == ECA_DTYPE_FLOAT16 ? sizeof(__half) : sizeof(float)};
+    return ECA_STATUS_OK;
+}
+
+// Threads per channel: a power of two that gives each thread at least 4 packs of a channel, up to the whole block.
+int groupSizeFor(int64_t packs)
+{
+    int size = 1;
+    while (size < kThreads && int64_t(size) * 2 * 4 <= packs)
+        size *= 2;
+    return size;
+}
+
+struct FusedPlan
+{
+    int tile = 0;
+    size_t smemBytes = 0;
+};
+
+// The fused path's channel tile for this shape, or false if none fits. forced: accept any tile that fits; otherwise
+// also require that the halo at most doubles the bytes read (else two-pass, which reads X twice, is no worse).
+bool planFused(Shape const& s, DeviceLimits const& d, bool forced, FusedPlan& plan)
+{
+    int64_t const perChannel = s.hw * int64_t(s.elemBytes) + int64_t(sizeof(float)) * (kWarps + 1);
+    int64_t const maxLoaded = (int64_t(d.fusedBudget) - 16) / perChannel;
+    int64_t const halo = 2 * int64_t(s.half());
+    int64_t const tileFit = s.c <= maxLoaded ? s.c : maxLoaded - halo;
+    if (maxLoaded < 1 || tileFit < 1 || (!forced && s.c > maxLoaded && tileFit < std::max<int64_t>(1, halo)))
+        return false;
+    // Enough tiles for two blocks per SM, but tiles of at least 2*halo channels (halo reads <= 50%).
+    int64_t const tilesPerImage = (2 * int64_t(d.sms) + s.n - 1) / s.n;
+    int64_t const tilePar = (s.c + tilesPerImage - 1) / tilesPerImage;
+    int64_t const tileMin = std::min(tileFit, std::max<int64_t>(1, 2 * halo));
+    plan.tile = int(std::clamp(tilePar, tileMin, tileFit));
+    int const loadedMax = int(std::min<int64_t>(s.c, plan.tile + halo));
+    plan.smemBytes = fusedSmemBytes(loadedMax, plan.tile, int(s.hw), s.elemBytes);
+    return true;
+}
+
+// Two-pass blocks: about 4096 elements each, but enough blocks for two per SM; whole rounds of groups.
+int rowsPerBlockFor(Shape const& s, DeviceLimits const& d, int groupSize)
+{
+    int64_t const groups = kThreads / groupSize;
+    int64_t const slots = std::max(1, groupSize / 32);
+    int64_t const forSize = groups * ((4096 + s.hw * groups - 1) / (s.hw * groups));
+    int64_t const forParallelism = (s.rows() + 2 * d.sms - 1) / (2 * d.sms);
+    int64_t const rows = std::min(forSize, (forParallelism + groups - 1) / groups * groups);
+    return int(std::min(std::clamp<int64_t>(rows, groups, kMaxRowsPerBlock), kMaxPartials / slots));
+}
+
+EcaParams makeParams(Shape const& s, float const* weights)
+{
+    EcaParams p{};
+    std::copy(weights, weights + s.k, p.w);
+    p.k = s.k;
+    p.channels = int32_t(s.c);
+    p.hw = int32_t(s.hw);
+    p.invHw = 1.f / float(s.hw);
+    return p;
+}
+
+int32_t launchStatus(char const* what)
+{
+    cudaError_t const err = cudaGetLastError();
+    return err == cudaSuccess ? ECA_STATUS_OK
+                              : fail(ECA_STATUS_CUDA_ERROR, "%s kernel launch failed: %s", what, cudaGetErrorString(err));
+}
+
+template <typename T, int V>
+int32_t runFused(void const* x, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
+    FusedPlan const& plan, cudaStream_t stream)
+{
+    auto kernel = ecaFusedKernel<T, V>;
+    if (plan.smemBytes > kDefaultSmem)
+    {
+        // Opt in once per device to the most a fused block may use there.
+        static std::atomic<uint64_t> optedIn{0};
+        uint64_t const bit = d.device < 64 ? uint64_t(1) << d.device : 0;
+        if (!(optedIn.load() & bit))
+        {
+            cudaError_t const err
+                = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(d.fusedBudget));
+            if (err != cudaSuccess)
+                return fail(ECA_STATUS_CUDA_ERROR, "cannot enable %zu bytes of shared memory: %s", d.fusedBudget,
+                    cudaGetErrorString(err));
+            optedIn.fetch_or(bit);
+        }
+    }
+    int const tiles = int((s.c + plan.tile - 1) / plan.tile);
+    kernel<<<unsigned(s.n * tiles), kThreads, plan.smemBytes, stream>>>(
+        static_cast<T const*>(x), static_cast<T*>(y), p, plan.tile, tiles, groupSizeFor(s.hw / V));
+    return launchStatus("fused");
+}
+
+template <typename T, int V>
+int32_t runTwoPass(void const* x, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, float* means,
+    cudaStream_t stream)
+{
+    int const groupSize = groupSizeFor(s.hw / V);
+    int const rowsPerBlock = rowsPerBlockFor(s, d, groupSize);
+    unsigned const blocks = unsigned((s.rows() + rowsPerBlock - 1) / rowsPerBlock);
+    ecaPoolKernel<T, V><<<blocks, kThreads, 0, stream>>>(
+        static_cast<T const*>(x), means, p, s.rows(), rowsPerBlock, groupSize);
+    int32_t const status = launchStatus("pool");
+    if (status != ECA_STATUS_OK)
+        return status;
+    ecaScaleKernel<T, V><<<blocks, kThreads, 0, stream>>>(
+        static_cast<T const*>(x), static_cast<T*>(y), means, p, s.rows(), rowsPerBlock, groupSize);
+    return launchStatus("scale");
+}
+
+// Widest access (16 or 8 bytes) that keeps every channel of x and y aligned; 1 element otherwise.
+int packElements(void const* x, void const* y, Shape const& s)
+{
+    for (size_t bytes : {size_t(16), size_t(8)})
+    {
+        int64_t const elems = int64_t(bytes / s.elemBytes);
+        if (s.hw % elems == 0 && reinterpret_cast<uintptr_t>(x) % bytes == 0
+            && reinterpret_cast<uintptr_t>(y) % bytes == 0)
+            return int(elems);
+    }
+    return 1;
+}
+
+template <typename T>
+int32_t dispatch(void const* x, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, bool fused,
+    FusedPlan const& plan, float* means, cudaStream_t stream)
+{
+    constexpr int kWide = int(16 / sizeof(T));
+    constexpr int kNarrow = int(8 / sizeof(T));
+    int const v = packElements(x, y, s);
+    if (fused)
+        return v == kWide ? runFused<T, kWide>(x, y, p, s, d, plan, stream)
+            : v == kNarrow ? runFused<T, kNarrow>(x, y, p, s, d, plan, stream)
+                           : runFused<T, 1>(x, y, p, s, d, plan, stream);
+    return v == kWide ? runTwoPass<T, kWide>(x, y, p, s, d, means, stream)
+        : v == kNarrow ? runTwoPass<T, kNarrow>(x, y, p, s, d, means, stream)
+                       : runTwoPass<T, 1>(x, y, p, s, d, means, stream);
+}
+
+#define ECA_VERSION_STRING                                                                                         \
+    ECA_STR(ECA_KERNELS_VERSION_MAJOR) "." ECA_STR(ECA_KERNELS_VERSION_MINOR) "." ECA_STR(ECA_KERNELS_VERSION_PATCH)
+
+char const kBuildInfo[] = "eca_kernels=" ECA_VERSION_STRING " cuda=" ECA_STR(__CUDACC_VER_MAJOR__) "." ECA_STR(
+    __CUDACC_VER_MINOR__) " archs=" ECA_CUDA_ARCHS " max_k=" ECA_STR(ECA_MAX_K);
+
+} // namespace
+
+extern "C" {
+
+int32_t eca_kernels_version(void)
+{
+    return ECA_KERNELS_VERSION_MAJOR * 10000 + ECA_KERNELS_VERSION_MINOR * 100 + ECA_KERNELS_VERSION_PATCH;
+}
+
+char const* eca_kernels_build_info(void) { return kBuildInfo; }
+
+char const* eca_last_error(void) { return tLastError; }
+
+size_t eca_workspace_size(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype, eca_path_t path)
+{
+    Shape s{};
+    if (validate(n, c, h, w, k, dtype, s) != ECA_STATUS_OK || path == ECA_PATH_FUSED)
+        return 0;
+    if (path == ECA_PATH_AUTO && eca_select_path(n, c, h, w, k, dtype) == ECA_PATH_FUSED)
+        return 0;
+    return size_t(s.rows()) * sizeof(float);
+}
+
+int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype)
+{
+    Shape s{};
+    DeviceLimits d;
+    FusedPlan plan;
+    if (validate(n, c, h, w, k, dtype, s) != ECA_STATUS_OK || currentDeviceLimits(d) != ECA_STATUS_OK)
+        return -1;
+    return s.rows() * s.hw > 0 && planFused(s, d, false, plan) ? ECA_PATH_FUSED : ECA_PATH_TWO_PASS;
+}
+
+int32_t eca_forward(void const* x, void* y, float const* weights, int32_t k, int64_t n, int64_t c, int64_t h, int64_t w,
+    eca_dtype_t dtype, eca_path_t path, void* workspace, void* stream)
+{
+    Shape s{};
+    if (int32_t const status = validate(n, c, h, w, k, dtype, s))
+        return status;
+    if (weights == nullptr)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "weights is NULL (k=%d floats expected)", k);
+    if (path != ECA_PATH_AUTO && path != ECA_PATH_FUSED && path != ECA_PATH_TWO_PASS)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "path %d is not AUTO (0), FUSED (1) or TWO_PASS (2)", int(path));
+    if (s.rows() * s.hw == 0)
+        return ECA_STATUS_OK;
+    if (x == nullptr || y == nullptr)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "x or y is NULL");
+    uintptr_t const bytes = uintptr_t(s.rows() * s.hw) * s.elemBytes;
+    uintptr_t const xa = reinterpret_cast<uintptr_t>(x), ya = reinterpret_cast<uintptr_t>(y);
+    bool const inPlace = xa == ya;
+    if (!inPlace && xa < ya + bytes && ya < xa + bytes)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "x and y partially overlap");
+    if (xa % s.elemBytes != 0 || ya % s.elemBytes != 0)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "x or y is not aligned to its element size");
+
+    DeviceLimits d;
+    if (int32_t const status = currentDeviceLimits(d))
+        return status;
+    FusedPlan plan;
+    bool fused = false;
+    if (path == ECA_PATH_FUSED)
+    {
+        if (inPlace)
+            return fail(ECA_STATUS_INVALID_ARGUMENT, "the fused path cannot run in place (x == y)");
+        if (!planFused(s, d, true, plan))
+            return fail(ECA_STATUS_NOT_SUPPORTED,
+                "fused path: one channel of %lld elements plus its %d halo channels needs more than the %zu bytes of "
+                "shared memory a block may use on this device",
+                (long long) s.hw, 2 * s.half(), d.fusedBudget);
+        fused = true;
+    }
+    else if (path == ECA_PATH_AUTO)
+    {
+        fused = !inPlace && planFused(s, d, false, plan);
+    }
+    if (!fused && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % sizeof(float) != 0))
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "the two-pass path needs a float-aligned workspace of %zu bytes",
+            size_t(s.rows()) * sizeof(float));
+
+    EcaParams const p = makeParams(s, weights);
+    auto* const means = static_cast<float*>(workspace);
+    auto* const cudaStream = static_cast<cudaStream_t>(stream);
+    return dtype == ECA_DTYPE_FLOAT16 ? dispatch<__half>(x, y, p, s, d, fused, plan, means, cudaStream)
+                                      : dispatch<float>(x, y, p, s, d, fused, plan, means, cudaStream);
+}
+
+} // extern "C"

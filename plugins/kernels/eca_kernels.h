@@ -1,0 +1,73 @@
+/*
+ * ECA (Efficient Channel Attention) CUDA kernels behind a small C ABI.
+ *
+ *   Y[n,c,h,w] = X[n,c,h,w] * sigmoid(sum_j weights[j] * mean_hw(X)[n, c + j - (k-1)/2])
+ *
+ * X and Y are dense NCHW float32 or float16 tensors in device memory; channels outside [0, C) count as 0
+ * (zero padding, cross-correlation like PyTorch's Conv1d). Sums and the gate are computed in float32.
+ * No TensorRT header is involved: the library can be loaded with ctypes and used by any CUDA program.
+ */
+#ifndef ECA_KERNELS_H
+#define ECA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef ECA_API
+#define ECA_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ECA_KERNELS_VERSION_MAJOR 1
+#define ECA_KERNELS_VERSION_MINOR 0
+#define ECA_KERNELS_VERSION_PATCH 0
+
+/* Largest supported kernel size k (odd, 1 <= k <= ECA_MAX_K). */
+#define ECA_MAX_K 63
+
+typedef enum { ECA_DTYPE_FLOAT32 = 0, ECA_DTYPE_FLOAT16 = 1 } eca_dtype_t;
+
+/* AUTO picks FUSED or TWO_PASS by shape and device (see eca_select_path); the others force a path. */
+typedef enum { ECA_PATH_AUTO = 0, ECA_PATH_FUSED = 1, ECA_PATH_TWO_PASS = 2 } eca_path_t;
+
+typedef enum {
+    ECA_STATUS_OK = 0,
+    ECA_STATUS_INVALID_ARGUMENT = 1, /* bad pointer, shape, k, dtype or path */
+    ECA_STATUS_NOT_SUPPORTED = 2,    /* forced FUSED path that does not fit this shape on this device */
+    ECA_STATUS_CUDA_ERROR = 3        /* a CUDA runtime call or kernel launch failed */
+} eca_status_t;
+
+/* Library version as 10000 * major + 100 * minor + patch. */
+ECA_API int32_t eca_kernels_version(void);
+
+/* "eca_kernels=1.0.0 cuda=13.0 archs=75,80,... max_k=63": how this library was built. */
+ECA_API const char* eca_kernels_build_info(void);
+
+/* Message of the last failed call on this thread ("" if none). */
+ECA_API const char* eca_last_error(void);
+
+/* Device workspace bytes eca_forward needs for this shape and path (0 for the fused path). The two-pass
+ * value is an upper bound for every path and every smaller shape: use it to size one buffer for a range. */
+ECA_API size_t eca_workspace_size(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype,
+                                  eca_path_t path);
+
+/* The path ECA_PATH_AUTO takes for this shape on the current device (ECA_PATH_FUSED or ECA_PATH_TWO_PASS),
+ * or -1 with eca_last_error() set when the arguments are invalid or the device cannot be queried. */
+ECA_API int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype);
+
+/* Run ECA on `stream` (a cudaStream_t; NULL is the default stream), asynchronously.
+ * weights: k host floats, copied into the launch; workspace: eca_workspace_size(..., path) device bytes.
+ * x and y must not partially overlap; x == y (in place) runs the two-pass path.
+ * Returns an eca_status_t; on failure eca_last_error() says why. */
+ECA_API int32_t eca_forward(const void* x, void* y, const float* weights, int32_t k, int64_t n, int64_t c,
+                            int64_t h, int64_t w, eca_dtype_t dtype, eca_path_t path, void* workspace,
+                            void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ECA_KERNELS_H */

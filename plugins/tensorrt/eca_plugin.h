@@ -1,0 +1,89 @@
+// TensorRT plugin for the ECA op (name "ECA", version "1", namespace "eca_deploy"): an IPluginV3 with the OneCore,
+// OneBuild and OneRuntime capabilities, and its IPluginCreatorV3One. The math lives in ../kernels (eca_kernels.h).
+#pragma once
+
+#include <NvInferRuntime.h>
+
+#include <string>
+#include <vector>
+
+namespace eca_deploy
+{
+
+constexpr char const* kPluginName = "ECA";
+constexpr char const* kPluginVersion = "1";
+constexpr char const* kPluginNamespace = "eca_deploy";
+constexpr char const* kWeightsField = "weights";
+
+// Logs through the logger TensorRT hands to the library (setLoggerFinder), else to stderr.
+void logMessage(nvinfer1::ILogger::Severity severity, char const* format, ...) noexcept;
+
+class EcaPlugin final : public nvinfer1::IPluginV3,
+                        public nvinfer1::IPluginV3OneCore,
+                        public nvinfer1::IPluginV3OneBuild,
+                        public nvinfer1::IPluginV3OneRuntime
+{
+public:
+    explicit EcaPlugin(std::vector<float> weights);
+    EcaPlugin(EcaPlugin const&) = delete; // mField points into mWeights: copies go through clone()
+    EcaPlugin& operator=(EcaPlugin const&) = delete;
+
+    // IPluginV3
+    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
+    nvinfer1::IPluginV3* clone() noexcept override;
+
+    // IPluginV3OneCore
+    char const* getPluginName() const noexcept override { return kPluginName; }
+    char const* getPluginVersion() const noexcept override { return kPluginVersion; }
+    char const* getPluginNamespace() const noexcept override { return kPluginNamespace; }
+
+    // IPluginV3OneBuild
+    int32_t getNbOutputs() const noexcept override { return 1; }
+    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
+        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
+    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
+        int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+        nvinfer1::IExprBuilder& exprBuilder) noexcept override;
+    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
+        int32_t nbOutputs) noexcept override;
+    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
+    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
+    char const* getMetadataString() noexcept override { return mMetadata.c_str(); }
+
+    // IPluginV3OneRuntime
+    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs, nvinfer1::PluginTensorDesc const* out,
+        int32_t nbOutputs) noexcept override;
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
+        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
+    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
+    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
+
+private:
+    std::vector<float> mWeights;
+    std::string mMetadata;
+    nvinfer1::PluginField mField;
+    nvinfer1::PluginFieldCollection mFields;
+};
+
+class EcaPluginCreator final : public nvinfer1::IPluginCreatorV3One
+{
+public:
+    EcaPluginCreator();
+    EcaPluginCreator(EcaPluginCreator const&) = delete;
+    EcaPluginCreator& operator=(EcaPluginCreator const&) = delete;
+
+    char const* getPluginName() const noexcept override { return kPluginName; }
+    char const* getPluginVersion() const noexcept override { return kPluginVersion; }
+    char const* getPluginNamespace() const noexcept override { return kPluginNamespace; }
+    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override { return &mFieldNames; }
+    nvinfer1::IPluginV3* createPlugin(
+        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
+
+private:
+    nvinfer1::PluginField mWeights;
+    nvinfer1::PluginFieldCollection mFieldNames;
+};
+
+} // namespace eca_deploy

@@ -1,0 +1,197 @@
+"""The ECA plugin in real TensorRT engines against the float64 reference: built with the plugin API, parsed from an
+ONNX ECA node, and carried inside a version-compatible plan.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.ops import ECA_DOMAIN, ECA_DOMAIN_VERSION, ECA_PLUGIN_NAMESPACE, ECA_PLUGIN_VERSION
+from eca_deploy.ops.onnx_function import make_eca_node
+from eca_deploy.ops.reference import eca_reference
+from eca_deploy.plugin.build import build_plugins
+from eca_deploy.plugin.locate import find_plugin_library
+
+trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'eca-deploy[gpu]')")
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA GPU and a CUDA build of PyTorch (torch.cuda.is_available() is False)",
+                allow_module_level=True)  # fmt: skip
+
+pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt]
+LOGGER = trt.Logger(trt.Logger.WARNING)
+TRT_DTYPES = {torch.float32: trt.float32, torch.float16: trt.float16}
+TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3}
+MAX_BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built plugin library, else one built now where nvcc, cmake and the TensorRT headers exist."""
+    path = find_plugin_library(required=False)
+    if path is None:
+        major, minor = torch.cuda.get_device_capability()
+        try:
+            path = build_plugins(tmp_path_factory.mktemp("build"), cuda_archs=f"{major}{minor}").plugin
+        except EcaDeployError:
+            path = None
+    if path is None:
+        pytest.skip("libeca_trt_plugin.so is not built: run eca-deploy plugin build where the TensorRT headers are")
+    return path
+
+
+@pytest.fixture(scope="module")
+def creator(library: Path):
+    registry = trt.get_plugin_registry()
+    loaded = registry.get_creator("ECA", ECA_PLUGIN_VERSION, ECA_PLUGIN_NAMESPACE)
+    if loaded is not None:  # registered earlier in this process (by the code under test elsewhere)
+        yield loaded
+        return
+    handle = registry.load_library(str(library))
+    assert handle is not None, f"IPluginRegistry.load_library({library}) failed"
+    creator = registry.get_creator("ECA", ECA_PLUGIN_VERSION, ECA_PLUGIN_NAMESPACE)
+    assert creator is not None
+    yield creator
+    registry.deregister_library(handle)
+
+
+def weights_field(weights: np.ndarray):
+    field = trt.PluginField("weights", np.asarray(weights, dtype=np.float32), trt.PluginFieldType.FLOAT32)
+    return trt.PluginFieldCollection([field])
+
+
+def build(network, builder, shape: tuple[int, int, int], config_flags=(), plugins_to_serialize=()) -> bytes:
+    config = builder.create_builder_config()
+    for flag in config_flags:
+        config.set_flag(flag)
+    if plugins_to_serialize:
+        config.plugins_to_serialize = list(plugins_to_serialize)
+    profile = builder.create_optimization_profile()
+    name = network.get_input(0).name
+    profile.set_shape(name, (1, *shape), (2, *shape), (MAX_BATCH, *shape))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    assert plan is not None, "engine build failed (see the TensorRT log)"
+    return bytes(plan)
+
+
+def plugin_network(creator, dtype: torch.dtype, shape: tuple[int, int, int], weights: np.ndarray):
+    builder = trt.Builder(LOGGER)
+    # Strongly typed: the plugin runs in the input's type instead of one the builder picks.
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    x = network.add_input("x", TRT_DTYPES[dtype], (-1, *shape))
+    plugin = creator.create_plugin("eca", weights_field(weights), trt.TensorRTPhase.BUILD)
+    y = network.add_plugin_v3([x], [], plugin).get_output(0)
+    y.name = "y"
+    network.mark_output(y)
+    return builder, network
+
+
+def run(plan: bytes, x: torch.Tensor) -> torch.Tensor:
+    engine = trt.Runtime(LOGGER).deserialize_cuda_engine(plan)
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    [x_name] = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    [y_name] = [n for n in names if n != x_name]
+    context.set_input_shape(x_name, tuple(x.shape))
+    y = torch.full_like(x, float("nan"))
+    context.set_tensor_address(x_name, x.data_ptr())
+    context.set_tensor_address(y_name, y.data_ptr())
+    stream = torch.cuda.current_stream()
+    assert context.execute_async_v3(stream.cuda_stream)
+    stream.synchronize()
+    return y
+
+
+def make_case(n: int, shape: tuple[int, int, int], k: int, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    g = torch.Generator().manual_seed(n * 1009 + shape[0] * 31 + k)
+    x = torch.randn(n, *shape, generator=g) + 2 * torch.randn(1, shape[0], 1, 1, generator=g)
+    return x.to(dtype).cuda(), (0.5 * torch.randn(k, generator=g)).numpy()
+
+
+def check(y: torch.Tensor, x: torch.Tensor, weights: np.ndarray) -> None:
+    got = y.double().cpu().numpy()
+    assert not np.isnan(got).any(), "some outputs were not written"
+    tol = TOLERANCE[x.dtype]
+    np.testing.assert_allclose(got, eca_reference(x.double().cpu().numpy(), weights), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize(
+    ("shape", "k", "n"),
+    [((1, 7, 7), 3, 2), ((64, 7, 7), 5, 1), ((24, 56, 56), 3, 3), ((2048, 7, 7), 7, 4), ((5, 1, 1), 9, 2)],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v),
+)
+def test_plugin_layer(creator, shape: tuple[int, int, int], k: int, n: int, dtype: torch.dtype) -> None:
+    x, weights = make_case(n, shape, k, dtype)
+    builder, network = plugin_network(creator, dtype, shape, weights)
+    check(run(build(network, builder, shape), x), x, weights)
+
+
+def test_onnx_eca_node(creator) -> None:
+    """The parser maps the fused node (op ECA, domain eca_deploy, plugin_version/plugin_namespace) to the plugin."""
+    shape, weights = (32, 14, 14), np.array([0.3, -0.6, 0.9], np.float32)
+    graph = helper.make_graph(
+        [make_eca_node("X", "Y", weights.tolist(), "eca0")], "eca",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", *shape])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", *shape])],
+    )  # fmt: skip
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ECA_DOMAIN, ECA_DOMAIN_VERSION)]
+    )
+    builder = trt.Builder(LOGGER)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, LOGGER)
+    assert parser.parse(model.SerializeToString()), [str(parser.get_error(i)) for i in range(parser.num_errors)]
+    x, _ = make_case(3, shape, 3, torch.float32)
+    check(run(build(network, builder, shape), x), x, weights)
+
+
+@pytest.mark.parametrize("weights", [[], [0.1, 0.2], None], ids=["empty", "even", "missing"])
+def test_create_plugin_rejects_bad_weights(creator, weights) -> None:
+    fields = trt.PluginFieldCollection([]) if weights is None else weights_field(np.array(weights, np.float32))
+    try:
+        plugin = creator.create_plugin("bad", fields, trt.TensorRTPhase.BUILD)
+    except Exception:  # some bindings raise where createPlugin returned nullptr
+        plugin = None
+    assert plugin is None
+
+
+_RUN_CARRIED_PLAN = """
+import sys, numpy as np, tensorrt as trt, torch
+runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+runtime.engine_host_code_allowed = True
+engine = runtime.deserialize_cuda_engine(open(sys.argv[1], "rb").read())
+context = engine.create_execution_context()
+x = torch.from_numpy(np.load(sys.argv[2])).cuda()
+y = torch.full_like(x, float("nan"))
+context.set_input_shape("x", tuple(x.shape))
+context.set_tensor_address("x", x.data_ptr())
+context.set_tensor_address("y", y.data_ptr())
+assert context.execute_async_v3(torch.cuda.current_stream().cuda_stream)
+torch.cuda.synchronize()
+np.save(sys.argv[3], y.cpu().numpy())
+"""
+
+
+def test_version_compatible_plan_carries_the_plugin(creator, library: Path, tmp_path: Path) -> None:
+    """A plan built with setPluginsToSerialize runs in a process that never loads the library itself."""
+    shape = (16, 7, 7)
+    x, weights = make_case(2, shape, 5, torch.float32)
+    builder, network = plugin_network(creator, torch.float32, shape, weights)
+    plan = build(network, builder, shape, [trt.BuilderFlag.VERSION_COMPATIBLE], [str(library)])
+    (tmp_path / "eca.plan").write_bytes(plan)
+    np.save(tmp_path / "x.npy", x.cpu().numpy())
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_CARRIED_PLAN, tmp_path / "eca.plan", tmp_path / "x.npy", tmp_path / "y.npy"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    check(torch.from_numpy(np.load(tmp_path / "y.npy")), x, weights)
