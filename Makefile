@@ -25,12 +25,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	mkdir -p $(OUT)
-	$(BIN)/eca-deploy export --model $(MODEL) --output $(OUT)/$(MODEL).onnx
-	$(BIN)/eca-deploy fuse $(OUT)/$(MODEL).onnx --output $(OUT)/$(MODEL).fused.onnx
-	$(BIN)/eca-deploy check --onnx $(OUT)/$(MODEL).fused.onnx --json $(OUT)/check.json
-	$(BIN)/eca-deploy bench --onnx $(OUT)/$(MODEL).fused.onnx --batch 1,8 --duration 3s \
-		--json $(OUT)/bench.json --plot $(OUT)/bench.png
+	$(BIN)/eca-deploy deploy --model $(MODEL) --out $(OUT)
 
 test: setup
 	$(BIN)/ruff check .

@@ -23,9 +23,33 @@ def check_writable(path: Path) -> None:
         raise EcaDeployError(f"output folder {parent} is not writable: choose another --output")
 
 
+def umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: Path, path: Path, mode: int = 0o666) -> Path:
+    """Give a finished temporary file (or folder, mode 0o777) a new file's permissions; rename it onto `path`.
+
+    Temporary files are created 0600; published ones get 0666 less the umask like any new file, so a model
+    repository mounted into a container that runs as another user stays readable.
+    """
+    os.chmod(tmp, mode & ~umask())
+    os.replace(tmp, path)
+    return path
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; publish it onto `path` only if the block succeeds."""
     target = Path(path)
     check_writable(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
@@ -33,15 +57,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        publish(tmp_path, target, mode)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], mode: int = 0o666) -> Path:
     """Call `write(tmp)` and move the result onto `path` atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode) as tmp:
         write(tmp)
     return Path(path)
 

@@ -9,6 +9,8 @@ import pytest
 
 from eca_deploy.cli.main import main
 
+pytest_plugins = ["tests.conftest_precision"]
+
 
 @dataclass
 class CliResult:

@@ -7,36 +7,15 @@ is deserialised (from `--plugin`, the engine's sidecar, or the default locations
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
 from eca_deploy.backends.cuda_memory import CudaMemory, cuda_memory
-from eca_deploy.errors import EcaDeployError, MissingDependencyError
-
-
-def import_tensorrt() -> Any:
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependencyError(
-            "TensorRT is not installed: pip install 'eca-deploy[gpu]' on a machine with an NVIDIA GPU "
-            "(JetPack ships it on Jetson); ONNX models run without it via --onnx"
-        ) from None
-    return tensorrt
-
-
-def load_plugin_library(path: str | Path) -> None:
-    """dlopen the ECA plugin library globally: its static registration adds the creator to TensorRT."""
-    try:
-        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-    except OSError as exc:
-        raise EcaDeployError(f"cannot load the ECA plugin library {path}: {exc}") from None
+from eca_deploy.errors import EcaDeployError
 
 
 class _Buffers:
@@ -111,20 +90,23 @@ class TensorRTRunner(Runner):
     name = "tensorrt"
 
     def __init__(self, engine_path: str | Path, plugin: str | Path | None = None) -> None:
-        trt = import_tensorrt()
+        from eca_deploy.engine.plugin import load_plugin
         from eca_deploy.engine.sidecar import check_compatible, find_sidecar
+        from eca_deploy.engine.trt_import import import_tensorrt
+        from eca_deploy.plugin.locate import find_plugin_library
 
+        trt = import_tensorrt()  # before the plugin library: it registers with the TensorRT in the process
         self.path = Path(engine_path)
         self.sidecar = find_sidecar(self.path)
         if self.sidecar is not None:
             check_compatible(self.sidecar, trt.__version__)
-        library = plugin or (self.sidecar.plugin_path if self.sidecar else None)
-        if library is None:
-            from eca_deploy.plugin.locate import find_plugin_library
-
+        # A version-compatible plan carries the plugin library itself; a second copy could clash with it.
+        embedded = self.sidecar is not None and self.sidecar.version_compatible and self.sidecar.plugin_path
+        library = plugin or (None if embedded else self.sidecar.plugin_path if self.sidecar else None)
+        if library is None and not embedded:
             library = find_plugin_library(required=False)
         if library:
-            load_plugin_library(library)
+            load_plugin(Path(library))
         self.trt = trt
         self.logger = trt.Logger(trt.Logger.ERROR)
         self.runtime = trt.Runtime(self.logger)

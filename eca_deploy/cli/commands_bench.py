@@ -54,6 +54,7 @@ def bench_command(
     streams: int = typer.Option(1, "--streams", help="TensorRT: concurrent streams."),
     no_transfers: bool = typer.Option(False, "--no-transfers", help="TensorRT: time GPU compute alone."),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library for engines."),
+    end_to_end: bool = typer.Option(False, "--end-to-end", help="Time preprocess + inference + postprocess on photos."),
     json_path: Path | None = typer.Option(None, "--json", help="Write results and environment as JSON."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per model and batch size."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Draw latency and throughput vs batch (PNG)."),
@@ -78,6 +79,7 @@ def bench_command(
         duration_s=parse_seconds(duration, "--duration"),
         iterations=iterations,
         step=StepOptions(transfers=not no_transfers, cuda_graph=cuda_graph, streams=streams),
+        end_to_end=end_to_end,
     )
     config.validate()
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
@@ -109,6 +111,8 @@ def print_tables(report: dict[str, Any]) -> None:
         cols = ["batch", "images/s", "infer/s", "min", "mean", "median", "p90", "p95", "p99", "max"]
         split = any(r["split_ms"] for r in entry["results"])
         cols += ["H2D", "compute", "D2H"] if split else []
+        stages = any(r.get("stages_ms") for r in entry["results"])
+        cols += ["preprocess ms", "inference ms", "postprocess ms"] if stages else []
         for col in cols:
             table.add_column(col + (" ms" if col in ("min", "mean", "median", "p90", "p95", "p99", "max") else ""),
                              justify="right")  # fmt: skip
@@ -119,6 +123,9 @@ def print_tables(report: dict[str, Any]) -> None:
             if split:
                 s = r["split_ms"] or {}
                 row += [f"{s.get(k, float('nan')):.3f}" for k in ("h2d_ms", "compute_ms", "d2h_ms")]
+            if stages:
+                s = r.get("stages_ms") or {}
+                row += [f"{s.get(k, float('nan')):.3f}" for k in ("preprocess_ms", "inference_ms", "postprocess_ms")]
             table.add_row(*row)
         console.print(table)
     if len(report["models"]) > 1:

@@ -15,10 +15,15 @@ def _register() -> None:
     # Each module adds its commands to `app`; imports stay light (torch etc. load inside commands).
     from eca_deploy.cli import (  # noqa: F401
         commands_bench,
+        commands_build,
         commands_check,
+        commands_deploy,
         commands_fuse,
         commands_models,
         commands_plugin,
+        commands_precision,
+        commands_run,
+        commands_serving,
     )
 
 

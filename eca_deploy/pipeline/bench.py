@@ -22,6 +22,7 @@ class BenchConfig:
     duration_s: float | None = 10.0  # measure for this long ...
     iterations: int | None = None  # ... or exactly this many iterations
     step: StepOptions = field(default_factory=StepOptions)
+    end_to_end: bool = False  # time classify() on real photos: preprocess + inference + postprocess
 
     def validate(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -43,6 +44,7 @@ class BatchResult:
     inferences_per_s: float
     latency_ms: dict[str, float]  # min, mean, median, p90, p95, p99, max
     split_ms: dict[str, float] | None = None  # mean h2d / compute / d2h (TensorRT)
+    stages_ms: dict[str, float] | None = None  # mean preprocess / inference / postprocess (end to end)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +119,8 @@ def bench_runner(
 ) -> list[BatchResult]:
     """Benchmark every batch size of `config` on `runner` (inputs: fixed random normal images)."""
     config.validate()
+    if config.end_to_end:
+        return bench_end_to_end(runner, config, on_batch)
     results = []
     rng = np.random.default_rng(0)
     dtype = np.float16 if "float16" in runner.inputs[0].dtype else np.float32
@@ -125,4 +129,30 @@ def bench_runner(
         feed = {runner.inputs[0].name: rng.standard_normal(shape).astype(dtype)}
         step = runner.make_step(feed, config.step)
         results.append(bench_batch(step, batch, config, on_batch(batch) if on_batch else None))
+    return results
+
+
+def bench_end_to_end(
+    runner: Runner, config: BenchConfig, on_batch: Callable[[int], Callable[[float], None]] | None = None
+) -> list[BatchResult]:
+    """Time `Classifier.classify` on batches of the sample photographs (uint8 frames of their own sizes)."""
+    from eca_deploy.data.images import read_rgb, sample_image_paths
+    from eca_deploy.runtime import Classifier
+
+    classifier = Classifier.from_runner(runner, channel_order="RGB")
+    photos = [read_rgb(p) for p in sample_image_paths()]
+    results = []
+    for batch in config.batches:
+        frames = [photos[i % len(photos)] for i in range(batch)]
+        stages: list[tuple[float, float, float]] = []
+
+        def step(frames: list[np.ndarray] = frames, stages: list[tuple[float, float, float]] = stages) -> None:
+            t = classifier.classify_timed(frames)[1]
+            stages.append((t.preprocess_ms, t.inference_ms, t.postprocess_ms))
+
+        result = bench_batch(step, batch, config, on_batch(batch) if on_batch else None)
+        mean = np.asarray(stages[-result.iterations :]).mean(axis=0)
+        result.stages_ms = {"preprocess_ms": float(mean[0]), "inference_ms": float(mean[1]),
+                            "postprocess_ms": float(mean[2])}  # fmt: skip
+        results.append(result)
     return results

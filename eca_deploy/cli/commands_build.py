@@ -1,0 +1,86 @@
+"""`eca-deploy build`: a TensorRT engine and its sidecar from an ONNX model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from eca_deploy.cli.app import app
+from eca_deploy.cli.commands_precision import calibration_progress
+from eca_deploy.cli.console import console, print_json, warn
+
+
+def _build_progress(progress: Progress) -> Any:
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, step: int, steps: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(phase, total=max(steps, 1))
+        progress.update(tasks[phase], completed=step)
+
+    return update
+
+
+@app.command("build")
+def build_command(
+    onnx_path: Path = typer.Option(..., "--onnx", help="ONNX model (FP32, FP16 or Q/DQ INT8)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Convert to FP16 ONNX first, then build."),
+    int8: bool = typer.Option(False, "--int8", help="Build from a Q/DQ model (quantized first with --calib-images)."),
+    calib_images: Path | None = typer.Option(None, "--calib-images", help="Calibration images for --int8."),
+    calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use."),
+    method: str = typer.Option("percentile", "--method", help="Calibration: entropy, minmax or percentile."),
+    plugin: str = typer.Option("auto", "--plugin", help="ECA plugin: auto, a library path, or off (unfused graph)."),
+    batch: str = typer.Option("1:8:32", "--batch", help="Optimisation profile batch sizes min:opt:max."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Image size for models with dynamic H, W."),
+    workspace: str | None = typer.Option(None, "--workspace", help="Builder workspace limit, e.g. 2G."),
+    timing_cache: Path | None = typer.Option(None, "--timing-cache", help="Timing cache file (read and updated)."),
+    dla_core: int | None = typer.Option(None, "--dla-core", help="Jetson: build for this DLA core."),
+    gpu_fallback: bool = typer.Option(False, "--gpu-fallback", help="DLA: run unsupported layers on the GPU."),
+    version_compatible: bool = typer.Option(False, "--version-compatible", help="Engine for later TensorRT releases."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Engine file (default: NAME.plan)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the sidecar as JSON."),
+) -> None:
+    """Compile an ONNX model into a TensorRT engine (strongly typed: the ONNX decides the precision)."""
+    from eca_deploy.engine.build import Profile, parse_size
+    from eca_deploy.pipeline.build import BuildRequest, run_build
+    from eca_deploy.precision.quantize import QuantizeOptions
+
+    out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.plan")
+    req = BuildRequest(
+        onnx_path=onnx_path, output=out, fp16=fp16, int8=int8, calib_images=calib_images,
+        quantize=QuantizeOptions(method=method, count=calib_count), plugin=plugin, profile=Profile.parse(batch),
+        img_size=img_size, workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache,
+        dla_core=dla_core, gpu_fallback=gpu_fallback, version_compatible=version_compatible,
+    )  # fmt: skip
+    say = (lambda _m: None) if json_out else console.print
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=json_out) as progress:  # fmt: skip
+        result = run_build(req, say=say, warn=warn, calib_progress=calibration_progress(progress),
+                           build_progress=_build_progress(progress))  # fmt: skip
+    data = result.as_dict()
+    if json_out:
+        print_json(data)
+        return
+    table = Table(title=f"{out} ({data['precision']}, TensorRT {data['tensorrt_version']})")
+    table.add_column("")
+    table.add_column("")
+    per = data.get("layers_per_precision") or {}
+    rows = [
+        ("GPU", f"{data.get('gpu_name')} (sm {data.get('compute_capability')}), CUDA {data.get('cuda_version')}"),
+        (
+            "profile",
+            ", ".join(f"{k}: {' / '.join('x'.join(map(str, s)) for s in v)}" for k, v in data["profile"].items()),
+        ),
+        ("layers", f"{data.get('layers')} ({', '.join(f'{k} {v}' for k, v in per.items()) or 'per precision n/a'})"),
+        ("ECA plugin layers", f"{data['eca_plugin_layers']} ({data.get('plugin_path') or 'no plugin'})"),
+        ("build time", f"{data['build_seconds']:.1f} s"),
+        ("compiled from", str(result.compiled_onnx)),
+        ("sidecar", str(result.sidecar)),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

@@ -1,0 +1,78 @@
+"""`eca-deploy deploy`: one command from checkpoint to a folder of artifacts and a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from eca_deploy.cli.app import app
+from eca_deploy.cli.console import console, print_json, warn
+from eca_deploy.errors import CheckFailedError
+
+
+@app.command("deploy")
+def deploy_command(
+    model: str = typer.Option("eca_mobilenetv2", "--model", "-m", help="Zoo model name."),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint (.pth/.pth.tar)."),
+    precisions: str = typer.Option("fp32,fp16", "--precisions", help="Any of fp32,fp16,int8."),
+    calib_images: Path | None = typer.Option(None, "--calib-images", help="Folder of photos for INT8 calibration."),
+    calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use at most."),
+    images: Path | None = typer.Option(None, "--images", help="Photos for checks [default: sample photos]."),
+    batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes to benchmark (the largest is the profile max)."),
+    img_size: int = typer.Option(224, "--img-size", help="Input height and width."),
+    duration: str = typer.Option("3s", "--duration", help="Benchmark time per batch size."),
+    out: Path = typer.Option(Path("deploy"), "--out", "-o", help="Output folder."),
+    force: bool = typer.Option(False, "--force", help="Redo every stage, even those up to date."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
+    from eca_deploy.cli.commands_bench import parse_batches, parse_seconds
+    from eca_deploy.deploy.report import summary_rows
+    from eca_deploy.deploy.run import DeployOptions, run_deploy
+
+    opts = DeployOptions(
+        model=model, out=out, weights=weights, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
+        calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_batches(batch),
+        img_size=img_size, bench_seconds=parse_seconds(duration, "--duration"), force=force,
+    )  # fmt: skip
+
+    def on_stage(name: str, what: str) -> Any:
+        return console.status(f"[bold]{name}[/bold]: {what}")
+
+    def on_done(outcome: Any) -> None:
+        if outcome.skipped:
+            console.print(f"[dim]= {outcome.name}: up to date, skipped[/dim]")
+        else:
+            console.print(f"[green]✓[/green] {outcome.name} ({outcome.seconds:.1f} s)")
+
+    result = run_deploy(opts, on_stage=None if json_out else on_stage, on_done=None if json_out else on_done,
+                        note=warn)  # fmt: skip
+    rows = summary_rows(result.summary)
+    if json_out:
+        stages = [{"name": s.name, "skipped": s.skipped, "seconds": s.seconds} for s in result.stages]
+        print_json({"out": str(out), "passed": result.passed, "rows": rows, "stages": stages})
+    else:
+        print_summary(result.summary, rows, out)
+    if not result.passed:
+        failed = [r["precision"] for r in rows if not r["passed"]]
+        raise CheckFailedError(f"{', '.join(failed)} outside tolerance: see {out / 'report.md'}")
+
+
+def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
+    batches = sorted({b for r in rows for b in r["images_per_s"]})
+    table = Table(title=f"{summary['model']} on {summary['backend_label']}")
+    for col in ["precision", "verdict", "top-1", "cosine", "max err", "p50 ms @1", "p99 ms @1"]:
+        table.add_column(col, justify="right")
+    for b in batches:
+        table.add_column(f"img/s @{b}", justify="right")
+    first = batches[0]
+    for r in rows:
+        table.add_row(r["precision"], "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]",
+                      f"{r['top1_agreement']:.1%}", f"{r['cosine_min']:.5f}", f"{r['max_abs_error']:.3g}",
+                      f"{r['p50_ms'][first]:.2f}", f"{r['p99_ms'][first]:.2f}",
+                      *(f"{r['images_per_s'][b]:.1f}" for b in batches))  # fmt: skip
+    console.print(table)
+    console.print(f"report: {out / 'report.md'} (and report.html); manifest: {out / 'manifest.json'}")

@@ -1,0 +1,112 @@
+"""`eca-deploy convert --fp16` and `eca-deploy quantize`: precision decided in ONNX, checked on the CPU."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from eca_deploy.cli.app import app
+from eca_deploy.cli.console import console, print_json, warn
+from eca_deploy.errors import EcaDeployError
+
+
+def _check_table(check: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("images", "max abs", "cosine (min)", "top-1", "top-5", "verdict"):
+        table.add_column(col, justify="right")
+    verdict = "[green]pass[/green]" if check["passed"] else "[yellow]" + "; ".join(check["failures"]) + "[/yellow]"
+    table.add_row(str(check["images"]), f"{check['max_abs_error']:.3g}", f"{check['cosine_min']:.6f}",
+                  f"{check['top1_agreement']:.1%}", f"{check['top5_agreement']:.1%}", verdict)  # fmt: skip
+    return table
+
+
+def calibration_progress(progress: Progress) -> Any:
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = progress.add_task("calibrating", total=total)
+        progress.update(task, completed=done)
+
+    return update
+
+
+def new_progress(json_out: bool = False) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True, disable=json_out)  # fmt: skip
+
+
+@app.command("convert")
+def convert_command(
+    onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX model to convert."),
+    fp16: bool = typer.Option(False, "--fp16", help="Convert to FP16 (the only conversion so far)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output (default: NAME.fp16.onnx)."),
+    keep_fp32: str | None = typer.Option(None, "--keep-fp32", help="Op types to keep in FP32, e.g. Sigmoid,Softmax."),
+    fp16_io: bool = typer.Option(False, "--fp16-io", help="Float16 inputs/outputs (default: float32, cast inside)."),
+    images: Path | None = typer.Option(None, "--images", help="Photos for the check (default: sample photos)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare with the FP32 model on ONNX Runtime."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Write an FP16 copy of an ONNX model (TensorRT 11 builds FP16 engines only from FP16 ONNX)."""
+    from eca_deploy.pipeline.convert import run_convert
+
+    if not fp16:
+        raise EcaDeployError("choose the target precision: --fp16 (INT8 is `eca-deploy quantize`)")
+    ops = tuple(o.strip() for o in keep_fp32.split(",") if o.strip()) if keep_fp32 else ()
+    out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.fp16.onnx")
+    with console.status("converting to FP16 and comparing with FP32") if not json_out else contextlib.nullcontext():
+        result = run_convert(onnx_path, out, keep_io_types=not fp16_io, keep_fp32_ops=ops, verify=verify,
+                             images=images, warn=warn)  # fmt: skip
+    data = result.as_dict()
+    if json_out:
+        print_json(data)
+        return
+    console.print(f"[green]wrote[/green] {out}: {data['fp16_nodes']} nodes in FP16, {len(data['fp32_nodes'])} kept in "
+                  f"FP32, {data['casts']} casts, {data['io_types']} inputs/outputs")  # fmt: skip
+    if data["check"]:
+        console.print(_check_table(data["check"], "FP16 vs FP32 (ONNX Runtime, CPU)"))
+
+
+@app.command("quantize")
+def quantize_command(
+    onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX model to quantize."),
+    calib_images: Path = typer.Option(..., "--calib-images", help="Folder of real jpg/png images for calibration."),
+    calib_count: int = typer.Option(512, "--calib-count", help="Images to calibrate on (spread over the folder)."),
+    method: str = typer.Option("percentile", "--method", help="entropy, minmax or percentile (99.99%)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output (default: NAME.int8.onnx)."),
+    quantize_eca_gate: bool = typer.Option(False, "--quantize-eca-gate", help="Also quantize the ECA gate (worse)."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached calibration ranges."),
+    images: Path | None = typer.Option(None, "--images", help="Photos for the check (default: sample photos)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare with the FP32 model on ONNX Runtime."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Calibrate on real images and write a Q/DQ INT8 ONNX laid out for TensorRT (explicit quantization)."""
+    from eca_deploy.pipeline.quantize import run_quantize
+    from eca_deploy.precision.quantize import QuantizeOptions
+
+    options = QuantizeOptions(method=method, count=calib_count, quantize_eca_gate=quantize_eca_gate, use_cache=cache)
+    out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.int8.onnx")
+    with new_progress(json_out) as progress:
+        result = run_quantize(onnx_path, calib_images, out, options, verify=verify, images=images, warn=warn,
+                              progress=calibration_progress(progress))  # fmt: skip
+    data = result.as_dict()
+    if json_out:
+        print_json(data)
+        return
+    q = data["qdq"]
+    console.print(f"[green]wrote[/green] {out}: {q['activations_per_tensor']} activations per tensor, "
+                  f"{q['weights_per_channel']} weights per channel (symmetric INT8)")  # fmt: skip
+    source = "reused from the cache" if data["source"] == "cache" else "calibrated"
+    console.print(f"calibration: {data['method']} on {data['images']} images ({source}); cache: {data['cache_file']}")
+    gate = "quantized" if data["eca_gate_quantized"] else "kept in float"
+    blocks = data["eca_blocks_unfused"] + data["eca_nodes_fused"]
+    console.print(f"ECA gates: {gate} ({data['eca_nodes_fused']} fused nodes, {data['eca_blocks_unfused']} unfused "
+                  f"blocks)" if blocks else "no ECA blocks")  # fmt: skip
+    if data["check"]:
+        console.print(_check_table(data["check"], "INT8 (Q/DQ arithmetic) vs FP32 (ONNX Runtime, CPU)"))

@@ -1,0 +1,169 @@
+"""`eca-deploy export-triton` and `export-deepstream`: serving artifacts for an engine or an ONNX model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from eca_deploy.cli.app import app
+from eca_deploy.cli.console import console, print_json
+from eca_deploy.errors import EcaDeployError
+
+
+def _one_model(engine: Path | None, onnx_path: Path | None) -> Path:
+    if (engine is None) == (onnx_path is None):
+        raise EcaDeployError("pass exactly one of --engine MODEL.plan or --onnx MODEL.onnx")
+    return engine or onnx_path  # type: ignore[return-value]
+
+
+def _engine_plugin(spec: Any, plugin: Path | None) -> Path | None:
+    """The plugin library an engine needs: --plugin, the sidecar's, or the default build; None if none needed."""
+    from eca_deploy.plugin.locate import find_plugin_library
+
+    if plugin is not None:
+        return find_plugin_library(plugin)
+    built = spec.built_with or {}
+    if spec.plugin_layers == 0 or built.get("version_compatible"):
+        return None  # no plugin layers, or the plugin is serialised into a version-compatible engine
+    recorded = built.get("plugin_path")
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    found = find_plugin_library(required=False)
+    if found is None:
+        raise EcaDeployError(
+            f"the engine has {spec.plugin_layers} ECA plugin layers and the plugin library is not found: "
+            "pass --plugin libeca_trt_plugin.so (or build it with eca-deploy plugin build)"
+        )
+    return found
+
+
+def _labels(spec: Any, labels: Path | None) -> tuple[str, ...]:
+    from eca_deploy.runtime.labels import labels_for
+
+    return labels_for(spec.num_classes, labels)
+
+
+def _parse_sizes(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise EcaDeployError(f"--preferred-batch takes batch sizes such as 8,16, got {value!r}") from None
+    if not sizes:
+        raise EcaDeployError(f"--preferred-batch takes batch sizes such as 8,16, got {value!r}")
+    return sizes
+
+
+@app.command("export-triton")
+def export_triton_command(
+    engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine (platform tensorrt_plan, GPU)."),
+    onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model (platform onnxruntime_onnx, CPU)."),
+    repo: Path = typer.Option(..., "--repo", help="Model repository folder (created if missing)."),
+    name: str | None = typer.Option(None, "--name", help="Model name [default: the file name without extension]."),
+    plugin: Path | None = typer.Option(None, "--plugin", help="ECA plugin library [default: from the sidecar]."),
+    max_batch: int | None = typer.Option(None, "--max-batch", help="max_batch_size [default: the profile's max]."),
+    instances: int = typer.Option(1, "--instances", help="Model instances (instance_group count)."),
+    preferred: str | None = typer.Option(None, "--preferred-batch", help="Preferred batch sizes, e.g. 8,16."),
+    labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line [default: ImageNet]."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing model folder of that name."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """A Triton model repository: config.pbtxt, the model, labels, README with the tritonserver command."""
+    from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
+    from eca_deploy.serving.triton import TritonOptions, export_triton, model_name, triton_config
+
+    model = _one_model(engine, onnx_path)
+    if onnx_path is not None:
+        if plugin is not None:
+            raise EcaDeployError("--plugin is for engines: ONNX Runtime runs the ECA op without it")
+        spec, onnx_model = read_onnx_spec(onnx_path)
+    else:
+        spec, onnx_model = read_engine_spec(model), None
+    opts = TritonOptions(
+        platform="onnxruntime_onnx" if onnx_path is not None else "tensorrt_plan",
+        name=model_name(name or model.stem), max_batch=max_batch, preferred=_parse_sizes(preferred),
+        instances=instances, labels=_labels(spec, labels),
+    )  # fmt: skip
+    triton_config(spec, opts)  # batch sizes are checked before anything else is looked for
+    library = _engine_plugin(spec, plugin) if engine is not None else None
+    result = export_triton(model, spec, repo, opts, plugin=library, force=force, onnx_model=onnx_model)
+    report = {
+        "repo": str(result.repo),
+        "model": str(result.model_dir),
+        "platform": opts.platform,
+        "max_batch_size": result.config.max_batch_size,
+        "preferred_batch_size": list(result.config.preferred),
+        "instances": instances,
+        "plugin": str(result.plugin) if result.plugin else None,
+        "readme": str(result.readme) if result.readme else None,
+        "config": result.config.text,
+    }
+    if json_out:
+        print_json(report)
+        return
+    _print_written(f"Triton model {opts.name} ({opts.platform})", report, ("model", "plugin", "readme"))
+    console.print(result.config.text.rstrip())
+
+
+@app.command("export-deepstream")
+def export_deepstream_command(
+    engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine (copied; outputs logits)."),
+    onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model: a Softmax is added, nvinfer builds it."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (must not exist unless --force)."),
+    plugin: Path | None = typer.Option(None, "--plugin", help="ECA plugin library [default: from the sidecar]."),
+    batch: int = typer.Option(1, "--batch", help="nvinfer batch-size (frames inferred together)."),
+    threshold: float = typer.Option(0.0, "--threshold", help="classifier-threshold (probability)."),
+    labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line [default: ImageNet]."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """A DeepStream nvinfer config (net-scale-factor/offsets from mean/std), labels and a sample pipeline."""
+    from eca_deploy.serving.deepstream import DeepStreamOptions, export_deepstream
+    from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
+
+    model = _one_model(engine, onnx_path)
+    opts = DeepStreamOptions(batch=batch, threshold=threshold)
+    if onnx_path is not None:
+        from eca_deploy.plugin.locate import find_plugin_library
+
+        spec, onnx_model = read_onnx_spec(onnx_path)
+        library = find_plugin_library(plugin) if plugin is not None else None
+        result = export_deepstream(spec, out, opts, onnx_model=onnx_model, onnx_name=onnx_path.stem, plugin=library,
+                                   labels=_labels(spec, labels), force=force)  # fmt: skip
+    else:
+        spec = read_engine_spec(model)
+        result = export_deepstream(spec, out, opts, engine=model, plugin=_engine_plugin(spec, plugin),
+                                   labels=_labels(spec, labels), force=force)  # fmt: skip
+    norm = result.normalisation
+    report = {
+        "out": str(result.out),
+        "config": str(result.config),
+        "net_scale_factor": norm.net_scale_factor,
+        "offsets": list(norm.offsets),
+        "model_color_format": norm.model_color_format,
+        "max_relative_error": norm.max_relative_error,
+        "max_abs_error": norm.max_abs_error,
+    }
+    if json_out:
+        print_json(report)
+        return
+    _print_written(f"DeepStream nvinfer config for {spec.name}", report, ("config",))
+    console.print(
+        f"net-scale-factor {norm.net_scale_factor:.6g}, offsets {', '.join(f'{o:.6g}' for o in norm.offsets)}: "
+        f"one scale for all channels, worst relative error {norm.max_relative_error:.2%} "
+        f"(worst absolute {norm.max_abs_error:.4f} in normalised units)"
+    )
+
+
+def _print_written(title: str, report: dict[str, Any], keys: tuple[str, ...]) -> None:
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("where")
+    for key in keys:
+        if report.get(key):
+            table.add_row(key, str(report[key]))
+    console.print(table)

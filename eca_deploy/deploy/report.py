@@ -1,0 +1,187 @@
+"""`report.md` and `report.html` for a deploy folder: verdicts first, then accuracy, speed and plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+from eca_deploy.fileio import atomic_write, atomic_write_text
+
+PLOTS = ("throughput.png", "latency.png", "accuracy.png")
+
+
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per precision: the numbers of the summary table, taken from the check and bench JSONs."""
+    rows = []
+    for precision, result in summary["results"].items():
+        check, bench = result["check"], result["bench"]
+        logits = check["outputs"]["logits"]
+        by_batch = {r["batch"]: r for r in bench["models"][0]["results"]}
+        rows.append({
+            "precision": precision,
+            "passed": check["passed"],
+            "failures": check["failures"],
+            "top1_agreement": logits["top1_agreement"],
+            "cosine_min": logits["cosine_min"],
+            "max_abs_error": logits["max_abs_error"],
+            "p50_ms": {b: r["latency_ms"]["median"] for b, r in by_batch.items()},
+            "p99_ms": {b: r["latency_ms"]["p99"] for b, r in by_batch.items()},
+            "images_per_s": {b: r["images_per_s"] for b, r in by_batch.items()},
+        })  # fmt: skip
+    return rows
+
+
+def recommendation(rows: list[dict[str, Any]]) -> str:
+    passing = [r for r in rows if r["passed"]]
+    if not passing:
+        return "No precision passes its tolerance: ship none of these before finding out why (check --per-layer)."
+    best_batch = max(passing[0]["images_per_s"])
+    best = max(passing, key=lambda r: r["images_per_s"][best_batch])
+    return (
+        f"Fastest precision within tolerance: **{best['precision']}** "
+        f"({best['images_per_s'][best_batch]:.1f} images/s at batch {best_batch})."
+    )
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    rows = summary_rows(summary)
+    batches = sorted({b for r in rows for b in r["images_per_s"]})
+    env = summary["environment"]
+    device = (env.get("gpu") or {}).get("name") or env["cpu"]
+    lines = [
+        f"# {summary['model']}: deployment report",
+        "",
+        f"Measured on **{device}** ({env['os']}, {env['machine']}) with **{summary['backend_label']}**.",
+    ]
+    if summary["backend"] != "tensorrt":
+        lines += ["", f"> These are {summary['backend_label']} figures, not TensorRT engine figures: "
+                      f"{summary.get('engine_note', 'no TensorRT engine was built')}."]  # fmt: skip
+    lines += ["", "## Verdict", "", "| precision | verdict | top-1 agreement | cosine (worst image) | max abs error | "
+              + " | ".join(f"images/s @ {b}" for b in batches) + " |",
+              "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in batches) + " |"]  # fmt: skip
+    for r in rows:
+        verdict = "PASS" if r["passed"] else "FAIL: " + "; ".join(r["failures"])
+        lines.append(
+            f"| {r['precision']} | {verdict} | {r['top1_agreement']:.1%} | {r['cosine_min']:.6f} | "
+            f"{_fmt(r['max_abs_error'])} | "
+            + " | ".join(f"{r['images_per_s'].get(b, math.nan):.1f}" for b in batches)
+            + " |"
+        )
+    lines += ["", recommendation(rows), "", "## Latency (ms)", "",
+              "| precision | " + " | ".join(f"p50 @ {b} | p99 @ {b}" for b in batches) + " |",
+              "| --- | " + " | ".join("---: | ---:" for _ in batches) + " |"]  # fmt: skip
+    for r in rows:
+        cells = " | ".join(f"{r['p50_ms'][b]:.3f} | {r['p99_ms'][b]:.3f}" for b in batches)
+        lines.append(f"| {r['precision']} | {cells} |")
+    lines += ["", "## Plots", ""] + [f"![{name[:-4]}]({name})" for name in PLOTS]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    lines += ["", "## Environment", "", f"- CPU: {env['cpu']} ({env['cpu_count']} cores)",
+              f"- GPU: {device if env.get('gpu') else 'none'}", f"- Versions: {versions}",
+              "", "Every number above comes from the check and bench JSON files beside this report; "
+              "`manifest.json` lists the command line of every stage."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def html_page(markdown_text: str, folder: Path) -> str:
+    """A self-contained HTML page: the report's text, its tables, and the plots inlined as data URIs."""
+    body: list[str] = []
+    table: list[list[str]] = []
+
+    def flush_table() -> None:
+        if table:
+            head, *rest = table
+            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rest)
+                        + "</table>")  # fmt: skip
+            table.clear()
+
+    for line in markdown_text.splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()).replace("**", "") for c in line.strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                table.append(cells)
+            continue
+        flush_table()
+        text = html.escape(line).replace("**", "")
+        if line.startswith("# "):
+            body.append(f"<h1>{text[2:]}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{text[3:]}</h2>")
+        elif line.startswith("!["):
+            name = line[line.index("(") + 1 : -1]
+            data = base64.b64encode((folder / name).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        elif line.startswith("> "):
+            body.append(f"<blockquote>{text[5:]}</blockquote>")
+        elif line.startswith("- "):
+            body.append(f"<li>{text[2:]}</li>")
+        elif line:
+            body.append(f"<p>{text}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}img{max-width:100%}"
+             "blockquote{background:#fff4d6;padding:6px 12px;margin:0}")  # fmt: skip
+    head = f"<head><meta charset='utf-8'><title>eca-deploy report</title><style>{style}</style></head>"
+    return f"<!doctype html><html>{head}<body>{''.join(body)}</body></html>\n"
+
+
+def plots(summary: dict[str, Any], folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary_rows(summary)
+    batches = sorted({b for r in rows for b in r["images_per_s"]})
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        atomic_write(folder / name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.plot(batches, [r["images_per_s"][b] for b in batches], marker="o", label=r["precision"])
+    ax.set(xscale="log", xlabel="batch size", ylabel="images / s", title="Throughput vs batch")
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    save(fig, "throughput.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (precision, result) in enumerate(summary["results"].items()):
+        for j, r in enumerate(result["bench"]["models"][0]["results"]):
+            lat = r["latency_ms"]
+            x = j + (i - (len(rows) - 1) / 2) * 0.2
+            ax.vlines(x, lat["min"], lat["max"], color=f"C{i}", alpha=0.4)
+            ax.vlines(x, lat["median"], lat["p99"], color=f"C{i}", linewidth=6, label=precision if j == 0 else None)
+            ax.plot(x, lat["median"], "o", color="black", markersize=3)
+    ax.set_xticks(range(len(batches)), [str(b) for b in batches])
+    ax.set(xlabel="batch size", ylabel="latency ms (log scale)", title="Latency: min-max, thick p50-p99", yscale="log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    save(fig, "latency.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["top1_agreement"] for r in rows], width=0.4, label="top-1 agreement")
+    ax.bar([x + 0.2 for x in xs], [max(r["cosine_min"], 0) for r in rows], width=0.4, label="cosine (worst image)")
+    ax.set_xticks(list(xs), [r["precision"] for r in rows])
+    ax.set(ylim=(0, 1.05), title="Agreement with PyTorch")
+    ax.legend(loc="lower right")
+    save(fig, "accuracy.png")
+
+
+def write_report(summary: dict[str, Any], folder: Path) -> list[Path]:
+    plots(summary, folder)
+    text = markdown(summary)
+    atomic_write_text(folder / "report.md", text)
+    atomic_write_text(folder / "report.html", html_page(text, folder))
+    return [folder / "report.md", folder / "report.html", *(folder / p for p in PLOTS)]

@@ -1,0 +1,290 @@
+"""Compile an ONNX model into a TensorRT engine with the Python API that TensorRT 10.x (10.3+) and 11.x share.
+
+Every network is strongly typed: the ONNX decides the precision (float32, float16 types, Q/DQ nodes), which
+is the only route TensorRT 11 has and gives 10.x the same engine for the same file. The builder adds one
+optimisation profile for the dynamic batch, a timing cache that is read and updated, build progress through
+IProgressMonitor, DLA options for Jetson and version-compatible engines with the plugin embedded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from eca_deploy.engine.plugin import load_and_check
+from eca_deploy.engine.trt_import import create_builder, import_tensorrt
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.fileio import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Batch sizes of the one optimisation profile: min <= opt <= max."""
+
+    min: int = 1
+    opt: int = 8
+    max: int = 32
+
+    @classmethod
+    def parse(cls, text: str) -> Profile:
+        """'1:8:32' or 'N' (a fixed batch)."""
+        parts = text.split(":")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise EcaDeployError(f"--batch takes min:opt:max such as 1:8:32 (or one size), got {text!r}") from None
+        if len(values) == 1:
+            values *= 3
+        if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+            raise EcaDeployError(f"--batch needs 1 <= min <= opt <= max, as in 1:8:32, got {text!r}")
+        return cls(*values)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    profile: Profile = Profile()
+    img_size: int | None = None  # for models whose H, W are dynamic
+    workspace: int | None = None  # bytes; None: TensorRT's default (the device memory)
+    timing_cache: Path | None = None
+    dla_core: int | None = None
+    gpu_fallback: bool = False
+    version_compatible: bool = False
+    plugin: Path | None = None  # the ECA plugin library (None: no ECA nodes, or --plugin off)
+    eca_nodes: int = 0  # fused ECA nodes the network must turn into plugin layers
+
+
+@dataclass
+class BuiltEngine:
+    data: bytes
+    profile: dict[str, list[list[int]]]
+    layers: int | None
+    layers_per_precision: dict[str, int] | None
+    eca_plugin_layers: int
+    seconds: float
+    tensorrt_version: str
+    timing_cache: Path | None
+
+
+def parse_size(text: str) -> int:
+    """'2G', '512M', '1048576' -> bytes."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if scale > 1 else t) * scale
+    except ValueError:
+        raise EcaDeployError(f"--workspace takes a size such as 2G or 512M, got {text!r}") from None
+    if value <= 0:
+        raise EcaDeployError(f"--workspace must be positive, got {text!r}")
+    return int(value)
+
+
+def _progress_monitor(trt: Any, report: Callable[[str, int, int], None]) -> Any:
+    """An IProgressMonitor that forwards (phase, step, steps) to `report` (None where TensorRT lacks it)."""
+    base = getattr(trt, "IProgressMonitor", None)
+    if base is None:
+        return None
+
+    class Monitor(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.steps: dict[str, int] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.steps[phase_name] = num_steps
+            report(phase_name, 0, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            report(phase_name, step + 1, self.steps.get(phase_name, 0))
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            report(phase_name, self.steps.get(phase_name, 0), self.steps.get(phase_name, 0))
+
+    return Monitor()
+
+
+def _parse(trt: Any, network: Any, logger: Any, model: onnx.ModelProto) -> Any:
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model.SerializeToString()):
+        errors = [str(parser.get_error(i).desc()).strip() for i in range(parser.num_errors)]
+        first = errors[0].splitlines()[0][:200] if errors else "unknown error"
+        hint = ""
+        if "ECA" in first or "plugin" in first.lower():
+            hint = ": the ECA plugin library is missing or built for another TensorRT (--plugin PATH, or --plugin off)"
+        raise EcaDeployError(f"TensorRT's ONNX parser rejected the model: {first}{hint}")
+    return parser
+
+
+def _plugin_layers(trt: Any, network: Any) -> int:
+    kinds = {getattr(trt.LayerType, n) for n in ("PLUGIN_V3", "PLUGIN_V2", "PLUGIN") if hasattr(trt.LayerType, n)}
+    return sum(1 for i in range(network.num_layers) if network.get_layer(i).type in kinds)
+
+
+def _set_profile(trt: Any, builder: Any, network: Any, config: Any, opts: BuildOptions) -> dict[str, list[list[int]]]:
+    profile = builder.create_optimization_profile()
+    shapes: dict[str, list[list[int]]] = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = list(tensor.shape)
+        if len(dims) != 4:
+            raise EcaDeployError(f"input {tensor.name!r} has shape {dims}: eca-deploy engines take [N, 3, H, W]")
+        h, w = dims[2], dims[3]
+        if h < 0 or w < 0:
+            if opts.img_size is None:
+                raise EcaDeployError(f"input {tensor.name!r} has a dynamic image size: pass --img-size")
+            h = w = opts.img_size
+        elif opts.img_size is not None and (h, w) != (opts.img_size, opts.img_size):
+            raise EcaDeployError(f"the model takes {h}x{w} images, not --img-size {opts.img_size}: drop --img-size")
+        p = opts.profile
+        if dims[0] >= 0 and (p.min, p.opt, p.max) != (dims[0],) * 3:
+            raise EcaDeployError(
+                f"the model has a fixed batch of {dims[0]}: pass --batch {dims[0]} or export with --batch dynamic"
+            )
+        batches = (p.min, p.opt, p.max)
+        chosen = [[b, dims[1], h, w] for b in batches]
+        profile.set_shape(tensor.name, *[tuple(s) for s in chosen])
+        shapes[tensor.name] = chosen
+    config.add_optimization_profile(profile)
+    return shapes
+
+
+def _layer_precisions(trt: Any, engine_bytes: bytes, logger: Any) -> tuple[int | None, dict[str, int] | None]:
+    """Layer count and layers per precision from the engine inspector (None where unavailable)."""
+    try:
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(engine_bytes)
+        inspector = engine.create_engine_inspector()
+        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    except Exception:  # the inspector is a report, never a reason to fail a build
+        return None, None
+    layers = info.get("Layers", [])
+    counts: Counter[str] = Counter()
+    for layer in layers:
+        if not isinstance(layer, dict):
+            return len(layers), None
+        formats = " ".join(
+            str(t.get("Format/Datatype", "")) for t in layer.get("Inputs", []) + layer.get("Outputs", [])
+        )
+        upper = formats.upper()
+        if "INT8" in upper:
+            counts["int8"] += 1
+        elif "FP16" in upper or "HALF" in upper:
+            counts["fp16"] += 1
+        elif "FP8" in upper:
+            counts["fp8"] += 1
+        else:
+            counts["fp32"] += 1
+    return len(layers), dict(counts)
+
+
+def build_engine(
+    model: onnx.ModelProto,
+    opts: BuildOptions,
+    progress: Callable[[str, int, int], None] | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> BuiltEngine:
+    """Parse `model` (fused ECA functions already stripped), check the plugin layers, build and serialise."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = create_builder(trt, logger)
+    if opts.plugin is not None:
+        load_and_check(trt, opts.plugin)
+    flags = 0
+    strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly is not None:  # 10.x: opt in; 11.x: every network is strongly typed
+        flags |= 1 << int(strongly)
+    network = builder.create_network(flags)
+    _parser = _parse(trt, network, logger, model)  # the parser must outlive the build (it owns the weights)
+    plugin_layers = _plugin_layers(trt, network)
+    if plugin_layers != opts.eca_nodes:
+        raise EcaDeployError(
+            f"the network has {plugin_layers} plugin layers for {opts.eca_nodes} fused ECA nodes: the parser did not "
+            "map every ECA node to the plugin (rebuild the plugin for this TensorRT, or use --plugin off)"
+        )
+    config = builder.create_builder_config()
+    if opts.workspace:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace)
+    if hasattr(trt, "ProfilingVerbosity"):
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions for the inspector
+    shapes = _set_profile(trt, builder, network, config, opts)
+    cache_bytes = opts.timing_cache.read_bytes() if opts.timing_cache and opts.timing_cache.is_file() else b""
+    timing_cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(timing_cache, ignore_mismatch=True)  # a cache from another GPU/version is rebuilt
+    if opts.dla_core is not None:
+        if builder.num_DLA_cores == 0:
+            raise EcaDeployError("--dla-core needs a device with DLA cores (Jetson AGX/NX Orin, Xavier): none found")
+        if not 0 <= opts.dla_core < builder.num_DLA_cores:
+            raise EcaDeployError(
+                f"--dla-core {opts.dla_core}: this device has DLA cores 0..{builder.num_DLA_cores - 1}"
+            )
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = opts.dla_core
+        if opts.gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        if opts.eca_nodes:
+            log("the ECA plugin runs on the GPU: with DLA, every ECA layer is a DLA<->GPU transition")
+    if opts.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if opts.plugin is not None:
+            config.plugins_to_serialize = [str(opts.plugin)]  # the engine carries its plugin library
+    if progress is not None:
+        monitor = _progress_monitor(trt, progress)
+        if monitor is not None and hasattr(config, "progress_monitor"):
+            config.progress_monitor = monitor
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise EcaDeployError("TensorRT failed to build the engine (see the TensorRT messages above)")
+    data = bytes(serialized)
+    if opts.timing_cache is not None:
+        opts.timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
+    layers, per_precision = _layer_precisions(trt, data, logger)
+    return BuiltEngine(data, shapes, layers, per_precision, plugin_layers, seconds, str(trt.__version__),
+                       opts.timing_cache)  # fmt: skip
+
+
+def cuda_and_gpu() -> dict[str, str | None]:
+    """CUDA runtime version, GPU name and compute capability (best effort: cuda-python, pycuda, nvidia-smi)."""
+    info: dict[str, str | None] = {"cuda_version": None, "gpu_name": None, "compute_capability": None}
+    try:
+        try:
+            from cuda.bindings import runtime as rt
+        except ImportError:
+            from cuda import cudart as rt  # type: ignore[no-redef]
+        err, version = rt.cudaRuntimeGetVersion()
+        if int(err) == 0:
+            info["cuda_version"] = f"{version // 1000}.{(version % 1000) // 10}"
+        err, props = rt.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            name = props.name
+            info["gpu_name"] = (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")
+            info["compute_capability"] = f"{props.major}.{props.minor}"
+        return info
+    except Exception:  # not there or no device: try the next source
+        pass
+    try:
+        import pycuda.autoinit  # noqa: F401
+        import pycuda.driver as cuda
+
+        info["cuda_version"] = ".".join(map(str, cuda.get_version()[:2]))
+        device = cuda.Device(0)
+        info["gpu_name"] = device.name()
+        info["compute_capability"] = "{}.{}".format(*device.compute_capability())
+        return info
+    except Exception:  # not there or no device: try nvidia-smi
+        pass
+    from eca_deploy.environment import gpu_info
+
+    gpu = gpu_info()
+    if gpu:
+        info["gpu_name"], info["compute_capability"] = gpu.get("name"), gpu.get("compute_capability")
+    return info

@@ -1,0 +1,64 @@
+"""The ECA plugin library for builds and runtimes: which one (`--plugin auto|PATH|off`), loading, checking.
+
+The library registers its creator with the TensorRT already loaded in the process when it is dlopened
+(docs/plugin.md), so importing tensorrt and then loading the library before the ONNX parser or the runtime
+sees an ECA node is all TensorRT needs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any
+
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.ops import ECA_OP_TYPE, ECA_PLUGIN_NAMESPACE, ECA_PLUGIN_VERSION
+
+PLUGIN_MODES = ("auto", "off")
+
+
+def resolve_plugin(choice: str, needed: bool) -> Path | None:
+    """`off` -> None; `auto` -> the library if found (an error if `needed` and none is); else a path."""
+    from eca_deploy.plugin.locate import find_plugin_library
+
+    if choice == "off":
+        return None
+    if choice == "auto":
+        try:
+            return find_plugin_library(required=needed)
+        except EcaDeployError as exc:
+            raise EcaDeployError(f"{exc}; or build the unfused graph with --plugin off") from None
+    return find_plugin_library(choice, required=True)
+
+
+def load_plugin(path: Path) -> None:
+    """dlopen the library globally (its static registration adds the ECA creator to TensorRT's registry)."""
+    try:
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        raise EcaDeployError(
+            f"cannot load the ECA plugin library {path} ({exc}): rebuild it for this TensorRT with "
+            "`eca-deploy plugin build`"
+        ) from None
+
+
+def has_eca_creator(trt: Any) -> bool:
+    """Whether TensorRT's plugin registry knows the ECA creator (V3 registries, then the V2 lookup)."""
+    registry = trt.get_plugin_registry()
+    try:
+        if registry.get_creator(ECA_OP_TYPE, ECA_PLUGIN_VERSION, ECA_PLUGIN_NAMESPACE) is not None:
+            return True
+    except (AttributeError, TypeError):
+        pass
+    creators = getattr(registry, "all_creators", None) or getattr(registry, "plugin_creator_list", None) or []
+    return any(getattr(c, "name", None) == ECA_OP_TYPE and getattr(c, "plugin_namespace", "") == ECA_PLUGIN_NAMESPACE
+               for c in creators)  # fmt: skip
+
+
+def load_and_check(trt: Any, path: Path) -> None:
+    load_plugin(path)
+    if not has_eca_creator(trt):
+        raise EcaDeployError(
+            f"{path} loaded but registered no {ECA_PLUGIN_NAMESPACE}::{ECA_OP_TYPE} v{ECA_PLUGIN_VERSION} creator with "
+            f"TensorRT {trt.__version__}: rebuild the plugin for this TensorRT (`eca-deploy plugin build`)"
+        )

@@ -1,0 +1,193 @@
+"""`build`: ONNX -> TensorRT engine + sidecar. Precision and ECA fusion are settled in ONNX first, on the CPU."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from eca_deploy.engine.build import BuildOptions, Profile
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.precision.quantize import QuantizeOptions
+
+
+@dataclass
+class BuildRequest:
+    onnx_path: Path
+    output: Path
+    fp16: bool = False
+    int8: bool = False
+    calib_images: Path | None = None
+    quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
+    plugin: str = "auto"  # auto | off | PATH
+    profile: Profile = field(default_factory=Profile)
+    img_size: int | None = None
+    workspace: int | None = None
+    timing_cache: Path | None = None
+    dla_core: int | None = None
+    gpu_fallback: bool = False
+    version_compatible: bool = False
+
+    def validate(self) -> None:
+        if self.fp16 and self.int8:
+            raise EcaDeployError(
+                "--fp16 and --int8 together are not supported: an INT8 (Q/DQ) model keeps its other layers in FP32"
+            )
+        if self.calib_images is not None and not self.int8:
+            raise EcaDeployError("--calib-images is for INT8: add --int8")
+        if self.gpu_fallback and self.dla_core is None:
+            raise EcaDeployError("--gpu-fallback applies to DLA builds: add --dla-core N")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise EcaDeployError(f"--dla-core must be 0 or more, got {self.dla_core}")
+
+
+@dataclass
+class BuildResult:
+    engine: Path
+    sidecar: Path
+    compiled_onnx: Path  # the ONNX the engine was compiled from (the source, or the FP16/INT8 file written)
+    precision: str
+    messages: list[str]
+    details: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"engine": str(self.engine), "sidecar": str(self.sidecar), "onnx": str(self.compiled_onnx),
+                "precision": self.precision, "messages": self.messages, **self.details}  # fmt: skip
+
+
+def unfuse(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Inline the ECA function: standard ops only, so no parser release can look for the plugin."""
+    from eca_deploy.ops import ECA_DOMAIN
+
+    try:
+        import onnx.inliner
+    except ImportError:  # onnx < 1.16
+        raise EcaDeployError(
+            "--plugin off on a fused model needs onnx >= 1.16 (pip install -U onnx), or pass the unfused ONNX"
+        ) from None
+    inlined = onnx.inliner.inline_local_functions(model)
+    keep = [o for o in inlined.opset_import if o.domain != ECA_DOMAIN]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(keep)
+    return inlined
+
+
+def default_timing_cache() -> Path:
+    from eca_deploy.precision.calibration import cache_dir
+
+    return cache_dir().parent / "tensorrt" / "timing.cache"
+
+
+def prepare_onnx(
+    req: BuildRequest, say: Callable[[str], None], warn: Callable[[str], None],
+    progress: Callable[[int, int], None] | None,
+) -> tuple[onnx.ModelProto, Path, int]:  # fmt: skip
+    """Fuse or unfuse ECA blocks, convert or quantize: the model to compile, its file, and its ECA node count."""
+    from eca_deploy.fileio import sha256_file
+    from eca_deploy.fusion import count_eca_nodes, fuse_eca
+    from eca_deploy.onnx_io import load_onnx, save_onnx
+    from eca_deploy.pipeline.convert import convert_model
+    from eca_deploy.precision.detect import detect_precision
+    from eca_deploy.precision.quantize import quantize_model
+
+    model = load_onnx(req.onnx_path)
+    compiled = req.onnx_path
+    changed = False
+    if req.plugin == "off":
+        if count_eca_nodes(model):
+            model = unfuse(model)
+            changed = True
+            say("--plugin off: the fused ECA nodes are expanded into standard ops (their ONNX function)")
+    else:
+        report = fuse_eca(model)
+        if report.count:
+            changed = True
+            say(f"fused {report.count} unfused ECA blocks into ECA nodes (served by the plugin)")
+    precision = detect_precision(model)
+    stem = req.output.name.removesuffix(".plan").removesuffix(".engine")
+    if req.fp16 and precision != "fp16":
+        if precision == "int8":
+            raise EcaDeployError(f"{req.onnx_path} is an INT8 (Q/DQ) model: drop --fp16, or pass the FP32 model")
+        model, _ = convert_model(model, warn=warn)
+        compiled = req.output.with_name(f"{stem}.fp16.onnx")
+        save_onnx(model, compiled)
+        say(f"wrote the FP16 ONNX {compiled} (runs in ONNX Runtime: check it with eca-deploy check --onnx)")
+        changed = False
+    if req.int8 and precision != "int8":
+        if req.calib_images is None:
+            raise EcaDeployError(
+                f"{req.onnx_path} has no Q/DQ nodes: pass --calib-images DIR, or quantize it first with "
+                "eca-deploy quantize"
+            )
+        model, qreport = quantize_model(model, req.calib_images, sha256_file(req.onnx_path), req.quantize, warn,
+                                        progress)  # fmt: skip
+        compiled = req.output.with_name(f"{stem}.int8.onnx")
+        save_onnx(model, compiled)
+        say(f"wrote the INT8 Q/DQ ONNX {compiled} (calibration: {qreport.source}, {qreport.images} images)")
+        changed = False
+    if changed:
+        compiled = req.onnx_path  # fused/unfused in memory only; the file on disk stays as it was
+    return model, compiled, count_eca_nodes(model)
+
+
+def run_build(
+    req: BuildRequest,
+    say: Callable[[str], None] = lambda _m: None,
+    warn: Callable[[str], None] = lambda _m: None,
+    calib_progress: Callable[[int, int], None] | None = None,
+    build_progress: Callable[[str, int, int], None] | None = None,
+) -> BuildResult:
+    from eca_deploy import __version__
+    from eca_deploy.engine.build import build_engine, cuda_and_gpu
+    from eca_deploy.engine.plugin import resolve_plugin
+    from eca_deploy.engine.sidecar import Sidecar, write_sidecar
+    from eca_deploy.engine.trt_import import import_tensorrt
+    from eca_deploy.exporters.metadata import PREFIX
+    from eca_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
+    from eca_deploy.fusion import strip_eca_functions
+    from eca_deploy.onnx_io import load_onnx
+    from eca_deploy.precision.detect import detect_precision
+
+    req.validate()
+    load_onnx(req.onnx_path, load_external_data=False)  # one-line errors for a missing or broken file first
+    check_writable(req.output)
+    import_tensorrt()  # fail before any conversion work when TensorRT is missing
+    model, compiled, eca_nodes = prepare_onnx(req, say, warn, calib_progress)
+    plugin = resolve_plugin(req.plugin, needed=eca_nodes > 0) if eca_nodes else None
+    opts = BuildOptions(
+        profile=req.profile, img_size=req.img_size, workspace=req.workspace,
+        timing_cache=req.timing_cache or default_timing_cache(), dla_core=req.dla_core,
+        gpu_fallback=req.gpu_fallback, version_compatible=req.version_compatible, plugin=plugin, eca_nodes=eca_nodes,
+    )  # fmt: skip
+    start = time.perf_counter()
+    built = build_engine(strip_eca_functions(model), opts, build_progress, say)
+    atomic_write_bytes(req.output, built.data)
+    precision = detect_precision(model)
+    props = {p.key[len(PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    sidecar = Sidecar(
+        tensorrt_version=built.tensorrt_version,
+        precision=precision,
+        profile=built.profile,
+        onnx_sha256=sha256_file(compiled),
+        onnx_path=str(compiled),
+        build_seconds=round(time.perf_counter() - start, 2),
+        eca_deploy_version=__version__,
+        **cuda_and_gpu(),
+        plugin_path=str(plugin) if plugin else None,
+        plugin_sha256=sha256_file(plugin) if plugin else None,
+        eca_plugin_layers=built.eca_plugin_layers,
+        layers=built.layers,
+        layers_per_precision=built.layers_per_precision,
+        version_compatible=req.version_compatible,
+        dla_core=req.dla_core,
+        gpu_fallback=req.gpu_fallback,
+        workspace_bytes=req.workspace,
+        timing_cache=str(built.timing_cache) if built.timing_cache else None,
+        input_metadata=props,
+    )
+    sidecar_file = write_sidecar(req.output, sidecar)
+    return BuildResult(req.output, sidecar_file, compiled, precision, [], sidecar.as_dict())

@@ -1,0 +1,138 @@
+"""INT8 post-training quantization of an FP32 ONNX model into a Q/DQ model laid out for TensorRT."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from eca_deploy.data.images import Preprocessing
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.precision.calibration import (
+    METHODS,
+    MIN_RECOMMENDED_IMAGES,
+    CalibrationCache,
+    cache_dir,
+    cache_key,
+    collect_ranges,
+    load_calibration_set,
+)
+from eca_deploy.precision.detect import detect_precision
+from eca_deploy.precision.qdq import insert_qdq, plan_quantization, qdq_summary
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    method: str = "entropy"
+    count: int = 512
+    quantize_eca_gate: bool = False  # for comparison only: the gate belongs in float
+    use_cache: bool = True
+    cache_folder: Path | None = None  # default: calibration.cache_dir()
+    batch: int = 32
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise EcaDeployError(f"unknown calibration method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.count < 1:
+            raise EcaDeployError(f"--calib-count must be a positive number of images, got {self.count}")
+
+
+@dataclass
+class QuantizeReport:
+    method: str
+    images: int
+    found: int
+    skipped: list[str]
+    source: str  # "calibrated" or "cache"
+    cache_file: str | None
+    qdq: dict[str, int]
+    eca_blocks_unfused: int
+    eca_nodes_fused: int
+    eca_gate_quantized: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def model_preprocessing(model: onnx.ModelProto, warn: Callable[[str], None]) -> Preprocessing:
+    """The preprocessing the model's metadata names; ImageNet defaults for an ONNX made elsewhere."""
+    from eca_deploy.exporters.metadata import read_metadata
+
+    meta = read_metadata(model)
+    if meta is not None:
+        return meta.preprocessing
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    size = dims[2].dim_value if len(dims) == 4 and dims[2].dim_value else 224
+    warn(f"the model carries no eca-deploy metadata: calibrating with ImageNet preprocessing at {size}x{size}")
+    return Preprocessing.for_size(size)
+
+
+def quantize_model(
+    model: onnx.ModelProto,
+    calib_images: Path,
+    onnx_sha256: str,
+    options: QuantizeOptions = QuantizeOptions(),
+    warn: Callable[[str], None] = lambda _m: None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[onnx.ModelProto, QuantizeReport]:
+    """Calibrate `model` on the images in `calib_images` (or reuse cached ranges) and insert Q/DQ nodes."""
+    from eca_deploy.fusion import count_eca_nodes
+
+    options.validate()
+    precision = detect_precision(model)
+    if precision != "fp32":
+        raise EcaDeployError(f"the model is already {precision.upper()}: quantize the FP32 model it came from")
+    prep = model_preprocessing(model, warn)
+    calib = load_calibration_set(calib_images, prep, options.count)
+    warnings: list[str] = []
+    if calib.images.skipped:
+        warnings.append(
+            f"skipped {len(calib.images.skipped)} unreadable image files: {', '.join(calib.images.skipped[:5])}"
+        )
+    used = len(calib.images.names)
+    if used < MIN_RECOMMENDED_IMAGES:
+        warnings.append(
+            f"only {used} calibration images: INT8 ranges from so few are unreliable and can collapse accuracy; "
+            f"use at least {MIN_RECOMMENDED_IMAGES} (better 500) real images like those the model will see"
+        )
+    if options.quantize_eca_gate and count_eca_nodes(model):
+        warnings.append(
+            "fused ECA nodes run their gate in float in the plugin: --quantize-eca-gate affects none of them"
+        )
+    for message in warnings:
+        warn(message)
+
+    # Calibrate every candidate tensor (gate included), so one cache entry serves both layouts.
+    full_plan = plan_quantization(model, quantize_eca_gate=True)
+    plan = plan_quantization(model, quantize_eca_gate=options.quantize_eca_gate)
+    tensors = sorted(full_plan.activations)
+    cache = CalibrationCache(options.cache_folder or cache_dir())
+    key = cache_key(onnx_sha256, calib.files, options.method, options.count)
+    ranges = cache.load(key, tensors) if options.use_cache else None
+    source, cache_file = "cache", str(cache.path(key))
+    if ranges is None:
+        source = "calibrated"
+        ranges = collect_ranges(model, tensors, calib.images.array, options.method, options.batch, progress)
+        info = {"onnx_sha256": onnx_sha256, "method": options.method, "count": options.count,
+                "images": [p.name for p in calib.files]}  # fmt: skip
+        written = cache.store(key, ranges, info) if options.use_cache else None
+        cache_file = str(written) if written else None
+    quantized = insert_qdq(model, plan, ranges)
+    report = QuantizeReport(
+        method=options.method,
+        images=used,
+        found=calib.found,
+        skipped=calib.images.skipped,
+        source=source,
+        cache_file=cache_file,
+        qdq=qdq_summary(quantized),
+        eca_blocks_unfused=plan.eca_blocks,
+        eca_nodes_fused=count_eca_nodes(model),
+        eca_gate_quantized=plan.eca_gate_quantized,
+        warnings=warnings,
+    )
+    return quantized, report

@@ -1,0 +1,262 @@
+"""`eca-deploy run`: classify a video stream frame by frame or in batches, annotate, write or show it.
+
+Every way a stream ends is a normal end with a summary and a complete output file: end of file, a
+network stream that drops, `--max-frames`, `q` in the display window, and Ctrl-C (KeyboardInterrupt).
+A source that cannot be opened, or that yields no frame at all, is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.fileio import check_writable, publish
+from eca_deploy.runtime.classifier import Classifier, Prediction
+from eca_deploy.runtime.overlay import annotate
+from eca_deploy.runtime.preprocess import import_cv2
+from eca_deploy.runtime.sources import (
+    AtomicVideoWriter,
+    Source,
+    check_output,
+    frame_count,
+    open_capture,
+    parse_source,
+    read_frame,
+    source_fps,
+)
+
+STAGES = ("decode", "preprocess", "inference", "postprocess", "annotate")
+WINDOW = "eca-deploy"
+FPS_SMOOTHING = 0.9  # exponential moving average of the frame rate shown on the frames
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    batch: int = 1
+    max_frames: int | None = None
+    output: Path | None = None
+    display: bool = False
+    log: Path | None = None  # one JSON line per frame: index and top-k
+
+    def validate(self) -> None:
+        if self.batch < 1:
+            raise EcaDeployError(f"--batch must be at least 1, got {self.batch}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise EcaDeployError(f"--max-frames must be at least 1, got {self.max_frames}")
+        if self.output is not None:
+            check_output(self.output)
+        if self.log is not None:
+            check_writable(self.log)
+
+
+@dataclass
+class RunSummary:
+    source: str
+    model: str
+    backend: str
+    batch: int
+    frames: int = 0
+    seconds: float = 0.0
+    ended: str = "end of stream"
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    top1: Counter[str] = field(default_factory=Counter)
+    output: str | None = None
+    log: str | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def ms_per_frame(self) -> dict[str, float]:
+        n = max(self.frames, 1)
+        return {stage: s * 1e3 / n for stage, s in self.stage_s.items()}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "model": self.model,
+            "backend": self.backend,
+            "batch": self.batch,
+            "frames": self.frames,
+            "seconds": self.seconds,
+            "fps": self.fps,
+            "ended": self.ended,
+            "ms_per_frame": self.ms_per_frame(),
+            "top1": dict(self.top1.most_common()),
+            "output": self.output,
+            "log": self.log,
+        }
+
+
+class _FrameLog:
+    """JSON lines written to a temporary file and renamed into place at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        parent = path.parent if str(path.parent) else Path(".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        self.tmp = Path(tmp)
+        self.file: IO[str] = os.fdopen(fd, "w")
+
+    def write(self, index: int, preds: list[Prediction]) -> None:
+        self.file.write(json.dumps({"frame": index, "top": [p.as_dict() for p in preds]}) + "\n")
+
+    def commit(self) -> Path:
+        self.file.close()
+        return publish(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class _Display:
+    def __init__(self) -> None:
+        self.cv2 = import_cv2()
+        try:
+            self.cv2.namedWindow(WINDOW, self.cv2.WINDOW_NORMAL)
+        except self.cv2.error:
+            raise EcaDeployError(
+                "--display needs OpenCV with a GUI and a screen: pip install opencv-python (not -headless), "
+                "or write the result with --output"
+            ) from None
+
+    def show(self, frame: np.ndarray) -> bool:
+        """Show `frame`; False when the user pressed q or Esc, or closed the window."""
+        self.cv2.imshow(WINDOW, frame)
+        key = self.cv2.waitKey(1) & 0xFF
+        closed = self.cv2.getWindowProperty(WINDOW, self.cv2.WND_PROP_VISIBLE) < 1
+        return key not in (ord("q"), 27) and not closed
+
+    def close(self) -> None:
+        self.cv2.destroyWindow(WINDOW)
+
+
+class _Stop(Exception):
+    """The user closed the display window."""
+
+
+def run_stream(
+    classifier: Classifier,
+    source_text: str,
+    options: RunOptions,
+    on_frame: Callable[[int, int | None, float], None] | None = None,
+) -> RunSummary:
+    """Classify every frame of `source_text`; `on_frame(frames_done, total_or_None, fps)` reports progress."""
+    options.validate()
+    source = parse_source(source_text)
+    for sink in (options.output, options.log):
+        if sink is not None and source.kind == "file" and sink.resolve() == Path(source.target).resolve():
+            raise EcaDeployError(f"{sink} is the source video: write the output to another file")
+    cap = open_capture(source)
+    try:
+        return _run(classifier, source, cap, options, on_frame)
+    finally:
+        cap.release()
+
+
+def _run(
+    classifier: Classifier,
+    source: Source,
+    cap: Any,
+    options: RunOptions,
+    on_frame: Callable[[int, int | None, float], None] | None,
+) -> RunSummary:
+    clock = time.perf_counter
+    summary = RunSummary(source.label, classifier.name, classifier.backend, options.batch)
+    total = frame_count(cap) if not source.live else None
+    if options.max_frames is not None and total is not None:
+        total = min(total, options.max_frames)
+    display = _Display() if options.display else None
+    writer: AtomicVideoWriter | None = None
+    log: _FrameLog | None = None
+    fps: float | None = None
+    previous: tuple[float, int] | None = None  # (when the last batch arrived, its size)
+
+    def process(frames: list[np.ndarray]) -> None:
+        nonlocal fps, previous
+        arrived = clock()
+        if previous is not None:  # frames per second over the last batch interval, smoothed
+            rate = previous[1] / max(arrived - previous[0], 1e-9)
+            fps = rate if fps is None else FPS_SMOOTHING * fps + (1 - FPS_SMOOTHING) * rate
+        previous = (arrived, len(frames))
+        preds, times = classifier.classify_timed(frames)
+        summary.stage_s["preprocess"] += times.preprocess_ms / 1e3
+        summary.stage_s["inference"] += times.inference_ms / 1e3
+        summary.stage_s["postprocess"] += times.postprocess_ms / 1e3
+        t0 = clock()
+        try:
+            for frame, top in zip(frames, preds, strict=True):
+                summary.top1[top[0].label] += 1
+                if log is not None:
+                    log.write(summary.frames, top)
+                if writer is not None or display is not None:
+                    annotate(frame, top[0], fps)
+                if writer is not None:
+                    writer.write(frame)
+                summary.frames += 1
+                if display is not None and not display.show(frame):
+                    raise _Stop
+        finally:
+            summary.stage_s["annotate"] += clock() - t0
+        if on_frame is not None:
+            on_frame(summary.frames, total, summary.frames / max(clock() - start, 1e-9))
+
+    start = clock()
+    pending: list[np.ndarray] = []
+    decoded = 0
+    try:
+        writer = AtomicVideoWriter(options.output, source_fps(cap)) if options.output else None
+        log = _FrameLog(options.log) if options.log else None
+        try:
+            while options.max_frames is None or decoded < options.max_frames:
+                t0 = clock()
+                frame = read_frame(cap)
+                summary.stage_s["decode"] += clock() - t0
+                if frame is None:
+                    if decoded == 0:
+                        raise EcaDeployError(f"no frame could be decoded from {source.label}: is it a video?")
+                    summary.ended = "end of stream" if not source.live else "stream ended or dropped"
+                    break
+                decoded += 1
+                pending.append(frame)
+                if len(pending) == options.batch:
+                    batch, pending = pending, []
+                    process(batch)
+            else:
+                summary.ended = "max frames"
+            if pending:
+                process(pending)
+        except KeyboardInterrupt:
+            summary.ended = "interrupted"
+            if pending:
+                with contextlib.suppress(_Stop):
+                    process(pending)
+        except _Stop:
+            summary.ended = "window closed"
+    except BaseException:
+        for sink in (writer, log):
+            if sink is not None:
+                sink.discard()
+        raise
+    finally:
+        if display is not None:
+            display.close()
+    summary.seconds = clock() - start
+    if writer is not None:
+        committed = writer.commit()
+        summary.output = str(committed) if committed else None
+    if log is not None:
+        summary.log = str(log.commit())
+    return summary

@@ -1,0 +1,243 @@
+"""A DeepStream nvinfer configuration for the classifier, its labels file and a sample pipeline.
+
+nvinfer normalises each pixel as y = net-scale-factor * (x - offsets[c]) with one scale for all channels,
+whereas the models expect y = (x / 255 - mean[c]) / std[c]. The offsets reproduce the means exactly
+(255 * mean); the single scale is 1 / (255 * s) with s the midpoint of the smallest and largest std,
+which minimises the worst relative error |std[c] / s - 1| of every channel (1.1% for ImageNet's std;
+the mean std would give 1.3%). `nvinfer_normalisation` reports the error; folding the per-channel std
+into the first convolution would make it exact.
+
+nvinfer's built-in classifier parser reads the output as probabilities: it reports the largest value
+above `classifier-threshold` (and above 0) and its value as the confidence. Engines output logits, so
+from an ONNX model the export appends a Softmax and nvinfer builds its engine from that; with an
+engine built from the logits model the labels are right whenever the top logit is positive but the
+confidence is a logit, not a probability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from eca_deploy.data.images import Preprocessing
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.serving.files import staged_dir
+from eca_deploy.serving.spec import ServingSpec, TensorSpec
+
+NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
+COLOR_FORMAT = {"RGB": 0, "BGR": 1}
+SOFTMAX_OUTPUT = "probs"
+CONFIG_NAME = "config_infer_primary.txt"
+
+
+@dataclass(frozen=True)
+class NvinferNormalisation:
+    net_scale_factor: float
+    offsets: tuple[float, float, float]  # in the model's channel order
+    model_color_format: int  # 0 RGB, 1 BGR
+    std_used: float
+    max_relative_error: float  # worst |approximate / exact - 1| of a normalised value
+    max_abs_error: float  # worst |approximate - exact| over pixel values 0..255, normalised units
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """What nvinfer computes for HxWx3 (or NxHxWx3) pixel values in the model's channel order."""
+        return (self.net_scale_factor * (np.asarray(pixels, np.float64) - np.asarray(self.offsets))).astype(np.float32)
+
+
+def nvinfer_normalisation(prep: Preprocessing) -> NvinferNormalisation:
+    """net-scale-factor and offsets closest to (x / 255 - mean) / std, with the error that remains."""
+    mean, std = np.asarray(prep.mean, np.float64), np.asarray(prep.std, np.float64)
+    std_used = float((std.min() + std.max()) / 2)
+    rel = float(np.max(np.abs(std / std_used - 1)))
+    # |y_approx - y_exact| = |x - 255 m| / 255 * |1/s - 1/std_c|, largest at x = 0 or 255
+    reach = np.maximum(mean, 1 - mean)
+    abs_err = float(np.max(reach * np.abs(1 / std_used - 1 / std)))
+    order = prep.channel_order.upper()
+    if order not in COLOR_FORMAT:
+        raise EcaDeployError(f"nvinfer takes RGB or BGR models, not {prep.channel_order}")
+    return NvinferNormalisation(
+        net_scale_factor=1.0 / (255.0 * std_used),
+        offsets=tuple(float(v) for v in 255.0 * mean),  # type: ignore[arg-type]
+        model_color_format=COLOR_FORMAT[order],
+        std_used=std_used,
+        max_relative_error=rel,
+        max_abs_error=abs_err,
+    )
+
+
+def with_softmax(model: onnx.ModelProto, output: str = SOFTMAX_OUTPUT) -> onnx.ModelProto:
+    """A copy of `model` whose first output is followed by a Softmax, named `output` (probabilities)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    logits = out.graph.output[0]
+    node = onnx.helper.make_node("Softmax", [logits.name], [output], axis=-1, name="eca_deploy_softmax")
+    out.graph.node.append(node)
+    probs = onnx.ValueInfoProto()
+    probs.CopyFrom(logits)
+    probs.name = output
+    del out.graph.output[:]
+    out.graph.output.append(probs)
+    return out
+
+
+def labels_line(labels: tuple[str, ...]) -> str:
+    """DeepStream's classifier labels: one line per output layer, class names separated by ';'."""
+    return ";".join(label.replace(";", ",") for label in labels) + "\n"
+
+
+@dataclass(frozen=True)
+class DeepStreamOptions:
+    batch: int = 1
+    threshold: float = 0.0
+    gpu_id: int = 0
+    unique_id: int = 1
+
+
+def _check_batch(spec: ServingSpec, batch: int) -> None:
+    b = spec.batch
+    if batch < 1:
+        raise EcaDeployError(f"--batch must be at least 1, got {batch}")
+    if batch < b.min or (b.max is not None and batch > b.max):
+        top = "any" if b.max is None else str(b.max)
+        raise EcaDeployError(
+            f"--batch {batch} is outside the model's batch range {b.min}..{top}: choose one inside it "
+            "(nvinfer's batch-size is the number of frames, one per stream, inferred together)"
+        )
+
+
+def nvinfer_config(
+    spec: ServingSpec,
+    opts: DeepStreamOptions,
+    *,
+    engine_file: str | None,
+    onnx_file: str | None = None,
+    plugin_file: str | None = None,
+) -> str:
+    """The nvinfer config text ([property] group); file names are relative to the config's folder."""
+    if spec.metadata is None:
+        raise EcaDeployError(
+            "the model carries no eca-deploy metadata (mean/std, input size): export it with eca-deploy"
+        )
+    _check_batch(spec, opts.batch)
+    prep = spec.metadata.preprocessing
+    norm = nvinfer_normalisation(prep)
+    c, h, w = spec.inputs[0].dims
+    lines = [
+        f"# nvinfer configuration for {spec.name} (eca-deploy export-deepstream)",
+        f"# normalisation: one scale for all channels; worst relative error {norm.max_relative_error:.2%}, "
+        f"worst absolute error {norm.max_abs_error:.4f} (normalised units)",
+        "[property]",
+        f"gpu-id={opts.gpu_id}",
+    ]
+    if onnx_file:
+        lines.append(f"onnx-file={onnx_file}")
+    if engine_file:
+        lines.append(f"model-engine-file={engine_file}")
+    if plugin_file:
+        lines.append(f"custom-lib-path={plugin_file}")
+    lines += [
+        "labelfile-path=labels.txt",
+        f"batch-size={opts.batch}",
+        f"network-mode={NETWORK_MODE.get(spec.precision, 0)}",
+        "network-type=1",
+        "process-mode=1",
+        f"gie-unique-id={opts.unique_id}",
+        f"model-color-format={norm.model_color_format}",
+        f"net-scale-factor={norm.net_scale_factor!r}",
+        "offsets=" + ";".join(f"{o:.6g}" for o in norm.offsets),
+        f"infer-dims={c};{h};{w}",
+        f"output-blob-names={spec.outputs[0].name}",
+        f"classifier-threshold={opts.threshold:g}",
+        "maintain-aspect-ratio=0",
+        "scaling-filter=1",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _readme(spec: ServingSpec, opts: DeepStreamOptions, probabilities: bool, plugin: str | None) -> str:
+    _, h, w = spec.inputs[0].dims
+    src = "sample_720p.mp4"
+    loads = f" `custom-lib-path` loads the ECA plugin `{plugin}` before nvinfer builds or loads the engine."
+    lines = [
+        f"# DeepStream: {spec.name} as a primary classifier",
+        "",
+        f"`{CONFIG_NAME}` configures nvinfer to classify whole frames ({w}x{h} input, batch {opts.batch}, "
+        "labels from `labels.txt`)." + (loads if plugin else ""),
+        "",
+        "```bash",
+        f"gst-launch-1.0 uridecodebin uri=file://$PWD/{src} ! m.sink_0 \\",
+        f"  nvstreammux name=m batch-size={opts.batch} width=1280 height=720 ! \\",
+        f"  nvinfer config-file-path={CONFIG_NAME} ! nvvideoconvert ! nvdsosd ! \\",
+        "  nvvideoconvert ! x264enc ! mp4mux ! filesink location=annotated.mp4",
+        "```",
+        "",
+        "nvinfer attaches the top-1 label to one object covering the whole frame, which nvdsosd draws; read it "
+        "in a pad probe from the object's classifier metadata. With N streams, link them to "
+        "`m.sink_0` .. `m.sink_N-1` and set the batch sizes to N.",
+        "",
+        "Differences from `eca-deploy run`:",
+        "",
+        "- nvinfer scales the whole frame to the input size (no resize of the shorter side and centre crop): "
+        "crop upstream (`nvvideoconvert src-crop=left:top:width:height`) to a centred square to match.",
+        "- The normalisation uses one scale for all channels (see the comment in the config for the error).",
+    ]
+    if not probabilities:
+        lines.append(
+            "- The engine outputs logits, but nvinfer's classifier parser expects probabilities: labels are "
+            "attached only when the top logit is positive, and the reported confidence is the logit. Export "
+            "from the ONNX model (`--onnx`) to get a Softmax output."
+        )
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class DeepStreamExport:
+    out: Path
+    config: Path
+    normalisation: NvinferNormalisation
+
+
+def export_deepstream(
+    spec: ServingSpec,
+    out: Path,
+    opts: DeepStreamOptions,
+    *,
+    engine: Path | None = None,
+    onnx_model: onnx.ModelProto | None = None,
+    onnx_name: str = "model",
+    plugin: Path | None = None,
+    labels: tuple[str, ...] = (),
+    force: bool = False,
+) -> DeepStreamExport:
+    """Write the config, labels, model (engine copied, or ONNX with Softmax), plugin and README into `out`."""
+    if (engine is None) == (onnx_model is None):
+        raise EcaDeployError("pass exactly one of --engine MODEL.plan or --onnx MODEL.onnx")
+    probabilities = onnx_model is not None
+    onnx_file = None
+    if onnx_model is not None:
+        probs = TensorSpec(SOFTMAX_OUTPUT, "float32", spec.outputs[0].dims)
+        spec = dataclasses.replace(spec, outputs=(probs,))
+        onnx_file = f"{onnx_name}.softmax.onnx"
+    # nvinfer builds an engine from onnx-file and saves it under this name (its own naming), reused next time
+    engine_file = (
+        engine.name if engine is not None else f"{onnx_file}_b{opts.batch}_gpu{opts.gpu_id}_{spec.precision}.engine"
+    )
+    plugin_file = plugin.name if plugin is not None else None
+    text = nvinfer_config(spec, opts, engine_file=engine_file, onnx_file=onnx_file, plugin_file=plugin_file)
+    with staged_dir(out, force=force) as stage:
+        (stage / CONFIG_NAME).write_text(text)
+        (stage / "labels.txt").write_text(labels_line(labels))
+        (stage / "README.md").write_text(_readme(spec, opts, probabilities, plugin_file))
+        if engine is not None:
+            shutil.copyfile(engine, stage / engine.name)
+        if onnx_model is not None:
+            onnx.save(with_softmax(onnx_model), str(stage / onnx_file))  # type: ignore[operator]
+        if plugin is not None:
+            shutil.copyfile(plugin, stage / plugin.name)
+            (stage / plugin.name).chmod(0o755)
+    return DeepStreamExport(out, out / CONFIG_NAME, nvinfer_normalisation(spec.metadata.preprocessing))  # type: ignore[union-attr]

@@ -1,0 +1,246 @@
+"""A Triton Inference Server model repository for an engine (tensorrt_plan) or an ONNX model (onnxruntime_onnx).
+
+    DIR/README.md                  how to start tritonserver with the plugin, and a request to try
+    DIR/libeca_trt_plugin.so       the ECA plugin library, when the engine needs it
+    DIR/NAME/config.pbtxt          inputs/outputs without the batch dimension, max_batch_size, dynamic
+                                   batching with preferred sizes, instance groups
+    DIR/NAME/labels.txt            class names (Triton's classification extension: class_count=k)
+    DIR/NAME/1/model.plan|onnx     the model
+
+`triton_config` is a pure function of a `ServingSpec`; `max_batch_size` never exceeds the engine
+profile's max (Triton refuses to load such a model), and preferred batch sizes stay within it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.fileio import atomic_write, atomic_write_text
+from eca_deploy.serving.files import staged_dir
+from eca_deploy.serving.spec import ServingSpec, uses_external_data
+
+PLATFORMS = {"tensorrt_plan": ("model.plan", "KIND_GPU"), "onnxruntime_onnx": ("model.onnx", "KIND_CPU")}
+TRITON_TYPES = {
+    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
+    "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64", "bool": "TYPE_BOOL",
+}  # fmt: skip
+DEFAULT_ONNX_MAX_BATCH = 32
+QUEUE_DELAY_US = 100
+README_MARK = "<!-- written by eca-deploy export-triton -->"
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    platform: str = "tensorrt_plan"
+    name: str = "model"
+    max_batch: int | None = None  # None: the profile's max (engines) or 32 (dynamic ONNX)
+    preferred: tuple[int, ...] | None = None  # None: the profile's opt and max batch
+    instances: int = 1
+    labels: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    text: str
+    max_batch_size: int
+    preferred: tuple[int, ...]
+
+
+def model_name(text: str) -> str:
+    """A Triton model name (a folder name) from a file stem."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-")
+    if not name:
+        raise EcaDeployError(f"cannot make a model name from {text!r}: pass --name")
+    return name
+
+
+def _batching(spec: ServingSpec, opts: TritonOptions) -> tuple[int, tuple[int, ...]]:
+    """(max_batch_size, preferred sizes) checked against the model's batch range."""
+    b = spec.batch
+    if b.fixed:  # one batch size: Triton passes full shapes, no batching
+        if opts.max_batch not in (None, 0):
+            raise EcaDeployError(
+                f"the model runs only batch {b.min}: it is served without batching (max_batch_size 0); "
+                "drop --max-batch, or rebuild with a batch range"
+            )
+        return 0, ()
+    if b.min > 1:
+        raise EcaDeployError(
+            f"the engine's profile starts at batch {b.min} but Triton sends batches from 1: "
+            "rebuild it with a min batch of 1"
+        )
+    limit = b.max
+    max_batch = opts.max_batch if opts.max_batch is not None else (limit or DEFAULT_ONNX_MAX_BATCH)
+    if max_batch < 1:
+        raise EcaDeployError(f"--max-batch must be at least 1, got {max_batch}")
+    if limit is not None and max_batch > limit:
+        raise EcaDeployError(
+            f"--max-batch {max_batch} exceeds the engine profile's max batch {limit}: Triton would refuse the model; "
+            f"use --max-batch {limit} or less, or rebuild the engine with a larger max batch"
+        )
+    if opts.preferred is None:
+        preferred = tuple(sorted({p for p in (b.opt, max_batch) if 1 < p <= max_batch}))
+    else:
+        preferred = tuple(sorted(set(opts.preferred)))
+        bad = [p for p in preferred if not 1 <= p <= max_batch]
+        if bad:
+            raise EcaDeployError(
+                f"--preferred-batch {','.join(map(str, bad))} is outside 1..{max_batch} (the max batch size)"
+            )
+    return max_batch, preferred
+
+
+def _dims(dims: Sequence[int]) -> str:
+    return "[ " + ", ".join(str(d) for d in dims) + " ]"
+
+
+def _dtype(dtype: str) -> str:
+    try:
+        return TRITON_TYPES[dtype]
+    except KeyError:
+        raise EcaDeployError(f"Triton has no data type for {dtype} tensors") from None
+
+
+def triton_config(spec: ServingSpec, opts: TritonOptions) -> TritonConfig:
+    """config.pbtxt text for `spec` (protobuf text format of Triton's ModelConfig)."""
+    if opts.platform not in PLATFORMS:
+        raise EcaDeployError(f"unknown Triton platform {opts.platform!r}: {', '.join(PLATFORMS)}")
+    if opts.instances < 1:
+        raise EcaDeployError(f"--instances must be at least 1, got {opts.instances}")
+    max_batch, preferred = _batching(spec, opts)
+    lead = () if max_batch else (spec.batch.min,)  # without batching, dims carry the batch dimension
+    lines = [f'name: "{opts.name}"', f'platform: "{opts.platform}"', f"max_batch_size: {max_batch}", "input ["]
+    for i, t in enumerate(spec.inputs):
+        fmt = "    format: FORMAT_NCHW\n" if max_batch and len(t.dims) == 3 else ""
+        sep = "," if i < len(spec.inputs) - 1 else ""
+        lines.append(f'  {{\n    name: "{t.name}"\n    data_type: {_dtype(t.dtype)}\n{fmt}'
+                     f"    dims: {_dims(lead + t.dims)}\n  }}{sep}")  # fmt: skip
+    lines += ["]", "output ["]
+    for i, t in enumerate(spec.outputs):
+        label = '    label_filename: "labels.txt"\n' if opts.labels and i == 0 else ""
+        sep = "," if i < len(spec.outputs) - 1 else ""
+        lines.append(f'  {{\n    name: "{t.name}"\n    data_type: {_dtype(t.dtype)}\n'
+                     f"    dims: {_dims(lead + t.dims)}\n{label}  }}{sep}")  # fmt: skip
+    lines.append("]")
+    if max_batch > 1:
+        pref = f"  preferred_batch_size: {_dims(preferred)}\n" if preferred else ""
+        lines.append(f"dynamic_batching {{\n{pref}  max_queue_delay_microseconds: {QUEUE_DELAY_US}\n}}")
+    kind = PLATFORMS[opts.platform][1]
+    lines.append(f"instance_group [\n  {{\n    count: {opts.instances}\n    kind: {kind}\n  }}\n]")
+    if opts.platform == "onnxruntime_onnx" and spec.precision == "int8":
+        # ORT's optimiser turns Q/DQ pairs into its own int8 kernels, whose results differ from the Q/DQ
+        # arithmetic the model was judged with; level 2 disables graph optimisations in Triton's ORT backend.
+        lines.append("optimization {\n  graph {\n    level: 2\n  }\n}")
+    return TritonConfig("\n".join(lines) + "\n", max_batch, preferred)
+
+
+def _readme(repo: Path, spec: ServingSpec, opts: TritonOptions, config: TritonConfig, plugin: str | None) -> str:
+    name, size = opts.name, spec.inputs[0].dims
+    shape = [1, *size] if config.max_batch_size else [spec.batch.min, *size]
+    lines = [README_MARK, f"# Triton model repository: {name}", ""]
+    if opts.platform == "tensorrt_plan":
+        built = spec.built_with or {}
+        compatible = built.get("version_compatible")
+        note = " It is version-compatible: add `version-compatible=true` to the backend config." if compatible else ""
+        lines += [
+            f"`{name}` is a TensorRT engine built with TensorRT {built.get('tensorrt_version') or '(unknown)'} on "
+            f"{built.get('gpu_name') or 'an unrecorded GPU'} (compute capability "
+            f"{built.get('compute_capability') or '?'}). Serve it with the Triton release whose TensorRT has that "
+            "exact version (see Triton's release notes), on the same GPU model: engines are not portable "
+            "across TensorRT versions or GPU architectures." + note,
+            "",
+        ]
+    if plugin:
+        lines += [
+            f"The engine has {spec.plugin_layers} ECA plugin layers: TensorRT must have the plugin library "
+            f"`{plugin}` (in this folder) loaded before it deserialises the engine. From this folder, either "
+            "preload it:",
+            "",
+            "```bash",
+            f"LD_PRELOAD=$PWD/{plugin} tritonserver --model-repository=$PWD",
+            "```",
+            "",
+            "or let the TensorRT backend load it (several libraries: separate them with `;`):",
+            "",
+            "```bash",
+            f'tritonserver --model-repository=$PWD --backend-config=tensorrt,plugins="$PWD/{plugin}"',
+            "```",
+            "",
+            "The library must be built against the same TensorRT major version as the server's.",
+        ]
+    else:
+        lines += ["From this folder:", "", "```bash", "tritonserver --model-repository=$PWD", "```"]
+    lines += [
+        "",
+        "In a container, mount this folder: `docker run "
+        + ("--gpus all " if opts.platform == "tensorrt_plan" else "")
+        + "-v $PWD:/models nvcr.io/nvidia/tritonserver:<release>-py3 tritonserver --model-repository=/models`"
+        + (f" with `--backend-config=tensorrt,plugins=/models/{plugin}`." if plugin else "."),
+        "",
+        "## Requests",
+        "",
+        f"Input `{spec.inputs[0].name}`: float32 {shape}, preprocessed as eca-deploy does it (resize the shorter "
+        "side, centre crop, RGB scaled to [0, 1], normalised with the model's mean/std; see docs/runtime.md)."
+        f" Output `{spec.outputs[0].name}`: {spec.num_classes} logits per image (apply softmax for "
+        "probabilities). Ask for `class_count` to get the top classes with their labels.",
+        "",
+        "```bash",
+        f"curl localhost:8000/v2/models/{name}/config",
+        f"perf_analyzer -m {name} --shape {spec.inputs[0].name}:{','.join(map(str, size))}"
+        + (" --concurrency-range 1:8" if config.max_batch_size else ""),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass
+class TritonExport:
+    repo: Path
+    model_dir: Path
+    config: TritonConfig
+    plugin: Path | None
+    readme: Path | None
+
+
+def export_triton(
+    model_file: Path,
+    spec: ServingSpec,
+    repo: Path,
+    opts: TritonOptions,
+    plugin: Path | None = None,
+    force: bool = False,
+    onnx_model: onnx.ModelProto | None = None,
+) -> TritonExport:
+    """Write (or with `force`, replace) `repo/NAME`; add the README and the plugin library beside it."""
+    config = triton_config(spec, opts)
+    if repo.exists() and not repo.is_dir():
+        raise EcaDeployError(f"{repo} exists and is not a folder: choose another --repo")
+    repo.mkdir(parents=True, exist_ok=True)
+    filename = PLATFORMS[opts.platform][0]
+    with staged_dir(repo / opts.name, force=force) as stage:
+        (stage / "config.pbtxt").write_text(config.text)
+        if opts.labels:
+            (stage / "labels.txt").write_text("\n".join(opts.labels) + "\n")
+        (stage / "1").mkdir()
+        if onnx_model is not None and uses_external_data(model_file):
+            onnx.save(onnx_model, str(stage / "1" / filename))  # loaded with its data: one self-contained file
+        else:
+            shutil.copyfile(model_file, stage / "1" / filename)
+    copied = None
+    if plugin is not None:
+        copied = atomic_write(repo / plugin.name, lambda tmp: shutil.copyfile(plugin, tmp), mode=0o777)
+    readme_path: Path | None = repo / "README.md"
+    text = _readme(repo, spec, opts, config, plugin.name if plugin else None)
+    if readme_path.exists() and README_MARK not in readme_path.read_text(errors="replace"):
+        readme_path = repo / opts.name / "README.md"  # never overwrite the user's own README
+    atomic_write_text(readme_path, text)
+    return TritonExport(repo, repo / opts.name, config, copied, readme_path)

@@ -1,0 +1,68 @@
+"""Fixtures for the precision and build tests: the digits-trained network, its images, small exports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import digits
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ECA-ResNet-18 trained on scikit-learn's digits, exported to ONNX; cached across runs in pytest's cache."""
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider: train into a temporary folder
+    if cache is not None:
+        folder = Path(cache.mkdir("eca_deploy_digits"))
+    else:  # parallel workers share their base folder's parent, so one trains and the others wait
+        base = tmp_path_factory.getbasetemp()
+        folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "eca_deploy_digits"
+    return digits.trained_onnx(folder)
+
+
+@pytest.fixture(scope="session")
+def digits_data() -> digits.Digits:
+    return digits.load()
+
+
+@pytest.fixture(scope="session")
+def digits_calib(digits_data: digits.Digits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """256 training digits as PNG files: a calibration folder as a user would have it."""
+    return digits.write_pngs(digits_data.raw_train, tmp_path_factory.mktemp("digits_calib"), 256)
+
+
+@pytest.fixture(scope="session")
+def digits_fused(digits_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from eca_deploy.pipeline.fuse import run_fuse
+
+    out = tmp_path_factory.mktemp("digits_fused") / "digits.fused.onnx"
+    run_fuse(digits_onnx, out, verify=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The photographs scikit-image ships, copied into a folder."""
+    from eca_deploy.data.images import sample_image_paths
+
+    folder = tmp_path_factory.mktemp("photos")
+    for path in sample_image_paths():
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(autouse=False)
+def calib_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private calibration cache for one test."""
+    monkeypatch.setenv("ECA_DEPLOY_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "calibration"
+
+
+def held_out_logits(model_path: Path | bytes, x: np.ndarray, optimize: bool = True) -> np.ndarray:
+    from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(model_path, "cpu", optimize=optimize).run_all(x, 64).astype(np.float64)

@@ -1,0 +1,205 @@
+"""`build`: option checks, ONNX preparation and the sidecar everywhere; the TensorRT build where TensorRT and a GPU are.
+
+The tests marked `tensorrt` build real engines; they skip (with the reason) on machines without TensorRT or a GPU
+and run unchanged where both exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from eca_deploy.engine.build import Profile, parse_size
+from eca_deploy.engine.sidecar import Sidecar, check_compatible, find_sidecar, sidecar_path, write_sidecar
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.fusion import count_eca_nodes
+from eca_deploy.pipeline.build import BuildRequest, prepare_onnx, unfuse
+from eca_deploy.precision.detect import detect_precision
+from tests import digits
+from tests.conftest import assert_one_line_error
+from tests.conftest_precision import held_out_logits
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def _gpu_reason() -> str | None:
+    if not HAS_TENSORRT:
+        return "TensorRT is not installed (pip install 'eca-deploy[gpu]' on a machine with an NVIDIA GPU)"
+    try:
+        import tensorrt as trt
+
+        if trt.Builder(trt.Logger(trt.Logger.ERROR)) is None:
+            return "TensorRT found no usable CUDA GPU"
+    except Exception as exc:
+        return f"TensorRT cannot create a builder here: {exc}"
+    return None
+
+
+needs_trt = pytest.mark.skipif(_gpu_reason() is not None, reason=_gpu_reason() or "")
+
+
+def _plugin() -> Path | None:
+    from eca_deploy.plugin.locate import find_plugin_library
+
+    try:
+        return find_plugin_library(required=False)
+    except EcaDeployError:
+        return None
+
+
+# -- everywhere -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed: the message for its absence cannot be seen here")
+def test_without_tensorrt_one_line_and_nothing_written(cli, digits_fused: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.plan"
+    result = cli("build", "--onnx", digits_fused, "--output", out)
+    assert_one_line_error(result, "TensorRT is not installed", "pip install")
+    for flags in (["--fp16"], ["--int8", "--calib-images", tmp_path]):
+        assert_one_line_error(cli("build", "--onnx", digits_fused, "--output", out, *flags), "TensorRT")
+    assert not out.exists() and not sidecar_path(out).exists()
+    assert not list(tmp_path.glob("*.onnx")), "no conversion work before TensorRT is known to be there"
+
+
+def test_option_errors_come_first(cli, digits_fused: Path, tmp_path: Path) -> None:
+    base = ("build", "--onnx", digits_fused, "--output", tmp_path / "m.plan")
+    assert_one_line_error(cli(*base, "--fp16", "--int8"), "--fp16 and --int8")
+    assert_one_line_error(cli(*base, "--gpu-fallback"), "--dla-core")
+    assert_one_line_error(cli(*base, "--calib-images", tmp_path), "--int8")
+    assert_one_line_error(cli(*base, "--batch", "8:1:32"), "min <= opt <= max")
+    assert_one_line_error(cli(*base, "--batch", "a:b"), "--batch")
+    assert_one_line_error(cli(*base, "--workspace", "lots"), "--workspace")
+    assert_one_line_error(cli("build", "--onnx", tmp_path / "none.onnx"), "does not exist")
+
+
+def test_profile_and_size_parsing() -> None:
+    assert Profile.parse("1:8:32") == Profile(1, 8, 32)
+    assert Profile.parse("4") == Profile(4, 4, 4)
+    assert parse_size("2G") == 2 << 30 and parse_size("512M") == 512 << 20 and parse_size("1024") == 1024
+    assert parse_size("1.5GiB") == int(1.5 * (1 << 30))
+
+
+def test_sidecar_round_trip_and_version_check(digits_onnx: Path, tmp_path: Path) -> None:
+    from eca_deploy.exporters.metadata import PREFIX
+
+    model = onnx.load(str(digits_onnx))
+    props = {p.key[len(PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    engine = tmp_path / "m.plan"
+    car = Sidecar(tensorrt_version="10.3.0.26", precision="int8", profile={"input": [[1, 3, 32, 32]] * 3},
+                  onnx_sha256="ab", onnx_path="m.onnx", build_seconds=1.0, eca_deploy_version="0.1.0",
+                  plugin_path="/x/libeca_trt_plugin.so", input_metadata=props)  # fmt: skip
+    assert write_sidecar(engine, car) == tmp_path / "m.plan.json"
+    back = find_sidecar(engine)
+    assert back == car and back.metadata.num_classes == 10 and back.metadata.preprocessing.size == 32
+    assert find_sidecar(tmp_path / "other.plan") is None
+    check_compatible(car, "10.3.0.26")
+    check_compatible(car, "10.3.0")
+    with pytest.raises(EcaDeployError, match="rebuild") as err:
+        check_compatible(car, "10.8.0.43")
+    assert "\n" not in str(err.value) and "10.3.0.26" in str(err.value)
+    car.version_compatible = True
+    check_compatible(car, "10.8.0.43")
+    for newer_major_or_older in ("11.1.0", "10.2.0"):
+        with pytest.raises(EcaDeployError, match="rebuild"):
+            check_compatible(car, newer_major_or_older)
+    (tmp_path / "bad.plan.json").write_text("{not json")
+    with pytest.raises(EcaDeployError, match="rebuild"):
+        find_sidecar(tmp_path / "bad.plan")
+
+
+def test_unfuse_expands_eca_nodes_into_standard_ops(digits_fused: Path, digits_onnx: Path,
+                                                    digits_data: digits.Digits) -> None:  # fmt: skip
+    fused = onnx.load(str(digits_fused))
+    plain = unfuse(fused)
+    onnx.checker.check_model(plain, full_check=True)
+    assert count_eca_nodes(fused) == 8 and count_eca_nodes(plain) == 0 and not plain.functions
+    assert all(o.domain in ("", "ai.onnx") for o in plain.opset_import)
+    x = digits_data.x_test[:32]
+    np.testing.assert_allclose(held_out_logits(plain.SerializeToString(), x), held_out_logits(digits_onnx, x),
+                               atol=1e-4)  # fmt: skip
+
+
+def test_prepare_fuses_converts_and_quantizes(digits_onnx: Path, digits_calib: Path, calib_cache: Path,
+                                              tmp_path: Path) -> None:  # fmt: skip
+    said: list[str] = []
+    source = tmp_path / "digits.onnx"
+    shutil.copy(digits_onnx, source)
+    model, compiled, nodes = prepare_onnx(BuildRequest(source, tmp_path / "d.plan"), said.append, said.append, None)
+    assert nodes == 8 and compiled == source and any("fused 8" in m for m in said)
+    assert source.read_bytes() == digits_onnx.read_bytes(), "the user's file is never rewritten"
+    model, compiled, nodes = prepare_onnx(BuildRequest(source, tmp_path / "d.plan", fp16=True), said.append,
+                                          said.append, None)  # fmt: skip
+    assert compiled == tmp_path / "d.fp16.onnx" and detect_precision(onnx.load(str(compiled))) == "fp16"
+    assert nodes == 8
+    req = BuildRequest(source, tmp_path / "d.plan", int8=True, calib_images=digits_calib)
+    model, compiled, nodes = prepare_onnx(req, said.append, said.append, None)
+    assert compiled == tmp_path / "d.int8.onnx" and detect_precision(model) == "int8" and nodes == 8
+    model, compiled, nodes = prepare_onnx(BuildRequest(compiled, tmp_path / "e.plan", int8=True), said.append,
+                                          said.append, None)  # fmt: skip
+    assert compiled == tmp_path / "d.int8.onnx", "a Q/DQ model is built as it is"
+    model, _, nodes = prepare_onnx(BuildRequest(source, tmp_path / "d.plan", plugin="off"), said.append,
+                                   said.append, None)  # fmt: skip
+    assert nodes == 0 and len(eca_like_muls(model)) == 8
+    with pytest.raises(EcaDeployError, match="--calib-images"):
+        prepare_onnx(BuildRequest(source, tmp_path / "d.plan", int8=True), said.append, said.append, None)
+
+
+def eca_like_muls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    from eca_deploy.precision.qdq import eca_blocks
+
+    return [b.mul for b in eca_blocks(model)]
+
+
+# -- with TensorRT and a GPU ----------------------------------------------------------------------------------
+
+
+def _run_engine(engine: Path, x: np.ndarray) -> np.ndarray:
+    from eca_deploy.backends.tensorrt_runner import TensorRTRunner
+
+    return TensorRTRunner(engine).run_all(x, 32).astype(np.float64)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@needs_trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_digits_engine(cli, digits_onnx: Path, digits_calib: Path, digits_data: digits.Digits,
+                             calib_cache: Path, tmp_path: Path, precision: str) -> None:  # fmt: skip
+    plugin = _plugin()
+    out = tmp_path / f"digits.{precision}.plan"
+    flags = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--calib-images", digits_calib]}[precision]
+    cache = tmp_path / "timing.cache"
+    args = ["build", "--onnx", digits_onnx, "--output", out, "--batch", "1:16:64", "--timing-cache", cache, *flags]
+    args += ["--plugin", str(plugin) if plugin else "off"]
+    result = cli(*args, "--json")
+    assert result.code == 0, result.stderr
+    car = find_sidecar(out)
+    assert car is not None and car.precision == precision and car.profile["input"][2] == [64, 3, 32, 32]
+    assert car.eca_plugin_layers == (8 if plugin else 0) and car.gpu_name and car.layers
+    assert cache.is_file() and cache.stat().st_size > 0
+    ref = held_out_logits(digits_onnx, digits_data.x_test)
+    out_logits = _run_engine(out, digits_data.x_test)
+    accuracy = digits.accuracy(out_logits, digits_data.y_test)
+    assert accuracy >= digits.accuracy(ref, digits_data.y_test) - (0.005 if precision != "int8" else 0.02)
+    if precision == "int8" and car.layers_per_precision:
+        assert car.layers_per_precision.get("int8", 0) > 0
+    again = cli(*args, "--json")  # the timing cache is read and updated
+    assert again.code == 0, again.stderr
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@needs_trt
+def test_engine_from_another_tensorrt_is_refused(cli, digits_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d.plan"
+    assert cli("build", "--onnx", digits_onnx, "--output", out, "--plugin", "off", "--batch", "1:1:4").code == 0
+    data = json.loads(sidecar_path(out).read_text())
+    data["tensorrt_version"] = "9.0.0"
+    sidecar_path(out).write_text(json.dumps(data))
+    assert_one_line_error(cli("check", "--engine", out), "rebuild")

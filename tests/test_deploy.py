@@ -1,0 +1,143 @@
+"""`deploy`: a full CPU run, cached reruns, manifest hashes, a report that matches its JSONs, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from eca_deploy.data.images import sample_image_paths
+from tests.conftest import assert_one_line_error
+
+ARGS = ["--model", "eca_resnet18", "--img-size", "64", "--batch", "1,2", "--duration", "0.3s"]
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("calib")
+    for path in sample_image_paths():
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory, calib: Path) -> tuple[Path, str]:
+    from eca_deploy.cli.main import main
+
+    out = tmp_path_factory.mktemp("deploy") / "out"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["deploy", *ARGS, "--precisions", "fp32,int8", "--calib-images", str(calib), "--out", str(out)])
+    assert code == 0, buf.getvalue()
+    return out, buf.getvalue()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_artifacts_and_manifest(deployed: tuple[Path, str]) -> None:
+    out, stdout = deployed
+    for name in ["model.onnx", "model.fused.onnx", "model.int8.onnx", "check.fp32.json", "check.int8.json",
+                 "bench.fp32.json", "bench.int8.json", "report.md", "report.html", "manifest.json"]:  # fmt: skip
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["model"] == "eca_resnet18" and manifest["inputs"]["precisions"] == ["fp32", "int8"]
+    assert set(manifest["artifacts"]) >= {"model.onnx", "model.int8.onnx", "report.md", "throughput.png"}
+    for rel, digest in manifest["artifacts"].items():
+        assert sha256(out / rel) == digest, rel
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert list(stages) == ["export", "fuse", "check-fp32", "bench-fp32", "quantize-int8", "check-int8", "bench-int8"]
+    assert stages["quantize-int8"]["command"].startswith("eca-deploy quantize --onnx")
+    assert manifest["versions"]["torch"] and manifest["versions"]["onnxruntime"]
+    assert "ONNX Runtime (CPU)" in stdout
+
+
+def test_report_numbers_come_from_the_jsons(deployed: tuple[Path, str]) -> None:
+    out, _ = deployed
+    report = (out / "report.md").read_text()
+    assert "not TensorRT engine figures" in report
+    for precision in ("fp32", "int8"):
+        check = json.loads((out / f"check.{precision}.json").read_text())
+        bench = json.loads((out / f"bench.{precision}.json").read_text())
+        logits = check["outputs"]["logits"]
+        row = next(line for line in report.splitlines() if line.startswith(f"| {precision} | PASS"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == f"{logits['top1_agreement']:.1%}"
+        assert cells[3] == f"{logits['cosine_min']:.6f}"
+        assert cells[5:] == [f"{r['images_per_s']:.1f}" for r in bench["models"][0]["results"]]
+        latency = next(line for line in report.splitlines() if re.match(rf"\| {precision} \| \d", line))
+        p50 = bench["models"][0]["results"][0]["latency_ms"]["median"]
+        assert f"| {precision} | {p50:.3f} |" in latency
+
+
+def test_plots_and_html(deployed: tuple[Path, str]) -> None:
+    out, _ = deployed
+    for name in ("throughput.png", "latency.png", "accuracy.png"):
+        with Image.open(out / name) as img:
+            img.verify()
+            assert img.format == "PNG"
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "<table>" in page and 'src="throughput.png"' not in page
+
+
+def test_second_run_skips_every_stage(cli, deployed: tuple[Path, str], calib: Path) -> None:
+    out, _ = deployed
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")}
+    result = cli("deploy", *ARGS, "--precisions", "fp32,int8", "--calib-images", calib, "--out", out, "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert all(s["skipped"] for s in summary["stages"]) and len(summary["stages"]) == 7
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")} == before
+
+
+def test_changed_option_reruns_only_what_it_affects(cli, deployed: tuple[Path, str], calib: Path) -> None:
+    out, _ = deployed
+    args = [a if a != "0.3s" else "0.2s" for a in ARGS]
+    result = cli("deploy", *args, "--precisions", "fp32,int8", "--calib-images", calib, "--out", out, "--json")
+    assert result.code == 0, result.stderr
+    ran = [s["name"] for s in json.loads(result.stdout)["stages"] if not s["skipped"]]
+    assert ran == ["bench-fp32", "bench-int8"]
+
+
+def test_force_redoes_everything(cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert cli("deploy", *ARGS, "--precisions", "fp32", "--out", out).code == 0
+    result = cli("deploy", *ARGS, "--precisions", "fp32", "--out", out, "--force", "--json")
+    assert not any(s["skipped"] for s in json.loads(result.stdout)["stages"])
+
+
+def test_interrupted_run_resumes(cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert cli("deploy", *ARGS, "--precisions", "fp32", "--out", out).code == 0
+    (out / ".stages" / "bench-fp32.json").unlink()  # as if the run stopped while benchmarking
+    result = cli("deploy", *ARGS, "--precisions", "fp32", "--out", out, "--json")
+    assert [s["name"] for s in json.loads(result.stdout)["stages"] if not s["skipped"]] == ["bench-fp32"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--precisions", "fp32,bf16"], "unknown precision bf16"),
+        (["--precisions", "int8"], "int8 needs calibration images"),
+        (["--model", "resnet50"], "unknown model"),
+    ],
+)
+def test_bad_input(cli, tmp_path: Path, extra: list[str], needle: str) -> None:
+    assert_one_line_error(cli("deploy", *ARGS, *extra, "--out", tmp_path / "out"), needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_out(cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(cli("deploy", *ARGS, "--out", blocker), "is a file")
+    assert_one_line_error(cli("deploy", *ARGS, "--out", blocker / "sub"), "cannot create --out")

@@ -1,0 +1,29 @@
+"""Atomic writes: complete files with a new file's permissions, nothing left behind on failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from eca_deploy.fileio import atomic_write, atomic_write_text, umask
+
+
+def test_published_file_has_new_file_permissions(tmp_path: Path) -> None:
+    path = atomic_write_text(tmp_path / "a.txt", "hello")
+    assert path.read_text() == "hello"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask()
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_text("old")
+
+    def fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, fail)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["model.onnx"]
