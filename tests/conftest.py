@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,23 @@ import pytest
 from eca_deploy.cli.main import main
 
 pytest_plugins = ["tests.conftest_precision"]
+
+
+def tensorrt_gpu_reason() -> str | None:
+    """Why TensorRT engines cannot be built here, or None when TensorRT and a CUDA GPU are present."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (pip install 'eca-deploy[gpu]' on a machine with an NVIDIA GPU)"
+    try:
+        import tensorrt as trt
+
+        if trt.Builder(trt.Logger(trt.Logger.ERROR)) is None:
+            return "TensorRT found no usable CUDA GPU"
+    except Exception as exc:  # any failure to create a builder means: no engines here
+        return f"TensorRT cannot create a builder here: {exc}"
+    return None
+
+
+needs_tensorrt_gpu = pytest.mark.skipif(tensorrt_gpu_reason() is not None, reason=tensorrt_gpu_reason() or "")
 
 
 @dataclass

@@ -22,26 +22,10 @@ from eca_deploy.fusion import count_eca_nodes
 from eca_deploy.pipeline.build import BuildRequest, prepare_onnx, unfuse
 from eca_deploy.precision.detect import detect_precision
 from tests import digits
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, needs_tensorrt_gpu
 from tests.conftest_precision import held_out_logits
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-
-
-def _gpu_reason() -> str | None:
-    if not HAS_TENSORRT:
-        return "TensorRT is not installed (pip install 'eca-deploy[gpu]' on a machine with an NVIDIA GPU)"
-    try:
-        import tensorrt as trt
-
-        if trt.Builder(trt.Logger(trt.Logger.ERROR)) is None:
-            return "TensorRT found no usable CUDA GPU"
-    except Exception as exc:
-        return f"TensorRT cannot create a builder here: {exc}"
-    return None
-
-
-needs_trt = pytest.mark.skipif(_gpu_reason() is not None, reason=_gpu_reason() or "")
 
 
 def _plugin() -> Path | None:
@@ -167,7 +151,7 @@ def _run_engine(engine: Path, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-@needs_trt
+@needs_tensorrt_gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_build_digits_engine(cli, digits_onnx: Path, digits_calib: Path, digits_data: digits.Digits,
                              calib_cache: Path, tmp_path: Path, precision: str) -> None:  # fmt: skip
@@ -195,7 +179,7 @@ def test_build_digits_engine(cli, digits_onnx: Path, digits_calib: Path, digits_
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-@needs_trt
+@needs_tensorrt_gpu
 def test_engine_from_another_tensorrt_is_refused(cli, digits_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "d.plan"
     assert cli("build", "--onnx", digits_onnx, "--output", out, "--plugin", "off", "--batch", "1:1:4").code == 0

@@ -5,28 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from eca_deploy.data.images import sample_image_paths
 from tests.conftest import assert_one_line_error
 
 ARGS = ["--model", "eca_resnet18", "--img-size", "64", "--batch", "1,2", "--duration", "0.3s"]
 
 
 @pytest.fixture(scope="module")
-def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("calib")
-    for path in sample_image_paths():
-        shutil.copy(path, folder / path.name)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory, calib: Path) -> tuple[Path, str]:
+def deployed(tmp_path_factory: pytest.TempPathFactory, photo_folder: Path) -> tuple[Path, str]:
     from eca_deploy.cli.main import main
 
     out = tmp_path_factory.mktemp("deploy") / "out"
@@ -35,7 +25,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, calib: Path) -> tuple[Pat
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["deploy", *ARGS, "--precisions", "fp32,int8", "--calib-images", str(calib), "--out", str(out)])
+        code = main(
+            ["deploy", *ARGS, "--precisions", "fp32,int8", "--calib-images", str(photo_folder), "--out", str(out)]
+        )
     assert code == 0, buf.getvalue()
     return out, buf.getvalue()
 
@@ -89,20 +81,20 @@ def test_plots_and_html(deployed: tuple[Path, str]) -> None:
     assert page.count("data:image/png;base64,") == 3 and "<table>" in page and 'src="throughput.png"' not in page
 
 
-def test_second_run_skips_every_stage(cli, deployed: tuple[Path, str], calib: Path) -> None:
+def test_second_run_skips_every_stage(cli, deployed: tuple[Path, str], photo_folder: Path) -> None:
     out, _ = deployed
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")}
-    result = cli("deploy", *ARGS, "--precisions", "fp32,int8", "--calib-images", calib, "--out", out, "--json")
+    result = cli("deploy", *ARGS, "--precisions", "fp32,int8", "--calib-images", photo_folder, "--out", out, "--json")
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert all(s["skipped"] for s in summary["stages"]) and len(summary["stages"]) == 7
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")} == before
 
 
-def test_changed_option_reruns_only_what_it_affects(cli, deployed: tuple[Path, str], calib: Path) -> None:
+def test_changed_option_reruns_only_what_it_affects(cli, deployed: tuple[Path, str], photo_folder: Path) -> None:
     out, _ = deployed
     args = [a if a != "0.3s" else "0.2s" for a in ARGS]
-    result = cli("deploy", *args, "--precisions", "fp32,int8", "--calib-images", calib, "--out", out, "--json")
+    result = cli("deploy", *args, "--precisions", "fp32,int8", "--calib-images", photo_folder, "--out", out, "--json")
     assert result.code == 0, result.stderr
     ran = [s["name"] for s in json.loads(result.stdout)["stages"] if not s["skipped"]]
     assert ran == ["bench-fp32", "bench-int8"]

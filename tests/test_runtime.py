@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ from eca_deploy.exporters.metadata import ModelMetadata, write_metadata
 from eca_deploy.runtime import Classifier, FramePreprocessor, Prediction
 from eca_deploy.runtime.labels import imagenet_labels, labels_for
 from eca_deploy.runtime.preprocess import compare_with_reference, resized_size
+from tests.conftest import needs_tensorrt_gpu
 
 RED, GREEN, BLUE = 0, 1, 2  # the colour model's classes
 
@@ -283,22 +283,9 @@ def test_bench_end_to_end(cli, r18: Path, tmp_path: Path) -> None:
 # -- TensorRT ---------------------------------------------------------------------------------------------------
 
 
-def _tensorrt_reason() -> str | None:
-    if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT is not installed (pip install 'eca-deploy[gpu]' on a machine with an NVIDIA GPU)"
-    try:
-        import tensorrt as trt
-
-        if trt.Builder(trt.Logger(trt.Logger.ERROR)) is None:
-            return "TensorRT found no usable CUDA GPU"
-    except Exception as exc:
-        return f"TensorRT cannot create a builder here: {exc}"
-    return None
-
-
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-@pytest.mark.skipif(_tensorrt_reason() is not None, reason=_tensorrt_reason() or "")
+@needs_tensorrt_gpu
 def test_engine_classifies_like_onnx_and_serialises_threads(cli, r18: Path, photos: list[np.ndarray],
                                                             tmp_path: Path) -> None:  # fmt: skip
     engine = tmp_path / "r18.plan"

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
+from eca_deploy.cli.options import parse_sizes
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
 
@@ -23,16 +24,6 @@ def parse_seconds(value: str, option: str) -> float:
         return float(number) * scale
     except ValueError:
         raise EcaDeployError(f"{option} takes a duration such as 10s, 500ms or 1min, got {value!r}") from None
-
-
-def parse_batches(value: str) -> tuple[int, ...]:
-    try:
-        batches = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise EcaDeployError(f"--batch takes batch sizes such as 1,8,32, got {value!r}") from None
-    if not batches or any(b < 1 for b in batches):
-        raise EcaDeployError(f"--batch takes positive batch sizes such as 1,8,32, got {value!r}")
-    return batches
 
 
 @app.command("bench")
@@ -74,7 +65,7 @@ def bench_command(
     if not models:
         raise EcaDeployError("nothing to benchmark: pass --onnx MODEL.onnx, --engine MODEL.plan or --compare A B ...")
     config = BenchConfig(
-        batches=parse_batches(batch),
+        batches=parse_sizes(batch),
         warmup_s=parse_seconds(warmup, "--warmup"),
         duration_s=parse_seconds(duration, "--duration"),
         iterations=iterations,

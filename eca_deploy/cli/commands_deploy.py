@@ -29,13 +29,14 @@ def deploy_command(
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
-    from eca_deploy.cli.commands_bench import parse_batches, parse_seconds
+    from eca_deploy.cli.commands_bench import parse_seconds
+    from eca_deploy.cli.options import parse_sizes
     from eca_deploy.deploy.report import summary_rows
     from eca_deploy.deploy.run import DeployOptions, run_deploy
 
     opts = DeployOptions(
         model=model, out=out, weights=weights, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
-        calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_batches(batch),
+        calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batch),
         img_size=img_size, bench_seconds=parse_seconds(duration, "--duration"), force=force,
     )  # fmt: skip
 

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, print_json
+from eca_deploy.cli.options import parse_sizes
 from eca_deploy.errors import EcaDeployError
 
 
@@ -46,18 +47,6 @@ def _labels(spec: Any, labels: Path | None) -> tuple[str, ...]:
     return labels_for(spec.num_classes, labels)
 
 
-def _parse_sizes(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise EcaDeployError(f"--preferred-batch takes batch sizes such as 8,16, got {value!r}") from None
-    if not sizes:
-        raise EcaDeployError(f"--preferred-batch takes batch sizes such as 8,16, got {value!r}")
-    return sizes
-
-
 @app.command("export-triton")
 def export_triton_command(
     engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine (platform tensorrt_plan, GPU)."),
@@ -83,9 +72,10 @@ def export_triton_command(
         spec, onnx_model = read_onnx_spec(onnx_path)
     else:
         spec, onnx_model = read_engine_spec(model), None
+    sizes = None if preferred is None else parse_sizes(preferred, "--preferred-batch", "8,16")
     opts = TritonOptions(
         platform="onnxruntime_onnx" if onnx_path is not None else "tensorrt_plan",
-        name=model_name(name or model.stem), max_batch=max_batch, preferred=_parse_sizes(preferred),
+        name=model_name(name or model.stem), max_batch=max_batch, preferred=sizes,
         instances=instances, labels=_labels(spec, labels),
     )  # fmt: skip
     triton_config(spec, opts)  # batch sizes are checked before anything else is looked for

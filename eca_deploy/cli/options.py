@@ -30,3 +30,14 @@ def parse_k_sizes(value: str | None) -> tuple[int, ...] | None:
     if len(ks) != 4 or any(k < 1 or k % 2 == 0 for k in ks):
         raise EcaDeployError(f"--k-size must be four odd integers such as 3,5,5,7, got {value!r}")
     return ks
+
+
+def parse_sizes(value: str, option: str = "--batch", example: str = "1,8,32") -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32): positive integers, comma-separated."""
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise EcaDeployError(f"{option} takes batch sizes such as {example}, got {value!r}") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise EcaDeployError(f"{option} takes positive batch sizes such as {example}, got {value!r}")
+    return sizes
