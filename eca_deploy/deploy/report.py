@@ -42,11 +42,11 @@ def recommendation(rows: list[dict[str, Any]]) -> str:
     passing = [r for r in rows if r["passed"]]
     if not passing:
         return "No precision passes its tolerance: ship none of these before finding out why (check --per-layer)."
-    best_batch = max(passing[0]["images_per_s"])
-    best = max(passing, key=lambda r: r["images_per_s"][best_batch])
+    best = max(passing, key=lambda r: max(r["images_per_s"].values()))
+    batch = max(best["images_per_s"], key=best["images_per_s"].get)
     return (
         f"Fastest precision within tolerance: **{best['precision']}** "
-        f"({best['images_per_s'][best_batch]:.1f} images/s at batch {best_batch})."
+        f"({best['images_per_s'][batch]:.1f} images/s at batch {batch})."
     )
 
 
