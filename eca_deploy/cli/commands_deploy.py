@@ -20,7 +20,7 @@ def deploy_command(
     precisions: str = typer.Option("fp32,fp16", "--precisions", help="Any of fp32,fp16,int8."),
     calib_images: Path | None = typer.Option(None, "--calib-images", help="Folder of photos for INT8 calibration."),
     calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use at most."),
-    images: Path | None = typer.Option(None, "--images", help="Photos for checks [default: sample photos]."),
+    images: Path | None = typer.Option(None, "--images", help="Photos for checks (default: sample photos)."),
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes to benchmark (the largest is the profile max)."),
     img_size: int = typer.Option(224, "--img-size", help="Input height and width."),
     duration: str = typer.Option("3s", "--duration", help="Benchmark time per batch size."),

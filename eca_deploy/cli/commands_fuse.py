@@ -14,7 +14,7 @@ from eca_deploy.cli.console import console, print_json
 @app.command("fuse")
 def fuse_command(
     onnx_path: Path = typer.Argument(..., help="ONNX model to fuse."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Fused model [default: NAME.fused.onnx]."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Fused model (default: NAME.fused.onnx)."),
     write_unchanged: bool = typer.Option(
         False, "--write-unchanged", help="Write the output even when there is no ECA block to fuse."
     ),

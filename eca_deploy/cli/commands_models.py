@@ -50,7 +50,7 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print JS
 def export_command(
     model: str = typer.Option("eca_mobilenetv2", "--model", "-m", help="Zoo model name (see `eca-deploy models`)."),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint (.pth/.pth.tar)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="ONNX file to write [default: MODEL.onnx]."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="ONNX file to write (default: MODEL.onnx)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset, 13 to 20."),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
     img_size: int = typer.Option(224, "--img-size", help="Input height and width."),

@@ -21,14 +21,14 @@ app.add_typer(plugin_app, name="plugin")
 @plugin_app.command("build")
 def build_command(
     tensorrt_root: Path | None = typer.Option(
-        None, "--tensorrt-root", help="TensorRT install prefix [default: $TENSORRT_ROOT, then the system paths]."
+        None, "--tensorrt-root", help="TensorRT install prefix (default: $TENSORRT_ROOT, then the system paths)."
     ),
     cuda_archs: str | None = typer.Option(
-        None, "--cuda-archs", help="GPU architectures, e.g. 87 (Orin) or 80,86,90 [default: by CUDA version]."
+        None, "--cuda-archs", help="GPU architectures, e.g. 87 (Orin) or 80,86,90 (default: by CUDA version)."
     ),
-    build_dir: Path | None = typer.Option(None, "--build-dir", help="Build folder [default: build/plugins]."),
+    build_dir: Path | None = typer.Option(None, "--build-dir", help="Build folder (default: build/plugins)."),
     examples: bool = typer.Option(False, "--examples", help="Also build the C++ example eca_infer."),
-    jobs: int | None = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs [default: CPU count]."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs (default: CPU count)."),
 ) -> None:
     """Build the CUDA kernels, and the TensorRT plugin when TensorRT is found, with CMake."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
@@ -59,7 +59,7 @@ def build_command(
 @plugin_app.command("info")
 def info_command(
     paths: list[Path] | None = typer.Argument(
-        None, help="Library files or build folders [default: $ECA_DEPLOY_PLUGIN / $ECA_DEPLOY_KERNELS, build/plugins]."
+        None, help="Library files or build folders (default: $ECA_DEPLOY_PLUGIN / $ECA_DEPLOY_KERNELS, build/plugins)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:

@@ -24,10 +24,10 @@ def run_command(
     batch: int = typer.Option(1, "--batch", help="Frames per inference."),
     display: bool = typer.Option(False, "--display", help="Show the annotated frames in a window (q to stop)."),
     resize: str = typer.Option("exact", "--resize", help="exact (same pixels as check) or fast (OpenCV)."),
-    labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line [default: ImageNet]."),
+    labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line (default: ImageNet)."),
     log: Path | None = typer.Option(None, "--log", help="Write each frame's top-5 as JSON lines."),
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
-    plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library [default: from the sidecar]."),
+    plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Decode frames with OpenCV, classify them, overlay the top-1 label, score and FPS; summary at the end."""
