@@ -27,7 +27,7 @@ def stage_key(name: str, options: dict[str, Any], inputs: Sequence[Path]) -> str
         "stage": name,
         "eca_deploy": __version__,
         "options": options,
-        "inputs": {p.name: sha256_file(p) for p in inputs},
+        "inputs": [[p.name, sha256_file(p)] for p in inputs],  # a list: names may repeat across folders
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

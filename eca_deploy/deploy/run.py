@@ -227,8 +227,9 @@ def _precision_stage(precision: str, opts: DeployOptions, fused: Path, stage: Ca
         return output
     from eca_deploy.data.images import list_images
 
-    calib = list_images(opts.calib_images)[: opts.calib_count]  # type: ignore[arg-type]
-    stage("quantize-int8", f"calibrating INT8 on {len(calib)} images", {"count": opts.calib_count}, [fused, *calib],
+    calib = list_images(opts.calib_images)  # type: ignore[arg-type]  # the quantizer samples across all of them
+    used = min(len(calib), opts.calib_count)
+    stage("quantize-int8", f"calibrating INT8 on {used} images", {"count": opts.calib_count}, [fused, *calib],
           [output], lambda: _quantize(opts, fused, output),
           _cmd("eca-deploy quantize --onnx", fused, "--calib-images", opts.calib_images, "--calib-count",
                opts.calib_count, "--output", output))  # fmt: skip
