@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,19 @@ def test_unwritable_out(cli, tmp_path: Path) -> None:
     blocker.write_text("x")
     assert_one_line_error(cli("deploy", *ARGS, "--out", blocker), "is a file")
     assert_one_line_error(cli("deploy", *ARGS, "--out", blocker / "sub"), "cannot create --out")
+
+
+def test_changed_calibration_image_requantizes(
+    cli, deployed: tuple[Path, str], photo_folder: Path, tmp_path: Path
+) -> None:
+    out, _ = deployed
+    calib = tmp_path / "calib"
+    shutil.copytree(photo_folder, calib)
+    args = [*ARGS, "--precisions", "fp32,int8", "--out", out, "--json"]
+    same = cli("deploy", *args, "--calib-images", calib)  # the same images in another folder
+    assert "quantize-int8" not in [s["name"] for s in json.loads(same.stdout)["stages"] if not s["skipped"]]
+    with Image.open(calib / "coffee.png") as img:
+        img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(calib / "coffee.png")
+    result = cli("deploy", *args, "--calib-images", calib)
+    ran = [s["name"] for s in json.loads(result.stdout)["stages"] if not s["skipped"]]
+    assert ran == ["quantize-int8", "check-int8", "bench-int8"]
