@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from eca_deploy.backends.base import Runner
 from eca_deploy.errors import EcaDeployError
 
 
-def open_onnx(path: Path, provider: str = "cpu", threads: int | None = None, optimize: bool = True) -> Runner:
+def open_onnx(
+    path: Path, provider: str = "cpu", threads: int | None = None, qdq_arithmetic: bool = False
+) -> tuple[Runner, Any, str]:
+    """(runner, onnx.ModelProto, precision) of an ONNX file; one-line errors for missing or non-ONNX files.
+
+    `qdq_arithmetic` runs a Q/DQ (INT8) model with graph optimisations off, as plain quantize/dequantize
+    arithmetic: what TensorRT computes, where ORT's optimiser would substitute its own int8 kernels.
+    """
     from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
     from eca_deploy.onnx_io import load_onnx
+    from eca_deploy.precision.detect import detect_precision
 
-    load_onnx(path, load_external_data=False)  # one-line errors for missing / non-ONNX files
-    return OnnxRuntimeRunner(path, provider, threads=threads, optimize=optimize)
+    model = load_onnx(path)
+    precision = detect_precision(model)
+    optimize = not (qdq_arithmetic and precision == "int8")
+    return OnnxRuntimeRunner(path, provider, threads=threads, optimize=optimize), model, precision
 
 
 def open_engine(path: Path, plugin: str | None = None) -> Runner:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -137,8 +138,6 @@ def count_macs(model: nn.Module, input_size: int = 224) -> int:
 
 
 def _to_meta(model: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(model).to("meta").eval()
 
 

@@ -28,11 +28,7 @@ def run_bench(
     entries = []
     for path in models:
         if looks_like_onnx(path) or not path.exists():
-            from eca_deploy.onnx_io import load_onnx
-            from eca_deploy.precision.detect import detect_precision
-
-            precision = detect_precision(load_onnx(path, load_external_data=False))
-            runner = open_onnx(path, provider, threads=threads)
+            runner, _, precision = open_onnx(path, provider, threads=threads)
             backend = f"onnxruntime-{provider}"
         else:
             runner = open_engine(path, plugin)

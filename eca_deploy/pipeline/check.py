@@ -86,13 +86,8 @@ def open_target(
         raise EcaDeployError("pass exactly one of --onnx MODEL.onnx or --engine MODEL.plan")
     if onnx_path is not None:
         from eca_deploy.exporters.metadata import read_metadata
-        from eca_deploy.onnx_io import load_onnx
-        from eca_deploy.precision.detect import detect_precision
 
-        model = load_onnx(onnx_path)
-        precision = detect_precision(model)
-        # Q/DQ models run as plain quantize/dequantize arithmetic, as TensorRT computes them.
-        runner = open_onnx(onnx_path, provider, optimize=precision != "int8")
+        runner, model, precision = open_onnx(onnx_path, provider, qdq_arithmetic=True)
         return Target(runner, str(onnx_path), read_metadata(model), precision, model)
     runner = open_engine(engine, plugin)  # type: ignore[arg-type]
     sidecar = getattr(runner, "sidecar", None)
@@ -111,8 +106,8 @@ def tolerance_for(precision: str, max_abs: float | None, min_cosine: float | Non
     )
 
 
-def input_geometry(runner: Runner) -> tuple[int | None, int, int | None]:
-    """(static batch or None, channels, static size or None) of the runner's image input."""
+def input_geometry(runner: Runner) -> tuple[int | None, int | None]:
+    """(static batch or None, static square size or None) of the runner's image input, which must be RGB."""
     info = runner.inputs[0]
     if len(info.shape) != 4:
         raise EcaDeployError(f"input {info.name!r} has shape {list(info.shape)}: eca-deploy models take [N,3,H,W]")
@@ -120,7 +115,7 @@ def input_geometry(runner: Runner) -> tuple[int | None, int, int | None]:
     if isinstance(c, int) and c != 3:
         raise EcaDeployError(f"input {info.name!r} takes {c} channels: eca-deploy feeds RGB images (3 channels)")
     size = h if isinstance(h, int) and h == w else None
-    return (n if isinstance(n, int) else None), 3, size
+    return (n if isinstance(n, int) else None), size
 
 
 def reference_model(model_name: str, weights: Path | None, metadata: ModelMetadata | None, img_size: int) -> Any:
@@ -162,7 +157,7 @@ def run_check(
     spec = get_spec(name)
     if meta is not None and model_name and meta.model != model_name:
         warn(f"{target.label} was exported from {meta.model}, checking against --model {model_name}")
-    fixed_batch, _, size = input_geometry(target.runner)
+    fixed_batch, size = input_geometry(target.runner)
     prep = meta.preprocessing if meta else Preprocessing.for_size(size or spec.input_size, mean=spec.mean, std=spec.std)
     if size is not None and size != prep.size:
         raise EcaDeployError(

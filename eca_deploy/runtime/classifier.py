@@ -101,7 +101,7 @@ class Classifier:
         if top_k < 1:
             raise EcaDeployError(f"top_k must be at least 1, got {top_k}")
         self.runner, self.metadata, self.top_k, self.name, self.precision = runner, metadata, top_k, name, precision
-        _, _, size = input_geometry(runner)
+        _, size = input_geometry(runner)
         if metadata is not None:
             prep = metadata.preprocessing
         elif size is not None:
