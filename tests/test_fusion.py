@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -19,14 +20,17 @@ from eca_deploy.data.images import Preprocessing, load_images
 from eca_deploy.exporters import ExportOptions, export_onnx
 from eca_deploy.fusion import count_eca_nodes, fuse_eca, strip_eca_functions
 from eca_deploy.models import create_model
-from eca_deploy.ops import ECA_DOMAIN
-from eca_deploy.ops.onnx_function import eca_function, make_eca_node
+from eca_deploy.ops import ECA_ACTIVATIONS, ECA_DOMAIN, ECA_GATES, ECA_PADDINGS, EcaAttributes
+from eca_deploy.ops.onnx_function import add_eca_functions, make_eca_node
 from eca_deploy.ops.reference import eca_reference
 from eca_deploy.pipeline.fuse import compare_fused
 from tests.conftest import assert_one_line_error
 
 BLOCKS = {"eca_mobilenetv2": 17, "eca_resnet18": 8, "eca_resnet34": 16, "eca_resnet50": 16, "eca_resnet101": 33,
           "eca_resnet152": 50}  # fmt: skip
+# Blocks followed by a residual addition: every ResNet block (then a ReLU), MobileNetV2's stride-1 blocks whose
+# input and output channels agree (no ReLU).
+RESIDUAL_BLOCKS = {"eca_mobilenetv2": 10, **{name: n for name, n in BLOCKS.items() if name.startswith("eca_resnet")}}
 
 
 def session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -46,10 +50,18 @@ def test_every_zoo_model_fuses_and_agrees_on_photographs(name: str) -> None:
     fused = copy(unfused)
     report = fuse_eca(fused)
     assert report.count == BLOCKS[name] == count_eca_nodes(fused)
+    assert report.with_residual == RESIDUAL_BLOCKS[name]
     assert not report.near_misses
     onnx.checker.check_model(fused, full_check=True)
     remaining = {n.op_type for n in fused.graph.node}
     assert not remaining & {"Sigmoid", "Expand", "Transpose", "Squeeze"}
+    # No Add or Relu is left between an ECA node and the next block.
+    producer = {o: n for n in fused.graph.node for o in n.output}
+    after_eca = {n.op_type for n in fused.graph.node if any(producer.get(i, n).domain == ECA_DOMAIN for i in n.input)}
+    assert not after_eca & {"Add", "Relu"}
+    activations = {onnx.helper.get_attribute_value(a) for n in fused.graph.node for a in n.attribute
+                   if a.name == "activation"}  # fmt: skip
+    assert activations == (set() if name == "eca_mobilenetv2" else {b"relu"})
     photos = load_images(None, Preprocessing.for_size(size)).array
     assert compare_fused(unfused, fused, photos) <= 1e-5
 
@@ -74,13 +86,15 @@ def test_both_exporters_and_opsets(exporter: str, opset: int, batch: int | None)
 
 
 class TimmStyleEca(nn.Module):
-    """timm's EcaModule formulation, with switches that turn it into near-misses."""
+    """timm's EcaModule / CecaModule formulations (circular=True), with switches for variants and near-misses."""
 
     def __init__(self, channels: int, k: int = 5, bias: bool = False, gate: str = "sigmoid",
-                 expand: bool = False, reduce: str = "mean", pool_other: bool = False) -> None:  # fmt: skip
+                 expand: bool = False, reduce: str = "mean", pool_other: bool = False,
+                 circular: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.stem = nn.Conv2d(3, channels, 3, padding=1)
-        self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=bias)
+        self.pad = (k - 1) // 2 if circular else 0
+        self.conv = nn.Conv1d(1, 1, k, padding=0 if circular else (k - 1) // 2, bias=bias)
         self.gate, self.expand, self.reduce, self.pool_other = gate, expand, reduce, pool_other
         self.head = nn.Conv2d(channels, 4, 1)
 
@@ -89,9 +103,12 @@ class TimmStyleEca(nn.Module):
         pooled_from = x + 1.0 if self.pool_other else x
         pool = self.reduce == "mean"
         y = pooled_from.mean((2, 3)) if pool else F.adaptive_avg_pool2d(pooled_from, 1).flatten(1)
-        y = self.conv(y.view(x.shape[0], 1, -1))
-        y = torch.sigmoid(y) if self.gate == "sigmoid" else F.hardsigmoid(y)
-        y = y.view(x.shape[0], -1, 1, 1)
+        y = y.view(x.shape[0], 1, -1)
+        if self.pad:
+            y = F.pad(y, (self.pad, self.pad), mode="circular")
+        y = self.conv(y)
+        gates = {"sigmoid": torch.sigmoid, "hard": F.hardsigmoid, "tanh": torch.tanh}
+        y = gates[self.gate](y).view(x.shape[0], -1, 1, 1)
         x = x * (y.expand_as(x) if self.expand else y)
         return self.head(x)
 
@@ -115,11 +132,35 @@ def test_timm_style_eca_fuses(exporter: str, opset: int, reduce: str, expand: bo
                                atol=1e-5)  # fmt: skip
 
 
+@pytest.mark.parametrize(("exporter", "opset"), [("torchscript", 13), ("torchscript", 17), ("dynamo", 18)])
+@pytest.mark.parametrize(
+    ("circular", "gate", "bias", "k"),
+    [(True, "sigmoid", False, 5), (True, "hard", True, 3), (False, "hard", False, 5), (False, "sigmoid", True, 7),
+     (True, "sigmoid", True, 1)],
+)  # fmt: skip
+def test_eca_variants_fuse_and_match_pytorch(exporter: str, opset: int, circular: bool, gate: str, bias: bool,
+                                             k: int) -> None:  # fmt: skip
+    module = TimmStyleEca(12, k=k, bias=bias, gate=gate, circular=circular)
+    unfused = export_small(module, exporter, opset)
+    fused = copy(unfused)
+    report = fuse_eca(fused)
+    assert report.count == 1, report.near_misses
+    node = next(n for n in fused.graph.node if n.domain == ECA_DOMAIN)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs.get("padding", b"zeros") == (b"circular" if circular and k > 1 else b"zeros")
+    assert attrs.get("gate", b"sigmoid") == (b"hard_sigmoid" if gate == "hard" else b"sigmoid")
+    assert abs(attrs.get("bias", 0.0) - (module.conv.bias.item() if bias else 0.0)) < 1e-6
+    onnx.checker.check_model(fused, full_check=True)
+    x = np.random.default_rng(2).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session(fused).run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [
-        ({"bias": True}, "has a bias"),
-        ({"gate": "hard"}, "HardSigmoid"),
+        ({"gate": "tanh"}, "gate is Tanh"),
         ({"pool_other": True}, "pooled tensor is not the tensor that the gate multiplies"),
     ],
 )
@@ -130,6 +171,46 @@ def test_near_misses_are_left_alone_with_a_reason(kwargs: dict, reason: str) -> 
     assert report.count == 0
     assert [n.op_type for n in model.graph.node] == before
     assert len(report.near_misses) == 1 and reason in report.near_misses[0].reason
+
+
+def test_hard_sigmoid_of_another_slope_is_a_near_miss() -> None:
+    model = export_small(TimmStyleEca(16, k=3, gate="hard"))
+    gate = next(n for n in model.graph.node if n.op_type == "HardSigmoid")
+    for a in gate.attribute:
+        if a.name == "alpha":
+            a.f = 0.2  # ONNX's default slope, not PyTorch's 1/6
+    report = fuse_eca(model)
+    assert report.count == 0 and "alpha=0.2" in report.near_misses[0].reason
+
+
+def test_residual_is_not_absorbed_when_shapes_differ_or_tensors_are_shared() -> None:
+    class Blocks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.eca = TimmStyleEca(8, k=3)
+            self.eca.head = nn.Identity()
+            self.eca.stem = nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.eca(x) + x.mean(1, keepdim=True)  # broadcasting add: not a residual of the same shape
+            b = torch.relu(self.eca(a) + a)  # a residual block: Add and Relu move into the ECA node
+            e = self.eca(b)
+            return (e + b) + e.sum()  # e is read twice: its Add stays
+
+    torch.manual_seed(0)
+    model = Blocks().eval()
+    x = torch.randn(2, 8, 6, 6)
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (x,), buffer, opset_version=17, dynamo=False, input_names=["input"])
+    onnx_model = onnx.load_from_string(buffer.getvalue())
+    fused = copy(onnx_model)
+    report = fuse_eca(fused)
+    assert report.count == 3 and report.with_residual == 1
+    assert [b.activation for b in report.fused] == ["none", "relu", "none"]
+    assert sum(1 for n in fused.graph.node if n.op_type == "Add") == 3
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(session(fused).run(None, {"input": x.numpy()})[0], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_shared_intermediate_is_not_fused() -> None:
@@ -168,17 +249,18 @@ def test_strip_functions_for_tensorrt() -> None:
     assert len(attrs["weights"]) == 3
 
 
-def single_eca_model(weights: list[float], shape: tuple[int, ...], opset: int, elem=onnx.TensorProto.FLOAT):
+def single_eca_model(weights, shape: tuple[int, ...], opset: int, elem=onnx.TensorProto.FLOAT,
+                     residual: bool = False) -> onnx.ModelProto:  # fmt: skip
+    """A model of one ECA node (weights: a list or EcaAttributes), inputs x [and r], output y."""
+    dims = ["N", *shape[1:]]
+    inputs = [onnx.helper.make_tensor_value_info(name, elem, dims) for name in (["x", "r"] if residual else ["x"])]
     g = onnx.helper.make_graph(
-        [make_eca_node("x", "y", weights, "eca")], "eca",
-        [onnx.helper.make_tensor_value_info("x", elem, ["N", *shape[1:]])],
-        [onnx.helper.make_tensor_value_info("y", elem, ["N", *shape[1:]])],
+        [make_eca_node("x", "y", weights, "eca", residual="r" if residual else None)], "eca", inputs,
+        [onnx.helper.make_tensor_value_info("y", elem, dims)],
     )  # fmt: skip
-    model = onnx.helper.make_model(
-        g, opset_imports=[onnx.helper.make_opsetid("", opset), onnx.helper.make_opsetid(ECA_DOMAIN, 1)],
-        functions=[eca_function(opset)],
-    )  # fmt: skip
+    model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", opset)])
     model.ir_version = 8
+    add_eca_functions(model, opset)
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -195,6 +277,30 @@ def test_eca_function_matches_reference(n: int, c: int, h: int, w: int, k: int, 
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     y = session(single_eca_model(weights, x.shape, opset)).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, eca_reference(x, weights), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 2), c=st.integers(1, 24), h=st.integers(1, 6), w=st.integers(1, 6),
+    k=st.sampled_from([1, 3, 5, 7, 9]), opset=st.sampled_from([13, 17, 20]), seed=st.integers(0, 2**31 - 1),
+    bias=st.floats(-2, 2, width=32), padding=st.sampled_from(ECA_PADDINGS), gate=st.sampled_from(ECA_GATES),
+    activation=st.sampled_from(ECA_ACTIVATIONS), residual=st.booleans(),
+)  # fmt: skip
+def test_eca_function_variants_match_reference(n: int, c: int, h: int, w: int, k: int, opset: int, seed: int,
+                                               bias: float, padding: str, gate: str, activation: str,
+                                               residual: bool) -> None:  # fmt: skip
+    if padding == "circular" and (k - 1) // 2 > c:
+        k = 2 * c + 1  # the function's circular padding wraps at most once, like PyTorch's
+    rng = np.random.default_rng(seed)
+    weights = rng.standard_normal(k).astype(np.float32).tolist()
+    attrs = EcaAttributes(tuple(weights), bias, padding, gate, activation, residual)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    r = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    feed = {"x": x, "r": r} if residual else {"x": x}
+    y = session(single_eca_model(attrs, x.shape, opset, residual=residual)).run(None, feed)[0]
+    expected = eca_reference(x, weights, bias=bias, padding=padding, gate=gate, activation=activation,
+                             residual=r if residual else None)  # fmt: skip
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_eca_function_float16() -> None:
@@ -238,11 +344,11 @@ def test_fuse_cli_default_output_name(cli, exported: Path) -> None:
 def test_fuse_cli_prints_near_misses(cli, tmp_path: Path) -> None:
     from eca_deploy.onnx_io import save_onnx
 
-    src = tmp_path / "hard.onnx"
-    save_onnx(export_small(TimmStyleEca(16, gate="hard")), src)
+    src = tmp_path / "tanh.onnx"
+    save_onnx(export_small(TimmStyleEca(16, gate="tanh")), src)
     result = cli("fuse", src, "-o", tmp_path / "out.onnx")
     assert result.code == 0
-    assert "no ECA block found" in result.stdout and "HardSigmoid" in result.stdout
+    assert "no ECA block found" in result.stdout and "Tanh" in result.stdout
     assert not (tmp_path / "out.onnx").exists()
     assert cli("fuse", src, "-o", tmp_path / "out.onnx", "--write-unchanged").code == 0
     assert (tmp_path / "out.onnx").exists()

@@ -19,18 +19,26 @@ def fuse_command(
         False, "--write-unchanged", help="Write the output even when there is no ECA block to fuse."
     ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare fused and unfused outputs in ORT."),
+    residual: bool = typer.Option(
+        True, "--residual/--no-residual", help="Move each block's residual Add (and ReLU) into its ECA node."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Fuse every ECA block into one `eca_deploy.ECA` node (runs anywhere through an ONNX function)."""
     from eca_deploy.pipeline.fuse import run_fuse
 
-    result = run_fuse(onnx_path, output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx"), write_unchanged, verify)
+    output = output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx")
+    result = run_fuse(onnx_path, output, write_unchanged, verify, residual)
     if json_out:
         print_json(result.as_dict())
         return
     report = result.report
     if report.count:
-        console.print(f"[green]fused {report.count} ECA blocks[/green] ({report.removed_nodes} nodes removed)")
+        residuals = f", {report.with_residual} with their residual add" if report.with_residual else ""
+        console.print(
+            f"[green]fused {report.count} ECA blocks[/green]{residuals}: "
+            f"{report.nodes_before} nodes before, {report.nodes_after} after"
+        )
     elif report.already_fused:
         console.print(f"{onnx_path} is already fused ({report.already_fused} ECA nodes): nothing to do")
     else:

@@ -2,8 +2,13 @@
 
 An ECA block is found from its final Mul backwards:
 
-    Mul(X, G)  where  G <- [layout ops] <- Sigmoid <- [layout ops] <- Conv(1->1 channel, k, no bias)
-               <- [layout ops] <- GlobalAveragePool(X) | ReduceMean(X, axes={2,3})
+    Mul(X, G)  where  G <- [layout ops] <- Sigmoid | HardSigmoid(1/6, 1/2) <- [layout ops]
+               <- Conv(1->1 channel, k, constant bias or none) <- [circular pad] <- [layout ops]
+               <- GlobalAveragePool(X) | ReduceMean(X, axes={2,3})
+
+The conv either pads (k-1)/2 zeros itself or takes a circular padding of (k-1)/2 channels (a Pad with
+mode "wrap", or the Concat(tail, m, head) of slices that PyTorch's TorchScript exporter writes): the
+op contract's `padding`; the gate's op is its `gate`; the conv's bias its `bias` (docs/eca_op.md).
 
 "Layout ops" (Reshape, Squeeze, Unsqueeze, Transpose, Expand, Flatten, Identity) only move singleton
 dimensions; a Transpose that would reorder the batch and channel axes is refused. This covers the
@@ -19,18 +24,24 @@ import numpy as np
 import onnx
 
 from eca_deploy.fusion.graph import GraphIndex, attr
+from eca_deploy.ops.contract import ECA_MAX_K, HARD_SIGMOID_ALPHA, HARD_SIGMOID_BETA, EcaAttributes
 
 LAYOUT_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Flatten", "Identity"})
-NOT_ECA_GATES = frozenset({"HardSigmoid", "HardSwish", "Tanh", "Relu"})
+NOT_ECA_GATES = frozenset({"HardSwish", "Tanh", "Relu"})
+GATES = {"Sigmoid": "sigmoid", "HardSigmoid": "hard_sigmoid"}
 
 
 @dataclass
 class EcaMatch:
     mul: onnx.NodeProto
     x: str
-    weights: np.ndarray  # [k] float32
+    attributes: EcaAttributes
     nodes: list[onnx.NodeProto] = field(default_factory=list)  # the block's nodes, Mul first
     channels: int | str | None = None
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.asarray(self.attributes.weights, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,7 @@ def _walk_layout(index: GraphIndex, name: str, nodes: list[onnx.NodeProto]) -> o
 def _match_from_gate(index: GraphIndex, mul: onnx.NodeProto, x: str, g: str) -> EcaMatch | None:
     nodes: list[onnx.NodeProto] = [mul]
     gate = _walk_layout(index, g, nodes)
-    if gate is None or gate.op_type not in ({"Sigmoid"} | NOT_ECA_GATES):
+    if gate is None or gate.op_type not in (set(GATES) | NOT_ECA_GATES):
         return None
     nodes.append(gate)
     conv = _walk_layout(index, gate.input[0], nodes)
@@ -85,11 +96,21 @@ def _match_from_gate(index: GraphIndex, mul: onnx.NodeProto, x: str, g: str) -> 
     weight_shape = weight.shape if weight is not None else index.shape(conv.input[1])
     if weight_shape is None or len(weight_shape) != 3:
         return None  # not a 1-D convolution: SE-style and other attention blocks are not near-misses
-    if gate.op_type != "Sigmoid":
-        raise _Refuse(f"gate is {gate.op_type}, not Sigmoid: not an ECA block")
+    gate_kind = _gate_kind(gate)
     nodes.append(conv)
-    weights = _check_conv(conv, weight, weight_shape)
-    pool = _walk_layout(index, conv.input[0], nodes)
+    weights = _check_conv_weight(conv, weight, weight_shape)
+    bias = _conv_bias(index, conv)
+    k = weights.size
+    source, padding = conv.input[0], "zeros"
+    pad_node = index.producer.get(source)
+    circular = _circular_pad_source(index, pad_node, (k - 1) // 2) if pad_node is not None else None
+    if circular is not None:
+        padding, source = "circular", circular
+        nodes.extend(_circular_pad_nodes(index, pad_node))
+        _check_conv_pads(conv, k, expected=0)
+    else:
+        _check_conv_pads(conv, k, expected=(k - 1) // 2)
+    pool = _walk_layout(index, source, nodes)
     if pool is None or not _is_global_mean(index, pool):
         raise _Refuse("the 1-D conv's input is not a global average pool over H and W")
     nodes.append(pool)
@@ -98,33 +119,113 @@ def _match_from_gate(index: GraphIndex, mul: onnx.NodeProto, x: str, g: str) -> 
     x_shape = index.shape(x)
     if x_shape is not None and len(x_shape) != 4:
         raise _Refuse(f"the gated tensor has rank {len(x_shape)}, ECA needs [N,C,H,W]")
-    _check_layout(index, nodes, conv, g, x_shape)
+    _check_layout(index, nodes, conv, g, x_shape, padded=circular is not None)
     _check_private(index, nodes)
-    return EcaMatch(mul, x, weights, nodes, x_shape[1] if x_shape else None)
+    attributes = EcaAttributes(tuple(weights.tolist()), bias, padding, gate_kind)
+    return EcaMatch(mul, x, attributes, nodes, x_shape[1] if x_shape else None)
 
 
-def _check_conv(conv: onnx.NodeProto, weight: np.ndarray | None, shape: tuple) -> np.ndarray:
+def _gate_kind(gate: onnx.NodeProto) -> str:
+    if gate.op_type not in GATES:
+        raise _Refuse(f"gate is {gate.op_type}, not Sigmoid or HardSigmoid: not an ECA block")
+    if gate.op_type == "HardSigmoid":
+        alpha, beta = float(attr(gate, "alpha", 0.2)), float(attr(gate, "beta", 0.5))
+        if abs(alpha - HARD_SIGMOID_ALPHA) > 1e-6 or abs(beta - HARD_SIGMOID_BETA) > 1e-6:
+            raise _Refuse(
+                f"HardSigmoid gate with alpha={alpha:.6g}, beta={beta:.6g}; the ECA op's hard_sigmoid is "
+                "PyTorch's (alpha=1/6, beta=1/2)"
+            )
+    return GATES[gate.op_type]
+
+
+def _check_conv_weight(conv: onnx.NodeProto, weight: np.ndarray | None, shape: tuple) -> np.ndarray:
     if weight is None:
         raise _Refuse("the 1-D conv's weight is not a constant")
-    if len(conv.input) > 2 and conv.input[2]:
-        raise _Refuse("the 1-D conv has a bias (ECA's conv has none)")
     if tuple(shape[:2]) != (1, 1):
         raise _Refuse(f"the 1-D conv maps {shape[1]} to {shape[0]} channels, ECA maps 1 to 1")
     k = int(shape[2])
     if k % 2 == 0:
         raise _Refuse(f"the 1-D conv has an even kernel ({k}); ECA needs odd k")
+    if k > ECA_MAX_K:
+        raise _Refuse(f"the 1-D conv has k={k}; the ECA op takes k <= {ECA_MAX_K}")
     if (
         attr(conv, "group", 1) != 1
         or list(attr(conv, "strides", [1])) != [1]
         or list(attr(conv, "dilations", [1])) != [1]
     ):
         raise _Refuse("the 1-D conv has groups, strides or dilations; ECA's has none")
+    return np.asarray(weight, dtype=np.float32).reshape(-1)
+
+
+def _conv_bias(index: GraphIndex, conv: onnx.NodeProto) -> float:
+    if len(conv.input) < 3 or not conv.input[2]:
+        return 0.0
+    bias = index.constant(conv.input[2])
+    if bias is None or bias.size != 1:
+        raise _Refuse("the 1-D conv's bias is not a constant of one value")
+    return float(np.asarray(bias, dtype=np.float32).reshape(-1)[0])
+
+
+def _check_conv_pads(conv: onnx.NodeProto, k: int, expected: int) -> None:
     auto_pad = attr(conv, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     pads = list(attr(conv, "pads", [0, 0]))
-    if not (auto_pad in ("SAME_UPPER", "SAME_LOWER") or (auto_pad == "NOTSET" and pads == [(k - 1) // 2] * 2)):
-        raise _Refuse(f"the 1-D conv pads {pads}, ECA pads (k-1)/2 = {(k - 1) // 2} on both sides")
-    return np.asarray(weight, dtype=np.float32).reshape(-1)
+    same = auto_pad in ("SAME_UPPER", "SAME_LOWER") or (auto_pad == "NOTSET" and pads == [(k - 1) // 2] * 2)
+    valid = auto_pad == "VALID" or (auto_pad == "NOTSET" and pads == [0, 0])
+    if (expected and not same) or (not expected and not valid and k > 1):
+        what = f"{expected} on both sides after the circular padding" if not expected else f"(k-1)/2 = {expected}"
+        raise _Refuse(f"the 1-D conv pads {pads if auto_pad == 'NOTSET' else auto_pad}, ECA pads {what}")
+
+
+def _ints(index: GraphIndex, node: onnx.NodeProto, position: int, attribute: str) -> list[int] | None:
+    """An int list given as an input (opset >= 10 style) or as an attribute."""
+    if len(node.input) > position and node.input[position]:
+        value = index.constant(node.input[position])
+        return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
+    value = attr(node, attribute)
+    return None if value is None else [int(v) for v in value]
+
+
+def _circular_pad_source(index: GraphIndex, node: onnx.NodeProto, p: int) -> str | None:
+    """The [N,1,C] tensor that `node` pads circularly by p channels on both sides, or None."""
+    if node.op_type == "Pad":
+        mode = attr(node, "mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        pads = _ints(index, node, 1, "pads")
+        if mode != "wrap" or pads is None or len(pads) != 6 or (len(node.input) > 3 and node.input[3]):
+            return None
+        if pads != [0, 0, p, 0, 0, p]:
+            raise _Refuse(f"the circular padding pads {pads}, ECA pads (k-1)/2 = {p} channels on both sides")
+        return node.input[0]
+    if node.op_type != "Concat" or len(node.input) != 3 or attr(node, "axis") not in (2, -1):
+        return None
+    tail, head = index.producer.get(node.input[0]), index.producer.get(node.input[2])
+    if tail is None or head is None or tail.op_type != "Slice" or head.op_type != "Slice":
+        return None
+    source = node.input[1]
+    if tail.input[0] != source or head.input[0] != source:
+        return None
+    big = 2**62
+    c = _static((index.shape(source) or (None, None, None))[-1])
+    tail_ok = _is_slice(index, tail, lambda s, e: (s == -p or (c is not None and s == c - p)) and (e >= big or e == c))
+    head_ok = _is_slice(index, head, lambda s, e: s == 0 and e == p)
+    if not (tail_ok and head_ok):
+        raise _Refuse(f"the conv's input is a concatenation of slices but not a circular padding by (k-1)/2 = {p}")
+    return source
+
+
+def _is_slice(index: GraphIndex, node: onnx.NodeProto, ok) -> bool:
+    starts, ends = _ints(index, node, 1, "starts"), _ints(index, node, 2, "ends")
+    axes, steps = _ints(index, node, 3, "axes"), _ints(index, node, 4, "steps")
+    if starts is None or ends is None or len(starts) != 1 or (axes is not None and axes[0] not in (2, -1)):
+        return False
+    return (steps is None or steps == [1]) and ok(starts[0], ends[0])
+
+
+def _circular_pad_nodes(index: GraphIndex, node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    if node.op_type == "Pad":
+        return [node]
+    return [node, index.producer[node.input[0]], index.producer[node.input[2]]]
 
 
 def _is_global_mean(index: GraphIndex, node: onnx.NodeProto) -> bool:
@@ -146,7 +247,9 @@ def _static(dim: object) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def _check_layout(index: GraphIndex, nodes: list[onnx.NodeProto], conv: onnx.NodeProto, g: str, x_shape) -> None:
+def _check_layout(
+    index: GraphIndex, nodes: list[onnx.NodeProto], conv: onnx.NodeProto, g: str, x_shape, padded: bool = False
+) -> None:
     """The layout ops must carry the per-channel values onto the conv's length axis and back to axis 1."""
     for node in nodes:
         if node.op_type != "Transpose":
@@ -162,7 +265,7 @@ def _check_layout(index: GraphIndex, nodes: list[onnx.NodeProto], conv: onnx.Nod
     channels = _static(x_shape[1]) if x_shape else None
     if conv_in is not None and (len(conv_in) != 3 or _static(conv_in[1]) != 1):
         raise _Refuse(f"the 1-D conv's input has shape {list(conv_in)}, expected [N, 1, C]")
-    if conv_in is not None and channels is not None and _static(conv_in[2]) not in (None, channels):
+    if not padded and conv_in is not None and channels is not None and _static(conv_in[2]) not in (None, channels):
         raise _Refuse(f"the 1-D conv runs over {conv_in[2]} values, the gated tensor has {channels} channels")
     gate_shape = index.shape(g)
     if (

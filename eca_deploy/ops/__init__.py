@@ -1,20 +1,33 @@
 """The ECA op: its contract, a float64 reference and its ONNX function definition."""
 
+from eca_deploy.ops.contract import (
+    ECA_ACTIVATIONS,
+    ECA_DOMAIN,
+    ECA_DOMAIN_VERSION,
+    ECA_GATES,
+    ECA_MAX_K,
+    ECA_OP_TYPE,
+    ECA_PADDINGS,
+    ECA_PLUGIN_NAMESPACE,
+    ECA_PLUGIN_VERSION,
+    ECA_WEIGHTS_ATTR,
+    EcaAttributes,
+    EcaVariant,
+)
 from eca_deploy.ops.reference import eca_reference
 
-ECA_OP_TYPE = "ECA"
-ECA_DOMAIN = "eca_deploy"
-ECA_DOMAIN_VERSION = 1
-ECA_PLUGIN_VERSION = "1"
-ECA_PLUGIN_NAMESPACE = "eca_deploy"
-ECA_WEIGHTS_ATTR = "weights"
-
 __all__ = [
+    "ECA_ACTIVATIONS",
     "ECA_DOMAIN",
     "ECA_DOMAIN_VERSION",
+    "ECA_GATES",
+    "ECA_MAX_K",
     "ECA_OP_TYPE",
+    "ECA_PADDINGS",
     "ECA_PLUGIN_NAMESPACE",
     "ECA_PLUGIN_VERSION",
     "ECA_WEIGHTS_ATTR",
+    "EcaAttributes",
+    "EcaVariant",
     "eca_reference",
 ]

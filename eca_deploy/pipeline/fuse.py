@@ -58,12 +58,14 @@ def _input_size(runner: object) -> int:
     return dims[2] if isinstance(dims[2], int) else 224
 
 
-def run_fuse(source: Path, output: Path, write_unchanged: bool = False, verify: bool = True) -> FuseResult:
+def run_fuse(
+    source: Path, output: Path, write_unchanged: bool = False, verify: bool = True, residual: bool = True
+) -> FuseResult:
     model = load_onnx(source)
     check_writable(output)
     unfused = onnx.ModelProto()
     unfused.CopyFrom(model)
-    report = fuse_eca(model)
+    report = fuse_eca(model, residual=residual)
     max_diff = None
     if report.count:
         check_model(model, "the fused model")

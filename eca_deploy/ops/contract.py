@@ -1,0 +1,127 @@
+"""The ECA op contract (docs/eca_op.md): attributes, their defaults and meaning, and the op's variants.
+
+    Y = act(X * gate(conv_k(pad(mean_hw(X))) + bias) + residual)
+
+Everything that implements the op (the float64 reference, the ONNX function, the fusion pass, the FP16 pass,
+the TensorRT plugin fields, the CUDA and OpenVINO kernels) takes its attributes from here. The defaults
+reproduce the original ECA layer exactly, so nodes written before an attribute existed keep their meaning.
+Enum attributes are strings in ONNX; native code receives their index in the tuples below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+ECA_OP_TYPE = "ECA"
+ECA_DOMAIN = "eca_deploy"
+ECA_DOMAIN_VERSION = 1
+ECA_PLUGIN_VERSION = "1"
+ECA_PLUGIN_NAMESPACE = "eca_deploy"
+ECA_WEIGHTS_ATTR = "weights"
+ECA_MAX_K = 63  # largest kernel the native kernels take (plugins/kernels/eca_kernels.h)
+
+# Enum attributes: the first value is the default; native code uses the index.
+ECA_PADDINGS = ("zeros", "circular")  # channels outside [0, C): zero, or channel (i mod C)
+ECA_GATES = ("sigmoid", "hard_sigmoid")  # 1/(1+exp(-s)), or clamp(s/6 + 1/2, 0, 1) (PyTorch nn.Hardsigmoid)
+ECA_ACTIVATIONS = ("none", "relu")  # applied last, after the residual addition
+HARD_SIGMOID_ALPHA, HARD_SIGMOID_BETA = 1.0 / 6.0, 0.5  # ONNX HardSigmoid attributes of PyTorch's definition
+
+# The first IR version with function overloads, which tell the variants' function bodies apart.
+OVERLOAD_IR_VERSION = 10
+
+
+@dataclass(frozen=True)
+class EcaVariant:
+    """What changes the op's computation graph: one ONNX function body (overload) and one kernel branch each."""
+
+    padding: str = ECA_PADDINGS[0]
+    gate: str = ECA_GATES[0]
+    activation: str = ECA_ACTIVATIONS[0]
+    residual: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("padding", self.padding, ECA_PADDINGS),
+            ("gate", self.gate, ECA_GATES),
+            ("activation", self.activation, ECA_ACTIVATIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"ECA attribute {name}={value!r}: expected one of {', '.join(allowed)}")
+
+    @property
+    def overload(self) -> str:
+        """The ONNX function overload of this variant: "" for the original op, else its non-default parts."""
+        parts = [
+            self.padding if self.padding != ECA_PADDINGS[0] else "",
+            self.gate if self.gate != ECA_GATES[0] else "",
+            "residual" if self.residual else "",
+            self.activation if self.activation != ECA_ACTIVATIONS[0] else "",
+        ]
+        return "_".join(p for p in parts if p)
+
+    @property
+    def codes(self) -> tuple[int, int, int]:
+        """(padding, gate, activation) as the indices native code takes."""
+        return ECA_PADDINGS.index(self.padding), ECA_GATES.index(self.gate), ECA_ACTIVATIONS.index(self.activation)
+
+
+@dataclass(frozen=True)
+class EcaAttributes:
+    """The attributes of one ECA node."""
+
+    weights: tuple[float, ...]
+    bias: float = 0.0
+    padding: str = ECA_PADDINGS[0]
+    gate: str = ECA_GATES[0]
+    activation: str = ECA_ACTIVATIONS[0]
+    residual: bool = field(default=False)  # a second input, not an attribute
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        k = len(self.weights)
+        if k % 2 != 1 or k > ECA_MAX_K:
+            raise ValueError(f"ECA needs an odd number of weights, 1 to {ECA_MAX_K}, got {k}")
+        self.variant  # noqa: B018 - validates the enum attributes
+
+    @property
+    def k(self) -> int:
+        return len(self.weights)
+
+    @property
+    def variant(self) -> EcaVariant:
+        return EcaVariant(self.padding, self.gate, self.activation, self.residual)
+
+    def node_attributes(self) -> dict[str, object]:
+        """ONNX attributes of the node: the weights always, the others only where they differ from the default."""
+        attrs: dict[str, object] = {ECA_WEIGHTS_ATTR: list(self.weights)}
+        if self.bias != 0.0:
+            attrs["bias"] = float(self.bias)
+        for name, allowed in (("padding", ECA_PADDINGS), ("gate", ECA_GATES), ("activation", ECA_ACTIVATIONS)):
+            if getattr(self, name) != allowed[0]:
+                attrs[name] = getattr(self, name)
+        return attrs
+
+    @classmethod
+    def from_onnx(cls, attributes: dict[str, object], n_inputs: int) -> EcaAttributes:
+        """From a node's attributes ({name: value}, strings as str or bytes) and its number of inputs."""
+
+        def text(name: str, default: str) -> str:
+            value = attributes.get(name, default)
+            return value.decode() if isinstance(value, bytes) else str(value)
+
+        weights = attributes.get(ECA_WEIGHTS_ATTR)
+        if weights is None:
+            raise ValueError("ECA node without the 'weights' attribute")
+        return cls(
+            weights=tuple(weights),  # type: ignore[arg-type]
+            bias=float(attributes.get("bias", 0.0)),  # type: ignore[arg-type]
+            padding=text("padding", ECA_PADDINGS[0]),
+            gate=text("gate", ECA_GATES[0]),
+            activation=text("activation", ECA_ACTIVATIONS[0]),
+            residual=n_inputs > 1,
+        )
+
+    @classmethod
+    def of(cls, weights: Sequence[float] | EcaAttributes) -> EcaAttributes:
+        return weights if isinstance(weights, EcaAttributes) else cls(tuple(weights))
