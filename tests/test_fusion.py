@@ -371,3 +371,18 @@ def test_fuse_bad_input(cli, tmp_path: Path, exported: Path) -> None:
     assert_one_line_error(cli("fuse", truncated), "ONNX")
     assert_one_line_error(cli("fuse", tmp_path / "missing.onnx"), "does not exist")
     assert not list(tmp_path.glob("*.fused.onnx"))
+
+
+def test_fused_model_inlines_into_standard_ops() -> None:
+    # `build --plugin off` and parsers that expand local functions see only the bodies: every variant inlines.
+    import onnx.inliner
+
+    unfused = export_onnx(create_model("eca_mobilenetv2"), "eca_mobilenetv2", ExportOptions(img_size=64))
+    fused = copy(unfused)
+    assert {b.variant for b in fuse_eca(fused).fused} == {"", "residual"}
+    inlined = onnx.inliner.inline_local_functions(fused)
+    assert not [n for n in inlined.graph.node if n.domain == ECA_DOMAIN] and not inlined.functions
+    x = np.random.default_rng(3).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    expected = session(unfused).run(None, {"input": x})[0]
+    got = session(inlined).run(None, {"input": x})[0]
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()  # random weights: logits ~1e-11

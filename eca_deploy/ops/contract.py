@@ -93,14 +93,14 @@ class EcaAttributes:
         return EcaVariant(self.padding, self.gate, self.activation, self.residual)
 
     def node_attributes(self) -> dict[str, object]:
-        """ONNX attributes of the node: the weights always, the others only where they differ from the default."""
-        attrs: dict[str, object] = {ECA_WEIGHTS_ATTR: list(self.weights)}
-        if self.bias != 0.0:
-            attrs["bias"] = float(self.bias)
-        for name, allowed in (("padding", ECA_PADDINGS), ("gate", ECA_GATES), ("activation", ECA_ACTIVATIONS)):
-            if getattr(self, name) != allowed[0]:
-                attrs[name] = getattr(self, name)
-        return attrs
+        """ONNX attributes of the node, every one written out (function inliners differ on defaults)."""
+        return {
+            ECA_WEIGHTS_ATTR: list(self.weights),
+            "bias": float(self.bias),
+            "padding": self.padding,
+            "gate": self.gate,
+            "activation": self.activation,
+        }
 
     @classmethod
     def from_onnx(cls, attributes: dict[str, object], n_inputs: int) -> EcaAttributes:
