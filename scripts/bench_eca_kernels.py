@@ -1,8 +1,11 @@
 """Time the ECA CUDA kernels (fused, two-pass, auto) against PyTorch eager and torch.compile on a CUDA GPU.
 
-Shapes are the ECA layers of ECA-MobileNetV2 (width 1.0) and ECA-ResNet-50 at 224x224, batch 1 and 32. Each time
-is the median over rounds of CUDA-event timings of back-to-back calls. Bandwidth counts the minimum traffic
-(read X once, write Y once) and is compared with a device-to-device copy of the same tensor.
+Shapes are the ECA layers of ECA-MobileNetV2 (width 1.0) and ECA-ResNet-50 at 224x224, batch 1 and 32. Each
+variant's `--iters` calls are captured once in a CUDA graph, so a replay times the kernels alone: no Python, ctypes
+or launch cost between calls (at batch 1 a call costs more than the kernels it launches). The variants of a shape
+are timed in interleaved rounds (one replay of each per round); a time is the median over rounds, with the spread
+(max - min over median). Bandwidth counts the minimum traffic (read X once, write Y once) and is compared with a
+device-to-device copy of the same tensor.
 
     python scripts/bench_eca_kernels.py [--kernels build/plugins] [--dtype fp16] [--batch 1 32] [--json]
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Callable
 
@@ -30,20 +34,39 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2}  # against eager PyTorch, which gates in the input's type
 
 
-def time_us(fn: Callable[[], object], iters: int, rounds: int) -> float:
-    """Median over `rounds` of the mean time of `iters` back-to-back calls, in microseconds."""
-    for _ in range(max(3, iters // 10)):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+def capture(fn: Callable[[], object], iters: int) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of `iters` calls of `fn`, after warm-up calls outside the capture (lazy init, opt-ins)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         for _ in range(iters):
             fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1000 / iters)
-    return sorted(samples)[len(samples) // 2]
+    graph.replay()
+    torch.cuda.synchronize()
+    return graph
+
+
+def time_graphs(graphs: dict[str, torch.cuda.CUDAGraph], iters: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """Microseconds per call of each graph (median over interleaved rounds) and the spread, (max - min) / median."""
+    samples: dict[str, list[float]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name, graph in graphs.items():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            samples[name].append(start.elapsed_time(end) * 1000 / iters)
+    out = {}
+    for name, values in samples.items():
+        median = statistics.median(values)
+        out[name] = (median, (max(values) - min(values)) / median if median else 0.0)
+    return out
 
 
 def bench_shape(kernels: EcaKernels, model: str, c: int, hw: int, k: int, n: int, dtype: torch.dtype, args) -> dict:
@@ -54,7 +77,7 @@ def bench_shape(kernels: EcaKernels, model: str, c: int, hw: int, k: int, n: int
     moved = 2 * x.numel() * x.element_size()
     row: dict[str, object] = {"model": model, "shape": [n, c, hw, hw], "k": k, "dtype": str(dtype).split(".")[-1],
                               "bytes": moved, "auto_path": kernels.select_path(x.shape, k, dtype)}  # fmt: skip
-    timings = {"copy": lambda: y.copy_(x)}
+    calls: dict[str, Callable[[], object]] = {"copy": lambda: y.copy_(x)}
     for path in ("fused", "two_pass", "auto"):
         try:
             kernels.forward(x, weights, path=path, out=y)
@@ -62,18 +85,19 @@ def bench_shape(kernels: EcaKernels, model: str, c: int, hw: int, k: int, n: int
             continue
         with torch.no_grad():
             torch.testing.assert_close(y, layer(x), rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
-        timings[path] = lambda path=path: kernels.forward(x, weights, path=path, out=y)
+        calls[path] = lambda path=path: kernels.forward(x, weights, path=path, out=y)
     with torch.inference_mode():
-        timings["eager"] = lambda: layer(x)
+        calls["eager"] = lambda: layer(x)
         if args.compile:
             torch._dynamo.reset()  # a fresh cache per shape: no recompile limit, no dynamic-shape fallback
             compiled = torch.compile(layer, dynamic=False)
             compiled(x)
-            timings["compile"] = lambda: compiled(x)
-        for name, fn in timings.items():
-            us = time_us(fn, args.iters, args.rounds)
+            calls["compile"] = lambda: compiled(x)
+        graphs = {name: capture(fn, args.iters) for name, fn in calls.items()}
+        for name, (us, spread) in time_graphs(graphs, args.iters, args.rounds).items():
             row[f"{name}_us"] = round(us, 2)
             row[f"{name}_gbps"] = round(moved / us / 1e3, 1)
+            row[f"{name}_spread"] = round(spread, 3)
     return row
 
 
@@ -84,7 +108,8 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         cells = [r["model"], "x".join(map(str, r["shape"])), str(r["k"]), r["dtype"], r["auto_path"]]
-        cells += [f"{r[f'{n}_us']:.1f} ({r[f'{n}_gbps']:.0f})" if f"{n}_us" in r else "-" for n in shown]
+        cells += [f"{r[f'{n}_us']:.1f} ({r[f'{n}_gbps']:.0f}) ±{r[f'{n}_spread'] / 2:.0%}" if f"{n}_us" in r else "-"
+                  for n in shown]  # fmt: skip
         cells.append(f"{r['auto_gbps'] / r['copy_gbps']:.0%}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -95,8 +120,8 @@ def main() -> int:
     parser.add_argument("--kernels", default=None, help="libeca_kernels.so or its folder [default: build/plugins]")
     parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--iters", type=int, default=200, help="calls per timing round")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--iters", type=int, default=100, help="calls captured in each variant's CUDA graph")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved replays of every variant")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     args = parser.parse_args()

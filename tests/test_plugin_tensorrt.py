@@ -18,7 +18,8 @@ from eca_deploy.ops import ECA_DOMAIN, ECA_DOMAIN_VERSION, ECA_PLUGIN_NAMESPACE,
 from eca_deploy.ops.onnx_function import make_eca_node
 from eca_deploy.ops.reference import eca_reference
 from eca_deploy.plugin.build import build_plugins
-from eca_deploy.plugin.locate import find_plugin_library
+from eca_deploy.plugin.info import library_info
+from eca_deploy.plugin.locate import find_plugin_library, plugin_vc_library
 
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'eca-deploy[gpu]')")
 if not torch.cuda.is_available():
@@ -32,30 +33,51 @@ TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3}
 MAX_BATCH = 4
 
 
+def _built_for(path: Path) -> str:
+    """The TensorRT version a plugin library was built against ('' if it cannot tell)."""
+    try:
+        return library_info(path).build.get("tensorrt", "")
+    except OSError:
+        return ""
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built plugin library, else one built now where nvcc, cmake and the TensorRT headers exist."""
+    """The built plugin library for this TensorRT major version, else one built now where nvcc, cmake and the
+    TensorRT headers exist; skips (with the reason) otherwise."""
+    major = str(trt.__version__).split(".")[0]
     path = find_plugin_library(required=False)
-    if path is None:
-        major, minor = torch.cuda.get_device_capability()
+    found = f"{path} is built for TensorRT {_built_for(path)}" if path is not None else "no plugin library is built"
+    if path is None or _built_for(path).split(".")[0] != major:
+        cc = torch.cuda.get_device_capability()
         try:
-            path = build_plugins(tmp_path_factory.mktemp("build"), cuda_archs=f"{major}{minor}").plugin
+            path = build_plugins(tmp_path_factory.mktemp("build"), cuda_archs=f"{cc[0]}{cc[1]}").plugin
         except EcaDeployError:
             path = None
-    if path is None:
-        pytest.skip("libeca_trt_plugin.so is not built: run eca-deploy plugin build where the TensorRT headers are")
+    if path is None or _built_for(path).split(".")[0] != major:
+        pytest.skip(f"{found}, not for TensorRT {trt.__version__}, and it cannot be rebuilt here (nvcc, cmake and "
+                    "the TensorRT headers): run eca-deploy plugin build")  # fmt: skip
     return path
 
 
 @pytest.fixture(scope="module")
-def creator(library: Path):
+def library_vc(library: Path) -> Path:
+    """libeca_trt_plugin_vc.so: the same plugin for TensorRT's loader (getCreators) and plans that carry it."""
+    try:
+        return plugin_vc_library(library)
+    except EcaDeployError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def creator(library_vc: Path):
     registry = trt.get_plugin_registry()
     loaded = registry.get_creator("ECA", ECA_PLUGIN_VERSION, ECA_PLUGIN_NAMESPACE)
     if loaded is not None:  # registered earlier in this process (by the code under test elsewhere)
         yield loaded
         return
-    handle = registry.load_library(str(library))
-    assert handle is not None, f"IPluginRegistry.load_library({library}) failed"
+    handle = registry.load_library(str(library_vc))
+    assert handle is not None, f"IPluginRegistry.load_library({library_vc}) failed"
     creator = registry.get_creator("ECA", ECA_PLUGIN_VERSION, ECA_PLUGIN_NAMESPACE)
     assert creator is not None
     yield creator
@@ -181,12 +203,12 @@ np.save(sys.argv[3], y.cpu().numpy())
 """
 
 
-def test_version_compatible_plan_carries_the_plugin(creator, library: Path, tmp_path: Path) -> None:
+def test_version_compatible_plan_carries_the_plugin(creator, library_vc: Path, tmp_path: Path) -> None:
     """A plan built with setPluginsToSerialize runs in a process that never loads the library itself."""
     shape = (16, 7, 7)
     x, weights = make_case(2, shape, 5, torch.float32)
     builder, network = plugin_network(creator, torch.float32, shape, weights)
-    plan = build(network, builder, shape, [trt.BuilderFlag.VERSION_COMPATIBLE], [str(library)])
+    plan = build(network, builder, shape, [trt.BuilderFlag.VERSION_COMPATIBLE], [str(library_vc)])
     (tmp_path / "eca.plan").write_bytes(plan)
     np.save(tmp_path / "x.npy", x.cpu().numpy())
     done = subprocess.run(
@@ -195,3 +217,32 @@ def test_version_compatible_plan_carries_the_plugin(creator, library: Path, tmp_
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     check(torch.from_numpy(np.load(tmp_path / "y.npy")), x, weights)
+
+
+@pytest.mark.parametrize("shape", [(64, 14, 14), (16, 56, 56)], ids=["fused", "two_pass_split"])
+def test_plugin_in_a_cuda_graph(creator, shape: tuple[int, int, int]) -> None:
+    """The plugin layer captured in a CUDA graph (what bench --cuda-graph and trtexec 11 do) runs on new data."""
+    x, weights = make_case(2, shape, 5, torch.float32)
+    builder, network = plugin_network(creator, torch.float32, shape, weights)
+    engine = trt.Runtime(LOGGER).deserialize_cuda_engine(build(network, builder, shape))
+    context = engine.create_execution_context()
+    context.set_input_shape("x", tuple(x.shape))
+    y = torch.full_like(x, float("nan"))
+    context.set_tensor_address("x", x.data_ptr())
+    context.set_tensor_address("y", y.data_ptr())
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        assert context.execute_async_v3(stream.cuda_stream)  # first enqueue outside the capture
+    stream.synchronize()
+    check(y, x, weights)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+        assert context.execute_async_v3(stream.cuda_stream)
+    for seed in (1, 2):
+        fresh, _ = make_case(2 + seed, shape, 5, torch.float32)
+        x.copy_(fresh[:2])
+        y.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        check(y, x, weights)

@@ -37,10 +37,11 @@ class Sidecar:
     layers: int | None = None
     layers_per_precision: dict[str, int] | None = None
     version_compatible: bool = False
-    dla_core: int | None = None
+    dla_core: int | None = None  # the runtime sets it before deserializing
     gpu_fallback: bool = False
     workspace_bytes: int | None = None
     timing_cache: str | None = None
+    timing_cache_status: str | None = None  # new | loaded | mismatch (another GPU or TensorRT: not used) | none
     input_metadata: dict[str, str] = field(default_factory=dict)  # the ONNX's eca_deploy.* metadata
     format_version: int = FORMAT_VERSION
 
