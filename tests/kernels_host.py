@@ -17,6 +17,14 @@ SOURCE = PLUGINS / "kernels" / "eca_kernels.cu"
 PATHS = {"auto": 0, "fused": 1, "two_pass": 2}
 DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
 _I64, _I32, _PTR = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
+PADDINGS, GATES, ACTIVATIONS = ("zeros", "circular"), ("sigmoid", "hard_sigmoid"), ("none", "relu")  # C enum order
+
+
+class EcaOp(ctypes.Structure):
+    """eca_op_t of eca_kernels.h."""
+
+    _fields_ = [("weights", ctypes.POINTER(ctypes.c_float)), ("k", ctypes.c_int32), ("bias", ctypes.c_float),
+                ("padding", ctypes.c_int32), ("gate", ctypes.c_int32), ("activation", ctypes.c_int32)]  # fmt: skip
 
 
 def cuda_include_dir() -> Path | None:
@@ -64,6 +72,11 @@ class HostKernels:
         lib.eca_workspace_size.argtypes = [_I64, _I64, _I64, _I64, _I32, ctypes.c_int, ctypes.c_int]
         lib.eca_select_path.restype = _I32
         lib.eca_select_path.argtypes = [_I64, _I64, _I64, _I64, _I32, ctypes.c_int]
+        lib.eca_select_path_op.restype = _I32
+        lib.eca_select_path_op.argtypes = [_I64, _I64, _I64, _I64, ctypes.POINTER(EcaOp), _I32, ctypes.c_int]
+        lib.eca_forward_op.restype = _I32
+        lib.eca_forward_op.argtypes = [_PTR, _PTR, _PTR, ctypes.POINTER(EcaOp), _I64, _I64, _I64, _I64, ctypes.c_int,
+                                       ctypes.c_int, _PTR, _PTR]  # fmt: skip
         lib.eca_kernels_build_info.restype = ctypes.c_char_p
         lib.cuda_host_device_name.restype = ctypes.c_char_p
         lib.cuda_host_launch_blocks.restype = _I64
@@ -80,16 +93,40 @@ class HostKernels:
         chosen = self._lib.eca_select_path(*shape, k, DTYPES[np.dtype(dtype)])
         return {v: n for n, v in PATHS.items()}[chosen]
 
-    def forward(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, path: str = "auto") -> list[int]:
-        """Y = ECA(X) on the current host device; returns the blocks of each kernel launch it made."""
+    def select_path_op(self, shape: tuple[int, ...], k: int, dtype: np.dtype, residual: bool = False,
+                       **attributes: object) -> str:  # fmt: skip
+        weights = np.zeros(k, np.float32)
+        op = self._op(weights, **attributes)
+        chosen = self._lib.eca_select_path_op(*shape, ctypes.byref(op), int(residual), DTYPES[np.dtype(dtype)])
+        return {v: n for n, v in PATHS.items()}[chosen]
+
+    @staticmethod
+    def _op(weights: np.ndarray, bias: float = 0.0, padding: str = "zeros", gate: str = "sigmoid",
+            activation: str = "none") -> EcaOp:  # fmt: skip
+        return EcaOp(weights.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), weights.size, bias,
+                     PADDINGS.index(padding), GATES.index(gate), ACTIVATIONS.index(activation))  # fmt: skip
+
+    def forward(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, path: str = "auto",
+                residual: np.ndarray | None = None, **attributes: object) -> list[int]:  # fmt: skip
+        """Y = ECA(X) (eca_forward, or eca_forward_op with a residual or attributes) on the current host device;
+        returns the blocks of each kernel launch it made."""
         assert x.flags.c_contiguous and y.flags.c_contiguous and x.shape == y.shape and x.dtype == y.dtype
         w = np.ascontiguousarray(weights, dtype=np.float32)
         dtype = DTYPES[x.dtype]
         nbytes = self._lib.eca_workspace_size(*x.shape, w.size, dtype, PATHS["two_pass"])
         workspace = np.full(max(nbytes // 4, 1), np.nan, np.float32)  # stale means would show
         self._lib.cuda_host_reset_launches()
-        status = self._lib.eca_forward(x.ctypes.data, y.ctypes.data, w.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-                                       w.size, *x.shape, dtype, PATHS[path], workspace.ctypes.data, None)  # fmt: skip
+        if residual is None and not attributes:
+            status = self._lib.eca_forward(x.ctypes.data, y.ctypes.data,
+                                           w.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), w.size, *x.shape, dtype,
+                                           PATHS[path], workspace.ctypes.data, None)  # fmt: skip
+        else:
+            if residual is not None:
+                assert residual.flags.c_contiguous and residual.shape == x.shape and residual.dtype == x.dtype
+            op = self._op(w, **attributes)
+            status = self._lib.eca_forward_op(x.ctypes.data, None if residual is None else residual.ctypes.data,
+                                              y.ctypes.data, ctypes.byref(op), *x.shape, dtype, PATHS[path],
+                                              workspace.ctypes.data, None)  # fmt: skip
         if status != 0:
             raise RuntimeError(f"eca_forward returned {status}: {self._lib.eca_last_error().decode()}")
         return [blocks for blocks, _ in self.launches()]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from eca_deploy.ops.reference import eca_reference
+from tests.eca_variants import VARIANT_SHAPES, VARIANTS, reference
 from tests.kernels_host import HostKernels, build_host_kernels, offset_array, why_not_buildable
 
 if why_not_buildable():
@@ -122,6 +123,66 @@ def test_shared_memory_opt_in(host: HostKernels) -> None:
     check(y, x, weights)
     [(blocks, smem)] = host.launches()
     assert blocks == 8 and smem > 48 << 10
+
+
+def test_local_reference_is_the_contract_default() -> None:
+    x, weights = make_case((2, 9, 3, 4, 5), np.float32)
+    np.testing.assert_allclose(reference(x, weights), eca_reference(x.astype(np.float64), weights), rtol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["auto", "fused", "two_pass"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v)))
+@pytest.mark.parametrize("shape", VARIANT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_op_variants_match_reference(host: HostKernels, shape: tuple[int, ...], variant: tuple, dtype: type,
+                                     path: str) -> None:  # fmt: skip
+    bias, padding, gate, activation, with_residual = variant
+    x, weights = make_case(shape, dtype)
+    residual = make_case(shape, dtype, seed=1)[0] if with_residual else None
+    y = np.full_like(x, np.nan)
+    attributes = {"bias": bias, "padding": padding, "gate": gate, "activation": activation}
+    try:
+        host.forward(x, y, weights, path, residual=residual, **attributes)
+    except RuntimeError as exc:  # circular padding on the fused path needs every channel in one block
+        assert path == "fused" and padding == "circular" and "circular padding" in str(exc)
+        return
+    got = y.astype(np.float64)
+    assert not np.isnan(got).any(), "some outputs were not written"
+    tol = TOLERANCE[x.dtype.type]
+    want = reference(x, weights, residual=residual, **attributes)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * (3 if with_residual else 1))
+
+
+@pytest.mark.parametrize("path", ["fused", "two_pass"])
+def test_residual_misaligned_and_in_place(host: HostKernels, path: str) -> None:
+    """A residual one element off takes element-wise accesses; the residual may be the output (y += ...)."""
+    x, weights = make_case((2, 12, 8, 8, 3), np.float32)
+    r0 = make_case((2, 12, 8, 8, 3), np.float32, seed=2)[0]
+    want = reference(x, weights, residual=r0, activation="relu")
+    residual = offset_array(x.shape, np.float32, 1)
+    residual[...] = r0
+    y = np.full_like(x, np.nan)
+    host.forward(x, y, weights, path, residual=residual, activation="relu")
+    np.testing.assert_allclose(y, want, rtol=2e-5, atol=6e-5)
+    y = r0.copy()
+    host.forward(x, y, weights, path, residual=y, activation="relu")
+    np.testing.assert_allclose(y, want, rtol=2e-5, atol=6e-5)
+
+
+def test_op_paths_and_argument_checks(host: HostKernels) -> None:
+    assert host.select_path_op((8, 64, 7, 7), 3, np.float32) == "fused"
+    assert host.select_path_op((8, 64, 7, 7), 3, np.float32, padding="circular") == "fused"  # 64 channels fit
+    assert host.select_path_op((1, 2048, 14, 14), 5, np.float32, padding="circular") == "two_pass"  # they do not
+    x, weights = make_case((1, 8, 4, 4, 3), np.float32)
+    y = np.full_like(x, np.nan)
+    bad = host._op(weights)
+    bad.gate = 7
+    assert host._lib.eca_forward_op(x.ctypes.data, None, y.ctypes.data, bad, *x.shape, 0, 0, None, None) == 1
+    assert "gate 7" in host._lib.eca_last_error().decode()
+    overlapping = np.zeros(x.size + 4, np.float32)
+    status = host._lib.eca_forward_op(x.ctypes.data, overlapping[4:].ctypes.data, overlapping.ctypes.data,
+                                      host._op(weights), *x.shape, 0, 2, None, None)  # fmt: skip
+    assert status == 1 and "partially overlap" in host._lib.eca_last_error().decode()
 
 
 def test_host_build_info(host: HostKernels) -> None:

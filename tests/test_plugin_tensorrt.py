@@ -20,6 +20,7 @@ from eca_deploy.ops.reference import eca_reference
 from eca_deploy.plugin.build import build_plugins
 from eca_deploy.plugin.info import library_info
 from eca_deploy.plugin.locate import find_plugin_library, plugin_vc_library
+from tests.eca_variants import VARIANTS, reference
 
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'eca-deploy[gpu]')")
 if not torch.cuda.is_available():
@@ -84,9 +85,17 @@ def creator(library_vc: Path):
     registry.deregister_library(handle)
 
 
-def weights_field(weights: np.ndarray):
-    field = trt.PluginField("weights", np.asarray(weights, dtype=np.float32), trt.PluginFieldType.FLOAT32)
-    return trt.PluginFieldCollection([field])
+def weights_field(weights: np.ndarray, **attributes: object):
+    """The plugin's fields: weights, and the op's other attributes as the ONNX parser passes them (FLOAT as
+    kFLOAT32[1], STRING as kCHAR with a terminating NUL)."""
+    fields = [trt.PluginField("weights", np.asarray(weights, dtype=np.float32), trt.PluginFieldType.FLOAT32)]
+    for name, value in attributes.items():
+        if isinstance(value, str):
+            data = np.frombuffer(value.encode() + b"\0", dtype=np.int8)
+            fields.append(trt.PluginField(name, data, trt.PluginFieldType.CHAR))
+        else:
+            fields.append(trt.PluginField(name, np.array([value], np.float32), trt.PluginFieldType.FLOAT32))
+    return trt.PluginFieldCollection(fields)
 
 
 def build(network, builder, shape: tuple[int, int, int], config_flags=(), plugins_to_serialize=()) -> bytes:
@@ -96,35 +105,39 @@ def build(network, builder, shape: tuple[int, int, int], config_flags=(), plugin
     if plugins_to_serialize:
         config.plugins_to_serialize = list(plugins_to_serialize)
     profile = builder.create_optimization_profile()
-    name = network.get_input(0).name
-    profile.set_shape(name, (1, *shape), (2, *shape), (MAX_BATCH, *shape))
+    for i in range(network.num_inputs):  # X, and the residual where there is one
+        profile.set_shape(network.get_input(i).name, (1, *shape), (2, *shape), (MAX_BATCH, *shape))
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     assert plan is not None, "engine build failed (see the TensorRT log)"
     return bytes(plan)
 
 
-def plugin_network(creator, dtype: torch.dtype, shape: tuple[int, int, int], weights: np.ndarray):
+def plugin_network(creator, dtype: torch.dtype, shape: tuple[int, int, int], weights: np.ndarray,
+                   residual: bool = False, **attributes: object):  # fmt: skip
     builder = trt.Builder(LOGGER)
     # Strongly typed: the plugin runs in the input's type instead of one the builder picks.
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    x = network.add_input("x", TRT_DTYPES[dtype], (-1, *shape))
-    plugin = creator.create_plugin("eca", weights_field(weights), trt.TensorRTPhase.BUILD)
-    y = network.add_plugin_v3([x], [], plugin).get_output(0)
+    inputs = [network.add_input("x", TRT_DTYPES[dtype], (-1, *shape))]
+    if residual:
+        inputs.append(network.add_input("r", TRT_DTYPES[dtype], (-1, *shape)))
+    plugin = creator.create_plugin("eca", weights_field(weights, **attributes), trt.TensorRTPhase.BUILD)
+    y = network.add_plugin_v3(inputs, [], plugin).get_output(0)
     y.name = "y"
     network.mark_output(y)
     return builder, network
 
 
-def run(plan: bytes, x: torch.Tensor) -> torch.Tensor:
+def run(plan: bytes, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
     engine = trt.Runtime(LOGGER).deserialize_cuda_engine(plan)
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    [x_name] = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    [y_name] = [n for n in names if n != x_name]
-    context.set_input_shape(x_name, tuple(x.shape))
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    [y_name] = [n for n in names if n not in inputs]
     y = torch.full_like(x, float("nan"))
-    context.set_tensor_address(x_name, x.data_ptr())
+    for name, tensor in zip(inputs, [x] if residual is None else [x, residual], strict=True):
+        context.set_input_shape(name, tuple(tensor.shape))
+        context.set_tensor_address(name, tensor.data_ptr())
     context.set_tensor_address(y_name, y.data_ptr())
     stream = torch.cuda.current_stream()
     assert context.execute_async_v3(stream.cuda_stream)
@@ -246,3 +259,56 @@ def test_plugin_in_a_cuda_graph(creator, shape: tuple[int, int, int]) -> None:
         graph.replay()
         torch.cuda.synchronize()
         check(y, x, weights)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v)))
+def test_plugin_op_variants(creator, variant: tuple, dtype: torch.dtype) -> None:
+    """The op's attributes as plugin fields, and the two-input (residual) form."""
+    bias, padding, gate, activation, with_residual = variant
+    shape = (48, 14, 14)
+    x, weights = make_case(3, shape, 5, dtype)
+    residual = make_case(3, shape, 5, dtype)[0].flip(0).contiguous() if with_residual else None
+    attributes = {"bias": bias, "padding": padding, "gate": gate, "activation": activation}
+    builder, network = plugin_network(creator, dtype, shape, weights, residual=with_residual, **attributes)
+    y = run(build(network, builder, shape), x, residual)
+    got = y.double().cpu().numpy()
+    assert not np.isnan(got).any()
+    r = None if residual is None else residual.double().cpu().numpy()
+    tol = TOLERANCE[dtype] * (3 if with_residual else 1)
+    np.testing.assert_allclose(got, reference(x.double().cpu().numpy(), weights, residual=r, **attributes),
+                               rtol=tol, atol=tol)  # fmt: skip
+
+
+def test_onnx_eca_node_with_residual_and_attributes(creator) -> None:
+    """The parser hands the node's FLOAT/STRING attributes to the plugin (kFLOAT32, kCHAR) and both inputs."""
+    shape, weights = (32, 14, 14), np.array([0.3, -0.6, 0.9], np.float32)
+    attributes = {"bias": 0.1, "padding": "circular", "gate": "hard_sigmoid", "activation": "relu"}
+    node = helper.make_node("ECA", ["X", "R"], ["Y"], "eca0", domain=ECA_DOMAIN, weights=weights.tolist(),
+                            plugin_version=ECA_PLUGIN_VERSION, plugin_namespace=ECA_PLUGIN_NAMESPACE,
+                            **attributes)  # fmt: skip
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", *shape]) for n in ("X", "R", "Y")]
+    graph = helper.make_graph([node], "eca", info[:2], info[2:])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ECA_DOMAIN, ECA_DOMAIN_VERSION)]
+    )
+    builder = trt.Builder(LOGGER)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, LOGGER)
+    assert parser.parse(model.SerializeToString()), [str(parser.get_error(i)) for i in range(parser.num_errors)]
+    x, _ = make_case(3, shape, 3, torch.float32)
+    r = make_case(2, shape, 3, torch.float32)[0].repeat(2, 1, 1, 1)[:3].contiguous()
+    y = run(build(network, builder, shape), x, r).double().cpu().numpy()
+    want = reference(x.double().cpu().numpy(), weights, residual=r.double().cpu().numpy(), **attributes)
+    np.testing.assert_allclose(y, want, rtol=2e-5, atol=6e-5)
+
+
+@pytest.mark.parametrize("field", [("padding", "reflect"), ("gate", "tanh"), ("activation", "gelu"), ("bias", "x")])
+def test_create_plugin_rejects_bad_attributes(creator, field) -> None:
+    name, value = field
+    fields = weights_field(np.array([0.5], np.float32), **{name: value})
+    try:
+        plugin = creator.create_plugin("bad", fields, trt.TensorRTPhase.BUILD)
+    except Exception:
+        plugin = None
+    assert plugin is None

@@ -64,8 +64,16 @@ def info_command(
         None, help="Library files or build folders (default: $ECA_DEPLOY_PLUGIN / $ECA_DEPLOY_KERNELS, build/plugins)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    bytes_out: bool = typer.Option(
+        False, "--bytes", help="Instead: bytes each ECA formulation moves per ECA layer of the zoo models."
+    ),
+    dtype: str = typer.Option("fp16", "--dtype", help="With --bytes: fp16 or fp32."),
+    img_size: int = typer.Option(224, "--img-size", help="With --bytes: input size."),
 ) -> None:
     """Show each library's file, checksum and the TensorRT, CUDA and GPU architectures it was built for."""
+    if bytes_out:
+        _print_traffic(dtype, img_size, json_out)
+        return
     from eca_deploy.plugin.info import library_info
     from eca_deploy.plugin.locate import (
         KERNELS_LIBRARY,
@@ -110,3 +118,17 @@ def info_command(
         console.print(table)
         if info.error:
             warn(f"{info.path}: no build information: {info.error}")
+
+
+def _print_traffic(dtype: str, img_size: int, json_out: bool) -> None:
+    """The byte accounting of docs/plugin.md (native decomposition, plugin, plugin with residual, floor)."""
+    from eca_deploy.plugin.traffic import ELEMENT_BYTES, traffic_markdown, traffic_rows
+
+    if dtype not in ELEMENT_BYTES:
+        raise EcaDeployError(f"--dtype {dtype!r}: one of {', '.join(ELEMENT_BYTES)}")
+    if img_size < 32:
+        raise EcaDeployError(f"--img-size must be at least 32, got {img_size}")
+    if json_out:
+        print_json(traffic_rows(dtype=dtype, img_size=img_size))
+    else:
+        console.print(traffic_markdown(dtype=dtype, img_size=img_size), markup=False, highlight=False, soft_wrap=True)

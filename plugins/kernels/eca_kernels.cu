@@ -56,6 +56,10 @@ struct EcaParams
     int32_t channels;
     int32_t hw;
     float invHw;
+    float bias;
+    int32_t padding;    // eca_padding_t
+    int32_t gate;       // eca_gate_t
+    int32_t activation; // eca_activation_t
 };
 
 // V elements of T moved by one memory access.
@@ -85,12 +89,18 @@ __device__ __forceinline__ float packSum(Pack<T, V> const& p)
     return s;
 }
 
+// One output pack: act(x * g + r), in float32, rounded once; r is the residual pack or null.
 template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> packScale(Pack<T, V> p, float g)
+__device__ __forceinline__ Pack<T, V> packOut(Pack<T, V> p, float g, Pack<T, V> const* r, bool relu)
 {
 #pragma unroll
     for (int i = 0; i < V; ++i)
-        p.v[i] = fromFloat<T>(toFloat(p.v[i]) * g);
+    {
+        float v = toFloat(p.v[i]) * g;
+        if (r != nullptr)
+            v += toFloat(r->v[i]);
+        p.v[i] = fromFloat<T>(relu ? fmaxf(v, 0.f) : v);
+    }
     return p;
 }
 
@@ -99,11 +109,24 @@ template <typename MeanFn>
 __device__ __forceinline__ float channelGate(EcaParams const& p, int c, MeanFn mean)
 {
     int const half = p.k / 2;
-    int const j0 = max(0, half - c);
-    int const j1 = min(p.k, p.channels - c + half);
-    float s = 0.f;
-    for (int j = j0; j < j1; ++j)
-        s += p.w[j] * mean(c + j - half);
+    float s = p.bias;
+    if (p.padding == ECA_PADDING_CIRCULAR)
+    {
+        for (int j = 0; j < p.k; ++j)
+        {
+            int i = (c + j - half) % p.channels;
+            s += p.w[j] * mean(i < 0 ? i + p.channels : i);
+        }
+    }
+    else
+    {
+        int const j0 = max(0, half - c);
+        int const j1 = min(p.k, p.channels - c + half);
+        for (int j = j0; j < j1; ++j)
+            s += p.w[j] * mean(c + j - half);
+    }
+    if (p.gate == ECA_GATE_HARD_SIGMOID)
+        return fminf(fmaxf(s / 6.f + 0.5f, 0.f), 1.f);
     return 1.f / (1.f + expf(-s));
 }
 
@@ -178,23 +201,34 @@ __device__ __forceinline__ void copyToShared(P const* __restrict__ src, P* dst, 
         dst[i] = src[i];
 }
 
-// One row scaled by `gate`, kUnroll loads in flight per thread before their stores (which keeps it correct in place).
+// One row scaled by `gate` (plus the residual row `res` if not null, then relu), kUnroll loads in flight per thread
+// before their stores (which keeps it correct in place, and with `to` == `res`).
 template <int kUnroll, typename P>
-__device__ __forceinline__ void scaleRow(P const* from, P* to, float gate, int packs, Groups const& g)
+__device__ __forceinline__ void scaleRow(P const* from, P const* res, P* to, float gate, bool relu, int packs,
+    Groups const& g)
 {
     int i = g.rank;
     for (; i + (kUnroll - 1) * g.size < packs; i += kUnroll * g.size)
     {
-        P v[kUnroll];
+        P v[kUnroll], r[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
+        {
             v[u] = from[i + u * g.size];
+            if (res != nullptr)
+                r[u] = res[i + u * g.size];
+        }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-            to[i + u * g.size] = packScale(v[u], gate);
+            to[i + u * g.size] = packOut(v[u], gate, res != nullptr ? &r[u] : nullptr, relu);
     }
     for (; i < packs; i += g.size)
-        to[i] = packScale(from[i], gate);
+    {
+        P r;
+        if (res != nullptr)
+            r = res[i];
+        to[i] = packOut(from[i], gate, res != nullptr ? &r : nullptr, relu);
+    }
 }
 
 // Fused-path shared memory: [loadedMax rows of H*W elements][loadedMax x kWarps partial sums][tile gates].
@@ -210,8 +244,8 @@ __host__ __device__ inline size_t fusedSmemBytes(int loadedMax, int tile, int hw
 
 // One block: channels [c0, c0 + tile) of image n. The tile and its halo are contiguous in X and copied in one sweep.
 template <typename T, int V>
-__global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__ x, T* __restrict__ y,
-    __grid_constant__ EcaParams const p, int tile, int tiles, int groupSize)
+__global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__ x, T const* residual,
+    T* y, __grid_constant__ EcaParams const p, int tile, int tiles, int groupSize)
 {
     ECA_DYNAMIC_SHARED(smem);
     using P = Pack<T, V>;
@@ -243,10 +277,18 @@ __global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__
     // Halo channels were pooled only; write the tile's own channels. Pack i of the tile is in row i / packs, computed
     // exactly in float: i < 2^22 (shared memory is far smaller).
     P const* from = data + (c0 - l0) * packs;
-    P* to = reinterpret_cast<P*>(y + (int64_t(n) * p.channels + c0) * p.hw);
+    int64_t const out = (int64_t(n) * p.channels + c0) * p.hw;
+    P* to = reinterpret_cast<P*>(y + out);
+    P const* res = residual != nullptr ? reinterpret_cast<P const*>(residual + out) : nullptr;
+    bool const relu = p.activation == ECA_ACTIVATION_RELU;
     float const invPacks = 1.f / float(packs);
     for (int i = threadIdx.x; i < outRows * packs; i += kThreads)
-        to[i] = packScale(from[i], gates[int((float(i) + 0.5f) * invPacks)]);
+    {
+        P r;
+        if (res != nullptr)
+            r = res[i];
+        to[i] = packOut(from[i], gates[int((float(i) + 0.5f) * invPacks)], res != nullptr ? &r : nullptr, relu);
+    }
 }
 
 // Two-pass, pass 1: block (x, y) sums chunk y (chunkPacks packs) of the rows [x * rowsPerBlock, ...) of the flattened
@@ -271,10 +313,11 @@ __global__ void __launch_bounds__(kThreads) ecaPoolKernel(T const* __restrict__ 
 }
 
 // Two-pass, pass 2: gates of rowsPerBlock channels from the partial means, then Y = X * gate on chunk y of each.
-// X may be Y (in place).
+// X may be Y (in place), and the residual may be Y.
 template <typename T, int V>
-__global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T* y, float const* __restrict__ partials,
-    __grid_constant__ EcaParams const p, int64_t rows, int rowsPerBlock, int chunkPacks, int groupSize)
+__global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T const* residual, T* y,
+    float const* __restrict__ partials, __grid_constant__ EcaParams const p, int64_t rows, int rowsPerBlock,
+    int chunkPacks, int groupSize)
 {
     __shared__ float gates[kMaxRowsPerBlock];
     using P = Pack<T, V>;
@@ -298,9 +341,14 @@ __global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T* y, flo
         });
     }
     __syncthreads();
+    bool const relu = p.activation == ECA_ACTIVATION_RELU;
     for (int r = g.index; r < rowsHere; r += g.count)
-        scaleRow<4>(reinterpret_cast<P const*>(x) + (r0 + r) * packs + begin,
-            reinterpret_cast<P*>(y) + (r0 + r) * packs + begin, gates[r], count, g);
+    {
+        int64_t const offset = (r0 + r) * packs + begin;
+        scaleRow<4>(reinterpret_cast<P const*>(x) + offset,
+            residual != nullptr ? reinterpret_cast<P const*>(residual) + offset : nullptr,
+            reinterpret_cast<P*>(y) + offset, gates[r], relu, count, g);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -369,6 +417,8 @@ struct Shape
     int64_t n, c, hw;
     int32_t k;
     size_t elemBytes;
+    bool circular = false; // padding: the fused path needs every channel in one block
+    bool residual = false; // a residual input: one more read on either path
 
     int64_t rows() const { return n * c; }
     int32_t half() const { return k / 2; }
@@ -387,7 +437,7 @@ int32_t validate(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtyp
     if (c > INT32_MAX || (h > 0 && w > INT32_MAX / h) || (c > 0 && n > INT32_MAX / c))
         return fail(ECA_STATUS_INVALID_ARGUMENT, "shape [%lld, %lld, %lld, %lld] too large: N*C and H*W must be < 2^31",
             (long long) n, (long long) c, (long long) h, (long long) w);
-    s = Shape{n, c, h * w, k, dtype == ECA_DTYPE_FLOAT16 ? sizeof(__half) : sizeof(float)};
+    s = Shape{n, c, h * w, k, dtype == ECA_DTYPE_FLOAT16 ? sizeof(__half) : sizeof(float), false, false};
     return ECA_STATUS_OK;
 }
 
@@ -427,10 +477,10 @@ bool planFused(Shape const& s, DeviceLimits const& d, bool forced, FusedPlan& pl
     int64_t const maxLoaded = (int64_t(d.fusedBudget) - 16) / perChannel;
     int64_t const halo = 2 * int64_t(s.half());
     int64_t const tileFit = s.c <= maxLoaded ? s.c : maxLoaded - halo;
-    if (maxLoaded < 1 || tileFit < 1)
+    if (maxLoaded < 1 || tileFit < 1 || (s.circular && s.c > maxLoaded))
         return false;
     int64_t const tilesPerImage = ceilDiv(targetBlocks(d), s.n);
-    plan.tile = int(std::clamp<int64_t>(ceilDiv(s.c, tilesPerImage), 1, tileFit));
+    plan.tile = s.circular ? int(s.c) : int(std::clamp<int64_t>(ceilDiv(s.c, tilesPerImage), 1, tileFit));
     int64_t const tiles = ceilDiv(s.c, plan.tile);
     if (!forced && tiles > 1 && plan.tile < halo)
         return false;
@@ -493,13 +543,13 @@ size_t twoPassWorkspace(Shape const& s)
 
 // Widest access (16 or 8 bytes) that keeps every channel of x and y aligned; 1 element otherwise. Null pointers
 // count as aligned (path selection by shape).
-int packElements(void const* x, void const* y, Shape const& s)
+int packElements(void const* x, void const* y, Shape const& s, void const* residual = nullptr)
 {
     for (size_t bytes : {size_t(16), size_t(8)})
     {
         int64_t const elems = int64_t(bytes / s.elemBytes);
         if (s.hw % elems == 0 && reinterpret_cast<uintptr_t>(x) % bytes == 0
-            && reinterpret_cast<uintptr_t>(y) % bytes == 0)
+            && reinterpret_cast<uintptr_t>(y) % bytes == 0 && reinterpret_cast<uintptr_t>(residual) % bytes == 0)
             return int(elems);
     }
     return 1;
@@ -514,20 +564,25 @@ bool chooseFused(Shape const& s, DeviceLimits const& d, FusedPlan& plan)
     int64_t const target = targetBlocks(d);
     int64_t const twoPassBlocks = planTwoPass(s, d, packElements(nullptr, nullptr, s)).blocks();
     bool const tiled = plan.tile < s.c;
-    double const fusedBytes = 2.0 + (tiled ? double(2 * s.half()) / plan.tile : 0.0); // in units of X's size
+    double const residual = s.residual ? 1.0 : 0.0;
+    double const fusedBytes = 2.0 + residual + (tiled ? double(2 * s.half()) / plan.tile : 0.0); // in units of S
     double const fusedTime = fusedBytes * double(target) / double(std::min(plan.blocks, target));
-    double const twoPassTime = 3.0 * double(target) / double(std::min(twoPassBlocks, target));
+    double const twoPassTime = (3.0 + residual) * double(target) / double(std::min(twoPassBlocks, target));
     return fusedTime <= twoPassTime;
 }
 
-EcaParams makeParams(Shape const& s, float const* weights)
+EcaParams makeParams(Shape const& s, eca_op_t const& op)
 {
     EcaParams p{};
-    std::copy(weights, weights + s.k, p.w);
+    std::copy(op.weights, op.weights + s.k, p.w);
     p.k = s.k;
     p.channels = int32_t(s.c);
     p.hw = int32_t(s.hw);
     p.invHw = 1.f / float(s.hw);
+    p.bias = op.bias;
+    p.padding = op.padding;
+    p.gate = op.gate;
+    p.activation = op.activation;
     return p;
 }
 
@@ -539,7 +594,7 @@ int32_t launchStatus(char const* what)
 }
 
 template <typename T, int V>
-int32_t runFused(void const* x, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
+int32_t runFused(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
     FusedPlan const& plan, cudaStream_t stream)
 {
     auto kernel = ecaFusedKernel<T, V>;
@@ -560,12 +615,12 @@ int32_t runFused(void const* x, void* y, EcaParams const& p, Shape const& s, Dev
     }
     int const tiles = int(ceilDiv(s.c, plan.tile));
     ECA_LAUNCH(kernel, unsigned(plan.blocks), kThreads, plan.smemBytes, stream, static_cast<T const*>(x),
-        static_cast<T*>(y), p, plan.tile, tiles, groupSizeFor(s.hw / V));
+        static_cast<T const*>(residual), static_cast<T*>(y), p, plan.tile, tiles, groupSizeFor(s.hw / V));
     return launchStatus("fused");
 }
 
 template <typename T, int V>
-int32_t runTwoPass(void const* x, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, float* partials,
+int32_t runTwoPass(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, float* partials,
     cudaStream_t stream)
 {
     TwoPassPlan const plan = planTwoPass(s, d, V);
@@ -577,25 +632,40 @@ int32_t runTwoPass(void const* x, void* y, EcaParams const& p, Shape const& s, D
     if (status != ECA_STATUS_OK)
         return status;
     auto scale = ecaScaleKernel<T, V>;
-    ECA_LAUNCH(scale, grid, kThreads, 0, stream, static_cast<T const*>(x), static_cast<T*>(y), partials, p, s.rows(),
-        plan.rowsPerBlock, plan.chunkPacks, plan.groupSize);
+    ECA_LAUNCH(scale, grid, kThreads, 0, stream, static_cast<T const*>(x), static_cast<T const*>(residual),
+        static_cast<T*>(y), partials, p, s.rows(), plan.rowsPerBlock, plan.chunkPacks, plan.groupSize);
     return launchStatus("scale");
 }
 
 template <typename T>
-int32_t dispatch(void const* x, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, bool fused,
-    FusedPlan const& plan, float* partials, cudaStream_t stream)
+int32_t dispatch(void const* x, void const* r, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
+    bool fused, FusedPlan const& plan, float* partials, cudaStream_t stream)
 {
     constexpr int kWide = int(16 / sizeof(T));
     constexpr int kNarrow = int(8 / sizeof(T));
-    int const v = packElements(x, y, s);
+    int const v = packElements(x, y, s, r);
     if (fused)
-        return v == kWide ? runFused<T, kWide>(x, y, p, s, d, plan, stream)
-            : v == kNarrow ? runFused<T, kNarrow>(x, y, p, s, d, plan, stream)
-                           : runFused<T, 1>(x, y, p, s, d, plan, stream);
-    return v == kWide ? runTwoPass<T, kWide>(x, y, p, s, d, partials, stream)
-        : v == kNarrow ? runTwoPass<T, kNarrow>(x, y, p, s, d, partials, stream)
-                       : runTwoPass<T, 1>(x, y, p, s, d, partials, stream);
+        return v == kWide ? runFused<T, kWide>(x, r, y, p, s, d, plan, stream)
+            : v == kNarrow ? runFused<T, kNarrow>(x, r, y, p, s, d, plan, stream)
+                           : runFused<T, 1>(x, r, y, p, s, d, plan, stream);
+    return v == kWide ? runTwoPass<T, kWide>(x, r, y, p, s, d, partials, stream)
+        : v == kNarrow ? runTwoPass<T, kNarrow>(x, r, y, p, s, d, partials, stream)
+                       : runTwoPass<T, 1>(x, r, y, p, s, d, partials, stream);
+}
+
+int32_t validateOp(eca_op_t const* op)
+{
+    if (op == nullptr)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "op is NULL");
+    if (op->weights == nullptr)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "weights is NULL (k=%d floats expected)", op->k);
+    if (op->padding != ECA_PADDING_ZEROS && op->padding != ECA_PADDING_CIRCULAR)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "padding %d is not ZEROS (0) or CIRCULAR (1)", int(op->padding));
+    if (op->gate != ECA_GATE_SIGMOID && op->gate != ECA_GATE_HARD_SIGMOID)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "gate %d is not SIGMOID (0) or HARD_SIGMOID (1)", int(op->gate));
+    if (op->activation != ECA_ACTIVATION_NONE && op->activation != ECA_ACTIVATION_RELU)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "activation %d is not NONE (0) or RELU (1)", int(op->activation));
+    return ECA_STATUS_OK;
 }
 
 #define ECA_VERSION_STRING                                                                                         \
@@ -628,35 +698,58 @@ size_t eca_workspace_size(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k,
 
 int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype)
 {
+    float const unused[ECA_MAX_K] = {}; // the path does not depend on the weights' values
+    eca_op_t const op{unused, k, 0.f, ECA_PADDING_ZEROS, ECA_GATE_SIGMOID, ECA_ACTIVATION_NONE};
+    return eca_select_path_op(n, c, h, w, &op, 0, dtype);
+}
+
+int32_t eca_select_path_op(
+    int64_t n, int64_t c, int64_t h, int64_t w, eca_op_t const* op, int32_t has_residual, eca_dtype_t dtype)
+{
     Shape s{};
     DeviceLimits d;
     FusedPlan plan;
-    if (validate(n, c, h, w, k, dtype, s) != ECA_STATUS_OK || currentDeviceLimits(d) != ECA_STATUS_OK)
+    if (validate(n, c, h, w, op != nullptr ? op->k : 0, dtype, s) != ECA_STATUS_OK || validateOp(op) != ECA_STATUS_OK
+        || currentDeviceLimits(d) != ECA_STATUS_OK)
         return -1;
+    s.circular = op->padding == ECA_PADDING_CIRCULAR;
+    s.residual = has_residual != 0;
     return s.rows() * s.hw > 0 && chooseFused(s, d, plan) ? ECA_PATH_FUSED : ECA_PATH_TWO_PASS;
 }
 
 int32_t eca_forward(void const* x, void* y, float const* weights, int32_t k, int64_t n, int64_t c, int64_t h, int64_t w,
     eca_dtype_t dtype, eca_path_t path, void* workspace, void* stream)
 {
+    eca_op_t const op{weights, k, 0.f, ECA_PADDING_ZEROS, ECA_GATE_SIGMOID, ECA_ACTIVATION_NONE};
+    return eca_forward_op(x, nullptr, y, &op, n, c, h, w, dtype, path, workspace, stream);
+}
+
+int32_t eca_forward_op(void const* x, void const* residual, void* y, eca_op_t const* op, int64_t n, int64_t c,
+    int64_t h, int64_t w, eca_dtype_t dtype, eca_path_t path, void* workspace, void* stream)
+{
     Shape s{};
-    if (int32_t const status = validate(n, c, h, w, k, dtype, s))
+    if (int32_t const status = validate(n, c, h, w, op != nullptr ? op->k : 0, dtype, s))
         return status;
-    if (weights == nullptr)
-        return fail(ECA_STATUS_INVALID_ARGUMENT, "weights is NULL (k=%d floats expected)", k);
+    if (int32_t const status = validateOp(op))
+        return status;
     if (path != ECA_PATH_AUTO && path != ECA_PATH_FUSED && path != ECA_PATH_TWO_PASS)
         return fail(ECA_STATUS_INVALID_ARGUMENT, "path %d is not AUTO (0), FUSED (1) or TWO_PASS (2)", int(path));
     if (s.rows() * s.hw == 0)
         return ECA_STATUS_OK;
     if (x == nullptr || y == nullptr)
         return fail(ECA_STATUS_INVALID_ARGUMENT, "x or y is NULL");
+    s.circular = op->padding == ECA_PADDING_CIRCULAR;
+    s.residual = residual != nullptr;
     uintptr_t const bytes = uintptr_t(s.rows() * s.hw) * s.elemBytes;
     uintptr_t const xa = reinterpret_cast<uintptr_t>(x), ya = reinterpret_cast<uintptr_t>(y);
+    uintptr_t const ra = reinterpret_cast<uintptr_t>(residual);
     bool const inPlace = xa == ya;
     if (!inPlace && xa < ya + bytes && ya < xa + bytes)
         return fail(ECA_STATUS_INVALID_ARGUMENT, "x and y partially overlap");
-    if (xa % s.elemBytes != 0 || ya % s.elemBytes != 0)
-        return fail(ECA_STATUS_INVALID_ARGUMENT, "x or y is not aligned to its element size");
+    if (residual != nullptr && ra != ya && ra < ya + bytes && ya < ra + bytes)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "the residual and y partially overlap");
+    if (xa % s.elemBytes != 0 || ya % s.elemBytes != 0 || ra % s.elemBytes != 0)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "x, y or the residual is not aligned to its element size");
 
     DeviceLimits d;
     if (int32_t const status = currentDeviceLimits(d))
@@ -669,9 +762,11 @@ int32_t eca_forward(void const* x, void* y, float const* weights, int32_t k, int
             return fail(ECA_STATUS_INVALID_ARGUMENT, "the fused path cannot run in place (x == y)");
         if (!planFused(s, d, true, plan))
             return fail(ECA_STATUS_NOT_SUPPORTED,
-                "fused path: one channel of %lld elements plus its %d halo channels needs more than the %zu bytes of "
-                "shared memory a block may use on this device",
-                (long long) s.hw, 2 * s.half(), d.fusedBudget);
+                s.circular ? "fused path: circular padding needs all %lld channels of %lld elements in the shared "
+                             "memory of one block (%zu bytes on this device)"
+                           : "fused path: one channel of %lld elements plus its %d halo channels needs more than the "
+                             "%zu bytes of shared memory a block may use on this device",
+                s.circular ? (long long) s.c : (long long) s.hw, s.circular ? int(s.hw) : 2 * s.half(), d.fusedBudget);
         fused = true;
     }
     else if (path == ECA_PATH_AUTO)
@@ -682,11 +777,11 @@ int32_t eca_forward(void const* x, void* y, float const* weights, int32_t k, int
         return fail(ECA_STATUS_INVALID_ARGUMENT, "the two-pass path needs a float-aligned workspace of %zu bytes",
             twoPassWorkspace(s));
 
-    EcaParams const p = makeParams(s, weights);
+    EcaParams const p = makeParams(s, *op);
     auto* const partials = static_cast<float*>(workspace);
     auto* const cudaStream = static_cast<cudaStream_t>(stream);
-    return dtype == ECA_DTYPE_FLOAT16 ? dispatch<__half>(x, y, p, s, d, fused, plan, partials, cudaStream)
-                                      : dispatch<float>(x, y, p, s, d, fused, plan, partials, cudaStream);
+    return dtype == ECA_DTYPE_FLOAT16 ? dispatch<__half>(x, residual, y, p, s, d, fused, plan, partials, cudaStream)
+                                      : dispatch<float>(x, residual, y, p, s, d, fused, plan, partials, cudaStream);
 }
 
 } // extern "C"
