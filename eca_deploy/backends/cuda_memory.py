@@ -58,6 +58,9 @@ class CudaMemory:
     def event(self) -> Any:
         raise NotImplementedError
 
+    def destroy_event(self, event: Any) -> None:
+        raise NotImplementedError
+
     def record(self, event: Any, stream: int) -> None:
         raise NotImplementedError
 
@@ -137,6 +140,9 @@ class _CudaPython(CudaMemory):
     def event(self) -> Any:
         return self.check(self.rt.cudaEventCreate())
 
+    def destroy_event(self, event: Any) -> None:
+        self.check(self.rt.cudaEventDestroy(event))
+
     def record(self, event: Any, stream: int) -> None:
         self.check(self.rt.cudaEventRecord(event, stream))
 
@@ -211,6 +217,9 @@ class _PyCuda(CudaMemory):
 
     def event(self) -> Any:
         return self.cuda.Event()
+
+    def destroy_event(self, event: Any) -> None:
+        pass  # pycuda destroys it with the object
 
     def record(self, event: Any, stream: int) -> None:
         event.record(self._streams[stream])

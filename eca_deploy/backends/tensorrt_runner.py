@@ -82,6 +82,7 @@ class _Lane:
     def bind(self, feed: Mapping[str, np.ndarray]) -> None:
         """Set shapes and addresses and copy `feed` into the pinned input buffers."""
         engine = self.runner.engine
+        capacities = [b.capacity for b in self.buffers.values()]
         for info in self.runner.inputs:
             array = feed[info.name]
             if not self.context.set_input_shape(info.name, tuple(array.shape)):
@@ -95,6 +96,8 @@ class _Lane:
         for info in self.runner.outputs:
             shape = tuple(self.context.get_tensor_shape(info.name))
             self.hosts[info.name] = self.buffers[info.name].ensure(shape)
+        if capacities != [b.capacity for b in self.buffers.values()]:
+            self.drop_graph()  # it holds the addresses of the buffers just freed
         for name, buf in self.buffers.items():
             self.context.set_tensor_address(name, buf.device)
 
@@ -158,7 +161,9 @@ class TensorRTRunner(Runner):
         self._inputs = [self._info(n) for n in self.names if is_input[n]]
         self._outputs = [self._info(n) for n in self.names if not is_input[n]]
         self.lanes = [_Lane(self)]
-        self._finalizer = weakref.finalize(self, TensorRTRunner._release, self.cuda, self.lanes, self._objects)
+        self._events: list[Any] = []  # of the last make_step
+        self._finalizer = weakref.finalize(self, TensorRTRunner._release, self.cuda, self.lanes, self._events,
+                                           self._objects)  # fmt: skip
 
     @property
     def engine(self) -> Any:
@@ -167,13 +172,20 @@ class TensorRTRunner(Runner):
         return self._objects["engine"]
 
     @staticmethod
-    def _release(cuda: CudaMemory, lanes: list[_Lane], objects: dict[str, Any]) -> None:
+    def _release(cuda: CudaMemory, lanes: list[_Lane], events: list[Any], objects: dict[str, Any]) -> None:
         """Graphs, buffers, streams and execution contexts, then the engine, then the runtime, in the CUDA context
         (at close() or exit, before the binding lets the context go)."""
-        with cuda.activate():
-            for lane in lanes:
-                lane.close()
+        try:
+            with cuda.activate():
+                for lane in lanes:
+                    lane.close()
+                for event in events:
+                    cuda.destroy_event(event)
+        except Exception:  # at exit the driver may be gone already; the process releases what is left
+            pass
+        finally:
             lanes.clear()
+            events.clear()
             objects.pop("engine", None)
             objects.pop("runtime", None)
 
@@ -222,7 +234,9 @@ class TensorRTRunner(Runner):
             else:
                 lane.drop_graph()
                 computes.append(lane.compute)
-        events = [cuda.event() for _ in range(4)]
+        for old in self._events:  # the previous step's events: that step must not be called any more
+            cuda.destroy_event(old)
+        self._events[:] = events = [cuda.event() for _ in range(4)]
         first = lanes[0].stream
 
         def step() -> StepTimes:

@@ -3,8 +3,10 @@
 // Fused: one block owns a tile of channels of one image. It copies the tile and its (k-1)/2 halo channels on each side
 // from global into shared memory, pools them there, computes the tile's gates and writes Y from shared memory, so X
 // is read from device memory once (plus the halo). Two-pass: pool every channel into a float workspace (a group of
-// threads per channel, block-level reduction, no atomics), then a second kernel computes the gates and scales X into Y.
-// The choice between them is planFused() below; docs/plugin.md states the rule with byte counts.
+// threads per channel, block-level reduction, no atomics; H*W split over several blocks when there are too few channels
+// for the SMs), then a second kernel computes the gates and scales X into Y. Both apply the op's bias, padding and gate
+// in the gate, and the residual and activation where Y is written. The choice between the paths is chooseFused()
+// below; docs/plugin.md states the rule with byte counts.
 
 #include "eca_kernels.h"
 
