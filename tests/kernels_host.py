@@ -153,3 +153,27 @@ def offset_array(shape: tuple[int, ...], dtype: np.dtype, elements: int, fill: f
     out = raw[start : start + count * dtype.itemsize].view(dtype).reshape(shape)
     out.fill(fill)
     return out
+
+
+# The ECA layers of ECA-MobileNetV2 (width 1.0) and ECA-ResNet-50 at 224x224: (model, C, H = W, k).
+ZOO_LAYERS = [
+    *[("MobileNetV2", c, hw, 1 if c < 96 else 3)
+      for c, hw in [(16, 112), (24, 56), (32, 28), (64, 14), (96, 14), (160, 7), (320, 7)]],
+    *[("ResNet-50", c, hw, k) for c, hw, k in [(256, 56, 3), (512, 28, 5), (1024, 14, 5), (2048, 7, 7)]],
+]  # fmt: skip
+
+
+def auto_path_table(kernels: HostKernels) -> str:
+    """Markdown: per host device, batch and dtype, the zoo layers AUTO runs on the two-pass path."""
+    columns = [(n, dtype) for n in (1, 32) for dtype in (np.float32, np.float16)]
+    head = ["GPU", *[f"batch {n}, {np.dtype(dtype).name}" for n, dtype in columns]]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for device in kernels.devices:
+        kernels.use_device(device)
+        cells = [device]
+        for n, dtype in columns:
+            two_pass = [f"{model} {c}@{hw}" for model, c, hw, k in ZOO_LAYERS
+                        if kernels.select_path((n, c, hw, hw), k, dtype) == "two_pass"]  # fmt: skip
+            cells.append(", ".join(two_pass) or "all fused")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

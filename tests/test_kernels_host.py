@@ -15,7 +15,7 @@ import pytest
 
 from eca_deploy.ops.reference import eca_reference
 from tests.eca_variants import VARIANT_SHAPES, VARIANTS, reference
-from tests.kernels_host import HostKernels, build_host_kernels, offset_array, why_not_buildable
+from tests.kernels_host import HostKernels, auto_path_table, build_host_kernels, offset_array, why_not_buildable
 
 if why_not_buildable():
     pytest.skip(why_not_buildable(), allow_module_level=True)
@@ -183,6 +183,16 @@ def test_op_paths_and_argument_checks(host: HostKernels) -> None:
     status = host._lib.eca_forward_op(x.ctypes.data, overlapping[4:].ctypes.data, overlapping.ctypes.data,
                                       host._op(weights), *x.shape, 0, 2, None, None)  # fmt: skip
     assert status == 1 and "partially overlap" in host._lib.eca_last_error().decode()
+
+
+def test_docs_state_the_auto_choices(host: HostKernels) -> None:
+    """docs/plugin.md's table of the layers AUTO runs on the two-pass path is what the kernels decide."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "plugin.md").read_text()
+    try:
+        table = auto_path_table(host)
+    finally:
+        host.use_device(SMALL_GPU)
+    assert table in doc, f"docs/plugin.md: replace the AUTO table with\n{table}"
 
 
 def test_host_build_info(host: HostKernels) -> None:
