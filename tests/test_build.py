@@ -119,6 +119,9 @@ def test_timing_cache_is_checked_not_forced(tmp_path: Path) -> None:
     config = _RecordingConfig(accepts=True)
     assert _attach_timing_cache(config, cache, said.append)[1] == "loaded"
     assert all(flag is False for kind, flag in config.calls if kind == "set"), "never ignore_mismatch=True"
+    said.clear()
+    assert _attach_timing_cache(_RecordingConfig(accepts=False), cache, said.append, replace=True)[1] == "mismatch"
+    assert "replaced" in said[0]
 
 
 def test_layer_precisions_from_the_inspector_json() -> None:

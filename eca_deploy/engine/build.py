@@ -57,6 +57,7 @@ class BuildOptions:
     img_size: int | None = None  # for models whose H, W are dynamic
     workspace: int | None = None  # bytes; None: TensorRT's default (the device memory)
     timing_cache: Path | None = None
+    replace_foreign_cache: bool = False  # the default (keyed) cache file: replace one TensorRT refuses
     dla_core: int | None = None
     gpu_fallback: bool = False
     version_compatible: bool = False
@@ -235,11 +236,14 @@ def _layer_precisions(info: dict | None) -> tuple[int | None, dict[str, int] | N
     return len(layers), dict(counts)
 
 
-def _attach_timing_cache(config: Any, path: Path | None, log: Callable[[str], None]) -> tuple[Any, str]:
+def _attach_timing_cache(
+    config: Any, path: Path | None, log: Callable[[str], None], replace: bool = False
+) -> tuple[Any, str]:
     """Create the config's timing cache from `path` when it exists and was made on this GPU and TensorRT version.
 
     The cache is attached with ignore_mismatch=False: TensorRT's header warns that a cache from a device with
-    other properties "may lead to functional/performance bugs". A cache it refuses is left alone, and not used.
+    other properties "may lead to functional/performance bugs". A cache it refuses is not used; the file is left
+    alone, or with `replace` (eca-deploy's own default file) replaced after the build.
     """
     data = path.read_bytes() if path is not None and path.is_file() else b""
     status = "loaded" if data else "new"
@@ -249,7 +253,8 @@ def _attach_timing_cache(config: Any, path: Path | None, log: Callable[[str], No
     elif cache is None and data:
         status = "mismatch"  # not a timing cache of this TensorRT version
     if status == "mismatch":
-        log(f"the timing cache {path} was made by another GPU or TensorRT version: not used, and left unchanged")
+        fate = "replaced by this build's" if replace else "left unchanged"
+        log(f"the timing cache {path} was made by another GPU or TensorRT version: not used, and {fate}")
     if cache is None:
         cache = config.create_timing_cache(b"")
         if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
@@ -288,7 +293,8 @@ def build_engine(
     if hasattr(trt, "ProfilingVerbosity"):
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions for the inspector
     shapes = _set_profile(trt, builder, network, config, opts)
-    _timing_cache, cache_status = _attach_timing_cache(config, opts.timing_cache, log)  # alive until the build ends
+    # the cache must stay alive until the build ends
+    _timing_cache, cache_status = _attach_timing_cache(config, opts.timing_cache, log, opts.replace_foreign_cache)
     if opts.dla_core is not None:
         if builder.num_DLA_cores == 0:
             raise EcaDeployError("--dla-core needs a device with DLA cores (Jetson AGX/NX Orin, Xavier): none found")
@@ -316,7 +322,7 @@ def build_engine(
     if serialized is None:
         raise EcaDeployError("TensorRT failed to build the engine (see the TensorRT messages above)")
     data = bytes(serialized)
-    if opts.timing_cache is not None and cache_status != "mismatch":
+    if opts.timing_cache is not None and (cache_status != "mismatch" or opts.replace_foreign_cache):
         opts.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
     layers, per_precision = _layer_precisions(_engine_information(trt, data, logger, opts))

@@ -199,6 +199,7 @@ def run_build(
         profile=req.profile, img_size=req.img_size, workspace=req.workspace,
         timing_cache=req.timing_cache or default_timing_cache(str(trt.__version__), gpu["gpu_name"],
                                                               gpu["compute_capability"]),
+        replace_foreign_cache=req.timing_cache is None,
         dla_core=req.dla_core,
         gpu_fallback=req.gpu_fallback, version_compatible=req.version_compatible, plugin=plugin, eca_nodes=eca_nodes,
     )  # fmt: skip
