@@ -233,15 +233,18 @@ __device__ __forceinline__ void scaleRow(P const* from, P const* res, P* to, flo
     }
 }
 
-// Fused-path shared memory: [loadedMax rows of H*W elements][loadedMax x kWarps partial sums][tile gates].
+// Fused-path shared memory: [loadedMax rows of H*W elements], then the partial sums and gates below.
 __host__ __device__ inline size_t fusedDataBytes(int loadedMax, int hw, size_t elemBytes)
 {
     return (size_t(loadedMax) * size_t(hw) * elemBytes + 15) & ~size_t(15);
 }
 
-__host__ __device__ inline size_t fusedSmemBytes(int loadedMax, int tile, int hw, size_t elemBytes)
+// [... data ...][loadedMax x kWarps partial sums][wrapRows x kWarps partial sums][tile gates]. wrapRows: with circular
+// padding, the k-1 channels a tile's window wraps around to at the other end of C (pooled from X, not kept).
+__host__ __device__ inline size_t fusedSmemBytes(int loadedMax, int wrapRows, int tile, int hw, size_t elemBytes)
 {
-    return fusedDataBytes(loadedMax, hw, elemBytes) + sizeof(float) * (size_t(loadedMax) * kWarps + tile);
+    return fusedDataBytes(loadedMax, hw, elemBytes)
+        + sizeof(float) * (size_t(loadedMax + wrapRows) * kWarps + tile);
 }
 
 // One block: channels [c0, c0 + tile) of image n. The tile and its halo are contiguous in X and copied in one sweep.
@@ -260,20 +263,39 @@ __global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__
     int const loadedMax = min(p.channels, tile + 2 * half);
     int const packs = p.hw / V;
 
+    // Circular padding over several tiles: the window of the first (last) tile wraps to the last (first) channels.
+    bool const wraps = p.padding == ECA_PADDING_CIRCULAR && tiles > 1;
+    int const wrapMax = p.padding == ECA_PADDING_CIRCULAR ? 2 * half : 0;
+    int const wrapLow = wraps ? max(half - c0, 0) : 0;                              // channels [C - wrapLow, C)
+    int const wrapHigh = wraps ? max(c0 + outRows + half - p.channels, 0) : 0;     // channels [0, wrapHigh)
+
     P* data = reinterpret_cast<P*>(smem);
     float* sums = reinterpret_cast<float*>(smem + fusedDataBytes(loadedMax, p.hw, sizeof(T)));
-    float* gates = sums + loadedMax * kWarps;
+    float* wrapSums = sums + loadedMax * kWarps;
+    float* gates = wrapSums + wrapMax * kWarps;
     Groups const g(groupSize);
 
-    copyToShared<4>(reinterpret_cast<P const*>(x + (int64_t(n) * p.channels + l0) * p.hw), data, loaded * packs);
+    P const* image = reinterpret_cast<P const*>(x + int64_t(n) * p.channels * p.hw);
+    copyToShared<4>(image + l0 * packs, data, loaded * packs);
+    sumRows(image + (p.channels - wrapLow) * packs, wrapLow, packs, packs, g, wrapSums); // from X: no reuse
+    sumRows(image, wrapHigh, packs, packs, g, wrapSums + wrapLow * g.slots);
     __syncthreads();
     sumRows(data, loaded, packs, packs, g, sums);
     __syncthreads();
-    for (int r = threadIdx.x; r < loaded; r += kThreads)
-        sums[r * g.slots] = rowMean(sums, r, g.slots, p.invHw); // the mean replaces the row's first slot
+    for (int r = threadIdx.x; r < loaded + wrapLow + wrapHigh; r += kThreads)
+    {
+        float* const rows = r < loaded ? sums : wrapSums; // the mean replaces the row's first slot
+        int const row = r < loaded ? r : r - loaded;
+        rows[row * g.slots] = rowMean(rows, row, g.slots, p.invHw);
+    }
     __syncthreads();
     for (int r = threadIdx.x; r < outRows; r += kThreads)
-        gates[r] = channelGate(p, c0 + r, [&](int c) { return sums[(c - l0) * g.slots]; });
+        gates[r] = channelGate(p, c0 + r, [&](int c) {
+            if (c >= l0 && c < l0 + loaded)
+                return sums[(c - l0) * g.slots];
+            return c >= p.channels - wrapLow ? wrapSums[(c - (p.channels - wrapLow)) * g.slots]
+                                             : wrapSums[(wrapLow + c) * g.slots];
+        });
     __syncthreads();
 
     // Halo channels were pooled only; write the tile's own channels. Pack i of the tile is in row i / packs, computed
@@ -475,20 +497,29 @@ struct FusedPlan
 // most doubles the bytes read (else two-pass, which reads X twice, is no worse).
 bool planFused(Shape const& s, DeviceLimits const& d, bool forced, FusedPlan& plan)
 {
-    int64_t const perChannel = s.hw * int64_t(s.elemBytes) + int64_t(sizeof(float)) * (kWarps + 1);
-    int64_t const maxLoaded = (int64_t(d.fusedBudget) - 16) / perChannel;
     int64_t const halo = 2 * int64_t(s.half());
+    int64_t const wrapRows = s.circular ? halo : 0; // partial sums of the channels a circular window wraps to
+    int64_t const perChannel = s.hw * int64_t(s.elemBytes) + int64_t(sizeof(float)) * (kWarps + 1);
+    int64_t const maxLoaded
+        = (int64_t(d.fusedBudget) - 16 - int64_t(sizeof(float)) * kWarps * wrapRows) / perChannel;
     int64_t const tileFit = s.c <= maxLoaded ? s.c : maxLoaded - halo;
-    if (maxLoaded < 1 || tileFit < 1 || (s.circular && s.c > maxLoaded))
+    if (maxLoaded < 1 || tileFit < 1)
         return false;
     int64_t const tilesPerImage = ceilDiv(targetBlocks(d), s.n);
-    plan.tile = s.circular ? int(s.c) : int(std::clamp<int64_t>(ceilDiv(s.c, tilesPerImage), 1, tileFit));
+    plan.tile = int(std::clamp<int64_t>(ceilDiv(s.c, tilesPerImage), 1, tileFit));
+    if (s.circular && plan.tile < s.c && plan.tile + halo > s.c)
+    {
+        // A window wider than the channels left over: one tile of all C, if it fits.
+        if (s.c > maxLoaded)
+            return false;
+        plan.tile = int(s.c);
+    }
     int64_t const tiles = ceilDiv(s.c, plan.tile);
     if (!forced && tiles > 1 && plan.tile < halo)
         return false;
     plan.blocks = s.n * tiles;
     int const loadedMax = int(std::min<int64_t>(s.c, plan.tile + halo));
-    plan.smemBytes = fusedSmemBytes(loadedMax, plan.tile, int(s.hw), s.elemBytes);
+    plan.smemBytes = fusedSmemBytes(loadedMax, int(wrapRows), plan.tile, int(s.hw), s.elemBytes);
     return true;
 }
 
@@ -764,11 +795,9 @@ int32_t eca_forward_op(void const* x, void const* residual, void* y, eca_op_t co
             return fail(ECA_STATUS_INVALID_ARGUMENT, "the fused path cannot run in place (x == y)");
         if (!planFused(s, d, true, plan))
             return fail(ECA_STATUS_NOT_SUPPORTED,
-                s.circular ? "fused path: circular padding needs all %lld channels of %lld elements in the shared "
-                             "memory of one block (%zu bytes on this device)"
-                           : "fused path: one channel of %lld elements plus its %d halo channels needs more than the "
-                             "%zu bytes of shared memory a block may use on this device",
-                s.circular ? (long long) s.c : (long long) s.hw, s.circular ? int(s.hw) : 2 * s.half(), d.fusedBudget);
+                "fused path: one channel of %lld elements plus its %d halo channels needs more than the %zu bytes of "
+                "shared memory a block may use on this device",
+                (long long) s.hw, 2 * s.half(), d.fusedBudget);
         fused = true;
     }
     else if (path == ECA_PATH_AUTO)

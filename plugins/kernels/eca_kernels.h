@@ -89,8 +89,7 @@ ECA_API int32_t eca_forward(const void* x, void* y, const float* weights, int32_
                             void* stream);
 
 /* The full op: like eca_forward, with the attributes in `op` and an optional residual (NULL: none) of X's shape and
- * type, which may be Y but must not partially overlap it. The fused path needs every channel in one block for
- * circular padding (else ECA_STATUS_NOT_SUPPORTED when forced; AUTO takes two-pass). */
+ * type, which may be Y but must not partially overlap it. */
 ECA_API int32_t eca_forward_op(const void* x, const void* residual, void* y, const eca_op_t* op, int64_t n, int64_t c,
                                int64_t h, int64_t w, eca_dtype_t dtype, eca_path_t path, void* workspace,
                                void* stream);
