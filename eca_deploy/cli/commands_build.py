@@ -78,7 +78,11 @@ def build_command(
             ", ".join(f"{k}: {' / '.join('x'.join(map(str, s)) for s in v)}" for k, v in data["profile"].items()),
         ),
         ("layers", f"{data.get('layers')} ({', '.join(f'{k} {v}' for k, v in per.items()) or 'per precision n/a'})"),
-        ("ECA plugin layers", f"{data['eca_plugin_layers']} ({data.get('plugin_path') or 'no plugin'})"),
+        (
+            "ECA plugin layers",
+            f"{data['eca_plugin_layers']}, {data.get('eca_residual_layers', 0)} with their residual "
+            f"({data.get('plugin_path') or 'no plugin'})",
+        ),
         ("build time", f"{data['build_seconds']:.1f} s"),
         ("compiled from", str(result.compiled_onnx)),
         ("sidecar", str(result.sidecar)),

@@ -72,6 +72,7 @@ class BuiltEngine:
     layers: int | None
     layers_per_precision: dict[str, int] | None
     eca_plugin_layers: int
+    eca_residual_layers: int  # of those, the ones that take the block's residual (two inputs)
     seconds: float
     tensorrt_version: str
     timing_cache: Path | None
@@ -145,9 +146,12 @@ def _parse(trt: Any, network: Any, logger: Any, model: onnx.ModelProto) -> Any:
     return parser
 
 
-def _plugin_layers(trt: Any, network: Any) -> int:
+def _plugin_layers(trt: Any, network: Any) -> tuple[int, int]:
+    """Plugin layers of the network, and how many of them take two inputs (the ECA op with its residual)."""
     kinds = {getattr(trt.LayerType, n) for n in ("PLUGIN_V3", "PLUGIN_V2", "PLUGIN") if hasattr(trt.LayerType, n)}
-    return sum(1 for i in range(network.num_layers) if network.get_layer(i).type in kinds)
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    plugins = [layer for layer in layers if layer.type in kinds]
+    return len(plugins), sum(1 for layer in plugins if layer.num_inputs == 2)
 
 
 def _set_profile(trt: Any, builder: Any, network: Any, config: Any, opts: BuildOptions) -> dict[str, list[list[int]]]:
@@ -281,7 +285,7 @@ def build_engine(
         flags |= 1 << int(strongly)
     network = builder.create_network(flags)
     _parser = _parse(trt, network, logger, model)  # the parser must outlive the build (it owns the weights)
-    plugin_layers = _plugin_layers(trt, network)
+    plugin_layers, residual_layers = _plugin_layers(trt, network)
     if plugin_layers != opts.eca_nodes:
         raise EcaDeployError(
             f"the network has {plugin_layers} plugin layers for {opts.eca_nodes} fused ECA nodes: the parser did not "
@@ -326,8 +330,9 @@ def build_engine(
         opts.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
     layers, per_precision = _layer_precisions(_engine_information(trt, data, logger, opts))
-    return BuiltEngine(data, shapes, layers, per_precision, plugin_layers, seconds, str(trt.__version__),
-                       opts.timing_cache, cache_status if opts.timing_cache is not None else "none")  # fmt: skip
+    return BuiltEngine(data, shapes, layers, per_precision, plugin_layers, residual_layers, seconds,
+                       str(trt.__version__), opts.timing_cache,
+                       cache_status if opts.timing_cache is not None else "none")  # fmt: skip
 
 
 def cuda_and_gpu() -> dict[str, str | None]:

@@ -34,6 +34,7 @@ class Sidecar:
     plugin_path: str | None = None
     plugin_sha256: str | None = None
     eca_plugin_layers: int = 0
+    eca_residual_layers: int = 0  # ECA plugin layers that take the block's residual (and ReLU) as well
     layers: int | None = None
     layers_per_precision: dict[str, int] | None = None
     version_compatible: bool = False

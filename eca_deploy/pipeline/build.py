@@ -220,6 +220,7 @@ def run_build(
         plugin_path=str(plugin) if plugin else None,
         plugin_sha256=sha256_file(plugin) if plugin else None,
         eca_plugin_layers=built.eca_plugin_layers,
+        eca_residual_layers=built.eca_residual_layers,
         layers=built.layers,
         layers_per_precision=built.layers_per_precision,
         version_compatible=req.version_compatible,
