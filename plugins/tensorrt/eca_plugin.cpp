@@ -106,7 +106,9 @@ IPluginV3* EcaPlugin::clone() noexcept
 {
     try
     {
-        return new EcaPlugin(mWeights, mAttributes);
+        auto* plugin = new EcaPlugin(mWeights, mAttributes);
+        plugin->mNbInputs = mNbInputs; // known from configurePlugin/onShapeChange before a runtime clone
+        return plugin;
     }
     catch (std::exception const& e)
     {
@@ -164,6 +166,7 @@ int32_t EcaPlugin::configurePlugin(
         logMessage(ILogger::Severity::kERROR, "ECA: the residual input must have X's shape range");
         return -1;
     }
+    mNbInputs = nbInputs;
     return 0;
 }
 
