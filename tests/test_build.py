@@ -62,6 +62,78 @@ def test_option_errors_come_first(cli, digits_fused: Path, tmp_path: Path) -> No
     assert_one_line_error(cli("build", "--onnx", tmp_path / "none.onnx"), "does not exist")
 
 
+def test_dla_refusals_come_before_tensorrt(cli, digits_fused: Path, digits_onnx: Path, tmp_path: Path) -> None:
+    """DLA: a fixed batch, FP16/INT8, and the plugin only with GPU fallback; checked without TensorRT."""
+    base = ("build", "--output", tmp_path / "m.plan", "--dla-core", "0")
+    assert_one_line_error(cli(*base, "--onnx", digits_fused, "--fp16"), "fixed batch", "--batch 8")
+    assert_one_line_error(cli(*base, "--onnx", digits_fused, "--fp16", "--batch", "1:8:32"), "dynamic")
+    assert_one_line_error(cli(*base, "--onnx", digits_fused, "--batch", "8"), "FP16 and INT8", "--fp16 or --int8")
+    for model in (digits_fused, digits_onnx):  # fused, or to be fused: plugin layers that DLA cannot run
+        assert_one_line_error(cli(*base, "--onnx", model, "--fp16", "--batch", "8"), "--gpu-fallback",
+                              "--plugin off")  # fmt: skip
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
+def test_default_timing_cache_is_per_tensorrt_and_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from eca_deploy.pipeline.build import default_timing_cache
+
+    monkeypatch.setenv("ECA_DEPLOY_CACHE", str(tmp_path))
+    orin = default_timing_cache("10.3.0", "Orin (nvgpu)", "8.7")
+    assert orin == tmp_path / "tensorrt" / "timing-trt10.3.0-orin-nvgpu-sm87.cache"
+    others = {
+        default_timing_cache("10.3.0", "NVIDIA H100 80GB HBM3", "9.0"),
+        default_timing_cache("10.8.0", "Orin (nvgpu)", "8.7"),
+        default_timing_cache("10.3.0", None, None),
+    }
+    assert orin not in others and len(others) == 3
+
+
+class _RecordingConfig:
+    """Records the timing-cache calls build_engine makes on an IBuilderConfig (no engine is built)."""
+
+    def __init__(self, accepts: bool) -> None:
+        self.accepts, self.calls = accepts, []
+
+    def create_timing_cache(self, data: bytes) -> object:
+        self.calls.append(("create", bytes(data)))
+        return object()
+
+    def set_timing_cache(self, cache: object, ignore_mismatch: bool) -> bool:
+        self.calls.append(("set", ignore_mismatch))
+        return self.accepts or not self.calls[-2][1]  # a fresh cache is always accepted
+
+
+def test_timing_cache_is_checked_not_forced(tmp_path: Path) -> None:
+    from eca_deploy.engine.build import _attach_timing_cache
+
+    cache = tmp_path / "timing.cache"
+    said: list[str] = []
+    config = _RecordingConfig(accepts=True)
+    assert _attach_timing_cache(config, cache, said.append)[1] == "new"
+    assert config.calls == [("create", b""), ("set", False)]
+    cache.write_bytes(b"cache from elsewhere")
+    config = _RecordingConfig(accepts=False)
+    assert _attach_timing_cache(config, cache, said.append)[1] == "mismatch"
+    assert config.calls == [("create", b"cache from elsewhere"), ("set", False), ("create", b""), ("set", False)]
+    assert len(said) == 1 and "another GPU or TensorRT" in said[0]
+    config = _RecordingConfig(accepts=True)
+    assert _attach_timing_cache(config, cache, said.append)[1] == "loaded"
+    assert all(flag is False for kind, flag in config.calls if kind == "set"), "never ignore_mismatch=True"
+    said.clear()
+    assert _attach_timing_cache(_RecordingConfig(accepts=False), cache, said.append, replace=True)[1] == "mismatch"
+    assert "replaced" in said[0]
+
+
+def test_layer_precisions_from_the_inspector_json() -> None:
+    from eca_deploy.engine.build import _layer_precisions
+
+    layer = lambda fmt: {"Inputs": [{"Format/Datatype": fmt}], "Outputs": []}  # noqa: E731
+    info = {"Layers": [layer("Row major linear FP32"), layer("Int8 NC/32HW32"), layer("Half"), layer("FP16")]}
+    assert _layer_precisions(info) == (4, {"fp32": 1, "int8": 1, "fp16": 2})
+    assert _layer_precisions({"Layers": ["conv1", "relu1"]}) == (2, None)  # no details without DETAILED verbosity
+    assert _layer_precisions(None) == (None, None)
+
+
 def test_profile_and_size_parsing() -> None:
     assert Profile.parse("1:8:32") == Profile(1, 8, 32)
     assert Profile.parse("4") == Profile(4, 4, 4)
@@ -175,6 +247,36 @@ def test_build_digits_engine(cli, digits_onnx: Path, digits_calib: Path, digits_
         assert car.layers_per_precision.get("int8", 0) > 0
     again = cli(*args, "--json")  # the timing cache is read and updated
     assert again.code == 0, again.stderr
+
+
+_RUN_ENGINE = """
+import sys, numpy as np
+from eca_deploy.backends.tensorrt_runner import TensorRTRunner
+runner = TensorRTRunner(sys.argv[1])
+np.save(sys.argv[3], runner.run_all(np.load(sys.argv[2]), 16))
+"""
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@needs_tensorrt_gpu
+def test_engine_runs_in_a_fresh_process(cli, digits_onnx: Path, digits_data: digits.Digits, tmp_path: Path) -> None:
+    """A process that imports nothing before the runner (the order `check` and `bench` take) gets valid handles."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "d.plan"
+    plugin = _plugin()
+    args = ["build", "--onnx", digits_onnx, "--output", out, "--batch", "1:16:32", "--plugin", str(plugin or "off")]
+    assert cli(*args).code == 0
+    np.save(tmp_path / "x.npy", digits_data.x_test[:64])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", _RUN_ENGINE, out, tmp_path / "x.npy", tmp_path / "y.npy"],
+                          capture_output=True, text=True, check=False, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ref = held_out_logits(digits_onnx, digits_data.x_test[:64])
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, atol=2e-3, rtol=2e-3)
 
 
 @pytest.mark.tensorrt

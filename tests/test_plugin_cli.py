@@ -86,3 +86,5 @@ def test_build_then_info(cli, tmp_path: Path) -> None:
     if "libeca_trt_plugin.so" in infos:  # built where TensorRT headers are installed
         plugin = infos["libeca_trt_plugin.so"]["build"]
         assert plugin["plugin"] == "eca_deploy::ECA/1" and plugin["archs"] == "75"
+        assert plugin["registration"] == "load-time"
+        assert infos["libeca_trt_plugin_vc.so"]["build"]["registration"] == "loader"

@@ -18,7 +18,9 @@ from eca_deploy.ops import ECA_DOMAIN, ECA_DOMAIN_VERSION, ECA_PLUGIN_NAMESPACE,
 from eca_deploy.ops.onnx_function import make_eca_node
 from eca_deploy.ops.reference import eca_reference
 from eca_deploy.plugin.build import build_plugins
-from eca_deploy.plugin.locate import find_plugin_library
+from eca_deploy.plugin.info import library_info
+from eca_deploy.plugin.locate import find_plugin_library, plugin_vc_library
+from tests.eca_variants import VARIANTS, reference
 
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'eca-deploy[gpu]')")
 if not torch.cuda.is_available():
@@ -32,39 +34,68 @@ TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3}
 MAX_BATCH = 4
 
 
+def _built_for(path: Path) -> str:
+    """The TensorRT version a plugin library was built against ('' if it cannot tell)."""
+    try:
+        return library_info(path).build.get("tensorrt", "")
+    except OSError:
+        return ""
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built plugin library, else one built now where nvcc, cmake and the TensorRT headers exist."""
+    """The built plugin library for this TensorRT major version, else one built now where nvcc, cmake and the
+    TensorRT headers exist; skips (with the reason) otherwise."""
+    major = str(trt.__version__).split(".")[0]
     path = find_plugin_library(required=False)
-    if path is None:
-        major, minor = torch.cuda.get_device_capability()
+    found = f"{path} is built for TensorRT {_built_for(path)}" if path is not None else "no plugin library is built"
+    if path is None or _built_for(path).split(".")[0] != major:
+        cc = torch.cuda.get_device_capability()
         try:
-            path = build_plugins(tmp_path_factory.mktemp("build"), cuda_archs=f"{major}{minor}").plugin
+            path = build_plugins(tmp_path_factory.mktemp("build"), cuda_archs=f"{cc[0]}{cc[1]}").plugin
         except EcaDeployError:
             path = None
-    if path is None:
-        pytest.skip("libeca_trt_plugin.so is not built: run eca-deploy plugin build where the TensorRT headers are")
+    if path is None or _built_for(path).split(".")[0] != major:
+        pytest.skip(f"{found}, not for TensorRT {trt.__version__}, and it cannot be rebuilt here (nvcc, cmake and "
+                    "the TensorRT headers): run eca-deploy plugin build")  # fmt: skip
     return path
 
 
 @pytest.fixture(scope="module")
-def creator(library: Path):
+def library_vc(library: Path) -> Path:
+    """libeca_trt_plugin_vc.so: the same plugin for TensorRT's loader (getCreators) and plans that carry it."""
+    try:
+        return plugin_vc_library(library)
+    except EcaDeployError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def creator(library_vc: Path):
     registry = trt.get_plugin_registry()
     loaded = registry.get_creator("ECA", ECA_PLUGIN_VERSION, ECA_PLUGIN_NAMESPACE)
     if loaded is not None:  # registered earlier in this process (by the code under test elsewhere)
         yield loaded
         return
-    handle = registry.load_library(str(library))
-    assert handle is not None, f"IPluginRegistry.load_library({library}) failed"
+    handle = registry.load_library(str(library_vc))
+    assert handle is not None, f"IPluginRegistry.load_library({library_vc}) failed"
     creator = registry.get_creator("ECA", ECA_PLUGIN_VERSION, ECA_PLUGIN_NAMESPACE)
     assert creator is not None
     yield creator
     registry.deregister_library(handle)
 
 
-def weights_field(weights: np.ndarray):
-    field = trt.PluginField("weights", np.asarray(weights, dtype=np.float32), trt.PluginFieldType.FLOAT32)
-    return trt.PluginFieldCollection([field])
+def weights_field(weights: np.ndarray, **attributes: object):
+    """The plugin's fields: weights, and the op's other attributes as the ONNX parser passes them (FLOAT as
+    kFLOAT32[1], STRING as kCHAR with a terminating NUL)."""
+    fields = [trt.PluginField("weights", np.asarray(weights, dtype=np.float32), trt.PluginFieldType.FLOAT32)]
+    for name, value in attributes.items():
+        if isinstance(value, str):
+            data = np.frombuffer(value.encode() + b"\0", dtype=np.int8)
+            fields.append(trt.PluginField(name, data, trt.PluginFieldType.CHAR))
+        else:
+            fields.append(trt.PluginField(name, np.array([value], np.float32), trt.PluginFieldType.FLOAT32))
+    return trt.PluginFieldCollection(fields)
 
 
 def build(network, builder, shape: tuple[int, int, int], config_flags=(), plugins_to_serialize=()) -> bytes:
@@ -74,35 +105,39 @@ def build(network, builder, shape: tuple[int, int, int], config_flags=(), plugin
     if plugins_to_serialize:
         config.plugins_to_serialize = list(plugins_to_serialize)
     profile = builder.create_optimization_profile()
-    name = network.get_input(0).name
-    profile.set_shape(name, (1, *shape), (2, *shape), (MAX_BATCH, *shape))
+    for i in range(network.num_inputs):  # X, and the residual where there is one
+        profile.set_shape(network.get_input(i).name, (1, *shape), (2, *shape), (MAX_BATCH, *shape))
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     assert plan is not None, "engine build failed (see the TensorRT log)"
     return bytes(plan)
 
 
-def plugin_network(creator, dtype: torch.dtype, shape: tuple[int, int, int], weights: np.ndarray):
+def plugin_network(creator, dtype: torch.dtype, shape: tuple[int, int, int], weights: np.ndarray,
+                   residual: bool = False, **attributes: object):  # fmt: skip
     builder = trt.Builder(LOGGER)
     # Strongly typed: the plugin runs in the input's type instead of one the builder picks.
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    x = network.add_input("x", TRT_DTYPES[dtype], (-1, *shape))
-    plugin = creator.create_plugin("eca", weights_field(weights), trt.TensorRTPhase.BUILD)
-    y = network.add_plugin_v3([x], [], plugin).get_output(0)
+    inputs = [network.add_input("x", TRT_DTYPES[dtype], (-1, *shape))]
+    if residual:
+        inputs.append(network.add_input("r", TRT_DTYPES[dtype], (-1, *shape)))
+    plugin = creator.create_plugin("eca", weights_field(weights, **attributes), trt.TensorRTPhase.BUILD)
+    y = network.add_plugin_v3(inputs, [], plugin).get_output(0)
     y.name = "y"
     network.mark_output(y)
     return builder, network
 
 
-def run(plan: bytes, x: torch.Tensor) -> torch.Tensor:
+def run(plan: bytes, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
     engine = trt.Runtime(LOGGER).deserialize_cuda_engine(plan)
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    [x_name] = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    [y_name] = [n for n in names if n != x_name]
-    context.set_input_shape(x_name, tuple(x.shape))
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    [y_name] = [n for n in names if n not in inputs]
     y = torch.full_like(x, float("nan"))
-    context.set_tensor_address(x_name, x.data_ptr())
+    for name, tensor in zip(inputs, [x] if residual is None else [x, residual], strict=True):
+        context.set_input_shape(name, tuple(tensor.shape))
+        context.set_tensor_address(name, tensor.data_ptr())
     context.set_tensor_address(y_name, y.data_ptr())
     stream = torch.cuda.current_stream()
     assert context.execute_async_v3(stream.cuda_stream)
@@ -181,12 +216,12 @@ np.save(sys.argv[3], y.cpu().numpy())
 """
 
 
-def test_version_compatible_plan_carries_the_plugin(creator, library: Path, tmp_path: Path) -> None:
+def test_version_compatible_plan_carries_the_plugin(creator, library_vc: Path, tmp_path: Path) -> None:
     """A plan built with setPluginsToSerialize runs in a process that never loads the library itself."""
     shape = (16, 7, 7)
     x, weights = make_case(2, shape, 5, torch.float32)
     builder, network = plugin_network(creator, torch.float32, shape, weights)
-    plan = build(network, builder, shape, [trt.BuilderFlag.VERSION_COMPATIBLE], [str(library)])
+    plan = build(network, builder, shape, [trt.BuilderFlag.VERSION_COMPATIBLE], [str(library_vc)])
     (tmp_path / "eca.plan").write_bytes(plan)
     np.save(tmp_path / "x.npy", x.cpu().numpy())
     done = subprocess.run(
@@ -195,3 +230,85 @@ def test_version_compatible_plan_carries_the_plugin(creator, library: Path, tmp_
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     check(torch.from_numpy(np.load(tmp_path / "y.npy")), x, weights)
+
+
+@pytest.mark.parametrize("shape", [(64, 14, 14), (16, 56, 56)], ids=["fused", "two_pass_split"])
+def test_plugin_in_a_cuda_graph(creator, shape: tuple[int, int, int]) -> None:
+    """The plugin layer captured in a CUDA graph (what bench --cuda-graph and trtexec 11 do) runs on new data."""
+    x, weights = make_case(2, shape, 5, torch.float32)
+    builder, network = plugin_network(creator, torch.float32, shape, weights)
+    engine = trt.Runtime(LOGGER).deserialize_cuda_engine(build(network, builder, shape))
+    context = engine.create_execution_context()
+    context.set_input_shape("x", tuple(x.shape))
+    y = torch.full_like(x, float("nan"))
+    context.set_tensor_address("x", x.data_ptr())
+    context.set_tensor_address("y", y.data_ptr())
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        assert context.execute_async_v3(stream.cuda_stream)  # first enqueue outside the capture
+    stream.synchronize()
+    check(y, x, weights)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+        assert context.execute_async_v3(stream.cuda_stream)
+    for seed in (1, 2):
+        fresh, _ = make_case(2 + seed, shape, 5, torch.float32)
+        x.copy_(fresh[:2])
+        y.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        check(y, x, weights)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v)))
+def test_plugin_op_variants(creator, variant: tuple, dtype: torch.dtype) -> None:
+    """The op's attributes as plugin fields, and the two-input (residual) form."""
+    bias, padding, gate, activation, with_residual = variant
+    shape = (48, 14, 14)
+    x, weights = make_case(3, shape, 5, dtype)
+    residual = make_case(3, shape, 5, dtype)[0].flip(0).contiguous() if with_residual else None
+    attributes = {"bias": bias, "padding": padding, "gate": gate, "activation": activation}
+    builder, network = plugin_network(creator, dtype, shape, weights, residual=with_residual, **attributes)
+    y = run(build(network, builder, shape), x, residual)
+    got = y.double().cpu().numpy()
+    assert not np.isnan(got).any()
+    r = None if residual is None else residual.double().cpu().numpy()
+    tol = TOLERANCE[dtype] * (3 if with_residual else 1)
+    np.testing.assert_allclose(got, reference(x.double().cpu().numpy(), weights, residual=r, **attributes),
+                               rtol=tol, atol=tol)  # fmt: skip
+
+
+def test_onnx_eca_node_with_residual_and_attributes(creator) -> None:
+    """The parser hands the node's FLOAT/STRING attributes to the plugin (kFLOAT32, kCHAR) and both inputs."""
+    shape, weights = (32, 14, 14), np.array([0.3, -0.6, 0.9], np.float32)
+    attributes = {"bias": 0.1, "padding": "circular", "gate": "hard_sigmoid", "activation": "relu"}
+    node = helper.make_node("ECA", ["X", "R"], ["Y"], "eca0", domain=ECA_DOMAIN, weights=weights.tolist(),
+                            plugin_version=ECA_PLUGIN_VERSION, plugin_namespace=ECA_PLUGIN_NAMESPACE,
+                            **attributes)  # fmt: skip
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", *shape]) for n in ("X", "R", "Y")]
+    graph = helper.make_graph([node], "eca", info[:2], info[2:])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ECA_DOMAIN, ECA_DOMAIN_VERSION)]
+    )
+    builder = trt.Builder(LOGGER)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, LOGGER)
+    assert parser.parse(model.SerializeToString()), [str(parser.get_error(i)) for i in range(parser.num_errors)]
+    x, _ = make_case(3, shape, 3, torch.float32)
+    r = make_case(2, shape, 3, torch.float32)[0].repeat(2, 1, 1, 1)[:3].contiguous()
+    y = run(build(network, builder, shape), x, r).double().cpu().numpy()
+    want = reference(x.double().cpu().numpy(), weights, residual=r.double().cpu().numpy(), **attributes)
+    np.testing.assert_allclose(y, want, rtol=2e-5, atol=6e-5)
+
+
+@pytest.mark.parametrize("field", [("padding", "reflect"), ("gate", "tanh"), ("activation", "gelu"), ("bias", "x")])
+def test_create_plugin_rejects_bad_attributes(creator, field) -> None:
+    name, value = field
+    fields = weights_field(np.array([0.5], np.float32), **{name: value})
+    try:
+        plugin = creator.create_plugin("bad", fields, trt.TensorRTPhase.BUILD)
+    except Exception:
+        plugin = None
+    assert plugin is None

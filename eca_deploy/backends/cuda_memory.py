@@ -2,11 +2,18 @@
 
 One small interface over the two Python CUDA bindings: cuda-python (`cuda.bindings.runtime`, what
 NVIDIA's TensorRT samples use since 10.13/10.14) and pycuda. cuda-python is preferred when both exist.
+
+Both work in the device's primary context, the one TensorRT (the CUDA runtime API) uses: cuda-python is the
+runtime API itself; pycuda retains and pushes the primary context (`pycuda.autoprimaryctx`, never `autoinit`,
+which creates a second context in which TensorRT's objects are invalid handles). `cuda_memory()` must be called
+before any TensorRT object is created, and `activate()` wraps work on threads other than the creating one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -32,7 +39,14 @@ class CudaMemory:
     def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         raise NotImplementedError
 
+    def free_pinned(self, array: np.ndarray) -> None:
+        """Release an array from pinned(); it must not be used afterwards."""
+        raise NotImplementedError
+
     def stream(self) -> int:
+        raise NotImplementedError
+
+    def destroy_stream(self, stream: int) -> None:
         raise NotImplementedError
 
     def htod(self, dst: int, src: np.ndarray, stream: int) -> None:
@@ -44,6 +58,9 @@ class CudaMemory:
     def event(self) -> Any:
         raise NotImplementedError
 
+    def destroy_event(self, event: Any) -> None:
+        raise NotImplementedError
+
     def record(self, event: Any, stream: int) -> None:
         raise NotImplementedError
 
@@ -53,12 +70,22 @@ class CudaMemory:
     def synchronize(self, stream: int) -> None:
         raise NotImplementedError
 
-    def capture(self, stream: int, work: Any) -> Any:
-        """Capture `work()` (enqueues on `stream`) into an executable CUDA graph."""
+    def capture(self, stream: int, work: Callable[[], None]) -> Any:
+        """Capture `work()` (enqueues on `stream`) into an executable CUDA graph; the stream leaves capture mode
+        whether or not `work` raises."""
         raise NotImplementedError
 
     def launch(self, graph: Any, stream: int) -> None:
         raise NotImplementedError
+
+    def destroy_graph(self, graph: Any) -> None:
+        """Release an executable graph from capture()."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        """Make the context current on this thread for the duration (a no-op where the binding needs none)."""
+        yield
 
 
 class _CudaPython(CudaMemory):
@@ -67,6 +94,7 @@ class _CudaPython(CudaMemory):
     def __init__(self, rt: Any) -> None:
         self.rt = rt
         self.check(rt.cudaFree(0))  # create the primary context
+        self._pinned: dict[int, int] = {}  # array data address -> cudaMallocHost pointer
 
     def check(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -86,10 +114,20 @@ class _CudaPython(CudaMemory):
         nbytes = int(np.prod(shape)) * dtype.itemsize
         ptr = int(self.check(self.rt.cudaMallocHost(max(nbytes, 1))))
         buf = (ctypes.c_byte * max(nbytes, 1)).from_address(ptr)
-        return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        array = np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        self._pinned[array.ctypes.data] = ptr
+        return array
+
+    def free_pinned(self, array: np.ndarray) -> None:
+        ptr = self._pinned.pop(array.ctypes.data, None)
+        if ptr is not None:
+            self.check(self.rt.cudaFreeHost(ptr))
 
     def stream(self) -> int:
         return int(self.check(self.rt.cudaStreamCreate()))
+
+    def destroy_stream(self, stream: int) -> None:
+        self.check(self.rt.cudaStreamDestroy(stream))
 
     def htod(self, dst: int, src: np.ndarray, stream: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
@@ -101,6 +139,9 @@ class _CudaPython(CudaMemory):
 
     def event(self) -> Any:
         return self.check(self.rt.cudaEventCreate())
+
+    def destroy_event(self, event: Any) -> None:
+        self.check(self.rt.cudaEventDestroy(event))
 
     def record(self, event: Any, stream: int) -> None:
         self.check(self.rt.cudaEventRecord(event, stream))
@@ -114,19 +155,31 @@ class _CudaPython(CudaMemory):
     def capture(self, stream: int, work: Any) -> Any:
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         self.check(self.rt.cudaStreamBeginCapture(stream, mode))
-        work()
+        try:
+            work()
+        except BaseException:
+            err, graph = self.rt.cudaStreamEndCapture(stream)  # out of capture mode; the partial graph goes
+            if int(err) == 0 and graph:
+                self.rt.cudaGraphDestroy(graph)
+            raise
         graph = self.check(self.rt.cudaStreamEndCapture(stream))
-        return self.check(self.rt.cudaGraphInstantiate(graph, 0))
+        try:
+            return self.check(self.rt.cudaGraphInstantiate(graph, 0))
+        finally:
+            self.check(self.rt.cudaGraphDestroy(graph))  # the executable graph keeps what it needs
 
     def launch(self, graph: Any, stream: int) -> None:
         self.check(self.rt.cudaGraphLaunch(graph, stream))
+
+    def destroy_graph(self, graph: Any) -> None:
+        self.check(self.rt.cudaGraphExecDestroy(graph))
 
 
 class _PyCuda(CudaMemory):
     backend = "pycuda"
 
-    def __init__(self, cuda: Any) -> None:
-        self.cuda = cuda
+    def __init__(self, cuda: Any, context: Any) -> None:
+        self.cuda, self.context = cuda, context  # the device's primary context
         self._allocations: dict[int, Any] = {}
         self._streams: dict[int, Any] = {}
 
@@ -141,10 +194,20 @@ class _PyCuda(CudaMemory):
     def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return self.cuda.pagelocked_empty(shape, dtype)
 
+    def free_pinned(self, array: np.ndarray) -> None:
+        base = array.base
+        while base is not None and not hasattr(base, "free") and getattr(base, "base", None) is not None:
+            base = base.base
+        if hasattr(base, "free"):  # pycuda's HostAllocation: released now, not when garbage collected
+            base.free()
+
     def stream(self) -> int:
         s = self.cuda.Stream()
         self._streams[s.handle] = s
         return s.handle
+
+    def destroy_stream(self, stream: int) -> None:
+        self._streams.pop(stream, None)  # pycuda destroys it with the object
 
     def htod(self, dst: int, src: np.ndarray, stream: int) -> None:
         self.cuda.memcpy_htod_async(dst, src, self._streams[stream])
@@ -154,6 +217,9 @@ class _PyCuda(CudaMemory):
 
     def event(self) -> Any:
         return self.cuda.Event()
+
+    def destroy_event(self, event: Any) -> None:
+        pass  # pycuda destroys it with the object
 
     def record(self, event: Any, stream: int) -> None:
         event.record(self._streams[stream])
@@ -170,11 +236,29 @@ class _PyCuda(CudaMemory):
         if not hasattr(s, "begin_capture"):
             raise MissingDependencyError("CUDA graphs need pycuda >= 2022.1 or cuda-python: pip install cuda-python")
         s.begin_capture()
-        work()
+        try:
+            work()
+        except BaseException:
+            s.end_capture()  # out of capture mode; the partial graph is dropped
+            raise
         return s.end_capture().instantiate()
 
     def launch(self, graph: Any, stream: int) -> None:
         graph.launch(self._streams[stream])
+
+    def destroy_graph(self, graph: Any) -> None:
+        pass  # pycuda releases a GraphExec with the object
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        if self.cuda.Context.get_current() is not None:
+            yield
+            return
+        self.context.push()  # a thread with no current context (another thread than the creating one)
+        try:
+            yield
+        finally:
+            self.cuda.Context.pop()
 
 
 def cuda_memory() -> CudaMemory:
@@ -189,7 +273,7 @@ def cuda_memory() -> CudaMemory:
     if rt is not None:
         return _CudaPython(rt)
     try:
-        import pycuda.autoinit  # noqa: F401  (creates the context)
+        import pycuda.autoprimaryctx as primary  # retains and pushes the primary context (pycuda >= 2021.1)
         import pycuda.driver as cuda
     except ImportError:
         raise MissingDependencyError(
@@ -197,4 +281,4 @@ def cuda_memory() -> CudaMemory:
         ) from None
     except Exception as exc:  # pycuda raises its own errors when there is no device or driver
         raise CudaError(f"no usable CUDA device ({exc}): TensorRT engines run on an NVIDIA GPU") from None
-    return _PyCuda(cuda)
+    return _PyCuda(cuda, primary.context)

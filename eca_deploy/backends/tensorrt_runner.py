@@ -3,13 +3,18 @@
 `set_input_shape` / `set_tensor_address` / `execute_async_v3`; device buffers are allocated once per
 tensor and grown only when a larger batch arrives; the ECA plugin library is loaded before the engine
 is deserialised (from `--plugin`, the engine's sidecar, or the default locations).
+
+The CUDA binding is set up before any TensorRT object, so that both work in the device's primary context;
+`close()` (also at exit) releases graphs, buffers and TensorRT objects before that context goes.
 """
 
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +33,18 @@ class _Buffers:
     def ensure(self, shape: tuple[int, ...]) -> np.ndarray:
         n = int(np.prod(shape))
         if n > self.capacity:
-            if self.device:
-                self.cuda.free(self.device)
+            self.release()
             self.device = self.cuda.malloc(n * np.dtype(self.dtype).itemsize)
             self.host = self.cuda.pinned((n,), self.dtype)
             self.capacity = n
         return self.host[:n].reshape(shape)
+
+    def release(self) -> None:
+        if self.device:
+            self.cuda.free(self.device)
+        if self.capacity:
+            self.cuda.free_pinned(self.host)
+        self.device, self.capacity, self.host = 0, 0, np.empty(0, self.dtype)
 
 
 class _Lane:
@@ -47,10 +58,31 @@ class _Lane:
             n: _Buffers(self.cuda, runner.trt.nptype(runner.engine.get_tensor_dtype(n))) for n in runner.names
         }
         self.hosts: dict[str, np.ndarray] = {}
+        self.graph: Any = None  # the captured compute of the last make_step with cuda_graph
+
+    def capture(self) -> Any:
+        self.drop_graph()
+        self.graph = self.cuda.capture(self.stream, self.compute)
+        return self.graph
+
+    def drop_graph(self) -> None:
+        if self.graph is not None:
+            self.cuda.destroy_graph(self.graph)
+            self.graph = None
+
+    def close(self) -> None:
+        self.drop_graph()
+        self.cuda.synchronize(self.stream)
+        for buffers in self.buffers.values():
+            buffers.release()
+        self.hosts.clear()
+        self.context = None  # the execution context before its engine
+        self.cuda.destroy_stream(self.stream)
 
     def bind(self, feed: Mapping[str, np.ndarray]) -> None:
         """Set shapes and addresses and copy `feed` into the pinned input buffers."""
         engine = self.runner.engine
+        capacities = [b.capacity for b in self.buffers.values()]
         for info in self.runner.inputs:
             array = feed[info.name]
             if not self.context.set_input_shape(info.name, tuple(array.shape)):
@@ -64,6 +96,8 @@ class _Lane:
         for info in self.runner.outputs:
             shape = tuple(self.context.get_tensor_shape(info.name))
             self.hosts[info.name] = self.buffers[info.name].ensure(shape)
+        if capacities != [b.capacity for b in self.buffers.values()]:
+            self.drop_graph()  # it holds the addresses of the buffers just freed
         for name, buf in self.buffers.items():
             self.context.set_tensor_address(name, buf.device)
 
@@ -96,6 +130,7 @@ class TensorRTRunner(Runner):
         from eca_deploy.plugin.locate import find_plugin_library
 
         trt = import_tensorrt()  # before the plugin library: it registers with the TensorRT in the process
+        self.cuda = cuda_memory()  # the primary context current before any TensorRT object exists
         self.path = Path(engine_path)
         self.sidecar = find_sidecar(self.path)
         if self.sidecar is not None:
@@ -109,21 +144,54 @@ class TensorRTRunner(Runner):
             load_plugin(Path(library))
         self.trt = trt
         self.logger = trt.Logger(trt.Logger.ERROR)
-        self.runtime = trt.Runtime(self.logger)
+        runtime = trt.Runtime(self.logger)
         if self.sidecar is not None and self.sidecar.version_compatible:
-            self.runtime.engine_host_code_allowed = True
-        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
+            runtime.engine_host_code_allowed = True
+        if self.sidecar is not None and self.sidecar.dla_core is not None:
+            runtime.DLA_core = self.sidecar.dla_core  # the core it was built for (the runtime's default is -1)
+        engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
             raise EcaDeployError(
                 f"TensorRT {trt.__version__} cannot deserialise {self.path}: not an engine, built by another "
                 "TensorRT version, or the ECA plugin library is not loaded (--plugin); rebuild with eca-deploy build"
             )
-        self.cuda = cuda_memory()
+        self._objects: dict[str, Any] = {"runtime": runtime, "engine": engine}  # released by close()
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in self.names}
         self._inputs = [self._info(n) for n in self.names if is_input[n]]
         self._outputs = [self._info(n) for n in self.names if not is_input[n]]
         self.lanes = [_Lane(self)]
+        self._events: list[Any] = []  # of the last make_step
+        self._finalizer = weakref.finalize(self, TensorRTRunner._release, self.cuda, self.lanes, self._events,
+                                           self._objects)  # fmt: skip
+
+    @property
+    def engine(self) -> Any:
+        if "engine" not in self._objects:
+            raise EcaDeployError(f"the TensorRT runner of {self.path} is closed")
+        return self._objects["engine"]
+
+    @staticmethod
+    def _release(cuda: CudaMemory, lanes: list[_Lane], events: list[Any], objects: dict[str, Any]) -> None:
+        """Graphs, buffers, streams and execution contexts, then the engine, then the runtime, in the CUDA context
+        (at close() or exit, before the binding lets the context go)."""
+        try:
+            with cuda.activate():
+                for lane in lanes:
+                    lane.close()
+                for event in events:
+                    cuda.destroy_event(event)
+        except Exception:  # at exit the driver may be gone already; the process releases what is left
+            pass
+        finally:
+            lanes.clear()
+            events.clear()
+            objects.pop("engine", None)
+            objects.pop("runtime", None)
+
+    def close(self) -> None:
+        """Release everything on the GPU now (also done at exit); the runner cannot be used afterwards."""
+        self._finalizer()
 
     def _info(self, name: str) -> TensorInfo:
         shape = tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(name))
@@ -140,14 +208,19 @@ class TensorRTRunner(Runner):
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         lane = self.lanes[0]
-        lane.bind(feed)
-        lane.run()
-        return {info.name: lane.hosts[info.name].copy() for info in self._outputs}
+        with self.cuda.activate():
+            lane.bind(feed)
+            lane.run()
+            return {info.name: lane.hosts[info.name].copy() for info in self._outputs}
 
     def make_step(self, feed: Mapping[str, np.ndarray], options: StepOptions) -> Callable[[], StepTimes | None]:
         """One timed step: every lane runs one inference; events on lane 0 split H2D / compute / D2H."""
         if options.streams < 1:
             raise EcaDeployError(f"--streams must be at least 1, got {options.streams}")
+        with self.cuda.activate():
+            return self._make_step(feed, options)
+
+    def _make_step(self, feed: Mapping[str, np.ndarray], options: StepOptions) -> Callable[[], StepTimes | None]:
         while len(self.lanes) < options.streams:
             self.lanes.append(_Lane(self))
         lanes, cuda = self.lanes[: options.streams], self.cuda
@@ -156,14 +229,21 @@ class TensorRTRunner(Runner):
             lane.bind(feed)
             lane.run()  # first enqueue outside any capture: TensorRT allocates lazily
             if options.cuda_graph:
-                graph = cuda.capture(lane.stream, lane.compute)
+                graph = lane.capture()  # replaces (and destroys) the lane's graph of an earlier step
                 computes.append(lambda g=graph, s=lane.stream: cuda.launch(g, s))
             else:
+                lane.drop_graph()
                 computes.append(lane.compute)
-        events = [cuda.event() for _ in range(4)]
+        for old in self._events:  # the previous step's events: that step must not be called any more
+            cuda.destroy_event(old)
+        self._events[:] = events = [cuda.event() for _ in range(4)]
         first = lanes[0].stream
 
         def step() -> StepTimes:
+            with cuda.activate():
+                return timed()
+
+        def timed() -> StepTimes:
             cuda.record(events[0], first)
             if options.transfers:
                 for lane in lanes:

@@ -37,7 +37,9 @@ def build_command(
     batch: str = typer.Option("1:8:32", "--batch", help="Optimisation profile batch sizes min:opt:max."),
     img_size: int | None = typer.Option(None, "--img-size", help="Image size for models with dynamic H, W."),
     workspace: str | None = typer.Option(None, "--workspace", help="Builder workspace limit, e.g. 2G."),
-    timing_cache: Path | None = typer.Option(None, "--timing-cache", help="Timing cache file (read and updated)."),
+    timing_cache: Path | None = typer.Option(
+        None, "--timing-cache", help="Timing cache file, read and updated (default: one per TensorRT version and GPU)."
+    ),
     dla_core: int | None = typer.Option(None, "--dla-core", help="Jetson: build for this DLA core."),
     gpu_fallback: bool = typer.Option(False, "--gpu-fallback", help="DLA: run unsupported layers on the GPU."),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Engine for later TensorRT releases."),
@@ -76,7 +78,11 @@ def build_command(
             ", ".join(f"{k}: {' / '.join('x'.join(map(str, s)) for s in v)}" for k, v in data["profile"].items()),
         ),
         ("layers", f"{data.get('layers')} ({', '.join(f'{k} {v}' for k, v in per.items()) or 'per precision n/a'})"),
-        ("ECA plugin layers", f"{data['eca_plugin_layers']} ({data.get('plugin_path') or 'no plugin'})"),
+        (
+            "ECA plugin layers",
+            f"{data['eca_plugin_layers']}, {data.get('eca_residual_layers', 0)} with their residual "
+            f"({data.get('plugin_path') or 'no plugin'})",
+        ),
         ("build time", f"{data['build_seconds']:.1f} s"),
         ("compiled from", str(result.compiled_onnx)),
         ("sidecar", str(result.sidecar)),

@@ -47,6 +47,8 @@ def build_command(
     table = Table(title=f"Built in {result.seconds:.0f} s: {result.build_dir}", show_header=False)
     table.add_row("kernels", str(result.kernels))
     table.add_row("TensorRT plugin", str(result.plugin) if result.plugin else f"not built: {result.plugin_skipped}")
+    if result.plugin_vc:
+        table.add_row("plugin for TensorRT's loader", str(result.plugin_vc))
     if result.example:
         table.add_row("example", str(result.example))
     table.add_row("TensorRT headers", result.tensorrt or "-")
@@ -62,15 +64,30 @@ def info_command(
         None, help="Library files or build folders (default: $ECA_DEPLOY_PLUGIN / $ECA_DEPLOY_KERNELS, build/plugins)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    bytes_out: bool = typer.Option(
+        False, "--bytes", help="Instead: bytes each ECA formulation moves per ECA layer of the zoo models."
+    ),
+    dtype: str = typer.Option("fp16", "--dtype", help="With --bytes: fp16 or fp32."),
+    img_size: int = typer.Option(224, "--img-size", help="With --bytes: input size."),
 ) -> None:
     """Show each library's file, checksum and the TensorRT, CUDA and GPU architectures it was built for."""
+    if bytes_out:
+        _print_traffic(dtype, img_size, json_out)
+        return
     from eca_deploy.plugin.info import library_info
-    from eca_deploy.plugin.locate import KERNELS_LIBRARY, PLUGIN_LIBRARY, find_kernels_library, find_plugin_library
+    from eca_deploy.plugin.locate import (
+        KERNELS_LIBRARY,
+        PLUGIN_LIBRARY,
+        PLUGIN_VC_LIBRARY,
+        find_kernels_library,
+        find_plugin_library,
+    )
 
     libraries: list[Path] = []
     for path in paths or []:
         if path.is_dir():
-            found = [path / name for name in (PLUGIN_LIBRARY, KERNELS_LIBRARY) if (path / name).is_file()]
+            names = (PLUGIN_LIBRARY, PLUGIN_VC_LIBRARY, KERNELS_LIBRARY)
+            found = [path / name for name in names if (path / name).is_file()]
             if not found:
                 raise EcaDeployError(f"{path} holds neither {PLUGIN_LIBRARY} nor {KERNELS_LIBRARY}")
             libraries += found
@@ -79,7 +96,9 @@ def info_command(
         else:
             raise EcaDeployError(f"{path} does not exist")
     if not paths:
-        libraries = [p for p in (find_plugin_library(required=False), find_kernels_library(required=False)) if p]
+        plugin = find_plugin_library(required=False)
+        vc = plugin.with_name(PLUGIN_VC_LIBRARY) if plugin else None
+        libraries = [p for p in (plugin, vc, find_kernels_library(required=False)) if p and p.is_file()]
         if not libraries:
             find_plugin_library()  # raises the one-line error that says where it looked and how to build
         if find_plugin_library(required=False) is None:
@@ -99,3 +118,17 @@ def info_command(
         console.print(table)
         if info.error:
             warn(f"{info.path}: no build information: {info.error}")
+
+
+def _print_traffic(dtype: str, img_size: int, json_out: bool) -> None:
+    """The byte accounting of docs/plugin.md (native decomposition, plugin, plugin with residual, floor)."""
+    from eca_deploy.plugin.traffic import ELEMENT_BYTES, traffic_markdown, traffic_rows
+
+    if dtype not in ELEMENT_BYTES:
+        raise EcaDeployError(f"--dtype {dtype!r}: one of {', '.join(ELEMENT_BYTES)}")
+    if img_size < 32:
+        raise EcaDeployError(f"--img-size must be at least 32, got {img_size}")
+    if json_out:
+        print_json(traffic_rows(dtype=dtype, img_size=img_size))
+    else:
+        console.print(traffic_markdown(dtype=dtype, img_size=img_size), markup=False, highlight=False, soft_wrap=True)

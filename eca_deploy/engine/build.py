@@ -9,6 +9,9 @@ IProgressMonitor, DLA options for Jetson and version-compatible engines with the
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from eca_deploy.engine.plugin import load_and_check
 from eca_deploy.engine.trt_import import create_builder, import_tensorrt
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_bytes
+from eca_deploy.plugin.locate import plugin_vc_library
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class BuildOptions:
     img_size: int | None = None  # for models whose H, W are dynamic
     workspace: int | None = None  # bytes; None: TensorRT's default (the device memory)
     timing_cache: Path | None = None
+    replace_foreign_cache: bool = False  # the default (keyed) cache file: replace one TensorRT refuses
     dla_core: int | None = None
     gpu_fallback: bool = False
     version_compatible: bool = False
@@ -67,9 +72,28 @@ class BuiltEngine:
     layers: int | None
     layers_per_precision: dict[str, int] | None
     eca_plugin_layers: int
+    eca_residual_layers: int  # of those, the ones that take the block's residual (two inputs)
     seconds: float
     tensorrt_version: str
     timing_cache: Path | None
+    timing_cache_status: str  # "new", "loaded", "mismatch" (another GPU or TensorRT: not used) or "none"
+
+
+def check_dla(opts: BuildOptions) -> None:
+    """DLA needs a fixed batch: it has no dynamic dimensions (TensorRT would run every layer on the GPU instead)."""
+    if opts.dla_core is None:
+        return
+    p = opts.profile
+    if not p.min == p.opt == p.max:
+        raise EcaDeployError(
+            f"--dla-core needs one fixed batch size (DLA supports no dynamic dimensions), got --batch "
+            f"{p.min}:{p.opt}:{p.max}: pass --batch N, e.g. --batch {p.opt}"
+        )
+    if opts.eca_nodes and not opts.gpu_fallback:
+        raise EcaDeployError(
+            f"--dla-core without --gpu-fallback cannot build this model: DLA runs no plugins and it has "
+            f"{opts.eca_nodes} ECA plugin layers; add --gpu-fallback, or build with --plugin off"
+        )
 
 
 def parse_size(text: str) -> int:
@@ -122,9 +146,12 @@ def _parse(trt: Any, network: Any, logger: Any, model: onnx.ModelProto) -> Any:
     return parser
 
 
-def _plugin_layers(trt: Any, network: Any) -> int:
+def _plugin_layers(trt: Any, network: Any) -> tuple[int, int]:
+    """Plugin layers of the network, and how many of them take two inputs (the ECA op with its residual)."""
     kinds = {getattr(trt.LayerType, n) for n in ("PLUGIN_V3", "PLUGIN_V2", "PLUGIN") if hasattr(trt.LayerType, n)}
-    return sum(1 for i in range(network.num_layers) if network.get_layer(i).type in kinds)
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    plugins = [layer for layer in layers if layer.type in kinds]
+    return len(plugins), sum(1 for layer in plugins if layer.num_inputs == 2)
 
 
 def _set_profile(trt: Any, builder: Any, network: Any, config: Any, opts: BuildOptions) -> dict[str, list[list[int]]]:
@@ -155,14 +182,43 @@ def _set_profile(trt: Any, builder: Any, network: Any, config: Any, opts: BuildO
     return shapes
 
 
-def _layer_precisions(trt: Any, engine_bytes: bytes, logger: Any) -> tuple[int | None, dict[str, int] | None]:
-    """Layer count and layers per precision from the engine inspector (None where unavailable)."""
+_INSPECT_IN_A_FRESH_PROCESS = """
+import sys, tensorrt as trt
+runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+runtime.engine_host_code_allowed = True
+engine = runtime.deserialize_cuda_engine(open(sys.argv[1], "rb").read())
+print(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+"""
+
+
+def _engine_information(trt: Any, engine_bytes: bytes, logger: Any, opts: BuildOptions) -> dict | None:
+    """The engine inspector's JSON (None where unavailable).
+
+    A version-compatible plan carries the lean runtime, so deserializing it needs engine host code allowed
+    (the plan was built just now, by this process). One that also carries the plugin library is inspected in a
+    fresh process: here the plugin is registered already, and the carried copy would clash with it.
+    """
     try:
+        if opts.version_compatible and opts.plugin is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                plan = Path(tmp) / "engine.plan"
+                plan.write_bytes(engine_bytes)
+                done = subprocess.run([sys.executable, "-c", _INSPECT_IN_A_FRESH_PROCESS, str(plan)],
+                                      capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
+            return json.loads(done.stdout) if done.returncode == 0 else None
         runtime = trt.Runtime(logger)
+        if opts.version_compatible:
+            runtime.engine_host_code_allowed = True
         engine = runtime.deserialize_cuda_engine(engine_bytes)
         inspector = engine.create_engine_inspector()
-        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
     except Exception:  # the inspector is a report, never a reason to fail a build
+        return None
+
+
+def _layer_precisions(info: dict | None) -> tuple[int | None, dict[str, int] | None]:
+    """Layer count and layers per precision from the engine inspector's JSON (None where unavailable)."""
+    if not isinstance(info, dict):
         return None, None
     layers = info.get("Layers", [])
     counts: Counter[str] = Counter()
@@ -184,6 +240,32 @@ def _layer_precisions(trt: Any, engine_bytes: bytes, logger: Any) -> tuple[int |
     return len(layers), dict(counts)
 
 
+def _attach_timing_cache(
+    config: Any, path: Path | None, log: Callable[[str], None], replace: bool = False
+) -> tuple[Any, str]:
+    """Create the config's timing cache from `path` when it exists and was made on this GPU and TensorRT version.
+
+    The cache is attached with ignore_mismatch=False: TensorRT's header warns that a cache from a device with
+    other properties "may lead to functional/performance bugs". A cache it refuses is not used; the file is left
+    alone, or with `replace` (eca-deploy's own default file) replaced after the build.
+    """
+    data = path.read_bytes() if path is not None and path.is_file() else b""
+    status = "loaded" if data else "new"
+    cache = config.create_timing_cache(data) if data else None
+    if cache is not None and not config.set_timing_cache(cache, ignore_mismatch=False):
+        cache, status = None, "mismatch"
+    elif cache is None and data:
+        status = "mismatch"  # not a timing cache of this TensorRT version
+    if status == "mismatch":
+        fate = "replaced by this build's" if replace else "left unchanged"
+        log(f"the timing cache {path} was made by another GPU or TensorRT version: not used, and {fate}")
+    if cache is None:
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise EcaDeployError("TensorRT could not create a timing cache (see the TensorRT messages above)")
+    return cache, status
+
+
 def build_engine(
     model: onnx.ModelProto,
     opts: BuildOptions,
@@ -191,6 +273,7 @@ def build_engine(
     log: Callable[[str], None] = lambda _m: None,
 ) -> BuiltEngine:
     """Parse `model` (fused ECA functions already stripped), check the plugin layers, build and serialise."""
+    check_dla(opts)
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = create_builder(trt, logger)
@@ -202,7 +285,7 @@ def build_engine(
         flags |= 1 << int(strongly)
     network = builder.create_network(flags)
     _parser = _parse(trt, network, logger, model)  # the parser must outlive the build (it owns the weights)
-    plugin_layers = _plugin_layers(trt, network)
+    plugin_layers, residual_layers = _plugin_layers(trt, network)
     if plugin_layers != opts.eca_nodes:
         raise EcaDeployError(
             f"the network has {plugin_layers} plugin layers for {opts.eca_nodes} fused ECA nodes: the parser did not "
@@ -214,9 +297,8 @@ def build_engine(
     if hasattr(trt, "ProfilingVerbosity"):
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions for the inspector
     shapes = _set_profile(trt, builder, network, config, opts)
-    cache_bytes = opts.timing_cache.read_bytes() if opts.timing_cache and opts.timing_cache.is_file() else b""
-    timing_cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(timing_cache, ignore_mismatch=True)  # a cache from another GPU/version is rebuilt
+    # the cache must stay alive until the build ends
+    _timing_cache, cache_status = _attach_timing_cache(config, opts.timing_cache, log, opts.replace_foreign_cache)
     if opts.dla_core is not None:
         if builder.num_DLA_cores == 0:
             raise EcaDeployError("--dla-core needs a device with DLA cores (Jetson AGX/NX Orin, Xavier): none found")
@@ -232,8 +314,8 @@ def build_engine(
             log("the ECA plugin runs on the GPU: with DLA, every ECA layer is a DLA<->GPU transition")
     if opts.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-        if opts.plugin is not None:
-            config.plugins_to_serialize = [str(opts.plugin)]  # the engine carries its plugin library
+        if opts.plugin is not None:  # the engine carries the plugin, in the form TensorRT's loader takes
+            config.plugins_to_serialize = [str(plugin_vc_library(opts.plugin))]
     if progress is not None:
         monitor = _progress_monitor(trt, progress)
         if monitor is not None and hasattr(config, "progress_monitor"):
@@ -244,12 +326,13 @@ def build_engine(
     if serialized is None:
         raise EcaDeployError("TensorRT failed to build the engine (see the TensorRT messages above)")
     data = bytes(serialized)
-    if opts.timing_cache is not None:
+    if opts.timing_cache is not None and (cache_status != "mismatch" or opts.replace_foreign_cache):
         opts.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
-    layers, per_precision = _layer_precisions(trt, data, logger)
-    return BuiltEngine(data, shapes, layers, per_precision, plugin_layers, seconds, str(trt.__version__),
-                       opts.timing_cache)  # fmt: skip
+    layers, per_precision = _layer_precisions(_engine_information(trt, data, logger, opts))
+    return BuiltEngine(data, shapes, layers, per_precision, plugin_layers, residual_layers, seconds,
+                       str(trt.__version__), opts.timing_cache,
+                       cache_status if opts.timing_cache is not None else "none")  # fmt: skip
 
 
 def cuda_and_gpu() -> dict[str, str | None]:
@@ -272,7 +355,7 @@ def cuda_and_gpu() -> dict[str, str | None]:
     except Exception:  # not there or no device: try the next source
         pass
     try:
-        import pycuda.autoinit  # noqa: F401
+        import pycuda.autoprimaryctx  # noqa: F401  (the primary context: the one TensorRT uses)
         import pycuda.driver as cuda
 
         info["cuda_version"] = ".".join(map(str, cuda.get_version()[:2]))

@@ -1,8 +1,9 @@
 """The ECA plugin library for builds and runtimes: which one (`--plugin auto|PATH|off`), loading, checking.
 
-The library registers its creator with the TensorRT already loaded in the process when it is dlopened
+libeca_trt_plugin.so registers its creator with the TensorRT already loaded in the process when it is dlopened
 (docs/plugin.md), so importing tensorrt and then loading the library before the ONNX parser or the runtime
-sees an ECA node is all TensorRT needs.
+sees an ECA node is all TensorRT needs. Version-compatible plans carry libeca_trt_plugin_vc.so instead, the
+same plugin with the entry points of TensorRT's own loader.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def has_eca_creator(trt: Any) -> bool:
 
 
 def load_and_check(trt: Any, path: Path) -> None:
+    if has_eca_creator(trt):  # registered earlier in this process (a build before a run): once is enough
+        return
     load_plugin(path)
     if not has_eca_creator(trt):
         raise EcaDeployError(

@@ -34,13 +34,15 @@ class Sidecar:
     plugin_path: str | None = None
     plugin_sha256: str | None = None
     eca_plugin_layers: int = 0
+    eca_residual_layers: int = 0  # ECA plugin layers that take the block's residual (and ReLU) as well
     layers: int | None = None
     layers_per_precision: dict[str, int] | None = None
     version_compatible: bool = False
-    dla_core: int | None = None
+    dla_core: int | None = None  # the runtime sets it before deserializing
     gpu_fallback: bool = False
     workspace_bytes: int | None = None
     timing_cache: str | None = None
+    timing_cache_status: str | None = None  # new | loaded | mismatch (another GPU or TensorRT: not used) | none
     input_metadata: dict[str, str] = field(default_factory=dict)  # the ONNX's eca_deploy.* metadata
     format_version: int = FORMAT_VERSION
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 
 import onnx
 
-from eca_deploy.engine.build import BuildOptions, Profile
+from eca_deploy.engine.build import BuildOptions, Profile, check_dla
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.precision.quantize import QuantizeOptions
 
@@ -43,6 +44,38 @@ class BuildRequest:
             raise EcaDeployError("--gpu-fallback applies to DLA builds: add --dla-core N")
         if self.dla_core is not None and self.dla_core < 0:
             raise EcaDeployError(f"--dla-core must be 0 or more, got {self.dla_core}")
+        if self.dla_core is not None:
+            check_dla(BuildOptions(profile=self.profile, dla_core=self.dla_core, gpu_fallback=self.gpu_fallback))
+
+    def validate_model(self, model: onnx.ModelProto) -> None:
+        """Checks that need the model (its structure only) and no TensorRT."""
+        if self.dla_core is None:
+            return
+        from eca_deploy.precision.detect import detect_precision
+
+        if not (self.fp16 or self.int8) and detect_precision(model) == "fp32":
+            raise EcaDeployError(
+                "--dla-core: DLA runs FP16 and INT8 layers only, and the network is built strongly typed (the "
+                "ONNX's FP32 types are kept), so no layer would run on DLA: add --fp16 or --int8"
+            )
+        if not self.gpu_fallback and self.plugin != "off":
+            eca = _eca_nodes_after_fusion(model)
+            if eca:
+                check_dla(BuildOptions(profile=self.profile, dla_core=self.dla_core, eca_nodes=eca))
+
+
+def _eca_nodes_after_fusion(model: onnx.ModelProto) -> int:
+    """ECA nodes the model has, or will have once its ECA blocks are fused (on a copy)."""
+    from eca_deploy.fusion import count_eca_nodes, fuse_eca
+
+    if count_eca_nodes(model):
+        return count_eca_nodes(model)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    try:
+        return fuse_eca(copy).count
+    except Exception:  # an unusual graph: the build reports what TensorRT makes of it
+        return 0
 
 
 @dataclass
@@ -76,10 +109,13 @@ def unfuse(model: onnx.ModelProto) -> onnx.ModelProto:
     return inlined
 
 
-def default_timing_cache() -> Path:
+def default_timing_cache(tensorrt_version: str, gpu_name: str | None, compute_capability: str | None) -> Path:
+    """One cache per TensorRT version and GPU: tactic timings hold for that pair only."""
     from eca_deploy.precision.calibration import cache_dir
 
-    return cache_dir().parent / "tensorrt" / "timing.cache"
+    gpu = re.sub(r"[^a-z0-9]+", "-", (gpu_name or "unknown-gpu").lower()).strip("-") or "unknown-gpu"
+    sm = "sm" + (compute_capability or "unknown").replace(".", "")
+    return cache_dir().parent / "tensorrt" / f"timing-trt{tensorrt_version}-{gpu}-{sm}.cache"
 
 
 def prepare_onnx(
@@ -153,14 +189,18 @@ def run_build(
     from eca_deploy.precision.detect import detect_precision
 
     req.validate()
-    load_onnx(req.onnx_path, load_external_data=False)  # one-line errors for a missing or broken file first
+    req.validate_model(load_onnx(req.onnx_path, load_external_data=False))  # a missing or broken file: one line
     check_writable(req.output)
-    import_tensorrt()  # fail before any conversion work when TensorRT is missing
+    trt = import_tensorrt()  # fail before any conversion work when TensorRT is missing
+    gpu = cuda_and_gpu()
     model, compiled, eca_nodes = prepare_onnx(req, say, warn, calib_progress)
     plugin = resolve_plugin(req.plugin, needed=eca_nodes > 0) if eca_nodes else None
     opts = BuildOptions(
         profile=req.profile, img_size=req.img_size, workspace=req.workspace,
-        timing_cache=req.timing_cache or default_timing_cache(), dla_core=req.dla_core,
+        timing_cache=req.timing_cache or default_timing_cache(str(trt.__version__), gpu["gpu_name"],
+                                                              gpu["compute_capability"]),
+        replace_foreign_cache=req.timing_cache is None,
+        dla_core=req.dla_core,
         gpu_fallback=req.gpu_fallback, version_compatible=req.version_compatible, plugin=plugin, eca_nodes=eca_nodes,
     )  # fmt: skip
     start = time.perf_counter()
@@ -176,10 +216,11 @@ def run_build(
         onnx_path=str(compiled),
         build_seconds=round(time.perf_counter() - start, 2),
         eca_deploy_version=__version__,
-        **cuda_and_gpu(),
+        **gpu,
         plugin_path=str(plugin) if plugin else None,
         plugin_sha256=sha256_file(plugin) if plugin else None,
         eca_plugin_layers=built.eca_plugin_layers,
+        eca_residual_layers=built.eca_residual_layers,
         layers=built.layers,
         layers_per_precision=built.layers_per_precision,
         version_compatible=req.version_compatible,
@@ -187,6 +228,7 @@ def run_build(
         gpu_fallback=req.gpu_fallback,
         workspace_bytes=req.workspace,
         timing_cache=str(built.timing_cache) if built.timing_cache else None,
+        timing_cache_status=built.timing_cache_status,
         input_metadata=props,
     )
     sidecar_file = write_sidecar(req.output, sidecar)

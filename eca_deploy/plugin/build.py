@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.plugin.locate import KERNELS_LIBRARY, PLUGIN_LIBRARY, default_build_dir, source_dir
+from eca_deploy.plugin.locate import (
+    KERNELS_LIBRARY,
+    PLUGIN_LIBRARY,
+    PLUGIN_VC_LIBRARY,
+    default_build_dir,
+    source_dir,
+)
 
 Progress = Callable[[str, int | None], None]  # (stage or compiler line, percent done or None)
 
@@ -25,6 +31,7 @@ class BuildResult:
     build_dir: Path
     kernels: Path
     plugin: Path | None
+    plugin_vc: Path | None  # the same plugin for TensorRT's loaders and version-compatible plans
     example: Path | None
     tensorrt: str | None  # version of the TensorRT headers the plugin was built with
     plugin_skipped: str | None  # why there is no plugin (TensorRT missing or too old)
@@ -136,11 +143,12 @@ def build_plugins(
     trt = re.search(r"eca-deploy: TensorRT (\S+) \(", done.stdout)
     skipped = re.search(r"eca-deploy: (.+): building libeca_kernels.so only", done.stdout)
     archs = re.search(r"eca-deploy: CUDA \S+, architectures (\S+)", done.stdout)
-    plugin, example = build_dir / PLUGIN_LIBRARY, build_dir / "eca_infer"
+    plugin, plugin_vc, example = build_dir / PLUGIN_LIBRARY, build_dir / PLUGIN_VC_LIBRARY, build_dir / "eca_infer"
     return BuildResult(
         build_dir=build_dir,
         kernels=build_dir / KERNELS_LIBRARY,
         plugin=plugin if trt and plugin.is_file() else None,
+        plugin_vc=plugin_vc if trt and plugin_vc.is_file() else None,
         example=example if examples and example.is_file() else None,
         tensorrt=trt.group(1) if trt else None,
         plugin_skipped=skipped.group(1) if skipped else None,

@@ -15,6 +15,24 @@ from eca_deploy.plugin.locate import find_kernels_library
 PATHS = {"auto": 0, "fused": 1, "two_pass": 2}
 _DTYPES = {torch.float32: 0, torch.float16: 1}
 _I64, _I32, _PTR = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
+# The C codes of the op's string attributes: their index (eca_kernels.h, the op contract's tuples).
+_PADDINGS, _GATES, _ACTIVATIONS = ("zeros", "circular"), ("sigmoid", "hard_sigmoid"), ("none", "relu")
+
+
+class _Op(ctypes.Structure):
+    """eca_op_t."""
+
+    _fields_ = [("weights", ctypes.POINTER(ctypes.c_float)), ("k", ctypes.c_int32), ("bias", ctypes.c_float),
+                ("padding", ctypes.c_int32), ("gate", ctypes.c_int32), ("activation", ctypes.c_int32)]  # fmt: skip
+
+
+def _op(weights: np.ndarray, bias: float, padding: str, gate: str, activation: str) -> _Op:
+    for name, value, allowed in (("padding", padding, _PADDINGS), ("gate", gate, _GATES),
+                                 ("activation", activation, _ACTIVATIONS)):  # fmt: skip
+        if value not in allowed:
+            raise EcaDeployError(f"ECA {name} {value!r}: one of {', '.join(allowed)}")
+    return _Op(weights.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), weights.size, float(bias),
+               _PADDINGS.index(padding), _GATES.index(gate), _ACTIVATIONS.index(activation))  # fmt: skip
 
 
 class EcaKernels:
@@ -36,6 +54,11 @@ class EcaKernels:
         lib.eca_forward.restype = _I32
         lib.eca_forward.argtypes = [_PTR, _PTR, ctypes.POINTER(ctypes.c_float), _I32, _I64, _I64, _I64, _I64,
                                     ctypes.c_int, ctypes.c_int, _PTR, _PTR]  # fmt: skip
+        lib.eca_select_path_op.restype = _I32
+        lib.eca_select_path_op.argtypes = [_I64, _I64, _I64, _I64, ctypes.POINTER(_Op), _I32, ctypes.c_int]
+        lib.eca_forward_op.restype = _I32
+        lib.eca_forward_op.argtypes = [_PTR, _PTR, _PTR, ctypes.POINTER(_Op), _I64, _I64, _I64, _I64, ctypes.c_int,
+                                       ctypes.c_int, _PTR, _PTR]  # fmt: skip
         self._lib = lib
 
     @property
@@ -54,9 +77,11 @@ class EcaKernels:
         """Workspace bytes of `path` for an NCHW shape; the two-pass size covers every path."""
         return int(self._lib.eca_workspace_size(*shape, k, _DTYPES[dtype], PATHS[path]))
 
-    def select_path(self, shape: Sequence[int], k: int, dtype: torch.dtype) -> str:
-        """The path 'auto' takes for this shape on the current device: 'fused' or 'two_pass'."""
-        chosen = self._lib.eca_select_path(*shape, k, _DTYPES[dtype])
+    def select_path(self, shape: Sequence[int], k: int, dtype: torch.dtype, residual: bool = False,
+                    padding: str = "zeros") -> str:  # fmt: skip
+        """The path 'auto' takes for this shape (and op) on the current device: 'fused' or 'two_pass'."""
+        op = _op(np.zeros(k, np.float32), 0.0, padding, "sigmoid", "none")
+        chosen = self._lib.eca_select_path_op(*shape, ctypes.byref(op), int(residual), _DTYPES[dtype])
         if chosen < 0:
             raise EcaDeployError(f"eca_select_path: {self.last_error()}")
         return next(name for name, value in PATHS.items() if value == chosen)
@@ -67,8 +92,15 @@ class EcaKernels:
         weights: Sequence[float] | np.ndarray | torch.Tensor,
         path: str = "auto",
         out: torch.Tensor | None = None,
+        *,
+        residual: torch.Tensor | None = None,
+        bias: float = 0.0,
+        padding: str = "zeros",
+        gate: str = "sigmoid",
+        activation: str = "none",
     ) -> torch.Tensor:
-        """Y = X * sigmoid(conv1d_k(mean_hw(X))) for a float32/float16 NCHW CUDA tensor; `out` may be `x`."""
+        """Y = act(X * gate(conv1d_k(pad(mean_hw(X))) + bias) + residual) (docs/eca_op.md) for a float32/float16
+        NCHW CUDA tensor; `out` may be `x` or `residual`."""
         if not (x.is_cuda and x.dim() == 4 and x.dtype in _DTYPES):
             raise EcaDeployError(f"ECA kernels take a 4-D float32/float16 CUDA tensor, got {x.dtype} {list(x.shape)}")
         if path not in PATHS:
@@ -80,12 +112,16 @@ class EcaKernels:
         y = torch.empty_like(x) if out is None else out
         if y.shape != x.shape or y.dtype != x.dtype or y.device != x.device or not y.is_contiguous():
             raise EcaDeployError("out must be a contiguous tensor of x's shape, dtype and device")
+        if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype
+                                     or residual.device != x.device or not residual.is_contiguous()):  # fmt: skip
+            raise EcaDeployError("residual must be a contiguous tensor of x's shape, dtype and device")
+        op = _op(w, bias, padding, gate, activation)
         # The two-pass workspace covers every path; the caching allocator keeps it valid for work on this stream.
         workspace = torch.empty(max(1, self.workspace_size(x.shape, w.size, x.dtype) // 4), device=x.device)
         with torch.cuda.device(x.device):
-            status = self._lib.eca_forward(
-                x.data_ptr(), y.data_ptr(), w.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), w.size, *x.shape,
-                _DTYPES[x.dtype], PATHS[path], workspace.data_ptr(), torch.cuda.current_stream().cuda_stream,
+            status = self._lib.eca_forward_op(
+                x.data_ptr(), None if residual is None else residual.data_ptr(), y.data_ptr(), ctypes.byref(op),
+                *x.shape, _DTYPES[x.dtype], PATHS[path], workspace.data_ptr(), torch.cuda.current_stream().cuda_stream,
             )  # fmt: skip
         if status != 0:
             raise EcaDeployError(f"ECA kernel failed: {self.last_error()}")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from eca_deploy.errors import EcaDeployError
 
-PLUGIN_LIBRARY = "libeca_trt_plugin.so"
+PLUGIN_LIBRARY = "libeca_trt_plugin.so"  # registers its creator when dlopened (ctypes, LD_PRELOAD, --staticPlugins)
+PLUGIN_VC_LIBRARY = "libeca_trt_plugin_vc.so"  # for TensorRT's loaders and version-compatible plans (getCreators)
 KERNELS_LIBRARY = "libeca_kernels.so"
 PLUGIN_ENV = "ECA_DEPLOY_PLUGIN"
 KERNELS_ENV = "ECA_DEPLOY_KERNELS"
@@ -58,3 +59,13 @@ def find_plugin_library(path: str | Path | None = None, required: bool = True) -
 def find_kernels_library(path: str | Path | None = None, required: bool = True) -> Path | None:
     """libeca_kernels.so from `path` (file or folder), $ECA_DEPLOY_KERNELS, or the default build folder."""
     return _find(KERNELS_LIBRARY, KERNELS_ENV, path, required)
+
+
+def plugin_vc_library(plugin: Path) -> Path:
+    """libeca_trt_plugin_vc.so built beside `plugin` (what TensorRT's loaders and version-compatible plans take)."""
+    candidate = Path(plugin).with_name(PLUGIN_VC_LIBRARY)
+    if not candidate.is_file():
+        raise EcaDeployError(
+            f"{PLUGIN_VC_LIBRARY} not found beside {plugin}: rebuild the plugin with `eca-deploy plugin build`"
+        )
+    return candidate.resolve()

@@ -1,7 +1,7 @@
 // Minimal C++ inference with an ECA-Net TensorRT engine: load the ECA plugin library, deserialize the engine, classify
 // one image and print the top-5 classes.
 //
-//   eca_infer ENGINE IMAGE [--plugin libeca_trt_plugin.so] [--labels labels.txt] [--trust-host-code]
+//   eca_infer ENGINE IMAGE [--plugin libeca_trt_plugin_vc.so] [--labels labels.txt] [--trust-host-code]
 //
 // IMAGE is a binary PPM (P6) already at the engine's input size, normalized here with the ImageNet mean and std, or
 // a raw little-endian float32 file holding the normalized [1,3,H,W] input (e.g. numpy's tofile()).

@@ -3,13 +3,30 @@
 // Fused: one block owns a tile of channels of one image. It copies the tile and its (k-1)/2 halo channels on each side
 // from global into shared memory, pools them there, computes the tile's gates and writes Y from shared memory, so X
 // is read from device memory once (plus the halo). Two-pass: pool every channel into a float workspace (a group of
-// threads per channel, block-level reduction, no atomics), then a second kernel computes the gates and scales X into Y.
-// The choice between them is planFused() below; docs/plugin.md states the rule with byte counts.
+// threads per channel, block-level reduction, no atomics; H*W split over several blocks when there are too few channels
+// for the SMs), then a second kernel computes the gates and scales X into Y. Both apply the op's bias, padding and gate
+// in the gate, and the residual and activation where Y is written. The choice between the paths is chooseFused()
+// below; docs/plugin.md states the rule with byte counts.
 
 #include "eca_kernels.h"
 
+#define ECA_STR2(x) #x
+#define ECA_STR(x) ECA_STR2(x)
+
+#if defined(__CUDACC__)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+// The launch and the dynamic shared memory, written once for the GPU and for the host execution below.
+#define ECA_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#define ECA_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#define ECA_CUDA_VERSION ECA_STR(__CUDACC_VER_MAJOR__) "." ECA_STR(__CUDACC_VER_MINOR__)
+#else // a host C++ compiler: the same kernels on the CPU for tests (host/cuda_host_exec.h, docs/plugin.md)
+#include "host/cuda_host_exec.h"
+#define ECA_LAUNCH(kernel, grid, block, smem, stream, ...)                                                          \
+    ::cuda_host::launch(kernel, grid, block, smem, stream, __VA_ARGS__)
+#define ECA_DYNAMIC_SHARED(name) unsigned char* const name = ::cuda_host::dynamicShared()
+#define ECA_CUDA_VERSION "host"
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -22,9 +39,6 @@
 #define ECA_CUDA_ARCHS "unknown"
 #endif
 
-#define ECA_STR2(x) #x
-#define ECA_STR(x) ECA_STR2(x)
-
 namespace
 {
 
@@ -34,6 +48,8 @@ constexpr int kMaxRowsPerBlock = 256;      // two-pass: channels per block (thei
 constexpr int kMaxPartials = 256;          // two-pass: rows x slots partial sums per block (static smem)
 constexpr int kMaxDevices = 64;            // devices whose limits are cached
 constexpr size_t kDefaultSmem = 48 << 10;  // dynamic shared memory a block gets without opting in
+constexpr int64_t kMinSplitElements = 1024; // two-pass: H*W elements a block handles at least when channels are split
+constexpr int64_t kMaxSplitPartials = 16384; // two-pass: channels x splits partial means at most (the workspace bound)
 
 struct EcaParams
 {
@@ -42,6 +58,10 @@ struct EcaParams
     int32_t channels;
     int32_t hw;
     float invHw;
+    float bias;
+    int32_t padding;    // eca_padding_t
+    int32_t gate;       // eca_gate_t
+    int32_t activation; // eca_activation_t
 };
 
 // V elements of T moved by one memory access.
@@ -71,12 +91,18 @@ __device__ __forceinline__ float packSum(Pack<T, V> const& p)
     return s;
 }
 
+// One output pack: act(x * g + r), in float32, rounded once; r is the residual pack or null.
 template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> packScale(Pack<T, V> p, float g)
+__device__ __forceinline__ Pack<T, V> packOut(Pack<T, V> p, float g, Pack<T, V> const* r, bool relu)
 {
 #pragma unroll
     for (int i = 0; i < V; ++i)
-        p.v[i] = fromFloat<T>(toFloat(p.v[i]) * g);
+    {
+        float v = toFloat(p.v[i]) * g;
+        if (r != nullptr)
+            v += toFloat(r->v[i]);
+        p.v[i] = fromFloat<T>(relu ? fmaxf(v, 0.f) : v);
+    }
     return p;
 }
 
@@ -85,11 +111,24 @@ template <typename MeanFn>
 __device__ __forceinline__ float channelGate(EcaParams const& p, int c, MeanFn mean)
 {
     int const half = p.k / 2;
-    int const j0 = max(0, half - c);
-    int const j1 = min(p.k, p.channels - c + half);
-    float s = 0.f;
-    for (int j = j0; j < j1; ++j)
-        s += p.w[j] * mean(c + j - half);
+    float s = p.bias;
+    if (p.padding == ECA_PADDING_CIRCULAR)
+    {
+        for (int j = 0; j < p.k; ++j)
+        {
+            int i = (c + j - half) % p.channels;
+            s += p.w[j] * mean(i < 0 ? i + p.channels : i);
+        }
+    }
+    else
+    {
+        int const j0 = max(0, half - c);
+        int const j1 = min(p.k, p.channels - c + half);
+        for (int j = j0; j < j1; ++j)
+            s += p.w[j] * mean(c + j - half);
+    }
+    if (p.gate == ECA_GATE_HARD_SIGMOID)
+        return fminf(fmaxf(s / 6.f + 0.5f, 0.f), 1.f);
     return 1.f / (1.f + expf(-s));
 }
 
@@ -110,10 +149,11 @@ struct Groups
     }
 };
 
-// Per-row sums of `rows` rows of `packs` packs into sums[row * slots + slot]. The loop is uniform across the block,
-// so every lane reaches the shuffles.
+// Per-row sums of `count` packs of `rows` rows (row r starts at src + r * stride) into sums[row * slots + slot].
+// The loop is uniform across the block, so every lane reaches the shuffles.
 template <typename T, int V>
-__device__ __forceinline__ void sumRows(Pack<T, V> const* src, int rows, int packs, Groups const& g, float* sums)
+__device__ __forceinline__ void sumRows(
+    Pack<T, V> const* src, int rows, int64_t stride, int count, Groups const& g, float* sums)
 {
     for (int base = 0; base < rows; base += g.count)
     {
@@ -121,9 +161,9 @@ __device__ __forceinline__ void sumRows(Pack<T, V> const* src, int rows, int pac
         float s = 0.f;
         if (r < rows)
         {
-            Pack<T, V> const* row = src + int64_t(r) * packs;
+            Pack<T, V> const* row = src + r * stride;
 #pragma unroll 4
-            for (int i = g.rank; i < packs; i += g.size)
+            for (int i = g.rank; i < count; i += g.size)
             {
                 Pack<T, V> const p = row[i]; // one vector load
                 s += packSum(p);
@@ -163,42 +203,56 @@ __device__ __forceinline__ void copyToShared(P const* __restrict__ src, P* dst, 
         dst[i] = src[i];
 }
 
-// One row scaled by `gate`, kUnroll loads in flight per thread before their stores (which keeps it correct in place).
+// One row scaled by `gate` (plus the residual row `res` if not null, then relu), kUnroll loads in flight per thread
+// before their stores (which keeps it correct in place, and with `to` == `res`).
 template <int kUnroll, typename P>
-__device__ __forceinline__ void scaleRow(P const* from, P* to, float gate, int packs, Groups const& g)
+__device__ __forceinline__ void scaleRow(P const* from, P const* res, P* to, float gate, bool relu, int packs,
+    Groups const& g)
 {
     int i = g.rank;
     for (; i + (kUnroll - 1) * g.size < packs; i += kUnroll * g.size)
     {
-        P v[kUnroll];
+        P v[kUnroll], r[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
+        {
             v[u] = from[i + u * g.size];
+            if (res != nullptr)
+                r[u] = res[i + u * g.size];
+        }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-            to[i + u * g.size] = packScale(v[u], gate);
+            to[i + u * g.size] = packOut(v[u], gate, res != nullptr ? &r[u] : nullptr, relu);
     }
     for (; i < packs; i += g.size)
-        to[i] = packScale(from[i], gate);
+    {
+        P r;
+        if (res != nullptr)
+            r = res[i];
+        to[i] = packOut(from[i], gate, res != nullptr ? &r : nullptr, relu);
+    }
 }
 
-// Fused-path shared memory: [loadedMax rows of H*W elements][loadedMax x kWarps partial sums][tile gates].
+// Fused-path shared memory: [loadedMax rows of H*W elements], then the partial sums and gates below.
 __host__ __device__ inline size_t fusedDataBytes(int loadedMax, int hw, size_t elemBytes)
 {
     return (size_t(loadedMax) * size_t(hw) * elemBytes + 15) & ~size_t(15);
 }
 
-__host__ __device__ inline size_t fusedSmemBytes(int loadedMax, int tile, int hw, size_t elemBytes)
+// [... data ...][loadedMax x kWarps partial sums][wrapRows x kWarps partial sums][tile gates]. wrapRows: with circular
+// padding, the k-1 channels a tile's window wraps around to at the other end of C (pooled from X, not kept).
+__host__ __device__ inline size_t fusedSmemBytes(int loadedMax, int wrapRows, int tile, int hw, size_t elemBytes)
 {
-    return fusedDataBytes(loadedMax, hw, elemBytes) + sizeof(float) * (size_t(loadedMax) * kWarps + tile);
+    return fusedDataBytes(loadedMax, hw, elemBytes)
+        + sizeof(float) * (size_t(loadedMax + wrapRows) * kWarps + tile);
 }
 
 // One block: channels [c0, c0 + tile) of image n. The tile and its halo are contiguous in X and copied in one sweep.
 template <typename T, int V>
-__global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__ x, T* __restrict__ y,
-    __grid_constant__ EcaParams const p, int tile, int tiles, int groupSize)
+__global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__ x, T const* residual,
+    T* y, __grid_constant__ EcaParams const p, int tile, int tiles, int groupSize)
 {
-    extern __shared__ __align__(16) unsigned char smem[];
+    ECA_DYNAMIC_SHARED(smem);
     using P = Pack<T, V>;
     int const n = blockIdx.x / tiles;
     int const c0 = (blockIdx.x % tiles) * tile;
@@ -209,70 +263,116 @@ __global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__
     int const loadedMax = min(p.channels, tile + 2 * half);
     int const packs = p.hw / V;
 
+    // Circular padding over several tiles: the window of the first (last) tile wraps to the last (first) channels.
+    bool const wraps = p.padding == ECA_PADDING_CIRCULAR && tiles > 1;
+    int const wrapMax = p.padding == ECA_PADDING_CIRCULAR ? 2 * half : 0;
+    int const wrapLow = wraps ? max(half - c0, 0) : 0;                              // channels [C - wrapLow, C)
+    int const wrapHigh = wraps ? max(c0 + outRows + half - p.channels, 0) : 0;     // channels [0, wrapHigh)
+
     P* data = reinterpret_cast<P*>(smem);
     float* sums = reinterpret_cast<float*>(smem + fusedDataBytes(loadedMax, p.hw, sizeof(T)));
-    float* gates = sums + loadedMax * kWarps;
+    float* wrapSums = sums + loadedMax * kWarps;
+    float* gates = wrapSums + wrapMax * kWarps;
     Groups const g(groupSize);
 
-    copyToShared<4>(reinterpret_cast<P const*>(x + (int64_t(n) * p.channels + l0) * p.hw), data, loaded * packs);
+    P const* image = reinterpret_cast<P const*>(x + int64_t(n) * p.channels * p.hw);
+    copyToShared<4>(image + l0 * packs, data, loaded * packs);
+    sumRows(image + (p.channels - wrapLow) * packs, wrapLow, packs, packs, g, wrapSums); // from X: no reuse
+    sumRows(image, wrapHigh, packs, packs, g, wrapSums + wrapLow * g.slots);
     __syncthreads();
-    sumRows(data, loaded, packs, g, sums);
+    sumRows(data, loaded, packs, packs, g, sums);
     __syncthreads();
-    for (int r = threadIdx.x; r < loaded; r += kThreads)
-        sums[r * g.slots] = rowMean(sums, r, g.slots, p.invHw); // the mean replaces the row's first slot
+    for (int r = threadIdx.x; r < loaded + wrapLow + wrapHigh; r += kThreads)
+    {
+        float* const rows = r < loaded ? sums : wrapSums; // the mean replaces the row's first slot
+        int const row = r < loaded ? r : r - loaded;
+        rows[row * g.slots] = rowMean(rows, row, g.slots, p.invHw);
+    }
     __syncthreads();
     for (int r = threadIdx.x; r < outRows; r += kThreads)
-        gates[r] = channelGate(p, c0 + r, [&](int c) { return sums[(c - l0) * g.slots]; });
+        gates[r] = channelGate(p, c0 + r, [&](int c) {
+            if (c >= l0 && c < l0 + loaded)
+                return sums[(c - l0) * g.slots];
+            return c >= p.channels - wrapLow ? wrapSums[(c - (p.channels - wrapLow)) * g.slots]
+                                             : wrapSums[(wrapLow + c) * g.slots];
+        });
     __syncthreads();
 
     // Halo channels were pooled only; write the tile's own channels. Pack i of the tile is in row i / packs, computed
     // exactly in float: i < 2^22 (shared memory is far smaller).
     P const* from = data + (c0 - l0) * packs;
-    P* to = reinterpret_cast<P*>(y + (int64_t(n) * p.channels + c0) * p.hw);
+    int64_t const out = (int64_t(n) * p.channels + c0) * p.hw;
+    P* to = reinterpret_cast<P*>(y + out);
+    P const* res = residual != nullptr ? reinterpret_cast<P const*>(residual + out) : nullptr;
+    bool const relu = p.activation == ECA_ACTIVATION_RELU;
     float const invPacks = 1.f / float(packs);
     for (int i = threadIdx.x; i < outRows * packs; i += kThreads)
-        to[i] = packScale(from[i], gates[int((float(i) + 0.5f) * invPacks)]);
+    {
+        P r;
+        if (res != nullptr)
+            r = res[i];
+        to[i] = packOut(from[i], gates[int((float(i) + 0.5f) * invPacks)], res != nullptr ? &r : nullptr, relu);
+    }
 }
 
-// Two-pass, pass 1: the mean of rowsPerBlock channels (rows of the flattened [N*C, H*W] tensor) per block.
+// Two-pass, pass 1: block (x, y) sums chunk y (chunkPacks packs) of the rows [x * rowsPerBlock, ...) of the flattened
+// [N*C, H*W] tensor into partials[row * splits + y], divided by H*W: a channel's mean is the sum of its partials.
 template <typename T, int V>
-__global__ void __launch_bounds__(kThreads) ecaPoolKernel(T const* __restrict__ x, float* __restrict__ means,
-    __grid_constant__ EcaParams const p, int64_t rows, int rowsPerBlock, int groupSize)
+__global__ void __launch_bounds__(kThreads) ecaPoolKernel(T const* __restrict__ x, float* __restrict__ partials,
+    __grid_constant__ EcaParams const p, int64_t rows, int rowsPerBlock, int chunkPacks, int groupSize)
 {
     __shared__ float sums[kMaxPartials];
     int64_t const r0 = int64_t(blockIdx.x) * rowsPerBlock;
     int const rowsHere = int(min(int64_t(rowsPerBlock), rows - r0));
     int const packs = p.hw / V;
+    int const split = int(blockIdx.y), splits = int(gridDim.y);
+    int const begin = split * chunkPacks;
     Groups const g(groupSize);
 
-    sumRows(reinterpret_cast<Pack<T, V> const*>(x) + r0 * packs, rowsHere, packs, g, sums);
+    sumRows(reinterpret_cast<Pack<T, V> const*>(x) + r0 * packs + begin, rowsHere, packs,
+        min(chunkPacks, packs - begin), g, sums);
     __syncthreads();
     for (int r = threadIdx.x; r < rowsHere; r += kThreads)
-        means[r0 + r] = rowMean(sums, r, g.slots, p.invHw);
+        partials[(r0 + r) * splits + split] = rowMean(sums, r, g.slots, p.invHw);
 }
 
-// Two-pass, pass 2: gates of rowsPerBlock channels from the means, then Y = X * gate. X may be Y (in place).
+// Two-pass, pass 2: gates of rowsPerBlock channels from the partial means, then Y = X * gate on chunk y of each.
+// X may be Y (in place), and the residual may be Y.
 template <typename T, int V>
-__global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T* y, float const* __restrict__ means,
-    __grid_constant__ EcaParams const p, int64_t rows, int rowsPerBlock, int groupSize)
+__global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T const* residual, T* y,
+    float const* __restrict__ partials, __grid_constant__ EcaParams const p, int64_t rows, int rowsPerBlock,
+    int chunkPacks, int groupSize)
 {
     __shared__ float gates[kMaxRowsPerBlock];
     using P = Pack<T, V>;
     int64_t const r0 = int64_t(blockIdx.x) * rowsPerBlock;
     int const rowsHere = int(min(int64_t(rowsPerBlock), rows - r0));
     int const packs = p.hw / V;
+    int const splits = int(gridDim.y);
+    int const begin = int(blockIdx.y) * chunkPacks;
+    int const count = min(chunkPacks, packs - begin);
     Groups const g(groupSize);
 
     for (int r = threadIdx.x; r < rowsHere; r += kThreads)
     {
         int64_t const n = (r0 + r) / p.channels;
-        float const* m = means + n * p.channels;
-        gates[r] = channelGate(p, int(r0 + r - n * p.channels), [&](int c) { return m[c]; });
+        float const* m = partials + n * p.channels * splits;
+        gates[r] = channelGate(p, int(r0 + r - n * p.channels), [&](int c) {
+            float mean = 0.f;
+            for (int i = 0; i < splits; ++i)
+                mean += m[c * splits + i];
+            return mean;
+        });
     }
     __syncthreads();
+    bool const relu = p.activation == ECA_ACTIVATION_RELU;
     for (int r = g.index; r < rowsHere; r += g.count)
-        scaleRow<4>(reinterpret_cast<P const*>(x) + (r0 + r) * packs, reinterpret_cast<P*>(y) + (r0 + r) * packs,
-            gates[r], packs, g);
+    {
+        int64_t const offset = (r0 + r) * packs + begin;
+        scaleRow<4>(reinterpret_cast<P const*>(x) + offset,
+            residual != nullptr ? reinterpret_cast<P const*>(residual) + offset : nullptr,
+            reinterpret_cast<P*>(y) + offset, gates[r], relu, count, g);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -341,6 +441,8 @@ struct Shape
     int64_t n, c, hw;
     int32_t k;
     size_t elemBytes;
+    bool circular = false; // padding: the fused path needs every channel in one block
+    bool residual = false; // a residual input: one more read on either path
 
     int64_t rows() const { return n * c; }
     int32_t half() const { return k / 2; }
@@ -359,7 +461,7 @@ int32_t validate(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtyp
     if (c > INT32_MAX || (h > 0 && w > INT32_MAX / h) || (c > 0 && n > INT32_MAX / c))
         return fail(ECA_STATUS_INVALID_ARGUMENT, "shape [%lld, %lld, %lld, %lld] too large: N*C and H*W must be < 2^31",
             (long long) n, (long long) c, (long long) h, (long long) w);
-    s = Shape{n, c, h * w, k, dtype == ECA_DTYPE_FLOAT16 ? sizeof(__half) : sizeof(float)};
+    s = Shape{n, c, h * w, k, dtype == ECA_DTYPE_FLOAT16 ? sizeof(__half) : sizeof(float), false, false};
     return ECA_STATUS_OK;
 }
 
@@ -372,51 +474,148 @@ int groupSizeFor(int64_t packs)
     return size;
 }
 
+int64_t ceilDiv(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+// Blocks a launch should have at least: two per SM, so that one block's loads overlap another's stores.
+int64_t targetBlocks(DeviceLimits const& d)
+{
+    return 2 * int64_t(std::max(d.sms, 1));
+}
+
 struct FusedPlan
 {
     int tile = 0;
+    int64_t blocks = 0;
     size_t smemBytes = 0;
 };
 
-// The fused path's channel tile for this shape, or false if none fits. forced: accept any tile that fits; otherwise
-// also require that the halo at most doubles the bytes read (else two-pass, which reads X twice, is no worse).
+// The fused path's channel tile for this shape, or false if none fits. The tile is as small as two blocks per SM over
+// the batch need, and at most what fits. forced: accept any tile that fits; otherwise also require that the halo at
+// most doubles the bytes read (else two-pass, which reads X twice, is no worse).
 bool planFused(Shape const& s, DeviceLimits const& d, bool forced, FusedPlan& plan)
 {
-    int64_t const perChannel = s.hw * int64_t(s.elemBytes) + int64_t(sizeof(float)) * (kWarps + 1);
-    int64_t const maxLoaded = (int64_t(d.fusedBudget) - 16) / perChannel;
     int64_t const halo = 2 * int64_t(s.half());
+    int64_t const wrapRows = s.circular ? halo : 0; // partial sums of the channels a circular window wraps to
+    int64_t const perChannel = s.hw * int64_t(s.elemBytes) + int64_t(sizeof(float)) * (kWarps + 1);
+    int64_t const maxLoaded
+        = (int64_t(d.fusedBudget) - 16 - int64_t(sizeof(float)) * kWarps * wrapRows) / perChannel;
     int64_t const tileFit = s.c <= maxLoaded ? s.c : maxLoaded - halo;
-    if (maxLoaded < 1 || tileFit < 1 || (!forced && s.c > maxLoaded && tileFit < std::max<int64_t>(1, halo)))
+    if (maxLoaded < 1 || tileFit < 1)
         return false;
-    // Enough tiles for two blocks per SM, but tiles of at least 2*halo channels (halo reads <= 50%).
-    int64_t const tilesPerImage = (2 * int64_t(d.sms) + s.n - 1) / s.n;
-    int64_t const tilePar = (s.c + tilesPerImage - 1) / tilesPerImage;
-    int64_t const tileMin = std::min(tileFit, std::max<int64_t>(1, 2 * halo));
-    plan.tile = int(std::clamp(tilePar, tileMin, tileFit));
+    int64_t const tilesPerImage = ceilDiv(targetBlocks(d), s.n);
+    plan.tile = int(std::clamp<int64_t>(ceilDiv(s.c, tilesPerImage), 1, tileFit));
+    if (s.circular && plan.tile < s.c && plan.tile + halo > s.c)
+    {
+        // A window wider than the channels left over: one tile of all C, if it fits.
+        if (s.c > maxLoaded)
+            return false;
+        plan.tile = int(s.c);
+    }
+    int64_t const tiles = ceilDiv(s.c, plan.tile);
+    if (!forced && tiles > 1 && plan.tile < halo)
+        return false;
+    plan.blocks = s.n * tiles;
     int const loadedMax = int(std::min<int64_t>(s.c, plan.tile + halo));
-    plan.smemBytes = fusedSmemBytes(loadedMax, plan.tile, int(s.hw), s.elemBytes);
+    plan.smemBytes = fusedSmemBytes(loadedMax, int(wrapRows), plan.tile, int(s.hw), s.elemBytes);
     return true;
 }
+
+struct TwoPassPlan
+{
+    int groupSize = 1;
+    int rowsPerBlock = 1;
+    int chunkPacks = 1; // packs of a channel per block
+    int splits = 1;     // blocks per channel: H*W is split where there are too few channels for the SMs
+    int64_t rowBlocks = 0;
+
+    int64_t blocks() const { return rowBlocks * splits; }
+};
 
 // Two-pass blocks: about 4096 elements each, but enough blocks for two per SM; whole rounds of groups.
 int rowsPerBlockFor(Shape const& s, DeviceLimits const& d, int groupSize)
 {
     int64_t const groups = kThreads / groupSize;
     int64_t const slots = std::max(1, groupSize / 32);
-    int64_t const forSize = groups * ((4096 + s.hw * groups - 1) / (s.hw * groups));
-    int64_t const forParallelism = (s.rows() + 2 * d.sms - 1) / (2 * d.sms);
-    int64_t const rows = std::min(forSize, (forParallelism + groups - 1) / groups * groups);
+    int64_t const forSize = groups * ceilDiv(4096, s.hw * groups);
+    int64_t const forParallelism = ceilDiv(s.rows(), targetBlocks(d));
+    int64_t const rows = std::min(forSize, ceilDiv(forParallelism, groups) * groups);
     return int(std::min(std::clamp<int64_t>(rows, groups, kMaxRowsPerBlock), kMaxPartials / slots));
 }
 
-EcaParams makeParams(Shape const& s, float const* weights)
+// Most blocks per channel (the partial means must fit the workspace eca_workspace_size reports).
+int64_t maxSplits(int64_t rows, int64_t hw)
+{
+    return std::max<int64_t>(1, std::min(hw / kMinSplitElements, kMaxSplitPartials / std::max<int64_t>(rows, 1)));
+}
+
+TwoPassPlan planTwoPass(Shape const& s, DeviceLimits const& d, int v)
+{
+    TwoPassPlan plan;
+    int64_t const packs = s.hw / v;
+    plan.groupSize = groupSizeFor(packs);
+    plan.rowsPerBlock = rowsPerBlockFor(s, d, plan.groupSize);
+    plan.rowBlocks = ceilDiv(s.rows(), plan.rowsPerBlock);
+    int64_t splits = 1;
+    if (plan.rowBlocks < targetBlocks(d))
+        splits = std::min(ceilDiv(targetBlocks(d), plan.rowBlocks), maxSplits(s.rows(), s.hw));
+    plan.chunkPacks = int(ceilDiv(packs, splits));
+    plan.splits = int(ceilDiv(packs, plan.chunkPacks)); // no empty chunk
+    plan.groupSize = groupSizeFor(plan.chunkPacks);     // narrower groups for shorter rows: the partials still fit
+    return plan;
+}
+
+// Workspace bytes of the two-pass path: an upper bound for every device and every smaller shape.
+size_t twoPassWorkspace(Shape const& s)
+{
+    int64_t const split = std::min(s.rows() * std::max<int64_t>(1, s.hw / kMinSplitElements), kMaxSplitPartials);
+    return size_t(std::max(s.rows(), split)) * sizeof(float);
+}
+
+// Widest access (16 or 8 bytes) that keeps every channel of x and y aligned; 1 element otherwise. Null pointers
+// count as aligned (path selection by shape).
+int packElements(void const* x, void const* y, Shape const& s, void const* residual = nullptr)
+{
+    for (size_t bytes : {size_t(16), size_t(8)})
+    {
+        int64_t const elems = int64_t(bytes / s.elemBytes);
+        if (s.hw % elems == 0 && reinterpret_cast<uintptr_t>(x) % bytes == 0
+            && reinterpret_cast<uintptr_t>(y) % bytes == 0 && reinterpret_cast<uintptr_t>(residual) % bytes == 0)
+            return int(elems);
+    }
+    return 1;
+}
+
+// AUTO: fused when it fits with at most doubled reads and its estimated time, bytes moved over the share of the
+// block target a launch reaches, is no more than two-pass's (X read twice and Y written, at its block count).
+bool chooseFused(Shape const& s, DeviceLimits const& d, FusedPlan& plan)
+{
+    if (!planFused(s, d, false, plan))
+        return false;
+    int64_t const target = targetBlocks(d);
+    int64_t const twoPassBlocks = planTwoPass(s, d, packElements(nullptr, nullptr, s)).blocks();
+    bool const tiled = plan.tile < s.c;
+    double const residual = s.residual ? 1.0 : 0.0;
+    double const fusedBytes = 2.0 + residual + (tiled ? double(2 * s.half()) / plan.tile : 0.0); // in units of S
+    double const fusedTime = fusedBytes * double(target) / double(std::min(plan.blocks, target));
+    double const twoPassTime = (3.0 + residual) * double(target) / double(std::min(twoPassBlocks, target));
+    return fusedTime <= twoPassTime;
+}
+
+EcaParams makeParams(Shape const& s, eca_op_t const& op)
 {
     EcaParams p{};
-    std::copy(weights, weights + s.k, p.w);
+    std::copy(op.weights, op.weights + s.k, p.w);
     p.k = s.k;
     p.channels = int32_t(s.c);
     p.hw = int32_t(s.hw);
     p.invHw = 1.f / float(s.hw);
+    p.bias = op.bias;
+    p.padding = op.padding;
+    p.gate = op.gate;
+    p.activation = op.activation;
     return p;
 }
 
@@ -428,7 +627,7 @@ int32_t launchStatus(char const* what)
 }
 
 template <typename T, int V>
-int32_t runFused(void const* x, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
+int32_t runFused(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
     FusedPlan const& plan, cudaStream_t stream)
 {
     auto kernel = ecaFusedKernel<T, V>;
@@ -447,63 +646,65 @@ int32_t runFused(void const* x, void* y, EcaParams const& p, Shape const& s, Dev
             optedIn.fetch_or(bit);
         }
     }
-    int const tiles = int((s.c + plan.tile - 1) / plan.tile);
-    kernel<<<unsigned(s.n * tiles), kThreads, plan.smemBytes, stream>>>(
-        static_cast<T const*>(x), static_cast<T*>(y), p, plan.tile, tiles, groupSizeFor(s.hw / V));
+    int const tiles = int(ceilDiv(s.c, plan.tile));
+    ECA_LAUNCH(kernel, unsigned(plan.blocks), kThreads, plan.smemBytes, stream, static_cast<T const*>(x),
+        static_cast<T const*>(residual), static_cast<T*>(y), p, plan.tile, tiles, groupSizeFor(s.hw / V));
     return launchStatus("fused");
 }
 
 template <typename T, int V>
-int32_t runTwoPass(void const* x, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, float* means,
+int32_t runTwoPass(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, float* partials,
     cudaStream_t stream)
 {
-    int const groupSize = groupSizeFor(s.hw / V);
-    int const rowsPerBlock = rowsPerBlockFor(s, d, groupSize);
-    unsigned const blocks = unsigned((s.rows() + rowsPerBlock - 1) / rowsPerBlock);
-    ecaPoolKernel<T, V><<<blocks, kThreads, 0, stream>>>(
-        static_cast<T const*>(x), means, p, s.rows(), rowsPerBlock, groupSize);
+    TwoPassPlan const plan = planTwoPass(s, d, V);
+    dim3 const grid(unsigned(plan.rowBlocks), unsigned(plan.splits));
+    auto pool = ecaPoolKernel<T, V>;
+    ECA_LAUNCH(pool, grid, kThreads, 0, stream, static_cast<T const*>(x), partials, p, s.rows(), plan.rowsPerBlock,
+        plan.chunkPacks, plan.groupSize);
     int32_t const status = launchStatus("pool");
     if (status != ECA_STATUS_OK)
         return status;
-    ecaScaleKernel<T, V><<<blocks, kThreads, 0, stream>>>(
-        static_cast<T const*>(x), static_cast<T*>(y), means, p, s.rows(), rowsPerBlock, groupSize);
+    auto scale = ecaScaleKernel<T, V>;
+    ECA_LAUNCH(scale, grid, kThreads, 0, stream, static_cast<T const*>(x), static_cast<T const*>(residual),
+        static_cast<T*>(y), partials, p, s.rows(), plan.rowsPerBlock, plan.chunkPacks, plan.groupSize);
     return launchStatus("scale");
 }
 
-// Widest access (16 or 8 bytes) that keeps every channel of x and y aligned; 1 element otherwise.
-int packElements(void const* x, void const* y, Shape const& s)
-{
-    for (size_t bytes : {size_t(16), size_t(8)})
-    {
-        int64_t const elems = int64_t(bytes / s.elemBytes);
-        if (s.hw % elems == 0 && reinterpret_cast<uintptr_t>(x) % bytes == 0
-            && reinterpret_cast<uintptr_t>(y) % bytes == 0)
-            return int(elems);
-    }
-    return 1;
-}
-
 template <typename T>
-int32_t dispatch(void const* x, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, bool fused,
-    FusedPlan const& plan, float* means, cudaStream_t stream)
+int32_t dispatch(void const* x, void const* r, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
+    bool fused, FusedPlan const& plan, float* partials, cudaStream_t stream)
 {
     constexpr int kWide = int(16 / sizeof(T));
     constexpr int kNarrow = int(8 / sizeof(T));
-    int const v = packElements(x, y, s);
+    int const v = packElements(x, y, s, r);
     if (fused)
-        return v == kWide ? runFused<T, kWide>(x, y, p, s, d, plan, stream)
-            : v == kNarrow ? runFused<T, kNarrow>(x, y, p, s, d, plan, stream)
-                           : runFused<T, 1>(x, y, p, s, d, plan, stream);
-    return v == kWide ? runTwoPass<T, kWide>(x, y, p, s, d, means, stream)
-        : v == kNarrow ? runTwoPass<T, kNarrow>(x, y, p, s, d, means, stream)
-                       : runTwoPass<T, 1>(x, y, p, s, d, means, stream);
+        return v == kWide ? runFused<T, kWide>(x, r, y, p, s, d, plan, stream)
+            : v == kNarrow ? runFused<T, kNarrow>(x, r, y, p, s, d, plan, stream)
+                           : runFused<T, 1>(x, r, y, p, s, d, plan, stream);
+    return v == kWide ? runTwoPass<T, kWide>(x, r, y, p, s, d, partials, stream)
+        : v == kNarrow ? runTwoPass<T, kNarrow>(x, r, y, p, s, d, partials, stream)
+                       : runTwoPass<T, 1>(x, r, y, p, s, d, partials, stream);
+}
+
+int32_t validateOp(eca_op_t const* op)
+{
+    if (op == nullptr)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "op is NULL");
+    if (op->weights == nullptr)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "weights is NULL (k=%d floats expected)", op->k);
+    if (op->padding != ECA_PADDING_ZEROS && op->padding != ECA_PADDING_CIRCULAR)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "padding %d is not ZEROS (0) or CIRCULAR (1)", int(op->padding));
+    if (op->gate != ECA_GATE_SIGMOID && op->gate != ECA_GATE_HARD_SIGMOID)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "gate %d is not SIGMOID (0) or HARD_SIGMOID (1)", int(op->gate));
+    if (op->activation != ECA_ACTIVATION_NONE && op->activation != ECA_ACTIVATION_RELU)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "activation %d is not NONE (0) or RELU (1)", int(op->activation));
+    return ECA_STATUS_OK;
 }
 
 #define ECA_VERSION_STRING                                                                                         \
     ECA_STR(ECA_KERNELS_VERSION_MAJOR) "." ECA_STR(ECA_KERNELS_VERSION_MINOR) "." ECA_STR(ECA_KERNELS_VERSION_PATCH)
 
-char const kBuildInfo[] = "eca_kernels=" ECA_VERSION_STRING " cuda=" ECA_STR(__CUDACC_VER_MAJOR__) "." ECA_STR(
-    __CUDACC_VER_MINOR__) " archs=" ECA_CUDA_ARCHS " max_k=" ECA_STR(ECA_MAX_K);
+char const kBuildInfo[] = "eca_kernels=" ECA_VERSION_STRING " cuda=" ECA_CUDA_VERSION " archs=" ECA_CUDA_ARCHS " max_k=" ECA_STR(ECA_MAX_K);
 
 } // namespace
 
@@ -525,40 +726,63 @@ size_t eca_workspace_size(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k,
         return 0;
     if (path == ECA_PATH_AUTO && eca_select_path(n, c, h, w, k, dtype) == ECA_PATH_FUSED)
         return 0;
-    return size_t(s.rows()) * sizeof(float);
+    return twoPassWorkspace(s);
 }
 
 int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype)
 {
+    float const unused[ECA_MAX_K] = {}; // the path does not depend on the weights' values
+    eca_op_t const op{unused, k, 0.f, ECA_PADDING_ZEROS, ECA_GATE_SIGMOID, ECA_ACTIVATION_NONE};
+    return eca_select_path_op(n, c, h, w, &op, 0, dtype);
+}
+
+int32_t eca_select_path_op(
+    int64_t n, int64_t c, int64_t h, int64_t w, eca_op_t const* op, int32_t has_residual, eca_dtype_t dtype)
+{
     Shape s{};
     DeviceLimits d;
     FusedPlan plan;
-    if (validate(n, c, h, w, k, dtype, s) != ECA_STATUS_OK || currentDeviceLimits(d) != ECA_STATUS_OK)
+    if (validate(n, c, h, w, op != nullptr ? op->k : 0, dtype, s) != ECA_STATUS_OK || validateOp(op) != ECA_STATUS_OK
+        || currentDeviceLimits(d) != ECA_STATUS_OK)
         return -1;
-    return s.rows() * s.hw > 0 && planFused(s, d, false, plan) ? ECA_PATH_FUSED : ECA_PATH_TWO_PASS;
+    s.circular = op->padding == ECA_PADDING_CIRCULAR;
+    s.residual = has_residual != 0;
+    return s.rows() * s.hw > 0 && chooseFused(s, d, plan) ? ECA_PATH_FUSED : ECA_PATH_TWO_PASS;
 }
 
 int32_t eca_forward(void const* x, void* y, float const* weights, int32_t k, int64_t n, int64_t c, int64_t h, int64_t w,
     eca_dtype_t dtype, eca_path_t path, void* workspace, void* stream)
 {
+    eca_op_t const op{weights, k, 0.f, ECA_PADDING_ZEROS, ECA_GATE_SIGMOID, ECA_ACTIVATION_NONE};
+    return eca_forward_op(x, nullptr, y, &op, n, c, h, w, dtype, path, workspace, stream);
+}
+
+int32_t eca_forward_op(void const* x, void const* residual, void* y, eca_op_t const* op, int64_t n, int64_t c,
+    int64_t h, int64_t w, eca_dtype_t dtype, eca_path_t path, void* workspace, void* stream)
+{
     Shape s{};
-    if (int32_t const status = validate(n, c, h, w, k, dtype, s))
+    if (int32_t const status = validate(n, c, h, w, op != nullptr ? op->k : 0, dtype, s))
         return status;
-    if (weights == nullptr)
-        return fail(ECA_STATUS_INVALID_ARGUMENT, "weights is NULL (k=%d floats expected)", k);
+    if (int32_t const status = validateOp(op))
+        return status;
     if (path != ECA_PATH_AUTO && path != ECA_PATH_FUSED && path != ECA_PATH_TWO_PASS)
         return fail(ECA_STATUS_INVALID_ARGUMENT, "path %d is not AUTO (0), FUSED (1) or TWO_PASS (2)", int(path));
     if (s.rows() * s.hw == 0)
         return ECA_STATUS_OK;
     if (x == nullptr || y == nullptr)
         return fail(ECA_STATUS_INVALID_ARGUMENT, "x or y is NULL");
+    s.circular = op->padding == ECA_PADDING_CIRCULAR;
+    s.residual = residual != nullptr;
     uintptr_t const bytes = uintptr_t(s.rows() * s.hw) * s.elemBytes;
     uintptr_t const xa = reinterpret_cast<uintptr_t>(x), ya = reinterpret_cast<uintptr_t>(y);
+    uintptr_t const ra = reinterpret_cast<uintptr_t>(residual);
     bool const inPlace = xa == ya;
     if (!inPlace && xa < ya + bytes && ya < xa + bytes)
         return fail(ECA_STATUS_INVALID_ARGUMENT, "x and y partially overlap");
-    if (xa % s.elemBytes != 0 || ya % s.elemBytes != 0)
-        return fail(ECA_STATUS_INVALID_ARGUMENT, "x or y is not aligned to its element size");
+    if (residual != nullptr && ra != ya && ra < ya + bytes && ya < ra + bytes)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "the residual and y partially overlap");
+    if (xa % s.elemBytes != 0 || ya % s.elemBytes != 0 || ra % s.elemBytes != 0)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "x, y or the residual is not aligned to its element size");
 
     DeviceLimits d;
     if (int32_t const status = currentDeviceLimits(d))
@@ -578,17 +802,17 @@ int32_t eca_forward(void const* x, void* y, float const* weights, int32_t k, int
     }
     else if (path == ECA_PATH_AUTO)
     {
-        fused = !inPlace && planFused(s, d, false, plan);
+        fused = !inPlace && chooseFused(s, d, plan);
     }
     if (!fused && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % sizeof(float) != 0))
         return fail(ECA_STATUS_INVALID_ARGUMENT, "the two-pass path needs a float-aligned workspace of %zu bytes",
-            size_t(s.rows()) * sizeof(float));
+            twoPassWorkspace(s));
 
-    EcaParams const p = makeParams(s, weights);
-    auto* const means = static_cast<float*>(workspace);
+    EcaParams const p = makeParams(s, *op);
+    auto* const partials = static_cast<float*>(workspace);
     auto* const cudaStream = static_cast<cudaStream_t>(stream);
-    return dtype == ECA_DTYPE_FLOAT16 ? dispatch<__half>(x, y, p, s, d, fused, plan, means, cudaStream)
-                                      : dispatch<float>(x, y, p, s, d, fused, plan, means, cudaStream);
+    return dtype == ECA_DTYPE_FLOAT16 ? dispatch<__half>(x, residual, y, p, s, d, fused, plan, partials, cudaStream)
+                                      : dispatch<float>(x, residual, y, p, s, d, fused, plan, partials, cudaStream);
 }
 
 } // extern "C"

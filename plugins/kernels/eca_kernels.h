@@ -1,10 +1,13 @@
 /*
  * ECA (Efficient Channel Attention) CUDA kernels behind a small C ABI.
  *
- *   Y[n,c,h,w] = X[n,c,h,w] * sigmoid(sum_j weights[j] * mean_hw(X)[n, c + j - (k-1)/2])
+ *   Y[n,c,h,w] = act(X[n,c,h,w] * gate(sum_j weights[j] * m[n, c + j - (k-1)/2] + bias) + R[n,c,h,w])
  *
- * X and Y are dense NCHW float32 or float16 tensors in device memory; channels outside [0, C) count as 0
- * (zero padding, cross-correlation like PyTorch's Conv1d). Sums and the gate are computed in float32.
+ * with m = mean_hw(X) (cross-correlation like PyTorch's Conv1d). X, Y and the optional residual R are dense NCHW
+ * float32 or float16 tensors in device memory. Padding: channels outside [0, C) count as 0 (zeros) or as channel
+ * (i mod C) (circular); gate: sigmoid or hard_sigmoid = clamp(s/6 + 1/2, 0, 1); act: none or relu, applied last.
+ * eca_forward is the op with bias 0, zeros, sigmoid, no residual, none. Means, sums, the gate and Y are computed in
+ * float32 (Y rounded to the I/O type once).
  * No TensorRT header is involved: the library can be loaded with ctypes and used by any CUDA program.
  */
 #ifndef ECA_KERNELS_H
@@ -22,7 +25,7 @@ extern "C" {
 #endif
 
 #define ECA_KERNELS_VERSION_MAJOR 1
-#define ECA_KERNELS_VERSION_MINOR 0
+#define ECA_KERNELS_VERSION_MINOR 1
 #define ECA_KERNELS_VERSION_PATCH 0
 
 /* Largest supported kernel size k (odd, 1 <= k <= ECA_MAX_K). */
@@ -32,6 +35,21 @@ typedef enum { ECA_DTYPE_FLOAT32 = 0, ECA_DTYPE_FLOAT16 = 1 } eca_dtype_t;
 
 /* AUTO picks FUSED or TWO_PASS by shape and device (see eca_select_path); the others force a path. */
 typedef enum { ECA_PATH_AUTO = 0, ECA_PATH_FUSED = 1, ECA_PATH_TWO_PASS = 2 } eca_path_t;
+
+/* The op's string attributes as codes: the index in eca_deploy.ops' ECA_PADDINGS, ECA_GATES, ECA_ACTIVATIONS. */
+typedef enum { ECA_PADDING_ZEROS = 0, ECA_PADDING_CIRCULAR = 1 } eca_padding_t;
+typedef enum { ECA_GATE_SIGMOID = 0, ECA_GATE_HARD_SIGMOID = 1 } eca_gate_t;
+typedef enum { ECA_ACTIVATION_NONE = 0, ECA_ACTIVATION_RELU = 1 } eca_activation_t;
+
+/* The op's attributes. */
+typedef struct {
+    const float* weights; /* k host floats, copied into the launch */
+    int32_t k;            /* odd, 1 to ECA_MAX_K */
+    float bias;
+    int32_t padding;    /* eca_padding_t */
+    int32_t gate;       /* eca_gate_t */
+    int32_t activation; /* eca_activation_t */
+} eca_op_t;
 
 typedef enum {
     ECA_STATUS_OK = 0,
@@ -58,6 +76,10 @@ ECA_API size_t eca_workspace_size(int64_t n, int64_t c, int64_t h, int64_t w, in
  * or -1 with eca_last_error() set when the arguments are invalid or the device cannot be queried. */
 ECA_API int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype);
 
+/* The path ECA_PATH_AUTO takes for this op (with a residual input or not) and shape on the current device. */
+ECA_API int32_t eca_select_path_op(int64_t n, int64_t c, int64_t h, int64_t w, const eca_op_t* op, int32_t has_residual,
+                                   eca_dtype_t dtype);
+
 /* Run ECA on `stream` (a cudaStream_t; NULL is the default stream), asynchronously.
  * weights: k host floats, copied into the launch; workspace: eca_workspace_size(..., path) device bytes.
  * x and y must not partially overlap; x == y (in place) runs the two-pass path.
@@ -65,6 +87,12 @@ ECA_API int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int3
 ECA_API int32_t eca_forward(const void* x, void* y, const float* weights, int32_t k, int64_t n, int64_t c,
                             int64_t h, int64_t w, eca_dtype_t dtype, eca_path_t path, void* workspace,
                             void* stream);
+
+/* The full op: like eca_forward, with the attributes in `op` and an optional residual (NULL: none) of X's shape and
+ * type, which may be Y but must not partially overlap it. */
+ECA_API int32_t eca_forward_op(const void* x, const void* residual, void* y, const eca_op_t* op, int64_t n, int64_t c,
+                               int64_t h, int64_t w, eca_dtype_t dtype, eca_path_t path, void* workspace,
+                               void* stream);
 
 #ifdef __cplusplus
 }

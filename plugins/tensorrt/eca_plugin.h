@@ -1,5 +1,7 @@
 // TensorRT plugin for the ECA op (name "ECA", version "1", namespace "eca_deploy"): an IPluginV3 with the OneCore,
 // OneBuild and OneRuntime capabilities, and its IPluginCreatorV3One. The math lives in ../kernels (eca_kernels.h).
+// Inputs: X, optionally the residual (same shape, type and format); fields: weights, and bias, padding, gate and
+// activation with defaults (so plans serialized with the weights alone still load).
 #pragma once
 
 #include <NvInferRuntime.h>
@@ -14,6 +16,19 @@ constexpr char const* kPluginName = "ECA";
 constexpr char const* kPluginVersion = "1";
 constexpr char const* kPluginNamespace = "eca_deploy";
 constexpr char const* kWeightsField = "weights";
+constexpr char const* kBiasField = "bias";
+constexpr char const* kPaddingField = "padding";
+constexpr char const* kGateField = "gate";
+constexpr char const* kActivationField = "activation";
+
+// The op's attributes besides the weights (docs/eca_op.md); the defaults are the op of plugin fields that predate them.
+struct EcaAttributes
+{
+    float bias = 0.f;
+    int32_t padding = 0;    // eca_padding_t: index in {"zeros", "circular"}
+    int32_t gate = 0;       // eca_gate_t: index in {"sigmoid", "hard_sigmoid"}
+    int32_t activation = 0; // eca_activation_t: index in {"none", "relu"}
+};
 
 // Logs through the logger TensorRT hands to the library (setLoggerFinder), else to stderr.
 void logMessage(nvinfer1::ILogger::Severity severity, char const* format, ...) noexcept;
@@ -24,7 +39,7 @@ class EcaPlugin final : public nvinfer1::IPluginV3,
                         public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    explicit EcaPlugin(std::vector<float> weights);
+    EcaPlugin(std::vector<float> weights, EcaAttributes attributes);
     EcaPlugin(EcaPlugin const&) = delete; // mField points into mWeights: copies go through clone()
     EcaPlugin& operator=(EcaPlugin const&) = delete;
 
@@ -62,8 +77,10 @@ public:
 
 private:
     std::vector<float> mWeights;
+    EcaAttributes mAttributes;
     std::string mMetadata;
-    nvinfer1::PluginField mField;
+    int32_t mNbInputs = 1; // X, or X and the residual (set by onShapeChange, read by enqueue)
+    nvinfer1::PluginField mFieldData[5];
     nvinfer1::PluginFieldCollection mFields;
 };
 
@@ -82,7 +99,7 @@ public:
         char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
 
 private:
-    nvinfer1::PluginField mWeights;
+    nvinfer1::PluginField mFieldData[5];
     nvinfer1::PluginFieldCollection mFieldNames;
 };
 

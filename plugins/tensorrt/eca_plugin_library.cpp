@@ -1,9 +1,13 @@
-// Entry points of libeca_trt_plugin.so, the ways TensorRT finds the ECA creator:
-//  - loaded by a TensorRT loader (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins, plans that carry the
-//    library): the loader calls setLoggerFinder() and getCreators() and registers the creator itself;
-//  - loaded by plain dlopen (ctypes, trtexec --staticPlugins, LD_PRELOAD) into a process that already runs TensorRT:
-//    the creator registers itself when the library loads, as REGISTER_TENSORRT_PLUGIN would.
-// The library does not link TensorRT (headers only): it loads without it, and a version-compatible plan can carry it.
+// Entry points of the two plugin libraries, built from this file: each offers TensorRT exactly one way to find the
+// ECA creator, as NVIDIA's libnvinfer_plugin (registration at load) and libnvinfer_vc_plugin (getCreators) do.
+//  - libeca_trt_plugin.so (ECA_PLUGIN_LOADER_ENTRY_POINTS undefined): registers the creator when it is loaded by
+//    plain dlopen (ctypes, trtexec --staticPlugins, LD_PRELOAD, Triton's plugin option, DeepStream's custom-lib-path)
+//    into a process that already runs TensorRT, as REGISTER_TENSORRT_PLUGIN would. It exports no getCreators.
+//  - libeca_trt_plugin_vc.so (ECA_PLUGIN_LOADER_ENTRY_POINTS=1): registers nothing by itself; TensorRT's loaders
+//    (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins, plans that carry the library) call setLoggerFinder()
+//    and getCreators() and register the creator themselves.
+// So no registration runs inside TensorRT's own loading (which holds the registry's lock), and no creator is
+// registered twice. Neither library links TensorRT (headers only).
 
 #include "eca_plugin.h"
 
@@ -18,6 +22,10 @@
 #include <cstdio>
 #include <string>
 
+#ifndef ECA_PLUGIN_LOADER_ENTRY_POINTS
+#define ECA_PLUGIN_LOADER_ENTRY_POINTS 0
+#endif
+
 #define ECA_PLUGIN_API extern "C" __attribute__((visibility("default")))
 #define ECA_STR2(x) #x
 #define ECA_STR(x) ECA_STR2(x)
@@ -31,8 +39,8 @@ namespace
 
 std::atomic<ILoggerFinder*> gLoggerFinder{nullptr};
 EcaPluginCreator gCreator;
-std::atomic<IPluginRegistry*> gRegisteredIn{nullptr}; // registry of the load-time registration, until handed over
 
+#if !ECA_PLUGIN_LOADER_ENTRY_POINTS
 // The plugin registry of the TensorRT runtime this process already runs, if any.
 IPluginRegistry* loadedRuntimeRegistry()
 {
@@ -46,17 +54,16 @@ IPluginRegistry* loadedRuntimeRegistry()
     return registry;
 }
 
-// Load-time registration under the plugin's namespace (REGISTER_TENSORRT_PLUGIN would pass ""), remembered so that
-// getCreators() can hand it over to a loader.
+// Registration at load under the plugin's namespace (REGISTER_TENSORRT_PLUGIN would pass "").
 struct LoadTimeRegistration
 {
     LoadTimeRegistration()
     {
-        IPluginRegistry* registry = loadedRuntimeRegistry();
-        if (registry != nullptr && registry->registerCreator(gCreator, kPluginNamespace))
-            gRegisteredIn = registry;
+        if (IPluginRegistry* registry = loadedRuntimeRegistry())
+            registry->registerCreator(gCreator, kPluginNamespace);
     }
 } const gLoadTimeRegistration;
+#endif
 
 } // namespace
 
@@ -77,6 +84,7 @@ void logMessage(ILogger::Severity severity, char const* format, ...) noexcept
 
 } // namespace eca_deploy
 
+#if ECA_PLUGIN_LOADER_ENTRY_POINTS
 ECA_PLUGIN_API void setLoggerFinder(ILoggerFinder* finder)
 {
     eca_deploy::gLoggerFinder = finder;
@@ -84,22 +92,22 @@ ECA_PLUGIN_API void setLoggerFinder(ILoggerFinder* finder)
 
 ECA_PLUGIN_API IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
-    // A loader registers the creators it gets here and fails if one is already registered: withdraw the load-time
-    // registration (the loader's dlopen ran it just before) and let the loader own the creator.
-    if (IPluginRegistry* registry = eca_deploy::gRegisteredIn.exchange(nullptr))
-        registry->deregisterCreator(eca_deploy::gCreator);
     static IPluginCreatorInterface* const creators[] = {&eca_deploy::gCreator};
     nbCreators = 1;
     return creators;
 }
+#define ECA_REGISTRATION "loader"
+#else
+#define ECA_REGISTRATION "load-time"
+#endif
 
-// "eca_trt_plugin=1.0.0 tensorrt=10.3.0 plugin=eca_deploy::ECA/1 eca_kernels=1.0.0 cuda=... archs=... max_k=63"
+// "eca_trt_plugin=1.0.0 tensorrt=10.3.0 plugin=eca_deploy::ECA/1 registration=load-time eca_kernels=1.0.0 cuda=..."
 ECA_PLUGIN_API char const* eca_plugin_build_info()
 {
     static std::string const info = std::string("eca_trt_plugin=") + ECA_STR(ECA_KERNELS_VERSION_MAJOR) "."
         ECA_STR(ECA_KERNELS_VERSION_MINOR) "." ECA_STR(ECA_KERNELS_VERSION_PATCH) " tensorrt=" ECA_STR(
             NV_TENSORRT_MAJOR) "." ECA_STR(NV_TENSORRT_MINOR) "." ECA_STR(NV_TENSORRT_PATCH) " plugin="
-        + eca_deploy::kPluginNamespace + "::" + eca_deploy::kPluginName + "/" + eca_deploy::kPluginVersion + " "
-        + eca_kernels_build_info();
+        + eca_deploy::kPluginNamespace + "::" + eca_deploy::kPluginName + "/" + eca_deploy::kPluginVersion
+        + " registration=" ECA_REGISTRATION " " + eca_kernels_build_info();
     return info.c_str();
 }

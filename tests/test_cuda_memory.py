@@ -1,0 +1,176 @@
+"""The CUDA memory layer of the TensorRT runner, through recording fakes of the two CUDA bindings: what is freed,
+destroyed and in which order (no GPU; nothing here pretends to run TensorRT)."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from eca_deploy.backends.cuda_memory import CudaError, _CudaPython, _PyCuda
+from eca_deploy.backends.tensorrt_runner import _Buffers
+
+
+class FakeRuntime:
+    """cuda.bindings.runtime's calling convention: every call returns (error, *results); calls are recorded."""
+
+    cudaStreamCaptureMode = SimpleNamespace(cudaStreamCaptureModeThreadLocal=2)
+    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.host: dict[int, ctypes.Array] = {}
+        self.next = 0x1000
+
+    def _record(self, name: str, *args: object) -> None:
+        self.calls.append((name, *args))
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+    def cudaFree(self, ptr: int):
+        self._record("cudaFree", ptr)
+        return (0,)
+
+    def cudaMalloc(self, nbytes: int):
+        self.next += 0x1000
+        self._record("cudaMalloc", nbytes)
+        return 0, self.next
+
+    def cudaMallocHost(self, nbytes: int):
+        buf = (ctypes.c_byte * nbytes)()
+        self.host[ctypes.addressof(buf)] = buf
+        self._record("cudaMallocHost", nbytes)
+        return 0, ctypes.addressof(buf)
+
+    def cudaFreeHost(self, ptr: int):
+        self._record("cudaFreeHost", ptr)
+        return (0,)
+
+    def cudaStreamBeginCapture(self, stream: int, mode: int):
+        self._record("cudaStreamBeginCapture", stream)
+        return (0,)
+
+    def cudaStreamEndCapture(self, stream: int):
+        self._record("cudaStreamEndCapture", stream)
+        return 0, "graph"
+
+    def cudaGraphInstantiate(self, graph: str, flags: int):
+        self._record("cudaGraphInstantiate", graph)
+        return 0, "exec"
+
+    def cudaGraphDestroy(self, graph: str):
+        self._record("cudaGraphDestroy", graph)
+        return (0,)
+
+    def cudaGraphExecDestroy(self, graph: str):
+        self._record("cudaGraphExecDestroy", graph)
+        return (0,)
+
+    def cudaGetErrorName(self, err: int):
+        return 0, b"cudaErrorFake"
+
+
+def test_pinned_buffers_are_freed_when_they_grow() -> None:
+    rt = FakeRuntime()
+    cuda = _CudaPython(rt)
+    buffers = _Buffers(cuda, np.dtype(np.float32))
+    small = buffers.ensure((2, 3))
+    small[...] = 1.0
+    first_host = small.ctypes.data
+    buffers.ensure((1, 3))  # fits: nothing allocated or freed
+    assert rt.names().count("cudaMallocHost") == 1 and "cudaFreeHost" not in rt.names()
+    big = buffers.ensure((4, 3))
+    assert big.shape == (4, 3)
+    assert ("cudaFreeHost", first_host) in rt.calls, "the old pinned buffer is released"
+    assert rt.names().count("cudaFree") == 2  # the context's cudaFree(0), then the old device buffer
+    buffers.release()
+    assert rt.names().count("cudaFreeHost") == 2 and rt.names().count("cudaFree") == 3
+    assert buffers.capacity == 0
+
+
+def test_capture_ends_even_when_the_work_raises() -> None:
+    rt = FakeRuntime()
+    cuda = _CudaPython(rt)
+
+    def failing() -> None:
+        raise CudaError("enqueue failed")
+
+    with pytest.raises(CudaError, match="enqueue failed"):
+        cuda.capture(7, failing)
+    assert rt.names()[-3:] == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphDestroy"]
+    rt.calls.clear()
+    graph = cuda.capture(7, lambda: rt._record("work"))
+    assert graph == "exec"
+    assert rt.names() == ["cudaStreamBeginCapture", "work", "cudaStreamEndCapture", "cudaGraphInstantiate",
+                          "cudaGraphDestroy"]  # fmt: skip
+    cuda.destroy_graph(graph)
+    assert rt.calls[-1] == ("cudaGraphExecDestroy", "exec")
+
+
+class FakePyCuda:
+    """pycuda.driver's context stack, per thread."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.calls: list[str] = []
+        fake = self
+
+        class Context:
+            @staticmethod
+            def get_current():
+                stack = getattr(fake.local, "stack", [])
+                return stack[-1] if stack else None
+
+            @staticmethod
+            def pop():
+                fake.calls.append("pop")
+                fake.local.stack.pop()
+
+        self.Context = Context
+
+    def push(self, context: str) -> None:
+        self.calls.append("push")
+        self.local.stack = [*getattr(self.local, "stack", []), context]
+
+
+def test_pycuda_pushes_the_primary_context_on_other_threads() -> None:
+    driver = FakePyCuda()
+    primary = SimpleNamespace(push=lambda: driver.push("primary"))
+    cuda = _PyCuda(driver, primary)
+    driver.push("primary")  # what pycuda.autoprimaryctx does on the importing thread
+    driver.calls.clear()
+    with cuda.activate():
+        assert driver.Context.get_current() == "primary"
+    assert driver.calls == [], "the creating thread already has it current"
+    seen: list[object] = []
+
+    def worker() -> None:
+        assert driver.Context.get_current() is None
+        with cuda.activate():
+            seen.append(driver.Context.get_current())
+        seen.append(driver.Context.get_current())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == ["primary", None] and driver.calls == ["push", "pop"]
+
+
+def test_pycuda_capture_ends_even_when_the_work_raises() -> None:
+    events: list[str] = []
+    stream = SimpleNamespace(handle=5, begin_capture=lambda: events.append("begin"),
+                             end_capture=lambda: events.append("end"))  # fmt: skip
+    driver = SimpleNamespace(Stream=lambda: stream)
+    cuda = _PyCuda(driver, None)
+    handle = cuda.stream()
+
+    def failing() -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        cuda.capture(handle, failing)
+    assert events == ["begin", "end"]
