@@ -136,7 +136,7 @@ def main() -> None:
             rows.append(row(f"INT8 eca-deploy {method}, fused ECA nodes", logits(q, data.x_test, qdq=True), ref,
                             data.y_test))  # fmt: skip
         if args.tools:
-            calib = load_calibration_set(folder, digits.preprocessing(), CALIB_COUNT).images.array
+            calib = load_calibration_set(folder, digits.preprocessing(), CALIB_COUNT).array()
             tools = [("ORT quantize_static", ort_quantize_static, ("minmax", "entropy"))]
             try:
                 import modelopt.onnx.quantization  # noqa: F401

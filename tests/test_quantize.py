@@ -12,9 +12,19 @@ from onnx import numpy_helper
 
 from eca_deploy.fileio import sha256_file
 from eca_deploy.fusion import count_eca_nodes
-from eca_deploy.precision.calibration import _Histogram, pick_evenly
+from eca_deploy.precision.calibration import (
+    HIST_BINS,
+    PERCENTILE,
+    _Histogram,
+    activation_bytes,
+    collect_ranges,
+    entropy_threshold,
+    load_calibration_set,
+    pick_evenly,
+    plan_calibration,
+)
 from eca_deploy.precision.detect import detect_precision
-from eca_deploy.precision.qdq import eca_blocks
+from eca_deploy.precision.qdq import eca_blocks, plan_quantization
 from eca_deploy.precision.quantize import QuantizeOptions, quantize_model
 from tests import digits
 from tests.conftest import assert_one_line_error
@@ -180,19 +190,76 @@ def test_other_user_errors(cli, digits_fused: Path, digits_calib: Path, quantize
 
 def test_histogram_methods() -> None:
     rng = np.random.default_rng(0)
-    hist = _Histogram()
     data = rng.standard_normal(200_000).astype(np.float32)
-    for chunk in np.array_split(data, 7):  # the range grows chunk by chunk (bins merge in pairs)
-        hist.add(chunk)
     amax = float(np.abs(data).max())
-    assert hist.amax == pytest.approx(amax) and hist.counts.sum() == data.size
+    hist = _Histogram(amax)
+    for chunk in np.array_split(data, 7):  # batch by batch, over the range of the whole tensor
+        hist.add(chunk)
+    assert hist.amax == amax and hist.counts.sum() == data.size
+    np.testing.assert_array_equal(hist.counts, np.histogram(np.abs(data), HIST_BINS, (0.0, amax))[0])
     assert hist.percentile(99.99) == pytest.approx(np.percentile(np.abs(data), 99.99), rel=0.02)
     threshold = hist.entropy()
     assert 2.0 < threshold < amax  # clips the tail of a Gaussian, keeps its body
     relu = np.maximum(data, 0)  # a spike of exact zeros must not drag the threshold down
-    h2 = _Histogram()
+    h2 = _Histogram(float(relu.max()))
     h2.add(relu)
     assert h2.entropy() > 2.0
+
+
+def _full_tensor_ranges(model: onnx.ModelProto, tensors: list[str], images: np.ndarray, method: str) -> dict:
+    """The previous implementation's scales: every tensor exposed at once, one batch of every image, one
+    histogram per tensor over [0, max |x|] (what the old pass computed when the images fit one batch)."""
+    import onnxruntime as ort
+
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    augmented.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors)
+    session = ort.InferenceSession(augmented.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = dict(zip(tensors, session.run(tensors, {"input": images}), strict=True))
+    out = {}
+    for name, value in values.items():
+        a = np.abs(value).ravel()
+        amax = float(a.max())
+        counts = np.histogram(a, HIST_BINS, (0.0, amax if amax > 0 else 1e-8))[0]
+        if method == "minmax":
+            out[name] = amax
+        elif method == "percentile":
+            cdf = np.cumsum(counts)
+            i = int(np.searchsorted(cdf, cdf[-1] * PERCENTILE / 100.0))
+            out[name] = min(amax, (i + 1) * amax / HIST_BINS)
+        else:
+            out[name] = entropy_threshold(counts, amax, amax)
+    return out, {n: v.nbytes // len(images) for n, v in values.items()}
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy", "minmax"])
+def test_streamed_calibration_equals_the_full_tensor_ranges(digits_onnx: Path, digits_calib: Path, method: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from eca_deploy.precision import calibration
+
+    model = onnx.load(str(digits_onnx))
+    tensors = sorted(plan_quantization(model, quantize_eca_gate=True).activations)
+    in_memory = load_calibration_set(digits_calib, digits.preprocessing(), 48)
+    expected, per_image = _full_tensor_ranges(model, tensors, in_memory.array(), method)
+
+    sizes, fixed = activation_bytes(model)
+    assert not fixed and {n: sizes[n] for n in tensors} == per_image  # sizes from shapes, as ORT allocates them
+    budget = 4 * max(per_image.values()) + 3 * sum(per_image.values()) // 4  # forces groups and small batches
+    plan = plan_calibration(model, tensors, 48, method, budget)
+    assert len(plan.groups) >= 2 and max(g.batch for g in plan.groups) < 48
+    assert plan.passes == (1 if method == "minmax" else 2)
+    assert sorted(t for g in plan.groups for t in g.tensors) == tensors
+    working = 4 * max(sizes.values())
+    for group in plan.groups:  # each run's exposed tensors and ORT's working set fit the budget
+        assert group.batch * (group.bytes_per_image + working) <= budget or group.batch == 1
+
+    monkeypatch.setattr(calibration, "IMAGE_CACHE_BYTES", 0)
+    on_disk = load_calibration_set(digits_calib, digits.preprocessing(), 48)
+    assert on_disk.array().shape == in_memory.array().shape and on_disk._array is None  # read per batch
+    seen: list[tuple[int, int]] = []
+    ranges = collect_ranges(model, tensors, on_disk, method, budget, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (plan.runs * 48, plan.runs * 48)
+    assert ranges == expected
 
 
 def test_pick_evenly_spreads_over_sorted_files() -> None:

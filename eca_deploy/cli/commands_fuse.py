@@ -22,13 +22,17 @@ def fuse_command(
     residual: bool = typer.Option(
         True, "--residual/--no-residual", help="Move each block's residual Add (and ReLU) into its ECA node."
     ),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", help="Largest fused-vs-unfused difference, fraction of the largest logit (1e-4)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Fuse every ECA block into one `eca_deploy.ECA` node (runs anywhere through an ONNX function)."""
-    from eca_deploy.pipeline.fuse import run_fuse
+    from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, run_fuse
 
-    output = output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx")
-    result = run_fuse(onnx_path, output, write_unchanged, verify, residual)
+    tolerance = FUSION_TOLERANCE if tolerance is None else tolerance
+    out = output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx")
+    result = run_fuse(onnx_path, out, write_unchanged, verify, tolerance, residual)
     if json_out:
         print_json(result.as_dict())
         return
@@ -50,8 +54,11 @@ def fuse_command(
         for miss in report.near_misses:
             table.add_row(miss.node, miss.reason)
         console.print(table)
-    if result.max_abs_diff is not None:
-        console.print(f"fused vs unfused on ONNX Runtime: max abs difference {result.max_abs_diff:.3g}")
+    if result.check is not None:
+        c = result.check
+        console.print(f"fused vs unfused on ONNX Runtime ({c.images} photos): max abs difference {c.max_abs_diff:.3g}, "
+                      f"{c.relative_diff:.3g} of the largest logit (bound {c.bound:.3g}: tolerance {c.tolerance:g}, "
+                      f"unfused float32 noise {c.float32_noise:.3g})")  # fmt: skip
     if result.written:
         console.print(f"[green]wrote[/green] {result.output}")
     elif not report.count:

@@ -58,6 +58,11 @@ def export_command(
     k_size: str | None = typer.Option(None, "--k-size", help="Per-stage ECA k for a random ResNet, e.g. 3,5,5,7."),
     exporter: str = typer.Option("torchscript", "--exporter", help="torchscript (default) or dynamo."),
     fuse_eca: bool = typer.Option(False, "--fuse-eca", help="Fuse every ECA block into one ECA node."),
+    tolerance: float | None = typer.Option(
+        None,
+        "--tolerance",
+        help="With --fuse-eca: largest fused-vs-unfused difference, fraction of the top logit (1e-4).",
+    ),
     images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png for verification."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare against PyTorch after export."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -68,7 +73,7 @@ def export_command(
     result = run_export(
         model_name=model, weights=weights, output=output or Path(f"{model}.onnx"), opset=opset,
         batch=parse_batch(batch), img_size=img_size, num_classes=num_classes, k_size=parse_k_sizes(k_size),
-        exporter=exporter, fuse=fuse_eca, images=images, verify=verify, warn=warn,
+        exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify, warn=warn,
         status=None if json_out else console.status,
     )  # fmt: skip
     if json_out:

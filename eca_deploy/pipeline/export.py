@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnx
 from rich.console import Console
 from rich.table import Table
 
@@ -66,6 +67,7 @@ def run_export(
     k_size: tuple[int, ...] | None = None,
     exporter: str = "torchscript",
     fuse: bool = False,
+    fuse_tolerance: float | None = None,  # default: pipeline.fuse.FUSION_TOLERANCE
     images: Path | None = None,
     verify: bool = True,
     warn: Callable[[str], None] = lambda _m: None,
@@ -106,10 +108,21 @@ def run_export(
         onnx_model = export_onnx(model, model_name, opts, weights_source=source)
     if fuse:
         from eca_deploy.fusion import fuse_eca
+        from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, check_fusion, validate_tolerance
 
+        tolerance = FUSION_TOLERANCE if fuse_tolerance is None else fuse_tolerance
+        validate_tolerance(tolerance)
+        unfused = onnx.ModelProto()
+        unfused.CopyFrom(onnx_model)
         with _status(status, "fusing ECA blocks"):
             report = fuse_eca(onnx_model)
         result.fused_blocks = report.count
+        if verify and report.count:
+            with _status(status, "comparing fused and unfused models on real photographs"):
+                fusion = check_fusion(unfused, onnx_model, tolerance=tolerance)
+            del unfused
+            if not fusion.passed:
+                raise CheckFailedError(fusion.refusal(output))
     if verify:
         with _status(status, "verifying against PyTorch on real photographs"):
             batch_images = load_images(image_paths, opts.preprocessing)

@@ -12,6 +12,7 @@ import onnx
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.precision.calibration import (
+    MEMORY_BUDGET,
     METHODS,
     MIN_RECOMMENDED_IMAGES,
     CalibrationCache,
@@ -19,6 +20,7 @@ from eca_deploy.precision.calibration import (
     cache_key,
     collect_ranges,
     load_calibration_set,
+    plan_calibration,
 )
 from eca_deploy.precision.detect import detect_precision
 from eca_deploy.precision.qdq import insert_qdq, plan_quantization, qdq_summary
@@ -31,13 +33,17 @@ class QuantizeOptions:
     quantize_eca_gate: bool = False  # for comparison only: the gate belongs in float
     use_cache: bool = True
     cache_folder: Path | None = None  # default: calibration.cache_dir()
-    batch: int = 32
+    memory_budget: int = MEMORY_BUDGET  # bytes of activations a calibration run may hold (sets groups and batch)
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise EcaDeployError(f"unknown calibration method {self.method!r}: choose one of {', '.join(METHODS)}")
         if self.count < 1:
             raise EcaDeployError(f"--calib-count must be a positive number of images, got {self.count}")
+        if self.memory_budget < 1 << 20:
+            raise EcaDeployError(
+                f"the calibration memory budget must be at least 1 MiB, not {self.memory_budget} bytes"
+            )
 
 
 @dataclass
@@ -52,6 +58,7 @@ class QuantizeReport:
     eca_blocks_unfused: int
     eca_nodes_fused: int
     eca_gate_quantized: bool
+    calibration: dict[str, Any] | None = None  # how the images were streamed (None when the cache served)
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,11 +96,9 @@ def quantize_model(
     prep = model_preprocessing(model, warn)
     calib = load_calibration_set(calib_images, prep, options.count)
     warnings: list[str] = []
-    if calib.images.skipped:
-        warnings.append(
-            f"skipped {len(calib.images.skipped)} unreadable image files: {', '.join(calib.images.skipped[:5])}"
-        )
-    used = len(calib.images.names)
+    if calib.skipped:
+        warnings.append(f"skipped {len(calib.skipped)} unreadable image files: {', '.join(calib.skipped[:5])}")
+    used = len(calib)
     if used < MIN_RECOMMENDED_IMAGES:
         warnings.append(
             f"only {used} calibration images: INT8 ranges from so few are unreliable and can collapse accuracy; "
@@ -114,9 +119,17 @@ def quantize_model(
     key = cache_key(onnx_sha256, calib.files, options.method, options.count)
     ranges = cache.load(key, tensors) if options.use_cache else None
     source, cache_file = "cache", str(cache.path(key))
+    streaming = None
     if ranges is None:
         source = "calibrated"
-        ranges = collect_ranges(model, tensors, calib.images.array, options.method, options.batch, progress)
+        stream = plan_calibration(model, tensors, used, options.method, options.memory_budget)
+        streaming = {
+            "groups": len(stream.groups),
+            "batch": sorted({g.batch for g in stream.groups}),
+            "passes": stream.passes,
+            "memory_budget_mib": options.memory_budget >> 20,
+        }
+        ranges = collect_ranges(model, tensors, calib, options.method, progress=progress, plan=stream)
         info = {"onnx_sha256": onnx_sha256, "method": options.method, "count": options.count,
                 "images": [p.name for p in calib.files]}  # fmt: skip
         written = cache.store(key, ranges, info) if options.use_cache else None
@@ -126,13 +139,14 @@ def quantize_model(
         method=options.method,
         images=used,
         found=calib.found,
-        skipped=calib.images.skipped,
+        skipped=calib.skipped,
         source=source,
         cache_file=cache_file,
         qdq=qdq_summary(quantized),
         eca_blocks_unfused=plan.eca_blocks,
         eca_nodes_fused=count_eca_nodes(model),
         eca_gate_quantized=plan.eca_gate_quantized,
+        calibration=streaming,
         warnings=warnings,
     )
     return quantized, report
