@@ -21,15 +21,16 @@ def run_bench(
     img_size: int | None = None,
     plugin: str | None = None,
     on_batch: Callable[[str], Callable[[int], Callable[[float], None]]] | None = None,
+    runtime: str = "onnxruntime",
 ) -> dict[str, Any]:
-    """Benchmark each model (ONNX on ONNX Runtime, anything else as a TensorRT engine)."""
+    """Benchmark each model (ONNX on ONNX Runtime or `runtime`, anything else as a TensorRT engine)."""
     from eca_deploy.backends.loader import looks_like_onnx, open_engine, open_onnx
 
     entries = []
     for path in models:
         if looks_like_onnx(path) or not path.exists():
-            runner, _, precision = open_onnx(path, provider, threads=threads)
-            backend = f"onnxruntime-{provider}"
+            runner, _, precision = open_onnx(path, provider, threads=threads, runtime=runtime)
+            backend = f"{runner.name}-{provider}"
         else:
             runner = open_engine(path, plugin)
             precision = getattr(getattr(runner, "sidecar", None), "precision", "unknown")
