@@ -2,8 +2,11 @@
 
 For each model and batch size the three variants run in interleaved rounds (the order rotates every round), so
 clock and load drift hit all alike; the table gives the median images/s over rounds, the spread (min..max) and the
-per-round ratios: fused+extension / unfused (target >= 1) and ECA overhead = unfused / twin - 1 (target <= 10%).
-The twin is the fused model with every ECA node replaced by Identity: the same network with the gates removed.
+per-round ratios: fused+extension / unfused throughput (target >= 1) and ECA overhead = time / twin's time - 1
+(target <= 10%). Fused variants: "fused+ext" converts each ECA node to the extension's fused CPU op, "fused+ext
+opset" to OpenVINO's standard ops (ECA_DEPLOY_OPENVINO_LOWERING=opset). The fused model folds the residual Add and
+ReLU after each ECA into the node (the contract's residual form). The twin is the fused model with every ECA node
+replaced by Identity: the same network with the gates removed.
 Weights are random (seeded); speed does not depend on them.
 
     python scripts/bench_openvino.py --models eca_mobilenetv2,eca_resnet50 --batch 1,8 --rounds 7 --seconds 2
@@ -32,40 +35,66 @@ from eca_deploy.models import create_model
 from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE
 from eca_deploy.plugin.openvino_build import find_openvino_extension
 
-VARIANTS = ("unfused", "fused+ext", "no-ECA twin")
+VARIANTS = ("unfused", "fused+ext", "fused+ext opset", "no-ECA twin")
+FILES = {"unfused": "unfused", "fused+ext": "fused", "fused+ext opset": "fused", "no-ECA twin": "twin"}
+LOWERING = {"fused+ext": "op", "fused+ext opset": "opset"}
 
 
 def without_eca(fused: onnx.ModelProto) -> onnx.ModelProto:
-    """The fused network with each ECA node replaced by Identity (residual/ReLU variants keep Add/Relu)."""
+    """The fused network (single-input ECA nodes) with every ECA node replaced by Identity: the gates removed."""
     twin = onnx.ModelProto()
     twin.CopyFrom(fused)
-    nodes = []
     for node in twin.graph.node:
-        if node.op_type != ECA_OP_TYPE or node.domain != ECA_DOMAIN:
-            nodes.append(node)
-            continue
-        relu = any(a.name == "activation" and a.s == b"relu" for a in node.attribute)
-        out = node.output[0] + "_pre" if (relu or len(node.input) == 2) else node.output[0]
-        nodes.append(onnx.helper.make_node("Identity", [node.input[0]], [out if len(node.input) == 1 else out + "x"]))
-        if len(node.input) == 2:
-            nodes.append(onnx.helper.make_node("Add", [out + "x", node.input[1]], [out]))
-        if relu:
-            nodes.append(onnx.helper.make_node("Relu", [out], [node.output[0]]))
-    del twin.graph.node[:]
-    twin.graph.node.extend(nodes)
+        if node.op_type == ECA_OP_TYPE and node.domain == ECA_DOMAIN:
+            if len(node.input) != 1:
+                raise ValueError("make the twin before folding residuals into ECA nodes")
+            node.CopyFrom(onnx.helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name))
     del twin.functions[:]
     return twin
 
 
-def make_models(name: str, img_size: int, folder: Path) -> dict[str, Path]:
+def absorb_residual(model: onnx.ModelProto) -> int:
+    """Fold `Add(ECA(x), skip)` and a following Relu into the ECA node (the contract's residual form), in place.
+
+    A stand-in for the fusion pass until it emits the residual form itself; returns how many nodes were folded.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    outputs = {o.name for o in model.graph.output}
+    removed: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if node.op_type != ECA_OP_TYPE or node.domain != ECA_DOMAIN or len(node.input) != 1:
+            continue
+        after = consumers[node.output[0]]
+        if len(after) != 1 or after[0].op_type != "Add" or node.output[0] in outputs:
+            continue
+        add = after[0]
+        node.input.append(next(i for i in add.input if i != node.output[0]))
+        node.output[0] = add.output[0]
+        removed.append(add)
+        after = consumers[add.output[0]]
+        if len(after) == 1 and after[0].op_type == "Relu" and add.output[0] not in outputs:
+            node.attribute.append(onnx.helper.make_attribute("activation", "relu"))
+            node.output[0] = after[0].output[0]
+            removed.append(after[0])
+    for node in removed:
+        model.graph.node.remove(node)
+    return len(removed)
+
+
+def make_models(name: str, img_size: int, folder: Path, residual: bool = True) -> dict[str, Path]:
     model = export_onnx(create_model(name), name, ExportOptions(img_size=img_size))
-    paths = {v: folder / f"{name}.{i}.onnx" for i, v in enumerate(VARIANTS)}
+    paths = {v: folder / f"{name}.{v}.onnx" for v in ("unfused", "fused", "twin")}
     onnx.save(model, str(paths["unfused"]))
     report = fuse_eca(model)
     if report.count == 0:
         raise SystemExit(f"{name}: no ECA block was fused")
-    onnx.save(model, str(paths["fused+ext"]))
-    onnx.save(without_eca(model), str(paths["no-ECA twin"]))
+    onnx.save(without_eca(model), str(paths["twin"]))
+    if residual:
+        absorb_residual(model)
+    onnx.save(model, str(paths["fused"]))
     return paths
 
 
@@ -113,21 +142,22 @@ def main() -> None:
         for name in args.models.split(","):
             paths = make_models(name, args.img_size, Path(tmp))
             for batch in batches:
-                runners = {v: OpenVINORunner(p, threads=args.threads, inference_precision=precision,
-                                             extension=extension, batch=batch, perf_counters=args.profile)
-                           for v, p in paths.items()}  # fmt: skip
+                runners = {v: OpenVINORunner(paths[FILES[v]], threads=args.threads, inference_precision=precision,
+                                             extension=extension, batch=batch, perf_counters=args.profile,
+                                             eca_lowering=LOWERING.get(v))
+                           for v in VARIANTS}  # fmt: skip
                 x = np.random.default_rng(0).standard_normal((batch, 3, args.img_size, args.img_size), np.float32)
                 rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
                 for r in range(args.rounds):
-                    order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
-                    for v in order:
+                    shift = r % len(VARIANTS)
+                    for v in VARIANTS[shift:] + VARIANTS[:shift]:
                         rates[v].append(throughput(runners[v], x, args.seconds))
-                u, f, t = (np.array(rates[v]) for v in VARIANTS)
+                a = {v: np.array(rates[v]) for v in VARIANTS}
                 row = {
                     "model": name, "batch": batch, "precision": runners["unfused"].inference_precision,
-                    "threads": runners["unfused"].threads, "images_per_s": {v: rates[v] for v in VARIANTS},
-                    "fused_vs_unfused": (f / u).tolist(), "eca_overhead_unfused": (u / t - 1).tolist(),
-                    "eca_overhead_fused": (f / t - 1).tolist(),
+                    "threads": runners["unfused"].threads, "images_per_s": rates,
+                    "vs_unfused": {v: (a[v] / a["unfused"]).tolist() for v in VARIANTS if v.startswith("fused")},
+                    "eca_overhead": {v: (a["no-ECA twin"] / a[v] - 1).tolist() for v in VARIANTS if v != "no-ECA twin"},
                 }  # fmt: skip
                 if args.profile:
                     row["profile_ms"] = {v: profile(runners[v], x) for v in VARIANTS}
@@ -157,19 +187,22 @@ def print_row(row: dict[str, Any]) -> None:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("\n| model | batch | precision | unfused img/s | fused+ext img/s | no-ECA twin img/s | fused / unfused "
-          "| ECA overhead, unfused | ECA overhead, fused+ext |")  # fmt: skip
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    """Markdown: median (min..max) over rounds; ratios and overheads are per round (same round, same load)."""
+    fused = [v for v in VARIANTS if v.startswith("fused")]
+    heads = [f"{v} img/s" for v in VARIANTS] + [f"{v} / unfused" for v in fused]
+    heads += [f"ECA overhead {v}" for v in VARIANTS if v != "no-ECA twin"]
+    print("\n| model | batch | precision | " + " | ".join(heads) + " |")
+    print("| --- | ---: | --- | " + " | ".join("---:" for _ in heads) + " |")
     for r in rows:
-        ips = r["images_per_s"]
-        pct = [f"{100 * x:+.1f}%" for x in (np.median(r["eca_overhead_unfused"]), min(r["eca_overhead_unfused"]),
-                                            max(r["eca_overhead_unfused"]))]  # fmt: skip
-        pf = [f"{100 * x:+.1f}%" for x in (np.median(r["eca_overhead_fused"]), min(r["eca_overhead_fused"]),
-                                           max(r["eca_overhead_fused"]))]  # fmt: skip
-        print(f"| {r['model']} | {r['batch']} | {r['precision']} | {_med_range(ips['unfused'])} "
-              f"| {_med_range(ips['fused+ext'])} | {_med_range(ips['no-ECA twin'])} "
-              f"| {_med_range(r['fused_vs_unfused'], '{:.3f}')} | {pct[0]} ({pct[1]}..{pct[2]}) "
-              f"| {pf[0]} ({pf[1]}..{pf[2]}) |")  # fmt: skip
+        cells = [_med_range(r["images_per_s"][v]) for v in VARIANTS]
+        cells += [_med_range(r["vs_unfused"][v], "{:.3f}") for v in fused]
+        cells += [_pct(r["eca_overhead"][v]) for v in VARIANTS if v != "no-ECA twin"]
+        print(f"| {r['model']} | {r['batch']} | {r['precision']} | " + " | ".join(cells) + " |")
+
+
+def _pct(values: list[float]) -> str:
+    med, lo, hi = (100 * x for x in (np.median(values), min(values), max(values)))
+    return f"{med:+.1f}% ({lo:+.1f}..{hi:+.1f})"
 
 
 def cpu_name() -> str:

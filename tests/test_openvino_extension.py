@@ -1,7 +1,7 @@
 """The OpenVINO ECA extension (plugins/openvino) against the float64 reference, every attribute of the op contract.
 
 Each case is a one-node ONNX graph holding the eca_deploy.ECA node, converted by the extension's ONNX frontend
-rule onto its CPU op and compiled by OpenVINO's CPU plugin.
+rule onto its CPU op ("op") or onto OpenVINO's standard ops ("opset"), and compiled by OpenVINO's CPU plugin.
 """
 
 from __future__ import annotations
@@ -63,23 +63,28 @@ def eca_model(shape, weights, elem=TensorProto.FLOAT, residual=False, dynamic_ba
     return model.SerializeToString()
 
 
-def compile_eca(extension: Path, model: bytes, precision: str | None = "f32"):
+def compile_eca(extension: Path, model: bytes, precision: str | None = "f32", lowering: str = "op"):
     import openvino as ov
+
+    from eca_deploy.backends.openvino_runner import LOWERING_ENV, scoped_env
 
     core = ov.Core()
     core.add_extension(str(extension))
-    ov_model = core.read_model(io.BytesIO(model))
+    with scoped_env(LOWERING_ENV, lowering):
+        ov_model = core.read_model(io.BytesIO(model))
+    ops = {op.get_type_name() for op in ov_model.get_ops()}
+    assert ("ECA" in ops) == (lowering == "op"), ops
     config = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
     return core.compile_model(ov_model, "CPU", config)
 
 
-def run_case(extension, shape, weights, rng, *, precision="f32", elem=np.float32, **attrs):
+def run_case(extension, shape, weights, rng, *, precision="f32", elem=np.float32, lowering="op", **attrs):
     residual = attrs.pop("residual", False)
     x = rng.standard_normal(shape).astype(elem) * 2 + 0.3
     r = rng.standard_normal(shape).astype(elem) if residual else None
     model = eca_model(shape, weights, TensorProto.FLOAT16 if elem == np.float16 else TensorProto.FLOAT, residual,
                       **{k: v for k, v in attrs.items() if v is not None})  # fmt: skip
-    compiled = compile_eca(extension, model, precision)
+    compiled = compile_eca(extension, model, precision, lowering)
     feed = [x] if r is None else [x, r]
     y = compiled(feed)[0]
     kwargs = {k: v for k, v in attrs.items() if v is not None}
@@ -103,13 +108,14 @@ def test_shape_grid_default_attributes(openvino_extension: Path, shape, k) -> No
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("lowering", ["op", "opset"])
 @pytest.mark.parametrize(("padding", "gate", "activation", "residual"), COMBOS)
-def test_every_attribute_combination(openvino_extension: Path, padding, gate, activation, residual) -> None:
+def test_every_attribute_combination(openvino_extension: Path, padding, gate, activation, residual, lowering) -> None:
     rng = np.random.default_rng(7)
-    for shape, k in (((2, 3, 1, 1), 5), ((1, 9, 4, 3), 3), ((1, 130, 20, 20), 7), ((1, 1, 2, 2), 3)):
+    for shape, k in (((2, 3, 1, 1), 5), ((1, 9, 4, 3), 3), ((1, 130, 20, 20), 7), ((1, 1, 2, 2), 3), ((1, 2, 3, 3), 9)):
         weights = rng.uniform(-2, 2, k)
         y, ref = run_case(openvino_extension, shape, weights, rng, bias=float(rng.uniform(-1, 1)), padding=padding,
-                          gate=gate, activation=activation, residual=residual)  # fmt: skip
+                          gate=gate, activation=activation, residual=residual, lowering=lowering)  # fmt: skip
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5, err_msg=f"{shape} k={k}")
         if activation == "relu":
             assert (y >= 0).all()
@@ -128,21 +134,21 @@ def test_defaults_equal_explicit_attributes(openvino_extension: Path) -> None:
     assert not np.allclose(circular[:, 0], implicit[:, 0]) and np.allclose(circular[:, 5], implicit[:, 5])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     n=st.integers(1, 3), c=st.integers(1, 80), h=st.integers(1, 13), w=st.integers(1, 13),
     half=st.integers(0, 8), padding=st.sampled_from(PADDINGS), gate=st.sampled_from(GATES),
     activation=st.sampled_from(ACTIVATIONS), residual=st.booleans(), bias=st.floats(-3, 3),
-    seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1e-3, 1.0, 30.0]),
+    seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1e-3, 1.0, 30.0]), lowering=st.sampled_from(["op", "opset"]),
 )  # fmt: skip
 def test_hypothesis_inputs(openvino_extension: Path, n, c, h, w, half, padding, gate, activation, residual, bias,
-                           seed, scale) -> None:  # fmt: skip
+                           seed, scale, lowering) -> None:  # fmt: skip
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((n, c, h, w)) * scale).astype(np.float32)
     r = rng.standard_normal(x.shape).astype(np.float32) if residual else None
     weights = rng.uniform(-1.5, 1.5, 2 * half + 1)
     model = eca_model(x.shape, weights, residual=residual, bias=bias, padding=padding, gate=gate, activation=activation)
-    y = compile_eca(openvino_extension, model)([x] if r is None else [x, r])[0]
+    y = compile_eca(openvino_extension, model, lowering=lowering)([x] if r is None else [x, r])[0]
     ref = reference(x, weights, bias=bias, padding=padding, gate=gate, activation=activation, residual=r)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * max(1.0, scale))
 
@@ -189,9 +195,15 @@ def test_dynamic_batch_and_spatial_sizes(openvino_extension: Path) -> None:
         ([0.5], {"activation": "gelu"}, "'activation' must be"),
     ],
 )
-def test_bad_attributes_are_named(openvino_extension: Path, weights, attrs, needle) -> None:
+@pytest.mark.parametrize("lowering", ["op", "opset"])
+def test_bad_attributes_are_named(openvino_extension: Path, weights, attrs, needle, lowering) -> None:
     with pytest.raises(RuntimeError, match=needle):
-        compile_eca(openvino_extension, eca_model((1, 4, 2, 2), weights, **attrs))
+        compile_eca(openvino_extension, eca_model((1, 4, 2, 2), weights, **attrs), lowering=lowering)
+
+
+def test_bad_lowering_is_named(openvino_extension: Path) -> None:
+    with pytest.raises(RuntimeError, match="ECA_DEPLOY_OPENVINO_LOWERING must be"):
+        compile_eca(openvino_extension, eca_model((1, 4, 2, 2), [0.5]), lowering="fast")
 
 
 def test_without_extension_openvino_cannot_read_the_fused_node(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,10 @@ from eca_deploy.errors import EcaDeployError, MissingDependencyError
 _TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "i32": "tensor(int32)"}
 # INFERENCE_PRECISION_HINT values; None lets OpenVINO choose (bf16 on CPUs with AVX512_BF16 or AMX).
 PRECISIONS = ("f32", "bf16", "f16")
+# How the extension converts eca_deploy.ECA nodes (plugins/openvino/eca_extension.cpp): its fused CPU op, or
+# OpenVINO's standard ops. Read by the extension from this variable while the model is read.
+LOWERINGS = ("op", "opset")
+LOWERING_ENV = "ECA_DEPLOY_OPENVINO_LOWERING"
 
 
 def import_openvino() -> Any:
@@ -39,7 +45,8 @@ class OpenVINORunner(Runner):
     `inference_precision` is OpenVINO's INFERENCE_PRECISION_HINT: "f32" (default: the numbers of the ONNX model),
     "bf16"/"f16", or None for OpenVINO's own pick. `extension` is the ECA extension library (default: found like
     `find_openvino_extension`); it is required only when the model holds eca_deploy.ECA nodes. `batch` fixes the
-    batch dimension of a dynamic model. `perf_counters` turns on OpenVINO's per-layer profiling.
+    batch dimension of a dynamic model. `perf_counters` turns on OpenVINO's per-layer profiling. `eca_lowering`
+    "op" (the extension's fused kernel) or "opset" (OpenVINO's own ops) overrides $ECA_DEPLOY_OPENVINO_LOWERING.
     """
 
     name = "openvino"
@@ -54,12 +61,15 @@ class OpenVINORunner(Runner):
         extension: str | Path | None = None,
         batch: int | None = None,
         perf_counters: bool = False,
+        eca_lowering: str | None = None,
     ) -> None:
         ov = import_openvino()
         import onnx
 
         from eca_deploy.plugin.openvino_build import find_openvino_extension
 
+        if eca_lowering is not None and eca_lowering not in LOWERINGS:
+            raise EcaDeployError(f"unknown ECA lowering {eca_lowering!r}: choose {', '.join(LOWERINGS)}")
         if inference_precision is not None and inference_precision not in PRECISIONS:
             raise EcaDeployError(f"unknown OpenVINO precision {inference_precision!r}: choose {', '.join(PRECISIONS)}")
         label = "the model" if isinstance(model, bytes) else str(model)
@@ -84,7 +94,8 @@ class OpenVINORunner(Runner):
                     "`eca-deploy plugin build --target openvino`"
                 ) from None
         try:
-            ov_model = self.core.read_model(io.BytesIO(model) if isinstance(model, bytes) else str(model))
+            with scoped_env(LOWERING_ENV, eca_lowering):
+                ov_model = self.core.read_model(io.BytesIO(model) if isinstance(model, bytes) else str(model))
             if batch is not None:
                 ov_model.reshape({ov_model.inputs[0].get_any_name(): _with_batch(ov_model.inputs[0], batch)})
             config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
@@ -140,6 +151,23 @@ class OpenVINORunner(Runner):
             rows.append({"name": info.node_name, "type": info.node_type, "exec_type": info.exec_type,
                          "ms": info.real_time.total_seconds() * 1e3})  # fmt: skip
         return rows
+
+
+@contextlib.contextmanager
+def scoped_env(name: str, value: str | None) -> Iterator[None]:
+    """Set an environment variable for the duration of the block (no change when `value` is None)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def _with_batch(port: Any, batch: int) -> Any:
