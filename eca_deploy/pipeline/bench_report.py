@@ -58,6 +58,24 @@ def run_bench(
     }
 
 
+def run_bench_side_by_side(path: Path, config: BenchConfig, runtimes: Sequence[str], rounds: int = 3) -> dict[str, Any]:
+    """One ONNX model on several runtimes (e.g. onnxruntime, openvino), timed in interleaved rounds.
+
+    The report has `run_bench`'s layout, one entry per runtime; results add `rounds_images_per_s` and
+    `ratio_to_first` (images/s over the first runtime's, per round).
+    """
+    from eca_deploy.backends.loader import open_onnx
+    from eca_deploy.pipeline.bench_interleaved import bench_interleaved
+
+    opened = {r: open_onnx(path, runtime=r) for r in runtimes}
+    by_runtime = bench_interleaved({r: runner for r, (runner, _, _) in opened.items()}, config, rounds=rounds)
+    entries = [{"model": path.name, "path": str(path), "backend": f"{r}-cpu", "precision": opened[r][2],
+                "results": by_runtime[r]} for r in runtimes]  # fmt: skip
+    return {"config": {"batches": list(config.batches), "warmup_s": config.warmup_s, "duration_s": config.duration_s,
+                       "rounds": rounds, "interleaved": True},
+            "environment": environment.collect(None), "models": entries}  # fmt: skip
+
+
 CSV_FIELDS = ["model", "backend", "precision", "batch", "iterations", "images_per_s", "inferences_per_s",
               "min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "h2d_ms", "compute_ms",
               "d2h_ms"]  # fmt: skip
