@@ -15,10 +15,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch first and pinned (an unpinned torch is a multi-GB CUDA build); an existing torch is kept.
-# ONNX Runtime: the CPU wheel only when no onnxruntime / onnxruntime-gpu is importable.
+# ONNX Runtime: the CPU wheel only when no onnxruntime / onnxruntime-gpu is importable. OpenVINO: the CPU runtime
+# and the headers/CMake config its ECA extension builds against (the tests build it).
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,openvino]"
 	$(BIN)/python -c "import onnxruntime" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[cpu]"
 	touch $@
 

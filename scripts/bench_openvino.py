@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import tempfile
 import time
@@ -98,14 +99,20 @@ def make_models(name: str, img_size: int, folder: Path, residual: bool = True) -
     return paths
 
 
-def throughput(runner: OpenVINORunner, x: np.ndarray, seconds: float) -> float:
+def throughput(runner: OpenVINORunner, x: np.ndarray, seconds: float) -> tuple[float, float]:
+    """(images/s by the wall clock, CPU ms of this process per image) over `seconds` of back-to-back inferences.
+
+    On a machine shared with other work the wall clock measures the share of the cores this process got; the
+    CPU time it spent per image does not depend on that share (it counts OpenVINO's worker threads too).
+    """
     step = runner.make_step({runner.inputs[0].name: x}, None)  # type: ignore[arg-type]
     step()
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         step()
         n += 1
-    return n * len(x) / (time.perf_counter() - start)
+    images = n * len(x)
+    return images / (time.perf_counter() - start), 1e3 * (time.process_time() - cpu) / images
 
 
 def profile(runner: OpenVINORunner, x: np.ndarray, iterations: int = 30) -> dict[str, float]:
@@ -148,26 +155,41 @@ def main() -> None:
                            for v in VARIANTS}  # fmt: skip
                 x = np.random.default_rng(0).standard_normal((batch, 3, args.img_size, args.img_size), np.float32)
                 rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+                cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
                 for r in range(args.rounds):
                     shift = r % len(VARIANTS)
                     for v in VARIANTS[shift:] + VARIANTS[:shift]:
-                        rates[v].append(throughput(runners[v], x, args.seconds))
+                        rate, cpu_ms = throughput(runners[v], x, args.seconds)
+                        rates[v].append(rate)
+                        cpu[v].append(cpu_ms)
                 a = {v: np.array(rates[v]) for v in VARIANTS}
+                c = {v: np.array(cpu[v]) for v in VARIANTS}
                 row = {
                     "model": name, "batch": batch, "precision": runners["unfused"].inference_precision,
                     "threads": runners["unfused"].threads, "images_per_s": rates,
                     "vs_unfused": {v: (a[v] / a["unfused"]).tolist() for v in VARIANTS if v.startswith("fused")},
                     "eca_overhead": {v: (a["no-ECA twin"] / a[v] - 1).tolist() for v in VARIANTS if v != "no-ECA twin"},
+                    "cpu_ms_per_image": cpu,
+                    "cpu_vs_unfused": {v: (c["unfused"] / c[v]).tolist() for v in VARIANTS if v.startswith("fused")},
+                    "cpu_eca_overhead": {v: (c[v] / c["no-ECA twin"] - 1).tolist()
+                                         for v in VARIANTS if v != "no-ECA twin"},
                 }  # fmt: skip
                 if args.profile:
                     row["profile_ms"] = {v: profile(runners[v], x) for v in VARIANTS}
                 rows.append(row)
                 print_row(row)
-    env = {"cpu": cpu_name(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "openvino": __import__("openvino").__version__, "python": platform.python_version()}  # fmt: skip
-    print(f"\n{env['cpu']}, OpenVINO {env['openvino']}, {env['date']}, {args.rounds} interleaved rounds of "
-          f"{args.seconds}s per variant; random weights")  # fmt: skip
+    env = {
+        "cpu": cpu_name(),
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "openvino": __import__("openvino").__version__,
+        "python": platform.python_version(),
+    }
+    print(f"\n{env['cpu']} ({os.cpu_count()} cores, load average {env['load_average']}), OpenVINO "
+          f"{env['openvino'].split('-')[0]}, {env['date']}, {args.rounds} interleaved rounds of {args.seconds}s per "
+          "variant; random weights")  # fmt: skip
     print_table(rows)
+    print_cpu_table(rows)
     if args.json:
         args.json.write_text(json.dumps({"environment": env, "args": vars(args) | {"json": str(args.json)},
                                          "rows": rows}, indent=2) + "\n")  # fmt: skip
@@ -179,7 +201,8 @@ def _med_range(values: list[float], fmt: str = "{:.1f}") -> str:
 
 def print_row(row: dict[str, Any]) -> None:
     print(f"{row['model']} batch {row['batch']} ({row['precision']}, {row['threads']} threads): "
-          + ", ".join(f"{v} {np.median(r):.1f} img/s" for v, r in row["images_per_s"].items()))  # fmt: skip
+          + ", ".join(f"{v} {np.median(r):.1f} img/s {np.median(row['cpu_ms_per_image'][v]):.2f} CPU ms/img"
+                      for v, r in row["images_per_s"].items()), flush=True)  # fmt: skip
     for variant, table in row.get("profile_ms", {}).items():
         total = sum(table.values())
         top = ", ".join(f"{k} {ms:.2f}" for k, ms in list(table.items())[:8])
@@ -197,6 +220,20 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         cells = [_med_range(r["images_per_s"][v]) for v in VARIANTS]
         cells += [_med_range(r["vs_unfused"][v], "{:.3f}") for v in fused]
         cells += [_pct(r["eca_overhead"][v]) for v in VARIANTS if v != "no-ECA twin"]
+        print(f"| {r['model']} | {r['batch']} | {r['precision']} | " + " | ".join(cells) + " |")
+
+
+def print_cpu_table(rows: list[dict[str, Any]]) -> None:
+    """The same by CPU time per image (unfused / fused > 1: fused costs less CPU)."""
+    fused = [v for v in VARIANTS if v.startswith("fused")]
+    heads = [f"{v} CPU ms/img" for v in VARIANTS] + [f"unfused / {v}" for v in fused]
+    heads += [f"ECA CPU overhead {v}" for v in VARIANTS if v != "no-ECA twin"]
+    print("\n| model | batch | precision | " + " | ".join(heads) + " |")
+    print("| --- | ---: | --- | " + " | ".join("---:" for _ in heads) + " |")
+    for r in rows:
+        cells = [_med_range(r["cpu_ms_per_image"][v], "{:.2f}") for v in VARIANTS]
+        cells += [_med_range(r["cpu_vs_unfused"][v], "{:.3f}") for v in fused]
+        cells += [_pct(r["cpu_eca_overhead"][v]) for v in VARIANTS if v != "no-ECA twin"]
         print(f"| {r['model']} | {r['batch']} | {r['precision']} | " + " | ".join(cells) + " |")
 
 

@@ -90,7 +90,7 @@ class OpenVINORunner(Runner):
                 self.core.add_extension(str(self.extension))
             except RuntimeError as exc:
                 raise EcaDeployError(
-                    f"OpenVINO {ov.__version__} cannot load {self.extension} ({_first_line(exc)}): rebuild it with "
+                    f"OpenVINO {ov.__version__.split('-')[0]} cannot load {self.extension} ({_first_line(exc)}): rebuild it with "
                     "`eca-deploy plugin build --target openvino`"
                 ) from None
         try:
