@@ -11,6 +11,7 @@
 #include <openvino/frontend/exception.hpp>
 #include <openvino/frontend/onnx/extension/conversion.hpp>
 #include <openvino/op/add.hpp>
+#include <openvino/op/avg_pool.hpp>
 #include <openvino/op/constant.hpp>
 #include <openvino/op/convert_like.hpp>
 #include <openvino/op/convolution.hpp>
@@ -62,14 +63,26 @@ ov::OutputVector lower_to_opset(ov::OutputVector const& args, std::vector<float>
     ov::Output<ov::Node> const x = args[0];
     long const k = static_cast<long>(weights.size());
     long const half = (k - 1) / 2;
-    auto const& channels = x.get_partial_shape().rank().is_static() && x.get_partial_shape().size() == 4
+    auto const channels = x.get_partial_shape().rank().is_static() && x.get_partial_shape().size() == 4
         ? x.get_partial_shape()[1]
         : ov::Dimension::dynamic();
     if (padding == "circular" && channels.is_dynamic())
     {
         return {};
     }
-    auto mean = std::make_shared<v1::ReduceMean>(x, v0::Constant::create(i64, {2}, {2, 3}), true); // [N,C,1,1]
+    // The mean over H*W as a global average pool where H and W are known: OpenVINO's CPU pooling kernel reads
+    // blocked tensors faster than its ReduceMean does (measured on 1x1-conv outputs, docs/benchmarks.md).
+    auto const& shape = x.get_partial_shape();
+    ov::Output<ov::Node> mean;
+    if (shape.rank().is_static() && shape.size() == 4 && shape[2].is_static() && shape[3].is_static())
+    {
+        ov::Shape const window{static_cast<size_t>(shape[2].get_length()), static_cast<size_t>(shape[3].get_length())};
+        mean = std::make_shared<v1::AvgPool>(x, ov::Strides{1, 1}, ov::Shape{0, 0}, ov::Shape{0, 0}, window, true);
+    }
+    else
+    {
+        mean = std::make_shared<v1::ReduceMean>(x, v0::Constant::create(i64, {2}, {2, 3}), true); // [N,C,1,1]
+    }
     ov::Output<ov::Node> row
         = std::make_shared<v1::Reshape>(mean, v0::Constant::create(i64, {3}, {0, 1, -1}), true); // [N,1,C]
     long pad = half;
