@@ -50,8 +50,9 @@ def reference(x, weights, *, bias=0.0, padding="zeros", gate="sigmoid", activati
     return np.maximum(y, 0.0) if activation == "relu" else y
 
 
-def eca_model(shape, weights, elem=TensorProto.FLOAT, residual=False, dynamic_batch=False, **attrs) -> bytes:
-    dims = ["N", *shape[1:]] if dynamic_batch else list(shape)
+def eca_model(shape, weights, elem=TensorProto.FLOAT, residual=False, dynamic_batch=False, dynamic_hw=False,
+              **attrs) -> bytes:  # fmt: skip
+    dims = ["N" if dynamic_batch else shape[0], shape[1], *(("H", "W") if dynamic_hw else shape[2:])]
     inputs = [helper.make_tensor_value_info("X", elem, dims)]
     if residual:
         inputs.append(helper.make_tensor_value_info("R", elem, dims))
@@ -176,13 +177,17 @@ def test_precision_openvino_picks(openvino_extension: Path) -> None:
     np.testing.assert_allclose(y, reference(x, weights), rtol=tol, atol=tol)
 
 
-def test_dynamic_batch_and_spatial_sizes(openvino_extension: Path) -> None:
+@pytest.mark.parametrize("lowering", ["op", "opset"])
+def test_dynamic_batch_and_spatial_sizes(openvino_extension: Path, lowering: str) -> None:
+    """Dynamic N, H, W (the opset conversion then takes ReduceMean instead of a global AvgPool)."""
     rng = np.random.default_rng(2)
     weights = [0.1, 0.4, -0.2]
-    compiled = compile_eca(openvino_extension, eca_model((1, 10, 6, 6), weights, dynamic_batch=True))
-    for n in (1, 4, 2):
-        x = rng.standard_normal((n, 10, 6, 6)).astype(np.float32)
-        np.testing.assert_allclose(compiled([x])[0], reference(x, weights), rtol=1e-5, atol=1e-5)
+    model = eca_model((1, 10, 6, 6), weights, dynamic_batch=True, dynamic_hw=True, padding="circular")
+    compiled = compile_eca(openvino_extension, model, lowering=lowering)
+    for shape in ((1, 10, 6, 6), (4, 10, 3, 9), (2, 10, 1, 1)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        ref = reference(x, weights, padding="circular")
+        np.testing.assert_allclose(compiled([x])[0], ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
