@@ -11,6 +11,10 @@ Weights are random (seeded); speed does not depend on them.
 
     python scripts/bench_openvino.py --models eca_mobilenetv2,eca_resnet50 --batch 1,8 --rounds 7 --seconds 2
     python scripts/bench_openvino.py --models eca_resnet50 --batch 1 --profile   # per-layer PERF_COUNT summary
+    python scripts/bench_openvino.py --layers --batch 1,8     # the ECA op alone on ECA-ResNet-50's layer shapes
+
+`--layers` times one ECA node (residual and ReLU, as in ECA-ResNet-50's blocks) on plain NCHW tensors, in both
+conversions: the extension's op and OpenVINO's standard ops; that is the kernel without the layout reorders.
 """
 
 from __future__ import annotations
@@ -128,6 +132,57 @@ def profile(runner: OpenVINORunner, x: np.ndarray, iterations: int = 30) -> dict
     return {k: float(np.median(v)) for k, v in sorted(per_type.items(), key=lambda kv: -np.median(kv[1]))}
 
 
+# ECA-ResNet-50's ECA layers: channels, H=W, k.
+RESNET50_LAYERS = ((256, 56, 3), (512, 28, 5), (1024, 14, 5), (2048, 7, 7))
+
+
+def bench_layers(extension: Path, batches: list[int], rounds: int, threads: int | None) -> None:
+    import io
+
+    import openvino as ov
+    from onnx import TensorProto, helper
+
+    from eca_deploy.backends.openvino_runner import LOWERING_ENV, scoped_env
+
+    print("| layer (N, C, H=W, k) | op: ms (min..max) | op: CPU ms | opset: ms (min..max) | opset: CPU ms | "
+          "opset / op (CPU) |\n| --- | ---: | ---: | ---: | ---: | ---: |")  # fmt: skip
+    for batch in batches:
+        for c, hw, k in RESNET50_LAYERS:
+            shape = [batch, c, hw, hw]
+            io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("X", "R", "Y")]
+            node = helper.make_node("ECA", ["X", "R"], ["Y"], domain=ECA_DOMAIN, weights=[0.2] * k, activation="relu")
+            graph = helper.make_graph([node], "eca", io_[:2], io_[2:])
+            model = helper.make_model(
+                graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ECA_DOMAIN, 1)]
+            ).SerializeToString()
+            compiled = {}
+            for lowering in ("op", "opset"):
+                core = ov.Core()
+                core.add_extension(str(extension))
+                with scoped_env(LOWERING_ENV, lowering):
+                    ov_model = core.read_model(io.BytesIO(model))
+                config = {"INFERENCE_PRECISION_HINT": "f32"} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
+                compiled[lowering] = core.compile_model(ov_model, "CPU", config).create_infer_request()
+            rng = np.random.default_rng(0)
+            feed = [rng.standard_normal(shape, np.float32), rng.standard_normal(shape, np.float32)]
+            times: dict[str, list[tuple[float, float]]] = {k_: [] for k_ in compiled}
+            n = max(3, int(2e8 / (batch * c * hw * hw * 4)))
+            for r in range(rounds):
+                for lowering in ("op", "opset")[r % 2 :] + ("op", "opset")[: r % 2]:
+                    request = compiled[lowering]
+                    request.infer(feed)
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    for _ in range(n):
+                        request.infer(feed, share_inputs=True, share_outputs=True)
+                    times[lowering].append(((time.perf_counter() - t0) / n * 1e3, (time.process_time() - c0) / n * 1e3))
+            wall = {k_: [w for w, _ in v] for k_, v in times.items()}
+            cpu = {k_: [u for _, u in v] for k_, v in times.items()}
+            ratio = [b / a for a, b in zip(cpu["op"], cpu["opset"], strict=True)]
+            print(f"| {batch}, {c}, {hw}, {k} | {_med_range(wall['op'], '{:.3f}')} | {np.median(cpu['op']):.3f} "
+                  f"| {_med_range(wall['opset'], '{:.3f}')} | {np.median(cpu['opset']):.3f} "
+                  f"| {_med_range(ratio, '{:.2f}')} |", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="eca_mobilenetv2,eca_resnet50")
@@ -139,9 +194,13 @@ def main() -> None:
     parser.add_argument("--precision", default="f32", help="INFERENCE_PRECISION_HINT, or 'auto' for OpenVINO's pick")
     parser.add_argument("--extension", default=None, help="libeca_openvino_extension.so (default: build/openvino)")
     parser.add_argument("--profile", action="store_true", help="Also print per-layer PERF_COUNT totals by node type")
+    parser.add_argument("--layers", action="store_true", help="Time the ECA op alone on ECA-ResNet-50's layers")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     extension = find_openvino_extension(args.extension)
+    if args.layers:
+        bench_layers(extension, [int(b) for b in args.batch.split(",")], args.rounds, args.threads)
+        return
     precision = None if args.precision == "auto" else args.precision
     batches = [int(b) for b in args.batch.split(",")]
     rows: list[dict[str, Any]] = []
