@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--precision", default="f32", help="INFERENCE_PRECISION_HINT, or 'auto' for OpenVINO's pick")
     parser.add_argument("--extension", default=None, help="libeca_openvino_extension.so (default: build/openvino)")
     parser.add_argument("--profile", action="store_true", help="Also print per-layer PERF_COUNT totals by node type")
+    parser.add_argument("--no-residual", action="store_true", help="Keep the Add/ReLU after each ECA node separate")
     parser.add_argument("--layers", action="store_true", help="Time the ECA op alone on ECA-ResNet-50's layers")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -206,7 +207,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            paths = make_models(name, args.img_size, Path(tmp))
+            paths = make_models(name, args.img_size, Path(tmp), residual=not args.no_residual)
             for batch in batches:
                 runners = {v: OpenVINORunner(paths[FILES[v]], threads=args.threads, inference_precision=precision,
                                              extension=extension, batch=batch, perf_counters=args.profile,
