@@ -15,11 +15,14 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch first and pinned (an unpinned torch is a multi-GB CUDA build); an existing torch is kept.
-# ONNX Runtime: the CPU wheel only when no onnxruntime / onnxruntime-gpu is importable.
+# ONNX Runtime: the CPU wheel only when no onnxruntime / onnxruntime-gpu is importable. OpenVINO: the CPU runtime
+# and the headers/CMake config its ECA extension builds against, built into build/openvino (the tests build their own).
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,openvino]"
 	$(BIN)/python -c "import onnxruntime" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[cpu]"
+	$(BIN)/eca-deploy plugin build --target openvino >/dev/null \
+		|| echo "note: OpenVINO ECA extension not built (needs cmake and a C++ compiler); fused models skip OpenVINO"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -10,7 +10,7 @@ import pytest
 
 from eca_deploy.cli.main import main
 
-pytest_plugins = ["tests.conftest_precision"]
+pytest_plugins = ["tests.conftest_precision", "tests.conftest_openvino"]
 
 
 def tensorrt_gpu_reason() -> str | None:

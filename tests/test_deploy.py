@@ -13,7 +13,9 @@ from PIL import Image
 
 from tests.conftest import assert_one_line_error
 
+# One CPU runtime whatever is installed here (OpenVINO side by side: tests/test_openvino_runner.py).
 ARGS = ["--model", "eca_resnet18", "--img-size", "64", "--batch", "1,2", "--duration", "0.3s"]
+ARGS += ["--runtime", "onnxruntime"]
 
 
 @pytest.fixture(scope="module")

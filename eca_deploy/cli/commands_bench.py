@@ -11,7 +11,7 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
-from eca_deploy.cli.options import parse_sizes
+from eca_deploy.cli.options import parse_runtime, parse_sizes, runtime_option
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
 
@@ -35,12 +35,13 @@ def bench_command(
         None, help="Models to compare (with --compare).", show_default=False
     ),
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
+    runtime: str = runtime_option(),
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes, comma-separated."),
     img_size: int | None = typer.Option(None, "--img-size", help="Input size if the model's is dynamic."),
     warmup: str = typer.Option("2s", "--warmup", help="Warm-up time per batch size."),
     duration: str = typer.Option("10s", "--duration", help="Measuring time per batch size."),
     iterations: int | None = typer.Option(None, "--iterations", help="Measure exactly N iterations instead."),
-    threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
+    threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime intra-op (or OpenVINO) threads."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: replay the step as a CUDA graph."),
     streams: int = typer.Option(1, "--streams", help="TensorRT: concurrent streams."),
     no_transfers: bool = typer.Option(False, "--no-transfers", help="TensorRT: time GPU compute alone."),
@@ -64,6 +65,7 @@ def bench_command(
         models.insert(0, engine)
     if not models:
         raise EcaDeployError("nothing to benchmark: pass --onnx MODEL.onnx, --engine MODEL.plan or --compare A B ...")
+    runtime = parse_runtime(runtime)
     config = BenchConfig(
         batches=parse_sizes(batch),
         warmup_s=parse_seconds(warmup, "--warmup"),
@@ -84,7 +86,7 @@ def bench_command(
             return start
 
         report = run_bench(models, config, provider=provider, threads=threads, img_size=img_size, plugin=plugin,
-                           on_batch=on_batch)  # fmt: skip
+                           on_batch=on_batch, runtime=runtime)  # fmt: skip
     print_tables(report)
     if json_path:
         import json

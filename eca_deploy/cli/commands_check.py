@@ -9,6 +9,7 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.options import parse_runtime, runtime_option
 from eca_deploy.errors import CheckFailedError
 from eca_deploy.fileio import atomic_write_text
 
@@ -18,6 +19,7 @@ def check_command(
     onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model to check (ONNX Runtime)."),
     engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine to check."),
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
+    runtime: str = runtime_option(),
     model: str | None = typer.Option(None, "--model", "-m", help="Zoo model (default: from the file's metadata)."),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint the model came from."),
     images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png (default: sample photos)."),
@@ -33,7 +35,7 @@ def check_command(
     """Run the model and its PyTorch reference on the same real images; exit 1 when outside tolerance."""
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
-    target = open_target(onnx_path, engine, provider, plugin)
+    target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
     with console.status(f"checking {target.label} against PyTorch"):
         result = run_check(

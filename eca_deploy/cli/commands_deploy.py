@@ -10,6 +10,7 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, print_json, warn
+from eca_deploy.cli.options import runtime_option
 from eca_deploy.errors import CheckFailedError
 
 
@@ -26,6 +27,7 @@ def deploy_command(
     duration: str = typer.Option("3s", "--duration", help="Benchmark time per batch size."),
     out: Path = typer.Option(Path("deploy"), "--out", "-o", help="Output folder."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those up to date."),
+    runtime: str = runtime_option("auto"),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
@@ -38,6 +40,7 @@ def deploy_command(
         model=model, out=out, weights=weights, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
         calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batch),
         img_size=img_size, bench_seconds=parse_seconds(duration, "--duration"), force=force,
+        runtime=runtime.strip().lower(),
     )  # fmt: skip
 
     def on_stage(name: str, what: str) -> Any:
@@ -76,4 +79,15 @@ def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
                       f"{r['p50_ms'][first]:.2f}", f"{r['p99_ms'][first]:.2f}",
                       *(f"{r['images_per_s'][b]:.1f}" for b in batches))  # fmt: skip
     console.print(table)
+    from eca_deploy.deploy.report import side_by_side_rows
+
+    side = side_by_side_rows(summary)
+    if side:
+        names = summary["runtimes"]
+        st = Table(title=f"{' vs '.join(names)}: images/s, interleaved rounds (median, min..max)")
+        for col in ("precision", "batch", *names, f"{names[1]} / {names[0]}", *(f"check {n}" for n in names)):
+            st.add_column(col, justify="right")
+        for r in side:
+            st.add_row(r["precision"], str(r["batch"]), *r["cells"], r["ratio"], *r["checks"])
+        console.print(st)
     console.print(f"report: {out / 'report.md'} (and report.html); manifest: {out / 'manifest.json'}")

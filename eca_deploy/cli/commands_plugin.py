@@ -20,17 +20,28 @@ app.add_typer(plugin_app, name="plugin")
 
 @plugin_app.command("build")
 def build_command(
+    target: str = typer.Option(
+        "tensorrt", "--target", help="tensorrt (CUDA kernels, TensorRT plugin) or openvino (OpenVINO CPU extension)."
+    ),
     tensorrt_root: Path | None = typer.Option(
         None, "--tensorrt-root", help="TensorRT install prefix (default: $TENSORRT_ROOT, then the system paths)."
     ),
     cuda_archs: str | None = typer.Option(
         None, "--cuda-archs", help="GPU architectures, e.g. 87 (Orin) or 80,86,90 (default: by CUDA version)."
     ),
-    build_dir: Path | None = typer.Option(None, "--build-dir", help="Build folder (default: build/plugins)."),
+    build_dir: Path | None = typer.Option(
+        None, "--build-dir", help="Build folder (default: build/plugins; build/openvino with --target openvino)."
+    ),
     examples: bool = typer.Option(False, "--examples", help="Also build the C++ example eca_infer."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs (default: CPU count)."),
 ) -> None:
-    """Build the CUDA kernels, and the TensorRT plugin when TensorRT is found, with CMake."""
+    """Build the CUDA kernels, and the TensorRT plugin when TensorRT is found, with CMake (or --target openvino)."""
+    if target == "openvino":
+        from eca_deploy.cli.commands_plugin_openvino import build_openvino
+
+        return build_openvino(build_dir, jobs)
+    if target != "tensorrt":
+        raise EcaDeployError(f"--target must be tensorrt or openvino, got {target!r}")
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
     from eca_deploy.plugin.build import build_plugins

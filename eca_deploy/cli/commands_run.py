@@ -11,6 +11,7 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, print_json
+from eca_deploy.cli.options import parse_runtime, runtime_option
 from eca_deploy.errors import EcaDeployError
 
 
@@ -27,6 +28,7 @@ def run_command(
     labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line (default: ImageNet)."),
     log: Path | None = typer.Option(None, "--log", help="Write each frame's top-5 as JSON lines."),
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
+    runtime: str = runtime_option(),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -41,7 +43,8 @@ def run_command(
     options.validate()
     parse_source(source)  # a missing file or unusable pipeline fails before the model loads
     model = onnx_path or engine
-    classifier = Classifier.open(model, provider=provider, plugin=plugin, resize=resize, labels=labels)  # type: ignore[arg-type]
+    classifier = Classifier.open(model, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
+                                 runtime=parse_runtime(runtime))  # fmt: skip
     if json_out:
         summary = run_stream(classifier, source, options)
     else:

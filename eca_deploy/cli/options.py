@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from eca_deploy.errors import EcaDeployError
 
 
@@ -41,3 +43,22 @@ def parse_sizes(value: str, option: str = "--batch", example: str = "1,8,32") ->
     if not sizes or any(s < 1 for s in sizes):
         raise EcaDeployError(f"{option} takes positive batch sizes such as {example}, got {value!r}")
     return sizes
+
+
+RUNTIME_HELP = "What runs an ONNX model: onnxruntime or openvino (CPU; fused models need the ECA extension)."
+
+
+def runtime_option(default: str = "onnxruntime") -> Any:
+    """The shared `--runtime` option of check, bench, run and deploy (validated by `parse_runtime`)."""
+    import typer
+
+    return typer.Option(default, "--runtime", help=RUNTIME_HELP)
+
+
+def parse_runtime(value: str) -> str:
+    from eca_deploy.backends.loader import RUNTIMES
+
+    runtime = value.strip().lower()
+    if runtime not in RUNTIMES:
+        raise EcaDeployError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {value!r}")
+    return runtime

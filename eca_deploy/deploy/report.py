@@ -38,6 +38,29 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def side_by_side_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the runtimes-compared table (several CPU runtimes, interleaved bench): empty otherwise."""
+    runtimes = summary.get("runtimes") or []
+    if len(runtimes) < 2:
+        return []
+    rows = []
+    for precision, result in summary["results"].items():
+        entries = result["bench"]["models"]
+        checks = result.get("checks_by_runtime", {})
+        verdicts = ["pass" if checks.get(r, {}).get("passed") else "FAIL" if r in checks else "n/a" for r in runtimes]
+        for i, first in enumerate(entries[0]["results"]):
+            cells = []
+            for entry in entries:
+                r = entry["results"][i]
+                rates = r.get("rounds_images_per_s") or [r["images_per_s"]]
+                cells.append(f"{r['images_per_s']:.1f} ({min(rates):.1f}..{max(rates):.1f})")
+            ratios = entries[1]["results"][i].get("ratio_to_first") or [math.nan]
+            ratio = f"{sorted(ratios)[len(ratios) // 2]:.2f}x ({min(ratios):.2f}..{max(ratios):.2f})"
+            rows.append({"precision": precision, "batch": first["batch"], "cells": cells, "ratio": ratio,
+                         "checks": verdicts})  # fmt: skip
+    return rows
+
+
 def recommendation(rows: list[dict[str, Any]]) -> str:
     passing = [r for r in rows if r["passed"]]
     if not passing:
@@ -80,6 +103,19 @@ def markdown(summary: dict[str, Any]) -> str:
     for r in rows:
         cells = " | ".join(f"{r['p50_ms'][b]:.3f} | {r['p99_ms'][b]:.3f}" for b in batches)
         lines.append(f"| {r['precision']} | {cells} |")
+    side = side_by_side_rows(summary)
+    if side:
+        names = summary["runtimes"]
+        lines += ["", f"## {' and '.join(names)} side by side", "",
+                  "Images/s, median of interleaved rounds (min..max), and the per-round ratio; the verdict table "
+                  f"above is {names[0]}'s.", "",
+                  f"| precision | batch | {' | '.join(names)} | {names[1]} / {names[0]} | "
+                  + " | ".join(f"check {n}" for n in names) + " |",
+                  "| --- | ---: | " + " | ".join("---:" for _ in names) + " | ---: | "
+                  + " | ".join("---" for _ in names) + " |"]  # fmt: skip
+        for r in side:
+            lines.append(f"| {r['precision']} | {r['batch']} | {' | '.join(r['cells'])} | {r['ratio']} | "
+                         + " | ".join(r["checks"]) + " |")  # fmt: skip
     lines += ["", "## Plots", ""] + [f"![{name[:-4]}]({name})" for name in PLOTS]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     lines += ["", "## Environment", "", f"- CPU: {env['cpu']} ({env['cpu_count']} cores)",

@@ -19,6 +19,8 @@ from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_text, sha256_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
+CPU_RUNTIME_CHOICES = ("auto", "onnxruntime", "openvino")
+RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class DeployOptions:
     opset: int = 17
     bench_seconds: float = 3.0
     force: bool = False
+    runtime: str = "auto"  # CPU runtimes without TensorRT: auto (ONNX Runtime, and OpenVINO when usable) or one
 
     def validate(self) -> None:
         from eca_deploy.models import get_spec
@@ -52,6 +55,8 @@ class DeployOptions:
         for folder in (self.calib_images, self.images):
             if folder is not None and not folder.is_dir():
                 raise EcaDeployError(f"image folder {folder} does not exist: pass a folder of jpg/png files")
+        if self.runtime not in CPU_RUNTIME_CHOICES:
+            raise EcaDeployError(f"--runtime must be one of {', '.join(CPU_RUNTIME_CHOICES)}, got {self.runtime!r}")
         if any(b < 1 for b in self.batches):
             raise EcaDeployError(f"--batch takes positive batch sizes, got {list(self.batches)}")
 
@@ -77,6 +82,24 @@ def tensorrt_status() -> str | None:
     if gpu_info() is None:
         return "no NVIDIA GPU found"
     return None
+
+
+def cpu_runtimes(choice: str, note: Callable[[str], None]) -> list[str]:
+    """The runtimes that check and bench the ONNX models when no engine is built; the first is the primary one."""
+    if choice != "auto":
+        return [choice]
+    import importlib.util
+
+    from eca_deploy.plugin.openvino_build import find_openvino_extension
+
+    if importlib.util.find_spec("openvino") is None:
+        note("OpenVINO is not installed (pip install 'eca-deploy[openvino]'): ONNX Runtime figures only")
+        return ["onnxruntime"]
+    if find_openvino_extension(required=False) is None:
+        note("the OpenVINO ECA extension is not built (eca-deploy plugin build --target openvino): "
+             "ONNX Runtime figures only")  # fmt: skip
+        return ["onnxruntime"]
+    return ["onnxruntime", "openvino"]
 
 
 def prepare_out(out: Path) -> None:
@@ -115,8 +138,10 @@ def run_deploy(
     stages: list[StageOutcome] = []
     commands: dict[str, str] = {}
     trt_missing = tensorrt_status()
+    runtimes = cpu_runtimes(opts.runtime, note) if trt_missing else []
     if trt_missing:
-        note(f"{trt_missing}: building no engines; every figure below is from ONNX Runtime on the CPU")
+        names = " and ".join(RUNTIME_LABELS[r] for r in runtimes)
+        note(f"{trt_missing}: building no engines; every figure below is from {names} on the CPU")
 
     def stage(name: str, what: str, options: dict[str, Any], inputs: list[Path], outputs: list[Path],
               work: Callable[[], dict[str, Any] | None], command: str) -> StageOutcome:  # fmt: skip
@@ -146,27 +171,42 @@ def run_deploy(
             target_file, kind = _build_stage(precision, opts, model_file, stage), "engine"
         check_json, bench_json = out / f"check.{precision}.json", out / f"bench.{precision}.json"
         flag = "--engine" if kind == "engine" else "--onnx"
-        stage(f"check-{precision}", f"checking {precision} against PyTorch on real photos",
-              {"images": str(opts.images or "")}, [target_file, *weights_in], [check_json],
-              lambda t=target_file, k=kind, j=check_json: _check(opts, t, k, j),
-              _cmd("eca-deploy check", flag, target_file, "--model", opts.model, *_opt("--weights", opts.weights),
-                   *_opt("--images", opts.images), "--json", check_json))  # fmt: skip
-        stage(f"bench-{precision}", f"benchmarking {precision} at batch {','.join(map(str, opts.batches))}",
-              {"batches": list(opts.batches), "seconds": opts.bench_seconds}, [target_file], [bench_json],
-              lambda t=target_file, k=kind, j=bench_json: _bench(opts, t, k, j),
-              _cmd("eca-deploy bench", flag, target_file, "--batch", ",".join(map(str, opts.batches)),
+        checks: dict[str, Any] = {}
+        for i, runtime in enumerate(runtimes or ["onnxruntime"]):
+            cjson = check_json if i == 0 else out / f"check.{precision}.{runtime}.json"
+            rt = () if kind == "engine" or runtime == "onnxruntime" else ("--runtime", runtime)
+            stage(f"check-{precision}" + (f"-{runtime}" if i else ""),
+                  f"checking {precision} against PyTorch on real photos ({RUNTIME_LABELS[runtime]})",
+                  {"images": str(opts.images or "")} | ({"runtime": runtime} if runtime != "onnxruntime" else {}),
+                  [target_file, *weights_in], [cjson],
+                  lambda t=target_file, k=kind, j=cjson, r=runtime: _check(opts, t, k, j, r),
+                  _cmd("eca-deploy check", flag, target_file, *rt, "--model", opts.model,
+                       *_opt("--weights", opts.weights), *_opt("--images", opts.images), "--json", cjson))  # fmt: skip
+            checks[runtime] = json.loads(cjson.read_text())
+        side = f" on {' and '.join(RUNTIME_LABELS[r] for r in runtimes)}, interleaved" if len(runtimes) > 1 else ""
+        rt = ("--runtime", runtimes[0]) if runtimes and runtimes[0] != "onnxruntime" else ()
+        stage(f"bench-{precision}", f"benchmarking {precision} at batch {','.join(map(str, opts.batches))}{side}",
+              {"batches": list(opts.batches), "seconds": opts.bench_seconds}
+              | ({"runtimes": runtimes} if runtimes not in ([], ["onnxruntime"]) else {}), [target_file], [bench_json],
+              lambda t=target_file, k=kind, j=bench_json: _bench(opts, t, k, j, runtimes),
+              _cmd("eca-deploy bench", flag, target_file, *rt, "--batch", ",".join(map(str, opts.batches)),
                    "--duration", f"{opts.bench_seconds}s", "--json", bench_json))  # fmt: skip
         results[precision] = {
             "artifact": str(target_file.relative_to(out)),
-            "check": json.loads(check_json.read_text()),
+            "check": checks[(runtimes or ["onnxruntime"])[0]],
             "bench": json.loads(bench_json.read_text()),
+            "checks_by_runtime": checks,
         }
-    backend = "onnxruntime-cpu" if trt_missing else "tensorrt"
+        for runtime, report in list(checks.items())[1:]:
+            if not report["passed"]:
+                note(f"{precision} on {RUNTIME_LABELS[runtime]} is outside tolerance: {'; '.join(report['failures'])}")
+    backend = f"{runtimes[0]}-cpu" if trt_missing else "tensorrt"
     summary = {
         "model": opts.model,
         "precisions": list(opts.precisions),
         "backend": backend,
-        "backend_label": "ONNX Runtime (CPU)" if trt_missing else "TensorRT",
+        "backend_label": f"{' and '.join(RUNTIME_LABELS[r] for r in runtimes)} (CPU)" if trt_missing else "TensorRT",
+        "runtimes": runtimes,
         "engine_note": trt_missing,
         "environment": environment.collect(),
         "results": results,
@@ -193,21 +233,24 @@ def _fuse(source: Path, output: Path) -> dict[str, Any]:
     return {"fused": result.report.count, "max_abs_diff": result.max_abs_diff}
 
 
-def _check(opts: DeployOptions, target: Path, kind: str, output: Path) -> dict[str, Any]:
+def _check(opts: DeployOptions, target: Path, kind: str, output: Path, runtime: str = "onnxruntime") -> dict[str, Any]:
     from eca_deploy.pipeline.check import open_target, run_check
 
-    tgt = open_target(target if kind == "onnx" else None, target if kind == "engine" else None)
+    tgt = open_target(target if kind == "onnx" else None, target if kind == "engine" else None, runtime=runtime)
     result = run_check(tgt, model_name=opts.model, weights=opts.weights, images=opts.images)
     atomic_write_text(output, json.dumps(result.as_dict(), indent=2) + "\n")
     return {"passed": result.passed}
 
 
-def _bench(opts: DeployOptions, target: Path, kind: str, output: Path) -> dict[str, Any]:
+def _bench(opts: DeployOptions, target: Path, kind: str, output: Path, runtimes: list[str]) -> dict[str, Any]:
     from eca_deploy.pipeline.bench import BenchConfig
-    from eca_deploy.pipeline.bench_report import run_bench
+    from eca_deploy.pipeline.bench_report import run_bench, run_bench_side_by_side
 
     config = BenchConfig(batches=opts.batches, warmup_s=min(1.0, opts.bench_seconds), duration_s=opts.bench_seconds)
-    report = run_bench([target], config)
+    if kind == "onnx" and len(runtimes) > 1:
+        report = run_bench_side_by_side(target, config, runtimes)
+    else:
+        report = run_bench([target], config, runtime=runtimes[0] if kind == "onnx" and runtimes else "onnxruntime")
     atomic_write_text(output, json.dumps(report, indent=2) + "\n")
     return {}
 

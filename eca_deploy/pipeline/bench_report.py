@@ -21,15 +21,16 @@ def run_bench(
     img_size: int | None = None,
     plugin: str | None = None,
     on_batch: Callable[[str], Callable[[int], Callable[[float], None]]] | None = None,
+    runtime: str = "onnxruntime",
 ) -> dict[str, Any]:
-    """Benchmark each model (ONNX on ONNX Runtime, anything else as a TensorRT engine)."""
+    """Benchmark each model (ONNX on ONNX Runtime or `runtime`, anything else as a TensorRT engine)."""
     from eca_deploy.backends.loader import looks_like_onnx, open_engine, open_onnx
 
     entries = []
     for path in models:
         if looks_like_onnx(path) or not path.exists():
-            runner, _, precision = open_onnx(path, provider, threads=threads)
-            backend = f"onnxruntime-{provider}"
+            runner, _, precision = open_onnx(path, provider, threads=threads, runtime=runtime)
+            backend = f"{runner.name}-{provider}"
         else:
             runner = open_engine(path, plugin)
             precision = getattr(getattr(runner, "sidecar", None), "precision", "unknown")
@@ -55,6 +56,24 @@ def run_bench(
         "environment": environment.collect(threads),
         "models": entries,
     }
+
+
+def run_bench_side_by_side(path: Path, config: BenchConfig, runtimes: Sequence[str], rounds: int = 3) -> dict[str, Any]:
+    """One ONNX model on several runtimes (e.g. onnxruntime, openvino), timed in interleaved rounds.
+
+    The report has `run_bench`'s layout, one entry per runtime; results add `rounds_images_per_s` and
+    `ratio_to_first` (images/s over the first runtime's, per round).
+    """
+    from eca_deploy.backends.loader import open_onnx
+    from eca_deploy.pipeline.bench_interleaved import bench_interleaved
+
+    opened = {r: open_onnx(path, runtime=r) for r in runtimes}
+    by_runtime = bench_interleaved({r: runner for r, (runner, _, _) in opened.items()}, config, rounds=rounds)
+    entries = [{"model": path.name, "path": str(path), "backend": f"{r}-cpu", "precision": opened[r][2],
+                "results": by_runtime[r]} for r in runtimes]  # fmt: skip
+    return {"config": {"batches": list(config.batches), "warmup_s": config.warmup_s, "duration_s": config.duration_s,
+                       "rounds": rounds, "interleaved": True},
+            "environment": environment.collect(None), "models": entries}  # fmt: skip
 
 
 CSV_FIELDS = ["model", "backend", "precision", "batch", "iterations", "images_per_s", "inferences_per_s",

@@ -77,9 +77,10 @@ class CheckResult:
 
 
 def open_target(
-    onnx_path: Path | None, engine: Path | None, provider: str = "cpu", plugin: str | None = None
-) -> Target:
-    """Open an ONNX model on ONNX Runtime or a TensorRT engine, with its metadata and precision."""
+    onnx_path: Path | None, engine: Path | None, provider: str = "cpu", plugin: str | None = None,
+    runtime: str = "onnxruntime",
+) -> Target:  # fmt: skip
+    """Open an ONNX model on ONNX Runtime (or OpenVINO) or a TensorRT engine, with its metadata and precision."""
     from eca_deploy.backends.loader import open_engine, open_onnx
 
     if (onnx_path is None) == (engine is None):
@@ -87,7 +88,7 @@ def open_target(
     if onnx_path is not None:
         from eca_deploy.exporters.metadata import read_metadata
 
-        runner, model, precision = open_onnx(onnx_path, provider, qdq_arithmetic=True)
+        runner, model, precision = open_onnx(onnx_path, provider, qdq_arithmetic=True, runtime=runtime)
         return Target(runner, str(onnx_path), read_metadata(model), precision, model)
     runner = open_engine(engine, plugin)  # type: ignore[arg-type]
     sidecar = getattr(runner, "sidecar", None)

@@ -121,9 +121,9 @@ class Classifier:
         if self.num_classes is None:
             raise EcaDeployError(f"{name} does not say how many classes it has: export it with eca-deploy")
         self.labels = labels_for(self.num_classes, labels)
-        # A TensorRT execution context is not thread-safe; ONNX Runtime's run() is.
+        # A TensorRT execution context or OpenVINO infer request is not thread-safe; ONNX Runtime's run() is.
         self._lock: contextlib.AbstractContextManager = (
-            threading.Lock() if runner.name == "tensorrt" else contextlib.nullcontext()
+            threading.Lock() if runner.name in ("tensorrt", "openvino") else contextlib.nullcontext()
         )
 
     @classmethod
@@ -137,8 +137,9 @@ class Classifier:
         channel_order: str = "BGR",
         resize: str = "exact",
         labels: str | Path | None = None,
+        runtime: str = "onnxruntime",
     ) -> Classifier:
-        """An ONNX model (ONNX Runtime, `provider` cpu/cuda/tensorrt) or a TensorRT engine (`plugin` optional).
+        """An ONNX model (ONNX Runtime, `provider` cpu/cuda/tensorrt; or `runtime` "openvino") or a TensorRT engine.
 
         `channel_order` is the frames' (OpenCV gives BGR); `resize` is "exact" (the pixels `check` used) or
         "fast" (OpenCV, about three times faster on HD frames); `labels` a file with one class name per line.
@@ -149,7 +150,10 @@ class Classifier:
         path = Path(path)
         is_onnx = path.suffix == ".onnx" or (path.is_file() and looks_like_onnx(path))
         plugin_arg = None if plugin is None else str(plugin)
-        target = open_target(path, None, provider) if is_onnx else open_target(None, path, plugin=plugin_arg)
+        if is_onnx:
+            target = open_target(path, None, provider, runtime=runtime)
+        else:
+            target = open_target(None, path, plugin=plugin_arg)
         return cls(target.runner, target.metadata, top_k=top_k, channel_order=channel_order, resize=resize,
                    labels=labels, name=path.name, precision=target.precision)  # fmt: skip
 

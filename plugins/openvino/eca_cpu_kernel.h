@@ -1,0 +1,57 @@
+// ECA on the CPU, without OpenVINO: Y = act(X * gate(conv_k(pad(mean_hw(X))) + bias) + residual), float32.
+// The work is split into (image, channel tile) tasks that are independent of each other, so any thread pool can
+// run them (the OpenVINO op uses ov::parallel_for). Each task computes the means of its channels and of the
+// (k-1)/2 halo channels on either side, then the gates, then scales its channels while they are still in cache:
+// X is read from memory once (plus the halo), Y written once. The op contract is docs/eca_op.md.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+namespace eca_deploy::cpu
+{
+
+// Enum codes are the index in eca_deploy.ops ECA_PADDINGS / ECA_GATES / ECA_ACTIVATIONS.
+enum class Padding : int { kZeros = 0, kCircular = 1 };
+enum class Gate : int { kSigmoid = 0, kHardSigmoid = 1 };
+enum class Activation : int { kNone = 0, kRelu = 1 };
+
+constexpr int kMaxTaps = 63;
+
+struct EcaParams
+{
+    std::vector<float> weights; // k taps, k odd, 1 <= k <= 63
+    float bias = 0.0f;
+    Padding padding = Padding::kZeros;
+    Gate gate = Gate::kSigmoid;
+    Activation activation = Activation::kNone;
+
+    int half() const { return (static_cast<int>(weights.size()) - 1) / 2; }
+};
+
+struct Geometry
+{
+    size_t n = 0;  // images
+    size_t c = 0;  // channels
+    size_t hw = 0; // H * W
+};
+
+// Bytes of X one task aims to keep in cache between its mean and scale loops (its channels plus the halo).
+constexpr size_t kTileBytes = 512 * 1024;
+
+// Channels per task: as many as fit in `cache_bytes` with their halo, but at least `threads` tasks in all
+// (when there are channels enough) so every thread has work at batch 1.
+size_t channel_tile(Geometry const& g, int half, size_t threads, size_t cache_bytes = kTileBytes);
+
+// One task: channels [c0, c1) of image `image`. `residual` may be null. `means` is scratch of g.c floats.
+// `y` may alias `x` only if the caller runs eca_means_all first and passes `means_ready` (tasks then read no halo).
+void eca_tile(EcaParams const& p, Geometry const& g, float const* x, float const* residual, float* y, size_t image,
+    size_t c0, size_t c1, float* means, bool means_ready = false);
+
+// Means of every channel of image `image` into means[0..c).
+void eca_means_all(Geometry const& g, float const* x, size_t image, float* means);
+
+// Mean of n floats, float32 accumulation in 16 partial sums (vectorised by the compiler).
+float channel_mean(float const* x, size_t n);
+
+} // namespace eca_deploy::cpu

@@ -1,0 +1,181 @@
+// The OpenVINO extension library: the ECA op and the ONNX frontend conversion of eca_deploy.ECA nodes.
+//   core.add_extension("libeca_openvino_extension.so")   (Python: openvino.Core().add_extension(path))
+//
+// Each eca_deploy.ECA node becomes, by the environment variable ECA_DEPLOY_OPENVINO_LOWERING at read_model time:
+//   "op" (default)  the extension's EcaOp: one fused CPU kernel, run by the CPU plugin as a reference node (in plain
+//                   NCHW layout, so the plugin reorders its blocked tensors around it);
+//   "opset"         OpenVINO's own ops (ReduceMean, Convolution, Sigmoid/HSigmoid, Multiply, Add, Relu), which the
+//                   CPU plugin runs in its blocked layouts and fuses like the unfused model's ECA blocks.
+#include <openvino/core/extension.hpp>
+#include <openvino/core/op_extension.hpp>
+#include <openvino/frontend/exception.hpp>
+#include <openvino/frontend/onnx/extension/conversion.hpp>
+#include <openvino/op/add.hpp>
+#include <openvino/op/avg_pool.hpp>
+#include <openvino/op/constant.hpp>
+#include <openvino/op/convert_like.hpp>
+#include <openvino/op/convolution.hpp>
+#include <openvino/op/gather.hpp>
+#include <openvino/op/hsigmoid.hpp>
+#include <openvino/op/multiply.hpp>
+#include <openvino/op/reduce_mean.hpp>
+#include <openvino/op/relu.hpp>
+#include <openvino/op/reshape.hpp>
+#include <openvino/op/sigmoid.hpp>
+
+#include <cstdlib>
+
+#include <string>
+#include <vector>
+
+#include "eca_op.h"
+
+namespace
+{
+
+// The ONNX frontend hands FLOAT(S) attributes over as float or double depending on the decoder: take either.
+std::vector<float> float_list(ov::Any const& any)
+{
+    if (any.is<std::vector<double>>())
+    {
+        auto const& values = any.as<std::vector<double>>();
+        return std::vector<float>(values.begin(), values.end());
+    }
+    return any.as<std::vector<float>>();
+}
+
+float float_value(ov::frontend::NodeContext const& node, std::string const& name, float def)
+{
+    ov::Any const any = node.get_attribute_as_any(name);
+    if (any.empty())
+    {
+        return def;
+    }
+    return any.is<double>() ? static_cast<float>(any.as<double>()) : any.as<float>();
+}
+
+// The ECA block in OpenVINO's standard ops; empty when they cannot express it (circular padding, dynamic C).
+ov::OutputVector lower_to_opset(ov::OutputVector const& args, std::vector<float> const& weights, float bias,
+    std::string const& padding, std::string const& gate, std::string const& activation)
+{
+    using namespace ov::op;
+    using ov::element::i64;
+    ov::Output<ov::Node> const x = args[0];
+    long const k = static_cast<long>(weights.size());
+    long const half = (k - 1) / 2;
+    auto const channels = x.get_partial_shape().rank().is_static() && x.get_partial_shape().size() == 4
+        ? x.get_partial_shape()[1]
+        : ov::Dimension::dynamic();
+    if (padding == "circular" && channels.is_dynamic())
+    {
+        return {};
+    }
+    // The mean over H*W as a global average pool where H and W are known: OpenVINO's CPU pooling kernel reads
+    // blocked tensors faster than its ReduceMean does (measured on 1x1-conv outputs, docs/benchmarks.md).
+    auto const& shape = x.get_partial_shape();
+    ov::Output<ov::Node> mean;
+    if (shape.rank().is_static() && shape.size() == 4 && shape[2].is_static() && shape[3].is_static())
+    {
+        ov::Shape const window{static_cast<size_t>(shape[2].get_length()), static_cast<size_t>(shape[3].get_length())};
+        mean = std::make_shared<v1::AvgPool>(x, ov::Strides{1, 1}, ov::Shape{0, 0}, ov::Shape{0, 0}, window, true);
+    }
+    else
+    {
+        mean = std::make_shared<v1::ReduceMean>(x, v0::Constant::create(i64, {2}, {2, 3}), true); // [N,C,1,1]
+    }
+    ov::Output<ov::Node> row
+        = std::make_shared<v1::Reshape>(mean, v0::Constant::create(i64, {3}, {0, 1, -1}), true); // [N,1,C]
+    long pad = half;
+    if (padding == "circular")
+    {
+        long const c = channels.get_length();
+        std::vector<int64_t> index(static_cast<size_t>(c + 2 * half));
+        for (long i = 0; i < c + 2 * half; ++i)
+        {
+            index[static_cast<size_t>(i)] = (((i - half) % c) + c) % c;
+        }
+        row = std::make_shared<v8::Gather>(row, v0::Constant::create(i64, {index.size()}, index),
+            v0::Constant::create(i64, {}, {2}));
+        pad = 0;
+    }
+    ov::Output<ov::Node> w = v0::Constant::create(ov::element::f32, {1, 1, static_cast<size_t>(k)}, weights);
+    if (x.get_element_type() != ov::element::f32)
+    {
+        w = std::make_shared<v1::ConvertLike>(w, x);
+    }
+    ov::Output<ov::Node> s = std::make_shared<v1::Convolution>(row, w, ov::Strides{1},
+        ov::CoordinateDiff{static_cast<std::ptrdiff_t>(pad)}, ov::CoordinateDiff{static_cast<std::ptrdiff_t>(pad)},
+        ov::Strides{1});
+    if (bias != 0.0f)
+    {
+        ov::Output<ov::Node> b = v0::Constant::create(ov::element::f32, {}, {bias});
+        if (x.get_element_type() != ov::element::f32)
+        {
+            b = std::make_shared<v1::ConvertLike>(b, x);
+        }
+        s = std::make_shared<v1::Add>(s, b);
+    }
+    ov::Output<ov::Node> g = gate == "hard_sigmoid" ? ov::Output<ov::Node>(std::make_shared<v5::HSigmoid>(s))
+                                                    : ov::Output<ov::Node>(std::make_shared<v0::Sigmoid>(s));
+    g = std::make_shared<v1::Reshape>(g, v0::Constant::create(i64, {4}, {0, -1, 1, 1}), true); // [N,C,1,1]
+    ov::Output<ov::Node> y = std::make_shared<v1::Multiply>(x, g);
+    if (args.size() == 2)
+    {
+        y = std::make_shared<v1::Add>(y, args[1]);
+    }
+    if (activation == "relu")
+    {
+        y = std::make_shared<v0::Relu>(y);
+    }
+    return {y};
+}
+
+bool lower_to_opset_requested()
+{
+    char const* value = std::getenv("ECA_DEPLOY_OPENVINO_LOWERING");
+    std::string const mode = value != nullptr ? value : "op";
+    FRONT_END_GENERAL_CHECK(mode == "op" || mode == "opset" || mode.empty(),
+        "ECA_DEPLOY_OPENVINO_LOWERING must be \"op\" or \"opset\", got \"", mode, "\"");
+    return mode == "opset";
+}
+
+ov::OutputVector convert_onnx_eca(ov::frontend::NodeContext const& node)
+{
+    size_t const inputs = node.get_input_size();
+    FRONT_END_GENERAL_CHECK(inputs == 1 || inputs == 2, "eca_deploy.ECA takes X and an optional residual, got ",
+        inputs, " inputs");
+    FRONT_END_GENERAL_CHECK(node.has_attribute("weights"), "eca_deploy.ECA needs the 'weights' attribute");
+    auto weights = float_list(node.get_attribute_as_any("weights"));
+    auto bias = float_value(node, "bias", 0.0f);
+    auto padding = node.get_attribute<std::string>("padding", "zeros");
+    auto gate = node.get_attribute<std::string>("gate", "sigmoid");
+    auto activation = node.get_attribute<std::string>("activation", "none");
+    ov::OutputVector args{node.get_input(0)};
+    if (inputs == 2)
+    {
+        args.push_back(node.get_input(1));
+    }
+    // Validated by the op either way (taps, attribute strings, shapes): a bad node fails the same in both modes.
+    auto op = std::make_shared<eca_deploy::EcaOp>(args, weights, bias, padding, gate, activation);
+    if (lower_to_opset_requested())
+    {
+        ov::OutputVector lowered = lower_to_opset(args, weights, bias, padding, gate, activation);
+        if (!lowered.empty())
+        {
+            return lowered;
+        }
+    }
+    return op->outputs();
+}
+
+} // namespace
+
+extern "C" OPENVINO_EXTENSION_API char const* eca_openvino_build_info()
+{
+    return "eca_openvino_extension " ECA_OV_BUILD_INFO;
+}
+
+OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>({
+    std::make_shared<ov::OpExtension<eca_deploy::EcaOp>>(),
+    std::make_shared<ov::frontend::onnx::ConversionExtension>("ECA", "eca_deploy", convert_onnx_eca),
+}));
