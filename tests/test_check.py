@@ -122,7 +122,8 @@ def test_bad_input(cli, r18: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert_one_line_error(cli("check", "--onnx", r18, "--images", tmp_path / "empty"), "holds no jpg/png")
     wrong = cli("check", "--onnx", r18, "--model", "eca_resnet50")
-    assert_one_line_error(wrong, "outside tolerance")
+    # Another architecture: said in one line instead of a meaningless cosine.
+    assert_one_line_error(wrong, "is not eca_resnet50 (its metadata says eca_resnet18)", "8 ECA gates", "16 ECA gates")
     assert "was exported from eca_resnet18, checking against --model eca_resnet50" in wrong.stderr
 
 
