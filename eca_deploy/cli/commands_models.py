@@ -61,6 +61,7 @@ def models_command(
                       str(r["eca_blocks"]), r["checkpoint"], f"{r['top1']:.2f}", f"{r['top5']:.2f}")  # fmt: skip
     console.print(table)
     console.print("GFLOPs are multiply-accumulates of conv and linear layers; accuracy is the official README's.")
+    console.print("timm's ECA models: `eca-deploy models --timm`; your own: --model path/to/file.py:factory.")
 
 
 def _list_timm(json_out: bool) -> None:
