@@ -62,9 +62,9 @@ test: setup-test
 	$(TEST_BIN)/ruff check .
 	$(TEST_BIN)/python -m pytest -n 2 -q
 
-lint: setup-test
-	$(TEST_BIN)/ruff check .
-	$(TEST_BIN)/ruff format --check .
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(OUT) build .pytest_cache
