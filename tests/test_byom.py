@@ -175,3 +175,14 @@ def test_any_onnx_deploy_and_deepstream(cli, tmp_path: Path, foreign: tuple[Path
     check = json.loads((out / "check.fp32.json").read_text())
     assert check["reference"] == "ONNX model.onnx" and check["passed"]
     assert (out / "report.md").read_text().startswith("# onnx:foreign.onnx: deployment report")
+
+
+def test_unfused_sibling_follows_the_naming(tmp_path: Path) -> None:
+    from eca_deploy.pipeline.check import unfused_sibling
+
+    for name in ("m.onnx", "m.fused.onnx", "m.fused.int8.onnx", "n.fused.onnx", "n.fused.fp16.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    found = {n: unfused_sibling(tmp_path / n) for n in ("m.onnx", "m.fused.onnx", "m.fused.int8.onnx",
+                                                        "n.fused.onnx", "n.fused.fp16.onnx")}  # fmt: skip
+    assert found == {"m.onnx": None, "m.fused.onnx": tmp_path / "m.onnx", "m.fused.int8.onnx": tmp_path / "m.onnx",
+                     "n.fused.onnx": None, "n.fused.fp16.onnx": tmp_path / "n.fused.onnx"}  # fmt: skip

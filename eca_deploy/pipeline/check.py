@@ -151,6 +151,8 @@ def unfused_sibling(path: Path) -> Path | None:
     parts = stem.split(".")
     while len(parts) > 1 and parts[-1] in DERIVED_SUFFIXES:
         parts.pop()
+    if ".".join(parts) == stem:
+        return None  # not a derived file: nothing it was made from
     candidates = [".".join(parts) + ".onnx"]
     if ".".join(parts) + ".fused" != stem:
         candidates.append(".".join(parts) + ".fused.onnx")
