@@ -1,38 +1,69 @@
 # eca-deploy: set-up, the CPU demo and the tests. `make demo` and `make test` work on a fresh machine.
 PYTHON ?= python3
-VENV ?= .venv
 # Jetson / machines with their own PyTorch: make demo VENV_FLAGS=--system-site-packages
 VENV_FLAGS ?=
+# make demo: a small CPU torch, no torchvision (the zoo needs neither torchvision nor timm).
+VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
+# make test: timm's models too. timm imports torchvision, which must be built for the same torch, so the
+# tests take a torch/torchvision pair released together (see README: Install).
+TEST_VENV ?= .venv-test
+TEST_TORCH_VERSION ?= 2.14.1
+TEST_TORCHVISION_VERSION ?= 0.29.1
+# PyTorch's own CPU wheels (small). Where that index is unreachable, the plain package name is used instead:
+# on PyPI for Linux x86-64 that is the CUDA build (gigabytes, still runs on a CPU).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
+TEST_BIN := $(TEST_VENV)/bin
 OUT ?= out
 MODEL ?= eca_mobilenetv2
 
-.PHONY: setup demo test lint clean
+.PHONY: setup setup-test demo test lint clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+# The pip arguments that install PyTorch packages: CPU index when reachable, else the plain name.
+torch_source = $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=5)" \
+	>/dev/null 2>&1 && echo "--index-url $(TORCH_INDEX)")
+
+%/bin/python:
+	$(PYTHON) -m venv $(VENV_FLAGS) $*
+	$*/bin/python -m pip install -q --upgrade pip
 
 # torch first and pinned (an unpinned torch is a multi-GB CUDA build); an existing torch is kept.
 # ONNX Runtime: the CPU wheel only when no onnxruntime / onnxruntime-gpu is importable. OpenVINO: the CPU runtime
 # and the headers/CMake config its ECA extension builds against, built into build/openvino (the tests build their own).
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
+	@$(BIN)/python -c "import torch" 2>/dev/null || { \
+	  echo "pip install $(torch_source) torch==$(TORCH_VERSION)"; \
+	  $(BIN)/python -m pip install -q $(torch_source) "torch==$(TORCH_VERSION)"; }
 	$(BIN)/python -m pip install -q -e ".[dev,openvino]"
 	$(BIN)/python -c "import onnxruntime" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[cpu]"
 	$(BIN)/eca-deploy plugin build --target openvino >/dev/null \
 		|| echo "note: OpenVINO ECA extension not built (needs cmake and a C++ compiler); fused models skip OpenVINO"
 	touch $@
 
+# The test venv: the matched torch + torchvision pair unless both import, then timm with the installed
+# torch/torchvision pinned by a constraints file, so that pip can never swap them for other builds.
+$(TEST_VENV)/.installed: $(TEST_BIN)/python pyproject.toml
+	@$(TEST_BIN)/python -c "import torch, torchvision" 2>/dev/null || { \
+	  echo "pip install $(torch_source) torch==$(TEST_TORCH_VERSION) torchvision==$(TEST_TORCHVISION_VERSION)"; \
+	  $(TEST_BIN)/python -m pip install -q $(torch_source) \
+	    "torch==$(TEST_TORCH_VERSION)" "torchvision==$(TEST_TORCHVISION_VERSION)"; }
+	$(TEST_BIN)/python -c "from importlib.metadata import version as v; print(*(f'{p}=={v(p)}' for p in ('torch', 'torchvision')), sep='\n')" \
+	  > $(TEST_VENV)/torch-constraints.txt
+	$(TEST_BIN)/python -m pip install -q -c $(TEST_VENV)/torch-constraints.txt -e ".[dev,timm,openvino]"
+	$(TEST_BIN)/python -c "import onnxruntime" 2>/dev/null || $(TEST_BIN)/python -m pip install -q -e ".[cpu]"
+	touch $@
+
 setup: $(VENV)/.installed
+
+setup-test: $(TEST_VENV)/.installed
 
 demo: setup
 	$(BIN)/eca-deploy deploy --model $(MODEL) --out $(OUT)
 
-test: setup
-	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 -q
+test: setup-test
+	$(TEST_BIN)/ruff check .
+	$(TEST_BIN)/python -m pytest -n 2 -q
 
 lint: setup
 	$(BIN)/ruff check .

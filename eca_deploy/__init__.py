@@ -1,3 +1,15 @@
 """eca-deploy: ECA-Net classifiers from PyTorch to verified ONNX and TensorRT engines."""
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "export"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing the package must not import torch (the CLI starts fast, `--help` needs no torch).
+    if name == "export":
+        from eca_deploy.api import export
+
+        return export
+    raise AttributeError(f"module 'eca_deploy' has no attribute {name!r}")

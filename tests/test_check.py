@@ -122,8 +122,23 @@ def test_bad_input(cli, r18: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert_one_line_error(cli("check", "--onnx", r18, "--images", tmp_path / "empty"), "holds no jpg/png")
     wrong = cli("check", "--onnx", r18, "--model", "eca_resnet50")
-    assert_one_line_error(wrong, "outside tolerance")
+    # Another architecture: said in one line instead of a meaningless cosine.
+    assert_one_line_error(wrong, "is not eca_resnet50 (its metadata says eca_resnet18)", "8 ECA gates", "16 ECA gates")
     assert "was exported from eca_resnet18, checking against --model eca_resnet50" in wrong.stderr
+
+
+def test_reference_onnx_means_what_it_says(cli, r18: Path, tmp_path: Path) -> None:
+    """With --reference-onnx the comparison is with that ONNX, whatever --model says, --per-layer included."""
+    bad = perturbed(r18, tmp_path / "bad.onnx", "/layer3/layer3.0/")
+    report_path = tmp_path / "report.json"
+    result = cli("check", "--onnx", bad, "--model", "eca_resnet50", "--reference-onnx", r18, "--per-layer",
+                 "--json", report_path)  # fmt: skip
+    assert result.code == 1  # the perturbation is found against the reference ONNX, not a zoo ResNet-50
+    report = json.loads(report_path.read_text())
+    assert report["reference"] == "ONNX r18.onnx"
+    assert report["per_layer"]["against"] == "fp32 onnx" and report["per_layer"]["first_jump"] == "layer3.0"
+    same = cli("check", "--onnx", r18, "--model", "eca_resnet50", "--reference-onnx", r18, "--json", report_path)
+    assert same.code == 0 and json.loads(report_path.read_text())["outputs"]["logits"]["max_abs_error"] == 0
 
 
 def test_unreadable_images_are_skipped(cli, r18: Path, tmp_path: Path) -> None:

@@ -1,11 +1,15 @@
 """Docs cannot rot: every `$ eca-deploy ...` line in README.md and docs/ runs and succeeds.
 
 Commands run in order, per document, in one temporary folder, so later lines may use earlier outputs.
+Code blocks opened as ```python file=NAME.py are written to that folder first, and `$ python NAME.py`
+runs such a file (in-process, as a script).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import runpy
 import shlex
 from pathlib import Path
 
@@ -20,15 +24,30 @@ def console_commands(path: Path) -> list[str]:
     return [line[2:].strip() for block in blocks for line in block.splitlines() if line.startswith("$ ")]
 
 
+def doc_files(path: Path) -> dict[str, str]:
+    """The files a document shows as ```python file=NAME blocks."""
+    return dict(re.findall(r"```python file=(\S+)\n(.*?)```", path.read_text(), flags=re.S))
+
+
 def test_docs_have_commands() -> None:
     assert any(console_commands(p) for p in DOCS)
 
 
 @pytest.mark.parametrize("doc", [p for p in DOCS if console_commands(p)], ids=lambda p: p.name)
 def test_doc_commands_run(cli, doc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commands = console_commands(doc)
+    if any("timm" in c for c in commands) and importlib.util.find_spec("timm") is None:
+        pytest.skip(f"{doc.name} shows timm models and timm is not installed (make test installs it)")
     monkeypatch.chdir(tmp_path)
-    for command in console_commands(doc):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name, text in doc_files(doc).items():
+        (tmp_path / name).write_text(text)
+    for command in commands:
         argv = shlex.split(command)
-        assert argv[0] == "eca-deploy", f"{doc.name}: only eca-deploy commands may appear in console blocks"
+        if argv[0] == "python":
+            assert len(argv) == 2 and argv[1] in doc_files(doc), f"{doc.name}: `python` runs a file the doc shows"
+            runpy.run_path(str(tmp_path / argv[1]), run_name="__main__")
+            continue
+        assert argv[0] == "eca-deploy", f"{doc.name}: only eca-deploy and python commands may appear in console blocks"
         result = cli(*argv[1:])
         assert result.code == 0, f"{doc.name}: `{command}` exited {result.code}: {result.stderr[-500:]}"

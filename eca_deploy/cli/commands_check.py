@@ -9,7 +9,16 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
-from eca_deploy.cli.options import parse_runtime, runtime_option
+from eca_deploy.cli.options import (
+    INTERPOLATION_HELP,
+    MEAN_HELP,
+    MODEL_HELP,
+    STD_HELP,
+    parse_runtime,
+    preprocessing_override,
+    runtime_option,
+)
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import CheckFailedError
 from eca_deploy.fileio import atomic_write_text
 
@@ -20,27 +29,43 @@ def check_command(
     engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine to check."),
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
     runtime: str = runtime_option(),
-    model: str | None = typer.Option(None, "--model", "-m", help="Zoo model (default: from the file's metadata)."),
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: the file's metadata."),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint the model came from."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Input size, for an ONNX without metadata."),
+    mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP),
+    std: str | None = typer.Option(None, "--std", help=STD_HELP),
+    interpolation: str | None = typer.Option(None, "--interpolation", help=INTERPOLATION_HELP),
     images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png (default: sample photos)."),
     batch: int = typer.Option(8, "--batch", help="Images per inference."),
     max_abs: float | None = typer.Option(None, "--max-abs", help="Max abs error / max(1, max |logit|)."),
     min_cosine: float | None = typer.Option(None, "--min-cosine", help="Lowest per-image cosine similarity."),
     min_top1: float | None = typer.Option(None, "--min-top1", help="Lowest top-1 agreement (0..1)."),
     per_layer: bool = typer.Option(False, "--per-layer", help="Compare block outputs; name the first that jumps."),
-    reference_onnx: Path | None = typer.Option(None, "--reference-onnx", help="FP32 ONNX for --per-layer on Q/DQ."),
+    reference_onnx: Path | None = typer.Option(
+        None, "--reference-onnx", help="Compare with this FP32 ONNX (e.g. the unfused export) instead of PyTorch."
+    ),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
 ) -> None:
-    """Run the model and its PyTorch reference on the same real images; exit 1 when outside tolerance."""
+    """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
+
+    An ONNX without eca-deploy metadata is preprocessed with --img-size/--mean/--std, default ImageNet's
+    (mean 0.485,0.456,0.406, std 0.229,0.224,0.225, bilinear, resize 256/224 of the crop).
+    """
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
     target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
-    with console.status(f"checking {target.label} against PyTorch"):
+    adjust = None
+    if any(v is not None for v in (img_size, mean, std, interpolation)):
+
+        def adjust(prep: Preprocessing) -> Preprocessing:
+            return preprocessing_override(prep, img_size, mean, std, interpolation)
+
+    with console.status(f"checking {target.label} against {'its reference ONNX' if reference_onnx else 'PyTorch'}"):
         result = run_check(
             target, model_name=model, weights=weights, images=images, batch=batch, tolerance=tol,
-            per_layer=per_layer, reference_onnx=reference_onnx, warn=warn,
+            per_layer=per_layer, reference_onnx=reference_onnx, adjust=adjust, warn=warn,
         )  # fmt: skip
     report = result.as_dict()
     if json_path is not None:
@@ -55,7 +80,8 @@ def check_command(
 def print_report(report: dict) -> None:
     a = report["outputs"]["logits"]
     t = report["tolerance"]
-    table = Table(title=f"{report['target']} ({report['backend']}, {report['precision']}) vs PyTorch {report['model']}")
+    against = report.get("reference") or f"PyTorch {report['model']}"
+    table = Table(title=f"{report['target']} ({report['backend']}, {report['precision']}) vs {against}")
     table.add_column("output")
     for col in ("images", "max abs", "mean abs", "max rel", "cosine (min)", "top-1", "top-5", "KL"):
         table.add_column(col, justify="right")

@@ -10,20 +10,26 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, print_json, warn
-from eca_deploy.cli.options import runtime_option
-from eca_deploy.errors import CheckFailedError
+from eca_deploy.cli.options import MEAN_HELP, MODEL_HELP, PRETRAINED_HELP, STD_HELP, WEIGHTS_HELP, runtime_option
+from eca_deploy.errors import CheckFailedError, EcaDeployError
 
 
 @app.command("deploy")
 def deploy_command(
-    model: str = typer.Option("eca_mobilenetv2", "--model", "-m", help="Zoo model name."),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint (.pth/.pth.tar)."),
+    model: str = typer.Option("eca_mobilenetv2", "--model", "-m", help=MODEL_HELP),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP),
+    pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
+    onnx_path: Path | None = typer.Option(
+        None, "--onnx", help="Start from this ONNX (any exporter) instead of --model; checks compare with it."
+    ),
+    mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP + " With --onnx."),
+    std: str | None = typer.Option(None, "--std", help=STD_HELP + " With --onnx."),
     precisions: str = typer.Option("fp32,fp16", "--precisions", help="Any of fp32,fp16,int8."),
     calib_images: Path | None = typer.Option(None, "--calib-images", help="Folder of photos for INT8 calibration."),
     calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use at most."),
     images: Path | None = typer.Option(None, "--images", help="Photos for checks (default: sample photos)."),
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes to benchmark (the largest is the profile max)."),
-    img_size: int = typer.Option(224, "--img-size", help="Input height and width."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Input height and width (default: the model's)."),
     duration: str = typer.Option("3s", "--duration", help="Benchmark time per batch size."),
     out: Path = typer.Option(Path("deploy"), "--out", "-o", help="Output folder."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those up to date."),
@@ -32,15 +38,23 @@ def deploy_command(
 ) -> None:
     """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
     from eca_deploy.cli.commands_bench import parse_seconds
-    from eca_deploy.cli.options import parse_sizes
+    from eca_deploy.cli.options import parse_sizes, preprocessing_override
     from eca_deploy.deploy.report import summary_rows
     from eca_deploy.deploy.run import DeployOptions, run_deploy
 
+    prep = None
+    if onnx_path is not None and any(v is not None for v in (img_size, mean, std)):
+        from eca_deploy.exporters.metadata import static_input_size
+        from eca_deploy.onnx_io import load_onnx
+
+        prep = preprocessing_override(None, img_size or static_input_size(load_onnx(onnx_path)), mean, std)
+    elif onnx_path is None and (mean is not None or std is not None):
+        raise EcaDeployError("--mean/--std describe an ONNX given with --onnx; --model takes the model's own")
     opts = DeployOptions(
         model=model, out=out, weights=weights, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
         calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batch),
-        img_size=img_size, bench_seconds=parse_seconds(duration, "--duration"), force=force,
-        runtime=runtime.strip().lower(),
+        img_size=img_size, bench_seconds=parse_seconds(duration, "--duration"), force=force, pretrained=pretrained,
+        onnx=onnx_path, preprocessing=prep, runtime=runtime.strip().lower(),
     )  # fmt: skip
 
     def on_stage(name: str, what: str) -> Any:

@@ -9,12 +9,29 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, print_json, warn
-from eca_deploy.cli.options import parse_batch, parse_k_sizes
+from eca_deploy.cli.options import (
+    INTERPOLATION_HELP,
+    MEAN_HELP,
+    MODEL_HELP,
+    PRETRAINED_HELP,
+    STD_HELP,
+    WEIGHTS_HELP,
+    parse_batch,
+    parse_k_sizes,
+    preprocessing_override,
+)
+from eca_deploy.data.images import Preprocessing
 
 
 @app.command("models")
-def models_command(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def models_command(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    timm_models: bool = typer.Option(False, "--timm", help="List timm's ECA models instead (needs the timm extra)."),
+) -> None:
     """List the model zoo: exact parameters, GFLOPs at 224, default k and published ImageNet accuracy."""
+    if timm_models:
+        _list_timm(json_out)
+        return
     from eca_deploy.models import ZOO, block_k_sizes, count_macs, count_parameters, stage_k_sizes
     from eca_deploy.models.registry import build_on_meta
 
@@ -44,16 +61,49 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print JS
                       str(r["eca_blocks"]), r["checkpoint"], f"{r['top1']:.2f}", f"{r['top5']:.2f}")  # fmt: skip
     console.print(table)
     console.print("GFLOPs are multiply-accumulates of conv and linear layers; accuracy is the official README's.")
+    console.print("timm's ECA models: `eca-deploy models --timm`; your own: --model path/to/file.py:factory.")
+
+
+def _list_timm(json_out: bool) -> None:
+    from eca_deploy.models.timm_models import describe, eca_model_names
+
+    names = eca_model_names()
+    if json_out:
+        print_json([describe(n) for n in names])
+        return
+    rows = []
+    with console.status(f"describing {len(names)} timm ECA models"):
+        rows = [describe(n) for n in names]
+    table = Table(title="timm's ECA models (use as --model timm:NAME)")
+    for col, justify in [("model", "left"), ("params", "right"), ("ECA blocks", "right"), ("k", "left"),
+                         ("input", "right"), ("crop", "right"), ("pretrained weights", "left"), ("top-1 %", "right"),
+                         ("top-5 %", "right")]:  # fmt: skip
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        acc = (f"{r['top1']:.2f}", f"{r['top5']:.2f}") if r["top1"] is not None else ("-", "-")
+        table.add_row(r["name"], f"{r['params']:,}", str(r["eca_blocks"]), ",".join(map(str, r["k_sizes"])),
+                      str(r["input_size"]), f"{r['crop_pct']:g}" if r["crop_pct"] else "-", r["pretrained"] or "none",
+                      *acc)  # fmt: skip
+    console.print(table)
+    console.print(
+        "Accuracy: timm's ImageNet-1k evaluation of the default pretrained tag at its input size and crop "
+        "(results-imagenet.csv; not shipped in timm's wheel). --pretrained downloads that tag's weights "
+        "from the Hugging Face Hub. Other timm models take attn_layer='eca' through --model FILE.py:factory."
+    )
 
 
 @app.command("export")
 def export_command(
-    model: str = typer.Option("eca_mobilenetv2", "--model", "-m", help="Zoo model name (see `eca-deploy models`)."),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint (.pth/.pth.tar)."),
+    model: str = typer.Option("eca_mobilenetv2", "--model", "-m", help=MODEL_HELP),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP),
+    pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="ONNX file to write (default: MODEL.onnx)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset, 13 to 20."),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
-    img_size: int = typer.Option(224, "--img-size", help="Input height and width."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Input height and width (default: the model's)."),
+    mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP),
+    std: str | None = typer.Option(None, "--std", help=STD_HELP),
+    interpolation: str | None = typer.Option(None, "--interpolation", help=INTERPOLATION_HELP),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes (default: from the checkpoint)."),
     k_size: str | None = typer.Option(None, "--k-size", help="Per-stage ECA k for a random ResNet, e.g. 3,5,5,7."),
     exporter: str = typer.Option("torchscript", "--exporter", help="torchscript (default) or dynamo."),
@@ -67,16 +117,32 @@ def export_command(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare against PyTorch after export."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Export a zoo model to ONNX and verify it against PyTorch on real photographs."""
+    """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
     from eca_deploy.pipeline.export import run_export
 
+    def adjust(prep: Preprocessing) -> Preprocessing:
+        return preprocessing_override(prep, None, mean, std, interpolation)
+
     result = run_export(
-        model_name=model, weights=weights, output=output or Path(f"{model}.onnx"), opset=opset,
+        model_name=model, weights=weights, output=output or Path(f"{default_stem(model)}.onnx"), opset=opset,
         batch=parse_batch(batch), img_size=img_size, num_classes=num_classes, k_size=parse_k_sizes(k_size),
-        exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify, warn=warn,
-        status=None if json_out else console.status,
+        exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify,
+        pretrained=pretrained, adjust=adjust, warn=warn, status=None if json_out else console.status,
     )  # fmt: skip
     if json_out:
         print_json(result.as_dict())
     else:
         result.print(console)
+
+
+def default_stem(model: str) -> str:
+    """'timm:ecaresnet50d' -> 'ecaresnet50d', 'nets/mine.py:build' -> 'mine_build'."""
+    from eca_deploy.models import sources
+
+    kind = sources.kind(model)
+    if kind == "timm":
+        return model.split(":", 1)[-1].split("/")[-1]
+    if kind == "file":
+        path, _, factory = model.rpartition(":")
+        return f"{Path(path).stem}_{factory}"
+    return model

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, print_json
-from eca_deploy.cli.options import parse_sizes
+from eca_deploy.cli.options import INTERPOLATION_HELP, MEAN_HELP, STD_HELP, parse_sizes
 from eca_deploy.errors import EcaDeployError
 
 
@@ -108,10 +108,16 @@ def export_deepstream_command(
     batch: int = typer.Option(1, "--batch", help="nvinfer batch-size (frames inferred together)."),
     threshold: float = typer.Option(0.0, "--threshold", help="classifier-threshold (probability)."),
     labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line (default: ImageNet)."),
+    mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP + " Needed for an ONNX without metadata."),
+    std: str | None = typer.Option(None, "--std", help=STD_HELP + " Needed for an ONNX without metadata."),
+    interpolation: str | None = typer.Option(None, "--interpolation", help=INTERPOLATION_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
-    """A DeepStream nvinfer config (net-scale-factor/offsets from mean/std), labels and a sample pipeline."""
+    """A DeepStream nvinfer config (net-scale-factor/offsets from mean/std), labels and a sample pipeline.
+
+    mean/std/size come from the model's metadata; an ONNX made elsewhere needs --mean and --std.
+    """
     from eca_deploy.serving.deepstream import DeepStreamOptions, export_deepstream
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
 
@@ -121,11 +127,12 @@ def export_deepstream_command(
         from eca_deploy.plugin.locate import find_plugin_library
 
         spec, onnx_model = read_onnx_spec(onnx_path)
+        spec = _flag_preprocessing(spec, mean, std, interpolation)
         library = find_plugin_library(plugin) if plugin is not None else None
         result = export_deepstream(spec, out, opts, onnx_model=onnx_model, onnx_name=onnx_path.stem, plugin=library,
                                    labels=_labels(spec, labels), force=force)  # fmt: skip
     else:
-        spec = read_engine_spec(model)
+        spec = _flag_preprocessing(read_engine_spec(model), mean, std, interpolation)
         result = export_deepstream(spec, out, opts, engine=model, plugin=_engine_plugin(spec, plugin),
                                    labels=_labels(spec, labels), force=force)  # fmt: skip
     norm = result.normalisation
@@ -147,6 +154,21 @@ def export_deepstream_command(
         f"one scale for all channels, worst relative error {norm.max_relative_error:.2%} "
         f"(worst absolute {norm.max_abs_error:.4f} in normalised units)"
     )
+
+
+def _flag_preprocessing(spec: Any, mean: str | None, std: str | None, interpolation: str | None) -> Any:
+    """The spec with --mean/--std/--interpolation applied (over its metadata, or for an ONNX without it)."""
+    from eca_deploy.cli.options import preprocessing_override
+    from eca_deploy.serving.spec import with_preprocessing
+
+    if mean is None and std is None and interpolation is None:
+        return spec
+    if spec.metadata is None and (mean is None or std is None):
+        raise EcaDeployError("the model carries no eca-deploy metadata: pass both --mean and --std")
+    dims = spec.inputs[0].dims
+    base = spec.metadata.preprocessing if spec.metadata is not None else None
+    size = dims[1] if base is None and len(dims) == 3 else None
+    return with_preprocessing(spec, preprocessing_override(base, size, mean, std, interpolation))
 
 
 def _print_written(title: str, report: dict[str, Any], keys: tuple[str, ...]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 
 
@@ -62,3 +63,52 @@ def parse_runtime(value: str) -> str:
     if runtime not in RUNTIMES:
         raise EcaDeployError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {value!r}")
     return runtime
+
+
+def parse_triplet(value: str | None, option: str) -> tuple[float, float, float] | None:
+    """'0.485,0.456,0.406' -> (0.485, 0.456, 0.406): one value per RGB channel."""
+    if value is None:
+        return None
+    try:
+        values = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise EcaDeployError(f"{option} takes three numbers (R,G,B) such as 0.485,0.456,0.406, got {value!r}") from None
+    if len(values) != 3:
+        raise EcaDeployError(f"{option} takes three numbers (R,G,B) such as 0.485,0.456,0.406, got {value!r}")
+    if option == "--std" and any(v <= 0 for v in values):
+        raise EcaDeployError(f"--std values must be positive, got {value!r}")
+    return values  # type: ignore[return-value]
+
+
+# Help texts of options several commands share (declared once, used by export, check, deploy, serving).
+MODEL_HELP = "Zoo name (`eca-deploy models`), timm:NAME (`models --timm`) or path/to/file.py:factory."
+WEIGHTS_HELP = "Checkpoint: .pth/.pth.tar/.safetensors (plain state_dict or wrapped in state_dict/model)."
+PRETRAINED_HELP = "timm:NAME only: timm's published weights, downloaded by timm (Hugging Face Hub) and cached."
+MEAN_HELP = "Normalisation mean per RGB channel (default: the model's; ImageNet 0.485,0.456,0.406)."
+STD_HELP = "Normalisation std per RGB channel (default: the model's; ImageNet 0.229,0.224,0.225)."
+INTERPOLATION_HELP = "Resize filter: bilinear or bicubic (default: the model's; bilinear without metadata)."
+
+
+def preprocessing_override(
+    base: Preprocessing | None,
+    img_size: int | None,
+    mean: str | None,
+    std: str | None,
+    interpolation: str | None = None,
+) -> Preprocessing:
+    """`base` (None: ImageNet's, at --img-size or 224) with the flags given on the command line."""
+    from dataclasses import replace
+
+    prep = base if base is not None else Preprocessing.for_size(img_size or 224)
+    if img_size is not None and img_size != prep.size:
+        ratio = None if prep.resize * 224 == prep.size * 256 else prep.crop_pct
+        prep = Preprocessing.for_size(img_size, crop_pct=ratio, mean=prep.mean, std=prep.std,
+                                      interpolation=prep.interpolation)  # fmt: skip
+    changes: dict[str, object] = {}
+    if (m := parse_triplet(mean, "--mean")) is not None:
+        changes["mean"] = m
+    if (s := parse_triplet(std, "--std")) is not None:
+        changes["std"] = s
+    if interpolation is not None:
+        changes["interpolation"] = interpolation
+    return replace(prep, **changes) if changes else prep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +20,47 @@ _SAMPLE_PHOTOS = (
 )  # fmt: skip
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize the shorter side to `resize`, centre-crop `size`, scale to [0, 1], normalise, NCHW RGB."""
+    """Resize the shorter side to `resize`, centre-crop `size`, scale to [0, 1], normalise, NCHW RGB.
+
+    `interpolation` names the PIL filter of the resize (timm's models mostly use bicubic).
+    """
 
     size: int = 224
     resize: int = 256
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     channel_order: str = "RGB"
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise EcaDeployError(
+                f"unknown interpolation {self.interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}"
+            )
 
     @classmethod
-    def for_size(cls, size: int, **kwargs: object) -> Preprocessing:
-        """ImageNet evaluation keeps the 256/224 ratio between resize and crop."""
-        return cls(size=size, resize=round(size * 256 / 224), **kwargs)  # type: ignore[arg-type]
+    def for_size(cls, size: int, crop_pct: float | None = None, **kwargs: object) -> Preprocessing:
+        """ImageNet evaluation keeps the 256/224 ratio between resize and crop; `crop_pct` sets another
+        ratio the way timm does (resize = floor(size / crop_pct))."""
+        resize = round(size * 256 / 224) if crop_pct is None else max(size, math.floor(size / crop_pct))
+        return cls(size=size, resize=resize, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def crop_pct(self) -> float:
+        return self.size / self.resize
+
+    @property
+    def pil_filter(self) -> int:
+        from PIL import Image
+
+        return int(getattr(Image.Resampling, self.interpolation.upper()))
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB -> 3xSxS float32."""
@@ -41,7 +69,7 @@ class Preprocessing:
         pil = Image.fromarray(image)
         w, h = pil.size
         scale = self.resize / min(w, h)
-        pil = pil.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), Image.BILINEAR)
+        pil = pil.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), self.pil_filter)
         w, h = pil.size
         left, top = (w - self.size) // 2, (h - self.size) // 2
         pil = pil.crop((left, top, left + self.size, top + self.size))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.deploy.cache import StageCache, StageOutcome
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_text, sha256_file
@@ -33,16 +34,25 @@ class DeployOptions:
     calib_count: int = 512
     images: Path | None = None
     batches: tuple[int, ...] = (1, 8, 32)
-    img_size: int = 224
+    img_size: int | None = None  # None: the model's own input size
     opset: int = 17
     bench_seconds: float = 3.0
     force: bool = False
     runtime: str = "auto"  # CPU runtimes without TensorRT: auto (ONNX Runtime, and OpenVINO when usable) or one
+    pretrained: bool = False
+    onnx: Path | None = None  # start from this ONNX instead of exporting `model`
+    preprocessing: Preprocessing | None = None  # for `onnx` without eca-deploy metadata (--mean/--std/--img-size)
 
     def validate(self) -> None:
-        from eca_deploy.models import get_spec
+        from eca_deploy.models import sources
 
-        get_spec(self.model)
+        if self.onnx is not None:
+            if not self.onnx.is_file():
+                raise EcaDeployError(f"ONNX file {self.onnx} does not exist: check --onnx")
+            if self.weights is not None or self.pretrained:
+                raise EcaDeployError("--onnx starts from a finished model: drop --weights/--pretrained")
+        else:
+            sources.validate(self.model)
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown or not self.precisions:
             raise EcaDeployError(
@@ -155,11 +165,20 @@ def run_deploy(
 
     weights_in = [opts.weights] if opts.weights else []
     onnx_path, fused = out / "model.onnx", out / "model.fused.onnx"
-    stage("export", f"exporting {opts.model} and verifying it against PyTorch",
-          {"model": opts.model, "img_size": opts.img_size, "opset": opts.opset}, weights_in, [onnx_path],
-          lambda: _export(opts, onnx_path),
-          _cmd("eca-deploy export --model", opts.model, *_opt("--weights", opts.weights),
-               "--img-size", opts.img_size, "--opset", opts.opset, "--output", onnx_path))  # fmt: skip
+    if opts.onnx is not None:
+        prep = opts.preprocessing
+        stage("import", f"copying {opts.onnx.name} (with its preprocessing in the metadata)",
+              {"preprocessing": repr(prep)}, [opts.onnx], [onnx_path],
+              lambda: _import_onnx(opts.onnx, prep, onnx_path, note),  # type: ignore[arg-type]
+              f"copy of {opts.onnx} with eca-deploy metadata")  # fmt: skip
+    else:
+        stage("export", f"exporting {opts.model} and verifying it against PyTorch",
+              {"model": opts.model, "img_size": opts.img_size, "opset": opts.opset, "pretrained": opts.pretrained},
+              weights_in, [onnx_path], lambda: _export(opts, onnx_path),
+              _cmd("eca-deploy export --model", opts.model, *_opt("--weights", opts.weights),
+                   *(("--pretrained",) if opts.pretrained else ()), *_opt("--img-size", opts.img_size),
+                   "--opset", opts.opset, "--output", onnx_path))  # fmt: skip
+    reference = ("--reference-onnx", onnx_path) if opts.onnx is not None else ("--model", opts.model)
     stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused], lambda: _fuse(onnx_path, fused),
           _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip
 
@@ -180,7 +199,7 @@ def run_deploy(
                   {"images": str(opts.images or "")} | ({"runtime": runtime} if runtime != "onnxruntime" else {}),
                   [target_file, *weights_in], [cjson],
                   lambda t=target_file, k=kind, j=cjson, r=runtime: _check(opts, t, k, j, r),
-                  _cmd("eca-deploy check", flag, target_file, *rt, "--model", opts.model,
+                  _cmd("eca-deploy check", flag, target_file, *rt, *reference,
                        *_opt("--weights", opts.weights), *_opt("--images", opts.images), "--json", cjson))  # fmt: skip
             checks[runtime] = json.loads(cjson.read_text())
         side = f" on {' and '.join(RUNTIME_LABELS[r] for r in runtimes)}, interleaved" if len(runtimes) > 1 else ""
@@ -202,7 +221,7 @@ def run_deploy(
                 note(f"{precision} on {RUNTIME_LABELS[runtime]} is outside tolerance: {'; '.join(report['failures'])}")
     backend = f"{runtimes[0]}-cpu" if trt_missing else "tensorrt"
     summary = {
-        "model": opts.model,
+        "model": f"onnx:{opts.onnx.name}" if opts.onnx is not None else opts.model,
         "precisions": list(opts.precisions),
         "backend": backend,
         "backend_label": f"{' and '.join(RUNTIME_LABELS[r] for r in runtimes)} (CPU)" if trt_missing else "TensorRT",
@@ -222,8 +241,25 @@ def _export(opts: DeployOptions, output: Path) -> dict[str, Any]:
     from eca_deploy.pipeline.export import run_export
 
     result = run_export(model_name=opts.model, weights=opts.weights, output=output, opset=opts.opset,
-                        img_size=opts.img_size, images=opts.images)  # fmt: skip
+                        img_size=opts.img_size, images=opts.images, pretrained=opts.pretrained)  # fmt: skip
     return {"verification": result.verification}
+
+
+def _import_onnx(source: Path, prep: Preprocessing | None, output: Path, note: Callable[[str], None]) -> dict[str, Any]:
+    """Copy an ONNX made elsewhere, giving it eca-deploy metadata (preprocessing) if it has none."""
+    from eca_deploy.exporters.metadata import describe_foreign, read_metadata, write_metadata
+    from eca_deploy.onnx_io import load_onnx, save_onnx
+
+    model = load_onnx(source)
+    meta = read_metadata(model)
+    if meta is None or prep is not None:
+        if prep is None:
+            note(f"{source.name} has no eca-deploy metadata and no --mean/--std were given: using ImageNet's "
+                 "(mean 0.485,0.456,0.406, std 0.229,0.224,0.225)")  # fmt: skip
+        meta = describe_foreign(model, source, prep)
+        write_metadata(model, meta)
+    save_onnx(model, output)
+    return {"model": meta.model, "input_size": meta.preprocessing.size}
 
 
 def _fuse(source: Path, output: Path) -> dict[str, Any]:
@@ -237,7 +273,10 @@ def _check(opts: DeployOptions, target: Path, kind: str, output: Path, runtime: 
     from eca_deploy.pipeline.check import open_target, run_check
 
     tgt = open_target(target if kind == "onnx" else None, target if kind == "engine" else None, runtime=runtime)
-    result = run_check(tgt, model_name=opts.model, weights=opts.weights, images=opts.images)
+    if opts.onnx is not None:  # no PyTorch model: compare with the imported FP32 ONNX
+        result = run_check(tgt, model_name=None, images=opts.images, reference_onnx=opts.out / "model.onnx")
+    else:
+        result = run_check(tgt, model_name=opts.model, weights=opts.weights, images=opts.images)
     atomic_write_text(output, json.dumps(result.as_dict(), indent=2) + "\n")
     return {"passed": result.passed}
 
@@ -318,6 +357,7 @@ def write_manifest(opts: DeployOptions, out: Path, stages: list[StageOutcome], c
     manifest = {
         "inputs": {
             "model": opts.model,
+            "onnx": {"path": str(opts.onnx), "sha256": sha256_file(opts.onnx)} if opts.onnx else None,
             "weights": {"path": str(opts.weights), "sha256": sha256_file(opts.weights)} if opts.weights else None,
             "precisions": list(opts.precisions),
             "img_size": opts.img_size,

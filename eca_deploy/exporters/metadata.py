@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import onnx
 
@@ -34,6 +35,8 @@ class ModelMetadata:
             "mean": json.dumps(list(p.mean)),
             "std": json.dumps(list(p.std)),
             "channel_order": p.channel_order,
+            "interpolation": p.interpolation,
+            "crop_pct": f"{p.crop_pct:.6g}",
             "layout": "NCHW",
             "opset": str(self.opset),
             "exporter": self.exporter,
@@ -50,6 +53,7 @@ class ModelMetadata:
             mean=tuple(json.loads(props["mean"])),
             std=tuple(json.loads(props["std"])),
             channel_order=props.get("channel_order", "RGB"),
+            interpolation=props.get("interpolation", "bilinear"),
         )
         versions = {k[: -len("_version")]: v for k, v in props.items() if k.endswith("_version")}
         return cls(
@@ -73,3 +77,24 @@ def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
         return ModelMetadata.from_props(props)
     except (KeyError, ValueError, json.JSONDecodeError):
         return None
+
+
+def describe_foreign(model: onnx.ModelProto, source: Path, prep: Preprocessing | None = None) -> ModelMetadata:
+    """Metadata for an ONNX made elsewhere: its name, classes and size from the graph, `prep` or ImageNet's."""
+    from eca_deploy import __version__
+    from eca_deploy.fileio import sha256_file
+
+    if prep is None:
+        prep = Preprocessing.for_size(static_input_size(model) or 224)
+    out = model.graph.output[0].type.tensor_type.shape.dim
+    classes = int(out[-1].dim_value) if out and out[-1].HasField("dim_value") else 0
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ModelMetadata(f"onnx:{source.stem}", (), classes, prep, opset, model.producer_name or "",
+                         f"{source.name} sha256:{sha256_file(source)}", {"eca_deploy": __version__})  # fmt: skip
+
+
+def static_input_size(model: onnx.ModelProto) -> int | None:
+    """H of a fixed [N, 3, H, H] image input, or None when the size is dynamic."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    fixed = len(dims) == 4 and dims[2].HasField("dim_value") and dims[3].HasField("dim_value")
+    return int(dims[2].dim_value) if fixed and dims[2].dim_value == dims[3].dim_value else None

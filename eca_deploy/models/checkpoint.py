@@ -17,10 +17,12 @@ _CLASSIFIER_KEYS = ("fc.weight", "classifier.1.weight")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint safely (`weights_only=True`) and return its state_dict without `module.` prefixes."""
+    """Read a checkpoint (.pth with `weights_only=True`, or .safetensors); its state_dict without `module.` prefixes."""
     path = Path(path)
     if not path.is_file():
         raise EcaDeployError(f"weights file {path} does not exist: check the path given to --weights")
+    if path.suffix == ".safetensors":
+        return {_strip_prefix(k): v for k, v in _read_safetensors(path).items()}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or hostile file can fail in many ways; all are the input's fault
@@ -30,6 +32,18 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         ) from None
     state = _find_state_dict(obj, path)
     return {_strip_prefix(k): v for k, v in state.items()}
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise EcaDeployError(f"{path} is a safetensors file: pip install safetensors") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # a damaged header or truncated file; the input's fault
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise EcaDeployError(f"{path} is not a readable safetensors file ({reason})") from None
 
 
 def _find_state_dict(obj: object, path: Path) -> Mapping[str, torch.Tensor]:

@@ -66,3 +66,15 @@ class ECALayer(nn.Module):
 def eca_layers(model: nn.Module) -> list[tuple[str, ECALayer]]:
     """All ECA layers of `model` in forward order, with their qualified names."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, ECALayer)]
+
+
+def eca_gates(model: nn.Module) -> list[tuple[str, int]]:
+    """Every ECA-style gate in forward order, with its kernel size: the zoo's ECALayer, timm's EcaModule and
+    CecaModule, and any other module holding a Conv1d with one input and one output channel (the conv across
+    channels). Used to describe foreign networks; the zoo uses `eca_layers`."""
+    gates = []
+    for name, module in model.named_modules():
+        convs = [c for c in module.children() if isinstance(c, nn.Conv1d) and c.in_channels == c.out_channels == 1]
+        if convs:
+            gates.append((name, int(convs[0].kernel_size[0])))
+    return gates

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from eca_deploy.data.images import IMAGENET_MEAN, IMAGENET_STD
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.models.eca import eca_layers
+from eca_deploy.models.eca import eca_gates, eca_layers
 from eca_deploy.models.eca_mobilenetv2 import eca_mobilenetv2
 from eca_deploy.models.eca_resnet import (
     eca_resnet18,
@@ -20,9 +21,6 @@ from eca_deploy.models.eca_resnet import (
     eca_resnet101,
     eca_resnet152,
 )
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -92,8 +90,8 @@ def create_model(
 
 
 def block_k_sizes(model: nn.Module) -> list[int]:
-    """ECA kernel size of every block, in forward order."""
-    return [layer.k_size for _, layer in eca_layers(model)]
+    """ECA kernel size of every block (zoo, timm or any ECA-style gate), in forward order."""
+    return [k for _, k in eca_gates(model)]
 
 
 def stage_k_sizes(model: nn.Module) -> tuple[int, ...]:

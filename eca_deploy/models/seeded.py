@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.models.eca import eca_layers
 from eca_deploy.models.registry import create_model, recalibrate_batchnorm
 
@@ -15,13 +16,17 @@ RANDOM_WEIGHTS = "random(seed=0)"
 
 
 def seeded_model(
-    name: str, num_classes: int = 1000, block_k: Sequence[int] | None = None, img_size: int = 224
+    name: str,
+    num_classes: int = 1000,
+    block_k: Sequence[int] | None = None,
+    img_size: int = 224,
+    preprocessing: Preprocessing | None = None,
 ) -> nn.Module:
     """Seed-0 initialisation, ECA kernel sizes per block, BatchNorm statistics from the sample photos.
 
     Same arguments, same weights: so an ONNX exported without a checkpoint can still be checked later.
     """
-    from eca_deploy.data.images import Preprocessing, load_images
+    from eca_deploy.data.images import load_images
     from eca_deploy.models.registry import get_spec
 
     model = create_model(name, num_classes=num_classes, seed=SEED)
@@ -35,5 +40,6 @@ def seeded_model(
                     torch.manual_seed(SEED + 1 + i)
                     layer.set_k_size(int(k))
     spec = get_spec(name)
-    photos = load_images(None, Preprocessing.for_size(img_size, mean=spec.mean, std=spec.std))
+    prep = preprocessing or Preprocessing.for_size(img_size, mean=spec.mean, std=spec.std)
+    photos = load_images(None, prep)
     return recalibrate_batchnorm(model, photos.array)

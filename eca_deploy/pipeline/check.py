@@ -47,6 +47,7 @@ class CheckResult:
     reference_scale: float
     per_layer: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    reference: str = ""  # "PyTorch NAME" or "ONNX FILE"
 
     @property
     def passed(self) -> bool:
@@ -68,6 +69,7 @@ class CheckResult:
                 "top1_agreement": self.tolerance.top1_agreement,
             },
             "outputs": {"logits": a},
+            "reference": self.reference,
             "reference_scale": self.reference_scale,
             "images": self.image_names,
             "skipped_images": self.skipped_images,
@@ -119,20 +121,60 @@ def input_geometry(runner: Runner) -> tuple[int | None, int | None]:
     return (n if isinstance(n, int) else None), size
 
 
-def reference_model(model_name: str, weights: Path | None, metadata: ModelMetadata | None, img_size: int) -> Any:
-    """The PyTorch model the target came from: the checkpoint, or export's seeded random model."""
-    from eca_deploy.models.checkpoint import load_model
-    from eca_deploy.models.seeded import RANDOM_WEIGHTS, seeded_model
+def reference_model(
+    model_name: str,
+    weights: Path | None,
+    metadata: ModelMetadata | None,
+    img_size: int,
+    preprocessing: Any = None,
+) -> Any:
+    """The PyTorch model the target came from: the checkpoint, timm's pretrained weights, or export's seeded model."""
+    from eca_deploy.models import sources
+    from eca_deploy.models.seeded import RANDOM_WEIGHTS
 
     num_classes = metadata.num_classes if metadata else None
-    if weights is not None:
-        return load_model(model_name, weights, num_classes)
-    if metadata is not None and metadata.weights and metadata.weights != RANDOM_WEIGHTS:
-        raise EcaDeployError(
-            f"the model was exported from {metadata.weights.split(' ')[0]}: pass that checkpoint with --weights"
-        )
-    block_k = list(metadata.k_sizes) if metadata else None
-    return seeded_model(model_name, num_classes or 1000, block_k, img_size)
+    pretrained = False
+    if weights is None and metadata is not None and metadata.weights and metadata.weights != RANDOM_WEIGHTS:
+        if not metadata.weights.startswith("timm pretrained"):
+            raise EcaDeployError(
+                f"the model was exported from {metadata.weights.split(' ')[0]}: pass that checkpoint with --weights"
+            )
+        pretrained = True
+    block_k = list(metadata.k_sizes) if metadata and sources.kind(model_name) == "zoo" else None
+    loaded = sources.load(model_name, weights=weights, pretrained=pretrained, num_classes=num_classes,
+                          img_size=img_size, block_k=block_k, preprocessing=preprocessing)  # fmt: skip
+    return loaded.module
+
+
+def unfused_sibling(path: Path) -> Path | None:
+    """The FP32 ONNX a derived file was made from, by eca-deploy's naming (X.fused.onnx, X.fp16.onnx, ...)."""
+    stem = path.name.removesuffix(".onnx")
+    parts = stem.split(".")
+    while len(parts) > 1 and parts[-1] in DERIVED_SUFFIXES:
+        parts.pop()
+    if ".".join(parts) == stem:
+        return None  # not a derived file: nothing it was made from
+    candidates = [".".join(parts) + ".onnx"]
+    if ".".join(parts) + ".fused" != stem:
+        candidates.append(".".join(parts) + ".fused.onnx")
+    for name in candidates:
+        candidate = path.with_name(name)
+        if candidate.is_file() and candidate.resolve() != path.resolve():
+            return candidate
+    return None
+
+
+DERIVED_SUFFIXES = ("fused", "fp16", "int8")
+
+
+@dataclass
+class Reference:
+    """What the target is compared with: a PyTorch model, or an FP32 ONNX on ONNX Runtime."""
+
+    runner: Runner
+    label: str  # shown as "vs <label>"
+    torch_model: Any = None
+    onnx_path: Path | None = None
 
 
 def run_check(
@@ -145,24 +187,58 @@ def run_check(
     tolerance: Tolerance | None = None,
     per_layer: bool = False,
     reference_onnx: Path | None = None,
+    adjust: Any = None,
     warn: Any = lambda _m: None,
 ) -> CheckResult:
+    """Compare `target` with its reference on real photographs.
+
+    The reference is `reference_onnx` when given (any FP32 ONNX, e.g. the unfused export), else the PyTorch
+    model `model_name` or the target's metadata names; a file with no rebuildable model falls back to the
+    unfused ONNX next to it (X.onnx for X.fused.onnx, X.int8.onnx, ...). Preprocessing comes from the
+    metadata, else from `adjust` (--img-size/--mean/--std) over ImageNet's defaults.
+    """
     from eca_deploy.backends.torch_runner import TorchRunner
-    from eca_deploy.data.images import Preprocessing, list_images, load_images
-    from eca_deploy.models import get_spec
+    from eca_deploy.data.images import list_images, load_images
+    from eca_deploy.models import sources
 
     meta = target.metadata
     name = model_name or (meta.model if meta else None)
-    if name is None:
-        raise EcaDeployError(f"{target.label} carries no eca-deploy metadata: pass --model NAME")
-    spec = get_spec(name)
+    if reference_onnx is None and (name is None or not sources.rebuildable(name)) and model_name is None:
+        reference_onnx = unfused_sibling(Path(target.label))
+        if reference_onnx is not None:
+            warn(f"comparing with {reference_onnx} (found next to {Path(target.label).name}); "
+                 "pass --reference-onnx to choose another")  # fmt: skip
+    if reference_onnx is None:
+        if name is None:
+            raise EcaDeployError(
+                f"{target.label} carries no eca-deploy metadata: pass --reference-onnx FILE (the FP32 ONNX to compare "
+                "with) or --model NAME"
+            )
+        sources.validate(name)
     if meta is not None and model_name and meta.model != model_name:
         warn(f"{target.label} was exported from {meta.model}, checking against --model {model_name}")
     fixed_batch, size = input_geometry(target.runner)
-    prep = meta.preprocessing if meta else Preprocessing.for_size(size or spec.input_size, mean=spec.mean, std=spec.std)
+    ref_meta = None
+    if reference_onnx is not None and meta is None:
+        from eca_deploy.exporters.metadata import read_metadata
+        from eca_deploy.onnx_io import load_onnx
+
+        ref_meta = read_metadata(load_onnx(reference_onnx))
+    described = meta or ref_meta
+    if described is not None:
+        prep = described.preprocessing
+    elif name is not None and reference_onnx is None:
+        prep = sources.default_preprocessing(name, size)
+    else:
+        from eca_deploy.data.images import Preprocessing
+
+        prep = Preprocessing.for_size(size or 224)
+    if adjust is not None:
+        prep = adjust(prep)
     if size is not None and size != prep.size:
         raise EcaDeployError(
-            f"{target.label} takes {size}x{size} images but its metadata says {prep.size}: re-export it"
+            f"{target.label} takes {size}x{size} images but its preprocessing says {prep.size}: "
+            + ("re-export it" if described else "pass --img-size to match")
         )
     if batch < 1:
         raise EcaDeployError(f"--batch must be a positive integer, got {batch}")
@@ -170,16 +246,39 @@ def run_check(
     loaded = load_images(paths, prep)
     if loaded.skipped:
         warn(f"skipped {len(loaded.skipped)} unreadable images: {', '.join(loaded.skipped[:5])}")
-    if weights is None and (meta is None or not meta.weights or meta.weights.startswith("random")):
-        warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
-    reference = reference_model(name, weights, meta if meta is None or meta.model == name else None, prep.size)
+    if reference_onnx is not None:
+        from eca_deploy.backends.loader import open_onnx
+
+        ref_runner, _, ref_precision = open_onnx(reference_onnx)
+        if ref_precision != "fp32":
+            warn(f"--reference-onnx {reference_onnx} is {ref_precision}, not FP32: the comparison inherits its error")
+        reference = Reference(ref_runner, f"ONNX {reference_onnx.name}", onnx_path=reference_onnx)
+        name = name or reference_onnx.name
+    else:
+        assert name is not None
+        if weights is None and (meta is None or not meta.weights or meta.weights.startswith("random")):
+            warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
+        same = meta if meta is None or meta.model == name else None
+        torch_model = reference_model(name, weights, same, prep.size, prep)
+        if target.onnx is not None:
+            from eca_deploy.pipeline.architecture import mismatch
+
+            differs = mismatch(target.onnx, torch_model)
+            if differs:
+                origin = f" (its metadata says {meta.model})" if meta is not None and meta.model != name else ""
+                raise EcaDeployError(
+                    f"{target.label} is not {name}{origin}: {differs}; pass the --model it was exported from, "
+                    "or --reference-onnx FILE"
+                )
+        reference = Reference(TorchRunner(torch_model), f"PyTorch {name}", torch_model=torch_model)
     step = fixed_batch or batch
     out = target.runner.run_all(loaded.array, step, fixed_batch=fixed_batch is not None)
-    ref = TorchRunner(reference).run_all(loaded.array, batch)
+    ref_fixed, _ = input_geometry(reference.runner) if reference.onnx_path else (None, None)
+    ref = reference.runner.run_all(loaded.array, ref_fixed or batch, fixed_batch=ref_fixed is not None)
     if out.shape != ref.shape:
         raise EcaDeployError(
-            f"{target.label} outputs {list(out.shape[1:])} per image, {name} gives {list(ref.shape[1:])}: "
-            "check --model and --weights"
+            f"{target.label} outputs {list(out.shape[1:])} per image, {reference.label} gives {list(ref.shape[1:])}: "
+            "check --model, --weights or --reference-onnx"
         )
     agreement = compare(ref, out)
     tol = tolerance or DEFAULT_TOLERANCES.get(target.precision, DEFAULT_TOLERANCES["fp32"])
@@ -195,9 +294,11 @@ def run_check(
         image_names=loaded.names,
         skipped_images=loaded.skipped,
         reference_scale=scale,
+        reference=reference.label,
     )
     if per_layer:
         from eca_deploy.pipeline.per_layer import compare_layers
 
-        result.per_layer = compare_layers(target, reference, loaded.array[: min(4, len(loaded.array))], reference_onnx)
+        sample = loaded.array[: min(4, len(loaded.array))]
+        result.per_layer = compare_layers(target, reference.torch_model, sample, reference.onnx_path)
     return result

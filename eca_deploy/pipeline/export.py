@@ -12,7 +12,9 @@ import onnx
 from rich.console import Console
 from rich.table import Table
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import CheckFailedError
+from eca_deploy.models.sources import LoadedModel
 
 StatusFactory = Callable[[str], contextlib.AbstractContextManager[Any]] | None
 
@@ -62,7 +64,7 @@ def run_export(
     output: Path,
     opset: int = 17,
     batch: int | None = None,
-    img_size: int = 224,
+    img_size: int | None = None,
     num_classes: int | None = None,
     k_size: tuple[int, ...] | None = None,
     exporter: str = "torchscript",
@@ -70,42 +72,68 @@ def run_export(
     fuse_tolerance: float | None = None,  # default: pipeline.fuse.FUSION_TOLERANCE
     images: Path | None = None,
     verify: bool = True,
+    pretrained: bool = False,
+    pretrained_file: Path | None = None,
+    preprocessing: Preprocessing | None = None,
+    adjust: Callable[[Preprocessing], Preprocessing] | None = None,
     warn: Callable[[str], None] = lambda _m: None,
     status: StatusFactory = None,
 ) -> ExportResult:
-    """Export `model_name` to `output`; raise CheckFailedError (exit 1) if verification fails.
+    """Export the model `model_name` names (zoo, `timm:NAME`, `file.py:factory`) to `output`.
 
-    On failure nothing is left at `output`: the file is written atomically after export and verification
-    of an in-memory copy, so an existing file is only replaced by a model that passed.
+    Raise CheckFailedError (exit 1) if verification fails. On failure nothing is left at `output`: the
+    file is written atomically after export and verification of an in-memory copy, so an existing file is
+    only replaced by a model that passed. `img_size` None means the model's own input size.
     """
-    from eca_deploy.data.images import Preprocessing, list_images, load_images
+    from eca_deploy.data.images import list_images
+    from eca_deploy.fileio import check_writable
+    from eca_deploy.models import sources
+
+    sources.validate(model_name)
+    check_writable(output)
+    if images:
+        list_images(images)  # fail on a bad folder before any work
+    with _status(status, f"building {model_name}"):
+        loaded = sources.load(model_name, weights=weights, pretrained=pretrained, pretrained_file=pretrained_file,
+                              num_classes=num_classes, img_size=img_size, k_size=k_size,
+                              preprocessing=preprocessing, adjust=adjust)  # fmt: skip
+    if loaded.random:
+        warn(
+            f"no --weights given: exporting {model_name} with a seeded random initialisation "
+            "(seed 0, BatchNorm statistics from the sample photos)"
+        )
+    return export_loaded(loaded, output=output, opset=opset, batch=batch, exporter=exporter, fuse=fuse,
+                         fuse_tolerance=fuse_tolerance, images=images, verify=verify, status=status)  # fmt: skip
+
+
+def export_loaded(
+    loaded: LoadedModel,
+    *,
+    output: Path,
+    opset: int = 17,
+    batch: int | None = None,
+    exporter: str = "torchscript",
+    fuse: bool = False,
+    fuse_tolerance: float | None = None,
+    images: Path | None = None,
+    verify: bool = True,
+    status: StatusFactory = None,
+) -> ExportResult:
+    """Export a built model (see `run_export`), verify it against PyTorch, write it atomically."""
+    from eca_deploy.data.images import list_images, load_images
     from eca_deploy.exporters import ExportOptions, export_onnx, verify_onnx
-    from eca_deploy.fileio import check_writable, sha256_file
-    from eca_deploy.models import block_k_sizes, create_model, get_spec
-    from eca_deploy.models.checkpoint import load_model
-    from eca_deploy.models.seeded import RANDOM_WEIGHTS, seeded_model
+    from eca_deploy.fileio import check_writable
     from eca_deploy.onnx_io import save_onnx
 
-    spec = get_spec(model_name)
     check_writable(output)
-    image_paths = list_images(images) if images else None  # fail on a bad folder before any work
-    opts = ExportOptions(opset=opset, batch=batch, img_size=img_size, exporter=exporter,
-                         preprocessing=Preprocessing.for_size(img_size, mean=spec.mean, std=spec.std))  # fmt: skip
+    image_paths = list_images(images) if images else None
+    prep = loaded.preprocessing
+    opts = ExportOptions(opset=opset, batch=batch, img_size=prep.size, exporter=exporter, preprocessing=prep)
     opts.validate()
-    with _status(status, f"building {model_name}"):
-        if weights is None:
-            warn(
-                f"no --weights given: exporting {model_name} with a seeded random initialisation "
-                "(seed 0, BatchNorm statistics from the sample photos)"
-            )
-            block_k = block_k_sizes(create_model(model_name, num_classes or 1000, k_size)) if k_size else None
-            model = seeded_model(model_name, num_classes or 1000, block_k, img_size)
-        else:
-            model = load_model(model_name, weights, num_classes)
-    source = RANDOM_WEIGHTS if weights is None else f"{weights.name} sha256:{sha256_file(weights)}"
-    result = ExportResult(model_name, output, opset, batch or "dynamic", img_size, weights is None)
-    with _status(status, f"exporting {model_name} to ONNX (opset {opset}, {exporter})"):
-        onnx_model = export_onnx(model, model_name, opts, weights_source=source)
+    model, name = loaded.module, loaded.ref
+    result = ExportResult(name, output, opset, batch or "dynamic", prep.size, loaded.random)
+    with _status(status, f"exporting {name} to ONNX (opset {opset}, {exporter})"):
+        onnx_model = export_onnx(model, name, opts, weights_source=loaded.weights)
     if fuse:
         from eca_deploy.fusion import fuse_eca
         from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, check_fusion, validate_tolerance

@@ -3,7 +3,9 @@
 Blocks are the children of the model's top-level Sequential stages (`layer2.1`, `features.7`) and
 top-level layers such as `fc`. Their ONNX tensors are found from the exporter's scope names
 (`/layer2/layer2.1/relu_1/Relu`): the last node inside a block's scope produces the block's output.
-The reference is PyTorch for float models, or the FP32 ONNX (`--reference-onnx`) for a Q/DQ model.
+The reference is PyTorch for float models, or the FP32 ONNX (`--reference-onnx`, required for a Q/DQ
+model) whenever one is given: then the blocks are read from that ONNX's scope names if no PyTorch
+model is at hand.
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ def block_names(model: nn.Module) -> list[str]:
         else:
             names.append(name)
     return names
+
+
+def onnx_block_names(model: onnx.ModelProto) -> list[str]:
+    """The blocks `block_names` would give, read from the exporter's scope names (no PyTorch model needed).
+
+    A two-level scope whose second part extends the first (`layer1/layer1.0`) is a Sequential child; a
+    scope of one level (`fc`, `conv1`) is a top-level layer.
+    """
+    names: dict[str, None] = {}
+    for node in model.graph.node:
+        path = module_path(node.name)
+        if not path:
+            continue
+        parts = path.split(".")
+        names.setdefault(".".join(parts[:2]) if len(parts) > 1 and parts[1].isdigit() else parts[0])
+    return list(names)
 
 
 def block_tensors(model: onnx.ModelProto, blocks: list[str]) -> dict[str, str]:
@@ -136,14 +154,14 @@ def compare_layers(
     """Per-block relative error and cosine along the network, and the first block where error jumps."""
     if target.onnx is None:
         raise EcaDeployError("--per-layer needs an ONNX model (--onnx): engine layers are fused beyond recognition")
-    blocks = block_names(torch_model)
     images = np.ascontiguousarray(images, dtype=np.float32)
-    if target.precision == "int8" or reference_onnx is not None:
+    if target.precision == "int8" or reference_onnx is not None or torch_model is None:
         from eca_deploy.onnx_io import load_onnx
 
         if reference_onnx is None:
             raise EcaDeployError("--per-layer on a Q/DQ model compares against its FP32 ONNX: pass --reference-onnx")
         ref_model = load_onnx(reference_onnx)
+        blocks = block_names(torch_model) if torch_model is not None else onnx_block_names(ref_model)
         tensors = block_tensors(ref_model, blocks)
         present = {o for n in target.onnx.graph.node for o in n.output}
         tensors = {b: t for b, t in tensors.items() if t in present}
@@ -151,6 +169,7 @@ def compare_layers(
         reference = {b: reference[t] for b, t in tensors.items()}
         against = "fp32 onnx"
     else:
+        blocks = block_names(torch_model)
         tensors = block_tensors(target.onnx, blocks)
         reference = _run_torch(torch_model, torch_source(torch_model, blocks, set(tensors)), images)
         against = "pytorch"

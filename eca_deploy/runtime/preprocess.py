@@ -3,12 +3,14 @@
 The geometry is the one `eca_deploy.data.images.Preprocessing` uses (shorter side to `resize`, rounded the
 same way, centre crop of `size`), and only the crop is ever computed. Two resamplers:
 
-- "exact" (default): PIL's bilinear filter evaluated over the crop's box in the source frame, the same
-  pixels as `Preprocessing` (within one grey level): predictions match what `check` verified.
+- "exact" (default): PIL's filter (the model's interpolation: bilinear, or bicubic for most timm models)
+  evaluated over the crop's box in the source frame, the same pixels as `Preprocessing` (within one grey
+  level): predictions match what `check` verified.
 - "fast": OpenCV. PIL's bilinear filter widens with the reduction (it antialiases) and INTER_LINEAR does
   not, so the crop region is first shrunk with INTER_AREA by the integer part of the reduction, then
   sampled with INTER_LINEAR for the rest. About three times faster than "exact" on 1080p frames, about
-  two grey levels from it on average; plain INTER_LINEAR is two to four times further away.
+  two grey levels from it on average; plain INTER_LINEAR is two to four times further away. "fast" is
+  always linear, also for models whose metadata says bicubic.
 
 `compare_with_reference` measures either against `Preprocessing` on real photographs.
 """
@@ -119,7 +121,7 @@ class FramePreprocessor:
             return frame[box.top : box.top + s, box.left : box.left + s]
         source = (box.left * box.scale_x, box.top * box.scale_y,
                   (box.left + s) * box.scale_x, (box.top + s) * box.scale_y)  # fmt: skip
-        return np.asarray(Image.fromarray(frame).resize((s, s), Image.BILINEAR, box=source))
+        return np.asarray(Image.fromarray(frame).resize((s, s), self.prep.pil_filter, box=source))
 
     def _crop_fast(self, frame: np.ndarray, box: CropBox) -> np.ndarray:
         cv2 = import_cv2()

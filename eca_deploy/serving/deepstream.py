@@ -110,6 +110,10 @@ def _check_batch(spec: ServingSpec, batch: int) -> None:
         )
 
 
+# nvinfer's scaling-filter (NvBufSurfTransform_Inter): 0 nearest, 1 bilinear, 2 Algo1 (cubic on the GPU).
+SCALING_FILTERS = {"nearest": 0, "bilinear": 1, "bicubic": 2}
+
+
 def nvinfer_config(
     spec: ServingSpec,
     opts: DeepStreamOptions,
@@ -121,7 +125,8 @@ def nvinfer_config(
     """The nvinfer config text ([property] group); file names are relative to the config's folder."""
     if spec.metadata is None:
         raise EcaDeployError(
-            "the model carries no eca-deploy metadata (mean/std, input size): export it with eca-deploy"
+            "the model carries no eca-deploy metadata (mean/std, input size): pass --mean and --std "
+            "(ImageNet: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225), or export it with eca-deploy"
         )
     _check_batch(spec, opts.batch)
     prep = spec.metadata.preprocessing
@@ -154,7 +159,7 @@ def nvinfer_config(
         f"output-blob-names={spec.outputs[0].name}",
         f"classifier-threshold={opts.threshold:g}",
         "maintain-aspect-ratio=0",
-        "scaling-filter=1",
+        f"scaling-filter={SCALING_FILTERS.get(prep.interpolation, 1)}",
     ]
     return "\n".join(lines) + "\n"
 

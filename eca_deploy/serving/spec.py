@@ -16,6 +16,7 @@ from typing import Any
 
 import onnx
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, read_metadata
 
@@ -198,3 +199,16 @@ def read_onnx_spec(path: Path) -> tuple[ServingSpec, onnx.ModelProto]:
 
     model = load_onnx(path)
     return spec_from_onnx(model, str(path)), model
+
+
+def with_preprocessing(spec: ServingSpec, prep: Preprocessing) -> ServingSpec:
+    """`spec` with `prep` as its preprocessing: for an ONNX made elsewhere (no eca-deploy metadata)."""
+    import dataclasses
+
+    dims = spec.inputs[0].dims
+    if len(dims) == 3 and dims[1] != prep.size:
+        raise EcaDeployError(f"the model takes {dims[1]}x{dims[2]} images, not --img-size {prep.size}: drop --img-size")
+    meta = spec.metadata
+    if meta is None:
+        meta = ModelMetadata(spec.name, (), spec.outputs[0].dims[-1], prep, 0, "", "", {})
+    return dataclasses.replace(spec, metadata=dataclasses.replace(meta, preprocessing=prep))

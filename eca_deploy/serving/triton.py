@@ -21,6 +21,7 @@ from pathlib import Path
 
 import onnx
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
 from eca_deploy.serving.files import staged_dir
@@ -188,8 +189,9 @@ def _readme(repo: Path, spec: ServingSpec, opts: TritonOptions, config: TritonCo
         "## Requests",
         "",
         f"Input `{spec.inputs[0].name}`: float32 {shape}, preprocessed as eca-deploy does it (resize the shorter "
-        "side, centre crop, RGB scaled to [0, 1], normalised with the model's mean/std; see docs/runtime.md)."
-        f" Output `{spec.outputs[0].name}`: {spec.num_classes} logits per image (apply softmax for "
+        "side, centre crop, RGB scaled to [0, 1], normalised with the model's mean/std; see docs/runtime.md)"
+        + (f": {_preprocessing_text(spec.metadata.preprocessing)}." if spec.metadata is not None else ".")
+        + f" Output `{spec.outputs[0].name}`: {spec.num_classes} logits per image (apply softmax for "
         "probabilities). Ask for `class_count` to get the top classes with their labels.",
         "",
         "```bash",
@@ -244,3 +246,11 @@ def export_triton(
         readme_path = repo / opts.name / "README.md"  # never overwrite the user's own README
     atomic_write_text(readme_path, text)
     return TritonExport(repo, repo / opts.name, config, copied, readme_path)
+
+
+def _preprocessing_text(prep: Preprocessing) -> str:
+    """'resize 256 (bicubic), crop 224, mean 0.485,0.456,0.406, std 0.229,0.224,0.225, RGB'."""
+    mean, std = (",".join(f"{v:g}" for v in values) for values in (prep.mean, prep.std))
+    return (
+        f"resize {prep.resize} ({prep.interpolation}), crop {prep.size}, mean {mean}, std {std}, {prep.channel_order}"
+    )

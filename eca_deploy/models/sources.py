@@ -1,0 +1,253 @@
+"""Where a model comes from, and how to build it again for `check`.
+
+A model reference is one of:
+
+- a zoo name: `eca_resnet50` (see `eca-deploy models`);
+- a timm name: `timm:ecaresnet50d` (needs the `timm` extra);
+- a Python file and a factory in it: `path/to/net.py:build` (a function returning an `nn.Module`);
+- `module:NAME` for a module handed to the Python API (`eca_deploy.export`) and `onnx:NAME` for an ONNX
+  made elsewhere: they cannot be rebuilt, so `check` compares with the unfused ONNX instead.
+
+Without weights every rebuildable model is initialised with seed 0 and its BatchNorm statistics taken from
+the sample photos, so the same reference gives the same network in `export` and later in `check`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from eca_deploy.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.models.seeded import RANDOM_WEIGHTS, SEED
+
+MODULE_PREFIX = "module:"
+ONNX_PREFIX = "onnx:"  # an ONNX made elsewhere (deploy --onnx): compared with itself, never rebuilt
+
+
+@dataclass
+class LoadedModel:
+    """A network ready to export: the module, its reference, its preprocessing and where its weights came from."""
+
+    ref: str
+    module: nn.Module
+    preprocessing: Preprocessing
+    weights: str  # RANDOM_WEIGHTS, "<file> sha256:<hex>" or "timm pretrained <hub id>"
+
+    @property
+    def random(self) -> bool:
+        return self.weights == RANDOM_WEIGHTS
+
+
+def kind(ref: str) -> str:
+    """'zoo', 'timm', 'file' or 'module'."""
+    from eca_deploy.models.timm_models import PREFIX
+
+    if ref.startswith((PREFIX, "timm/")):
+        return "timm"
+    if ref.startswith((MODULE_PREFIX, ONNX_PREFIX)):
+        return "module"
+    if ".py:" in ref or ref.endswith(".py"):
+        return "file"
+    return "zoo"
+
+
+def rebuildable(ref: str) -> bool:
+    return kind(ref) != "module"
+
+
+def validate(ref: str) -> None:
+    """Fail early, before any work, when `ref` names nothing that can be built here."""
+    k = kind(ref)
+    if k == "zoo":
+        from eca_deploy.models.registry import ZOO, get_spec
+
+        if ref not in ZOO:
+            raise EcaDeployError(
+                f"unknown model {ref!r}: choose one of {', '.join(ZOO)}, a timm model as timm:NAME "
+                "(e.g. timm:ecaresnet50d) or your own as path/to/file.py:factory"
+            )
+        get_spec(ref)
+    elif k == "timm":
+        from eca_deploy.models.timm_models import check_name, timm_name
+
+        check_name(timm_name(ref))
+    elif k == "file":
+        _split_file_ref(ref)
+    else:
+        raise EcaDeployError(f"{ref} was exported from a Python module and cannot be rebuilt: pass --reference-onnx")
+
+
+def default_preprocessing(ref: str, img_size: int | None = None) -> Preprocessing:
+    """The preprocessing `ref` is evaluated with, without building it (zoo and timm), at `img_size`."""
+    k = kind(ref)
+    if k == "zoo":
+        from eca_deploy.models.registry import get_spec
+
+        spec = get_spec(ref)
+        return Preprocessing.for_size(img_size or spec.input_size, mean=spec.mean, std=spec.std)
+    if k == "timm":
+        from eca_deploy.models.timm_models import default_cfg, preprocessing_from_cfg, timm_name
+
+        return preprocessing_from_cfg(default_cfg(timm_name(ref)), img_size)
+    return Preprocessing.for_size(img_size or 224)
+
+
+def load(
+    ref: str,
+    *,
+    weights: Path | None = None,
+    pretrained: bool = False,
+    pretrained_file: Path | None = None,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    k_size: tuple[int, ...] | None = None,
+    block_k: Sequence[int] | None = None,
+    preprocessing: Preprocessing | None = None,
+    adjust: Callable[[Preprocessing], Preprocessing] | None = None,
+) -> LoadedModel:
+    """Build the model `ref` names, with `weights`, timm's pretrained weights or the seeded initialisation.
+
+    The preprocessing is the model's own (zoo spec, timm's pretrained config, or a file model's
+    `pretrained_cfg`) at `img_size`, then `adjust`ed (command-line --mean/--std); `preprocessing` replaces
+    it outright (as `check` does with an ONNX file's metadata). `block_k` gives a seeded zoo model the
+    per-block ECA kernel sizes recorded in an ONNX file's metadata.
+    """
+    from eca_deploy.fileio import sha256_file
+
+    validate(ref)
+    k = kind(ref)
+    if (pretrained or pretrained_file) and k != "timm":
+        raise EcaDeployError(f"--pretrained loads timm's published weights: use it with timm:NAME, not {ref}")
+    if k_size is not None and k != "zoo":
+        raise EcaDeployError("--k-size shapes a random zoo ResNet; a timm or own model sets its ECA k itself")
+    if weights is not None:
+        source = f"{weights.name} sha256:{sha256_file(weights)}" if weights.is_file() else str(weights)
+    elif pretrained_file is not None:
+        source = f"{pretrained_file.name} sha256:{sha256_file(pretrained_file)}"
+    elif pretrained:
+        from eca_deploy.models.timm_models import pretrained_source, timm_name
+
+        source = pretrained_source(timm_name(ref))
+    else:
+        source = RANDOM_WEIGHTS
+
+    def settle(prep: Preprocessing) -> Preprocessing:
+        return preprocessing or (adjust(prep) if adjust else prep)
+
+    if k == "zoo":
+        from eca_deploy.models.checkpoint import load_model
+        from eca_deploy.models.registry import block_k_sizes, create_model
+        from eca_deploy.models.seeded import seeded_model
+
+        prep = settle(default_preprocessing(ref, img_size))
+        if weights is not None:
+            return LoadedModel(ref, load_model(ref, weights, num_classes), prep, source)
+        if k_size is not None:
+            block_k = block_k_sizes(create_model(ref, num_classes or 1000, k_size))
+        return LoadedModel(ref, seeded_model(ref, num_classes or 1000, block_k, prep.size, prep), prep, source)
+
+    if k == "timm":
+        from eca_deploy.models.timm_models import create_timm, timm_name
+
+        prep = settle(default_preprocessing(ref, img_size))
+
+        def build() -> nn.Module:
+            return create_timm(timm_name(ref), weights=weights, pretrained=pretrained, pretrained_file=pretrained_file,
+                               num_classes=num_classes, img_size=prep.size)  # fmt: skip
+    else:
+
+        def build() -> nn.Module:
+            return _load_file_model(ref, weights, num_classes)
+
+    if source != RANDOM_WEIGHTS:
+        module = build()
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(SEED)
+            module = build()
+    if k == "file":
+        prep = settle(preprocessing_of(module, img_size))
+    if source == RANDOM_WEIGHTS:
+        module = _recalibrated(module, prep)
+    return LoadedModel(ref, module.eval(), prep, source)
+
+
+def _recalibrated(module: nn.Module, prep: Preprocessing) -> nn.Module:
+    from eca_deploy.data.images import load_images
+    from eca_deploy.models.registry import recalibrate_batchnorm
+
+    return recalibrate_batchnorm(module, load_images(None, prep).array)
+
+
+def preprocessing_of(module: nn.Module, img_size: int | None = None) -> Preprocessing:
+    """A module's own preprocessing if it carries timm's `pretrained_cfg`, else ImageNet's at `img_size` (224)."""
+    cfg = getattr(module, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("mean"):
+        from eca_deploy.models.timm_models import preprocessing_from_cfg
+
+        return preprocessing_from_cfg(cfg, img_size)
+    return Preprocessing.for_size(img_size or 224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def _split_file_ref(ref: str) -> tuple[Path, str]:
+    path_text, _, factory = ref.rpartition(":") if ".py:" in ref else (ref, "", "")
+    path = Path(path_text)
+    if not factory:
+        raise EcaDeployError(f"--model {ref} names a file but no factory: write path/to/file.py:FUNCTION")
+    if path.suffix != ".py" or not path.is_file():
+        raise EcaDeployError(f"model file {path} does not exist: --model takes path/to/file.py:FUNCTION")
+    return path, factory
+
+
+def _load_file_model(ref: str, weights: Path | None, num_classes: int | None) -> nn.Module:
+    """Import the file, call its factory (with num_classes when given), load `weights` into the module."""
+    path, factory_name = _split_file_ref(ref)
+    module_name = f"eca_deploy_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise EcaDeployError(f"cannot import {path}: is it a Python file?")
+    code = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = code
+    try:
+        spec.loader.exec_module(code)
+    except Exception as exc:  # the user's file: any error is theirs, shown in one line
+        raise EcaDeployError(f"importing {path} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    factory = getattr(code, factory_name, None)
+    if not callable(factory):
+        names = [n for n, v in vars(code).items() if callable(v) and not n.startswith("_")][:8]
+        raise EcaDeployError(f"{path} has no function {factory_name!r}: choose one of {', '.join(names) or '(none)'}")
+    kwargs: dict[str, Any] = {"num_classes": num_classes} if num_classes is not None else {}
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # the user's factory
+        raise EcaDeployError(f"{ref}() failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise EcaDeployError(f"{ref}() returned {type(model).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        from eca_deploy.models.checkpoint import check_state_dict_fits, read_checkpoint
+
+        state = read_checkpoint(weights)
+        check_state_dict_fits(model, state, ref)
+        model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "(no message)"
+
+
+def from_module(
+    module: nn.Module, name: str | None = None, preprocessing: Preprocessing | None = None, weights: str = ""
+) -> LoadedModel:
+    """Wrap a module handed to the Python API (weights as they are)."""
+    ref = f"{MODULE_PREFIX}{name or type(module).__name__}"
+    return LoadedModel(ref, module.eval(), preprocessing or preprocessing_of(module), weights or "in-memory module")
