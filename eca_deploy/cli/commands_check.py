@@ -9,8 +9,8 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.options import JsonOutput, json_option
 from eca_deploy.errors import CheckFailedError
-from eca_deploy.fileio import atomic_write_text
 
 
 @app.command("check")
@@ -28,11 +28,12 @@ def check_command(
     per_layer: bool = typer.Option(False, "--per-layer", help="Compare block outputs; name the first that jumps."),
     reference_onnx: Path | None = typer.Option(None, "--reference-onnx", help="FP32 ONNX for --per-layer on Q/DQ."),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Run the model and its PyTorch reference on the same real images; exit 1 when outside tolerance."""
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
+    json_to = JsonOutput.of(json_out)
     target = open_target(onnx_path, engine, provider, plugin)
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
     with console.status(f"checking {target.label} against PyTorch"):
@@ -41,16 +42,17 @@ def check_command(
             per_layer=per_layer, reference_onnx=reference_onnx, warn=warn,
         )  # fmt: skip
     report = result.as_dict()
-    if json_path is not None:
-        import json
-
-        atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    json_to.write(report)
     print_report(report)
     if not result.passed:
         raise CheckFailedError(f"{target.label} is outside tolerance: {'; '.join(result.failures)}")
 
 
 def print_report(report: dict) -> None:
+    from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+
+    if report.get("random_weights"):
+        console.print(f"[yellow]{report['target']}: {RANDOM_WEIGHTS_NOTICE}[/yellow]")
     a = report["outputs"]["logits"]
     t = report["tolerance"]
     table = Table(title=f"{report['target']} ({report['backend']}, {report['precision']}) vs PyTorch {report['model']}")

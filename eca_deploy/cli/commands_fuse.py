@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, print_json
+from eca_deploy.cli.console import console
+from eca_deploy.cli.options import JsonOutput, json_option
 
 
 @app.command("fuse")
@@ -19,18 +20,18 @@ def fuse_command(
         False, "--write-unchanged", help="Write the output even when there is no ECA block to fuse."
     ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare fused and unfused outputs in ORT."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Fuse every ECA block into one `eca_deploy.ECA` node (runs anywhere through an ONNX function)."""
     from eca_deploy.pipeline.fuse import run_fuse
 
+    out = JsonOutput.of(json_out)
     result = run_fuse(onnx_path, output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx"), write_unchanged, verify)
-    if json_out:
-        print_json(result.as_dict())
-        return
+    out.write(result.as_dict())
     report = result.report
     if report.count:
-        console.print(f"[green]fused {report.count} ECA blocks[/green] ({report.removed_nodes} nodes removed)")
+        console.print(f"[green]fused {report.count} ECA blocks[/green] into {report.count} ECA nodes: "
+                      f"{result.nodes_before} -> {result.nodes_after} nodes")  # fmt: skip
     elif report.already_fused:
         console.print(f"{onnx_path} is already fused ({report.already_fused} ECA nodes): nothing to do")
     else:

@@ -8,16 +8,17 @@ import typer
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, print_json, warn
-from eca_deploy.cli.options import parse_batch, parse_k_sizes
+from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.options import JsonOutput, json_option, parse_batch, parse_k_sizes
 
 
 @app.command("models")
-def models_command(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def models_command(json_out: str | None = json_option()) -> None:
     """List the model zoo: exact parameters, GFLOPs at 224, default k and published ImageNet accuracy."""
     from eca_deploy.models import ZOO, block_k_sizes, count_macs, count_parameters, stage_k_sizes
     from eca_deploy.models.registry import build_on_meta
 
+    out = JsonOutput.of(json_out)
     rows = []
     for name, spec in ZOO.items():
         model = build_on_meta(name)
@@ -31,9 +32,7 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print JS
             "top1": spec.top1,
             "top5": spec.top5,
         })  # fmt: skip
-    if json_out:
-        print_json(rows)
-        return
+    out.write(rows)
     table = Table(title="ECA-Net model zoo (ImageNet-1k, 224x224)")
     for col, justify in [("model", "left"), ("params", "right"), ("GFLOPs", "right"), ("k per stage", "left"),
                          ("ECA blocks", "right"), ("official checkpoint", "left"), ("top-1 %", "right"),
@@ -60,18 +59,18 @@ def export_command(
     fuse_eca: bool = typer.Option(False, "--fuse-eca", help="Fuse every ECA block into one ECA node."),
     images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png for verification."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare against PyTorch after export."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Export a zoo model to ONNX and verify it against PyTorch on real photographs."""
     from eca_deploy.pipeline.export import run_export
+
+    out = JsonOutput.of(json_out)
 
     result = run_export(
         model_name=model, weights=weights, output=output or Path(f"{model}.onnx"), opset=opset,
         batch=parse_batch(batch), img_size=img_size, num_classes=num_classes, k_size=parse_k_sizes(k_size),
         exporter=exporter, fuse=fuse_eca, images=images, verify=verify, warn=warn,
-        status=None if json_out else console.status,
+        status=None if out.stdout else console.status,
     )  # fmt: skip
-    if json_out:
-        print_json(result.as_dict())
-    else:
-        result.print(console)
+    out.write(result.as_dict())
+    result.print(console)

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, err_console, print_json, warn
+from eca_deploy.cli.console import console, err_console, warn
+from eca_deploy.cli.options import JsonOutput, json_option
 from eca_deploy.errors import EcaDeployError
 
 plugin_app = typer.Typer(
@@ -61,12 +62,13 @@ def info_command(
     paths: list[Path] | None = typer.Argument(
         None, help="Library files or build folders (default: $ECA_DEPLOY_PLUGIN / $ECA_DEPLOY_KERNELS, build/plugins)."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Show each library's file, checksum and the TensorRT, CUDA and GPU architectures it was built for."""
     from eca_deploy.plugin.info import library_info
     from eca_deploy.plugin.locate import KERNELS_LIBRARY, PLUGIN_LIBRARY, find_kernels_library, find_plugin_library
 
+    json_to = JsonOutput.of(json_out)
     libraries: list[Path] = []
     for path in paths or []:
         if path.is_dir():
@@ -85,9 +87,7 @@ def info_command(
         if find_plugin_library(required=False) is None:
             warn(f"{PLUGIN_LIBRARY} not found: it is built only where TensorRT is installed")
     infos = [library_info(p.resolve()) for p in libraries]
-    if json_out:
-        print_json([i.as_dict() for i in infos])
-        return
+    json_to.write([i.as_dict() for i in infos])
     for info in infos:
         table = Table(title=info.path, show_header=False, title_justify="left")
         table.add_row("size", f"{info.bytes:,} bytes")

@@ -34,6 +34,7 @@ class DeployOptions:
     img_size: int = 224
     opset: int = 17
     bench_seconds: float = 3.0
+    bench_rounds: int = 5
     force: bool = False
 
     def validate(self) -> None:
@@ -54,6 +55,8 @@ class DeployOptions:
                 raise EcaDeployError(f"image folder {folder} does not exist: pass a folder of jpg/png files")
         if any(b < 1 for b in self.batches):
             raise EcaDeployError(f"--batch takes positive batch sizes, got {list(self.batches)}")
+        if self.bench_rounds < 1:
+            raise EcaDeployError(f"--rounds must be at least 1, got {self.bench_rounds}")
 
 
 @dataclass
@@ -117,6 +120,10 @@ def run_deploy(
     trt_missing = tensorrt_status()
     if trt_missing:
         note(f"{trt_missing}: building no engines; every figure below is from ONNX Runtime on the CPU")
+    if opts.weights is None:
+        from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+
+        note(f"{opts.model} has {RANDOM_WEIGHTS_NOTICE}")
 
     def stage(name: str, what: str, options: dict[str, Any], inputs: list[Path], outputs: list[Path],
               work: Callable[[], dict[str, Any] | None], command: str) -> StageOutcome:  # fmt: skip
@@ -138,28 +145,38 @@ def run_deploy(
     stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused], lambda: _fuse(onnx_path, fused),
           _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip
 
-    results: dict[str, Any] = {}
+    targets: dict[str, tuple[Path, str]] = {}
     for precision in opts.precisions:
         model_file = _precision_stage(precision, opts, fused, stage)
         target_file, kind = model_file, "onnx"
         if not trt_missing:
             target_file, kind = _build_stage(precision, opts, model_file, stage), "engine"
-        check_json, bench_json = out / f"check.{precision}.json", out / f"bench.{precision}.json"
+        targets[precision] = (target_file, kind)
+        check_json = out / f"check.{precision}.json"
         flag = "--engine" if kind == "engine" else "--onnx"
         stage(f"check-{precision}", f"checking {precision} against PyTorch on real photos",
               {"images": str(opts.images or "")}, [target_file, *weights_in], [check_json],
               lambda t=target_file, k=kind, j=check_json: _check(opts, t, k, j),
               _cmd("eca-deploy check", flag, target_file, "--model", opts.model, *_opt("--weights", opts.weights),
                    *_opt("--images", opts.images), "--json", check_json))  # fmt: skip
-        stage(f"bench-{precision}", f"benchmarking {precision} at batch {','.join(map(str, opts.batches))}",
-              {"batches": list(opts.batches), "seconds": opts.bench_seconds}, [target_file], [bench_json],
-              lambda t=target_file, k=kind, j=bench_json: _bench(opts, t, k, j),
-              _cmd("eca-deploy bench", flag, target_file, "--batch", ",".join(map(str, opts.batches)),
-                   "--duration", f"{opts.bench_seconds}s", "--json", bench_json))  # fmt: skip
+    # One benchmark of every precision, in interleaved rounds: drift and load hit all of them alike.
+    bench_json = out / "bench.json"
+    files = [t for t, _ in targets.values()]
+    stage("bench", f"benchmarking {', '.join(targets)} at batch {','.join(map(str, opts.batches))}, "
+          f"{opts.bench_rounds} interleaved rounds",
+          {"batches": list(opts.batches), "seconds": opts.bench_seconds, "rounds": opts.bench_rounds,
+           "precisions": list(targets)}, files, [bench_json],
+          lambda: _bench(opts, list(targets.values()), bench_json),
+          _cmd("eca-deploy bench --compare", *files, "--batch", ",".join(map(str, opts.batches)),
+               "--duration", f"{opts.bench_seconds}s", "--rounds", opts.bench_rounds,
+               "--json", bench_json))  # fmt: skip
+    bench = json.loads(bench_json.read_text())
+    results: dict[str, Any] = {}
+    for (precision, (target_file, _)), entry in zip(targets.items(), bench["models"], strict=True):
         results[precision] = {
             "artifact": str(target_file.relative_to(out)),
-            "check": json.loads(check_json.read_text()),
-            "bench": json.loads(bench_json.read_text()),
+            "check": json.loads((out / f"check.{precision}.json").read_text()),
+            "bench": {"models": [entry]},
         }
     backend = "onnxruntime-cpu" if trt_missing else "tensorrt"
     summary = {
@@ -168,6 +185,9 @@ def run_deploy(
         "backend": backend,
         "backend_label": "ONNX Runtime (CPU)" if trt_missing else "TensorRT",
         "engine_note": trt_missing,
+        "weights": str(opts.weights) if opts.weights else "random(seed=0)",
+        "random_weights": opts.weights is None,
+        "bench": {k: bench[k] for k in ("config", "noise")},
         "environment": environment.collect(),
         "results": results,
     }
@@ -202,14 +222,15 @@ def _check(opts: DeployOptions, target: Path, kind: str, output: Path) -> dict[s
     return {"passed": result.passed}
 
 
-def _bench(opts: DeployOptions, target: Path, kind: str, output: Path) -> dict[str, Any]:
+def _bench(opts: DeployOptions, targets: list[tuple[Path, str]], output: Path) -> dict[str, Any]:
     from eca_deploy.pipeline.bench import BenchConfig
     from eca_deploy.pipeline.bench_report import run_bench
 
-    config = BenchConfig(batches=opts.batches, warmup_s=min(1.0, opts.bench_seconds), duration_s=opts.bench_seconds)
-    report = run_bench([target], config)
+    config = BenchConfig(batches=opts.batches, warmup_s=min(1.0, opts.bench_seconds), duration_s=opts.bench_seconds,
+                         rounds=opts.bench_rounds)  # fmt: skip
+    report = run_bench([t for t, _ in targets], config, kinds=[k for _, k in targets])
     atomic_write_text(output, json.dumps(report, indent=2) + "\n")
-    return {}
+    return {"warnings": report["noise"]["warnings"]}
 
 
 def _precision_stage(precision: str, opts: DeployOptions, fused: Path, stage: Callable[..., StageOutcome]) -> Path:

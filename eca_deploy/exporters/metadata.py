@@ -73,3 +73,14 @@ def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
         return ModelMetadata.from_props(props)
     except (KeyError, ValueError, json.JSONDecodeError):
         return None
+
+
+RANDOM_WEIGHTS_NOTICE = (
+    "random weights (no checkpoint): the predicted classes mean nothing; speed and agreement with PyTorch "
+    "are still real figures. Pass --weights CHECKPOINT for a real classifier"
+)
+
+
+def has_random_weights(meta: ModelMetadata | None) -> bool:
+    """Whether the model was exported without a checkpoint (its metadata says `random(...)`)."""
+    return meta is not None and meta.weights.startswith("random")

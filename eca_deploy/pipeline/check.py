@@ -12,7 +12,7 @@ import numpy as np
 from eca_deploy.backends.base import Runner
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata
-from eca_deploy.metrics import Agreement, Tolerance, compare
+from eca_deploy.metrics import Agreement, Tolerance, compare, per_image
 
 # Default tolerances by precision: FP32 tight; FP16 looser; INT8 judged by cosine and top-1 agreement.
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
@@ -47,6 +47,9 @@ class CheckResult:
     reference_scale: float
     per_layer: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    weights: str = ""  # where the checked model's weights came from: a checkpoint, or random(seed=0)
+    random_weights: bool = False
+    per_image: dict[str, list[float]] | None = None  # 1 - cosine and max abs error of each image
 
     @property
     def passed(self) -> bool:
@@ -73,6 +76,9 @@ class CheckResult:
             "skipped_images": self.skipped_images,
             "per_layer": self.per_layer,
             "notes": self.notes,
+            "weights": self.weights,
+            "random_weights": self.random_weights,
+            "per_image": self.per_image,
         }
 
 
@@ -169,7 +175,8 @@ def run_check(
     loaded = load_images(paths, prep)
     if loaded.skipped:
         warn(f"skipped {len(loaded.skipped)} unreadable images: {', '.join(loaded.skipped[:5])}")
-    if weights is None and (meta is None or not meta.weights or meta.weights.startswith("random")):
+    random_weights = weights is None and (meta is None or not meta.weights or meta.weights.startswith("random"))
+    if random_weights:
         warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
     reference = reference_model(name, weights, meta if meta is None or meta.model == name else None, prep.size)
     step = fixed_batch or batch
@@ -194,6 +201,9 @@ def run_check(
         image_names=loaded.names,
         skipped_images=loaded.skipped,
         reference_scale=scale,
+        weights=str(weights) if weights is not None else (meta.weights if meta and meta.weights else "unknown"),
+        random_weights=random_weights,
+        per_image=per_image(ref, out),
     )
     if per_layer:
         from eca_deploy.pipeline.per_layer import compare_layers

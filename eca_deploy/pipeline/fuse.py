@@ -24,12 +24,16 @@ class FuseResult:
     report: FusionReport
     written: bool
     max_abs_diff: float | None
+    nodes_before: int = 0  # nodes of the top-level graph before and after fusion
+    nodes_after: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
             "source": str(self.source),
             "output": str(self.output) if self.written else None,
             **self.report.as_dict(),
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
             "max_abs_diff": self.max_abs_diff,
         }
 
@@ -63,6 +67,7 @@ def run_fuse(source: Path, output: Path, write_unchanged: bool = False, verify: 
     check_writable(output)
     unfused = onnx.ModelProto()
     unfused.CopyFrom(model)
+    nodes_before = len(model.graph.node)
     report = fuse_eca(model)
     max_diff = None
     if report.count:
@@ -77,4 +82,4 @@ def run_fuse(source: Path, output: Path, write_unchanged: bool = False, verify: 
     written = bool(report.count) or write_unchanged
     if written:
         save_onnx(model, output)
-    return FuseResult(source, output, report, written, max_diff)
+    return FuseResult(source, output, report, written, max_diff, nodes_before, len(model.graph.node))

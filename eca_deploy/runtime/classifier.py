@@ -137,8 +137,11 @@ class Classifier:
         channel_order: str = "BGR",
         resize: str = "exact",
         labels: str | Path | None = None,
+        kind: str | None = None,
     ) -> Classifier:
         """An ONNX model (ONNX Runtime, `provider` cpu/cuda/tensorrt) or a TensorRT engine (`plugin` optional).
+
+        `kind` ("onnx" or "engine") says how to read the file; by default its name and content decide.
 
         `channel_order` is the frames' (OpenCV gives BGR); `resize` is "exact" (the pixels `check` used) or
         "fast" (OpenCV, about three times faster on HD frames); `labels` a file with one class name per line.
@@ -147,7 +150,7 @@ class Classifier:
         from eca_deploy.pipeline.check import open_target
 
         path = Path(path)
-        is_onnx = path.suffix == ".onnx" or (path.is_file() and looks_like_onnx(path))
+        is_onnx = kind == "onnx" if kind else path.suffix == ".onnx" or (path.is_file() and looks_like_onnx(path))
         plugin_arg = None if plugin is None else str(plugin)
         target = open_target(path, None, provider) if is_onnx else open_target(None, path, plugin=plugin_arg)
         return cls(target.runner, target.metadata, top_k=top_k, channel_order=channel_order, resize=resize,
