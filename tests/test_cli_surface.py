@@ -250,3 +250,42 @@ def test_the_suite_never_uses_the_users_cache(private_cache: Path) -> None:
 
     assert os.environ["ECA_DEPLOY_CACHE"] == str(private_cache)
     assert cache_dir().is_relative_to(private_cache)
+
+
+def test_overlay_notice_is_in_the_written_video(cli, small_onnx: Path, tmp_path: Path) -> None:
+    """The same model once marked random, once as from a checkpoint: only the first video has the notice line."""
+    import cv2
+    import numpy as np
+
+    from tests.test_run import write_video
+
+    video = write_video(tmp_path / "clip.mp4", "mp4v", frames=2)
+    model = onnx.load(str(small_onnx))
+    for prop in model.metadata_props:
+        if prop.key == "eca_deploy.weights":
+            prop.value = "trained.pth sha256:0"
+    trained = tmp_path / "trained.onnx"
+    onnx.save(model, str(trained))
+
+    def first_frame(onnx_path: Path, name: str) -> np.ndarray:
+        out = tmp_path / name
+        assert cli("run", "--source", video, "--onnx", onnx_path, "--output", out).code == 0
+        ok, frame = cv2.VideoCapture(str(out)).read()
+        assert ok
+        return frame.astype(int)
+
+    random, trained = first_frame(small_onnx, "random.mp4"), first_frame(trained, "trained.mp4")
+    changed = np.abs(random - trained).max(axis=2) > 80  # same frames, same predictions: only the notice differs
+    rows = np.flatnonzero(changed.any(axis=1))
+    assert len(rows) >= 5 and rows.min() > 5  # a line of text below the label line
+
+
+def test_bench_warns_when_the_machine_is_busy(cli, small_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import eca_deploy.pipeline.bench_noise as noise
+
+    samples = iter([noise.CpuSample(0.0, 0.0, 0.0), noise.CpuSample(9.0, 10.0, 1.0)])  # others: 8 of 10 CPU-s
+    monkeypatch.setattr(noise, "cpu_sample", lambda: next(samples))
+    result = cli("bench", "--onnx", small_onnx, "--batch", "1", "--warmup", "0s", "--iterations", "4", "--json")
+    assert result.code == 0, result.stderr
+    assert "warning: the machine was busy while measuring (other processes used 80% of" in result.stderr
+    assert json.loads(result.stdout)["noise"]["load"]["busy"] is True
