@@ -12,15 +12,16 @@ from pathlib import Path
 from eca_deploy.errors import EcaDeployError
 
 
-def check_writable(path: Path) -> None:
-    """Fail early, with one line, when `path` cannot be written."""
+def check_writable(path: Path, option: str = "--output") -> None:
+    """Fail early, with one line, when `path` (given with `option`) cannot be written."""
+    path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise EcaDeployError(f"output path {path} is a directory: give a file name")
+        raise EcaDeployError(f"output path {path} is a directory: give a file name to {option}")
     if not parent.exists():
-        raise EcaDeployError(f"output folder {parent} does not exist: create it or choose another --output")
+        raise EcaDeployError(f"output folder {parent} does not exist: create it or choose another {option}")
     if not os.access(parent, os.W_OK):
-        raise EcaDeployError(f"output folder {parent} is not writable: choose another --output")
+        raise EcaDeployError(f"output folder {parent} is not writable: choose another {option}")
 
 
 def umask() -> int:

@@ -78,3 +78,15 @@ class Tolerance:
 
 
 FP32_TOLERANCE = Tolerance()
+
+
+def per_image(reference: np.ndarray, output: np.ndarray) -> dict[str, list[float]]:
+    """Per image: 1 - cosine similarity and max abs error of the logits (what the accuracy plot draws)."""
+    ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    out = np.asarray(output, np.float64).reshape(len(output), -1)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cosine = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+    return {
+        "one_minus_cosine": [float(max(0.0, 1.0 - c)) for c in cosine],
+        "max_abs_error": [float(v) for v in np.abs(out - ref).max(axis=1)],
+    }

@@ -18,10 +18,11 @@ def load_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelPr
         model = onnx.load(str(path), load_external_data=load_external_data)
     except Exception as exc:  # protobuf raises DecodeError, onnx raises various errors on bad files
         raise EcaDeployError(
-            f"{path} is not a readable ONNX model ({type(exc).__name__}): re-export it with eca-deploy export"
+            f"{path} is not an ONNX model (protobuf cannot parse it: {type(exc).__name__}): "
+            "pass an .onnx file, e.g. one written by eca-deploy export"
         ) from None
     if not model.graph.node:
-        raise EcaDeployError(f"{path} holds no ONNX graph (empty or truncated file): re-export it")
+        raise EcaDeployError(f"{path} is not an ONNX model (no graph: empty, truncated or another kind of file)")
     return model
 
 

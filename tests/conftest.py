@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,15 @@ def tensorrt_gpu_reason() -> str | None:
 
 
 needs_tensorrt_gpu = pytest.mark.skipif(tensorrt_gpu_reason() is not None, reason=tensorrt_gpu_reason() or "")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test caches (calibration ranges, timing caches) under a temporary $ECA_DEPLOY_CACHE, never the user's."""
+    folder = tmp_path_factory.mktemp("eca_deploy_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ECA_DEPLOY_CACHE", str(folder))
+        yield folder
 
 
 @dataclass

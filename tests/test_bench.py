@@ -113,4 +113,115 @@ def test_bad_files(cli, tmp_path: Path) -> None:
     assert_one_line_error(cli("bench", "--onnx", tmp_path / "missing.onnx"), "does not exist")
     text = tmp_path / "notes.onnx"
     text.write_text("hello")
-    assert_one_line_error(cli("bench", "--onnx", text), "not a readable ONNX model")
+    assert_one_line_error(cli("bench", "--onnx", text), "not an ONNX model")
+
+
+# -- noise: interleaved rounds, spread, busy machine, within-noise decisions ---------------------------------
+
+
+class FakeClock:
+    """A clock that only moves when a fake step says how long it took."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fake_steps(clock: FakeClock, durations: dict[str, list[float]], calls: list[str]) -> list:
+    """One step per model; each call advances the clock by the model's next duration (cycling)."""
+
+    def make(name: str):
+        seq = durations[name]
+        count = [0]
+
+        def step() -> None:
+            calls.append(name)
+            clock.now += seq[count[0] % len(seq)]
+            count[0] += 1
+
+        return step
+
+    return [make(name) for name in durations]
+
+
+def test_rounds_interleave_models_and_rotate_their_order() -> None:
+    from eca_deploy.pipeline.bench import bench_interleaved
+
+    clock, calls = FakeClock(), []
+    steps = fake_steps(clock, {"a": [0.01], "b": [0.02]}, calls)
+    config = BenchConfig(batches=(1,), warmup_s=0, iterations=6, rounds=3)
+    a, b = bench_interleaved(steps, 1, config, clock=clock)
+    # warm-up a, b; then per round an untimed call and two timed ones, the first model rotating
+    assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert a.iterations == b.iterations == 6 and len(a.rounds) == len(b.rounds) == 3
+    assert a.images_per_s == pytest.approx(100) and b.images_per_s == pytest.approx(50)
+    assert a.spread == pytest.approx({"min": 100, "max": 100, "relative": 0})
+
+
+def test_within_noise_decision_both_ways() -> None:
+    """Fake timings: a clear difference is reported, one smaller than the rounds' spread is not."""
+    from eca_deploy.deploy.report import recommendation
+    from eca_deploy.pipeline.bench import bench_interleaved
+    from eca_deploy.pipeline.bench_noise import compare_rounds, describe
+
+    def rows_for(durations: dict[str, list[float]]) -> list[dict]:
+        clock = FakeClock()
+        config = BenchConfig(batches=(8,), warmup_s=0, iterations=20, rounds=5)
+        results = bench_interleaved(fake_steps(clock, durations, []), 8, config, clock=clock)
+        return [
+            {"precision": p, "passed": True, "images_per_s": {8: r.images_per_s}, "rounds": {8: r.rounds},
+             "throughput": {8: describe(r.as_dict())}}
+            for p, r in zip(durations, results, strict=True)
+        ]  # fmt: skip
+
+    # fp16 twice as fast, with jitter of a few percent (the step times cycle with period 3, rounds are 4 long)
+    clear = rows_for({"fp32": [0.020, 0.021, 0.019], "fp16": [0.010, 0.0105, 0.0095]})
+    assert compare_rounds(clear[1]["rounds"][8], clear[0]["rounds"][8]) == 1
+    assert recommendation(clear).startswith("Fastest precision within tolerance: **fp16**")
+    # 2% apart with a 20% jitter: within noise, no precision named as faster
+    noisy = rows_for({"fp32": [0.010, 0.012, 0.008], "fp16": [0.0098, 0.0118, 0.0078]})
+    assert compare_rounds(noisy[1]["rounds"][8], noisy[0]["rounds"][8]) == 0
+    text = recommendation(noisy)
+    assert text.startswith("**Within noise**") and "Fastest" not in text
+    # one round measures no spread: never a claim
+    assert compare_rounds([200.0], [100.0]) == 0
+
+
+def test_busy_machine_is_detected_from_other_processes_cpu_time() -> None:
+    from eca_deploy.pipeline.bench_noise import CpuSample, busy_warning, machine_load
+
+    start = CpuSample(busy_s=100.0, total_s=1000.0, own_s=5.0)
+    busy = machine_load(start, CpuSample(101.5, 1002.0, 5.5), cpu_count=2)  # others: 1.0 of 2.0 CPU-seconds
+    assert busy["other_cpu_fraction"] == pytest.approx(0.5) and busy["busy"]
+    assert "other processes used 50% of the 2 CPUs" in busy_warning(busy)
+    quiet = machine_load(start, CpuSample(100.9, 1002.0, 5.8), cpu_count=2)  # only our own 0.8 s
+    assert quiet["other_cpu_fraction"] == pytest.approx(0.05) and not quiet["busy"] and busy_warning(quiet) is None
+
+
+def test_spread_warning_names_the_noisiest_figure() -> None:
+    from eca_deploy.pipeline.bench_noise import spread_warning
+
+    entries = [{"model": "a.onnx", "results": [{"batch": 1, "spread": {"relative": 0.04}},
+                                               {"batch": 8, "spread": {"relative": 0.31}}]}]  # fmt: skip
+    assert "31%" in spread_warning(entries) and "a.onnx, batch 8" in spread_warning(entries)
+    assert spread_warning([{"model": "a", "results": [{"batch": 1, "spread": {"relative": 0.05}}]}]) is None
+
+
+def test_cli_shows_the_spread_of_each_figure(cli, models: tuple[Path, Path], tmp_path: Path) -> None:
+    small, _ = models
+    result = cli("bench", "--compare", small, small, "--batch", "1", "--warmup", "0s", "--iterations", "12",
+                 "--rounds", "3", "--json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["config"]["rounds"] == 3 and report["noise"]["interleaved"]
+    assert {"busy", "other_cpu_fraction", "load_average"} <= set(report["noise"]["load"])
+    for entry in report["models"]:
+        (r,) = entry["results"]
+        assert len(r["rounds"]) == 3 and r["spread"]["min"] <= r["images_per_s"] <= r["spread"]["max"]
+    table = cli("bench", "--onnx", small, "--batch", "1", "--warmup", "0s", "--iterations", "6", "--rounds", "2")
+    assert "rounds min-max" in table.stdout
+    single = cli("bench", "--onnx", small, "--batch", "1", "--warmup", "0s", "--iterations", "4", "--rounds", "1",
+                 "--json", "-")  # fmt: skip
+    assert json.loads(single.stdout)["models"][0]["results"][0]["spread"] is None

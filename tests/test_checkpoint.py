@@ -105,7 +105,7 @@ class NotATensor:
 def test_weights_only_refuses_pickled_code(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"x": torch.zeros(1)}, "extra": NotATensor()}, path)
-    with pytest.raises(EcaDeployError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(EcaDeployError, match="not a PyTorch checkpoint"):
         load_model("eca_resnet18", path)
 
 
@@ -116,11 +116,11 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
     torch.save(eca_resnet18().state_dict(), good)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[:5000])
-    with pytest.raises(EcaDeployError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(EcaDeployError, match="not a PyTorch checkpoint"):
         load_model("eca_resnet18", truncated)
     text = tmp_path / "text.pth"
     text.write_text("hello")
-    with pytest.raises(EcaDeployError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(EcaDeployError, match="not a PyTorch checkpoint"):
         load_model("eca_resnet18", text)
 
 

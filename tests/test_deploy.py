@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from eca_deploy.pipeline.bench_noise import describe
 from tests.conftest import assert_one_line_error
 
 # One CPU runtime whatever is installed here (OpenVINO side by side: tests/test_openvino_runner.py).
@@ -42,7 +43,7 @@ def sha256(path: Path) -> str:
 def test_artifacts_and_manifest(deployed: tuple[Path, str]) -> None:
     out, stdout = deployed
     for name in ["model.onnx", "model.fused.onnx", "model.int8.onnx", "check.fp32.json", "check.int8.json",
-                 "bench.fp32.json", "bench.int8.json", "report.md", "report.html", "manifest.json"]:  # fmt: skip
+                 "bench.json", "report.md", "report.html", "manifest.json"]:  # fmt: skip
         assert (out / name).is_file(), name
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"]["model"] == "eca_resnet18" and manifest["inputs"]["precisions"] == ["fp32", "int8"]
@@ -50,7 +51,8 @@ def test_artifacts_and_manifest(deployed: tuple[Path, str]) -> None:
     for rel, digest in manifest["artifacts"].items():
         assert sha256(out / rel) == digest, rel
     stages = {s["name"]: s for s in manifest["stages"]}
-    assert list(stages) == ["export", "fuse", "check-fp32", "bench-fp32", "quantize-int8", "check-int8", "bench-int8"]
+    assert list(stages) == ["export", "fuse", "check-fp32", "quantize-int8", "check-int8", "bench"]
+    assert stages["bench"]["command"].startswith("eca-deploy bench --compare")
     assert stages["quantize-int8"]["command"].startswith("eca-deploy quantize --onnx")
     assert manifest["versions"]["torch"] and manifest["versions"]["onnxruntime"]
     assert "ONNX Runtime (CPU)" in stdout
@@ -60,15 +62,16 @@ def test_report_numbers_come_from_the_jsons(deployed: tuple[Path, str]) -> None:
     out, _ = deployed
     report = (out / "report.md").read_text()
     assert "not TensorRT engine figures" in report
-    for precision in ("fp32", "int8"):
+    bench_all = json.loads((out / "bench.json").read_text())
+    for precision, entry in zip(("fp32", "int8"), bench_all["models"], strict=True):
         check = json.loads((out / f"check.{precision}.json").read_text())
-        bench = json.loads((out / f"bench.{precision}.json").read_text())
+        bench = {"models": [entry]}
         logits = check["outputs"]["logits"]
         row = next(line for line in report.splitlines() if line.startswith(f"| {precision} | PASS"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2] == f"{logits['top1_agreement']:.1%}"
         assert cells[3] == f"{logits['cosine_min']:.6f}"
-        assert cells[5:] == [f"{r['images_per_s']:.1f}" for r in bench["models"][0]["results"]]
+        assert cells[5:] == [describe(r) for r in bench["models"][0]["results"]]
         latency = next(line for line in report.splitlines() if re.match(rf"\| {precision} \| \d", line))
         p50 = bench["models"][0]["results"][0]["latency_ms"]["median"]
         assert f"| {precision} | {p50:.3f} |" in latency
@@ -90,7 +93,7 @@ def test_second_run_skips_every_stage(cli, deployed: tuple[Path, str], photo_fol
     result = cli("deploy", *ARGS, "--precisions", "fp32,int8", "--calib-images", photo_folder, "--out", out, "--json")
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert all(s["skipped"] for s in summary["stages"]) and len(summary["stages"]) == 7
+    assert all(s["skipped"] for s in summary["stages"]) and len(summary["stages"]) == 6
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")} == before
 
 
@@ -100,7 +103,7 @@ def test_changed_option_reruns_only_what_it_affects(cli, deployed: tuple[Path, s
     result = cli("deploy", *args, "--precisions", "fp32,int8", "--calib-images", photo_folder, "--out", out, "--json")
     assert result.code == 0, result.stderr
     ran = [s["name"] for s in json.loads(result.stdout)["stages"] if not s["skipped"]]
-    assert ran == ["bench-fp32", "bench-int8"]
+    assert ran == ["bench"]
 
 
 def test_force_redoes_everything(cli, tmp_path: Path) -> None:
@@ -113,9 +116,9 @@ def test_force_redoes_everything(cli, tmp_path: Path) -> None:
 def test_interrupted_run_resumes(cli, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert cli("deploy", *ARGS, "--precisions", "fp32", "--out", out).code == 0
-    (out / ".stages" / "bench-fp32.json").unlink()  # as if the run stopped while benchmarking
+    (out / ".stages" / "bench.json").unlink()  # as if the run stopped while benchmarking
     result = cli("deploy", *ARGS, "--precisions", "fp32", "--out", out, "--json")
-    assert [s["name"] for s in json.loads(result.stdout)["stages"] if not s["skipped"]] == ["bench-fp32"]
+    assert [s["name"] for s in json.loads(result.stdout)["stages"] if not s["skipped"]] == ["bench"]
 
 
 @pytest.mark.parametrize(
@@ -151,4 +154,38 @@ def test_changed_calibration_image_requantizes(
         img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(calib / "coffee.png")
     result = cli("deploy", *args, "--calib-images", calib)
     ran = [s["name"] for s in json.loads(result.stdout)["stages"] if not s["skipped"]]
-    assert ran == ["quantize-int8", "check-int8", "bench-int8"]
+    assert ran == ["quantize-int8", "check-int8", "bench"]
+
+
+def test_report_says_weights_are_random_and_how_noisy_first(deployed: tuple[Path, str]) -> None:
+    out, stdout = deployed
+    head = (out / "report.md").read_text().splitlines()[:4]
+    assert head[0].startswith("# eca_resnet18") and "**Random weights**" in head[2]
+    assert "random weights" in stdout
+    report = (out / "report.md").read_text()
+    assert "medians of 5 rounds interleaved across precisions" in report
+    bench = json.loads((out / "bench.json").read_text())
+    assert {m["precision"] for m in bench["models"]} == {"fp32", "int8"}
+    starts = ("Fastest precision within tolerance", "**Within noise**", "Only **", "No precision passes")
+    recommendation = next(line for line in report.splitlines() if line.startswith(starts))
+    assert all(len(r["rounds"]) == 5 for m in bench["models"] for r in m["results"])
+    # a precision is named as the fastest only when its rounds beat the other's at every compared batch
+    from eca_deploy.pipeline.bench_noise import compare_rounds
+
+    fp32, int8 = (m["results"] for m in bench["models"])
+    if recommendation.startswith("Fastest"):
+        winner = recommendation.split("**")[1]
+        batch = int(re.search(r"at batch (\d+)", recommendation).group(1))
+        a, b = (fp32, int8) if winner == "fp32" else (int8, fp32)
+        pick = next(i for i, r in enumerate(a) if r["batch"] == batch)
+        assert compare_rounds(a[pick]["rounds"], b[pick]["rounds"]) == 1
+
+
+def test_accuracy_plot_data_is_per_image(deployed: tuple[Path, str]) -> None:
+    out, _ = deployed
+    check = json.loads((out / "check.int8.json").read_text())
+    per = check["per_image"]
+    assert len(per["one_minus_cosine"]) == len(per["max_abs_error"]) == len(check["images"])
+    logits = check["outputs"]["logits"]
+    assert max(per["max_abs_error"]) == pytest.approx(logits["max_abs_error"])
+    assert 1 - max(per["one_minus_cosine"]) == pytest.approx(logits["cosine_min"], abs=1e-12)

@@ -51,3 +51,23 @@ def test_doc_commands_run(cli, doc: Path, tmp_path: Path, monkeypatch: pytest.Mo
         assert argv[0] == "eca-deploy", f"{doc.name}: only eca-deploy and python commands may appear in console blocks"
         result = cli(*argv[1:])
         assert result.code == 0, f"{doc.name}: `{command}` exited {result.code}: {result.stderr[-500:]}"
+
+
+def test_readme_quotes_no_figures_of_its_own() -> None:
+    """Measured numbers live in docs/benchmarks.md (with date, machine, command); the README links there."""
+    readme = (ROOT / "README.md").read_text()
+    figures = [line for line in readme.splitlines() if re.search(r"\b\d+\.\d+\b", line)
+               and re.search(r"images/s|\| *\d+\.\d+ *\||ms\b", line)]  # fmt: skip
+    assert not figures, figures
+    assert "docs/benchmarks.md" in readme
+
+
+def test_every_measured_figure_has_date_machine_and_command() -> None:
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    for section in re.split(r"\n(?=## )", text):
+        rows = [line for line in section.splitlines() if line.startswith("|") and re.search(r"\d+\.\d+", line)]
+        if not rows:
+            continue
+        title = section.splitlines()[0]
+        assert re.search(r"Measured \d{4}-\d{2}-\d{2} on [^,.]+", section), f"{title}: no date and machine"
+        assert re.search(r"```(bash|console)\n", section), f"{title}: no command"

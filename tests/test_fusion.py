@@ -365,7 +365,7 @@ def test_export_fuse_eca(cli, tmp_path: Path) -> None:
 def test_fuse_bad_input(cli, tmp_path: Path, exported: Path) -> None:
     text = tmp_path / "notes.onnx"
     text.write_text("this is not a model")
-    assert_one_line_error(cli("fuse", text), "not a readable ONNX model")
+    assert_one_line_error(cli("fuse", text), "not an ONNX model")
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(exported.read_bytes()[:20000])
     assert_one_line_error(cli("fuse", truncated), "ONNX")

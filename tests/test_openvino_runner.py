@@ -146,22 +146,22 @@ def test_missing_openvino_is_a_one_line_hint(monkeypatch: pytest.MonkeyPatch) ->
 def test_deploy_reports_onnx_runtime_and_openvino_side_by_side(cli, with_extension: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["deploy", "--model", "eca_resnet18", "--img-size", "64", "--precisions", "fp32", "--batch", "1,2",
-            "--duration", "0.3s", "--out", out]  # fmt: skip
+            "--duration", "0.3s", "--rounds", "3", "--out", out]  # fmt: skip
     result = cli(*args)
     assert result.code == 0, result.stderr
     assert "ONNX Runtime and OpenVINO" in result.stderr + result.stdout and "openvino / onnxruntime" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     stages = {s["name"]: s["command"] for s in manifest["stages"]}
-    assert list(stages) == ["export", "fuse", "check-fp32", "check-fp32-openvino", "bench-fp32"]
+    assert list(stages) == ["export", "fuse", "check-fp32", "check-fp32-openvino", "bench"]
     assert "--runtime openvino" in stages["check-fp32-openvino"] and "--runtime" not in stages["check-fp32"]
     assert json.loads((out / "check.fp32.openvino.json").read_text())["backend"] == "openvino"
-    bench = json.loads((out / "bench.fp32.json").read_text())
+    bench = json.loads((out / "bench.json").read_text())
     assert [m["backend"] for m in bench["models"]] == ["onnxruntime-cpu", "openvino-cpu"]
     for entry in bench["models"]:
         assert [r["batch"] for r in entry["results"]] == [1, 2]
-        assert all(len(r["rounds_images_per_s"]) == 3 and min(r["rounds_images_per_s"]) > 0 for r in entry["results"])
+        assert all(len(r["rounds"]) == 3 and min(r["rounds"]) > 0 for r in entry["results"])
     ratios = bench["models"][1]["results"][0]["ratio_to_first"]
-    rates = [m["results"][0]["rounds_images_per_s"] for m in bench["models"]]
+    rates = [m["results"][0]["rounds"] for m in bench["models"]]
     assert ratios == pytest.approx([b / a for a, b in zip(*rates, strict=True)])
     report = (out / "report.md").read_text()
     assert "## onnxruntime and openvino side by side" in report and "| fp32 | 2 |" in report

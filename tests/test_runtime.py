@@ -231,7 +231,7 @@ def test_open_errors(tmp_path: Path) -> None:
     with pytest.raises(EcaDeployError, match="unknown provider"):
         Classifier.open(colour, provider="npu")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(EcaDeployError, match="not a readable ONNX model"):
+    with pytest.raises(EcaDeployError, match="not an ONNX model"):
         Classifier.open(tmp_path / "junk.onnx")
 
 

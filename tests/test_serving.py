@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -260,3 +261,38 @@ def test_export_deepstream_engine(cli, engine: Path, tmp_path: Path) -> None:
     assert "logits" in (out / "README.md").read_text()  # says why an ONNX export is better for nvinfer
     assert_one_line_error(cli("export-deepstream", "--engine", engine, "--plugin", plugin, "--out", tmp_path / "x",
                               "--batch", "64"), "outside the model's batch range 1..32")  # fmt: skip
+
+
+def test_repository_readme_lists_every_model(cli, tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    for name in ("first", "second"):
+        assert cli("export-triton", "--onnx", tiny_onnx(tmp_path / f"{name}.onnx"), "--repo", repo).code == 0
+    readme = (repo / "README.md").read_text()
+    assert "2 model(s)" in readme
+    for name in ("first", "second"):
+        assert f"- `{name}` (onnxruntime_onnx)" in readme and f"({name}/README.md)" in readme
+        assert f"# Triton model: {name}" in (repo / name / "README.md").read_text()
+    assert readme.count("tritonserver --model-repository=$PWD") == 1
+
+
+@pytest.mark.parametrize("command", ["export-triton", "export-deepstream"])
+def test_read_only_folder_is_one_line(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    import errno
+    import tempfile
+
+    def read_only(*_args: object, **_kwargs: object) -> str:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    model = tiny_onnx(tmp_path / "m.onnx")
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    where = ["--repo", tmp_path / "repo"] if command == "export-triton" else ["--out", tmp_path / "ds"]
+    assert_one_line_error(cli(command, "--onnx", model, *where), "cannot write into", "Read-only file system")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
+def test_read_only_repo_folder_for_real(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    assert_one_line_error(cli("export-triton", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--repo", folder),
+                          "cannot write into")  # fmt: skip

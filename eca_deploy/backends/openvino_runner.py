@@ -90,8 +90,8 @@ class OpenVINORunner(Runner):
                 self.core.add_extension(str(self.extension))
             except RuntimeError as exc:
                 raise EcaDeployError(
-                    f"OpenVINO {ov.__version__.split('-')[0]} cannot load {self.extension} ({_first_line(exc)}): rebuild it with "
-                    "`eca-deploy plugin build --target openvino`"
+                    f"OpenVINO {ov.__version__.split('-')[0]} cannot load {self.extension} ({_first_line(exc)}): "
+                    "rebuild it with `eca-deploy plugin build --target openvino`"
                 ) from None
         try:
             with scoped_env(LOWERING_ENV, eca_lowering):

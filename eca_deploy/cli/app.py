@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import typer
+import typer.core
 
 from eca_deploy import __version__
+
+
+def _flags_show_no_type(option_class: type) -> None:
+    """Help lists `--per-layer` alone, not `--per-layer <bool>`: a flag takes no value to describe."""
+    show_type = option_class.display_type_rich
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: object) -> str | None:
+        return None if getattr(self, "is_flag", False) else show_type(self, ctx)
+
+    option_class.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type(typer.core.TyperOption)
 
 app = typer.Typer(
     name="eca-deploy",

@@ -10,10 +10,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console
-from eca_deploy.cli.options import parse_runtime, parse_sizes, runtime_option
+from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.options import JsonOutput, check_outputs, json_option, parse_runtime, parse_sizes, runtime_option
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
+from eca_deploy.pipeline.bench_noise import compare_rounds
 
 
 def parse_seconds(value: str, option: str) -> float:
@@ -47,7 +48,8 @@ def bench_command(
     no_transfers: bool = typer.Option(False, "--no-transfers", help="TensorRT: time GPU compute alone."),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library for engines."),
     end_to_end: bool = typer.Option(False, "--end-to-end", help="Time preprocess + inference + postprocess on photos."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write results and environment as JSON."),
+    rounds: int = typer.Option(5, "--rounds", help="Measuring rounds per figure, interleaved across models."),
+    json_out: str | None = json_option(),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per model and batch size."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Draw latency and throughput vs batch (PNG)."),
 ) -> None:
@@ -56,13 +58,18 @@ def bench_command(
     from eca_deploy.pipeline.bench import BenchConfig
     from eca_deploy.pipeline.bench_report import run_bench, write_csv, write_plot
 
+    json_to = JsonOutput.of(json_out)
+    check_outputs((csv_path, "--csv"), (plot_path, "--plot"))
     models = list(models_args or [])
     if models and not compare:
         raise EcaDeployError("several models are compared with --compare A B ...; a single one takes --onnx/--engine")
+    kinds: list[str | None] = [None] * len(models)  # --compare: each file's content decides
     if onnx_path:
         models.insert(0, onnx_path)
+        kinds.insert(0, "onnx")
     if engine:
         models.insert(0, engine)
+        kinds.insert(0, "engine")
     if not models:
         raise EcaDeployError("nothing to benchmark: pass --onnx MODEL.onnx, --engine MODEL.plan or --compare A B ...")
     runtime = parse_runtime(runtime)
@@ -73,10 +80,11 @@ def bench_command(
         iterations=iterations,
         step=StepOptions(transfers=not no_transfers, cuda_graph=cuda_graph, streams=streams),
         end_to_end=end_to_end,
+        rounds=rounds,
     )
     config.validate()
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:  # fmt: skip
+                  transient=True, disable=json_to.stdout) as progress:  # fmt: skip
 
         def on_batch(label: str) -> Any:
             def start(b: int) -> Any:
@@ -85,13 +93,12 @@ def bench_command(
 
             return start
 
-        report = run_bench(models, config, provider=provider, threads=threads, img_size=img_size, plugin=plugin,
-                           on_batch=on_batch, runtime=runtime)  # fmt: skip
+        report = run_bench(models, config, kinds=kinds, provider=provider, threads=threads, img_size=img_size,
+                           plugin=plugin, on_batch=on_batch, runtime=runtime)  # fmt: skip
     print_tables(report)
-    if json_path:
-        import json
-
-        atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    for message in report["noise"]["warnings"]:
+        warn(message)
+    json_to.write(report)
     if csv_path:
         atomic_write_text(csv_path, write_csv(report))
     if plot_path:
@@ -101,29 +108,22 @@ def bench_command(
 def print_tables(report: dict[str, Any]) -> None:
     for entry in report["models"]:
         table = Table(title=f"{entry['model']} ({entry['backend']}, {entry['precision']})")
-        cols = ["batch", "images/s", "infer/s", "min", "mean", "median", "p90", "p95", "p99", "max"]
-        split = any(r["split_ms"] for r in entry["results"])
-        cols += ["H2D", "compute", "D2H"] if split else []
-        stages = any(r.get("stages_ms") for r in entry["results"])
-        cols += ["preprocess ms", "inference ms", "postprocess ms"] if stages else []
+        cols = ["batch", "images/s", "rounds min-max", "infer/s", "min", "mean", "median", "p90", "p95", "p99", "max"]
         for col in cols:
             table.add_column(col + (" ms" if col in ("min", "mean", "median", "p90", "p95", "p99", "max") else ""),
                              justify="right")  # fmt: skip
         for r in entry["results"]:
             lat = r["latency_ms"]
-            row = [str(r["batch"]), f"{r['images_per_s']:.1f}", f"{r['inferences_per_s']:.1f}"]
+            spread = r.get("spread")
+            span = f"{spread['min']:.1f}-{spread['max']:.1f} ({spread['relative']:.0%})" if spread else "one round"
+            row = [str(r["batch"]), f"{r['images_per_s']:.1f}", span, f"{r['inferences_per_s']:.1f}"]
             row += [f"{lat[k]:.3f}" for k in ("min", "mean", "median", "p90", "p95", "p99", "max")]
-            if split:
-                s = r["split_ms"] or {}
-                row += [f"{s.get(k, float('nan')):.3f}" for k in ("h2d_ms", "compute_ms", "d2h_ms")]
-            if stages:
-                s = r.get("stages_ms") or {}
-                row += [f"{s.get(k, float('nan')):.3f}" for k in ("preprocess_ms", "inference_ms", "postprocess_ms")]
             table.add_row(*row)
         console.print(table)
+        print_stages(entry)
     if len(report["models"]) > 1:
         first = report["models"][0]
-        table = Table(title=f"throughput (images/s), speed-up against {first['model']}")
+        table = Table(title=f"throughput (images/s, median of rounds), speed-up against {first['model']}")
         table.add_column("batch", justify="right")
         for entry in report["models"]:
             table.add_column(entry["model"], justify="right")
@@ -131,6 +131,29 @@ def print_tables(report: dict[str, Any]) -> None:
             cells = [str(r0["batch"])]
             for entry in report["models"]:
                 r = entry["results"][i]
-                cells.append(f"{r['images_per_s']:.1f} ({r['images_per_s'] / r0['images_per_s']:.2f}x)")
+                cell = f"{r['images_per_s']:.1f} ({r['images_per_s'] / r0['images_per_s']:.2f}x)"
+                if entry is not first and compare_rounds(r["rounds"], r0["rounds"]) == 0:
+                    cell += " within noise"
+                cells.append(cell)
             table.add_row(*cells)
+        console.print(table)
+        console.print(f"{report['config']['rounds']} interleaved rounds per figure; 'within noise': the rounds of "
+                      "the two models overlap, so neither is measurably faster")  # fmt: skip
+
+
+def print_stages(entry: dict[str, Any]) -> None:
+    """Mean time per stage: H2D / compute / D2H (TensorRT) and preprocess / inference / postprocess (end to end)."""
+    groups = [("split_ms", ("h2d_ms", "compute_ms", "d2h_ms"), ("H2D", "compute", "D2H")),
+              ("stages_ms", ("preprocess_ms", "inference_ms", "postprocess_ms"),
+               ("preprocess", "inference", "postprocess"))]  # fmt: skip
+    for key, fields, names in groups:
+        if not any(r.get(key) for r in entry["results"]):
+            continue
+        table = Table(title=f"{entry['model']}: mean ms per stage")
+        table.add_column("batch", justify="right")
+        for name in names:
+            table.add_column(f"{name} ms", justify="right")
+        for r in entry["results"]:
+            values = r.get(key) or {}
+            table.add_row(str(r["batch"]), *(f"{values.get(f, float('nan')):.3f}" for f in fields))
         console.print(table)

@@ -11,7 +11,8 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.commands_precision import calibration_progress
-from eca_deploy.cli.console import console, print_json, warn
+from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.options import JsonOutput, json_option
 
 
 def _build_progress(progress: Progress) -> Any:
@@ -44,13 +45,14 @@ def build_command(
     gpu_fallback: bool = typer.Option(False, "--gpu-fallback", help="DLA: run unsupported layers on the GPU."),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Engine for later TensorRT releases."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Engine file (default: NAME.plan)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the sidecar as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Compile an ONNX model into a TensorRT engine (strongly typed: the ONNX decides the precision)."""
     from eca_deploy.engine.build import Profile, parse_size
     from eca_deploy.pipeline.build import BuildRequest, run_build
     from eca_deploy.precision.quantize import QuantizeOptions
 
+    json_to = JsonOutput.of(json_out)
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.plan")
     req = BuildRequest(
         onnx_path=onnx_path, output=out, fp16=fp16, int8=int8, calib_images=calib_images,
@@ -58,15 +60,13 @@ def build_command(
         img_size=img_size, workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache,
         dla_core=dla_core, gpu_fallback=gpu_fallback, version_compatible=version_compatible,
     )  # fmt: skip
-    say = (lambda _m: None) if json_out else console.print
+    say = (lambda _m: None) if json_to.stdout else console.print
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=json_out) as progress:  # fmt: skip
+                  console=console, transient=True, disable=json_to.stdout) as progress:  # fmt: skip
         result = run_build(req, say=say, warn=warn, calib_progress=calibration_progress(progress),
                            build_progress=_build_progress(progress))  # fmt: skip
     data = result.as_dict()
-    if json_out:
-        print_json(data)
-        return
+    json_to.write(data)
     table = Table(title=f"{out} ({data['precision']}, TensorRT {data['tensorrt_version']})")
     table.add_column("")
     table.add_column("")

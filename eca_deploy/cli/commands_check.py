@@ -14,13 +14,14 @@ from eca_deploy.cli.options import (
     MEAN_HELP,
     MODEL_HELP,
     STD_HELP,
+    JsonOutput,
+    json_option,
     parse_runtime,
     preprocessing_override,
     runtime_option,
 )
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import CheckFailedError
-from eca_deploy.fileio import atomic_write_text
 
 
 @app.command("check")
@@ -45,7 +46,7 @@ def check_command(
         None, "--reference-onnx", help="Compare with this FP32 ONNX (e.g. the unfused export) instead of PyTorch."
     ),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
 
@@ -54,6 +55,7 @@ def check_command(
     """
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
+    json_to = JsonOutput.of(json_out)
     target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
     adjust = None
@@ -68,16 +70,17 @@ def check_command(
             per_layer=per_layer, reference_onnx=reference_onnx, adjust=adjust, warn=warn,
         )  # fmt: skip
     report = result.as_dict()
-    if json_path is not None:
-        import json
-
-        atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    json_to.write(report)
     print_report(report)
     if not result.passed:
         raise CheckFailedError(f"{target.label} is outside tolerance: {'; '.join(result.failures)}")
 
 
 def print_report(report: dict) -> None:
+    from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+
+    if report.get("random_weights"):
+        console.print(f"[yellow]{report['target']}: {RANDOM_WEIGHTS_NOTICE}[/yellow]")
     a = report["outputs"]["logits"]
     t = report["tolerance"]
     against = report.get("reference") or f"PyTorch {report['model']}"

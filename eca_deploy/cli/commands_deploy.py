@@ -9,8 +9,17 @@ import typer
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, print_json, warn
-from eca_deploy.cli.options import MEAN_HELP, MODEL_HELP, PRETRAINED_HELP, STD_HELP, WEIGHTS_HELP, runtime_option
+from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.options import (
+    MEAN_HELP,
+    MODEL_HELP,
+    PRETRAINED_HELP,
+    STD_HELP,
+    WEIGHTS_HELP,
+    JsonOutput,
+    json_option,
+    runtime_option,
+)
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 
 
@@ -30,18 +39,20 @@ def deploy_command(
     images: Path | None = typer.Option(None, "--images", help="Photos for checks (default: sample photos)."),
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes to benchmark (the largest is the profile max)."),
     img_size: int | None = typer.Option(None, "--img-size", help="Input height and width (default: the model's)."),
-    duration: str = typer.Option("3s", "--duration", help="Benchmark time per batch size."),
+    duration: str = typer.Option("3s", "--duration", help="Benchmark time per batch size and precision."),
+    rounds: int = typer.Option(5, "--rounds", help="Benchmark rounds, interleaved across precisions."),
     out: Path = typer.Option(Path("deploy"), "--out", "-o", help="Output folder."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those up to date."),
     runtime: str = runtime_option("auto"),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
     from eca_deploy.cli.commands_bench import parse_seconds
     from eca_deploy.cli.options import parse_sizes, preprocessing_override
-    from eca_deploy.deploy.report import summary_rows
+    from eca_deploy.deploy.report import recommendation, summary_rows
     from eca_deploy.deploy.run import DeployOptions, run_deploy
 
+    json_to = JsonOutput.of(json_out)
     prep = None
     if onnx_path is not None and any(v is not None for v in (img_size, mean, std)):
         from eca_deploy.exporters.metadata import static_input_size
@@ -53,8 +64,8 @@ def deploy_command(
     opts = DeployOptions(
         model=model, out=out, weights=weights, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
         calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batch),
-        img_size=img_size, bench_seconds=parse_seconds(duration, "--duration"), force=force, pretrained=pretrained,
-        onnx=onnx_path, preprocessing=prep, runtime=runtime.strip().lower(),
+        img_size=img_size, bench_seconds=parse_seconds(duration, "--duration"), bench_rounds=rounds, force=force,
+        pretrained=pretrained, onnx=onnx_path, preprocessing=prep, runtime=runtime.strip().lower(),
     )  # fmt: skip
 
     def on_stage(name: str, what: str) -> Any:
@@ -66,20 +77,28 @@ def deploy_command(
         else:
             console.print(f"[green]✓[/green] {outcome.name} ({outcome.seconds:.1f} s)")
 
-    result = run_deploy(opts, on_stage=None if json_out else on_stage, on_done=None if json_out else on_done,
+    quiet = json_to.stdout
+    result = run_deploy(opts, on_stage=None if quiet else on_stage, on_done=None if quiet else on_done,
                         note=warn)  # fmt: skip
     rows = summary_rows(result.summary)
-    if json_out:
-        stages = [{"name": s.name, "skipped": s.skipped, "seconds": s.seconds} for s in result.stages]
-        print_json({"out": str(out), "passed": result.passed, "rows": rows, "stages": stages})
-    else:
-        print_summary(result.summary, rows, out)
+    for message in result.summary["bench"]["noise"]["warnings"]:
+        warn(message)
+    stages = [{"name": s.name, "skipped": s.skipped, "seconds": s.seconds} for s in result.stages]
+    json_to.write({"out": str(out), "passed": result.passed, "random_weights": result.summary["random_weights"],
+                   "recommendation": recommendation(rows), "noise": result.summary["bench"]["noise"],
+                   "rows": rows, "stages": stages})  # fmt: skip
+    print_summary(result.summary, rows, out)
     if not result.passed:
         failed = [r["precision"] for r in rows if not r["passed"]]
         raise CheckFailedError(f"{', '.join(failed)} outside tolerance: see {out / 'report.md'}")
 
 
 def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
+    from eca_deploy.deploy.report import recommendation
+    from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+
+    if summary.get("random_weights"):
+        console.print(f"[yellow]{summary['model']} has {RANDOM_WEIGHTS_NOTICE}[/yellow]")
     batches = sorted({b for r in rows for b in r["images_per_s"]})
     table = Table(title=f"{summary['model']} on {summary['backend_label']}")
     for col in ["precision", "verdict", "top-1", "cosine", "max err", "p50 ms @1", "p99 ms @1"]:
@@ -91,7 +110,7 @@ def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
         table.add_row(r["precision"], "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]",
                       f"{r['top1_agreement']:.1%}", f"{r['cosine_min']:.5f}", f"{r['max_abs_error']:.3g}",
                       f"{r['p50_ms'][first]:.2f}", f"{r['p99_ms'][first]:.2f}",
-                      *(f"{r['images_per_s'][b]:.1f}" for b in batches))  # fmt: skip
+                      *(r["throughput"][b] for b in batches))  # fmt: skip
     console.print(table)
     from eca_deploy.deploy.report import side_by_side_rows
 
@@ -104,4 +123,5 @@ def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
         for r in side:
             st.add_row(r["precision"], str(r["batch"]), *r["cells"], r["ratio"], *r["checks"])
         console.print(st)
+    console.print(recommendation(rows).replace("**", ""))
     console.print(f"report: {out / 'report.md'} (and report.html); manifest: {out / 'manifest.json'}")

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, print_json
+from eca_deploy.cli.console import console
+from eca_deploy.cli.options import JsonOutput, json_option
 
 
 @app.command("fuse")
@@ -25,24 +26,21 @@ def fuse_command(
     tolerance: float | None = typer.Option(
         None, "--tolerance", help="Largest fused-vs-unfused difference, fraction of the largest logit (1e-4)."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Fuse every ECA block into one `eca_deploy.ECA` node (runs anywhere through an ONNX function)."""
     from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, run_fuse
 
     tolerance = FUSION_TOLERANCE if tolerance is None else tolerance
-    out = output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx")
-    result = run_fuse(onnx_path, out, write_unchanged, verify, tolerance, residual)
-    if json_out:
-        print_json(result.as_dict())
-        return
+    out = JsonOutput.of(json_out)
+    output = output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx")
+    result = run_fuse(onnx_path, output, write_unchanged, verify, tolerance, residual)
+    out.write(result.as_dict())
     report = result.report
     if report.count:
-        residuals = f", {report.with_residual} with their residual add" if report.with_residual else ""
-        console.print(
-            f"[green]fused {report.count} ECA blocks[/green]{residuals}: "
-            f"{report.nodes_before} nodes before, {report.nodes_after} after"
-        )
+        residuals = f", {report.with_residual} of them with their residual add" if report.with_residual else ""
+        console.print(f"[green]fused {report.count} ECA blocks[/green] into {report.count} ECA nodes{residuals}: "
+                      f"{report.nodes_before} -> {report.nodes_after} nodes")  # fmt: skip
     elif report.already_fused:
         console.print(f"{onnx_path} is already fused ({report.already_fused} ECA nodes): nothing to do")
     else:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, print_json, warn
+from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import (
     INTERPOLATION_HELP,
     MEAN_HELP,
@@ -16,6 +16,8 @@ from eca_deploy.cli.options import (
     PRETRAINED_HELP,
     STD_HELP,
     WEIGHTS_HELP,
+    JsonOutput,
+    json_option,
     parse_batch,
     parse_k_sizes,
     preprocessing_override,
@@ -25,12 +27,13 @@ from eca_deploy.data.images import Preprocessing
 
 @app.command("models")
 def models_command(
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: str | None = json_option(),
     timm_models: bool = typer.Option(False, "--timm", help="List timm's ECA models instead (needs the timm extra)."),
 ) -> None:
     """List the model zoo: exact parameters, GFLOPs at 224, default k and published ImageNet accuracy."""
+    out = JsonOutput.of(json_out)
     if timm_models:
-        _list_timm(json_out)
+        _list_timm(out)
         return
     from eca_deploy.models import ZOO, block_k_sizes, count_macs, count_parameters, stage_k_sizes
     from eca_deploy.models.registry import build_on_meta
@@ -48,9 +51,7 @@ def models_command(
             "top1": spec.top1,
             "top5": spec.top5,
         })  # fmt: skip
-    if json_out:
-        print_json(rows)
-        return
+    out.write(rows)
     table = Table(title="ECA-Net model zoo (ImageNet-1k, 224x224)")
     for col, justify in [("model", "left"), ("params", "right"), ("GFLOPs", "right"), ("k per stage", "left"),
                          ("ECA blocks", "right"), ("official checkpoint", "left"), ("top-1 %", "right"),
@@ -64,16 +65,13 @@ def models_command(
     console.print("timm's ECA models: `eca-deploy models --timm`; your own: --model path/to/file.py:factory.")
 
 
-def _list_timm(json_out: bool) -> None:
+def _list_timm(out: JsonOutput) -> None:
     from eca_deploy.models.timm_models import describe, eca_model_names
 
     names = eca_model_names()
-    if json_out:
-        print_json([describe(n) for n in names])
-        return
-    rows = []
     with console.status(f"describing {len(names)} timm ECA models"):
         rows = [describe(n) for n in names]
+    out.write(rows)
     table = Table(title="timm's ECA models (use as --model timm:NAME)")
     for col, justify in [("model", "left"), ("params", "right"), ("ECA blocks", "right"), ("k", "left"),
                          ("input", "right"), ("crop", "right"), ("pretrained weights", "left"), ("top-1 %", "right"),
@@ -115,10 +113,12 @@ def export_command(
     ),
     images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png for verification."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare against PyTorch after export."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
     from eca_deploy.pipeline.export import run_export
+
+    out = JsonOutput.of(json_out)
 
     def adjust(prep: Preprocessing) -> Preprocessing:
         return preprocessing_override(prep, None, mean, std, interpolation)
@@ -127,12 +127,10 @@ def export_command(
         model_name=model, weights=weights, output=output or Path(f"{default_stem(model)}.onnx"), opset=opset,
         batch=parse_batch(batch), img_size=img_size, num_classes=num_classes, k_size=parse_k_sizes(k_size),
         exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify,
-        pretrained=pretrained, adjust=adjust, warn=warn, status=None if json_out else console.status,
+        pretrained=pretrained, adjust=adjust, warn=warn, status=None if out.stdout else console.status,
     )  # fmt: skip
-    if json_out:
-        print_json(result.as_dict())
-    else:
-        result.print(console)
+    out.write(result.as_dict())
+    result.print(console)
 
 
 def default_stem(model: str) -> str:

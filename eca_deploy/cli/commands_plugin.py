@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, err_console, print_json, warn
+from eca_deploy.cli.console import console, err_console, warn
+from eca_deploy.cli.options import JsonOutput, json_option
 from eca_deploy.errors import EcaDeployError
 
 plugin_app = typer.Typer(
@@ -74,7 +75,7 @@ def info_command(
     paths: list[Path] | None = typer.Argument(
         None, help="Library files or build folders (default: $ECA_DEPLOY_PLUGIN / $ECA_DEPLOY_KERNELS, build/plugins)."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: str | None = json_option(),
     bytes_out: bool = typer.Option(
         False, "--bytes", help="Instead: bytes each ECA formulation moves per ECA layer of the zoo models."
     ),
@@ -83,7 +84,7 @@ def info_command(
 ) -> None:
     """Show each library's file, checksum and the TensorRT, CUDA and GPU architectures it was built for."""
     if bytes_out:
-        _print_traffic(dtype, img_size, json_out)
+        _print_traffic(dtype, img_size, JsonOutput.of(json_out))
         return
     from eca_deploy.plugin.info import library_info
     from eca_deploy.plugin.locate import (
@@ -94,6 +95,7 @@ def info_command(
         find_plugin_library,
     )
 
+    json_to = JsonOutput.of(json_out)
     libraries: list[Path] = []
     for path in paths or []:
         if path.is_dir():
@@ -115,9 +117,7 @@ def info_command(
         if find_plugin_library(required=False) is None:
             warn(f"{PLUGIN_LIBRARY} not found: it is built only where TensorRT is installed")
     infos = [library_info(p.resolve()) for p in libraries]
-    if json_out:
-        print_json([i.as_dict() for i in infos])
-        return
+    json_to.write([i.as_dict() for i in infos])
     for info in infos:
         table = Table(title=info.path, show_header=False, title_justify="left")
         table.add_row("size", f"{info.bytes:,} bytes")
@@ -131,7 +131,7 @@ def info_command(
             warn(f"{info.path}: no build information: {info.error}")
 
 
-def _print_traffic(dtype: str, img_size: int, json_out: bool) -> None:
+def _print_traffic(dtype: str, img_size: int, json_to: JsonOutput) -> None:
     """The byte accounting of docs/plugin.md (native decomposition, plugin, plugin with residual, floor)."""
     from eca_deploy.plugin.traffic import ELEMENT_BYTES, traffic_markdown, traffic_rows
 
@@ -139,7 +139,6 @@ def _print_traffic(dtype: str, img_size: int, json_out: bool) -> None:
         raise EcaDeployError(f"--dtype {dtype!r}: one of {', '.join(ELEMENT_BYTES)}")
     if img_size < 32:
         raise EcaDeployError(f"--img-size must be at least 32, got {img_size}")
-    if json_out:
-        print_json(traffic_rows(dtype=dtype, img_size=img_size))
-    else:
+    json_to.write(traffic_rows(dtype=dtype, img_size=img_size))
+    if not json_to.stdout:
         console.print(traffic_markdown(dtype=dtype, img_size=img_size), markup=False, highlight=False, soft_wrap=True)

@@ -11,15 +11,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, print_json, warn
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.options import JsonOutput, json_option
+from eca_deploy.errors import CheckFailedError, EcaDeployError
 
 
 def _check_table(check: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
     for col in ("images", "max abs", "cosine (min)", "top-1", "top-5", "verdict"):
         table.add_column(col, justify="right")
-    verdict = "[green]pass[/green]" if check["passed"] else "[yellow]" + "; ".join(check["failures"]) + "[/yellow]"
+    verdict = "[green]pass[/green]" if check["passed"] else "[red]FAIL: " + "; ".join(check["failures"]) + "[/red]"
     table.add_row(str(check["images"]), f"{check['max_abs_error']:.3g}", f"{check['cosine_min']:.6f}",
                   f"{check['top1_agreement']:.1%}", f"{check['top5_agreement']:.1%}", verdict)  # fmt: skip
     return table
@@ -51,7 +52,7 @@ def convert_command(
     fp16_io: bool = typer.Option(False, "--fp16-io", help="Float16 inputs/outputs (default: float32, cast inside)."),
     images: Path | None = typer.Option(None, "--images", help="Photos for the check (default: sample photos)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare with the FP32 model on ONNX Runtime."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Write an FP16 copy of an ONNX model (TensorRT 11 builds FP16 engines only from FP16 ONNX)."""
     from eca_deploy.pipeline.convert import run_convert
@@ -60,13 +61,13 @@ def convert_command(
         raise EcaDeployError("choose the target precision: --fp16 (INT8 is `eca-deploy quantize`)")
     ops = tuple(o.strip() for o in keep_fp32.split(",") if o.strip()) if keep_fp32 else ()
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.fp16.onnx")
-    with console.status("converting to FP16 and comparing with FP32") if not json_out else contextlib.nullcontext():
+    json_to = JsonOutput.of(json_out)
+    status = console.status("converting to FP16 and comparing with FP32")
+    with status if not json_to.stdout else contextlib.nullcontext():
         result = run_convert(onnx_path, out, keep_io_types=not fp16_io, keep_fp32_ops=ops, verify=verify,
                              images=images, warn=warn)  # fmt: skip
     data = result.as_dict()
-    if json_out:
-        print_json(data)
-        return
+    json_to.write(data)
     console.print(f"[green]wrote[/green] {out}: {data['fp16_nodes']} nodes in FP16, {len(data['fp32_nodes'])} kept in "
                   f"FP32, {data['casts']} casts, {data['io_types']} inputs/outputs")  # fmt: skip
     if data["check"]:
@@ -84,7 +85,10 @@ def quantize_command(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached calibration ranges."),
     images: Path | None = typer.Option(None, "--images", help="Photos for the check (default: sample photos)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare with the FP32 model on ONNX Runtime."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    keep_failed: bool = typer.Option(
+        False, "--keep-failed", help="Write the model even outside tolerance (marked failed in its metadata)."
+    ),
+    json_out: str | None = json_option(),
 ) -> None:
     """Calibrate on real images and write a Q/DQ INT8 ONNX laid out for TensorRT (explicit quantization)."""
     from eca_deploy.pipeline.quantize import run_quantize
@@ -92,13 +96,22 @@ def quantize_command(
 
     options = QuantizeOptions(method=method, count=calib_count, quantize_eca_gate=quantize_eca_gate, use_cache=cache)
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.int8.onnx")
-    with new_progress(json_out) as progress:
+    json_to = JsonOutput.of(json_out)
+    with new_progress(json_to.stdout) as progress:
         result = run_quantize(onnx_path, calib_images, out, options, verify=verify, images=images, warn=warn,
-                              progress=calibration_progress(progress))  # fmt: skip
+                              progress=calibration_progress(progress), keep_failed=keep_failed)  # fmt: skip
     data = result.as_dict()
-    if json_out:
-        print_json(data)
-        return
+    json_to.write(data)
+    if data["check"]:
+        console.print(_check_table(data["check"], "INT8 (Q/DQ arithmetic) vs FP32 (ONNX Runtime, CPU)"))
+    if not result.passed:
+        failures = "; ".join(data["check"]["failures"])
+        fix = "calibrate with more, more representative images, or try another --method"
+        if result.written:
+            raise CheckFailedError(f"INT8 model outside tolerance ({failures}): {out} kept as asked, marked failed "
+                                   f"in its metadata; {fix}")  # fmt: skip
+        raise CheckFailedError(f"INT8 model outside tolerance ({failures}): {out} not written; {fix}, "
+                               "or pass --keep-failed to keep it anyway")  # fmt: skip
     q = data["qdq"]
     console.print(f"[green]wrote[/green] {out}: {q['activations_per_tensor']} activations per tensor, "
                   f"{q['weights_per_channel']} weights per channel (symmetric INT8)")  # fmt: skip
@@ -108,5 +121,3 @@ def quantize_command(
     blocks = data["eca_blocks_unfused"] + data["eca_nodes_fused"]
     console.print(f"ECA gates: {gate} ({data['eca_nodes_fused']} fused nodes, {data['eca_blocks_unfused']} unfused "
                   f"blocks)" if blocks else "no ECA blocks")  # fmt: skip
-    if data["check"]:
-        console.print(_check_table(data["check"], "INT8 (Q/DQ arithmetic) vs FP32 (ONNX Runtime, CPU)"))

@@ -10,8 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, print_json
-from eca_deploy.cli.options import parse_runtime, runtime_option
+from eca_deploy.cli.console import console
+from eca_deploy.cli.options import JsonOutput, json_option, parse_runtime, runtime_option
 from eca_deploy.errors import EcaDeployError
 
 
@@ -30,7 +30,7 @@ def run_command(
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
     runtime: str = runtime_option(),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """Decode frames with OpenCV, classify them, overlay the top-1 label, score and FPS; summary at the end."""
     from eca_deploy.runtime.classifier import Classifier
@@ -39,13 +39,15 @@ def run_command(
 
     if (onnx_path is None) == (engine is None):
         raise EcaDeployError("pass exactly one of --onnx MODEL.onnx or --engine MODEL.plan")
+    json_to = JsonOutput.of(json_out)
     options = RunOptions(batch=batch, max_frames=max_frames, output=output, display=display, log=log)
     options.validate()
     parse_source(source)  # a missing file or unusable pipeline fails before the model loads
     model = onnx_path or engine
     classifier = Classifier.open(model, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
+                                 kind="onnx" if onnx_path is not None else "engine",
                                  runtime=parse_runtime(runtime))  # fmt: skip
-    if json_out:
+    if json_to.stdout:
         summary = run_stream(classifier, source, options)
     else:
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -59,13 +61,15 @@ def run_command(
 
             summary = run_stream(classifier, source, options, on_frame)
     report = summary.as_dict()
-    if json_out:
-        print_json(report)
-    else:
-        print_summary(report)
+    json_to.write(report)
+    print_summary(report)
 
 
 def print_summary(report: dict[str, Any]) -> None:
+    from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+
+    if report.get("random_weights"):
+        console.print(f"[yellow]{report['model']}: {RANDOM_WEIGHTS_NOTICE}[/yellow]")
     ms = report["ms_per_frame"]
     table = Table(title=f"{report['model']} on {report['source']} ({report['backend']}, batch {report['batch']})")
     for col in ("frames", "FPS", *ms, "total ms", "ended"):

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console, print_json
-from eca_deploy.cli.options import INTERPOLATION_HELP, MEAN_HELP, STD_HELP, parse_sizes
+from eca_deploy.cli.console import console
+from eca_deploy.cli.options import INTERPOLATION_HELP, MEAN_HELP, STD_HELP, JsonOutput, json_option, parse_sizes
 from eca_deploy.errors import EcaDeployError
 
 
@@ -59,12 +59,13 @@ def export_triton_command(
     preferred: str | None = typer.Option(None, "--preferred-batch", help="Preferred batch sizes, e.g. 8,16."),
     labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line (default: ImageNet)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing model folder of that name."),
-    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """A Triton model repository: config.pbtxt, the model, labels, README with the tritonserver command."""
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
     from eca_deploy.serving.triton import TritonOptions, export_triton, model_name, triton_config
 
+    json_to = JsonOutput.of(json_out)
     model = _one_model(engine, onnx_path)
     if onnx_path is not None:
         if plugin is not None:
@@ -92,9 +93,7 @@ def export_triton_command(
         "readme": str(result.readme) if result.readme else None,
         "config": result.config.text,
     }
-    if json_out:
-        print_json(report)
-        return
+    json_to.write(report)
     _print_written(f"Triton model {opts.name} ({opts.platform})", report, ("model", "plugin", "readme"))
     console.print(result.config.text.rstrip())
 
@@ -112,7 +111,7 @@ def export_deepstream_command(
     std: str | None = typer.Option(None, "--std", help=STD_HELP + " Needed for an ONNX without metadata."),
     interpolation: str | None = typer.Option(None, "--interpolation", help=INTERPOLATION_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
-    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    json_out: str | None = json_option(),
 ) -> None:
     """A DeepStream nvinfer config (net-scale-factor/offsets from mean/std), labels and a sample pipeline.
 
@@ -121,6 +120,7 @@ def export_deepstream_command(
     from eca_deploy.serving.deepstream import DeepStreamOptions, export_deepstream
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
 
+    json_to = JsonOutput.of(json_out)
     model = _one_model(engine, onnx_path)
     opts = DeepStreamOptions(batch=batch, threshold=threshold)
     if onnx_path is not None:
@@ -145,9 +145,7 @@ def export_deepstream_command(
         "max_relative_error": norm.max_relative_error,
         "max_abs_error": norm.max_abs_error,
     }
-    if json_out:
-        print_json(report)
-        return
+    json_to.write(report)
     _print_written(f"DeepStream nvinfer config for {spec.name}", report, ("config",))
     console.print(
         f"net-scale-factor {norm.net_scale_factor:.6g}, offsets {', '.join(f'{o:.6g}' for o in norm.offsets)}: "

@@ -6,9 +6,14 @@ import sys
 from collections.abc import Sequence
 
 from eca_deploy.cli.app import app
+from eca_deploy.cli.options import expand_bare_json
 from eca_deploy.errors import EcaDeployError
 
 __all__ = ["app", "main"]
+
+# Commands that pick up where an interrupted run stopped.
+RESUMABLE = frozenset({"deploy"})
+INTERRUPTED = 130
 
 
 def _register() -> None:
@@ -30,20 +35,62 @@ def _register() -> None:
 _register()
 
 
+def _command_name(args: Sequence[str]) -> str | None:
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+def _interrupted(args: Sequence[str]) -> int:
+    resumes = _command_name(args) in RESUMABLE
+    sys.stderr.write("interrupted; rerun the same command to resume\n" if resumes else "interrupted\n")
+    return INTERRUPTED
+
+
+def _usage_error(exc: Exception) -> int:
+    """A command-line mistake (bad value, unknown option): one line, exit 2."""
+    message = " ".join(str(getattr(exc, "format_message", lambda: str(exc))()).split())
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    sys.stderr.write(f"error: {message}{hint}\n")
+    return int(getattr(exc, "exit_code", 2) or 2)
+
+
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    """Click's help-on-no-arguments, usage-error and abort exceptions (Typer vendors Click from 0.22 on)."""
+    import typer
+
+    try:
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # Typer on top of Click
+        from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
+    return NoArgsIsHelpError, ClickException, typer.Abort
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (user errors: one line on stderr, no traceback)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    from eca_deploy.cli.console import console
+
+    args = expand_bare_json(app, list(sys.argv[1:] if argv is None else argv))
+    no_args_help, usage_errors, abort = _click_exceptions()
     try:
-        app(args=args, prog_name="eca-deploy")  # standalone mode: usage errors and --help exit here
+        code = app(args=args, prog_name="eca-deploy", standalone_mode=False)
+    except no_args_help:
+        return 2  # the help has been printed
+    except usage_errors as exc:
+        return _usage_error(exc)
+    except abort:  # click's Abort: Ctrl-C at a prompt
+        return _interrupted(args)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except EcaDeployError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
-    return 0
+        return _interrupted(args)
+    finally:
+        console.quiet = False  # --json on stdout silences tables for one invocation only
+    if code == INTERRUPTED:  # Typer turns KeyboardInterrupt inside a command into exit code 130
+        return _interrupted(args)
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

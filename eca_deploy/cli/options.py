@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import typer
 
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
@@ -112,3 +118,95 @@ def preprocessing_override(
     if interpolation is not None:
         changes["interpolation"] = interpolation
     return replace(prep, **changes) if changes else prep
+# -- --json: one option for every command ------------------------------------------------------------------
+
+JSON_HELP = "Results as JSON: bare --json (or --json -) prints them on stdout, nothing else; --json FILE writes FILE."
+MODEL_SUFFIXES = (".onnx", ".plan", ".engine", ".trt", ".pth", ".pt", ".tar", ".so")
+
+
+def json_option(help: str = JSON_HELP) -> Any:
+    """The `--json [FILE]` option; the command reads its value with `JsonOutput.of`."""
+    return typer.Option(None, "--json", metavar="FILE", help=help, show_default=False)
+
+
+@dataclass(frozen=True)
+class JsonOutput:
+    """Where `--json` sends its document: nowhere, stdout (and nothing else there) or a file."""
+
+    requested: bool
+    path: Path | None = None
+
+    @property
+    def stdout(self) -> bool:
+        return self.requested and self.path is None
+
+    def __bool__(self) -> bool:
+        return self.requested
+
+    @classmethod
+    def of(cls, value: str | Path | None) -> JsonOutput:
+        """Check a file target before any work starts; silence tables when the JSON goes to stdout."""
+        from eca_deploy.cli.console import console
+        from eca_deploy.fileio import check_writable
+
+        if value is None:
+            return cls(False)
+        if str(value) == "-":
+            console.quiet = True
+            return cls(True)
+        path = Path(value)
+        if path.name.lower().endswith(MODEL_SUFFIXES):
+            raise EcaDeployError(
+                f"--json {path} would overwrite a model file with JSON: put --json after the other arguments, "
+                "or give a .json file name"
+            )
+        check_writable(path, "--json")
+        return cls(True, path)
+
+    def write(self, data: Any) -> None:
+        from eca_deploy.cli.console import print_json
+        from eca_deploy.fileio import atomic_write_text
+
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps(data, indent=2, default=str) + "\n")
+        elif self.requested:
+            print_json(data)
+
+
+def check_outputs(*items: tuple[Path | None, str]) -> None:
+    """Fail before any work when an output file (given with its option) cannot be written."""
+    from eca_deploy.fileio import check_writable
+
+    for path, option in items:
+        if path is not None:
+            check_writable(path, option)
+
+
+def _json_takes_value(app: Any, args: Sequence[str]) -> bool:
+    """Whether the command that `args` name has a `--json` option taking a value (`json_option`)."""
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for token in (a for a in args if not a.startswith("-")):
+        sub = getattr(command, "commands", None)
+        if not sub:
+            break  # a command: the remaining tokens are its arguments
+        if token not in sub:
+            return False  # an unknown command: the parser will say so
+        command = sub[token]
+    option = next((p for p in getattr(command, "params", []) if "--json" in getattr(p, "opts", ())), None)
+    return option is not None and not getattr(option, "is_flag", False)
+
+
+def expand_bare_json(app: Any, args: list[str]) -> list[str]:
+    """`--json` without a file (last, or before another option) means `--json -`: JSON on stdout."""
+    if "--json" not in args or not _json_takes_value(app, args):
+        return args
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        following = out[i + 1] if i + 1 < len(out) else None
+        if arg == "--json" and (following is None or (following.startswith("-") and following != "-")):
+            out[i] = "--json=-"
+    return out

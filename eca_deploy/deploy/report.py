@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy.fileio import atomic_write, atomic_write_text
+from eca_deploy.pipeline.bench_noise import compare_rounds, describe
 
 PLOTS = ("throughput.png", "latency.png", "accuracy.png")
 
@@ -34,6 +35,9 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "p50_ms": {b: r["latency_ms"]["median"] for b, r in by_batch.items()},
             "p99_ms": {b: r["latency_ms"]["p99"] for b, r in by_batch.items()},
             "images_per_s": {b: r["images_per_s"] for b, r in by_batch.items()},
+            "rounds": {b: r.get("rounds") or [r["images_per_s"]] for b, r in by_batch.items()},
+            "throughput": {b: describe(r) for b, r in by_batch.items()},
+            "per_image": check.get("per_image"),
         })  # fmt: skip
     return rows
 
@@ -52,7 +56,7 @@ def side_by_side_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             cells = []
             for entry in entries:
                 r = entry["results"][i]
-                rates = r.get("rounds_images_per_s") or [r["images_per_s"]]
+                rates = r.get("rounds") or [r["images_per_s"]]
                 cells.append(f"{r['images_per_s']:.1f} ({min(rates):.1f}..{max(rates):.1f})")
             ratios = entries[1]["results"][i].get("ratio_to_first") or [math.nan]
             ratio = f"{sorted(ratios)[len(ratios) // 2]:.2f}x ({min(ratios):.2f}..{max(ratios):.2f})"
@@ -62,14 +66,31 @@ def side_by_side_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def recommendation(rows: list[dict[str, Any]]) -> str:
+    """The fastest passing precision, named only when it beats every other passing one beyond the noise.
+
+    "Beyond the noise": at the best batch size, its slowest round is faster than each rival's fastest round.
+    """
     passing = [r for r in rows if r["passed"]]
     if not passing:
         return "No precision passes its tolerance: ship none of these before finding out why (check --per-layer)."
     best = max(passing, key=lambda r: max(r["images_per_s"].values()))
     batch = max(best["images_per_s"], key=best["images_per_s"].get)
+    figure = f"{best['throughput'][batch]} images/s at batch {batch}"
+    rivals = [r for r in passing if r is not best and batch in r["rounds"]]
+    if not rivals:
+        return f"Only **{best['precision']}** passes its tolerance: {figure}."
+    tied = [r for r in rivals if compare_rounds(best["rounds"][batch], r["rounds"][batch]) != 1]
+    if not tied:
+        others = ", ".join(f"{r['precision']} {r['throughput'][batch]}" for r in rivals)
+        return (f"Fastest precision within tolerance: **{best['precision']}** ({figure}; beyond the spread of "
+                f"the rounds against {others}).")  # fmt: skip
+    others = ", ".join(f"{r['precision']} {r['throughput'][batch]}" for r in tied)
+    one_round = len(best["rounds"][batch]) < 2
+    why = "one round measures no spread" if one_round else "their rounds overlap"
     return (
-        f"Fastest precision within tolerance: **{best['precision']}** "
-        f"({best['images_per_s'][batch]:.1f} images/s at batch {batch})."
+        f"**Within noise**: at batch {batch}, {best['precision']} {best['throughput'][batch]} and {others} images/s "
+        f"({why}): no precision is measurably faster here. Choose on accuracy, or rerun with a longer --duration "
+        "or on a quieter machine."
     )
 
 
@@ -78,11 +99,18 @@ def markdown(summary: dict[str, Any]) -> str:
     batches = sorted({b for r in rows for b in r["images_per_s"]})
     env = summary["environment"]
     device = (env.get("gpu") or {}).get("name") or env["cpu"]
-    lines = [
-        f"# {summary['model']}: deployment report",
-        "",
-        f"Measured on **{device}** ({env['os']}, {env['machine']}) with **{summary['backend_label']}**.",
-    ]
+    lines = [f"# {summary['model']}: deployment report", ""]
+    if summary.get("random_weights"):
+        from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+
+        lines += [f"> **Random weights**: {summary['model']} has {RANDOM_WEIGHTS_NOTICE}.", ""]
+    noise = (summary.get("bench") or {}).get("noise") or {}
+    for warning in noise.get("warnings", []):
+        lines += [f"> **Noisy figures**: {warning}.", ""]
+    rounds = ((summary.get("bench") or {}).get("config") or {}).get("rounds")
+    lines.append(f"Measured on **{device}** ({env['os']}, {env['machine']}) with **{summary['backend_label']}**"
+                 + (f"; images/s are medians of {rounds} rounds interleaved across precisions, with the range "
+                    "of the rounds in parentheses." if rounds else "."))  # fmt: skip
     if summary["backend"] != "tensorrt":
         lines += ["", f"> These are {summary['backend_label']} figures, not TensorRT engine figures: "
                       f"{summary.get('engine_note', 'no TensorRT engine was built')}."]  # fmt: skip
@@ -93,9 +121,7 @@ def markdown(summary: dict[str, Any]) -> str:
         verdict = "PASS" if r["passed"] else "FAIL: " + "; ".join(r["failures"])
         lines.append(
             f"| {r['precision']} | {verdict} | {r['top1_agreement']:.1%} | {r['cosine_min']:.6f} | "
-            f"{_fmt(r['max_abs_error'])} | "
-            + " | ".join(f"{r['images_per_s'].get(b, math.nan):.1f}" for b in batches)
-            + " |"
+            f"{_fmt(r['max_abs_error'])} | " + " | ".join(r["throughput"].get(b, "n/a") for b in batches) + " |"
         )
     lines += ["", recommendation(rows), "", "## Latency (ms)", "",
               "| precision | " + " | ".join(f"p50 @ {b} | p99 @ {b}" for b in batches) + " |",
@@ -205,13 +231,26 @@ def plots(summary: dict[str, Any], folder: Path) -> None:
     ax.legend()
     save(fig, "latency.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["top1_agreement"] for r in rows], width=0.4, label="top-1 agreement")
-    ax.bar([x + 0.2 for x in xs], [max(r["cosine_min"], 0) for r in rows], width=0.4, label="cosine (worst image)")
-    ax.set_xticks(list(xs), [r["precision"] for r in rows])
-    ax.set(ylim=(0, 1.05), title="Agreement with PyTorch")
-    ax.legend(loc="lower right")
+    accuracy_plot(rows, save)
+
+
+def accuracy_plot(rows: list[dict[str, Any]], save: Any) -> None:
+    """Per image, 1 - cosine and max abs error against PyTorch on log scales: 0.99985 and 1.0 look different."""
+    import matplotlib.pyplot as plt
+
+    floor = 1e-12  # exact agreement (0) drawn at the floor of the log axis
+    fig, (ax_c, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, r in enumerate(rows):
+        per = r.get("per_image") or {}
+        cos, err = per.get("one_minus_cosine") or [], per.get("max_abs_error") or []
+        xs = range(1, len(cos) + 1)
+        ax_c.plot(xs, [max(v, floor) for v in cos], "o-", color=f"C{i}", label=r["precision"], markersize=4)
+        ax_e.plot(xs, [max(v, floor) for v in err], "o-", color=f"C{i}", label=r["precision"], markersize=4)
+    ax_c.set(yscale="log", xlabel="image", ylabel="1 - cosine similarity", title="Logits vs PyTorch: 1 - cosine")
+    ax_e.set(yscale="log", xlabel="image", ylabel="max abs error", title="Logits vs PyTorch: max abs error")
+    for ax in (ax_c, ax_e):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
     save(fig, "accuracy.png")
 
 

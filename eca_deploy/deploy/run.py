@@ -37,6 +37,7 @@ class DeployOptions:
     img_size: int | None = None  # None: the model's own input size
     opset: int = 17
     bench_seconds: float = 3.0
+    bench_rounds: int = 5
     force: bool = False
     runtime: str = "auto"  # CPU runtimes without TensorRT: auto (ONNX Runtime, and OpenVINO when usable) or one
     pretrained: bool = False
@@ -69,6 +70,8 @@ class DeployOptions:
             raise EcaDeployError(f"--runtime must be one of {', '.join(CPU_RUNTIME_CHOICES)}, got {self.runtime!r}")
         if any(b < 1 for b in self.batches):
             raise EcaDeployError(f"--batch takes positive batch sizes, got {list(self.batches)}")
+        if self.bench_rounds < 1:
+            raise EcaDeployError(f"--rounds must be at least 1, got {self.bench_rounds}")
 
 
 @dataclass
@@ -152,6 +155,11 @@ def run_deploy(
     if trt_missing:
         names = " and ".join(RUNTIME_LABELS[r] for r in runtimes)
         note(f"{trt_missing}: building no engines; every figure below is from {names} on the CPU")
+    random_weights = opts.weights is None and opts.onnx is None and not opts.pretrained
+    if random_weights:
+        from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+
+        note(f"{opts.model} has {RANDOM_WEIGHTS_NOTICE}")
 
     def stage(name: str, what: str, options: dict[str, Any], inputs: list[Path], outputs: list[Path],
               work: Callable[[], dict[str, Any] | None], command: str) -> StageOutcome:  # fmt: skip
@@ -182,43 +190,63 @@ def run_deploy(
     stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused], lambda: _fuse(onnx_path, fused),
           _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip
 
-    results: dict[str, Any] = {}
+    # (precision, file, kind, runtime) of everything benchmarked; engines run on TensorRT (runtime None).
+    benched: list[tuple[str, Path, str, str | None]] = []
+    checks_by_precision: dict[str, dict[str, Any]] = {}
     for precision in opts.precisions:
         model_file = _precision_stage(precision, opts, fused, stage)
         target_file, kind = model_file, "onnx"
         if not trt_missing:
             target_file, kind = _build_stage(precision, opts, model_file, stage), "engine"
-        check_json, bench_json = out / f"check.{precision}.json", out / f"bench.{precision}.json"
         flag = "--engine" if kind == "engine" else "--onnx"
         checks: dict[str, Any] = {}
-        for i, runtime in enumerate(runtimes or ["onnxruntime"]):
-            cjson = check_json if i == 0 else out / f"check.{precision}.{runtime}.json"
-            rt = () if kind == "engine" or runtime == "onnxruntime" else ("--runtime", runtime)
+        for i, runtime in enumerate(runtimes if kind == "onnx" else ["tensorrt"]):
+            cjson = out / (f"check.{precision}.json" if i == 0 else f"check.{precision}.{runtime}.json")
+            rt = ("--runtime", runtime) if runtime not in ("onnxruntime", "tensorrt") else ()
+            label = RUNTIME_LABELS.get(runtime, "TensorRT")
             stage(f"check-{precision}" + (f"-{runtime}" if i else ""),
-                  f"checking {precision} against PyTorch on real photos ({RUNTIME_LABELS[runtime]})",
-                  {"images": str(opts.images or "")} | ({"runtime": runtime} if runtime != "onnxruntime" else {}),
+                  f"checking {precision} against PyTorch on real photos ({label})",
+                  {"images": str(opts.images or "")} | ({"runtime": runtime} if rt else {}),
                   [target_file, *weights_in], [cjson],
                   lambda t=target_file, k=kind, j=cjson, r=runtime: _check(opts, t, k, j, r),
                   _cmd("eca-deploy check", flag, target_file, *rt, *reference,
                        *_opt("--weights", opts.weights), *_opt("--images", opts.images), "--json", cjson))  # fmt: skip
             checks[runtime] = json.loads(cjson.read_text())
-        side = f" on {' and '.join(RUNTIME_LABELS[r] for r in runtimes)}, interleaved" if len(runtimes) > 1 else ""
-        rt = ("--runtime", runtimes[0]) if runtimes and runtimes[0] != "onnxruntime" else ()
-        stage(f"bench-{precision}", f"benchmarking {precision} at batch {','.join(map(str, opts.batches))}{side}",
-              {"batches": list(opts.batches), "seconds": opts.bench_seconds}
-              | ({"runtimes": runtimes} if runtimes not in ([], ["onnxruntime"]) else {}), [target_file], [bench_json],
-              lambda t=target_file, k=kind, j=bench_json: _bench(opts, t, k, j, runtimes),
-              _cmd("eca-deploy bench", flag, target_file, *rt, "--batch", ",".join(map(str, opts.batches)),
-                   "--duration", f"{opts.bench_seconds}s", "--json", bench_json))  # fmt: skip
-        results[precision] = {
-            "artifact": str(target_file.relative_to(out)),
-            "check": checks[(runtimes or ["onnxruntime"])[0]],
-            "bench": json.loads(bench_json.read_text()),
-            "checks_by_runtime": checks,
-        }
+            benched.append((precision, target_file, kind, None if kind == "engine" else runtime))
+        checks_by_precision[precision] = checks
         for runtime, report in list(checks.items())[1:]:
             if not report["passed"]:
                 note(f"{precision} on {RUNTIME_LABELS[runtime]} is outside tolerance: {'; '.join(report['failures'])}")
+    # One benchmark of every precision (and CPU runtime), in interleaved rounds: drift and load hit all alike.
+    bench_json = out / "bench.json"
+    files = list(dict.fromkeys(f for _, f, _, _ in benched))
+    on = f" on {' and '.join(RUNTIME_LABELS[r] for r in runtimes)}" if len(runtimes) > 1 else ""
+    bench_commands = [
+        _cmd("eca-deploy bench --compare", *files, *(("--runtime", r) if r != "onnxruntime" else ()),
+             "--batch", ",".join(map(str, opts.batches)), "--duration", f"{opts.bench_seconds}s",
+             "--rounds", opts.bench_rounds, "--json", bench_json)
+        for r in (runtimes or ["onnxruntime"])
+    ]  # fmt: skip
+    stage("bench", f"benchmarking {', '.join(opts.precisions)}{on} at batch {','.join(map(str, opts.batches))}, "
+          f"{opts.bench_rounds} interleaved rounds",
+          {"batches": list(opts.batches), "seconds": opts.bench_seconds, "rounds": opts.bench_rounds,
+           "precisions": list(opts.precisions)} | ({"runtimes": runtimes} if len(runtimes) > 1 else {}),
+          files, [bench_json], lambda: _bench(opts, [(f, k, r) for _, f, k, r in benched], bench_json),
+          " && ".join(bench_commands) + (" (deploy interleaves them in one run)" if len(bench_commands) > 1 else ""))
+    from eca_deploy.pipeline.bench_report import add_ratios
+
+    bench = json.loads(bench_json.read_text())
+    results: dict[str, Any] = {}
+    for precision in opts.precisions:
+        entries = [e for (p, *_), e in zip(benched, bench["models"], strict=True) if p == precision]
+        add_ratios(entries)
+        checks = checks_by_precision[precision]
+        results[precision] = {
+            "artifact": str(benched[[p for p, *_ in benched].index(precision)][1].relative_to(out)),
+            "check": next(iter(checks.values())),
+            "bench": {"models": entries},
+            "checks_by_runtime": checks,
+        }
     backend = f"{runtimes[0]}-cpu" if trt_missing else "tensorrt"
     summary = {
         "model": f"onnx:{opts.onnx.name}" if opts.onnx is not None else opts.model,
@@ -227,6 +255,9 @@ def run_deploy(
         "backend_label": f"{' and '.join(RUNTIME_LABELS[r] for r in runtimes)} (CPU)" if trt_missing else "TensorRT",
         "runtimes": runtimes,
         "engine_note": trt_missing,
+        "weights": str(opts.weights) if opts.weights else ("pretrained" if opts.pretrained else "random(seed=0)"),
+        "random_weights": random_weights,
+        "bench": {k: bench[k] for k in ("config", "noise")},
         "environment": environment.collect(),
         "results": results,
     }
@@ -281,17 +312,16 @@ def _check(opts: DeployOptions, target: Path, kind: str, output: Path, runtime: 
     return {"passed": result.passed}
 
 
-def _bench(opts: DeployOptions, target: Path, kind: str, output: Path, runtimes: list[str]) -> dict[str, Any]:
+def _bench(opts: DeployOptions, targets: list[tuple[Path, str, str | None]], output: Path) -> dict[str, Any]:
     from eca_deploy.pipeline.bench import BenchConfig
-    from eca_deploy.pipeline.bench_report import run_bench, run_bench_side_by_side
+    from eca_deploy.pipeline.bench_report import run_bench
 
-    config = BenchConfig(batches=opts.batches, warmup_s=min(1.0, opts.bench_seconds), duration_s=opts.bench_seconds)
-    if kind == "onnx" and len(runtimes) > 1:
-        report = run_bench_side_by_side(target, config, runtimes)
-    else:
-        report = run_bench([target], config, runtime=runtimes[0] if kind == "onnx" and runtimes else "onnxruntime")
+    config = BenchConfig(batches=opts.batches, warmup_s=min(1.0, opts.bench_seconds), duration_s=opts.bench_seconds,
+                         rounds=opts.bench_rounds)  # fmt: skip
+    report = run_bench([t for t, _, _ in targets], config, kinds=[k for _, k, _ in targets],
+                       runtimes=[r or "onnxruntime" for _, _, r in targets])  # fmt: skip
     atomic_write_text(output, json.dumps(report, indent=2) + "\n")
-    return {}
+    return {"warnings": report["noise"]["warnings"]}
 
 
 def _precision_stage(precision: str, opts: DeployOptions, fused: Path, stage: Callable[..., StageOutcome]) -> Path:

@@ -98,3 +98,12 @@ def static_input_size(model: onnx.ModelProto) -> int | None:
     dims = model.graph.input[0].type.tensor_type.shape.dim
     fixed = len(dims) == 4 and dims[2].HasField("dim_value") and dims[3].HasField("dim_value")
     return int(dims[2].dim_value) if fixed and dims[2].dim_value == dims[3].dim_value else None
+RANDOM_WEIGHTS_NOTICE = (
+    "random weights (no checkpoint): the predicted classes mean nothing; speed and agreement with PyTorch "
+    "are still real figures. Pass --weights CHECKPOINT for a real classifier"
+)
+
+
+def has_random_weights(meta: ModelMetadata | None) -> bool:
+    """Whether the model was exported without a checkpoint (its metadata says `random(...)`)."""
+    return meta is not None and meta.weights.startswith("random")

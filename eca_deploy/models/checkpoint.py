@@ -25,10 +25,10 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         return {_strip_prefix(k): v for k, v in _read_safetensors(path).items()}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or hostile file can fail in many ways; all are the input's fault
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception:  # a corrupt or hostile file can fail in many ways; all are the input's fault
         raise EcaDeployError(
-            f"{path} is not a readable PyTorch checkpoint ({reason[:120]}): pass a .pth/.pth.tar saved by torch.save"
+            f"{path} is not a PyTorch checkpoint (torch.load cannot read it): pass a .pth/.pth.tar file saved "
+            "by torch.save"
         ) from None
     state = _find_state_dict(obj, path)
     return {_strip_prefix(k): v for k, v in state.items()}
@@ -107,9 +107,35 @@ def check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], m
         parts.append(f"{len(unexpected)} unexpected keys ({_preview(unexpected)})")
     if conflicts:
         parts.append(f"{len(conflicts)} shape conflicts (checkpoint vs model: {_preview(conflicts)})")
+    if not any(k.endswith(ECA_WEIGHT_SUFFIXES) for k in state):
+        plain = guess_plain_network(state)
+        looks = f"it looks like a plain {plain}" if plain else "it is not an ECA-Net"
+        raise EcaDeployError(
+            f"checkpoint has no ECA layers (no '*.eca.conv.weight' parameters): {looks}, not {model_name}; "
+            "eca-deploy deploys ECA-Net models: pass an ECA-Net checkpoint"
+        )
     guess = guess_architecture(state)
     hint = f"it looks like {guess}: try --model {guess}" if guess and guess != model_name else "check --model"
     raise EcaDeployError(f"checkpoint does not fit {model_name}: {'; '.join(parts)}; {hint}")
+
+
+ECA_WEIGHT_SUFFIXES = (".eca.conv.weight", ".se.conv.weight")  # the zoo's (official) and timm's ECA layers
+PLAIN_NAMES = {
+    "eca_resnet18": "ResNet-18", "eca_resnet34": "ResNet-34", "eca_resnet50": "ResNet-50",
+    "eca_resnet101": "ResNet-101", "eca_resnet152": "ResNet-152", "eca_mobilenetv2": "MobileNetV2",
+}  # fmt: skip
+
+
+def guess_plain_network(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The plain network (torchvision naming) whose ECA variant, less its ECA layers, has `state`'s parameters."""
+    from eca_deploy.models.registry import ZOO, build_on_meta
+
+    keys = set(state)
+    for name in ZOO:
+        own = {k for k in build_on_meta(name).state_dict() if ".eca." not in k}
+        if own == keys:
+            return PLAIN_NAMES.get(name, name.removeprefix("eca_"))
+    return None
 
 
 def guess_architecture(state: Mapping[str, torch.Tensor]) -> str | None:

@@ -9,76 +9,83 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy import environment
-from eca_deploy.pipeline.bench import BenchConfig, bench_runner
+from eca_deploy.pipeline.bench import BenchConfig, bench_runners
+
+
+def open_model(path: Path, kind: str | None, provider: str, threads: int | None, plugin: str | None,
+               runtime: str = "onnxruntime") -> tuple:  # fmt: skip
+    """(runner, backend, precision): `kind` "onnx" or "engine" as the user said; None guesses from the file."""
+    from eca_deploy.backends.loader import looks_like_onnx, open_engine, open_onnx
+
+    if kind is None:
+        kind = "onnx" if looks_like_onnx(path) or not path.exists() else "engine"
+    if kind == "onnx":
+        runner, _, precision = open_onnx(path, provider, threads=threads, runtime=runtime)
+        return runner, f"{runner.name}-{provider}", precision
+    runner = open_engine(path, plugin)
+    return runner, "tensorrt", getattr(getattr(runner, "sidecar", None), "precision", "unknown")
 
 
 def run_bench(
     models: Sequence[Path],
     config: BenchConfig,
     *,
+    kinds: Sequence[str | None] | None = None,
     provider: str = "cpu",
     threads: int | None = None,
     img_size: int | None = None,
     plugin: str | None = None,
     on_batch: Callable[[str], Callable[[int], Callable[[float], None]]] | None = None,
     runtime: str = "onnxruntime",
+    runtimes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark each model (ONNX on ONNX Runtime or `runtime`, anything else as a TensorRT engine)."""
-    from eca_deploy.backends.loader import looks_like_onnx, open_engine, open_onnx
+    """Benchmark the models in interleaved rounds; `kinds` says per model "onnx", "engine" or None (guess).
 
-    entries = []
-    for path in models:
-        if looks_like_onnx(path) or not path.exists():
-            runner, _, precision = open_onnx(path, provider, threads=threads, runtime=runtime)
-            backend = f"{runner.name}-{provider}"
-        else:
-            runner = open_engine(path, plugin)
-            precision = getattr(getattr(runner, "sidecar", None), "precision", "unknown")
-            backend = "tensorrt"
-        results = bench_runner(runner, config, img_size, on_batch(path.name) if on_batch else None)
-        entries.append({
-            "model": path.name,
-            "path": str(path),
-            "backend": backend,
-            "precision": precision,
-            "results": [r.as_dict() for r in results],
-        })  # fmt: skip
+    ONNX models run on `runtime`, or per model on `runtimes` (the same file may appear once per runtime).
+    """
+    from eca_deploy.pipeline.bench_noise import busy_warning, cpu_sample, machine_load, spread_warning
+
+    per_model = list(runtimes) if runtimes else [runtime] * len(models)
+    opened = [open_model(p, k, provider, threads, plugin, r)
+              for p, k, r in zip(models, kinds or [None] * len(models), per_model, strict=True)]  # fmt: skip
+    callbacks = [on_batch(p.name) for p in models] if on_batch else None
+    before = cpu_sample()
+    results = bench_runners([o[0] for o in opened], config, img_size, callbacks)
+    load = machine_load(before, cpu_sample())
+    entries = [
+        {"model": path.name, "path": str(path), "backend": backend, "precision": precision,
+         "results": [r.as_dict() for r in per_model]}
+        for path, (_, backend, precision), per_model in zip(models, opened, results, strict=True)
+    ]  # fmt: skip
+    warnings = [w for w in (busy_warning(load), spread_warning(entries)) if w]
     return {
         "config": {
             "batches": list(config.batches),
             "warmup_s": config.warmup_s,
             "duration_s": None if config.iterations else config.duration_s,
             "iterations": config.iterations,
+            "rounds": len(config.round_budgets()),
             "transfers": config.step.transfers,
             "cuda_graph": config.step.cuda_graph,
             "streams": config.step.streams,
         },
         "environment": environment.collect(threads),
+        "noise": {"interleaved": len(models) > 1, "load": load, "warnings": warnings},
         "models": entries,
     }
 
 
-def run_bench_side_by_side(path: Path, config: BenchConfig, runtimes: Sequence[str], rounds: int = 3) -> dict[str, Any]:
-    """One ONNX model on several runtimes (e.g. onnxruntime, openvino), timed in interleaved rounds.
-
-    The report has `run_bench`'s layout, one entry per runtime; results add `rounds_images_per_s` and
-    `ratio_to_first` (images/s over the first runtime's, per round).
-    """
-    from eca_deploy.backends.loader import open_onnx
-    from eca_deploy.pipeline.bench_interleaved import bench_interleaved
-
-    opened = {r: open_onnx(path, runtime=r) for r in runtimes}
-    by_runtime = bench_interleaved({r: runner for r, (runner, _, _) in opened.items()}, config, rounds=rounds)
-    entries = [{"model": path.name, "path": str(path), "backend": f"{r}-cpu", "precision": opened[r][2],
-                "results": by_runtime[r]} for r in runtimes]  # fmt: skip
-    return {"config": {"batches": list(config.batches), "warmup_s": config.warmup_s, "duration_s": config.duration_s,
-                       "rounds": rounds, "interleaved": True},
-            "environment": environment.collect(None), "models": entries}  # fmt: skip
+def add_ratios(entries: list[dict[str, Any]]) -> None:
+    """Give each result `ratio_to_first`: its images/s over the first entry's, round by round (same rounds)."""
+    first = entries[0]["results"] if entries else []
+    for entry in entries:
+        for result, base in zip(entry["results"], first, strict=True):
+            result["ratio_to_first"] = [a / b for a, b in zip(result["rounds"], base["rounds"], strict=True)]
 
 
 CSV_FIELDS = ["model", "backend", "precision", "batch", "iterations", "images_per_s", "inferences_per_s",
-              "min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "h2d_ms", "compute_ms",
-              "d2h_ms"]  # fmt: skip
+              "rounds", "images_per_s_min", "images_per_s_max", "min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms",
+              "p99_ms", "max_ms", "h2d_ms", "compute_ms", "d2h_ms"]  # fmt: skip
 
 
 def write_csv(report: dict[str, Any]) -> str:
@@ -89,6 +96,9 @@ def write_csv(report: dict[str, Any]) -> str:
         for r in entry["results"]:
             row = {"model": entry["model"], "backend": entry["backend"], "precision": entry["precision"]}
             row |= {k: r[k] for k in ("batch", "iterations", "images_per_s", "inferences_per_s")}
+            spread = r.get("spread") or {}
+            row |= {"rounds": len(r.get("rounds") or [1]), "images_per_s_min": spread.get("min"),
+                    "images_per_s_max": spread.get("max")}  # fmt: skip
             row |= {f"{k}_ms": v for k, v in r["latency_ms"].items()}
             row |= r["split_ms"] or {}
             writer.writerow(row)
@@ -106,12 +116,17 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     for entry in report["models"]:
         batches = [r["batch"] for r in entry["results"]]
         label = f"{entry['model']} ({entry['precision']})"
-        ax_t.plot(batches, [r["images_per_s"] for r in entry["results"]], marker="o", label=label)
+        ips = [r["images_per_s"] for r in entry["results"]]
+        spreads = [r.get("spread") or {"min": v, "max": v} for r, v in zip(entry["results"], ips, strict=True)]
+        yerr = [[v - s["min"] for v, s in zip(ips, spreads, strict=True)],
+                [s["max"] - v for v, s in zip(ips, spreads, strict=True)]]  # fmt: skip
+        ax_t.errorbar(batches, ips, yerr=yerr, marker="o", capsize=3, label=label)
         median = [r["latency_ms"]["median"] for r in entry["results"]]
         p99 = [r["latency_ms"]["p99"] - r["latency_ms"]["median"] for r in entry["results"]]
         ax_l.errorbar(batches, median, yerr=[[0] * len(p99), p99], marker="o", capsize=3, label=label)
     all_batches = sorted({r["batch"] for e in report["models"] for r in e["results"]})
-    for ax, ylabel in ((ax_t, "images / s"), (ax_l, "latency ms (median, whisker to p99)")):
+    labels = ((ax_t, "images / s (median, bars: min-max of rounds)"), (ax_l, "latency ms (median, whisker to p99)"))
+    for ax, ylabel in labels:
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_batches, [str(b) for b in all_batches])
         ax.set_xlabel("batch size")

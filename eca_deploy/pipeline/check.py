@@ -11,8 +11,8 @@ import numpy as np
 
 from eca_deploy.backends.base import Runner
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.exporters.metadata import ModelMetadata
-from eca_deploy.metrics import Agreement, Tolerance, compare
+from eca_deploy.exporters.metadata import ModelMetadata, has_random_weights
+from eca_deploy.metrics import Agreement, Tolerance, compare, per_image
 
 # Default tolerances by precision: FP32 tight; FP16 looser; INT8 judged by cosine and top-1 agreement.
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
@@ -48,6 +48,9 @@ class CheckResult:
     per_layer: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     reference: str = ""  # "PyTorch NAME" or "ONNX FILE"
+    weights: str = ""  # where the checked model's weights came from: a checkpoint, or random(seed=0)
+    random_weights: bool = False
+    per_image: dict[str, list[float]] | None = None  # 1 - cosine and max abs error of each image
 
     @property
     def passed(self) -> bool:
@@ -75,6 +78,9 @@ class CheckResult:
             "skipped_images": self.skipped_images,
             "per_layer": self.per_layer,
             "notes": self.notes,
+            "weights": self.weights,
+            "random_weights": self.random_weights,
+            "per_image": self.per_image,
         }
 
 
@@ -246,6 +252,7 @@ def run_check(
     loaded = load_images(paths, prep)
     if loaded.skipped:
         warn(f"skipped {len(loaded.skipped)} unreadable images: {', '.join(loaded.skipped[:5])}")
+    random_weights = False
     if reference_onnx is not None:
         from eca_deploy.backends.loader import open_onnx
 
@@ -254,9 +261,11 @@ def run_check(
             warn(f"--reference-onnx {reference_onnx} is {ref_precision}, not FP32: the comparison inherits its error")
         reference = Reference(ref_runner, f"ONNX {reference_onnx.name}", onnx_path=reference_onnx)
         name = name or reference_onnx.name
+        random_weights = has_random_weights(meta or ref_meta)
     else:
         assert name is not None
-        if weights is None and (meta is None or not meta.weights or meta.weights.startswith("random")):
+        random_weights = weights is None and (meta is None or not meta.weights or meta.weights.startswith("random"))
+        if random_weights:
             warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
         same = meta if meta is None or meta.model == name else None
         torch_model = reference_model(name, weights, same, prep.size, prep)
@@ -295,6 +304,9 @@ def run_check(
         skipped_images=loaded.skipped,
         reference_scale=scale,
         reference=reference.label,
+        weights=str(weights) if weights is not None else (meta.weights if meta and meta.weights else "unknown"),
+        random_weights=random_weights,
+        per_image=per_image(ref, out),
     )
     if per_layer:
         from eca_deploy.pipeline.per_layer import compare_layers

@@ -10,9 +10,9 @@ from typing import Any
 from eca_deploy.pipeline.convert import PrecisionCheck
 from eca_deploy.precision.quantize import QuantizeOptions, QuantizeReport
 
-# The Q/DQ model is compared with FP32 and reported; a wide miss is a warning, not a failure: INT8 accuracy
-# is judged on labelled data (docs/precision.md), and a random network's logits are too close for top-1.
-LOW_COSINE = 0.9
+# The Q/DQ model is judged against the FP32 model with the same INT8 tolerance as `check` and `deploy`
+# (pipeline.check.DEFAULT_TOLERANCES); outside it, the model is written only on request, marked as failed.
+FAILED_KEY = "eca_deploy.quantize_check"  # metadata of a model kept although outside tolerance
 
 
 @dataclass
@@ -21,6 +21,11 @@ class QuantizeResult:
     output: Path
     report: QuantizeReport
     check: PrecisionCheck | None
+    written: bool = True
+
+    @property
+    def passed(self) -> bool:
+        return self.check is None or not self.check.failures
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -29,6 +34,8 @@ class QuantizeResult:
             "precision": "int8",
             **self.report.as_dict(),
             "check": self.check.as_dict() if self.check else None,
+            "passed": self.passed,
+            "written": self.written,
         }
 
 
@@ -41,10 +48,12 @@ def run_quantize(
     images: Path | None = None,
     warn: Callable[[str], None] = lambda _m: None,
     progress: Callable[[int, int], None] | None = None,
+    keep_failed: bool = False,
 ) -> QuantizeResult:
+    """Quantize and judge against FP32; outside tolerance nothing is written unless `keep_failed`."""
     from eca_deploy.fileio import check_writable, sha256_file
-    from eca_deploy.metrics import Tolerance
     from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
+    from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
     from eca_deploy.pipeline.convert import compare_with_fp32
     from eca_deploy.precision.quantize import quantize_model
 
@@ -55,9 +64,10 @@ def run_quantize(
     check_model(quantized, "the Q/DQ model")
     check = None
     if verify:
-        check = compare_with_fp32(model, quantized, images, Tolerance(float("inf"), LOW_COSINE, 0.0), qdq=True)
+        check = compare_with_fp32(model, quantized, images, DEFAULT_TOLERANCES["int8"], qdq=True)
+        if check.failures and not keep_failed:
+            return QuantizeResult(source, output, report, check, written=False)
         if check.failures:
-            warn(f"the INT8 model strays far from FP32 on the check images ({'; '.join(check.failures)}): "
-                 "calibrate with more, more representative images, or try another --method")  # fmt: skip
+            quantized.metadata_props.add(key=FAILED_KEY, value="failed: " + "; ".join(check.failures))
     save_onnx(quantized, output)
     return QuantizeResult(source, output, report, check)

@@ -137,9 +137,12 @@ class Classifier:
         channel_order: str = "BGR",
         resize: str = "exact",
         labels: str | Path | None = None,
+        kind: str | None = None,
         runtime: str = "onnxruntime",
     ) -> Classifier:
         """An ONNX model (ONNX Runtime, `provider` cpu/cuda/tensorrt; or `runtime` "openvino") or a TensorRT engine.
+
+        `kind` ("onnx" or "engine") says how to read the file; by default its name and content decide.
 
         `channel_order` is the frames' (OpenCV gives BGR); `resize` is "exact" (the pixels `check` used) or
         "fast" (OpenCV, about three times faster on HD frames); `labels` a file with one class name per line.
@@ -148,7 +151,7 @@ class Classifier:
         from eca_deploy.pipeline.check import open_target
 
         path = Path(path)
-        is_onnx = path.suffix == ".onnx" or (path.is_file() and looks_like_onnx(path))
+        is_onnx = kind == "onnx" if kind else path.suffix == ".onnx" or (path.is_file() and looks_like_onnx(path))
         plugin_arg = None if plugin is None else str(plugin)
         if is_onnx:
             target = open_target(path, None, provider, runtime=runtime)

@@ -12,8 +12,11 @@ def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode()  # cv2.putText draws ASCII only
 
 
-def annotate(frame: np.ndarray, prediction: Prediction, fps: float | None) -> np.ndarray:
-    """Write two lines in the top-left corner, white on a dark box, scaled with the frame; in place."""
+RANDOM_WEIGHTS_OVERLAY = "random weights: labels mean nothing"
+
+
+def annotate(frame: np.ndarray, prediction: Prediction, fps: float | None, notice: str | None = None) -> np.ndarray:
+    """Write the label, FPS and an optional notice in the top-left corner, white on a dark box; in place."""
     cv2 = import_cv2()
     h = frame.shape[0]
     scale = max(0.35, h / 720 * 0.8)
@@ -21,6 +24,8 @@ def annotate(frame: np.ndarray, prediction: Prediction, fps: float | None) -> np
     lines = [_ascii(f"{prediction.label} {prediction.score:.1%}")]
     if fps is not None:
         lines.append(f"{fps:.1f} FPS")
+    if notice:
+        lines.append(_ascii(notice))
     font = cv2.FONT_HERSHEY_SIMPLEX
     pad = max(2, round(6 * scale))
     y = pad

@@ -73,6 +73,7 @@ class RunSummary:
     top1: Counter[str] = field(default_factory=Counter)
     output: str | None = None
     log: str | None = None
+    random_weights: bool = False  # the model was exported without a checkpoint: its labels mean nothing
 
     @property
     def fps(self) -> float:
@@ -96,6 +97,7 @@ class RunSummary:
             "top1": dict(self.top1.most_common()),
             "output": self.output,
             "log": self.log,
+            "random_weights": self.random_weights,
         }
 
 
@@ -174,7 +176,12 @@ def _run(
     on_frame: Callable[[int, int | None, float], None] | None,
 ) -> RunSummary:
     clock = time.perf_counter
+    from eca_deploy.exporters.metadata import has_random_weights
+    from eca_deploy.runtime.overlay import RANDOM_WEIGHTS_OVERLAY
+
     summary = RunSummary(source.label, classifier.name, classifier.backend, options.batch)
+    summary.random_weights = has_random_weights(classifier.metadata)
+    notice = RANDOM_WEIGHTS_OVERLAY if summary.random_weights else None
     total = frame_count(cap) if not source.live else None
     if options.max_frames is not None and total is not None:
         total = min(total, options.max_frames)
@@ -202,7 +209,7 @@ def _run(
                 if log is not None:
                     log.write(summary.frames, top)
                 if writer is not None or display is not None:
-                    annotate(frame, top[0], fps)
+                    annotate(frame, top[0], fps, notice)
                 if writer is not None:
                     writer.write(frame)
                 summary.frames += 1

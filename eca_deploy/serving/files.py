@@ -17,6 +17,11 @@ from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import publish, umask
 
 
+def unwritable(folder: Path, exc: OSError) -> EcaDeployError:
+    """The one-line error for a folder that cannot be written (read-only, no permission, full)."""
+    return EcaDeployError(f"cannot write into {folder} ({exc.strerror or exc}): choose a writable folder")
+
+
 @contextlib.contextmanager
 def staged_dir(target: Path, force: bool = False) -> Iterator[Path]:
     """Yield an empty folder beside `target`; when the block succeeds it becomes `target`.
@@ -25,11 +30,17 @@ def staged_dir(target: Path, force: bool = False) -> Iterator[Path]:
     """
     if target.exists() and not force:
         raise EcaDeployError(f"{target} already exists: choose another name or folder, or pass --force to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise unwritable(target.parent, exc) from None
     old: Path | None = None
     try:
-        yield stage
+        try:
+            yield stage
+        except OSError as exc:
+            raise unwritable(target.parent, exc) from None
         for folder in (p for p in stage.rglob("*") if p.is_dir()):
             os.chmod(folder, 0o777 & ~umask())
         if target.exists():
@@ -37,10 +48,10 @@ def staged_dir(target: Path, force: bool = False) -> Iterator[Path]:
             os.replace(target, old / target.name)
         try:
             publish(stage, target, 0o777)
-        except OSError:
+        except OSError as exc:
             if old is not None:  # put the previous folder back
                 os.replace(old / target.name, target)
-            raise
+            raise unwritable(target.parent, exc) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         if old is not None:

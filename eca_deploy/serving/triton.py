@@ -1,6 +1,7 @@
 """A Triton Inference Server model repository for an engine (tensorrt_plan) or an ONNX model (onnxruntime_onnx).
 
-    DIR/README.md                  how to start tritonserver with the plugin, and a request to try
+    DIR/README.md                  every model in the repository, and how to start tritonserver with the plugin
+    DIR/NAME/README.md             the model: what it is, how to serve it, a request to try
     DIR/libeca_trt_plugin.so       the ECA plugin library, when the engine needs it
     DIR/NAME/config.pbtxt          inputs/outputs without the batch dimension, max_batch_size, dynamic
                                    batching with preferred sizes, instance groups
@@ -24,7 +25,7 @@ import onnx
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
-from eca_deploy.serving.files import staged_dir
+from eca_deploy.serving.files import staged_dir, unwritable
 from eca_deploy.serving.spec import ServingSpec, uses_external_data
 
 PLATFORMS = {"tensorrt_plan": ("model.plan", "KIND_GPU"), "onnxruntime_onnx": ("model.onnx", "KIND_CPU")}
@@ -143,10 +144,59 @@ def triton_config(spec: ServingSpec, opts: TritonOptions) -> TritonConfig:
     return TritonConfig("\n".join(lines) + "\n", max_batch, preferred)
 
 
+def _server_lines(plugins: Sequence[str], gpu: bool) -> list[str]:
+    """How to start tritonserver on this folder, preloading the plugin libraries the engines need."""
+    if plugins:
+        preload = ":".join(f"$PWD/{p}" for p in plugins)
+        backend = ";".join(f"$PWD/{p}" for p in plugins)
+        lines = [
+            "TensorRT must have the ECA plugin library "
+            + ", ".join(f"`{p}`" for p in plugins)
+            + " (in this folder) loaded before it deserialises an engine with ECA plugin layers. From this "
+            "folder, either preload it:",
+            "",
+            "```bash",
+            f"LD_PRELOAD={preload} tritonserver --model-repository=$PWD",
+            "```",
+            "",
+            "or let the TensorRT backend load it (several libraries: separate them with `;`):",
+            "",
+            "```bash",
+            f'tritonserver --model-repository=$PWD --backend-config=tensorrt,plugins="{backend}"',
+            "```",
+            "",
+            "The library must be built against the same TensorRT major version as the server's.",
+        ]
+    else:
+        lines = ["From this folder:", "", "```bash", "tritonserver --model-repository=$PWD", "```"]
+    in_container = ";".join(f"/models/{p}" for p in plugins)
+    return [
+        *lines,
+        "",
+        "In a container, mount this folder: `docker run "
+        + ("--gpus all " if gpu else "")
+        + "-v $PWD:/models nvcr.io/nvidia/tritonserver:<release>-py3 tritonserver --model-repository=/models`"
+        + (f" with `--backend-config=tensorrt,plugins={in_container}`." if plugins else "."),
+    ]
+
+
+def _summary(spec: ServingSpec, opts: TritonOptions, config: TritonConfig) -> str:
+    batching = f"max batch {config.max_batch_size}" if config.max_batch_size else f"fixed batch {spec.batch.min}"
+    if opts.platform != "tensorrt_plan":
+        return f"ONNX model on ONNX Runtime (CPU), {batching}, {spec.num_classes} classes."
+    built = spec.built_with or {}
+    return (
+        f"TensorRT engine built with TensorRT {built.get('tensorrt_version') or '(unknown)'} on "
+        f"{built.get('gpu_name') or 'an unrecorded GPU'}, {batching}, {spec.num_classes} classes"
+        + (f", {spec.plugin_layers} ECA plugin layers." if spec.plugin_layers else ".")
+    )
+
+
 def _readme(repo: Path, spec: ServingSpec, opts: TritonOptions, config: TritonConfig, plugin: str | None) -> str:
+    """The model's own README (in its folder): what it is, how to serve it, a request to try."""
     name, size = opts.name, spec.inputs[0].dims
     shape = [1, *size] if config.max_batch_size else [spec.batch.min, *size]
-    lines = [README_MARK, f"# Triton model repository: {name}", ""]
+    lines = [README_MARK, f"# Triton model: {name}", "", _summary(spec, opts, config), ""]
     if opts.platform == "tensorrt_plan":
         built = spec.built_with or {}
         compatible = built.get("version_compatible")
@@ -159,32 +209,8 @@ def _readme(repo: Path, spec: ServingSpec, opts: TritonOptions, config: TritonCo
             "across TensorRT versions or GPU architectures." + note,
             "",
         ]
-    if plugin:
-        lines += [
-            f"The engine has {spec.plugin_layers} ECA plugin layers: TensorRT must have the plugin library "
-            f"`{plugin}` (in this folder) loaded before it deserialises the engine. From this folder, either "
-            "preload it:",
-            "",
-            "```bash",
-            f"LD_PRELOAD=$PWD/{plugin} tritonserver --model-repository=$PWD",
-            "```",
-            "",
-            "or let the TensorRT backend load it (several libraries: separate them with `;`):",
-            "",
-            "```bash",
-            f'tritonserver --model-repository=$PWD --backend-config=tensorrt,plugins="$PWD/{plugin}"',
-            "```",
-            "",
-            "The library must be built against the same TensorRT major version as the server's.",
-        ]
-    else:
-        lines += ["From this folder:", "", "```bash", "tritonserver --model-repository=$PWD", "```"]
+    lines += _server_lines([plugin] if plugin else [], opts.platform == "tensorrt_plan")
     lines += [
-        "",
-        "In a container, mount this folder: `docker run "
-        + ("--gpus all " if opts.platform == "tensorrt_plan" else "")
-        + "-v $PWD:/models nvcr.io/nvidia/tritonserver:<release>-py3 tritonserver --model-repository=/models`"
-        + (f" with `--backend-config=tensorrt,plugins=/models/{plugin}`." if plugin else "."),
         "",
         "## Requests",
         "",
@@ -202,6 +228,33 @@ def _readme(repo: Path, spec: ServingSpec, opts: TritonOptions, config: TritonCo
         "",
     ]
     return "\n".join(lines)
+
+
+def repository_readme(repo: Path) -> str:
+    """The repository's README: every model in it (each with its own README), and one server command."""
+    models = []
+    for config in sorted(repo.glob("*/config.pbtxt")):
+        folder = config.parent
+        match = re.search(r'^platform: "([^"]+)"', config.read_text(errors="replace"), flags=re.M)
+        platform = match.group(1) if match else "unknown platform"
+        own = folder / "README.md"
+        text = own.read_text(errors="replace").splitlines() if own.is_file() else []
+        summary = text[3] if len(text) > 3 and text[0] == README_MARK else ""
+        models.append((folder.name, platform, summary, own.is_file()))
+    plugins = sorted(p.name for p in repo.glob("*.so"))
+    lines = [
+        README_MARK,
+        "# Triton model repository",
+        "",
+        f"{len(models)} model(s), written by eca-deploy export-triton:",
+        "",
+    ]
+    for name, platform, summary, has_readme in models:
+        more = f" Details: [{name}/README.md]({name}/README.md)." if has_readme else ""
+        lines.append(f"- `{name}` ({platform}): {summary}{more}".rstrip())
+    lines += ["", "## Start the server", ""]
+    lines += _server_lines(plugins, any(p == "tensorrt_plan" for _, p, _, _ in models))
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -226,12 +279,16 @@ def export_triton(
     config = triton_config(spec, opts)
     if repo.exists() and not repo.is_dir():
         raise EcaDeployError(f"{repo} exists and is not a folder: choose another --repo")
-    repo.mkdir(parents=True, exist_ok=True)
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable(repo, exc) from None
     filename = PLATFORMS[opts.platform][0]
     with staged_dir(repo / opts.name, force=force) as stage:
         (stage / "config.pbtxt").write_text(config.text)
         if opts.labels:
             (stage / "labels.txt").write_text("\n".join(opts.labels) + "\n")
+        (stage / "README.md").write_text(_readme(repo, spec, opts, config, plugin.name if plugin else None))
         (stage / "1").mkdir()
         if onnx_model is not None and uses_external_data(model_file):
             onnx.save(onnx_model, str(stage / "1" / filename))  # loaded with its data: one self-contained file
@@ -240,11 +297,10 @@ def export_triton(
     copied = None
     if plugin is not None:
         copied = atomic_write(repo / plugin.name, lambda tmp: shutil.copyfile(plugin, tmp), mode=0o777)
-    readme_path: Path | None = repo / "README.md"
-    text = _readme(repo, spec, opts, config, plugin.name if plugin else None)
+    readme_path = repo / "README.md"
     if readme_path.exists() and README_MARK not in readme_path.read_text(errors="replace"):
-        readme_path = repo / opts.name / "README.md"  # never overwrite the user's own README
-    atomic_write_text(readme_path, text)
+        return TritonExport(repo, repo / opts.name, config, copied, repo / opts.name / "README.md")  # the user's
+    atomic_write_text(readme_path, repository_readme(repo))
     return TritonExport(repo, repo / opts.name, config, copied, readme_path)
 
 

@@ -1,0 +1,105 @@
+"""How far a benchmark's figures can be trusted: the machine's load while measuring and the rounds' spread.
+
+- Load: the CPU time other processes used while we measured (from /proc/stat, less our own CPU time),
+  as a fraction of all CPUs; elsewhere the 1-minute load average against the CPU count.
+- Spread: every figure is the median of several rounds; (max - min) / median of the rounds says how much
+  it moved. A difference between two figures counts only when their rounds do not overlap: the slower
+  one's fastest round is slower than the faster one's slowest round. With 5 rounds, two runs of the same
+  model are called different by chance less than 1% of the time (2 of the 252 orderings).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BUSY_OTHER_CPU = 0.25  # other processes used more than this fraction of all CPUs: the machine is busy
+NOISY_SPREAD = 0.10  # rounds of one figure differ by more than this fraction of its median: noisy
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    busy_s: float | None  # CPU seconds all processes spent busy since boot (/proc/stat), None if unknown
+    total_s: float | None  # CPU seconds of all CPUs since boot
+    own_s: float  # CPU seconds of this process
+
+
+def cpu_sample() -> CpuSample:
+    own = os.times()
+    own_s = own.user + own.system
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError, IndexError):
+        return CpuSample(None, None, own_s)
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+    return CpuSample(busy / hz, (busy + ticks[3] + ticks[4]) / hz, own_s)
+
+
+def machine_load(start: CpuSample, end: CpuSample, cpu_count: int | None = None) -> dict[str, Any]:
+    """What else ran while measuring, and whether that makes the machine busy."""
+    cpus = cpu_count or os.cpu_count() or 1
+    try:
+        load_average: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load_average = None
+    other = None
+    if start.busy_s is not None and end.busy_s is not None and end.total_s and start.total_s is not None:
+        total = end.total_s - start.total_s
+        if total > 0:
+            other = max(0.0, (end.busy_s - start.busy_s) - (end.own_s - start.own_s)) / total
+    busy = other > BUSY_OTHER_CPU if other is not None else load_average is not None and load_average > cpus
+    return {"cpu_count": cpus, "other_cpu_fraction": other, "load_average": load_average, "busy": busy}
+
+
+def busy_warning(load: dict[str, Any]) -> str | None:
+    if not load.get("busy"):
+        return None
+    cpus = load["cpu_count"]
+    what = (
+        f"other processes used {load['other_cpu_fraction']:.0%} of the {cpus} CPUs"
+        if load.get("other_cpu_fraction") is not None
+        else f"load average {load['load_average']:.2f} on {cpus} CPUs"
+    )
+    return (
+        f"the machine was busy while measuring ({what}): figures are lower and noisier than on a quiet "
+        "machine; rerun when it is idle before trusting them"
+    )
+
+
+def spread_warning(entries: Sequence[dict[str, Any]]) -> str | None:
+    """One line naming the noisiest figure, when its rounds spread more than NOISY_SPREAD."""
+    worst = None
+    for entry in entries:
+        for r in entry["results"]:
+            spread = r.get("spread")
+            if spread and (worst is None or spread["relative"] > worst[0]):
+                worst = (spread["relative"], entry["model"], r["batch"])
+    if worst is None or worst[0] <= NOISY_SPREAD:
+        return None
+    return (
+        f"throughput moved by up to {worst[0]:.0%} between rounds ({worst[1]}, batch {worst[2]}): differences "
+        "smaller than the spread are noise; use a longer --duration or a quieter machine"
+    )
+
+
+def compare_rounds(a: Sequence[float], b: Sequence[float]) -> int:
+    """+1 when `a` is measurably faster than `b`, -1 when slower, 0 when within noise (or one round only)."""
+    if len(a) < 2 or len(b) < 2:
+        return 0
+    if min(a) > max(b):
+        return 1
+    if min(b) > max(a):
+        return -1
+    return 0
+
+
+def describe(result: dict[str, Any]) -> str:
+    """'123.4 (118.0-130.2)': the median images/s and the range of the rounds."""
+    spread = result.get("spread")
+    text = f"{result['images_per_s']:.1f}"
+    return text + (f" ({spread['min']:.1f}-{spread['max']:.1f})" if spread else "")
