@@ -1,37 +1,11 @@
-"""The ECA op's variants (bias, circular padding, hard sigmoid gate, residual, ReLU) for the kernel and plugin tests:
-a float64 reference with the op contract's keywords, and the variants the test grids run.
-
-The reference follows docs/eca_op.md; it stands in for eca_deploy.ops.reference.eca_reference with keyword arguments
-until that is on this branch (the test of the default variant compares the two).
-"""
+"""The ECA op's variants (bias, circular padding, hard sigmoid gate, residual, ReLU) that the kernel and plugin test
+grids run, judged by the contract's float64 reference."""
 
 from __future__ import annotations
 
-import numpy as np
+from eca_deploy.ops.reference import eca_reference as reference
 
-
-def reference(x: np.ndarray, weights: np.ndarray, *, bias: float = 0.0, padding: str = "zeros", gate: str = "sigmoid",
-              activation: str = "none", residual: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
-    """The extended ECA op in float64 (the contract of eca_deploy.ops.reference.eca_reference with keywords)."""
-    x64 = x.astype(np.float64)
-    w = np.asarray(weights, np.float64)
-    n, c = x.shape[:2]
-    half = (w.size - 1) // 2
-    m = x64.mean(axis=(2, 3))
-    s = np.full((n, c), float(bias))
-    for j in range(w.size):
-        idx = np.arange(c) + j - half
-        if padding == "circular":
-            s += w[j] * m[:, idx % c]
-        else:
-            valid = (idx >= 0) & (idx < c)
-            s[:, valid] += w[j] * m[:, idx[valid]]
-    g = np.clip(s / 6 + 0.5, 0, 1) if gate == "hard_sigmoid" else 1 / (1 + np.exp(-s))
-    y = x64 * g[:, :, None, None]
-    if residual is not None:
-        y = y + residual.astype(np.float64)
-    return np.maximum(y, 0) if activation == "relu" else y
-
+__all__ = ["VARIANTS", "VARIANT_SHAPES", "reference"]
 
 # (bias, padding, gate, activation, residual): every attribute off its default at least once, combined
 VARIANTS = [
