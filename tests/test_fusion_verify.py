@@ -78,8 +78,8 @@ def _corrupting_fuse(monkeypatch: pytest.MonkeyPatch, target: object) -> None:
     """Let the fusion pass write a wrong kernel into the first ECA node (what a fusion bug would do)."""
     real = fuse_eca
 
-    def fuse_wrong(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
-        report = real(model)
+    def fuse_wrong(model: onnx.ModelProto, **kwargs):  # type: ignore[no-untyped-def]
+        report = real(model, **kwargs)
         reverse_eca_kernels(model, 1)
         return report
 

@@ -38,9 +38,9 @@ def fuse_command(
     out.write(result.as_dict())
     report = result.report
     if report.count:
-        residuals = f", {report.with_residual} of them with their residual add" if report.with_residual else ""
-        console.print(f"[green]fused {report.count} ECA blocks[/green] into {report.count} ECA nodes{residuals}: "
-                      f"{report.nodes_before} -> {report.nodes_after} nodes")  # fmt: skip
+        residuals = f" ({report.with_residual} took their residual add)" if report.with_residual else ""
+        console.print(f"[green]fused {report.count} ECA blocks[/green] into {report.count} ECA nodes: "
+                      f"{report.nodes_before} -> {report.nodes_after} nodes{residuals}")  # fmt: skip
     elif report.already_fused:
         console.print(f"{onnx_path} is already fused ({report.already_fused} ECA nodes): nothing to do")
     else:

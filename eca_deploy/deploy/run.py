@@ -233,13 +233,10 @@ def run_deploy(
            "precisions": list(opts.precisions)} | ({"runtimes": runtimes} if len(runtimes) > 1 else {}),
           files, [bench_json], lambda: _bench(opts, [(f, k, r) for _, f, k, r in benched], bench_json),
           " && ".join(bench_commands) + (" (deploy interleaves them in one run)" if len(bench_commands) > 1 else ""))
-    from eca_deploy.pipeline.bench_report import add_ratios
-
     bench = json.loads(bench_json.read_text())
     results: dict[str, Any] = {}
     for precision in opts.precisions:
         entries = [e for (p, *_), e in zip(benched, bench["models"], strict=True) if p == precision]
-        add_ratios(entries)
         checks = checks_by_precision[precision]
         results[precision] = {
             "artifact": str(benched[[p for p, *_ in benched].index(precision)][1].relative_to(out)),
@@ -314,12 +311,14 @@ def _check(opts: DeployOptions, target: Path, kind: str, output: Path, runtime: 
 
 def _bench(opts: DeployOptions, targets: list[tuple[Path, str, str | None]], output: Path) -> dict[str, Any]:
     from eca_deploy.pipeline.bench import BenchConfig
-    from eca_deploy.pipeline.bench_report import run_bench
+    from eca_deploy.pipeline.bench_report import add_ratios, run_bench
 
     config = BenchConfig(batches=opts.batches, warmup_s=min(1.0, opts.bench_seconds), duration_s=opts.bench_seconds,
                          rounds=opts.bench_rounds)  # fmt: skip
     report = run_bench([t for t, _, _ in targets], config, kinds=[k for _, k, _ in targets],
                        runtimes=[r or "onnxruntime" for _, _, r in targets])  # fmt: skip
+    for path in dict.fromkeys(str(t) for t, _, _ in targets):  # one file on several runtimes: ratios per round
+        add_ratios([e for e in report["models"] if e["path"] == path])
     atomic_write_text(output, json.dumps(report, indent=2) + "\n")
     return {"warnings": report["noise"]["warnings"]}
 
