@@ -67,14 +67,13 @@ def validate(ref: str) -> None:
     """Fail early, before any work, when `ref` names nothing that can be built here."""
     k = kind(ref)
     if k == "zoo":
-        from eca_deploy.models.registry import ZOO, get_spec
+        from eca_deploy.models.registry import ZOO
 
         if ref not in ZOO:
             raise EcaDeployError(
                 f"unknown model {ref!r}: choose one of {', '.join(ZOO)}, a timm model as timm:NAME "
                 "(e.g. timm:ecaresnet50d) or your own as path/to/file.py:factory"
             )
-        get_spec(ref)
     elif k == "timm":
         from eca_deploy.models.timm_models import check_name, timm_name
 
