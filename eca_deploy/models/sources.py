@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from eca_deploy.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, first_line
 from eca_deploy.models.seeded import RANDOM_WEIGHTS, SEED
 
 MODULE_PREFIX = "module:"
@@ -218,7 +218,7 @@ def _load_file_model(ref: str, weights: Path | None, num_classes: int | None) ->
     try:
         spec.loader.exec_module(code)
     except Exception as exc:  # the user's file: any error is theirs, shown in one line
-        raise EcaDeployError(f"importing {path} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise EcaDeployError(f"importing {path} failed: {type(exc).__name__}: {first_line(exc)}") from None
     factory = getattr(code, factory_name, None)
     if not callable(factory):
         names = [n for n, v in vars(code).items() if callable(v) and not n.startswith("_")][:8]
@@ -227,7 +227,7 @@ def _load_file_model(ref: str, weights: Path | None, num_classes: int | None) ->
     try:
         model = factory(**kwargs)
     except Exception as exc:  # the user's factory
-        raise EcaDeployError(f"{ref}() failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise EcaDeployError(f"{ref}() failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise EcaDeployError(f"{ref}() returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
@@ -237,11 +237,6 @@ def _load_file_model(ref: str, weights: Path | None, num_classes: int | None) ->
         check_state_dict_fits(model, state, ref)
         model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else "(no message)"
 
 
 def from_module(
