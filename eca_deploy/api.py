@@ -39,7 +39,6 @@ def export(
 
     from torch import nn
 
-    from eca_deploy.data.images import Preprocessing
     from eca_deploy.models import sources
     from eca_deploy.pipeline.export import export_loaded
 
@@ -48,8 +47,7 @@ def export(
     size = _size_of(example_input)
     prep = sources.preprocessing_of(model, size)
     if crop_pct is not None:
-        prep = Preprocessing.for_size(prep.size, crop_pct=crop_pct, mean=prep.mean, std=prep.std,
-                                      interpolation=prep.interpolation)  # fmt: skip
+        prep = prep.at_size(prep.size, crop_pct)
     changes: dict[str, Any] = {}
     if mean is not None:
         changes["mean"] = tuple(float(v) for v in mean)

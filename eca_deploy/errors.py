@@ -22,3 +22,9 @@ class CheckFailedError(EcaDeployError):
     """A numerical check ran but its result is outside tolerance."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -59,6 +59,16 @@ def net_file(tmp_path: Path) -> Path:
     return path
 
 
+def import_file(path: Path, name: str):
+    """The user's module, imported as the user's own code would import it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_file_factory_export_fuse_check(cli, tmp_path: Path, net_file: Path) -> None:
     out = tmp_path / "net.onnx"
     result = cli("export", "--model", f"{net_file}:build", "--img-size", "64", "-o", out, "--json")
@@ -74,11 +84,7 @@ def test_file_factory_export_fuse_check(cli, tmp_path: Path, net_file: Path) -> 
 
 
 def test_file_factory_with_weights_and_mean_std(cli, tmp_path: Path, net_file: Path) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("user_net", net_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(net_file, "user_net")
     torch.manual_seed(5)
     weights = tmp_path / "w.pth"
     torch.save({"model": module.build(num_classes=4).state_dict()}, weights)
@@ -100,13 +106,9 @@ def test_file_factory_errors(cli, tmp_path: Path, net_file: Path) -> None:
 
 
 def test_python_api_and_derived_files_check_against_the_unfused_onnx(cli, tmp_path: Path, net_file: Path) -> None:
-    import importlib.util
-
     import eca_deploy
 
-    spec = importlib.util.spec_from_file_location("user_net_api", net_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(net_file, "user_net_api")
     torch.manual_seed(1)
     out = tmp_path / "api.onnx"
     result = eca_deploy.export(module.build(), torch.randn(1, 3, 64, 64), out, name="Net", std=(0.2, 0.2, 0.2))
@@ -126,11 +128,7 @@ def test_python_api_and_derived_files_check_against_the_unfused_onnx(cli, tmp_pa
 @pytest.fixture
 def foreign(tmp_path: Path, net_file: Path) -> tuple[Path, Path]:
     """An ONNX exported with plain torch.onnx.export (no metadata, other tensor names) and its fused form."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("user_net_foreign", net_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(net_file, "user_net_foreign")
     torch.manual_seed(2)
     path = tmp_path / "foreign.onnx"
     torch.onnx.export(module.build().eval(), (torch.randn(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17,

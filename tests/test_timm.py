@@ -161,6 +161,8 @@ def test_pretrained_goes_through_timms_loader(tmp_path: Path) -> None:
 
 def test_pretrained_without_network_is_one_line(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # read at import: the module may be loaded already
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to load offline
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     result = cli("export", "--model", "timm:eca_resnext26ts", "--pretrained", "-o", tmp_path / "m.onnx")

@@ -106,10 +106,8 @@ def preprocessing_override(
     from dataclasses import replace
 
     prep = base if base is not None else Preprocessing.for_size(img_size or 224)
-    if img_size is not None and img_size != prep.size:
-        ratio = None if prep.resize * 224 == prep.size * 256 else prep.crop_pct
-        prep = Preprocessing.for_size(img_size, crop_pct=ratio, mean=prep.mean, std=prep.std,
-                                      interpolation=prep.interpolation)  # fmt: skip
+    if img_size is not None:
+        prep = prep.at_size(img_size)
     changes: dict[str, object] = {}
     if (m := parse_triplet(mean, "--mean")) is not None:
         changes["mean"] = m

@@ -56,6 +56,15 @@ class Preprocessing:
     def crop_pct(self) -> float:
         return self.size / self.resize
 
+    def at_size(self, size: int, crop_pct: float | None = None) -> Preprocessing:
+        """The same preprocessing for another input size, keeping the resize ratio (or using `crop_pct`)."""
+        if size == self.size and crop_pct is None:
+            return self
+        if crop_pct is None and self.resize * 224 != self.size * 256:
+            crop_pct = self.crop_pct  # None keeps the zoo's 256/224, rounded as `for_size` rounds it
+        return Preprocessing.for_size(size, crop_pct=crop_pct, mean=self.mean, std=self.std,
+                                      channel_order=self.channel_order, interpolation=self.interpolation)  # fmt: skip
+
     @property
     def pil_filter(self) -> int:
         from PIL import Image

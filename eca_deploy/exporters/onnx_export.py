@@ -109,10 +109,7 @@ def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions, weights_
     _name_batch_dim(onnx_model)
     onnx_model.producer_name, onnx_model.producer_version = "eca-deploy", __version__
     prep = opts.preprocessing
-    if prep.size != opts.img_size:
-        ratio = None if prep.resize * 224 == prep.size * 256 else prep.crop_pct  # None: the zoo's 256/224
-        prep = Preprocessing.for_size(opts.img_size, crop_pct=ratio, mean=prep.mean, std=prep.std,
-                                      interpolation=prep.interpolation)  # fmt: skip
+    prep = prep.at_size(opts.img_size)
     meta = ModelMetadata(
         model=model_name,
         k_sizes=tuple(block_k_sizes(model)),

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, first_line
 from eca_deploy.models.eca import eca_layers
 from eca_deploy.models.registry import create_model, get_spec
 
@@ -42,8 +42,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # a damaged header or truncated file; the input's fault
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise EcaDeployError(f"{path} is not a readable safetensors file ({reason})") from None
+        raise EcaDeployError(f"{path} is not a readable safetensors file ({first_line(exc, 120)})") from None
 
 
 def _find_state_dict(obj: object, path: Path) -> Mapping[str, torch.Tensor]:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from eca_deploy.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, first_line
 from eca_deploy.models.seeded import RANDOM_WEIGHTS, SEED
 
 MODULE_PREFIX = "module:"
@@ -67,14 +67,13 @@ def validate(ref: str) -> None:
     """Fail early, before any work, when `ref` names nothing that can be built here."""
     k = kind(ref)
     if k == "zoo":
-        from eca_deploy.models.registry import ZOO, get_spec
+        from eca_deploy.models.registry import ZOO
 
         if ref not in ZOO:
             raise EcaDeployError(
                 f"unknown model {ref!r}: choose one of {', '.join(ZOO)}, a timm model as timm:NAME "
                 "(e.g. timm:ecaresnet50d) or your own as path/to/file.py:factory"
             )
-        get_spec(ref)
     elif k == "timm":
         from eca_deploy.models.timm_models import check_name, timm_name
 
@@ -219,7 +218,7 @@ def _load_file_model(ref: str, weights: Path | None, num_classes: int | None) ->
     try:
         spec.loader.exec_module(code)
     except Exception as exc:  # the user's file: any error is theirs, shown in one line
-        raise EcaDeployError(f"importing {path} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise EcaDeployError(f"importing {path} failed: {type(exc).__name__}: {first_line(exc)}") from None
     factory = getattr(code, factory_name, None)
     if not callable(factory):
         names = [n for n, v in vars(code).items() if callable(v) and not n.startswith("_")][:8]
@@ -228,7 +227,7 @@ def _load_file_model(ref: str, weights: Path | None, num_classes: int | None) ->
     try:
         model = factory(**kwargs)
     except Exception as exc:  # the user's factory
-        raise EcaDeployError(f"{ref}() failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise EcaDeployError(f"{ref}() failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise EcaDeployError(f"{ref}() returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
@@ -238,11 +237,6 @@ def _load_file_model(ref: str, weights: Path | None, num_classes: int | None) ->
         check_state_dict_fits(model, state, ref)
         model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else "(no message)"
 
 
 def from_module(

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, first_line
 
 PREFIX = "timm:"
 INSTALL_HINT = "pip install 'eca-deploy[timm]' with the installed torch pinned (README: Install)"
@@ -40,14 +40,9 @@ def import_timm() -> Any:
 
         raise EcaDeployError(
             f"torchvision does not work with the installed torch {torch.__version__} "
-            f"({_first_line(exc)}): {TORCHVISION_HINT}"
+            f"({first_line(exc, 120)}): {TORCHVISION_HINT}"
         ) from None
     return timm
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
 def timm_name(ref: str) -> str:
@@ -96,7 +91,7 @@ def _create(name: str, img_size: int | None, **kwargs: Any) -> nn.Module:
     try:
         return timm.create_model(name, **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         if kwargs.get("pretrained"):
             raise EcaDeployError(
                 f"timm could not load the pretrained weights of {name} ({first}): on a machine without network "

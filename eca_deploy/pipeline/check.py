@@ -181,6 +181,50 @@ class Reference:
     label: str  # shown as "vs <label>"
     torch_model: Any = None
     onnx_path: Path | None = None
+    metadata: ModelMetadata | None = None  # an ONNX reference's own
+
+
+def _onnx_reference(path: Path, warn: Any) -> Reference:
+    from eca_deploy.backends.loader import open_onnx
+    from eca_deploy.exporters.metadata import read_metadata
+
+    runner, model, precision = open_onnx(path)
+    if precision != "fp32":
+        warn(f"--reference-onnx {path} is {precision}, not FP32: the comparison inherits its error")
+    return Reference(runner, f"ONNX {path.name}", onnx_path=path, metadata=read_metadata(model))
+
+
+def _torch_reference(target: Target, name: str, weights: Path | None, prep: Any, warn: Any) -> Reference:
+    """The PyTorch model `name`, refused in one line when the target's graph is another architecture."""
+    from eca_deploy.backends.torch_runner import TorchRunner
+    from eca_deploy.pipeline.architecture import mismatch
+
+    meta = target.metadata
+    if weights is None and (meta is None or not meta.weights or meta.weights.startswith("random")):
+        warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
+    torch_model = reference_model(name, weights, meta if meta is None or meta.model == name else None, prep.size, prep)
+    differs = mismatch(target.onnx, torch_model) if target.onnx is not None else None
+    if differs:
+        origin = f" (its metadata says {meta.model})" if meta is not None and meta.model != name else ""
+        raise EcaDeployError(
+            f"{target.label} is not {name}{origin}: {differs}; pass the --model it was exported from, "
+            "or --reference-onnx FILE"
+        )
+    return Reference(TorchRunner(torch_model), f"PyTorch {name}", torch_model=torch_model)
+
+
+def _preprocessing(described: ModelMetadata | None, name: str | None, size: int | None, adjust: Any) -> Any:
+    """The metadata's preprocessing, else the model's own (`name`), else ImageNet's; then `adjust`ed by flags."""
+    from eca_deploy.data.images import Preprocessing
+    from eca_deploy.models import sources
+
+    if described is not None:
+        prep = described.preprocessing
+    elif name is not None:
+        prep = sources.default_preprocessing(name, size)
+    else:
+        prep = Preprocessing.for_size(size or 224)
+    return adjust(prep) if adjust is not None else prep
 
 
 def run_check(
@@ -203,18 +247,18 @@ def run_check(
     unfused ONNX next to it (X.onnx for X.fused.onnx, X.int8.onnx, ...). Preprocessing comes from the
     metadata, else from `adjust` (--img-size/--mean/--std) over ImageNet's defaults.
     """
-    from eca_deploy.backends.torch_runner import TorchRunner
     from eca_deploy.data.images import list_images, load_images
     from eca_deploy.models import sources
 
     meta = target.metadata
     name = model_name or (meta.model if meta else None)
-    if reference_onnx is None and (name is None or not sources.rebuildable(name)) and model_name is None:
+    if reference_onnx is None and model_name is None and (name is None or not sources.rebuildable(name)):
         reference_onnx = unfused_sibling(Path(target.label))
         if reference_onnx is not None:
             warn(f"comparing with {reference_onnx} (found next to {Path(target.label).name}); "
                  "pass --reference-onnx to choose another")  # fmt: skip
-    if reference_onnx is None:
+    onnx_reference = _onnx_reference(reference_onnx, warn) if reference_onnx is not None else None
+    if onnx_reference is None:
         if name is None:
             raise EcaDeployError(
                 f"{target.label} carries no eca-deploy metadata: pass --reference-onnx FILE (the FP32 ONNX to compare "
@@ -224,23 +268,8 @@ def run_check(
     if meta is not None and model_name and meta.model != model_name:
         warn(f"{target.label} was exported from {meta.model}, checking against --model {model_name}")
     fixed_batch, size = input_geometry(target.runner)
-    ref_meta = None
-    if reference_onnx is not None and meta is None:
-        from eca_deploy.exporters.metadata import read_metadata
-        from eca_deploy.onnx_io import load_onnx
-
-        ref_meta = read_metadata(load_onnx(reference_onnx))
-    described = meta or ref_meta
-    if described is not None:
-        prep = described.preprocessing
-    elif name is not None and reference_onnx is None:
-        prep = sources.default_preprocessing(name, size)
-    else:
-        from eca_deploy.data.images import Preprocessing
-
-        prep = Preprocessing.for_size(size or 224)
-    if adjust is not None:
-        prep = adjust(prep)
+    described = meta or (onnx_reference.metadata if onnx_reference else None)
+    prep = _preprocessing(described, name if onnx_reference is None else None, size, adjust)
     if size is not None and size != prep.size:
         raise EcaDeployError(
             f"{target.label} takes {size}x{size} images but its preprocessing says {prep.size}: "
@@ -252,34 +281,14 @@ def run_check(
     loaded = load_images(paths, prep)
     if loaded.skipped:
         warn(f"skipped {len(loaded.skipped)} unreadable images: {', '.join(loaded.skipped[:5])}")
-    random_weights = False
-    if reference_onnx is not None:
-        from eca_deploy.backends.loader import open_onnx
-
-        ref_runner, _, ref_precision = open_onnx(reference_onnx)
-        if ref_precision != "fp32":
-            warn(f"--reference-onnx {reference_onnx} is {ref_precision}, not FP32: the comparison inherits its error")
-        reference = Reference(ref_runner, f"ONNX {reference_onnx.name}", onnx_path=reference_onnx)
-        name = name or reference_onnx.name
-        random_weights = has_random_weights(meta or ref_meta)
+    if onnx_reference is not None:
+        reference = onnx_reference
+        name = name or reference_onnx.name  # type: ignore[union-attr]
+        random_weights = has_random_weights(described)
     else:
         assert name is not None
-        random_weights = weights is None and (meta is None or not meta.weights or meta.weights.startswith("random"))
-        if random_weights:
-            warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
-        same = meta if meta is None or meta.model == name else None
-        torch_model = reference_model(name, weights, same, prep.size, prep)
-        if target.onnx is not None:
-            from eca_deploy.pipeline.architecture import mismatch
-
-            differs = mismatch(target.onnx, torch_model)
-            if differs:
-                origin = f" (its metadata says {meta.model})" if meta is not None and meta.model != name else ""
-                raise EcaDeployError(
-                    f"{target.label} is not {name}{origin}: {differs}; pass the --model it was exported from, "
-                    "or --reference-onnx FILE"
-                )
-        reference = Reference(TorchRunner(torch_model), f"PyTorch {name}", torch_model=torch_model)
+        reference = _torch_reference(target, name, weights, prep, warn)
+        random_weights = weights is None and (meta is None or not meta.weights or has_random_weights(meta))
     step = fixed_batch or batch
     out = target.runner.run_all(loaded.array, step, fixed_batch=fixed_batch is not None)
     ref_fixed, _ = input_geometry(reference.runner) if reference.onnx_path else (None, None)
