@@ -46,14 +46,25 @@ LOWERING = {"fused+ext": "op", "fused+ext opset": "opset"}
 
 
 def without_eca(fused: onnx.ModelProto) -> onnx.ModelProto:
-    """The fused network (single-input ECA nodes) with every ECA node replaced by Identity: the gates removed."""
+    """The fused network with the gates removed: ECA(X) -> Identity, ECA(X, R) -> Add(X, R), then Relu if asked."""
     twin = onnx.ModelProto()
     twin.CopyFrom(fused)
+    nodes: list[onnx.NodeProto] = []
     for node in twin.graph.node:
-        if node.op_type == ECA_OP_TYPE and node.domain == ECA_DOMAIN:
-            if len(node.input) != 1:
-                raise ValueError("make the twin before folding residuals into ECA nodes")
-            node.CopyFrom(onnx.helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name))
+        if node.op_type != ECA_OP_TYPE or node.domain != ECA_DOMAIN:
+            nodes.append(node)
+            continue
+        relu = any(a.name == "activation" and a.s == b"relu" for a in node.attribute)
+        out = node.output[0]
+        inner = f"{out}_no_eca" if relu else out
+        if len(node.input) == 1:
+            nodes.append(onnx.helper.make_node("Identity", [node.input[0]], [inner], name=node.name))
+        else:
+            nodes.append(onnx.helper.make_node("Add", list(node.input), [inner], name=node.name))
+        if relu:
+            nodes.append(onnx.helper.make_node("Relu", [inner], [out], name=f"{node.name}_relu"))
+    del twin.graph.node[:]
+    twin.graph.node.extend(nodes)
     del twin.functions[:]
     return twin
 
@@ -61,7 +72,7 @@ def without_eca(fused: onnx.ModelProto) -> onnx.ModelProto:
 def absorb_residual(model: onnx.ModelProto) -> int:
     """Fold `Add(ECA(x), skip)` and a following Relu into the ECA node (the contract's residual form), in place.
 
-    A stand-in for the fusion pass until it emits the residual form itself; returns how many nodes were folded.
+    Finds nothing where the fusion pass already emits the residual form; returns how many nodes were folded.
     """
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for node in model.graph.node:

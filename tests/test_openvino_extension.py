@@ -100,11 +100,12 @@ GRID = [
 COMBOS = list(itertools.product(PADDINGS, GATES, ACTIVATIONS, (False, True)))
 
 
+@pytest.mark.parametrize("lowering", ["op", "opset"])
 @pytest.mark.parametrize(("shape", "k"), GRID, ids=[f"{'x'.join(map(str, s))}-k{k}" for s, k in GRID])
-def test_shape_grid_default_attributes(openvino_extension: Path, shape, k) -> None:
+def test_shape_grid_default_attributes(openvino_extension: Path, shape, k, lowering) -> None:
     rng = np.random.default_rng(k * 1000 + shape[1])
     weights = rng.uniform(-1, 1, k)
-    y, ref = run_case(openvino_extension, shape, weights, rng)
+    y, ref = run_case(openvino_extension, shape, weights, rng, lowering=lowering)
     assert y.dtype == np.float32 and y.shape == shape
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
@@ -113,7 +114,9 @@ def test_shape_grid_default_attributes(openvino_extension: Path, shape, k) -> No
 @pytest.mark.parametrize(("padding", "gate", "activation", "residual"), COMBOS)
 def test_every_attribute_combination(openvino_extension: Path, padding, gate, activation, residual, lowering) -> None:
     rng = np.random.default_rng(7)
-    for shape, k in (((2, 3, 1, 1), 5), ((1, 9, 4, 3), 3), ((1, 130, 20, 20), 7), ((1, 1, 2, 2), 3), ((1, 2, 3, 3), 9)):
+    cases = (((2, 3, 1, 1), 5), ((1, 9, 4, 3), 3), ((1, 130, 20, 20), 7), ((1, 1, 2, 2), 3), ((1, 2, 3, 3), 9),
+             ((1, 6, 5, 5), 1))  # fmt: skip
+    for shape, k in cases:
         weights = rng.uniform(-2, 2, k)
         y, ref = run_case(openvino_extension, shape, weights, rng, bias=float(rng.uniform(-1, 1)), padding=padding,
                           gate=gate, activation=activation, residual=residual, lowering=lowering)  # fmt: skip

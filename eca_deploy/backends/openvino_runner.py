@@ -89,9 +89,10 @@ class OpenVINORunner(Runner):
             try:
                 self.core.add_extension(str(self.extension))
             except RuntimeError as exc:
+                version = ov.__version__.split("-")[0]
                 raise EcaDeployError(
-                    f"OpenVINO {ov.__version__.split('-')[0]} cannot load {self.extension} ({_first_line(exc)}): "
-                    "rebuild it with `eca-deploy plugin build --target openvino`"
+                    f"OpenVINO {version} cannot load {self.extension} ({_first_line(exc)}): rebuild it with "
+                    "`eca-deploy plugin build --target openvino`"
                 ) from None
         try:
             with scoped_env(LOWERING_ENV, eca_lowering):

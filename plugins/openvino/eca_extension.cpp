@@ -71,7 +71,7 @@ ov::OutputVector lower_to_opset(ov::OutputVector const& args, std::vector<float>
         return {};
     }
     // The mean over H*W as a global average pool where H and W are known: OpenVINO's CPU pooling kernel reads
-    // blocked tensors faster than its ReduceMean does (measured on 1x1-conv outputs, docs/benchmarks.md).
+    // blocked tensors faster than its ReduceMean does (measured on the outputs of 1x1 convolutions).
     auto const& shape = x.get_partial_shape();
     ov::Output<ov::Node> mean;
     if (shape.rank().is_static() && shape.size() == 4 && shape[2].is_static() && shape[3].is_static())
@@ -82,6 +82,39 @@ ov::OutputVector lower_to_opset(ov::OutputVector const& args, std::vector<float>
     else
     {
         mean = std::make_shared<v1::ReduceMean>(x, v0::Constant::create(i64, {2}, {2, 3}), true); // [N,C,1,1]
+    }
+    auto constant_like = [&](ov::Shape const& dims, std::vector<float> const& values) {
+        ov::Output<ov::Node> c = v0::Constant::create(ov::element::f32, dims, values);
+        return x.get_element_type() == ov::element::f32 ? c : std::make_shared<v1::ConvertLike>(c, x)->output(0);
+    };
+    auto apply_gate = [&](ov::Output<ov::Node> const& logit) -> ov::Output<ov::Node> {
+        if (gate == "hard_sigmoid")
+        {
+            return std::make_shared<v5::HSigmoid>(logit);
+        }
+        return std::make_shared<v0::Sigmoid>(logit);
+    };
+    auto finish = [&](ov::Output<ov::Node> const& g) -> ov::OutputVector {
+        ov::Output<ov::Node> y = std::make_shared<v1::Multiply>(x, g);
+        if (args.size() == 2)
+        {
+            y = std::make_shared<v1::Add>(y, args[1]);
+        }
+        if (activation == "relu")
+        {
+            y = std::make_shared<v0::Relu>(y);
+        }
+        return {y};
+    };
+    if (k == 1)
+    {
+        // One tap: no neighbours, so no convolution: gate(w * mean + bias) on [N,C,1,1] directly.
+        ov::Output<ov::Node> s = std::make_shared<v1::Multiply>(mean, constant_like({}, {weights[0]}));
+        if (bias != 0.0f)
+        {
+            s = std::make_shared<v1::Add>(s, constant_like({}, {bias}));
+        }
+        return finish(apply_gate(s));
     }
     ov::Output<ov::Node> row
         = std::make_shared<v1::Reshape>(mean, v0::Constant::create(i64, {3}, {0, 1, -1}), true); // [N,1,C]
@@ -98,36 +131,17 @@ ov::OutputVector lower_to_opset(ov::OutputVector const& args, std::vector<float>
             v0::Constant::create(i64, {}, {2}));
         pad = 0;
     }
-    ov::Output<ov::Node> w = v0::Constant::create(ov::element::f32, {1, 1, static_cast<size_t>(k)}, weights);
-    if (x.get_element_type() != ov::element::f32)
-    {
-        w = std::make_shared<v1::ConvertLike>(w, x);
-    }
+    ov::Output<ov::Node> w = constant_like({1, 1, static_cast<size_t>(k)}, weights);
     ov::Output<ov::Node> s = std::make_shared<v1::Convolution>(row, w, ov::Strides{1},
         ov::CoordinateDiff{static_cast<std::ptrdiff_t>(pad)}, ov::CoordinateDiff{static_cast<std::ptrdiff_t>(pad)},
         ov::Strides{1});
     if (bias != 0.0f)
     {
-        ov::Output<ov::Node> b = v0::Constant::create(ov::element::f32, {}, {bias});
-        if (x.get_element_type() != ov::element::f32)
-        {
-            b = std::make_shared<v1::ConvertLike>(b, x);
-        }
-        s = std::make_shared<v1::Add>(s, b);
+        s = std::make_shared<v1::Add>(s, constant_like({}, {bias}));
     }
-    ov::Output<ov::Node> g = gate == "hard_sigmoid" ? ov::Output<ov::Node>(std::make_shared<v5::HSigmoid>(s))
-                                                    : ov::Output<ov::Node>(std::make_shared<v0::Sigmoid>(s));
+    ov::Output<ov::Node> g = apply_gate(s);
     g = std::make_shared<v1::Reshape>(g, v0::Constant::create(i64, {4}, {0, -1, 1, 1}), true); // [N,C,1,1]
-    ov::Output<ov::Node> y = std::make_shared<v1::Multiply>(x, g);
-    if (args.size() == 2)
-    {
-        y = std::make_shared<v1::Add>(y, args[1]);
-    }
-    if (activation == "relu")
-    {
-        y = std::make_shared<v0::Relu>(y);
-    }
-    return {y};
+    return finish(g);
 }
 
 bool lower_to_opset_requested()
