@@ -1,8 +1,9 @@
 """Measure FP16 and INT8 against FP32 on a trained ECA network: the numbers in docs/precision.md.
 
-    python scripts/measure_precision.py [--cache-dir DIR] [--json results.json] [--tools]
+    python scripts/measure_precision.py [--model NETWORK] [--cache-dir DIR] [--json results.json] [--tools]
 
-Trains ECA-ResNet-18 on scikit-learn's handwritten digits (tests/digits.py, about 30 s on 2 cores, cached),
+Trains a network on scikit-learn's handwritten digits (tests/digits.py; default the zoo's ECA-ResNet-18, about
+30 s on 2 cores; `--model timm:ecaresnetlight` or `timm:efficientnet_b0-eca` with timm installed; cached),
 then reports held-out accuracy, top-1 agreement with FP32 and the cosine similarity of the logits for:
 FP16 (all float16, and with the ECA gate kept in float32); INT8 from eca-deploy's quantizer for each
 calibration method, with the ECA gate kept in float (default) and quantized; the fused model. With `--tools`
@@ -99,14 +100,45 @@ def modelopt_quantize(src: Path, calib: np.ndarray, method: str, exclude_gate: b
     return onnx.load(str(out))
 
 
+def per_layer(fp32: onnx.ModelProto, folder: Path, method: str, data: digits.Digits, ref: np.ndarray,
+              worst: int = 8) -> list[dict]:  # fmt: skip
+    """INT8 one tensor at a time (the rest in float), and the weights alone: which layers cost accuracy."""
+    from eca_deploy.precision.calibration import collect_ranges
+    from eca_deploy.precision.qdq import QuantPlan, insert_qdq, plan_quantization
+
+    plan = plan_quantization(fp32)
+    calib = load_calibration_set(folder, digits.preprocessing(), CALIB_COUNT)
+    ranges = collect_ranges(fp32, sorted(plan.activations), calib, method)
+    out = []
+    weights_only = QuantPlan(weights=dict(plan.weights))
+    out.append(row("weights only (per channel)", logits(insert_qdq(fp32, weights_only, {}), data.x_test, qdq=True),
+                   ref, data.y_test))  # fmt: skip
+    consumers = {i: n for i, n in enumerate(fp32.graph.node)}
+    for tensor, uses in plan.activations.items():
+        single = QuantPlan()
+        single.activations[tensor] = list(uses)
+        q = insert_qdq(fp32, single, ranges)
+        ops = ",".join(sorted({consumers[i].op_type for i, _ in uses}))
+        r = row(f"{tensor} -> {ops} (amax {ranges[tensor]:.3g})", logits(q, data.x_test, qdq=True), ref, data.y_test)
+        out.append(r)
+    out.sort(key=lambda r: (r["top1_agreement"], r["cosine_mean"]))
+    return out[:worst]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=digits.MODEL, choices=digits.NETWORKS, help="network to train")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".pytest_cache" / "d" / "eca_deploy_digits")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--tools", action="store_true", help="compare ONNX Runtime quantize_static and ModelOpt")
+    parser.add_argument("--methods", default="percentile,entropy,minmax", help="calibration methods to measure")
+    parser.add_argument("--per-layer", metavar="METHOD", help="also list the tensors whose INT8 costs most")
     args = parser.parse_args()
 
-    src = digits.trained_onnx(args.cache_dir)
+    start = time.perf_counter()
+    log: list[str] = []
+    src = digits.trained_onnx(args.cache_dir, log, args.model)
+    print("\n".join(log) or f"{args.model}: trained copy reused from {args.cache_dir}", file=sys.stderr)
     data = digits.load()
     fp32 = onnx.load(str(src))
     ref = logits(src, data.x_test)
@@ -122,7 +154,7 @@ def main() -> None:
         fused.CopyFrom(fp32)
         fuse_eca(fused)
         sha = sha256_file(src)
-        for method in ("percentile", "entropy", "minmax"):
+        for method in args.methods.split(","):
             for gate in (False, True):
                 options = QuantizeOptions(method=method, count=CALIB_COUNT, quantize_eca_gate=gate, use_cache=False)
                 start = time.perf_counter()
@@ -135,6 +167,12 @@ def main() -> None:
             )
             rows.append(row(f"INT8 eca-deploy {method}, fused ECA nodes", logits(q, data.x_test, qdq=True), ref,
                             data.y_test))  # fmt: skip
+        if args.per_layer:
+            layers = per_layer(fp32, folder, args.per_layer, data, ref)
+            print(f"INT8 one tensor at a time ({args.per_layer}), worst first:", file=sys.stderr)
+            for r in layers:
+                print(f"  {r['variant']}: accuracy {r['accuracy']:.1%}, agreement {r['top1_agreement']:.1%}, "
+                      f"cosine min {r['cosine_min']:.4f}", file=sys.stderr)  # fmt: skip
         if args.tools:
             calib = load_calibration_set(folder, digits.preprocessing(), CALIB_COUNT).array()
             tools = [("ORT quantize_static", ort_quantize_static, ("minmax", "entropy"))]
@@ -157,7 +195,8 @@ def main() -> None:
                         name = f"INT8 {label} {method}, ECA gate {'float' if exclude else 'INT8'}"
                         rows.append(row(name, logits(q, data.x_test, qdq=True), ref, data.y_test, seconds))
 
-    print(f"{len(data.y_test)} held-out digits; {CALIB_COUNT} training digits for calibration\n")
+    print(f"{args.model}: {len(data.y_test)} held-out digits; {CALIB_COUNT} training digits for calibration; "
+          f"{time.perf_counter() - start:.0f} s in all\n")  # fmt: skip
     print("| variant | held-out accuracy | top-1 agreement with FP32 | cosine min / mean | time |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in rows:

@@ -1,8 +1,11 @@
-"""A small trained ECA network for judging FP16 and INT8: ECA-ResNet-18 on scikit-learn's handwritten digits.
+"""Small trained ECA networks for judging FP16 and INT8: trained on scikit-learn's handwritten digits.
 
 A randomly initialised network is a poor subject for INT8 (its logits are close together and rounding flips
 them for reasons unrelated to the toolkit), so the precision tests and `scripts/measure_precision.py` use
 a network trained on real labelled images that a package ships: the 1,797 8x8 digits of scikit-learn.
+The default network is the zoo's ECA-ResNet-18; `NETWORKS` adds timm's ECA models (when timm is installed):
+`timm:ecaresnetlight` (a ResNet-D) and `timm:efficientnet_b0-eca` (EfficientNet-B0 with timm's EcaModule in
+place of squeeze-excitation: depthwise convolutions throughout).
 
 The images go through the very preprocessing the exported ONNX metadata names (`Preprocessing.for_size(32)`:
 resize the shorter side to 37, centre-crop 32, ImageNet mean/std), so calibration from PNG files on disk
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from eca_deploy.data.images import Preprocessing
 
 MODEL = "eca_resnet18"
+NETWORKS = ("eca_resnet18", "timm:ecaresnetlight", "timm:efficientnet_b0-eca")
 IMG_SIZE = 32
 NUM_CLASSES = 10
 HELD_OUT = 360  # 20% of the digits, drawn at random (seeded), are never trained on
@@ -72,14 +76,32 @@ def load() -> Digits:
     return Digits(x[train], y[train], x[test], y[test], raw[train], raw[test])
 
 
-def train(digits: Digits) -> torch.nn.Module:
-    """ECA-ResNet-18 (10 classes), 6 epochs of AdamW with a one-cycle schedule: about 98.6% held-out accuracy."""
+def create_network(network: str = MODEL) -> torch.nn.Module:
+    """A seeded, untrained network with 10 classes: a zoo name, or one of the timm entries of `NETWORKS`."""
+    import torch
+
+    if network not in NETWORKS:
+        raise ValueError(f"unknown digits network {network!r}: choose one of {', '.join(NETWORKS)}")
+    if not network.startswith("timm:"):
+        from eca_deploy.models import create_model
+
+        return create_model(network, num_classes=NUM_CLASSES, seed=SEED)
+    import timm
+
+    torch.manual_seed(SEED)
+    name, _, variant = network.removeprefix("timm:").partition("-")
+    kwargs = {"se_layer": "eca"} if variant == "eca" else {}
+    return timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
+
+
+def train(digits: Digits, network: str = MODEL) -> torch.nn.Module:
+    """`network` (10 classes), 6 epochs of AdamW with a one-cycle schedule (ECA-ResNet-18: about 98.6% held out)."""
     import torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(_threads())
     try:
-        return _train(digits)
+        return _train(digits, network)
     finally:
         torch.set_num_threads(previous)
 
@@ -90,14 +112,12 @@ def _threads() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def _train(digits: Digits) -> torch.nn.Module:
+def _train(digits: Digits, network: str) -> torch.nn.Module:
     import torch
     from torch import nn
 
-    from eca_deploy.models import create_model
-
     torch.manual_seed(SEED)
-    model = create_model(MODEL, num_classes=NUM_CLASSES, seed=SEED)
+    model = create_network(network)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = EPOCHS * ((len(digits.y_train) + BATCH - 1) // BATCH)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
@@ -120,11 +140,16 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((np.argmax(logits, axis=1) == labels).mean())
 
 
-def cache_key() -> str:
+def cache_key(network: str = MODEL) -> str:
     import torch
 
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(torch.__version__.encode())
+    if network.startswith("timm:"):
+        import timm
+
+        h.update(timm.__version__.encode())
+    h.update(network.encode())
     return h.hexdigest()[:16]
 
 
@@ -139,10 +164,11 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def trained_onnx(cache_dir: Path, log: list[str] | None = None) -> Path:
+def trained_onnx(cache_dir: Path, log: list[str] | None = None, network: str = MODEL) -> Path:
     """The trained network exported to ONNX (opset 17, dynamic batch, 32x32), trained once per cache key."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"digits_{MODEL}_{cache_key()}.onnx"
+    stem = network.replace(":", "_")
+    path = cache_dir / f"digits_{stem}_{cache_key(network)}.onnx"
     with _locked(cache_dir / ".digits.lock"):
         if path.is_file():
             return path
@@ -153,13 +179,13 @@ def trained_onnx(cache_dir: Path, log: list[str] | None = None) -> Path:
 
         start = time.perf_counter()
         digits = load()
-        model = train(digits)
+        model = train(digits, network)
         opts = ExportOptions(img_size=IMG_SIZE, preprocessing=preprocessing())
         with torch.no_grad():
-            onnx_model = export_onnx(model, MODEL, opts, weights_source=f"digits(seed={SEED}, epochs={EPOCHS})")
+            onnx_model = export_onnx(model, network, opts, weights_source=f"digits(seed={SEED}, epochs={EPOCHS})")
         save_onnx(onnx_model, path)
         if log is not None:
-            log.append(f"trained {MODEL} on digits in {time.perf_counter() - start:.1f} s")
+            log.append(f"trained {network} on digits in {time.perf_counter() - start:.1f} s")
     return path
 
 
