@@ -17,6 +17,7 @@ from eca_deploy.plugin.locate import (
     PLUGIN_LIBRARY,
     PLUGIN_VC_LIBRARY,
     default_build_dir,
+    require_cmake,
     source_dir,
 )
 
@@ -95,14 +96,10 @@ def build_plugins(
     sources = source_dir()
     if sources is None:
         raise EcaDeployError("the plugin sources (plugins/) are not here: build from a checkout of eca-deploy")
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise EcaDeployError("cmake not found: install CMake >= 3.18 (pip install cmake, or your package manager)")
+    cmake = require_cmake(jobs)
     nvcc = find_nvcc()
     if tensorrt_root is not None and not (tensorrt_root / "include" / "NvInferVersion.h").is_file():
         raise EcaDeployError(f"--tensorrt-root {tensorrt_root}: no include/NvInferVersion.h (TensorRT headers) there")
-    if jobs is not None and jobs < 1:
-        raise EcaDeployError(f"--jobs must be at least 1, got {jobs}")
     build_dir = (build_dir or default_build_dir()).resolve()
     try:
         build_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,18 @@ KERNELS_ENV = "ECA_DEPLOY_KERNELS"
 _REPO = Path(__file__).resolve().parents[2]
 
 
+def require_cmake(jobs: int | None) -> str:
+    """The cmake executable for a native build (and a valid --jobs), or a one-line EcaDeployError."""
+    import shutil
+
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise EcaDeployError("cmake not found: install CMake >= 3.18 (pip install cmake, or your package manager)")
+    if jobs is not None and jobs < 1:
+        raise EcaDeployError(f"--jobs must be at least 1, got {jobs}")
+    return cmake
+
+
 def source_dir() -> Path | None:
     """The plugins/ sources when eca-deploy runs from a checkout, else None."""
     plugins = _REPO / "plugins"

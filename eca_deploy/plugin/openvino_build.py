@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
+from eca_deploy.plugin.locate import require_cmake
 
 EXTENSION_LIBRARY = "libeca_openvino_extension.so"
 EXTENSION_ENV = "ECA_DEPLOY_OPENVINO_EXTENSION"
@@ -74,13 +75,9 @@ def build_openvino_extension(
     sources = source_dir()
     if sources is None:
         raise EcaDeployError("the extension sources (plugins/openvino) are not here: build from a checkout")
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise EcaDeployError("cmake not found: install CMake >= 3.18 (pip install cmake, or your package manager)")
+    cmake = require_cmake(jobs)
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
         raise EcaDeployError("no C++ compiler found: install g++ (build-essential) or set CXX")
-    if jobs is not None and jobs < 1:
-        raise EcaDeployError(f"--jobs must be at least 1, got {jobs}")
     ov_dir, version = openvino_cmake_dir()
     build_dir = (build_dir or default_build_dir()).resolve()
     try:
