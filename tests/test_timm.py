@@ -194,3 +194,10 @@ def test_models_timm_lists_eca_blocks_and_accuracy(cli) -> None:
     light = rows["timm:ecaresnetlight"]
     assert light["eca_blocks"] == 16 and light["params"] == 30_162_046 and light["top1"] == pytest.approx(80.454)
     assert rows["timm:eca_nfnet_l3"]["top1"] is None  # no published weights, no accuracy
+
+
+def test_a_size_the_network_cannot_run_is_one_line(cli, tmp_path: Path) -> None:
+    # HaloNet's attention tiles H and W into 8x8 blocks at every stage: 64 px leaves 4x4 in the last one.
+    result = cli("export", "--model", "timm:eca_halonext26ts", "--img-size", "64", "--output", tmp_path / "h.onnx")
+    assert_one_line_error(result, "does not run on 64x64 images")
+    assert not (tmp_path / "h.onnx").exists()

@@ -175,15 +175,21 @@ def load(
     if k == "file":
         prep = settle(preprocessing_of(module, img_size))
     if source == RANDOM_WEIGHTS:
-        module = _recalibrated(module, prep)
+        module = _recalibrated(ref, module, prep)
     return LoadedModel(ref, module.eval(), prep, source)
 
 
-def _recalibrated(module: nn.Module, prep: Preprocessing) -> nn.Module:
+def _recalibrated(ref: str, module: nn.Module, prep: Preprocessing) -> nn.Module:
     from eca_deploy.data.images import load_images
     from eca_deploy.models.registry import recalibrate_batchnorm
 
-    return recalibrate_batchnorm(module, load_images(None, prep).array)
+    try:
+        return recalibrate_batchnorm(module, load_images(None, prep).array)
+    except Exception as exc:  # the network's own forward refused this input (e.g. a size its attention can't tile)
+        raise EcaDeployError(
+            f"{ref} does not run on {prep.size}x{prep.size} images ({type(exc).__name__}: {first_line(exc)}): "
+            "pass an --img-size the network supports (its default, `eca-deploy models --timm`)"
+        ) from None
 
 
 def preprocessing_of(module: nn.Module, img_size: int | None = None) -> Preprocessing:
