@@ -204,3 +204,12 @@ def test_python_api_names_outputs_and_refuses_dicts(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(EcaDeployError, match="output_names has 1 names"):
         eca_deploy.export(TwoHeads(), 64, tmp_path / "x.onnx", output_names=["only"])
+
+
+def test_run_refuses_a_model_without_logits_and_takes_img_size(heads: dict[str, Path]) -> None:
+    from eca_deploy.runtime.classifier import Classifier
+
+    with pytest.raises(EcaDeployError, match="no logits output"):
+        Classifier.open(heads["dynamic"], img_size=(96, 96))
+    with pytest.raises(EcaDeployError, match="--img-size"):
+        Classifier.open(heads["dynamic"])  # dynamic size, no metadata: never a silent 224

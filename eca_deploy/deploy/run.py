@@ -300,8 +300,11 @@ def _import_onnx(source: Path, prep: Preprocessing | None, output: Path, note: C
     meta = read_metadata(model)
     if meta is None or prep is not None:
         if prep is None:
+            from eca_deploy.interface import onnx_interface
+
             note(f"{source.name} has no eca-deploy metadata and no --mean/--std were given: using ImageNet's "
                  "(mean 0.485,0.456,0.406, std 0.229,0.224,0.225)")  # fmt: skip
+            prep = onnx_interface(model, label=source.name, warn=note).preprocessing  # says the size if it guesses
         meta = describe_foreign(model, source, prep)
         write_metadata(model, meta)
     save_onnx(model, output)
