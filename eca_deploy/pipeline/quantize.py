@@ -62,14 +62,15 @@ def run_quantize(
     from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
     from eca_deploy.pipeline.convert import compare_with_fp32
-    from eca_deploy.precision.quantize import quantize_model
+    from eca_deploy.precision.quantize import model_preprocessing, quantize_model
 
     model = load_onnx(source)
     check_writable(output)
     options.validate()
-    interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn)
+    interface = onnx_interface(model, label=str(source), img_size=img_size)  # said aloud by model_preprocessing
+    prep = model_preprocessing(model, warn, img_size)
     quantized, report = quantize_model(model, calib_images, sha256_file(source), options, warn, progress,
-                                       preprocessing=interface.preprocessing)  # fmt: skip
+                                       preprocessing=prep)  # fmt: skip
     check_model(quantized, "the Q/DQ model")
     check = None
     if verify:

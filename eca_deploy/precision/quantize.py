@@ -69,9 +69,14 @@ def model_preprocessing(
     model: onnx.ModelProto, warn: Callable[[str], None], img_size: tuple[int, int] | None = None
 ) -> Preprocessing:
     """The preprocessing of the model's interface: its metadata's, else ImageNet's, at its size (or `img_size`)."""
+    from eca_deploy.exporters.metadata import read_metadata
     from eca_deploy.interface import onnx_interface
 
-    return onnx_interface(model, label="the model", img_size=img_size, warn=warn).preprocessing
+    interface = onnx_interface(model, label="the model", img_size=img_size, warn=warn)
+    if read_metadata(model) is None:
+        warn(f"the model carries no eca-deploy metadata: calibrating with ImageNet preprocessing at "
+             f"{interface.size_text}")  # fmt: skip
+    return interface.preprocessing
 
 
 def quantize_model(
