@@ -24,6 +24,7 @@ def export(
     fuse: bool = False,
     verify: bool = True,
     images: str | Path | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> Any:
     """Export an `nn.Module` (in eval mode, weights as they are) to ONNX with eca-deploy metadata, verified.
 
@@ -32,6 +33,9 @@ def export(
     `pretrained_cfg`, else ImageNet's (mean 0.485,0.456,0.406, std 0.229,0.224,0.225, bilinear, 0.875).
     The file is what `eca-deploy fuse/convert/quantize/check/bench/deploy --onnx` take next; `check`
     compares its derivatives (X.fused.onnx, X.int8.onnx ...) with it, as the module itself is not rebuilt.
+    Outputs are named by `output_names`, else the module's `output_names` attribute, else "logits" (one
+    output) or "output0".."outputN-1"; the module's `output_kinds` ({name: "logits" | "tensor"}) sets their
+    kinds (default: one [N, C] output is logits, anything else a tensor). Every output is verified.
     Returns an `ExportResult` (`.as_dict()` for JSON); raises `EcaDeployError` on bad input and
     `CheckFailedError` when the ONNX disagrees with PyTorch.
     """
@@ -59,7 +63,8 @@ def export(
         prep = dataclasses.replace(prep, **changes)
     loaded = sources.from_module(model, name, prep)
     return export_loaded(loaded, output=Path(output), opset=opset, batch=batch, fuse=fuse,
-                         images=Path(images) if images else None, verify=verify)  # fmt: skip
+                         images=Path(images) if images else None, verify=verify,
+                         output_names=tuple(output_names) if output_names is not None else None)  # fmt: skip
 
 
 def _size_of(example_input: Any) -> int | None:

@@ -1,8 +1,13 @@
-"""How closely one model's outputs follow a reference: errors, cosine, top-k agreement, KL."""
+"""How closely one model's outputs follow a reference: errors, cosine, top-k agreement, KL, per named output.
+
+Every output is judged (by default all of them, as Polygraphy's comparator does): cosine of the worst image,
+max abs and max relative error; outputs of kind "logits" also by top-1/top-5 agreement and KL.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -13,10 +18,10 @@ class Agreement:
     max_abs_error: float
     mean_abs_error: float
     max_rel_error: float
-    cosine_min: float  # worst per-image cosine similarity of the logits
-    top1_agreement: float  # fraction of images with the same top-1 class
-    top5_agreement: float  # mean overlap of the top-5 sets
-    kl_divergence: float  # mean KL(softmax(ref) || softmax(out))
+    cosine_min: float  # worst per-image cosine similarity of the output
+    top1_agreement: float | None  # fraction of images with the same top-1 class (logits only, else None)
+    top5_agreement: float | None  # mean overlap of the top-5 sets (logits only)
+    kl_divergence: float | None  # mean KL(softmax(ref) || softmax(out)) (logits only)
     worst_images: tuple[int, ...]  # indices, largest max-abs error first
 
     def as_dict(self) -> dict[str, object]:
@@ -28,8 +33,8 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def compare(reference: np.ndarray, output: np.ndarray, worst: int = 3) -> Agreement:
-    """Compare [N, classes] logits of `output` against `reference` (both cast to float64)."""
+def compare(reference: np.ndarray, output: np.ndarray, worst: int = 3, logits: bool = True) -> Agreement:
+    """Compare `output` against `reference` per image (both cast to float64); top-k/KL only for `logits`."""
     ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
     out = np.asarray(output, np.float64).reshape(len(output), -1)
     if ref.shape != out.shape:
@@ -38,6 +43,16 @@ def compare(reference: np.ndarray, output: np.ndarray, worst: int = 3) -> Agreem
     per_image = diff.max(axis=1)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     cosine = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+    common = {
+        "images": len(ref),
+        "max_abs_error": float(diff.max()),
+        "mean_abs_error": float(diff.mean()),
+        "max_rel_error": float((diff / np.maximum(np.abs(ref), 1e-6)).max()),
+        "cosine_min": float(cosine.min()),
+        "worst_images": tuple(int(i) for i in np.argsort(-per_image)[:worst]),
+    }
+    if not logits:
+        return Agreement(top1_agreement=None, top5_agreement=None, kl_divergence=None, **common)  # type: ignore[arg-type]
     k = min(5, ref.shape[1])
     top_ref = np.argsort(-ref, axis=1)[:, :k]
     top_out = np.argsort(-out, axis=1)[:, :k]
@@ -45,21 +60,20 @@ def compare(reference: np.ndarray, output: np.ndarray, worst: int = 3) -> Agreem
     p, q = _softmax(ref), _softmax(out)
     kl = (p * (np.log(np.maximum(p, 1e-300)) - np.log(np.maximum(q, 1e-300)))).sum(axis=1)
     return Agreement(
-        images=len(ref),
-        max_abs_error=float(diff.max()),
-        mean_abs_error=float(diff.mean()),
-        max_rel_error=float((diff / np.maximum(np.abs(ref), 1e-6)).max()),
-        cosine_min=float(cosine.min()),
         top1_agreement=float((top_ref[:, 0] == top_out[:, 0]).mean()),
         top5_agreement=float(np.mean(overlap)),
         kl_divergence=float(kl.mean()),
-        worst_images=tuple(int(i) for i in np.argsort(-per_image)[:worst]),
+        **common,  # type: ignore[arg-type]
     )
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Pass when every bound holds. `max_abs` is relative to the reference's largest |logit| (at least 1)."""
+    """Pass when every bound holds. `max_abs` is relative to the reference's largest |value| (at least 1).
+
+    One table serves every output kind: "logits" outputs are held to all three bounds, "tensor" outputs
+    (detection heads, features) to max abs and cosine (top-1 has no meaning for them).
+    """
 
     max_abs: float = 1e-3
     cosine_min: float = 0.9999
@@ -72,7 +86,7 @@ class Tolerance:
             out.append(f"max abs error {agreement.max_abs_error:.3g} > {bound:.3g}")
         if agreement.cosine_min < self.cosine_min:
             out.append(f"cosine {agreement.cosine_min:.6f} < {self.cosine_min}")
-        if agreement.top1_agreement < self.top1_agreement:
+        if agreement.top1_agreement is not None and agreement.top1_agreement < self.top1_agreement:
             out.append(f"top-1 agreement {agreement.top1_agreement:.1%} < {self.top1_agreement:.1%}")
         return out
 
@@ -80,8 +94,71 @@ class Tolerance:
 FP32_TOLERANCE = Tolerance()
 
 
+@dataclass(frozen=True)
+class OutputCheck:
+    """One named output of the model judged against the same output of the reference."""
+
+    name: str
+    kind: str  # "logits" or "tensor"
+    agreement: Agreement
+    failures: list[str] = field(default_factory=list)
+    reference_scale: float = 0.0  # max |reference value| of this output
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self, image_names: list[str] | None = None) -> dict[str, object]:
+        a = self.agreement.as_dict()
+        if image_names is not None:
+            a["worst_images"] = [image_names[i] for i in self.agreement.worst_images]
+        return {**a, "kind": self.kind, "reference_scale": self.reference_scale, "passed": self.passed,
+                "failures": self.failures}  # fmt: skip
+
+
+def compare_outputs(
+    reference: Mapping[str, np.ndarray],
+    output: Mapping[str, np.ndarray],
+    kinds: Mapping[str, str],
+    tolerance: Tolerance,
+) -> dict[str, OutputCheck]:
+    """Judge every output the reference has (by name; the model must have the same names and shapes)."""
+    from eca_deploy.errors import EcaDeployError
+
+    missing = [n for n in reference if n not in output]
+    if missing:
+        raise EcaDeployError(
+            f"the model has no output {', '.join(map(repr, missing))} (it has {', '.join(map(repr, output))}): "
+            "compare models with the same outputs"
+        )
+    checks = {}
+    for name, ref in reference.items():
+        out = output[name]
+        if out.shape != ref.shape:
+            raise EcaDeployError(
+                f"output {name!r} is {list(out.shape[1:])} per image, the reference gives {list(ref.shape[1:])}: "
+                "check --model, --weights or --reference-onnx"
+            )
+        kind = kinds.get(name, "tensor")
+        agreement = compare(ref, out, logits=kind == "logits")
+        scale = float(np.abs(np.asarray(ref, np.float64)).max()) if ref.size else 0.0
+        checks[name] = OutputCheck(name, kind, agreement, tolerance.failures(agreement, scale), scale)
+    return checks
+
+
+def named_failures(checks: Mapping[str, OutputCheck]) -> list[str]:
+    """Every failing bound, each naming its output ("head1: cosine 0.98 < 0.9999")."""
+    return [f"{name}: {f}" for name, c in checks.items() for f in c.failures]
+
+
+def per_image_all(reference: Mapping[str, np.ndarray], output: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
+    """`per_image` worst over every output: per image the largest 1 - cosine and max abs error."""
+    parts = [per_image(ref, output[name]) for name, ref in reference.items()]
+    return {key: [max(p[key][i] for p in parts) for i in range(len(parts[0][key]))] for key in parts[0]}
+
+
 def per_image(reference: np.ndarray, output: np.ndarray) -> dict[str, list[float]]:
-    """Per image: 1 - cosine similarity and max abs error of the logits (what the accuracy plot draws)."""
+    """Per image: 1 - cosine similarity and max abs error of one output (what the accuracy plot draws)."""
     ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
     out = np.asarray(output, np.float64).reshape(len(output), -1)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)

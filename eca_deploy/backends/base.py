@@ -32,19 +32,22 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def infer_batches(self, array: np.ndarray, batch: int, fixed_batch: bool = False) -> Iterator[np.ndarray]:
-        """Run the first input over `array` in chunks; with `fixed_batch` the last chunk is padded."""
+    def infer_batches(
+        self, array: np.ndarray, batch: int, fixed_batch: bool = False
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Run the image input over `array` in chunks (every output); with `fixed_batch` the last one is padded."""
         name = self.inputs[0].name
-        out_name = self.outputs[0].name
         for start in range(0, len(array), batch):
             chunk = array[start : start + batch]
             used = len(chunk)
             if fixed_batch and used < batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - used, axis=0)])
-            yield self.infer({name: np.ascontiguousarray(chunk)})[out_name][:used]
+            yield {k: v[:used] for k, v in self.infer({name: np.ascontiguousarray(chunk)}).items()}
 
-    def run_all(self, array: np.ndarray, batch: int, fixed_batch: bool = False) -> np.ndarray:
-        return np.concatenate(list(self.infer_batches(array, batch, fixed_batch)))
+    def run_all(self, array: np.ndarray, batch: int, fixed_batch: bool = False) -> dict[str, np.ndarray]:
+        """Every output of the model over all of `array`, by name."""
+        parts = list(self.infer_batches(array, batch, fixed_batch))
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def make_step(self, feed: Mapping[str, np.ndarray], options: StepOptions) -> Callable[[], StepTimes | None]:
         """A callable that runs one inference on `feed` as fast as the backend allows (for benchmarks).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -14,12 +14,13 @@ from eca_deploy.backends.base import Runner, TensorInfo
 class TorchRunner(Runner):
     name = "torch"
 
-    def __init__(self, model: nn.Module, input_name: str = "input", output_name: str = "logits",
-                 device: str = "cpu") -> None:  # fmt: skip
+    def __init__(self, model: nn.Module, input_name: str = "input", output_names: Sequence[str] = ("logits",),
+                 device: str = "cpu", label: str = "the PyTorch model") -> None:  # fmt: skip
         self.model = model.eval().to(device)
         self.device = device
+        self.label = label
         self._input = TensorInfo(input_name, ("N", 3, None, None), "float32")
-        self._output = TensorInfo(output_name, ("N", None), "float32")
+        self._outputs = [TensorInfo(n, ("N", None), "float32") for n in output_names]
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -27,10 +28,18 @@ class TorchRunner(Runner):
 
     @property
     def outputs(self) -> list[TensorInfo]:
-        return [self._output]
+        return list(self._outputs)
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from eca_deploy.errors import EcaDeployError
+        from eca_deploy.interface import flatten_outputs
+
         x = torch.from_numpy(np.ascontiguousarray(feed[self._input.name], dtype=np.float32)).to(self.device)
         with torch.inference_mode():
-            y = self.model(x)
-        return {self._output.name: y.float().cpu().numpy()}
+            tensors = flatten_outputs(self.model(x), self.label)
+        if len(tensors) != len(self._outputs):
+            raise EcaDeployError(
+                f"{self.label} returns {len(tensors)} outputs, the ONNX model has {len(self._outputs)} "
+                f"({', '.join(o.name for o in self._outputs)}): check --model and --weights"
+            )
+        return {o.name: y.float().cpu().numpy() for o, y in zip(self._outputs, tensors, strict=True)}

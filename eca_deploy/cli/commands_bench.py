@@ -11,7 +11,16 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
-from eca_deploy.cli.options import JsonOutput, check_outputs, json_option, parse_runtime, parse_sizes, runtime_option
+from eca_deploy.cli.options import (
+    JsonOutput,
+    check_outputs,
+    img_size_option,
+    json_option,
+    parse_img_size,
+    parse_runtime,
+    parse_sizes,
+    runtime_option,
+)
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
 from eca_deploy.pipeline.bench_noise import compare_rounds
@@ -38,7 +47,7 @@ def bench_command(
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
     runtime: str = runtime_option(),
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes, comma-separated."),
-    img_size: int | None = typer.Option(None, "--img-size", help="Input size if the model's is dynamic."),
+    img_size: str | None = img_size_option(),
     warmup: str = typer.Option("2s", "--warmup", help="Warm-up time per batch size."),
     duration: str = typer.Option("10s", "--duration", help="Measuring time per batch size."),
     iterations: int | None = typer.Option(None, "--iterations", help="Measure exactly N iterations instead."),
@@ -59,6 +68,7 @@ def bench_command(
     from eca_deploy.pipeline.bench_report import run_bench, write_csv, write_plot
 
     json_to = JsonOutput.of(json_out)
+    size = parse_img_size(img_size)
     check_outputs((csv_path, "--csv"), (plot_path, "--plot"))
     models = list(models_args or [])
     if models and not compare:
@@ -93,7 +103,7 @@ def bench_command(
 
             return start
 
-        report = run_bench(models, config, kinds=kinds, provider=provider, threads=threads, img_size=img_size,
+        report = run_bench(models, config, kinds=kinds, provider=provider, threads=threads, img_size=size,
                            plugin=plugin, on_batch=on_batch, runtime=runtime)  # fmt: skip
     print_tables(report)
     for message in report["noise"]["warnings"]:

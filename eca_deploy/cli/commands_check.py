@@ -15,7 +15,9 @@ from eca_deploy.cli.options import (
     MODEL_HELP,
     STD_HELP,
     JsonOutput,
+    img_size_option,
     json_option,
+    parse_img_size,
     parse_runtime,
     preprocessing_override,
     runtime_option,
@@ -32,7 +34,7 @@ def check_command(
     runtime: str = runtime_option(),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: the file's metadata."),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint the model came from."),
-    img_size: int | None = typer.Option(None, "--img-size", help="Input size, for an ONNX without metadata."),
+    img_size: str | None = img_size_option(),
     mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP),
     std: str | None = typer.Option(None, "--std", help=STD_HELP),
     interpolation: str | None = typer.Option(None, "--interpolation", help=INTERPOLATION_HELP),
@@ -50,30 +52,34 @@ def check_command(
 ) -> None:
     """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
 
-    An ONNX without eca-deploy metadata is preprocessed with --img-size/--mean/--std, default ImageNet's
-    (mean 0.485,0.456,0.406, std 0.229,0.224,0.225, bilinear, resize 256/224 of the crop).
+    Every output is judged (cosine, max abs/rel error; top-1/top-5 for logits); one failing output fails.
+    An ONNX without eca-deploy metadata is preprocessed with --mean/--std, default ImageNet's (mean
+    0.485,0.456,0.406, std 0.229,0.224,0.225, bilinear, resize 256/224 of the crop), at its static size or
+    --img-size. The size is printed in the table.
     """
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
     json_to = JsonOutput.of(json_out)
+    size = parse_img_size(img_size)
     target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
     adjust = None
-    if any(v is not None for v in (img_size, mean, std, interpolation)):
+    if any(v is not None for v in (mean, std, interpolation)):
 
         def adjust(prep: Preprocessing) -> Preprocessing:
-            return preprocessing_override(prep, img_size, mean, std, interpolation)
+            return preprocessing_override(prep, None, mean, std, interpolation)
 
     with console.status(f"checking {target.label} against {'its reference ONNX' if reference_onnx else 'PyTorch'}"):
         result = run_check(
             target, model_name=model, weights=weights, images=images, batch=batch, tolerance=tol,
-            per_layer=per_layer, reference_onnx=reference_onnx, adjust=adjust, warn=warn,
+            per_layer=per_layer, reference_onnx=reference_onnx, adjust=adjust, warn=warn, img_size=size,
         )  # fmt: skip
     report = result.as_dict()
     json_to.write(report)
     print_report(report)
     if not result.passed:
-        raise CheckFailedError(f"{target.label} is outside tolerance: {'; '.join(result.failures)}")
+        failed = ", ".join(n for n, c in result.checks.items() if not c.passed)
+        raise CheckFailedError(f"{target.label} is outside tolerance on {failed}: {'; '.join(result.failures)}")
 
 
 def print_report(report: dict) -> None:
@@ -81,23 +87,37 @@ def print_report(report: dict) -> None:
 
     if report.get("random_weights"):
         console.print(f"[yellow]{report['target']}: {RANDOM_WEIGHTS_NOTICE}[/yellow]")
-    a = report["outputs"]["logits"]
+    outputs = report["outputs"]
     t = report["tolerance"]
     against = report.get("reference") or f"PyTorch {report['model']}"
-    table = Table(title=f"{report['target']} ({report['backend']}, {report['precision']}) vs {against}")
+    size = report.get("input_size")
+    at = f", {size[0]}x{size[1]}" if size else ""
+    table = Table(title=f"{report['target']} ({report['backend']}, {report['precision']}{at}) vs {against}")
     table.add_column("output")
-    for col in ("images", "max abs", "mean abs", "max rel", "cosine (min)", "top-1", "top-5", "KL"):
+    several = len(outputs) > 1
+    columns = ("images", "max abs", "mean abs", "max rel", "cosine (min)", "top-1", "top-5", "KL")
+    for col in ("kind", *columns, "verdict") if several else columns:
         table.add_column(col, justify="right")
-    table.add_row(
-        "logits", str(a["images"]), f"{a['max_abs_error']:.3g}", f"{a['mean_abs_error']:.3g}",
-        f"{a['max_rel_error']:.3g}", f"{a['cosine_min']:.6f}", f"{a['top1_agreement']:.1%}",
-        f"{a['top5_agreement']:.1%}", f"{a['kl_divergence']:.3g}",
-    )  # fmt: skip
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1%}"
+
+    for name, a in outputs.items():
+        cells = [str(a["images"]), f"{a['max_abs_error']:.3g}", f"{a['mean_abs_error']:.3g}",
+                 f"{a['max_rel_error']:.3g}", f"{a['cosine_min']:.6f}", pct(a["top1_agreement"]),
+                 pct(a["top5_agreement"]),
+                 "-" if a["kl_divergence"] is None else f"{a['kl_divergence']:.3g}"]  # fmt: skip
+        if several:
+            cells = [a.get("kind", ""), *cells, "[green]pass[/green]" if a.get("passed", True) else "[red]FAIL[/red]"]
+        table.add_row(name, *cells)
     console.print(table)
-    bound = "none" if t["max_abs"] is None else f"{t['max_abs']:g} x max(1, {report['reference_scale']:.3g})"
+    worst = next((a for a in outputs.values() if not a.get("passed", True)), next(iter(outputs.values())))
+    scale = report["reference_scale"] if not several else "that output's max |value|"
+    bound = "none" if t["max_abs"] is None else f"{t['max_abs']:g} x max(1, {_g(scale)})"
+    top1 = f", top-1 >= {t['top1_agreement']:.0%}" + (" (logits)" if several else "")
     console.print(
-        f"tolerance ({report['precision']}): max abs {bound}, cosine >= {t['cosine_min']}, "
-        f"top-1 >= {t['top1_agreement']:.0%}; worst images: {', '.join(a['worst_images'])}"
+        f"tolerance ({report['precision']}): max abs {bound}, cosine >= {t['cosine_min']}"
+        f"{top1}; worst images: {', '.join(worst['worst_images'])}"
     )
     layers = report.get("per_layer")
     if layers:
@@ -109,5 +129,12 @@ def print_report(report: dict) -> None:
                        "[red]<- error jumps here[/red]" if row["jump"] else "")  # fmt: skip
         console.print(lt)
         console.print(f"first block where error jumps: {layers['first_jump'] or 'none'}")
+    failed = report.get("failed_outputs") or []
+    if failed and len(outputs) > 1:
+        console.print(f"failed outputs: {', '.join(failed)}")
     verdict = "[green]PASS[/green]" if report["passed"] else f"[red]FAIL[/red]: {'; '.join(report['failures'])}"
     console.print(verdict)
+
+
+def _g(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float | int) else str(value)

@@ -17,7 +17,9 @@ from eca_deploy.cli.options import (
     STD_HELP,
     WEIGHTS_HELP,
     JsonOutput,
+    img_size_option,
     json_option,
+    parse_img_size,
     runtime_option,
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
@@ -38,7 +40,7 @@ def deploy_command(
     calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use at most."),
     images: Path | None = typer.Option(None, "--images", help="Photos for checks (default: sample photos)."),
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes to benchmark (the largest is the profile max)."),
-    img_size: int | None = typer.Option(None, "--img-size", help="Input height and width (default: the model's)."),
+    img_size: str | None = img_size_option(),
     duration: str = typer.Option("3s", "--duration", help="Benchmark time per batch size and precision."),
     rounds: int = typer.Option(5, "--rounds", help="Benchmark rounds, interleaved across precisions."),
     out: Path = typer.Option(Path("deploy"), "--out", "-o", help="Output folder."),
@@ -53,18 +55,20 @@ def deploy_command(
     from eca_deploy.deploy.run import DeployOptions, run_deploy
 
     json_to = JsonOutput.of(json_out)
+    size = parse_img_size(img_size)
     prep = None
-    if onnx_path is not None and any(v is not None for v in (img_size, mean, std)):
-        from eca_deploy.exporters.metadata import static_input_size
+    if onnx_path is not None and any(v is not None for v in (size, mean, std)):
+        from eca_deploy.interface import onnx_interface
         from eca_deploy.onnx_io import load_onnx
 
-        prep = preprocessing_override(None, img_size or static_input_size(load_onnx(onnx_path)), mean, std)
+        interface = onnx_interface(load_onnx(onnx_path), label=str(onnx_path), img_size=size, warn=warn)
+        prep = preprocessing_override(interface.preprocessing, None, mean, std)
     elif onnx_path is None and (mean is not None or std is not None):
         raise EcaDeployError("--mean/--std describe an ONNX given with --onnx; --model takes the model's own")
     opts = DeployOptions(
         model=model, out=out, weights=weights, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
         calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batch),
-        img_size=img_size, bench_seconds=parse_seconds(duration, "--duration"), bench_rounds=rounds, force=force,
+        img_size=size, bench_seconds=parse_seconds(duration, "--duration"), bench_rounds=rounds, force=force,
         pretrained=pretrained, onnx=onnx_path, preprocessing=prep, runtime=runtime.strip().lower(),
     )  # fmt: skip
 
@@ -100,7 +104,9 @@ def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
     if summary.get("random_weights"):
         console.print(f"[yellow]{summary['model']} has {RANDOM_WEIGHTS_NOTICE}[/yellow]")
     batches = sorted({b for r in rows for b in r["images_per_s"]})
-    table = Table(title=f"{summary['model']} on {summary['backend_label']}")
+    size = summary.get("input_size")
+    at = f", {size[0]}x{size[1]}" if size else ""
+    table = Table(title=f"{summary['model']} on {summary['backend_label']}{at}")
     for col in ["precision", "verdict", "top-1", "cosine", "max err", "p50 ms @1", "p99 ms @1"]:
         table.add_column(col, justify="right")
     for b in batches:
@@ -108,7 +114,8 @@ def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
     first = batches[0]
     for r in rows:
         table.add_row(r["precision"], "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]",
-                      f"{r['top1_agreement']:.1%}", f"{r['cosine_min']:.5f}", f"{r['max_abs_error']:.3g}",
+                      "-" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}", f"{r['cosine_min']:.5f}",
+                      f"{r['max_abs_error']:.3g}",
                       f"{r['p50_ms'][first]:.2f}", f"{r['p99_ms'][first]:.2f}",
                       *(r["throughput"][b] for b in batches))  # fmt: skip
     console.print(table)

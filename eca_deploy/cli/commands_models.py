@@ -17,8 +17,10 @@ from eca_deploy.cli.options import (
     STD_HELP,
     WEIGHTS_HELP,
     JsonOutput,
+    img_size_option,
     json_option,
     parse_batch,
+    parse_img_size,
     parse_k_sizes,
     preprocessing_override,
 )
@@ -98,7 +100,7 @@ def export_command(
     output: Path | None = typer.Option(None, "--output", "-o", help="ONNX file to write (default: MODEL.onnx)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset, 13 to 20."),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
-    img_size: int | None = typer.Option(None, "--img-size", help="Input height and width (default: the model's)."),
+    img_size: str | None = img_size_option("Input size N or HxW to export at (default: the model's own)."),
     mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP),
     std: str | None = typer.Option(None, "--std", help=STD_HELP),
     interpolation: str | None = typer.Option(None, "--interpolation", help=INTERPOLATION_HELP),
@@ -119,13 +121,16 @@ def export_command(
     from eca_deploy.pipeline.export import run_export
 
     out = JsonOutput.of(json_out)
+    size = parse_img_size(img_size)
 
     def adjust(prep: Preprocessing) -> Preprocessing:
+        prep = prep.at_hw(size) if size is not None else prep
         return preprocessing_override(prep, None, mean, std, interpolation)
 
     result = run_export(
         model_name=model, weights=weights, output=output or Path(f"{default_stem(model)}.onnx"), opset=opset,
-        batch=parse_batch(batch), img_size=img_size, num_classes=num_classes, k_size=parse_k_sizes(k_size),
+        batch=parse_batch(batch), img_size=size[0] if size else None, num_classes=num_classes,
+        k_size=parse_k_sizes(k_size),
         exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify,
         pretrained=pretrained, adjust=adjust, warn=warn, status=None if out.stdout else console.status,
     )  # fmt: skip

@@ -12,17 +12,26 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
-from eca_deploy.cli.options import JsonOutput, json_option
+from eca_deploy.cli.options import JsonOutput, img_size_option, json_option, parse_img_size
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 
 
 def _check_table(check: dict[str, Any], title: str) -> Table:
-    table = Table(title=title)
+    size = check.get("input_size")
+    table = Table(title=f"{title}, {size[0]}x{size[1]}" if size else title)
+    outputs = check.get("outputs") or {"logits": check}
+    table.add_column("output")
     for col in ("images", "max abs", "cosine (min)", "top-1", "top-5", "verdict"):
         table.add_column(col, justify="right")
-    verdict = "[green]pass[/green]" if check["passed"] else "[red]FAIL: " + "; ".join(check["failures"]) + "[/red]"
-    table.add_row(str(check["images"]), f"{check['max_abs_error']:.3g}", f"{check['cosine_min']:.6f}",
-                  f"{check['top1_agreement']:.1%}", f"{check['top5_agreement']:.1%}", verdict)  # fmt: skip
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1%}"
+
+    for name, a in outputs.items():
+        passed = a.get("passed", check["passed"])
+        verdict = "[green]pass[/green]" if passed else "[red]FAIL: " + "; ".join(a["failures"]) + "[/red]"
+        table.add_row(name, str(a["images"]), f"{a['max_abs_error']:.3g}", f"{a['cosine_min']:.6f}",
+                      pct(a["top1_agreement"]), pct(a["top5_agreement"]), verdict)  # fmt: skip
     return table
 
 
@@ -52,6 +61,7 @@ def convert_command(
     fp16_io: bool = typer.Option(False, "--fp16-io", help="Float16 inputs/outputs (default: float32, cast inside)."),
     images: Path | None = typer.Option(None, "--images", help="Photos for the check (default: sample photos)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare with the FP32 model on ONNX Runtime."),
+    img_size: str | None = img_size_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Write an FP16 copy of an ONNX model (TensorRT 11 builds FP16 engines only from FP16 ONNX)."""
@@ -59,13 +69,14 @@ def convert_command(
 
     if not fp16:
         raise EcaDeployError("choose the target precision: --fp16 (INT8 is `eca-deploy quantize`)")
+    size = parse_img_size(img_size)
     ops = tuple(o.strip() for o in keep_fp32.split(",") if o.strip()) if keep_fp32 else ()
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.fp16.onnx")
     json_to = JsonOutput.of(json_out)
     status = console.status("converting to FP16 and comparing with FP32")
     with status if not json_to.stdout else contextlib.nullcontext():
         result = run_convert(onnx_path, out, keep_io_types=not fp16_io, keep_fp32_ops=ops, verify=verify,
-                             images=images, warn=warn)  # fmt: skip
+                             images=images, warn=warn, img_size=size)  # fmt: skip
     data = result.as_dict()
     json_to.write(data)
     console.print(f"[green]wrote[/green] {out}: {data['fp16_nodes']} nodes in FP16, {len(data['fp32_nodes'])} kept in "
@@ -88,18 +99,21 @@ def quantize_command(
     keep_failed: bool = typer.Option(
         False, "--keep-failed", help="Write the model even outside tolerance (marked failed in its metadata)."
     ),
+    img_size: str | None = img_size_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Calibrate on real images and write a Q/DQ INT8 ONNX laid out for TensorRT (explicit quantization)."""
     from eca_deploy.pipeline.quantize import run_quantize
     from eca_deploy.precision.quantize import QuantizeOptions
 
+    size = parse_img_size(img_size)
     options = QuantizeOptions(method=method, count=calib_count, quantize_eca_gate=quantize_eca_gate, use_cache=cache)
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.int8.onnx")
     json_to = JsonOutput.of(json_out)
     with new_progress(json_to.stdout) as progress:
         result = run_quantize(onnx_path, calib_images, out, options, verify=verify, images=images, warn=warn,
-                              progress=calibration_progress(progress), keep_failed=keep_failed)  # fmt: skip
+                              progress=calibration_progress(progress), keep_failed=keep_failed,
+                              img_size=size)  # fmt: skip
     data = result.as_dict()
     json_to.write(data)
     if data["check"]:
@@ -116,7 +130,9 @@ def quantize_command(
     console.print(f"[green]wrote[/green] {out}: {q['activations_per_tensor']} activations per tensor, "
                   f"{q['weights_per_channel']} weights per channel (symmetric INT8)")  # fmt: skip
     source = "reused from the cache" if data["source"] == "cache" else "calibrated"
-    console.print(f"calibration: {data['method']} on {data['images']} images ({source}); cache: {data['cache_file']}")
+    at = f" at {data['input_size'][0]}x{data['input_size'][1]}" if data.get("input_size") else ""
+    console.print(f"calibration: {data['method']} on {data['images']} images{at} ({source}); "
+                  f"cache: {data['cache_file']}")  # fmt: skip
     gate = "quantized" if data["eca_gate_quantized"] else "kept in float"
     blocks = data["eca_blocks_unfused"] + data["eca_nodes_fused"]
     console.print(f"ECA gates: {gate} ({data['eca_nodes_fused']} fused nodes, {data['eca_blocks_unfused']} unfused "

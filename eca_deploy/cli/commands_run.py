@@ -11,7 +11,14 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
-from eca_deploy.cli.options import JsonOutput, json_option, parse_runtime, runtime_option
+from eca_deploy.cli.options import (
+    JsonOutput,
+    img_size_option,
+    json_option,
+    parse_img_size,
+    parse_runtime,
+    runtime_option,
+)
 from eca_deploy.errors import EcaDeployError
 
 
@@ -30,6 +37,7 @@ def run_command(
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
     runtime: str = runtime_option(),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
+    img_size: str | None = img_size_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Decode frames with OpenCV, classify them, overlay the top-1 label, score and FPS; summary at the end."""
@@ -40,13 +48,14 @@ def run_command(
     if (onnx_path is None) == (engine is None):
         raise EcaDeployError("pass exactly one of --onnx MODEL.onnx or --engine MODEL.plan")
     json_to = JsonOutput.of(json_out)
+    size = parse_img_size(img_size)
     options = RunOptions(batch=batch, max_frames=max_frames, output=output, display=display, log=log)
     options.validate()
     parse_source(source)  # a missing file or unusable pipeline fails before the model loads
     model = onnx_path or engine
     classifier = Classifier.open(model, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
                                  kind="onnx" if onnx_path is not None else "engine",
-                                 runtime=parse_runtime(runtime))  # fmt: skip
+                                 runtime=parse_runtime(runtime), img_size=size)  # fmt: skip
     if json_to.stdout:
         summary = run_stream(classifier, source, options)
     else:

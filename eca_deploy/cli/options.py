@@ -86,6 +86,24 @@ def parse_triplet(value: str | None, option: str) -> tuple[float, float, float] 
     return values  # type: ignore[return-value]
 
 
+IMG_SIZE_HELP = (
+    "Input size N or HxW (e.g. 320 or 320x256): for a model with a dynamic size, the size to run, calibrate and "
+    "verify at (default: its metadata's); a static model's own size is used and a different one is an error."
+)
+
+
+def img_size_option(help: str = IMG_SIZE_HELP) -> Any:
+    """The shared `--img-size N|HxW` option of check, convert, quantize, bench, deploy and run (`parse_img_size`)."""
+    return typer.Option(None, "--img-size", metavar="N|HxW", help=help, show_default=False)
+
+
+def parse_img_size(value: str | None) -> tuple[int, int] | None:
+    """'320' -> (320, 320), '96x64' -> (96, 64); <= 0 or > 4096 per side is a one-line error naming --img-size."""
+    from eca_deploy.interface import parse_img_size as parse
+
+    return parse(value, "--img-size")
+
+
 # Help texts of options several commands share (declared once, used by export, check, deploy, serving).
 MODEL_HELP = "Zoo name (`eca-deploy models`), timm:NAME (`models --timm`) or path/to/file.py:factory."
 WEIGHTS_HELP = "Checkpoint: .pth/.pth.tar/.safetensors (plain state_dict or wrapped in state_dict/model)."
@@ -105,7 +123,9 @@ def preprocessing_override(
     """`base` (None: ImageNet's, at --img-size or 224) with the flags given on the command line."""
     from dataclasses import replace
 
-    prep = base if base is not None else Preprocessing.for_size(img_size or 224)
+    from eca_deploy.interface import DEFAULT_SIZE
+
+    prep = base if base is not None else Preprocessing.for_size(img_size or DEFAULT_SIZE)
     if img_size is not None:
         prep = prep.at_size(img_size)
     changes: dict[str, object] = {}
@@ -116,6 +136,8 @@ def preprocessing_override(
     if interpolation is not None:
         changes["interpolation"] = interpolation
     return replace(prep, **changes) if changes else prep
+
+
 # -- --json: one option for every command ------------------------------------------------------------------
 
 JSON_HELP = "Results as JSON: bare --json (or --json -) prints them on stdout, nothing else; --json FILE writes FILE."

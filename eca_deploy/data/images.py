@@ -38,6 +38,7 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     channel_order: str = "RGB"
     interpolation: str = "bilinear"
+    crop_width: int | None = None  # None: a square crop of `size`; else the crop is `size` high, this wide
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -56,6 +57,27 @@ class Preprocessing:
     def crop_pct(self) -> float:
         return self.size / self.resize
 
+    @property
+    def height(self) -> int:
+        return self.size
+
+    @property
+    def width(self) -> int:
+        return self.crop_width or self.size
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.size, self.width
+
+    def at_hw(self, hw: tuple[int, int]) -> Preprocessing:
+        """The same preprocessing for an H x W input (the resize ratio kept as `at_size` keeps it)."""
+        h, w = hw
+        if (h, w) == self.hw:
+            return self
+        from dataclasses import replace
+
+        return replace(self.at_size(h), crop_width=None if w == h else w)
+
     def at_size(self, size: int, crop_pct: float | None = None) -> Preprocessing:
         """The same preprocessing for another input size, keeping the resize ratio (or using `crop_pct`)."""
         if size == self.size and crop_pct is None:
@@ -72,16 +94,17 @@ class Preprocessing:
         return int(getattr(Image.Resampling, self.interpolation.upper()))
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB -> 3xSxS float32."""
+        """HxWx3 uint8 RGB -> 3 x height x width float32."""
         from PIL import Image
 
         pil = Image.fromarray(image)
         w, h = pil.size
-        scale = self.resize / min(w, h)
-        pil = pil.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), self.pil_filter)
+        ch, cw = self.hw
+        scale = self.resize / min(w, h) if cw == ch else max(self.resize / h, self.resize * cw / ch / w)
+        pil = pil.resize((max(cw, round(w * scale)), max(ch, round(h * scale))), self.pil_filter)
         w, h = pil.size
-        left, top = (w - self.size) // 2, (h - self.size) // 2
-        pil = pil.crop((left, top, left + self.size, top + self.size))
+        left, top = (w - cw) // 2, (h - ch) // 2
+        pil = pil.crop((left, top, left + cw, top + ch))
         x = np.asarray(pil, dtype=np.float32) / 255.0
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))

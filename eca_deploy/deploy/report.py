@@ -23,7 +23,10 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for precision, result in summary["results"].items():
         check, bench = result["check"], result["bench"]
-        logits = check["outputs"]["logits"]
+        outputs = check["outputs"]
+        failed = [a for a in outputs.values() if not a.get("passed", True)]
+        logits = (failed or [a for a in outputs.values() if a.get("kind", "logits") == "logits"]
+                  or list(outputs.values()))[0]  # fmt: skip
         by_batch = {r["batch"]: r for r in bench["models"][0]["results"]}
         rows.append({
             "precision": precision,
@@ -38,8 +41,26 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "rounds": {b: r.get("rounds") or [r["images_per_s"]] for b, r in by_batch.items()},
             "throughput": {b: describe(r) for b, r in by_batch.items()},
             "per_image": check.get("per_image"),
+            "outputs": outputs,
+            "input_size": check.get("input_size"),
         })  # fmt: skip
     return rows
+
+
+def output_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of the per-output accuracy table, for a model with several outputs (else none)."""
+    if not rows or len(rows[0].get("outputs") or {}) < 2:
+        return []
+    lines = ["", "Every output, per precision (top-1 only for logits):", "",
+             "| precision | output | kind | verdict | top-1 agreement | cosine (worst image) | max abs error | "
+             "max rel error |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for r in rows:
+        for name, a in r["outputs"].items():
+            verdict = "PASS" if a.get("passed", True) else "FAIL: " + "; ".join(a.get("failures", []))
+            lines.append(f"| {r['precision']} | {name} | {a.get('kind', '')} | {verdict} | "
+                         f"{_fmt(a['top1_agreement'], '.1%')} | {a['cosine_min']:.6f} | {_fmt(a['max_abs_error'])} | "
+                         f"{_fmt(a['max_rel_error'])} |")  # fmt: skip
+    return lines
 
 
 def side_by_side_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,15 +135,19 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary["backend"] != "tensorrt":
         lines += ["", f"> These are {summary['backend_label']} figures, not TensorRT engine figures: "
                       f"{summary.get('engine_note', 'no TensorRT engine was built')}."]  # fmt: skip
-    lines += ["", "## Verdict", "", "| precision | verdict | top-1 agreement | cosine (worst image) | max abs error | "
+    size = summary.get("input_size")
+    lines += ["", "## Verdict", ""] + ([f"Input size: {size[0]}x{size[1]} (checks and benchmarks alike).", ""]
+                                       if size else [])  # fmt: skip
+    lines += ["| precision | verdict | top-1 agreement | cosine (worst image) | max abs error | "
               + " | ".join(f"images/s @ {b}" for b in batches) + " |",
               "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in batches) + " |"]  # fmt: skip
     for r in rows:
         verdict = "PASS" if r["passed"] else "FAIL: " + "; ".join(r["failures"])
         lines.append(
-            f"| {r['precision']} | {verdict} | {r['top1_agreement']:.1%} | {r['cosine_min']:.6f} | "
+            f"| {r['precision']} | {verdict} | {_fmt(r['top1_agreement'], '.1%')} | {r['cosine_min']:.6f} | "
             f"{_fmt(r['max_abs_error'])} | " + " | ".join(r["throughput"].get(b, "n/a") for b in batches) + " |"
         )
+    lines += output_rows(rows)
     lines += ["", recommendation(rows), "", "## Latency (ms)", "",
               "| precision | " + " | ".join(f"p50 @ {b} | p99 @ {b}" for b in batches) + " |",
               "| --- | " + " | ".join("---: | ---:" for _ in batches) + " |"]  # fmt: skip

@@ -34,7 +34,7 @@ class DeployOptions:
     calib_count: int = 512
     images: Path | None = None
     batches: tuple[int, ...] = (1, 8, 32)
-    img_size: int | None = None  # None: the model's own input size
+    img_size: tuple[int, int] | None = None  # H, W (--img-size); None: the model's own input size
     opset: int = 17
     bench_seconds: float = 3.0
     bench_rounds: int = 5
@@ -184,7 +184,7 @@ def run_deploy(
               {"model": opts.model, "img_size": opts.img_size, "opset": opts.opset, "pretrained": opts.pretrained},
               weights_in, [onnx_path], lambda: _export(opts, onnx_path),
               _cmd("eca-deploy export --model", opts.model, *_opt("--weights", opts.weights),
-                   *(("--pretrained",) if opts.pretrained else ()), *_opt("--img-size", opts.img_size),
+                   *(("--pretrained",) if opts.pretrained else ()), *_opt("--img-size", _size_flag(opts.img_size)),
                    "--opset", opts.opset, "--output", onnx_path))  # fmt: skip
     reference = ("--reference-onnx", onnx_path) if opts.onnx is not None else ("--model", opts.model)
     stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused], lambda: _fuse(onnx_path, fused),
@@ -245,8 +245,11 @@ def run_deploy(
             "checks_by_runtime": checks,
         }
     backend = f"{runtimes[0]}-cpu" if trt_missing else "tensorrt"
+    interface = model_interface(onnx_path)
     summary = {
         "model": f"onnx:{opts.onnx.name}" if opts.onnx is not None else opts.model,
+        "input_size": list(interface.size),
+        "interface": interface.as_dict(),
         "precisions": list(opts.precisions),
         "backend": backend,
         "backend_label": f"{' and '.join(RUNTIME_LABELS[r] for r in runtimes)} (CPU)" if trt_missing else "TensorRT",
@@ -265,12 +268,27 @@ def run_deploy(
     return DeployResult(summary, stages)
 
 
+def _size_flag(size: tuple[int, int] | None) -> str | None:
+    return None if size is None else (str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}")
+
+
 def _export(opts: DeployOptions, output: Path) -> dict[str, Any]:
     from eca_deploy.pipeline.export import run_export
 
+    size = opts.img_size
+    adjust = (lambda p: p.at_hw(size)) if size is not None and size[0] != size[1] else None
     result = run_export(model_name=opts.model, weights=opts.weights, output=output, opset=opts.opset,
-                        img_size=opts.img_size, images=opts.images, pretrained=opts.pretrained)  # fmt: skip
-    return {"verification": result.verification}
+                        img_size=size[0] if size else None, adjust=adjust, images=opts.images,
+                        pretrained=opts.pretrained)  # fmt: skip
+    return {"verification": result.verification, "verified_outputs": result.verified_outputs}
+
+
+def model_interface(onnx_path: Path) -> Any:
+    """The interface of the deployed model (model.onnx, with its metadata): what every later stage runs at."""
+    from eca_deploy.interface import onnx_interface
+    from eca_deploy.onnx_io import load_onnx
+
+    return onnx_interface(load_onnx(onnx_path), label=str(onnx_path))
 
 
 def _import_onnx(source: Path, prep: Preprocessing | None, output: Path, note: Callable[[str], None]) -> dict[str, Any]:
@@ -282,8 +300,11 @@ def _import_onnx(source: Path, prep: Preprocessing | None, output: Path, note: C
     meta = read_metadata(model)
     if meta is None or prep is not None:
         if prep is None:
+            from eca_deploy.interface import onnx_interface
+
             note(f"{source.name} has no eca-deploy metadata and no --mean/--std were given: using ImageNet's "
                  "(mean 0.485,0.456,0.406, std 0.229,0.224,0.225)")  # fmt: skip
+            prep = onnx_interface(model, label=source.name, warn=note).preprocessing  # says the size if it guesses
         meta = describe_foreign(model, source, prep)
         write_metadata(model, meta)
     save_onnx(model, output)
@@ -315,8 +336,9 @@ def _bench(opts: DeployOptions, targets: list[tuple[Path, str, str | None]], out
 
     config = BenchConfig(batches=opts.batches, warmup_s=min(1.0, opts.bench_seconds), duration_s=opts.bench_seconds,
                          rounds=opts.bench_rounds)  # fmt: skip
+    size = model_interface(opts.out / "model.onnx").size
     report = run_bench([t for t, _, _ in targets], config, kinds=[k for _, k, _ in targets],
-                       runtimes=[r or "onnxruntime" for _, _, r in targets])  # fmt: skip
+                       runtimes=[r or "onnxruntime" for _, _, r in targets], img_size=size)  # fmt: skip
     for path in dict.fromkeys(str(t) for t, _, _ in targets):  # one file on several runtimes: ratios per round
         add_ratios([e for e in report["models"] if e["path"] == path])
     atomic_write_text(output, json.dumps(report, indent=2) + "\n")
@@ -389,7 +411,7 @@ def write_manifest(opts: DeployOptions, out: Path, stages: list[StageOutcome], c
             "onnx": {"path": str(opts.onnx), "sha256": sha256_file(opts.onnx)} if opts.onnx else None,
             "weights": {"path": str(opts.weights), "sha256": sha256_file(opts.weights)} if opts.weights else None,
             "precisions": list(opts.precisions),
-            "img_size": opts.img_size,
+            "img_size": list(opts.img_size) if opts.img_size else None,
             "opset": opts.opset,
             "batches": list(opts.batches),
             "images": str(opts.images) if opts.images else None,

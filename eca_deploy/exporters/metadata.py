@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
 
 from eca_deploy.data.images import Preprocessing
+from eca_deploy.interface import OutputSpec
 
 PREFIX = "eca_deploy."
 
@@ -23,14 +24,18 @@ class ModelMetadata:
     exporter: str
     weights: str  # "random(seed=0)" or "<file name> sha256:<hex>"
     versions: dict[str, str]  # package -> version (eca_deploy, torch, onnx)
+    outputs: tuple[OutputSpec, ...] = ()  # name, shape and kind of every output (key `outputs`, JSON)
 
     def to_props(self) -> dict[str, str]:
         p = self.preprocessing
+        logits = not self.outputs or any(o.kind == "logits" for o in self.outputs)
         return {
             "model": self.model,
             "k_sizes": json.dumps(list(self.k_sizes)),
-            "num_classes": str(self.num_classes),
+            **({"num_classes": str(self.num_classes)} if logits else {}),
+            **({"outputs": json.dumps([o.as_dict() for o in self.outputs])} if self.outputs else {}),
             "input_size": str(p.size),
+            **({"input_width": str(p.width)} if p.width != p.size else {}),
             "resize": str(p.resize),
             "mean": json.dumps(list(p.mean)),
             "std": json.dumps(list(p.std)),
@@ -55,10 +60,13 @@ class ModelMetadata:
             channel_order=props.get("channel_order", "RGB"),
             interpolation=props.get("interpolation", "bilinear"),
         )
+        if "input_width" in props and int(props["input_width"]) != size:
+            prep = replace(prep, crop_width=int(props["input_width"]))
+        outputs = tuple(OutputSpec.from_dict(o) for o in json.loads(props.get("outputs", "[]")))
         versions = {k[: -len("_version")]: v for k, v in props.items() if k.endswith("_version")}
         return cls(
-            props["model"], tuple(json.loads(props["k_sizes"])), int(props["num_classes"]), prep,
-            int(props.get("opset", 0)), props.get("exporter", ""), props.get("weights", ""), versions,
+            props["model"], tuple(json.loads(props["k_sizes"])), int(props.get("num_classes", 0)), prep,
+            int(props.get("opset", 0)), props.get("exporter", ""), props.get("weights", ""), versions, outputs,
         )  # fmt: skip
 
 
@@ -83,14 +91,17 @@ def describe_foreign(model: onnx.ModelProto, source: Path, prep: Preprocessing |
     """Metadata for an ONNX made elsewhere: its name, classes and size from the graph, `prep` or ImageNet's."""
     from eca_deploy import __version__
     from eca_deploy.fileio import sha256_file
+    from eca_deploy.interface import onnx_interface
 
+    interface = onnx_interface(model, label=str(source), img_size=prep.hw if prep is not None else None)
     if prep is None:
-        prep = Preprocessing.for_size(static_input_size(model) or 224)
-    out = model.graph.output[0].type.tensor_type.shape.dim
-    classes = int(out[-1].dim_value) if out and out[-1].HasField("dim_value") else 0
+        prep = interface.preprocessing
+    logits = interface.logits
+    classes = logits.classes or 0 if logits is not None else 0
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelMetadata(f"onnx:{source.stem}", (), classes, prep, opset, model.producer_name or "",
-                         f"{source.name} sha256:{sha256_file(source)}", {"eca_deploy": __version__})  # fmt: skip
+                         f"{source.name} sha256:{sha256_file(source)}", {"eca_deploy": __version__},
+                         interface.outputs)  # fmt: skip
 
 
 def static_input_size(model: onnx.ModelProto) -> int | None:
@@ -98,6 +109,8 @@ def static_input_size(model: onnx.ModelProto) -> int | None:
     dims = model.graph.input[0].type.tensor_type.shape.dim
     fixed = len(dims) == 4 and dims[2].HasField("dim_value") and dims[3].HasField("dim_value")
     return int(dims[2].dim_value) if fixed and dims[2].dim_value == dims[3].dim_value else None
+
+
 RANDOM_WEIGHTS_NOTICE = (
     "random weights (no checkpoint): the predicted classes mean nothing; speed and agreement with PyTorch "
     "are still real figures. Pass --weights CHECKPOINT for a real classifier"

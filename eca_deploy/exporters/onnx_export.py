@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from eca_deploy import __version__
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, write_metadata
+from eca_deploy.interface import OutputSpec, export_output_specs, flatten_outputs
 from eca_deploy.models.registry import block_k_sizes
 from eca_deploy.onnx_io import check_model
 
@@ -38,6 +40,14 @@ class ExportOptions:
     img_size: int = 224
     exporter: str = "torchscript"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    output_names: tuple[str, ...] | None = None  # None: the module's `output_names`, else logits / output0..N
+    classifier: bool = False  # a zoo or timm classifier: its one output is logits whatever its shape
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """Export size: the preprocessing's H x W when it is `img_size` high, else img_size square."""
+        prep = self.preprocessing
+        return prep.hw if prep.size == self.img_size else (self.img_size, self.img_size)
 
     def validate(self) -> None:
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
@@ -50,28 +60,32 @@ class ExportOptions:
             )
         if self.batch is not None and self.batch < 1:
             raise EcaDeployError(f"batch must be 'dynamic' or a positive integer, got {self.batch}")
-        if self.img_size < 32:
+        if min(self.hw) < 32:
             raise EcaDeployError(f"image size {self.img_size} is too small for a 32x-downsampling network: use >= 32")
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, opts: ExportOptions) -> None:
-    dynamic_axes = None if opts.batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+def _export_torchscript(
+    model: nn.Module, example: torch.Tensor, path: Path, opts: ExportOptions, names: Sequence[str]
+) -> None:
+    dynamic_axes = None if opts.batch else {n: {0: "batch"} for n in (INPUT_NAME, *names)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model, (example,), str(path), input_names=[INPUT_NAME], output_names=list(names),
             opset_version=opts.opset, dynamo=False, dynamic_axes=dynamic_axes, do_constant_folding=True,
         )  # fmt: skip
 
 
-def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opts: ExportOptions) -> None:
+def _export_dynamo(
+    model: nn.Module, example: torch.Tensor, path: Path, opts: ExportOptions, names: Sequence[str]
+) -> None:
     dynamic_shapes = None if opts.batch else ({0: torch.export.Dim("batch", min=1, max=4096)},)
     # The exporter logs a warning per torchvision op when torchvision is absent; none is used here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model, (example,), input_names=[INPUT_NAME], output_names=list(names),
             opset_version=opts.opset, dynamo=True, dynamic_shapes=dynamic_shapes, external_data=False,
             verbose=False,
         )  # fmt: skip
@@ -97,28 +111,32 @@ def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions, weights_
     opts.validate()
     model = model.eval()
     # Example batch 2 for dynamic export: torch.export specialises a batch of 1 to a constant.
-    example = torch.randn(opts.batch or 2, 3, opts.img_size, opts.img_size)
+    example = torch.randn(opts.batch or 2, 3, *opts.hw)
+    specs = output_specs(model, model_name, example, opts)
+    names = [s.name for s in specs]
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         try:
-            (_export_dynamo if opts.exporter == "dynamo" else _export_torchscript)(model, example, raw, opts)
+            (_export_dynamo if opts.exporter == "dynamo" else _export_torchscript)(model, example, raw, opts, names)
         except Exception as exc:  # the exporters raise many types; the user needs the first line
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise EcaDeployError(f"torch.onnx.export ({opts.exporter}) failed: {first}") from None
         onnx_model = _clean(onnx.load(str(raw)))
     _name_batch_dim(onnx_model)
     onnx_model.producer_name, onnx_model.producer_version = "eca-deploy", __version__
-    prep = opts.preprocessing
-    prep = prep.at_size(opts.img_size)
+    prep = opts.preprocessing.at_hw(opts.hw)
+    outputs = _graph_outputs(onnx_model, specs)
+    logits = next((o for o in outputs if o.kind == "logits"), None)
     meta = ModelMetadata(
         model=model_name,
         k_sizes=tuple(block_k_sizes(model)),
-        num_classes=_num_classes(onnx_model),
+        num_classes=(logits.classes or 0) if logits is not None else 0,
         preprocessing=prep,
         opset=opts.opset,
         exporter=opts.exporter,
         weights=weights_source,
         versions={"eca_deploy": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__},
+        outputs=outputs,
     )
     write_metadata(onnx_model, meta)
     check_model(onnx_model, "the exported model")
@@ -126,6 +144,28 @@ def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions, weights_
     return onnx_model
 
 
-def _num_classes(model: onnx.ModelProto) -> int:
-    dims = model.graph.output[0].type.tensor_type.shape.dim
-    return int(dims[-1].dim_value)
+def output_specs(model: nn.Module, label: str, example: torch.Tensor, opts: ExportOptions) -> tuple[OutputSpec, ...]:
+    """Run the module once on `example`: its outputs' names, shapes and kinds (one-line refusal otherwise)."""
+    from eca_deploy.errors import first_line
+
+    try:
+        with torch.inference_mode():
+            value = model(example)
+    except Exception as exc:  # the network's own forward: one line
+        raise EcaDeployError(
+            f"{label} does not run on {opts.hw[0]}x{opts.hw[1]} images ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
+    tensors = flatten_outputs(value, label)
+    shapes = [tuple(int(d) for d in t.shape) for t in tensors]
+    return export_output_specs(model, shapes, opts.output_names, classifier=opts.classifier)
+
+
+def _graph_outputs(model: onnx.ModelProto, specs: Sequence[OutputSpec]) -> tuple[OutputSpec, ...]:
+    """The specs with the exported graph's shapes (a dynamic batch as "batch")."""
+    kinds = {s.name: s.kind for s in specs}
+    out = []
+    for value in model.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+        out.append(OutputSpec(value.name, shape, kinds.get(value.name, "tensor")))
+    return tuple(out)

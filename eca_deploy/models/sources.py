@@ -26,6 +26,7 @@ from torch import nn
 
 from eca_deploy.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from eca_deploy.errors import EcaDeployError, first_line
+from eca_deploy.interface import DEFAULT_SIZE
 from eca_deploy.models.seeded import RANDOM_WEIGHTS, SEED
 
 MODULE_PREFIX = "module:"
@@ -96,7 +97,7 @@ def default_preprocessing(ref: str, img_size: int | None = None) -> Preprocessin
         from eca_deploy.models.timm_models import default_cfg, preprocessing_from_cfg, timm_name
 
         return preprocessing_from_cfg(default_cfg(timm_name(ref)), img_size)
-    return Preprocessing.for_size(img_size or 224)
+    return Preprocessing.for_size(img_size or DEFAULT_SIZE)
 
 
 def load(
@@ -199,7 +200,7 @@ def preprocessing_of(module: nn.Module, img_size: int | None = None) -> Preproce
         from eca_deploy.models.timm_models import preprocessing_from_cfg
 
         return preprocessing_from_cfg(cfg, img_size)
-    return Preprocessing.for_size(img_size or 224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return Preprocessing.for_size(img_size or DEFAULT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def _split_file_ref(ref: str) -> tuple[Path, str]:

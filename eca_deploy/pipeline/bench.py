@@ -187,19 +187,25 @@ def bench_interleaved(
     return [summarize(rounds[i], batch, getattr(steps[i], "inferences", 1)) for i in range(n)]
 
 
-def input_shape(runner: Runner, batch: int, img_size: int | None) -> tuple[int, ...]:
+def input_shape(runner: Runner, batch: int, img_size: int | tuple[int, int] | None) -> tuple[int, ...]:
+    """[batch, C, H, W] of the runner's image input: its static H/W, else `img_size` (--img-size)."""
+    from eca_deploy.interface import resolve_size, static_hw
+
     info = runner.inputs[0]
-    n, c, h, w = info.shape
+    n, c, _, _ = info.shape
     if isinstance(n, int) and n != batch:
         raise EcaDeployError(f"{runner.name} model has a static batch of {n}: use --batch {n}")
-    size_h = h if isinstance(h, int) else img_size
-    size_w = w if isinstance(w, int) else img_size
-    if size_h is None or size_w is None:
+    requested = (img_size, img_size) if isinstance(img_size, int) else img_size
+    static = static_hw(info.shape)
+    if static is None and requested is None:
         raise EcaDeployError("the model's input size is dynamic: pass --img-size")
+    size_h, size_w = resolve_size(static, None, requested, f"the {runner.name} model")
     return (batch, c if isinstance(c, int) else 3, size_h, size_w)
 
 
-def make_steps(runner: Runner, config: BenchConfig, img_size: int | None) -> dict[int, Callable[[], Any]]:
+def make_steps(
+    runner: Runner, config: BenchConfig, img_size: int | tuple[int, int] | None
+) -> dict[int, Callable[[], Any]]:
     """The timed step of `runner` per batch size: one inference on fixed random inputs, or classify() on photos."""
     if config.end_to_end:
         return end_to_end_steps(runner, config)
@@ -230,7 +236,7 @@ def end_to_end_steps(runner: Runner, config: BenchConfig) -> dict[int, Callable[
 def bench_runners(
     runners: Sequence[Runner],
     config: BenchConfig,
-    img_size: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
     on_batch: Sequence[Callable[[int], Tick] | None] | None = None,
     clock: Clock = time.perf_counter,
 ) -> list[list[BatchResult]]:
@@ -248,7 +254,7 @@ def bench_runners(
 def bench_runner(
     runner: Runner,
     config: BenchConfig,
-    img_size: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
     on_batch: Callable[[int], Tick] | None = None,
 ) -> list[BatchResult]:
     """Benchmark every batch size of `config` on one runner (inputs: fixed random normal images)."""

@@ -7,14 +7,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from eca_deploy.backends.base import Runner
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, has_random_weights
-from eca_deploy.metrics import Agreement, Tolerance, compare, per_image
+from eca_deploy.interface import ModelInterface, build_interface
+from eca_deploy.metrics import Agreement, OutputCheck, Tolerance, compare_outputs, named_failures, per_image_all
 
-# Default tolerances by precision: FP32 tight; FP16 looser; INT8 judged by cosine and top-1 agreement.
+# Default tolerances by precision, for every output kind: FP32 tight; FP16 looser; INT8 judged by cosine and
+# top-1 agreement. Outputs of kind "logits" are held to all three bounds, "tensor" outputs to max abs and cosine
+# (max abs relative to that output's own largest |value|).
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-3, cosine_min=0.9999, top1_agreement=1.0),
     "fp16": Tolerance(max_abs=2e-2, cosine_min=0.999, top1_agreement=0.9),
@@ -40,7 +41,7 @@ class CheckResult:
     model: str
     precision: str
     tolerance: Tolerance
-    agreement: Agreement
+    checks: dict[str, OutputCheck]  # every output, by name
     failures: list[str]
     image_names: list[str]
     skipped_images: list[str]
@@ -50,15 +51,26 @@ class CheckResult:
     reference: str = ""  # "PyTorch NAME" or "ONNX FILE"
     weights: str = ""  # where the checked model's weights came from: a checkpoint, or random(seed=0)
     random_weights: bool = False
-    per_image: dict[str, list[float]] | None = None  # 1 - cosine and max abs error of each image
+    per_image: dict[str, list[float]] | None = None  # 1 - cosine and max abs error of each image (worst output)
+    interface: ModelInterface | None = None
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
+    @property
+    def agreement(self) -> Agreement:
+        """The first failing output's agreement, else the logits' (a classifier's), else the first output's."""
+        checks = list(self.checks.values())
+        chosen = next((c for c in checks if not c.passed), None) or next((c for c in checks if c.kind == "logits"),
+                                                                         checks[0])  # fmt: skip
+        return chosen.agreement
+
+    @property
+    def size_text(self) -> str:
+        return self.interface.size_text if self.interface is not None else "?"
+
     def as_dict(self) -> dict[str, Any]:
-        a = self.agreement.as_dict()
-        a["worst_images"] = [self.image_names[i] for i in self.agreement.worst_images]
         return {
             "target": self.target,
             "backend": self.backend,
@@ -71,7 +83,10 @@ class CheckResult:
                 "cosine_min": self.tolerance.cosine_min,
                 "top1_agreement": self.tolerance.top1_agreement,
             },
-            "outputs": {"logits": a},
+            "outputs": {name: c.as_dict(self.image_names) for name, c in self.checks.items()},
+            "failed_outputs": [name for name, c in self.checks.items() if not c.passed],
+            "input_size": list(self.interface.size) if self.interface is not None else None,
+            "interface": self.interface.as_dict() if self.interface is not None else None,
             "reference": self.reference,
             "reference_scale": self.reference_scale,
             "images": self.image_names,
@@ -115,18 +130,6 @@ def tolerance_for(precision: str, max_abs: float | None, min_cosine: float | Non
     )
 
 
-def input_geometry(runner: Runner) -> tuple[int | None, int | None]:
-    """(static batch or None, static square size or None) of the runner's image input, which must be RGB."""
-    info = runner.inputs[0]
-    if len(info.shape) != 4:
-        raise EcaDeployError(f"input {info.name!r} has shape {list(info.shape)}: eca-deploy models take [N,3,H,W]")
-    n, c, h, w = info.shape
-    if isinstance(c, int) and c != 3:
-        raise EcaDeployError(f"input {info.name!r} takes {c} channels: eca-deploy feeds RGB images (3 channels)")
-    size = h if isinstance(h, int) and h == w else None
-    return (n if isinstance(n, int) else None), size
-
-
 def reference_model(
     model_name: str,
     weights: Path | None,
@@ -138,7 +141,7 @@ def reference_model(
     from eca_deploy.models import sources
     from eca_deploy.models.seeded import RANDOM_WEIGHTS
 
-    num_classes = metadata.num_classes if metadata else None
+    num_classes = (metadata.num_classes or None) if metadata else None  # 0: no logits output (a detector)
     pretrained = False
     if weights is None and metadata is not None and metadata.weights and metadata.weights != RANDOM_WEIGHTS:
         if not metadata.weights.startswith("timm pretrained"):
@@ -194,7 +197,9 @@ def _onnx_reference(path: Path, warn: Any) -> Reference:
     return Reference(runner, f"ONNX {path.name}", onnx_path=path, metadata=read_metadata(model))
 
 
-def _torch_reference(target: Target, name: str, weights: Path | None, prep: Any, warn: Any) -> Reference:
+def _torch_reference(
+    target: Target, name: str, weights: Path | None, prep: Any, warn: Any, interface: ModelInterface
+) -> Reference:
     """The PyTorch model `name`, refused in one line when the target's graph is another architecture."""
     from eca_deploy.backends.torch_runner import TorchRunner
     from eca_deploy.pipeline.architecture import mismatch
@@ -210,21 +215,15 @@ def _torch_reference(target: Target, name: str, weights: Path | None, prep: Any,
             f"{target.label} is not {name}{origin}: {differs}; pass the --model it was exported from, "
             "or --reference-onnx FILE"
         )
-    return Reference(TorchRunner(torch_model), f"PyTorch {name}", torch_model=torch_model)
+    runner = TorchRunner(torch_model, output_names=interface.output_names, label=f"PyTorch {name}")
+    return Reference(runner, f"PyTorch {name}", torch_model=torch_model)
 
 
-def _preprocessing(described: ModelMetadata | None, name: str | None, size: int | None, adjust: Any) -> Any:
-    """The metadata's preprocessing, else the model's own (`name`), else ImageNet's; then `adjust`ed by flags."""
-    from eca_deploy.data.images import Preprocessing
+def _model_preprocessing(name: str | None) -> Any:
+    """The preprocessing of the model `name` (zoo, timm, file) at its own size, or None."""
     from eca_deploy.models import sources
 
-    if described is not None:
-        prep = described.preprocessing
-    elif name is not None:
-        prep = sources.default_preprocessing(name, size)
-    else:
-        prep = Preprocessing.for_size(size or 224)
-    return adjust(prep) if adjust is not None else prep
+    return sources.default_preprocessing(name) if name is not None else None
 
 
 def run_check(
@@ -239,13 +238,16 @@ def run_check(
     reference_onnx: Path | None = None,
     adjust: Any = None,
     warn: Any = lambda _m: None,
+    img_size: tuple[int, int] | None = None,
+    interface: ModelInterface | None = None,
 ) -> CheckResult:
     """Compare `target` with its reference on real photographs.
 
     The reference is `reference_onnx` when given (any FP32 ONNX, e.g. the unfused export), else the PyTorch
     model `model_name` or the target's metadata names; a file with no rebuildable model falls back to the
-    unfused ONNX next to it (X.onnx for X.fused.onnx, X.int8.onnx, ...). Preprocessing comes from the
-    metadata, else from `adjust` (--img-size/--mean/--std) over ImageNet's defaults.
+    unfused ONNX next to it (X.onnx for X.fused.onnx, X.int8.onnx, ...). The model's interface (input size
+    and preprocessing, named outputs and their kinds) is resolved once, from the ONNX, its metadata,
+    `img_size` (--img-size) and `adjust` (--mean/--std), unless given; every output is judged.
     """
     from eca_deploy.data.images import list_images, load_images
     from eca_deploy.models import sources
@@ -267,14 +269,13 @@ def run_check(
         sources.validate(name)
     if meta is not None and model_name and meta.model != model_name:
         warn(f"{target.label} was exported from {meta.model}, checking against --model {model_name}")
-    fixed_batch, size = input_geometry(target.runner)
     described = meta or (onnx_reference.metadata if onnx_reference else None)
-    prep = _preprocessing(described, name if onnx_reference is None else None, size, adjust)
-    if size is not None and size != prep.size:
-        raise EcaDeployError(
-            f"{target.label} takes {size}x{size} images but its preprocessing says {prep.size}: "
-            + ("re-export it" if described else "pass --img-size to match")
-        )
+    if interface is None:
+        own = _model_preprocessing(name) if described is None and onnx_reference is None else None
+        interface = build_interface(target.runner, described, label=target.label, img_size=img_size,
+                                    preprocessing=own, adjust=adjust, warn=warn)  # fmt: skip
+    prep = interface.preprocessing
+    fixed_batch = interface.input.batch
     if batch < 1:
         raise EcaDeployError(f"--batch must be a positive integer, got {batch}")
     paths = list_images(images) if images else None
@@ -287,35 +288,38 @@ def run_check(
         random_weights = has_random_weights(described)
     else:
         assert name is not None
-        reference = _torch_reference(target, name, weights, prep, warn)
+        reference = _torch_reference(target, name, weights, prep, warn, interface)
         random_weights = weights is None and (meta is None or not meta.weights or has_random_weights(meta))
     step = fixed_batch or batch
     out = target.runner.run_all(loaded.array, step, fixed_batch=fixed_batch is not None)
-    ref_fixed, _ = input_geometry(reference.runner) if reference.onnx_path else (None, None)
+    ref_fixed = reference.runner.inputs[0].shape[0] if reference.onnx_path else None
+    ref_fixed = ref_fixed if isinstance(ref_fixed, int) else None
     ref = reference.runner.run_all(loaded.array, ref_fixed or batch, fixed_batch=ref_fixed is not None)
-    if out.shape != ref.shape:
+    if set(ref) != set(out):
         raise EcaDeployError(
-            f"{target.label} outputs {list(out.shape[1:])} per image, {reference.label} gives {list(ref.shape[1:])}: "
+            f"{target.label} has outputs {', '.join(out)}, {reference.label} has {', '.join(ref)}: "
             "check --model, --weights or --reference-onnx"
         )
-    agreement = compare(ref, out)
     tol = tolerance or DEFAULT_TOLERANCES.get(target.precision, DEFAULT_TOLERANCES["fp32"])
-    scale = float(np.abs(ref).max())
+    ordered = {n: ref[n] for n in interface.output_names}
+    checks = compare_outputs(ordered, out, interface.kinds, tol)
+    scale = max(c.reference_scale for c in checks.values())
     result = CheckResult(
         target=target.label,
         backend=target.runner.name,
         model=name,
         precision=target.precision,
         tolerance=tol,
-        agreement=agreement,
-        failures=tol.failures(agreement, scale),
+        checks=checks,
+        failures=named_failures(checks),
         image_names=loaded.names,
         skipped_images=loaded.skipped,
         reference_scale=scale,
         reference=reference.label,
         weights=str(weights) if weights is not None else (meta.weights if meta and meta.weights else "unknown"),
         random_weights=random_weights,
-        per_image=per_image(ref, out),
+        per_image=per_image_all(ordered, out),
+        interface=interface,
     )
     if per_layer:
         from eca_deploy.pipeline.per_layer import compare_layers

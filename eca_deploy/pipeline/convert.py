@@ -11,48 +11,61 @@ import numpy as np
 import onnx
 
 from eca_deploy.errors import CheckFailedError, EcaDeployError
-from eca_deploy.metrics import Agreement, Tolerance, compare
+from eca_deploy.interface import ModelInterface
+from eca_deploy.metrics import Agreement, OutputCheck, Tolerance, compare_outputs, named_failures
 from eca_deploy.precision.fp16 import Fp16Report
 
 
 @dataclass
 class PrecisionCheck:
-    """How the converted model's logits follow the FP32 model's on the same images (ONNX Runtime, CPU)."""
+    """How every output of the converted model follows the FP32 model's on the same images (ONNX Runtime, CPU)."""
 
-    agreement: Agreement
+    checks: dict[str, OutputCheck]
     failures: list[str]
     image_names: list[str]
     reference_scale: float
+    size: tuple[int, int] | None = None
+
+    @property
+    def agreement(self) -> Agreement:
+        """The first failing output's, else the logits', else the first output's agreement."""
+        checks = list(self.checks.values())
+        return (next((c for c in checks if not c.passed), None)
+                or next((c for c in checks if c.kind == "logits"), checks[0])).agreement  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         a = self.agreement.as_dict()
         a["worst_images"] = [self.image_names[i] for i in self.agreement.worst_images]
-        return {"against": "fp32 onnx", **a, "passed": not self.failures, "failures": self.failures}
+        return {"against": "fp32 onnx", **a, "passed": not self.failures, "failures": self.failures,
+                "input_size": list(self.size) if self.size else None,
+                "outputs": {n: c.as_dict(self.image_names) for n, c in self.checks.items()}}  # fmt: skip
 
 
 def compare_with_fp32(
-    fp32: onnx.ModelProto, other: onnx.ModelProto, images: Path | None, tolerance: Tolerance, qdq: bool = False
-) -> PrecisionCheck:
-    """Run both models on the same photographs (the sample photos, or a folder) and compare their logits.
+    fp32: onnx.ModelProto, other: onnx.ModelProto, images: Path | None, tolerance: Tolerance, qdq: bool = False,
+    interface: ModelInterface | None = None,
+) -> PrecisionCheck:  # fmt: skip
+    """Run both models on the same photographs (the sample photos, or a folder) and compare every output.
 
     Q/DQ models run with ONNX Runtime's graph optimisations off: plain quantize/dequantize arithmetic, as
-    TensorRT computes it (ORT's fused int8 kernels give different results).
+    TensorRT computes it (ORT's fused int8 kernels give different results). `interface` (default: the FP32
+    model's own) gives the input size, preprocessing and output kinds.
     """
     from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
     from eca_deploy.data.images import list_images, load_images
-    from eca_deploy.precision.quantize import model_preprocessing
+    from eca_deploy.interface import onnx_interface
 
-    prep = model_preprocessing(fp32, lambda _m: None)
-    loaded = load_images(list_images(images) if images else None, prep, limit=64)
+    interface = interface or onnx_interface(fp32, label="the FP32 model")
+    loaded = load_images(list_images(images) if images else None, interface.preprocessing, limit=64)
     ref_runner = OnnxRuntimeRunner(fp32.SerializeToString(), "cpu")
     runner = OnnxRuntimeRunner(other.SerializeToString(), "cpu", optimize=not qdq)
     fixed = ref_runner.inputs[0].shape[0]
     batch = fixed if isinstance(fixed, int) else 16
     ref = ref_runner.run_all(loaded.array, batch, fixed_batch=isinstance(fixed, int))
-    out = runner.run_all(loaded.array, batch, fixed_batch=isinstance(fixed, int)).astype(np.float32)
-    agreement = compare(ref, out)
-    scale = float(np.abs(ref).max())
-    return PrecisionCheck(agreement, tolerance.failures(agreement, scale), loaded.names, scale)
+    out = {k: v.astype(np.float32) for k, v in runner.run_all(loaded.array, batch, isinstance(fixed, int)).items()}
+    checks = compare_outputs(ref, out, interface.kinds, tolerance)
+    scale = max(c.reference_scale for c in checks.values())
+    return PrecisionCheck(checks, named_failures(checks), loaded.names, scale, interface.size)
 
 
 @dataclass
@@ -109,16 +122,24 @@ def run_convert(
     verify: bool = True,
     images: Path | None = None,
     warn: Callable[[str], None] = lambda _m: None,
+    img_size: tuple[int, int] | None = None,
 ) -> ConvertResult:
-    """Convert, compare with the FP32 model on real photographs, and write atomically if within tolerance."""
+    """Convert, compare with the FP32 model on real photographs, and write atomically if within tolerance.
+
+    The comparison runs at the model's size (its static H/W or metadata), else `img_size` (--img-size).
+    """
     from eca_deploy.fileio import check_writable
+    from eca_deploy.interface import onnx_interface
     from eca_deploy.onnx_io import load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
 
     model = load_onnx(source)
     check_writable(output)
+    interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn)
     converted, report = convert_model(model, keep_io_types, keep_fp32_ops, warn)
-    check = compare_with_fp32(model, converted, images, DEFAULT_TOLERANCES["fp16"]) if verify else None
+    check = None
+    if verify:
+        check = compare_with_fp32(model, converted, images, DEFAULT_TOLERANCES["fp16"], interface=interface)
     if check is not None and check.failures:
         raise CheckFailedError(f"the FP16 model disagrees with the FP32 one ({'; '.join(check.failures)}): "
                                f"{output} not written")  # fmt: skip

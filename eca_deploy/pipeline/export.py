@@ -32,28 +32,40 @@ class ExportResult:
     img_size: int
     random_weights: bool
     fused_blocks: int | None = None
-    verification: dict[str, Any] | None = None
+    verification: dict[str, Any] | None = None  # the worst output's agreement (a classifier: its logits)
     failures: list[str] = field(default_factory=list)
+    input_size: tuple[int, int] | None = None  # H, W (None: img_size square)
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # name, shape, kind of every output
+    verified_outputs: dict[str, Any] | None = None  # per output: agreement, kind, passed, failures
+
+    @property
+    def size_text(self) -> str:
+        h, w = self.input_size or (self.img_size, self.img_size)
+        return f"{h}x{w}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "output": str(self.output), "opset": self.opset, "batch": self.batch,
-            "img_size": self.img_size, "random_weights": self.random_weights, "fused_eca_blocks": self.fused_blocks,
-            "verification": self.verification, "passed": not self.failures, "failures": self.failures,
+            "img_size": self.img_size, "input_size": list(self.input_size or (self.img_size, self.img_size)),
+            "random_weights": self.random_weights, "fused_eca_blocks": self.fused_blocks, "outputs": self.outputs,
+            "verification": self.verification, "verified_outputs": self.verified_outputs,
+            "passed": not self.failures, "failures": self.failures,
         }  # fmt: skip
 
     def print(self, console: Console) -> None:
         console.print(f"[green]wrote[/green] {self.output} (opset {self.opset}, batch {self.batch}, "
-                      f"{self.img_size}x{self.img_size})")  # fmt: skip
+                      f"{self.size_text})")  # fmt: skip
         if self.fused_blocks is not None:
             console.print(f"fused {self.fused_blocks} ECA blocks into ECA nodes")
-        if self.verification:
-            v = self.verification
-            table = Table(title="ONNX Runtime (CPU) vs PyTorch", show_header=True)
+        if self.verified_outputs:
+            table = Table(title=f"ONNX Runtime (CPU) vs PyTorch, {self.size_text}", show_header=True)
+            table.add_column("output")
             for col in ("images", "max abs error", "cosine (min)", "top-1 agreement", "verdict"):
                 table.add_column(col, justify="right")
-            table.add_row(str(v["images"]), f"{v['max_abs_error']:.3g}", f"{v['cosine_min']:.6f}",
-                          f"{v['top1_agreement']:.1%}", "[green]pass[/green]")  # fmt: skip
+            for name, v in self.verified_outputs.items():
+                top1 = "-" if v["top1_agreement"] is None else f"{v['top1_agreement']:.1%}"
+                table.add_row(name, str(v["images"]), f"{v['max_abs_error']:.3g}", f"{v['cosine_min']:.6f}", top1,
+                              "[green]pass[/green]" if v["passed"] else "[red]FAIL[/red]")  # fmt: skip
             console.print(table)
 
 
@@ -78,6 +90,7 @@ def run_export(
     adjust: Callable[[Preprocessing], Preprocessing] | None = None,
     warn: Callable[[str], None] = lambda _m: None,
     status: StatusFactory = None,
+    output_names: tuple[str, ...] | None = None,
 ) -> ExportResult:
     """Export the model `model_name` names (zoo, `timm:NAME`, `file.py:factory`) to `output`.
 
@@ -103,7 +116,8 @@ def run_export(
             "(seed 0, BatchNorm statistics from the sample photos)"
         )
     return export_loaded(loaded, output=output, opset=opset, batch=batch, exporter=exporter, fuse=fuse,
-                         fuse_tolerance=fuse_tolerance, images=images, verify=verify, status=status)  # fmt: skip
+                         fuse_tolerance=fuse_tolerance, images=images, verify=verify, status=status,
+                         output_names=output_names)  # fmt: skip
 
 
 def export_loaded(
@@ -118,6 +132,7 @@ def export_loaded(
     images: Path | None = None,
     verify: bool = True,
     status: StatusFactory = None,
+    output_names: tuple[str, ...] | None = None,
 ) -> ExportResult:
     """Export a built model (see `run_export`), verify it against PyTorch, write it atomically."""
     from eca_deploy.data.images import list_images, load_images
@@ -128,12 +143,19 @@ def export_loaded(
     check_writable(output)
     image_paths = list_images(images) if images else None
     prep = loaded.preprocessing
-    opts = ExportOptions(opset=opset, batch=batch, img_size=prep.size, exporter=exporter, preprocessing=prep)
+    from eca_deploy.exporters.metadata import read_metadata
+    from eca_deploy.models import sources
+
+    classifier = sources.kind(loaded.ref) in ("zoo", "timm")
+    opts = ExportOptions(opset=opset, batch=batch, img_size=prep.size, exporter=exporter, preprocessing=prep,
+                         output_names=output_names, classifier=classifier)  # fmt: skip
     opts.validate()
     model, name = loaded.module, loaded.ref
-    result = ExportResult(name, output, opset, batch or "dynamic", prep.size, loaded.random)
+    result = ExportResult(name, output, opset, batch or "dynamic", prep.size, loaded.random, input_size=prep.hw)
     with _status(status, f"exporting {name} to ONNX (opset {opset}, {exporter})"):
         onnx_model = export_onnx(model, name, opts, weights_source=loaded.weights)
+    specs = read_metadata(onnx_model).outputs  # type: ignore[union-attr]
+    result.outputs = [o.as_dict() for o in specs]
     if fuse:
         from eca_deploy.fusion import fuse_eca
         from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, check_fusion, validate_tolerance
@@ -154,9 +176,11 @@ def export_loaded(
     if verify:
         with _status(status, "verifying against PyTorch on real photographs"):
             batch_images = load_images(image_paths, opts.preprocessing)
-            verified = verify_onnx(model, onnx_model.SerializeToString(), batch_images, batch)
+            verified = verify_onnx(model, onnx_model.SerializeToString(), batch_images, batch,
+                                   kinds={o.name: o.kind for o in specs})  # fmt: skip
         result.verification = verified.agreement.as_dict()
         result.verification["worst_images"] = [batch_images.names[i] for i in verified.agreement.worst_images]
+        result.verified_outputs = {n: c.as_dict(batch_images.names) for n, c in verified.outputs.items()}
         result.failures = verified.failures
         if verified.failures:
             raise CheckFailedError(

@@ -22,6 +22,7 @@ class QuantizeResult:
     report: QuantizeReport
     check: PrecisionCheck | None
     written: bool = True
+    input_size: tuple[int, int] | None = None  # H, W of calibration and verification
 
     @property
     def passed(self) -> bool:
@@ -34,6 +35,7 @@ class QuantizeResult:
             "precision": "int8",
             **self.report.as_dict(),
             "check": self.check.as_dict() if self.check else None,
+            "input_size": list(self.input_size) if self.input_size else None,
             "passed": self.passed,
             "written": self.written,
         }
@@ -49,25 +51,33 @@ def run_quantize(
     warn: Callable[[str], None] = lambda _m: None,
     progress: Callable[[int, int], None] | None = None,
     keep_failed: bool = False,
+    img_size: tuple[int, int] | None = None,
 ) -> QuantizeResult:
-    """Quantize and judge against FP32; outside tolerance nothing is written unless `keep_failed`."""
+    """Quantize and judge against FP32; outside tolerance nothing is written unless `keep_failed`.
+
+    Calibration and verification share one interface: the model's size (static H/W, metadata) or `img_size`.
+    """
     from eca_deploy.fileio import check_writable, sha256_file
+    from eca_deploy.interface import onnx_interface
     from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
     from eca_deploy.pipeline.convert import compare_with_fp32
-    from eca_deploy.precision.quantize import quantize_model
+    from eca_deploy.precision.quantize import model_preprocessing, quantize_model
 
     model = load_onnx(source)
     check_writable(output)
     options.validate()
-    quantized, report = quantize_model(model, calib_images, sha256_file(source), options, warn, progress)
+    interface = onnx_interface(model, label=str(source), img_size=img_size)  # said aloud by model_preprocessing
+    prep = model_preprocessing(model, warn, img_size)
+    quantized, report = quantize_model(model, calib_images, sha256_file(source), options, warn, progress,
+                                       preprocessing=prep)  # fmt: skip
     check_model(quantized, "the Q/DQ model")
     check = None
     if verify:
-        check = compare_with_fp32(model, quantized, images, DEFAULT_TOLERANCES["int8"], qdq=True)
+        check = compare_with_fp32(model, quantized, images, DEFAULT_TOLERANCES["int8"], qdq=True, interface=interface)
         if check.failures and not keep_failed:
-            return QuantizeResult(source, output, report, check, written=False)
+            return QuantizeResult(source, output, report, check, written=False, input_size=interface.size)
         if check.failures:
             quantized.metadata_props.add(key=FAILED_KEY, value="failed: " + "; ".join(check.failures))
     save_onnx(quantized, output)
-    return QuantizeResult(source, output, report, check)
+    return QuantizeResult(source, output, report, check, input_size=interface.size)

@@ -114,7 +114,7 @@ def load_calibration_set(folder: Path, preprocessing: Preprocessing, count: int)
     found = list_images(folder)
     files = pick_evenly(found, count)
     readable, skipped, arrays = [], [], []
-    image_bytes = 3 * preprocessing.size * preprocessing.size * 4
+    image_bytes = 3 * preprocessing.height * preprocessing.width * 4
     keep = len(files) * image_bytes <= IMAGE_CACHE_BYTES
     for path in files:
         try:
@@ -430,9 +430,12 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "eca-deploy" / "calibration"
 
 
-def cache_key(onnx_sha256: str, files: Sequence[Path], method: str, count: int) -> str:
-    """Model hash + method + count + each image's name and content hash: any change recalibrates."""
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{onnx_sha256}|{method}|{count}".encode())
+def cache_key(
+    onnx_sha256: str, files: Sequence[Path], method: str, count: int, size: tuple[int, int] | None = None
+) -> str:
+    """Model hash + method + count (+ input H x W) + each image's name and content hash: any change recalibrates."""
+    at = f"|{size[0]}x{size[1]}" if size is not None else ""
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{onnx_sha256}|{method}|{count}{at}".encode())
     for path in files:
         h.update(f"|{Path(path).name}:".encode())
         h.update(hashlib.sha256(Path(path).read_bytes()).digest())

@@ -65,17 +65,18 @@ class QuantizeReport:
         return dict(self.__dict__)
 
 
-def model_preprocessing(model: onnx.ModelProto, warn: Callable[[str], None]) -> Preprocessing:
-    """The preprocessing the model's metadata names; ImageNet defaults for an ONNX made elsewhere."""
+def model_preprocessing(
+    model: onnx.ModelProto, warn: Callable[[str], None], img_size: tuple[int, int] | None = None
+) -> Preprocessing:
+    """The preprocessing of the model's interface: its metadata's, else ImageNet's, at its size (or `img_size`)."""
     from eca_deploy.exporters.metadata import read_metadata
+    from eca_deploy.interface import onnx_interface
 
-    meta = read_metadata(model)
-    if meta is not None:
-        return meta.preprocessing
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    size = dims[2].dim_value if len(dims) == 4 and dims[2].dim_value else 224
-    warn(f"the model carries no eca-deploy metadata: calibrating with ImageNet preprocessing at {size}x{size}")
-    return Preprocessing.for_size(size)
+    interface = onnx_interface(model, label="the model", img_size=img_size, warn=warn)
+    if read_metadata(model) is None:
+        warn(f"the model carries no eca-deploy metadata: calibrating with ImageNet preprocessing at "
+             f"{interface.size_text}")  # fmt: skip
+    return interface.preprocessing
 
 
 def quantize_model(
@@ -85,15 +86,19 @@ def quantize_model(
     options: QuantizeOptions = QuantizeOptions(),
     warn: Callable[[str], None] = lambda _m: None,
     progress: Callable[[int, int], None] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[onnx.ModelProto, QuantizeReport]:
-    """Calibrate `model` on the images in `calib_images` (or reuse cached ranges) and insert Q/DQ nodes."""
+    """Calibrate `model` on the images in `calib_images` (or reuse cached ranges) and insert Q/DQ nodes.
+
+    `preprocessing` (default: the model's interface) is the one the verification uses too: same size.
+    """
     from eca_deploy.fusion import count_eca_nodes
 
     options.validate()
     precision = detect_precision(model)
     if precision != "fp32":
         raise EcaDeployError(f"the model is already {precision.upper()}: quantize the FP32 model it came from")
-    prep = model_preprocessing(model, warn)
+    prep = preprocessing or model_preprocessing(model, warn)
     calib = load_calibration_set(calib_images, prep, options.count)
     warnings: list[str] = []
     if calib.skipped:
@@ -116,7 +121,7 @@ def quantize_model(
     plan = plan_quantization(model, quantize_eca_gate=options.quantize_eca_gate)
     tensors = sorted(full_plan.activations)
     cache = CalibrationCache(options.cache_folder or cache_dir())
-    key = cache_key(onnx_sha256, calib.files, options.method, options.count)
+    key = cache_key(onnx_sha256, calib.files, options.method, options.count, prep.hw)
     ranges = cache.load(key, tensors) if options.use_cache else None
     source, cache_file = "cache", str(cache.path(key))
     streaming = None

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from eca_deploy.backends.base import Runner
-from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import PREFIX, ModelMetadata
 from eca_deploy.runtime.labels import labels_for
@@ -95,29 +94,36 @@ class Classifier:
         labels: str | Path | None = None,
         name: str = "model",
         precision: str = "fp32",
+        img_size: tuple[int, int] | None = None,
     ) -> None:
-        from eca_deploy.pipeline.check import input_geometry
+        from eca_deploy.interface import build_interface, check_image_input, static_hw
 
         if top_k < 1:
             raise EcaDeployError(f"top_k must be at least 1, got {top_k}")
         self.runner, self.metadata, self.top_k, self.name, self.precision = runner, metadata, top_k, name, precision
-        _, size = input_geometry(runner)
-        if metadata is not None:
-            prep = metadata.preprocessing
-        elif size is not None:
-            prep = Preprocessing.for_size(size)  # ImageNet mean/std: the zoo's convention
-        else:
+        info = runner.inputs[0]
+        check_image_input(info.name, tuple(info.shape))
+        if metadata is None and static_hw(tuple(info.shape)) is None and img_size is None:
             raise EcaDeployError(
-                f"{name} carries no eca-deploy metadata and has a dynamic input size: export it with eca-deploy"
+                f"{name} carries no eca-deploy metadata and has a dynamic input size: export it with eca-deploy "
+                "or pass --img-size"
             )
-        if size is not None and size != prep.size:
-            raise EcaDeployError(f"{name} takes {size}x{size} images but its metadata says {prep.size}: re-export it")
+        self.interface = build_interface(runner, metadata, label=name, img_size=img_size)
+        prep = self.interface.preprocessing
+        if prep.width != prep.size:
+            raise EcaDeployError(f"{name} runs at {self.interface.size_text}: run classifies square inputs only")
+        logits = self.interface.logits
+        if logits is None:
+            raise EcaDeployError(
+                f"{name} has no logits output ({', '.join(self.interface.output_names)}): run classifies with "
+                "classifier models"
+            )
         self.preprocessor = FramePreprocessor(prep, channel_order, resize)
         self.min_batch, self.max_batch = batch_range(runner)
-        self.input_name, self.output_name = runner.inputs[0].name, runner.outputs[0].name
+        self.input_name, self.output_name = info.name, logits.name
         self.input_dtype = np.float16 if "float16" in runner.inputs[0].dtype else np.float32
-        out_classes = runner.outputs[0].shape[-1] if runner.outputs[0].shape else None
-        self.num_classes = metadata.num_classes if metadata else out_classes if isinstance(out_classes, int) else None
+        out_classes = logits.classes
+        self.num_classes = (metadata.num_classes or out_classes) if metadata else out_classes
         if self.num_classes is None:
             raise EcaDeployError(f"{name} does not say how many classes it has: export it with eca-deploy")
         self.labels = labels_for(self.num_classes, labels)
@@ -139,6 +145,7 @@ class Classifier:
         labels: str | Path | None = None,
         kind: str | None = None,
         runtime: str = "onnxruntime",
+        img_size: tuple[int, int] | None = None,
     ) -> Classifier:
         """An ONNX model (ONNX Runtime, `provider` cpu/cuda/tensorrt; or `runtime` "openvino") or a TensorRT engine.
 
@@ -158,7 +165,7 @@ class Classifier:
         else:
             target = open_target(None, path, plugin=plugin_arg)
         return cls(target.runner, target.metadata, top_k=top_k, channel_order=channel_order, resize=resize,
-                   labels=labels, name=path.name, precision=target.precision)  # fmt: skip
+                   labels=labels, name=path.name, precision=target.precision, img_size=img_size)  # fmt: skip
 
     @classmethod
     def from_runner(cls, runner: Runner, **kwargs: object) -> Classifier:
