@@ -111,12 +111,12 @@ def run_convert(
     warn: Callable[[str], None] = lambda _m: None,
 ) -> ConvertResult:
     """Convert, compare with the FP32 model on real photographs, and write atomically if within tolerance."""
-    from eca_deploy.fileio import check_writable
+    from eca_deploy.fileio import claim_output_file
     from eca_deploy.onnx_io import load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
 
     model = load_onnx(source)
-    check_writable(output)
+    claim_output_file(output, "--output", [source, images])
     converted, report = convert_model(model, keep_io_types, keep_fp32_ops, warn)
     check = compare_with_fp32(model, converted, images, DEFAULT_TOLERANCES["fp16"]) if verify else None
     if check is not None and check.failures:

@@ -51,14 +51,14 @@ def run_quantize(
     keep_failed: bool = False,
 ) -> QuantizeResult:
     """Quantize and judge against FP32; outside tolerance nothing is written unless `keep_failed`."""
-    from eca_deploy.fileio import check_writable, sha256_file
+    from eca_deploy.fileio import claim_output_file, sha256_file
     from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
     from eca_deploy.pipeline.convert import compare_with_fp32
     from eca_deploy.precision.quantize import quantize_model
 
     model = load_onnx(source)
-    check_writable(output)
+    claim_output_file(output, "--output", [source, calib_images, images])
     options.validate()
     quantized, report = quantize_model(model, calib_images, sha256_file(source), options, warn, progress)
     check_model(quantized, "the Q/DQ model")
