@@ -199,9 +199,16 @@ def claim_output_dir(
     return path
 
 
-def claim_work_dir(path: PathLike, option: str = "--out", inputs: Iterable[PathLike | None] = ()) -> Path:
-    """A folder that a command adds its files to (deploy): new, empty, or one eca-deploy made; never one of
-    `inputs`' folders. Created (with its marker) when the checks pass; return it."""
+def claim_work_dir(
+    path: PathLike,
+    option: str = "--out",
+    inputs: Iterable[PathLike | None] = (),
+    own_signs: Iterable[str] = OWN_FOLDER_SIGNS,
+    create: bool = True,
+) -> Path:
+    """A folder that a command adds its files to (deploy, a plugin build): new, empty, or one eca-deploy made
+    (holding one of `own_signs`), never one holding an input file. With `create`, made (with its marker)
+    once the checks pass; return it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise EcaDeployError(f"{option} {path} is a file: give a folder")
@@ -216,11 +223,13 @@ def claim_work_dir(path: PathLike, option: str = "--out", inputs: Iterable[PathL
                     f"{option} {path} holds the input {given}: eca-deploy writes its files there, choose another "
                     f"{option}"
                 )
-        own = any((path / sign).exists() for sign in OWN_FOLDER_SIGNS)
+        own = any((path / sign).exists() for sign in (MARKER, *own_signs))
         if not own and any(path.iterdir()):
             raise EcaDeployError(
                 f"{option} {path} already holds files that eca-deploy did not write: give a new or empty folder"
             )
+    if not create:
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

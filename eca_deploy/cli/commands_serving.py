@@ -77,7 +77,7 @@ def export_triton_command(
     json_to = JsonOutput.of(json_out, inputs=inputs)
     if repo.exists() and not repo.is_dir():
         raise EcaDeployError(f"--repo {repo} exists and is not a folder: choose another --repo")
-    claim_output_dir(repo / model_name(name or model.stem), "--repo", inputs, force)  # before any work
+    claim_output_dir(repo / model_name(name or model.stem), "--repo/--name", inputs, force)  # before any work
     if onnx_path is not None:
         if plugin is not None:
             raise EcaDeployError("--plugin is for engines: ONNX Runtime runs the ECA op without it")

@@ -285,10 +285,10 @@ def export_triton(
     if repo.exists() and not repo.is_dir():
         raise EcaDeployError(f"--repo {repo} exists and is not a folder: choose another --repo")
     sources = [model_file, plugin, *inputs]
-    claim_output_dir(repo / opts.name, "--repo", sources, force)
+    claim_output_dir(repo / opts.name, "--repo/--name", sources, force)
     copy_plugin = plugin is not None and _plugin_needs_copy(repo / plugin.name, plugin)
     filename = PLATFORMS[opts.platform][0]
-    with staged_dir(repo / opts.name, force=force, option="--repo", inputs=sources) as stage:
+    with staged_dir(repo / opts.name, force=force, option="--repo/--name", inputs=sources) as stage:
         (stage / "config.pbtxt").write_text(config.text)
         if opts.labels:
             (stage / "labels.txt").write_text("\n".join(opts.labels) + "\n")
