@@ -67,9 +67,10 @@ def bench_command(
     from eca_deploy.pipeline.bench import BenchConfig
     from eca_deploy.pipeline.bench_report import run_bench, write_csv, write_plot
 
-    json_to = JsonOutput.of(json_out)
     size = parse_img_size(img_size)
-    check_outputs((csv_path, "--csv"), (plot_path, "--plot"))
+    inputs = [onnx_path, engine, plugin, *(models_args or [])]
+    json_to = JsonOutput.of(json_out, inputs=inputs)
+    check_outputs((csv_path, "--csv"), (plot_path, "--plot"), (json_to.path, "--json"), inputs=inputs)
     models = list(models_args or [])
     if models and not compare:
         raise EcaDeployError("several models are compared with --compare A B ...; a single one takes --onnx/--engine")

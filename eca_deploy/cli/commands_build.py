@@ -49,11 +49,15 @@ def build_command(
 ) -> None:
     """Compile an ONNX model into a TensorRT engine (strongly typed: the ONNX decides the precision)."""
     from eca_deploy.engine.build import Profile, parse_size
+    from eca_deploy.fileio import claim_output_file, distinct_outputs
     from eca_deploy.pipeline.build import BuildRequest, run_build
     from eca_deploy.precision.quantize import QuantizeOptions
 
-    json_to = JsonOutput.of(json_out)
+    json_to = JsonOutput.of(json_out, inputs=[onnx_path, calib_images, timing_cache])
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.plan")
+    claim_output_file(out, "--output", [onnx_path, calib_images, timing_cache])
+    distinct_outputs((out, "--output"), (out.with_name(out.name + ".json"), "--output's sidecar"),
+                     (json_to.path, "--json"))  # fmt: skip
     req = BuildRequest(
         onnx_path=onnx_path, output=out, fp16=fp16, int8=int8, calib_images=calib_images,
         quantize=QuantizeOptions(method=method, count=calib_count), plugin=plugin, profile=Profile.parse(batch),

@@ -59,7 +59,7 @@ def check_command(
     """
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
-    json_to = JsonOutput.of(json_out)
+    json_to = JsonOutput.of(json_out, inputs=[onnx_path, engine, weights, images, reference_onnx, plugin])
     size = parse_img_size(img_size)
     target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)

@@ -54,7 +54,7 @@ def deploy_command(
     from eca_deploy.deploy.report import recommendation, summary_rows
     from eca_deploy.deploy.run import DeployOptions, run_deploy
 
-    json_to = JsonOutput.of(json_out)
+    json_to = JsonOutput.of(json_out, inputs=[onnx_path, weights, images, calib_images])
     size = parse_img_size(img_size)
     prep = None
     if onnx_path is not None and any(v is not None for v in (size, mean, std)):

@@ -32,8 +32,11 @@ def fuse_command(
     from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, run_fuse
 
     tolerance = FUSION_TOLERANCE if tolerance is None else tolerance
-    out = JsonOutput.of(json_out)
+    from eca_deploy.fileio import distinct_outputs
+
+    out = JsonOutput.of(json_out, inputs=[onnx_path])
     output = output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx")
+    distinct_outputs((output, "--output"), (out.path, "--json"))
     result = run_fuse(onnx_path, output, write_unchanged, verify, tolerance, residual)
     out.write(result.as_dict())
     report = result.report

@@ -118,17 +118,21 @@ def export_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
+    from eca_deploy.fileio import distinct_outputs
     from eca_deploy.pipeline.export import run_export
 
-    out = JsonOutput.of(json_out)
+    model_file = model.rpartition(":")[0] if model.endswith(".py") or ".py:" in model else None
+    out = JsonOutput.of(json_out, inputs=[weights, model_file, images])
     size = parse_img_size(img_size)
+    output = output or Path(f"{default_stem(model)}.onnx")
+    distinct_outputs((output, "--output"), (out.path, "--json"))
 
     def adjust(prep: Preprocessing) -> Preprocessing:
         prep = prep.at_hw(size) if size is not None else prep
         return preprocessing_override(prep, None, mean, std, interpolation)
 
     result = run_export(
-        model_name=model, weights=weights, output=output or Path(f"{default_stem(model)}.onnx"), opset=opset,
+        model_name=model, weights=weights, output=output, opset=opset,
         batch=parse_batch(batch), img_size=size[0] if size else None, num_classes=num_classes,
         k_size=parse_k_sizes(k_size),
         exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify,

@@ -14,6 +14,7 @@ from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import JsonOutput, img_size_option, json_option, parse_img_size
 from eca_deploy.errors import CheckFailedError, EcaDeployError
+from eca_deploy.fileio import distinct_outputs
 
 
 def _check_table(check: dict[str, Any], title: str) -> Table:
@@ -72,7 +73,8 @@ def convert_command(
     size = parse_img_size(img_size)
     ops = tuple(o.strip() for o in keep_fp32.split(",") if o.strip()) if keep_fp32 else ()
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.fp16.onnx")
-    json_to = JsonOutput.of(json_out)
+    json_to = JsonOutput.of(json_out, inputs=[onnx_path, images])
+    distinct_outputs((out, "--output"), (json_to.path, "--json"))
     status = console.status("converting to FP16 and comparing with FP32")
     with status if not json_to.stdout else contextlib.nullcontext():
         result = run_convert(onnx_path, out, keep_io_types=not fp16_io, keep_fp32_ops=ops, verify=verify,
@@ -109,7 +111,8 @@ def quantize_command(
     size = parse_img_size(img_size)
     options = QuantizeOptions(method=method, count=calib_count, quantize_eca_gate=quantize_eca_gate, use_cache=cache)
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.int8.onnx")
-    json_to = JsonOutput.of(json_out)
+    json_to = JsonOutput.of(json_out, inputs=[onnx_path, calib_images, images])
+    distinct_outputs((out, "--output"), (json_to.path, "--json"))
     with new_progress(json_to.stdout) as progress:
         result = run_quantize(onnx_path, calib_images, out, options, verify=verify, images=images, warn=warn,
                               progress=calibration_progress(progress), keep_failed=keep_failed,

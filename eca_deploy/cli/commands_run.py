@@ -47,12 +47,20 @@ def run_command(
 
     if (onnx_path is None) == (engine is None):
         raise EcaDeployError("pass exactly one of --onnx MODEL.onnx or --engine MODEL.plan")
-    json_to = JsonOutput.of(json_out)
+    from eca_deploy.cli.options import check_outputs
+    from eca_deploy.fileio import same_file
+
     size = parse_img_size(img_size)
+    model = onnx_path or engine
     options = RunOptions(batch=batch, max_frames=max_frames, output=output, display=display, log=log)
     options.validate()
-    parse_source(source)  # a missing file or unusable pipeline fails before the model loads
-    model = onnx_path or engine
+    parsed = parse_source(source)  # a missing file or unusable pipeline fails before the model loads
+    video_in = Path(str(parsed.target)) if parsed.kind == "file" else None
+    json_to = JsonOutput.of(json_out, inputs=[video_in, model, labels, plugin])
+    for sink in (output, log, json_to.path):
+        if sink is not None and video_in is not None and same_file(sink, video_in):
+            raise EcaDeployError(f"{sink} is the source video: write the output to another file")
+    check_outputs((output, "--output"), (log, "--log"), (json_to.path, "--json"), inputs=[model, labels, plugin])
     classifier = Classifier.open(model, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
                                  kind="onnx" if onnx_path is not None else "engine",
                                  runtime=parse_runtime(runtime), img_size=size)  # fmt: skip

@@ -20,6 +20,12 @@ def _one_model(engine: Path | None, onnx_path: Path | None) -> Path:
     return engine or onnx_path  # type: ignore[return-value]
 
 
+def _inputs(model: Path, engine: Path | None, plugin: Path | None, labels: Path | None) -> list[Path]:
+    """The files a serving export reads: the model (an engine's sidecar too), the plugin, the labels."""
+    sidecar = engine.with_name(engine.name + ".json") if engine is not None else None
+    return [p for p in (model, sidecar, plugin, labels) if p is not None]
+
+
 def _engine_plugin(spec: Any, plugin: Path | None) -> Path | None:
     """The plugin library an engine needs: --plugin, the sidecar's, or the default build; None if none needed."""
     from eca_deploy.plugin.locate import find_plugin_library
@@ -62,11 +68,16 @@ def export_triton_command(
     json_out: str | None = json_option(),
 ) -> None:
     """A Triton model repository: config.pbtxt, the model, labels, README with the tritonserver command."""
+    from eca_deploy.fileio import claim_output_dir
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
     from eca_deploy.serving.triton import TritonOptions, export_triton, model_name, triton_config
 
-    json_to = JsonOutput.of(json_out)
     model = _one_model(engine, onnx_path)
+    inputs = _inputs(model, engine, plugin, labels)
+    json_to = JsonOutput.of(json_out, inputs=inputs)
+    if repo.exists() and not repo.is_dir():
+        raise EcaDeployError(f"--repo {repo} exists and is not a folder: choose another --repo")
+    claim_output_dir(repo / model_name(name or model.stem), "--repo/--name", inputs, force)  # before any work
     if onnx_path is not None:
         if plugin is not None:
             raise EcaDeployError("--plugin is for engines: ONNX Runtime runs the ECA op without it")
@@ -81,7 +92,8 @@ def export_triton_command(
     )  # fmt: skip
     triton_config(spec, opts)  # batch sizes are checked before anything else is looked for
     library = _engine_plugin(spec, plugin) if engine is not None else None
-    result = export_triton(model, spec, repo, opts, plugin=library, force=force, onnx_model=onnx_model)
+    result = export_triton(model, spec, repo, opts, plugin=library, force=force, onnx_model=onnx_model,
+                           inputs=inputs)  # fmt: skip
     report = {
         "repo": str(result.repo),
         "model": str(result.model_dir),
@@ -117,11 +129,15 @@ def export_deepstream_command(
 
     mean/std/size come from the model's metadata; an ONNX made elsewhere needs --mean and --std.
     """
+    from eca_deploy.fileio import claim_output_dir, distinct_outputs
     from eca_deploy.serving.deepstream import DeepStreamOptions, export_deepstream
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
 
-    json_to = JsonOutput.of(json_out)
     model = _one_model(engine, onnx_path)
+    inputs = _inputs(model, engine, plugin, labels)
+    json_to = JsonOutput.of(json_out, inputs=inputs)
+    claim_output_dir(out, "--out", inputs, force)  # before any work
+    distinct_outputs((out, "--out"), (json_to.path, "--json"))
     opts = DeepStreamOptions(batch=batch, threshold=threshold)
     if onnx_path is not None:
         from eca_deploy.plugin.locate import find_plugin_library
@@ -130,11 +146,11 @@ def export_deepstream_command(
         spec = _flag_preprocessing(spec, mean, std, interpolation)
         library = find_plugin_library(plugin) if plugin is not None else None
         result = export_deepstream(spec, out, opts, onnx_model=onnx_model, onnx_name=onnx_path.stem, plugin=library,
-                                   labels=_labels(spec, labels), force=force)  # fmt: skip
+                                   labels=_labels(spec, labels), force=force, inputs=inputs)  # fmt: skip
     else:
         spec = _flag_preprocessing(read_engine_spec(model), mean, std, interpolation)
         result = export_deepstream(spec, out, opts, engine=model, plugin=_engine_plugin(spec, plugin),
-                                   labels=_labels(spec, labels), force=force)  # fmt: skip
+                                   labels=_labels(spec, labels), force=force, inputs=inputs)  # fmt: skip
     norm = result.normalisation
     report = {
         "out": str(result.out),

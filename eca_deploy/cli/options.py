@@ -164,10 +164,10 @@ class JsonOutput:
         return self.requested
 
     @classmethod
-    def of(cls, value: str | Path | None) -> JsonOutput:
-        """Check a file target before any work starts; silence tables when the JSON goes to stdout."""
+    def of(cls, value: str | Path | None, inputs: Sequence[Path | str | None] = ()) -> JsonOutput:
+        """Check a file target (never one of `inputs`) before any work; silence tables when JSON goes to stdout."""
         from eca_deploy.cli.console import console
-        from eca_deploy.fileio import check_writable
+        from eca_deploy.fileio import claim_output_file
 
         if value is None:
             return cls(False)
@@ -180,7 +180,7 @@ class JsonOutput:
                 f"--json {path} would overwrite a model file with JSON: put --json after the other arguments, "
                 "or give a .json file name"
             )
-        check_writable(path, "--json")
+        claim_output_file(path, "--json", inputs)
         return cls(True, path)
 
     def write(self, data: Any) -> None:
@@ -193,13 +193,14 @@ class JsonOutput:
             print_json(data)
 
 
-def check_outputs(*items: tuple[Path | None, str]) -> None:
-    """Fail before any work when an output file (given with its option) cannot be written."""
-    from eca_deploy.fileio import check_writable
+def check_outputs(*items: tuple[Path | None, str], inputs: Sequence[Path | str | None] = ()) -> None:
+    """Fail before any work when an output file (given with its option) cannot be written or is an input."""
+    from eca_deploy.fileio import claim_output_file, distinct_outputs
 
     for path, option in items:
         if path is not None:
-            check_writable(path, option)
+            claim_output_file(path, option, inputs)
+    distinct_outputs(*items)
 
 
 def _json_takes_value(app: Any, args: Sequence[str]) -> bool:

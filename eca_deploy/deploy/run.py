@@ -7,9 +7,8 @@ manifest records that command line.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.deploy.cache import StageCache, StageOutcome
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.fileio import atomic_write_text, sha256_file
+from eca_deploy.fileio import atomic_write_text, claim_work_dir, sha256_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CPU_RUNTIME_CHOICES = ("auto", "onnxruntime", "openvino")
@@ -115,15 +114,9 @@ def cpu_runtimes(choice: str, note: Callable[[str], None]) -> list[str]:
     return ["onnxruntime", "openvino"]
 
 
-def prepare_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise EcaDeployError(f"--out {out} is a file: give a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EcaDeployError(f"cannot create --out {out} ({exc.strerror}): choose another folder") from None
-    if not os.access(out, os.W_OK):
-        raise EcaDeployError(f"--out {out} is not writable: choose another folder")
+def prepare_out(out: Path, inputs: Sequence[Path | None] = ()) -> None:
+    """Create --out, or reuse it when it is empty or a deploy folder; never a folder of the user's files."""
+    claim_work_dir(out, "--out", inputs)
 
 
 def _cmd(*parts: object) -> str:
@@ -146,7 +139,7 @@ def run_deploy(
     from eca_deploy import environment
 
     opts.validate()
-    prepare_out(opts.out)
+    prepare_out(opts.out, [opts.onnx, opts.weights])
     out, cache = opts.out, StageCache(opts.out, opts.force)
     stages: list[StageOutcome] = []
     commands: dict[str, str] = {}

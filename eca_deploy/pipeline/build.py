@@ -170,6 +170,19 @@ def prepare_onnx(
     return model, compiled, count_eca_nodes(model)
 
 
+def claim_build_outputs(req: BuildRequest) -> None:
+    """The engine, its sidecar and (with --fp16/--int8) the ONNX compiled: writable, none an input."""
+    from eca_deploy.fileio import claim_output_file
+
+    inputs = [req.onnx_path, req.calib_images, req.timing_cache]
+    claim_output_file(req.output, "--output", inputs)
+    claim_output_file(req.output.with_name(req.output.name + ".json"), "--output (its sidecar)", inputs)
+    stem = req.output.name.removesuffix(".plan").removesuffix(".engine")
+    for wanted, suffix in ((req.fp16, "fp16"), (req.int8, "int8")):
+        if wanted:
+            claim_output_file(req.output.with_name(f"{stem}.{suffix}.onnx"), "--output (its ONNX)", inputs)
+
+
 def run_build(
     req: BuildRequest,
     say: Callable[[str], None] = lambda _m: None,
@@ -183,14 +196,14 @@ def run_build(
     from eca_deploy.engine.sidecar import Sidecar, write_sidecar
     from eca_deploy.engine.trt_import import import_tensorrt
     from eca_deploy.exporters.metadata import PREFIX
-    from eca_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
+    from eca_deploy.fileio import atomic_write_bytes, sha256_file
     from eca_deploy.fusion import strip_eca_functions
     from eca_deploy.onnx_io import load_onnx
     from eca_deploy.precision.detect import detect_precision
 
     req.validate()
     req.validate_model(load_onnx(req.onnx_path, load_external_data=False))  # a missing or broken file: one line
-    check_writable(req.output)
+    claim_build_outputs(req)
     trt = import_tensorrt()  # fail before any conversion work when TensorRT is missing
     gpu = cuda_and_gpu()
     model, compiled, eca_nodes = prepare_onnx(req, say, warn, calib_progress)

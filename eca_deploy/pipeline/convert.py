@@ -128,13 +128,13 @@ def run_convert(
 
     The comparison runs at the model's size (its static H/W or metadata), else `img_size` (--img-size).
     """
-    from eca_deploy.fileio import check_writable
+    from eca_deploy.fileio import claim_output_file
     from eca_deploy.interface import onnx_interface
     from eca_deploy.onnx_io import load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
 
     model = load_onnx(source)
-    check_writable(output)
+    claim_output_file(output, "--output", [source, images])
     interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn)
     converted, report = convert_model(model, keep_io_types, keep_fp32_ops, warn)
     check = None

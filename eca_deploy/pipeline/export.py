@@ -99,11 +99,12 @@ def run_export(
     only replaced by a model that passed. `img_size` None means the model's own input size.
     """
     from eca_deploy.data.images import list_images
-    from eca_deploy.fileio import check_writable
+    from eca_deploy.fileio import claim_output_file
     from eca_deploy.models import sources
 
     sources.validate(model_name)
-    check_writable(output)
+    model_file = model_name.rpartition(":")[0] if sources.kind(model_name) == "file" else None
+    claim_output_file(output, "--output", [weights, pretrained_file, model_file, images])
     if images:
         list_images(images)  # fail on a bad folder before any work
     with _status(status, f"building {model_name}"):

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from eca_deploy.errors import CheckFailedError, EcaDeployError
-from eca_deploy.fileio import check_writable
+from eca_deploy.fileio import claim_output_file
 from eca_deploy.fusion import FusionReport, fuse_eca
 from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
 
@@ -156,7 +156,7 @@ def run_fuse(source: Path, output: Path, write_unchanged: bool = False, verify: 
              tolerance: float = FUSION_TOLERANCE, residual: bool = True) -> FuseResult:  # fmt: skip
     validate_tolerance(tolerance)
     model = load_onnx(source)
-    check_writable(output)
+    claim_output_file(output, "--output", [source])
     unfused = onnx.ModelProto()
     unfused.CopyFrom(model)
     report = fuse_eca(model, residual=residual)

@@ -57,7 +57,7 @@ def run_quantize(
 
     Calibration and verification share one interface: the model's size (static H/W, metadata) or `img_size`.
     """
-    from eca_deploy.fileio import check_writable, sha256_file
+    from eca_deploy.fileio import claim_output_file, sha256_file
     from eca_deploy.interface import onnx_interface
     from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
@@ -65,7 +65,7 @@ def run_quantize(
     from eca_deploy.precision.quantize import model_preprocessing, quantize_model
 
     model = load_onnx(source)
-    check_writable(output)
+    claim_output_file(output, "--output", [source, calib_images, images])
     options.validate()
     interface = onnx_interface(model, label=str(source), img_size=img_size)  # said aloud by model_preprocessing
     prep = model_preprocessing(model, warn, img_size)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,8 +219,12 @@ def export_deepstream(
     plugin: Path | None = None,
     labels: tuple[str, ...] = (),
     force: bool = False,
+    inputs: Iterable[Path | None] = (),
 ) -> DeepStreamExport:
-    """Write the config, labels, model (engine copied, or ONNX with Softmax), plugin and README into `out`."""
+    """Write the config, labels, model (engine copied, or ONNX with Softmax), plugin and README into `out`.
+
+    `inputs` are the command's input files (the ONNX, labels): a replaced `out` must hold none of them.
+    """
     if (engine is None) == (onnx_model is None):
         raise EcaDeployError("pass exactly one of --engine MODEL.plan or --onnx MODEL.onnx")
     probabilities = onnx_model is not None
@@ -234,7 +239,10 @@ def export_deepstream(
     )
     plugin_file = plugin.name if plugin is not None else None
     text = nvinfer_config(spec, opts, engine_file=engine_file, onnx_file=onnx_file, plugin_file=plugin_file)
-    with staged_dir(out, force=force) as stage:
+    sources = [engine, plugin, *inputs]
+    # nvinfer writes the engine it builds from onnx-file into the folder: --force may replace it too
+    later = (engine_file,) if onnx_model is not None else ()
+    with staged_dir(out, force=force, option="--out", inputs=sources, expected=later) as stage:
         (stage / CONFIG_NAME).write_text(text)
         (stage / "labels.txt").write_text(labels_line(labels))
         (stage / "README.md").write_text(_readme(spec, opts, probabilities, plugin_file))

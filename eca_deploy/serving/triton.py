@@ -14,9 +14,10 @@ profile's max (Triton refuses to load such a model), and preferred batch sizes s
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,8 @@ import onnx
 
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.fileio import atomic_write, atomic_write_text
-from eca_deploy.serving.files import staged_dir, unwritable
+from eca_deploy.fileio import atomic_write, atomic_write_text, claim_output_dir, sha256_file
+from eca_deploy.serving.files import staged_dir
 from eca_deploy.serving.spec import ServingSpec, uses_external_data
 
 PLATFORMS = {"tensorrt_plan": ("model.plan", "KIND_GPU"), "onnxruntime_onnx": ("model.onnx", "KIND_CPU")}
@@ -274,17 +275,20 @@ def export_triton(
     plugin: Path | None = None,
     force: bool = False,
     onnx_model: onnx.ModelProto | None = None,
+    inputs: Iterable[Path | None] = (),
 ) -> TritonExport:
-    """Write (or with `force`, replace) `repo/NAME`; add the README and the plugin library beside it."""
+    """Write (or with `force`, replace) `repo/NAME`; add the README and the plugin library beside it.
+
+    `inputs` are the command's other input files (labels): the replaced model folder must hold none of them.
+    """
     config = triton_config(spec, opts)
     if repo.exists() and not repo.is_dir():
-        raise EcaDeployError(f"{repo} exists and is not a folder: choose another --repo")
-    try:
-        repo.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise unwritable(repo, exc) from None
+        raise EcaDeployError(f"--repo {repo} exists and is not a folder: choose another --repo")
+    sources = [model_file, plugin, *inputs]
+    claim_output_dir(repo / opts.name, "--repo/--name", sources, force)
+    copy_plugin = plugin is not None and _plugin_needs_copy(repo / plugin.name, plugin)
     filename = PLATFORMS[opts.platform][0]
-    with staged_dir(repo / opts.name, force=force) as stage:
+    with staged_dir(repo / opts.name, force=force, option="--repo/--name", inputs=sources) as stage:
         (stage / "config.pbtxt").write_text(config.text)
         if opts.labels:
             (stage / "labels.txt").write_text("\n".join(opts.labels) + "\n")
@@ -296,12 +300,30 @@ def export_triton(
             shutil.copyfile(model_file, stage / "1" / filename)
     copied = None
     if plugin is not None:
-        copied = atomic_write(repo / plugin.name, lambda tmp: shutil.copyfile(plugin, tmp), mode=0o777)
+        copied = repo / plugin.name
+        if copy_plugin:
+            atomic_write(copied, lambda tmp: shutil.copyfile(plugin, tmp), mode=0o777)
     readme_path = repo / "README.md"
+    if readme_path.is_symlink() or (readme_path.exists() and not readme_path.is_file()):
+        return TritonExport(repo, repo / opts.name, config, copied, repo / opts.name / "README.md")
     if readme_path.exists() and README_MARK not in readme_path.read_text(errors="replace"):
         return TritonExport(repo, repo / opts.name, config, copied, repo / opts.name / "README.md")  # the user's
     atomic_write_text(readme_path, repository_readme(repo))
     return TritonExport(repo, repo / opts.name, config, copied, readme_path)
+
+
+def _plugin_needs_copy(target: Path, plugin: Path) -> bool:
+    """Whether `plugin` must be copied to `target`; refused where a different file already lies there."""
+    if not os.path.lexists(target):
+        return True
+    if os.path.realpath(target) == os.path.realpath(plugin):
+        return False  # --plugin is the repository's own copy
+    if target.is_file() and not target.is_symlink() and sha256_file(target) == sha256_file(plugin):
+        return False
+    raise EcaDeployError(
+        f"{target} exists and differs from --plugin {plugin}: eca-deploy does not replace it; "
+        "remove it or choose another --repo"
+    )
 
 
 def _preprocessing_text(prep: Preprocessing) -> str:
