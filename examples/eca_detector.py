@@ -4,18 +4,19 @@ ECA-Net (Wang et al., CVPR 2020) used ECA-ResNets as detection backbones; this f
 that shape a camera pipeline can deploy: a stem of two stride-2 conv-bn-relu layers, three stages of ECA
 residual blocks (`eca_deploy.models.eca_resnet.ECABasicBlock`, the ECA gate after the block's last BatchNorm),
 and a shared 3x3 conv with two 1x1 heads on the stride-16 feature map. The network returns the raw,
-fixed-shape maps a TensorRT engine should compute; anchors, score threshold and NMS belong to the host code
-(`decode` below, plain numpy):
+fixed-shape tensors a TensorRT engine should compute, one row per anchor as torchvision's RetinaNet head
+lays them out; anchors, score threshold and NMS belong to the host code (`decode` below, plain numpy):
 
-    cls: [N, A * num_classes, H / 16, W / 16]  logits, one sigmoid per anchor and class (RetinaNet style)
-    box: [N, A * 4, H / 16, W / 16]            (dx, dy, dw, dh) per anchor, the SSD/Faster R-CNN encoding
+    cls: [N, L, num_classes]  logits, one sigmoid per anchor and class (RetinaNet style)
+    box: [N, L, 4]            (dx, dy, dw, dh) per anchor, the SSD/Faster R-CNN encoding
 
-Channel a * num_classes + c of `cls` is anchor a, class c; channels 4a .. 4a + 3 of `box` are anchor a.
-Anchor a of cell (i, j) is the square of side `anchor_sizes[a]` pixels centred on ((j + 0.5) s, (i + 0.5) s).
+with L = (H / 16) (W / 16) A rows ordered (i, j, a): row (i W' + j) A + a is anchor a of cell (i, j) of the
+W'-wide map, the square of side `anchor_sizes[a]` pixels centred on ((j + 0.5) 16, (i + 0.5) 16). Classes
+last, as a classifier's logits: the class count is the last dimension of the first output.
 
 With eca-deploy: `eca-deploy export --model examples/eca_detector.py:eca_detector --output det.onnx`
 (the factory is called with `num_classes` when `--num-classes` is given). The class attributes
-`output_names` and `output_kinds` name the ONNX outputs and tell every command to judge both maps as
+`output_names` and `output_kinds` name the ONNX outputs and tell every command to judge both outputs as
 tensors (cosine, max abs and relative error), not as classification logits.
 """
 
@@ -111,7 +112,12 @@ class ECADetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.head_eca(self.head(self.stages(self.stem(x))))
-        return self.cls(features), self.box(features)
+        return self._rows(self.cls(features), self.num_classes), self._rows(self.box(features), 4)
+
+    def _rows(self, m: torch.Tensor, width: int) -> torch.Tensor:
+        """[N, A * width, H, W] -> [N, H * W * A, width] (cell by cell, anchor by anchor)."""
+        n, _, h, w = m.shape
+        return m.view(n, self.num_anchors, width, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, width)
 
 
 def eca_detector(num_classes: int = 80, img_size: int = 320, **kwargs: object) -> ECADetector:
@@ -132,13 +138,13 @@ class Detections:
 
 
 def anchors(height: int, width: int, stride: int, anchor_sizes: Sequence[float]) -> np.ndarray:
-    """[H, W, A, 4] anchor boxes (cx, cy, w, h) in input pixels for an H x W map."""
+    """[H * W * A, 4] anchor boxes (cx, cy, w, h) in input pixels for an H x W map, in the rows' order."""
     cy, cx = np.meshgrid((np.arange(height) + 0.5) * stride, (np.arange(width) + 0.5) * stride, indexing="ij")
     sizes = np.asarray(anchor_sizes, dtype=np.float32)
     out = np.empty((height, width, len(sizes), 4), dtype=np.float32)
     out[..., 0], out[..., 1] = cx[..., None], cy[..., None]
     out[..., 2], out[..., 3] = sizes, sizes
-    return out
+    return out.reshape(-1, 4)
 
 
 def decode_boxes(deltas: np.ndarray, priors: np.ndarray) -> np.ndarray:
@@ -173,8 +179,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 def decode(
-    cls_map: np.ndarray,
-    box_map: np.ndarray,
+    cls_rows: np.ndarray,
+    box_rows: np.ndarray,
+    image_size: int | tuple[int, int],
     anchor_sizes: Sequence[float] = (32.0, 64.0, 128.0),
     stride: int = ECADetector.stride,
     score_threshold: float = 0.3,
@@ -182,22 +189,23 @@ def decode(
     top_k: int = 1000,
     max_detections: int = 100,
 ) -> Detections:
-    """One image's raw maps ([A*C, H, W] and [A*4, H, W]) -> detections after threshold, top-k and per-class NMS."""
-    if cls_map.ndim != 3 or box_map.ndim != 3:
-        raise ValueError(f"decode takes one image's maps ([A*C, H, W]), got {cls_map.shape} and {box_map.shape}")
-    a = len(anchor_sizes)
-    (ac, h, w), (a4, hb, wb) = cls_map.shape, box_map.shape
-    if ac % a or a4 != 4 * a or (h, w) != (hb, wb):
-        raise ValueError(f"maps {cls_map.shape} and {box_map.shape} do not fit {a} anchors")
-    num_classes = ac // a
-    logits = cls_map.reshape(a, num_classes, h, w).transpose(2, 3, 0, 1).reshape(-1, num_classes)  # [H*W*A, C]
-    deltas = box_map.reshape(a, 4, h, w).transpose(2, 3, 0, 1).reshape(-1, 4)
-    scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    flat = scores.ravel()
+    """One image's outputs ([L, C] and [L, 4]) at input `image_size` (S or (H, W)) -> detections.
+
+    Scores above `score_threshold`, the best `top_k` of them, per-class NMS at `iou_threshold`, best first.
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    priors = anchors(math.ceil(height / stride), math.ceil(width / stride), stride, anchor_sizes)
+    if cls_rows.ndim != 2 or box_rows.shape != (len(cls_rows), 4):
+        raise ValueError(f"decode takes one image's outputs ([L, C] and [L, 4]), got {cls_rows.shape} and "
+                         f"{box_rows.shape}")  # fmt: skip
+    if len(cls_rows) != len(priors):
+        raise ValueError(f"{len(cls_rows)} rows do not fit {len(priors)} anchors of a {height}x{width} input")
+    num_classes = cls_rows.shape[1]
+    flat = (1.0 / (1.0 + np.exp(-cls_rows.astype(np.float64)))).ravel()
     candidates = np.flatnonzero(flat > score_threshold)
     candidates = candidates[np.argsort(-flat[candidates], kind="stable")[:top_k]]
-    cell, classes = np.divmod(candidates, num_classes)
-    boxes = decode_boxes(deltas[cell].astype(np.float64), anchors(h, w, stride, anchor_sizes).reshape(-1, 4)[cell])
+    row, classes = np.divmod(candidates, num_classes)
+    boxes = decode_boxes(box_rows[row].astype(np.float64), priors[row])
     # per-class NMS in one pass: boxes lie within [-m, m]; shifting class k by k (2m + 1) keeps classes apart
     offset = classes[:, None] * (2.0 * np.abs(boxes).max(initial=0.0) + 1.0)
     keep = nms(boxes + offset, flat[candidates], iou_threshold)[:max_detections]

@@ -6,13 +6,13 @@ The task: each of scikit-learn's 8x8 handwritten digits (tests/digits.py: 1,437 
 is scaled to 16..32 px and pasted at a random place on a 64x64 canvas of dim noise; the detector must say
 which digit it is and where. The network is the example detector (examples/eca_detector.py) at 64x64 with
 one 24 px anchor per cell of its 4x4 stride-16 map, trained here from scratch (seeded, AdamW, binary cross-entropy
-on the class map, smooth L1 on the box of the cell holding the digit's centre; about 1 to 3 minutes on 2
+on the class scores, smooth L1 on the box of the cell holding the digit's centre; about 1 to 3 minutes on 2
 cores). It is exported with eca-deploy's exporter, converted with `convert --fp16`'s function and quantized
 with `quantize`'s (calibrated on 512 training canvases written as PNG files), and every variant is judged on
 720 held-out canvases (two per held-out digit) in ONNX Runtime on the CPU, Q/DQ models with graph
 optimisations off (ORT_DISABLE_ALL, plain Q/DQ arithmetic as TensorRT computes it). Per variant: class
 accuracy and mean IoU of the best-scoring detection (decoded by the example's `decode`), agreement of the
-class with FP32, and the cosine similarity to FP32 of each raw output map.
+class with FP32, and the cosine similarity to FP32 of each raw output.
 """
 
 from __future__ import annotations
@@ -125,10 +125,8 @@ def train(model: eca_detector.ECADetector, raw: np.ndarray, labels: np.ndarray, 
         total = 0.0
         for start in range(0, len(label), BATCH):
             idx = order[start : start + BATCH]
-            cls_map, box_map = model(x[idx])
+            cls_flat, box_flat = model(x[idx])  # [n, cells, C], [n, cells, 4]: one anchor per cell
             n = len(idx)
-            cls_flat = cls_map.flatten(2).transpose(1, 2)  # [n, cells, C] (one anchor)
-            box_flat = box_map.flatten(2).transpose(1, 2)  # [n, cells, 4]
             target = torch.zeros_like(cls_flat)
             target[torch.arange(n), cell[idx], label[idx]] = 1.0
             loss = nn.functional.binary_cross_entropy_with_logits(cls_flat, target, reduction="sum") / n
@@ -171,11 +169,12 @@ def run(model: onnx.ModelProto, x: np.ndarray, qdq: bool = False) -> list[np.nda
     return [np.concatenate([p[name] for p in parts]).astype(np.float64) for name in names]
 
 
-def best_detections(cls_map: np.ndarray, box_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def best_detections(cls_rows: np.ndarray, box_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Class and box of the best-scoring detection per image, with the example's decoder."""
-    classes, boxes = np.empty(len(cls_map), dtype=np.int64), np.empty((len(cls_map), 4), dtype=np.float32)
-    for i in range(len(cls_map)):
-        d = eca_detector.decode(cls_map[i], box_map[i], (ANCHOR,), score_threshold=0.0, top_k=1, max_detections=1)
+    classes, boxes = np.empty(len(cls_rows), dtype=np.int64), np.empty((len(cls_rows), 4), dtype=np.float32)
+    for i in range(len(cls_rows)):
+        d = eca_detector.decode(cls_rows[i], box_rows[i], CANVAS, (ANCHOR,), score_threshold=0.0, top_k=1,
+                                max_detections=1)  # fmt: skip
         classes[i], boxes[i] = d.classes[0], d.boxes[0]
     return classes, boxes
 

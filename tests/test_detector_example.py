@@ -1,4 +1,4 @@
-"""examples/eca_detector.py: forward shapes, the numpy decoder, export with named outputs, and the whole CLI.
+"""examples/eca_detector.py: output shapes, the numpy decoder, export with named outputs, and the whole CLI.
 
 The CLI tests take the example through export, fuse, convert --fp16, quantize, check, bench, deploy and run at
 64x64 (random weights, 3 classes): every command must handle a model with two outputs of kind "tensor".
@@ -37,11 +37,16 @@ det = _example()
 def test_forward_shapes_and_contract() -> None:
     torch.manual_seed(0)
     model = det.eca_detector(num_classes=3, img_size=SIZE).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
-        cls_map, box_map = model(torch.randn(2, 3, SIZE, SIZE))
+        cls_rows, box_rows = model(x)
         wide_cls, wide_box = model(torch.randn(1, 3, 96, 160))  # fully convolutional: any multiple of 16
-    assert cls_map.shape == (2, 3 * 3, 4, 4) and box_map.shape == (2, 3 * 4, 4, 4)
-    assert wide_cls.shape == (1, 9, 6, 10) and wide_box.shape == (1, 12, 6, 10)
+        maps = model.cls(model.head_eca(model.head(model.stages(model.stem(x)))))  # [2, A * C, 4, 4]
+    assert cls_rows.shape == (2, 4 * 4 * 3, 3) and box_rows.shape == (2, 48, 4)
+    assert wide_cls.shape == (1, 6 * 10 * 3, 3) and wide_box.shape == (1, 180, 4)
+    # row (i * W + j) * A + a holds anchor a of cell (i, j): channel a * C + c of the conv's map
+    i, j, a, c = 2, 3, 1, 2
+    assert torch.equal(cls_rows[:, (i * 4 + j) * 3 + a, c], maps[:, a * 3 + c, i, j])
     assert tuple(model.output_names) == ("cls", "box")
     assert model.output_kinds == {"cls": "tensor", "box": "tensor"}
     assert len(eca_layers(model)) == 5  # 1 + 1 + 2 blocks and the head's gate
@@ -59,24 +64,30 @@ def test_bad_arguments_raise() -> None:
         det.eca_detector(num_classes=0)
 
 
-def _maps(num_classes: int, anchor_sizes: tuple[float, ...], h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    a = len(anchor_sizes)
-    return np.full((a * num_classes, h, w), -12.0, np.float32), np.zeros((a * 4, h, w), np.float32)
+H, W = 80, 96  # a 5 x 6 map at stride 16
+SIZES = (32.0, 64.0)
 
 
-def test_decode_a_synthetic_map() -> None:
-    sizes, stride, c = (32.0, 64.0), 16, 4
-    cls_map, box_map = _maps(c, sizes, 5, 6)
+def _rows(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    n = (H // 16) * (W // 16) * len(SIZES)
+    return np.full((n, num_classes), -12.0, np.float32), np.zeros((n, 4), np.float32)
+
+
+def _row(i: int, j: int, a: int) -> int:
+    return (i * (W // 16) + j) * len(SIZES) + a
+
+
+def test_decode_synthetic_outputs() -> None:
+    cls_rows, box_rows = _rows(4)
     # anchor 1 (64 px) of cell (row 2, col 3), class 2: centre (56, 40); shift by +0.25 w, -0.5 h, twice as wide
-    cls_map[1 * c + 2, 2, 3] = 4.0
-    box_map[4:8, 2, 3] = [0.25, -0.5, np.log(2.0), 0.0]
+    cls_rows[_row(2, 3, 1), 2] = 4.0
+    box_rows[_row(2, 3, 1)] = [0.25, -0.5, np.log(2.0), 0.0]
     # anchor 0 (32 px) of cell (0, 0), class 0, weaker; and the same box again for class 1 (not suppressed)
-    cls_map[0, 0, 0] = 1.0
-    cls_map[1, 0, 0] = 0.5
+    cls_rows[_row(0, 0, 0), :2] = [1.0, 0.5]
     # a second, overlapping box of class 2 next door (cell (2, 4), anchor 1): NMS removes it
-    cls_map[1 * c + 2, 2, 4] = 3.0
-    box_map[4:8, 2, 4] = [-0.25, -0.5, np.log(2.0), 0.0]
-    out = det.decode(cls_map, box_map, sizes, stride, score_threshold=0.3, iou_threshold=0.5)
+    cls_rows[_row(2, 4, 1), 2] = 3.0
+    box_rows[_row(2, 4, 1)] = [-0.25, -0.5, np.log(2.0), 0.0]
+    out = det.decode(cls_rows, box_rows, (H, W), SIZES, score_threshold=0.3, iou_threshold=0.5)
     assert out.classes.tolist() == [2, 0, 1]
     np.testing.assert_allclose(out.scores, 1 / (1 + np.exp(-np.array([4.0, 1.0, 0.5]))), rtol=1e-6)
     cx, cy, bw, bh = 56 + 0.25 * 64, 40 - 0.5 * 64, 128, 64
@@ -84,19 +95,36 @@ def test_decode_a_synthetic_map() -> None:
     np.testing.assert_allclose(out.boxes[1], [-8, -8, 24, 24], atol=1e-4)
     np.testing.assert_allclose(out.boxes[2], out.boxes[1])
     # a threshold above the weaker scores keeps one box; NMS off (threshold 1) keeps the neighbour too
-    assert len(det.decode(cls_map, box_map, sizes, stride, score_threshold=0.9)) == 1
-    assert det.decode(cls_map, box_map, sizes, stride, iou_threshold=1.0).classes.tolist() == [2, 2, 0, 1]
-    assert len(det.decode(cls_map, box_map, sizes, stride, max_detections=1)) == 1
-    empty = det.decode(*_maps(c, sizes, 5, 6), sizes, stride)
+    assert len(det.decode(cls_rows, box_rows, (H, W), SIZES, score_threshold=0.9)) == 1
+    assert det.decode(cls_rows, box_rows, (H, W), SIZES, iou_threshold=1.0).classes.tolist() == [2, 2, 0, 1]
+    assert len(det.decode(cls_rows, box_rows, (H, W), SIZES, max_detections=1)) == 1
+    empty = det.decode(*_rows(4), (H, W), SIZES)
     assert len(empty) == 0 and empty.boxes.shape == (0, 4)
 
 
-def test_decode_refuses_maps_that_do_not_fit() -> None:
-    cls_map, box_map = _maps(3, (32.0,), 4, 4)
+def test_decode_the_model_output() -> None:
+    """The decoder reads the network's own rows: a box planted in the box head's bias comes back."""
+    torch.manual_seed(0)
+    model = det.eca_detector(num_classes=2, img_size=SIZE, anchor_sizes=(24.0,)).eval()
+    with torch.no_grad():
+        model.cls.bias[:] = torch.tensor([-20.0, 20.0])  # class 1 everywhere, whatever the features
+        model.box.weight.zero_()
+        model.box.bias[:] = torch.tensor([0.5, 0.0, 0.0, np.log(0.5)])
+        cls_rows, box_rows = model(torch.randn(1, 3, SIZE, SIZE))
+    out = det.decode(cls_rows[0].numpy(), box_rows[0].numpy(), SIZE, (24.0,), iou_threshold=1.0)
+    assert len(out) == 16 and set(out.classes.tolist()) == {1}
+    centres = np.sort((out.boxes[:, :2] + out.boxes[:, 2:]) / 2, axis=0)
+    np.testing.assert_allclose(np.unique(centres[:, 0]), [8 + 12 + 16 * k for k in range(4)], atol=1e-4)
+    np.testing.assert_allclose(out.boxes[:, 2] - out.boxes[:, 0], 24.0, atol=1e-4)
+    np.testing.assert_allclose(out.boxes[:, 3] - out.boxes[:, 1], 12.0, atol=1e-4)
+
+
+def test_decode_refuses_outputs_that_do_not_fit() -> None:
+    cls_rows, box_rows = _rows(3)
     with pytest.raises(ValueError, match="do not fit"):
-        det.decode(cls_map, box_map, (32.0, 64.0))
+        det.decode(cls_rows, box_rows, (H, W), (32.0,))
     with pytest.raises(ValueError, match="one image"):
-        det.decode(cls_map[None], box_map[None])
+        det.decode(cls_rows[None], box_rows[None], (H, W), SIZES)
 
 
 def test_nms_and_iou() -> None:
@@ -175,7 +203,7 @@ def test_cli_export_fuse_and_check(cli, exported: Path, tmp_path: Path) -> None:
     result = cli("fuse", exported, "--output", fused)
     assert result.code == 0, result.stderr
     assert sum(n.op_type == "ECA" for n in onnx.load(str(fused)).graph.node) == 5
-    check = cli("check", "--onnx", fused, "--model", REF, "--num-classes", "3", "--json")
+    check = cli("check", "--onnx", fused, "--json")  # rebuilt from the metadata: the example, 3 classes
     assert check.code == 0, check.stderr
     _names_both_heads(check.stdout)
     assert _json(check.stdout)["passed"] is True
