@@ -116,8 +116,8 @@ class ECADetector(nn.Module):
 
     def _rows(self, m: torch.Tensor, width: int) -> torch.Tensor:
         """[N, A * width, H, W] -> [N, H * W * A, width] (cell by cell, anchor by anchor)."""
-        n, _, h, w = m.shape
-        return m.view(n, self.num_anchors, width, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, width)
+        rows = int(m.shape[2]) * int(m.shape[3]) * self.num_anchors  # a constant in ONNX: static output shapes
+        return m.permute(0, 2, 3, 1).reshape(-1, rows, width)
 
 
 def eca_detector(num_classes: int = 80, img_size: int = 320, **kwargs: object) -> ECADetector:

@@ -136,6 +136,30 @@ def test_nms_and_iou() -> None:
     assert det.nms(boxes, np.array([0.5, 0.9, 0.1]), 0.7).tolist() == [1, 0, 2]
 
 
+def test_exported_shapes_are_static_but_the_batch(tmp_path: Path) -> None:
+    """The exporter's graph: [batch, 48, 3] and [batch, 48, 4], so the metadata's class count is 3; any batch runs."""
+    import onnxruntime as ort
+
+    from eca_deploy.data.images import Preprocessing
+    from eca_deploy.exporters import ExportOptions, export_onnx
+    from eca_deploy.exporters.metadata import read_metadata
+
+    torch.manual_seed(0)
+    model = det.eca_detector(num_classes=3, img_size=SIZE).eval()
+    opts = ExportOptions(img_size=SIZE, preprocessing=Preprocessing.for_size(SIZE, crop_pct=1.0))
+    with torch.no_grad():
+        onnx_model = export_onnx(model, REF, opts)
+    dims = [[d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in onnx_model.graph.output]
+    assert dims == [["batch", 48, 3], ["batch", 48, 4]]
+    assert read_metadata(onnx_model).num_classes == 3
+    session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = model(x)
+    for ref, out in zip(expected, session.run(None, {"input": x.numpy()}), strict=True):
+        np.testing.assert_allclose(out, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_library_export_names_both_outputs(tmp_path: Path) -> None:
     """`eca_deploy.export` names the ONNX outputs after `output_names`, and each matches PyTorch."""
     import onnxruntime as ort

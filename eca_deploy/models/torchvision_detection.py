@@ -131,7 +131,9 @@ class RawDetector(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = list(self.backbone(x).values())
         out = self.head(features)
-        return tuple(out[name] for name in self.output_names)
+        # torchvision reshapes with computed sizes; fixed sizes give the ONNX static shapes (batch aside)
+        return tuple(out[name].reshape(-1, int(out[name].shape[1]), int(out[name].shape[2]))
+                     for name in self.output_names)  # fmt: skip
 
 
 def anchor_boxes(raw: RawDetector, height: int, width: int | None = None) -> torch.Tensor:
