@@ -32,7 +32,7 @@ class ModelMetadata:
         return {
             "model": self.model,
             "k_sizes": json.dumps(list(self.k_sizes)),
-            **({"num_classes": str(self.num_classes)} if logits else {}),
+            **({"num_classes": str(self.num_classes)} if logits or self.num_classes > 0 else {}),
             **({"outputs": json.dumps([o.as_dict() for o in self.outputs])} if self.outputs else {}),
             "input_size": str(p.size),
             **({"input_width": str(p.width)} if p.width != p.size else {}),

@@ -106,6 +106,13 @@ def _name_batch_dim(model: onnx.ModelProto) -> None:
             dim.dim_param = "batch"
 
 
+def _declared_classes(model: nn.Module) -> int:
+    """A model without a logits output (a detector) may still say its class count (attribute `num_classes`, as
+    timm's models do); the metadata keeps it so that `check` can rebuild a factory model with that count."""
+    classes = getattr(model, "num_classes", 0)
+    return classes if isinstance(classes, int) and classes > 0 else 0
+
+
 def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions, weights_source: str = "") -> onnx.ModelProto:
     """Export `model` to a checked in-memory ONNX model with eca-deploy metadata (save with save_onnx)."""
     opts.validate()
@@ -130,7 +137,7 @@ def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions, weights_
     meta = ModelMetadata(
         model=model_name,
         k_sizes=tuple(block_k_sizes(model)),
-        num_classes=(logits.classes or 0) if logits is not None else 0,
+        num_classes=(logits.classes or 0) if logits is not None else _declared_classes(model),
         preprocessing=prep,
         opset=opts.opset,
         exporter=opts.exporter,
