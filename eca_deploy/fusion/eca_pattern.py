@@ -120,6 +120,7 @@ def _match_from_gate(index: GraphIndex, mul: onnx.NodeProto, x: str, g: str) -> 
     if x_shape is not None and len(x_shape) != 4:
         raise _Refuse(f"the gated tensor has rank {len(x_shape)}, ECA needs [N,C,H,W]")
     _check_layout(index, nodes, conv, g, x_shape, padded=circular is not None)
+    _check_gate_axes(index, mul, g, x_shape)
     _check_private(index, nodes)
     attributes = EcaAttributes(tuple(weights.tolist()), bias, padding, gate_kind)
     return EcaMatch(mul, x, attributes, nodes, x_shape[1] if x_shape else None)
@@ -274,6 +275,45 @@ def _check_layout(
         and (len(gate_shape) != 4 or any(_static(gate_shape[i]) not in (1, _static(x_shape[i]), None) for i in (2, 3)))
     ):
         raise _Refuse(f"the gate has shape {list(gate_shape)}, expected [N, C, 1, 1] against {list(x_shape)}")
+
+
+def _may_equal(a: object, b: object) -> bool:
+    """False for two dimensions that shape inference shows to differ: two sizes, or a 1 against a symbol.
+
+    A size against a symbol may agree (a Reshape to [-1, 12, 1, 1] in a model of symbolic C); a 1 against a
+    symbol would only agree when the symbol is 1, which a model does not spell as a symbol.
+    """
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    return not ((a == 1 and isinstance(b, str)) or (b == 1 and isinstance(a, str)))
+
+
+def _check_gate_axes(index: GraphIndex, mul: onnx.NodeProto, g: str, x_shape) -> None:
+    """The gate, before any Expand, must be [N, C, 1, 1] against X [N, C, H, W]: one value per image and channel.
+
+    Layout ops may carry the C values to another axis ([N,1,1,C] against W = C scales columns, not channels);
+    an Expand to X's shape then hides that from the Mul's inputs, so the gate is judged before broadcasting.
+    """
+    if x_shape is None:
+        return
+    name = g
+    node = index.producer.get(name)
+    while node is not None and node.op_type in ("Expand", "Identity"):
+        name = node.input[0]
+        node = index.producer.get(name)
+    core = index.shape(name)
+    if core is not None and (
+        len(core) != 4
+        or not all(_may_equal(core[i], x_shape[i]) for i in (0, 1))
+        or any(core[i] is not None and _static(core[i]) != 1 for i in (2, 3))
+    ):
+        raise _Refuse(
+            f"the gate has shape {list(core)} before broadcasting, ECA's is [N, C, 1, 1] against {list(x_shape)}: "
+            "it does not scale the channels"
+        )
+    out = index.shape(mul.output[0])
+    if out is not None and (len(out) != 4 or not all(_may_equal(o, d) for o, d in zip(out, x_shape, strict=True))):
+        raise _Refuse(f"the Mul's output has shape {list(out)}, not the gated tensor's {list(x_shape)}")
 
 
 def _check_private(index: GraphIndex, nodes: list[onnx.NodeProto]) -> None:
