@@ -120,6 +120,7 @@ def _match_from_gate(index: GraphIndex, mul: onnx.NodeProto, x: str, g: str) -> 
     if x_shape is not None and len(x_shape) != 4:
         raise _Refuse(f"the gated tensor has rank {len(x_shape)}, ECA needs [N,C,H,W]")
     _check_layout(index, nodes, conv, g, x_shape, padded=circular is not None)
+    _check_conv_source(index, source, x_shape, (k - 1) // 2 if circular is not None else 0)
     _check_gate_axes(index, mul, g, x_shape)
     _check_private(index, nodes)
     attributes = EcaAttributes(tuple(weights.tolist()), bias, padding, gate_kind)
@@ -286,6 +287,25 @@ def _may_equal(a: object, b: object) -> bool:
     if isinstance(a, int) and isinstance(b, int):
         return a == b
     return not ((a == 1 and isinstance(b, str)) or (b == 1 and isinstance(a, str)))
+
+
+def _check_conv_source(index: GraphIndex, source: str, x_shape, wrap: int) -> None:
+    """The 1-D conv (before any circular padding) runs over each image's C channels: [N, 1, C] against X.
+
+    A Reshape to [1, 1, N*C] would run it across the images; a circular padding by more than C channels wraps
+    more than once, which the op's circular padding (PyTorch's) does not.
+    """
+    shape = index.shape(source)
+    if shape is None or x_shape is None or len(shape) != 3:
+        return
+    if not (_may_equal(shape[0], x_shape[0]) and _may_equal(shape[2], x_shape[1])):
+        raise _Refuse(
+            f"the 1-D conv runs over a tensor of shape {list(shape)}, ECA's over the channels of each image: "
+            f"[N, 1, C] against {list(x_shape)}"
+        )
+    channels = _static(x_shape[1])
+    if wrap and channels is not None and wrap > channels:
+        raise _Refuse(f"the circular padding by {wrap} wraps around the {channels} channels more than once")
 
 
 def _check_gate_axes(index: GraphIndex, mul: onnx.NodeProto, g: str, x_shape) -> None:
