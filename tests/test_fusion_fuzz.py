@@ -375,10 +375,15 @@ def build_case(seed: int) -> Case:
         width = s.w
         y, block_parts = eca_block(b, rng, x, s, kind)
         same_shape = s.w == width
+        parallel = same_shape and b.extra.random() < 0.12
+        if parallel:  # a second ECA block on the same input, added: one of the two takes the Add as its residual
+            y2, more = eca_block(b, b.extra, x, s)
+            y = b.op("Add", [y, y2])
+            block_parts += ["parallel", *more]
         out, ctx, residual = context(b, rng, y, x, [e for e in earlier if same_shape], s, same_shape)
         parts += [*block_parts, ctx]
-        fused += kind == "eca"
-        absorbed += kind == "eca" and residual
+        fused += (kind == "eca") + parallel
+        absorbed += 1 if parallel else kind == "eca" and residual
         if not same_shape:
             earlier = []
         earlier.append(out)
@@ -445,7 +450,7 @@ def test_fusion_fuzz_regressions(seed: int) -> None:
 def test_generator_covers_every_form() -> None:
     """The cases include every near miss, shared-tensor form and context (else a form silently drops out)."""
     seen = " ".join(p for seed in range(CASES) for p in build_case(seed).parts)
-    for name in (*NEAR_MISSES, *SHARED, *CONTEXTS, "circular", "hard_sigmoid", "eca("):
+    for name in (*NEAR_MISSES, *SHARED, *CONTEXTS, "parallel", "circular", "hard_sigmoid", "eca("):
         assert name in seen, name
 
 
