@@ -11,7 +11,9 @@ mode "wrap", or the Concat(tail, m, head) of slices that PyTorch's TorchScript e
 op contract's `padding`; the gate's op is its `gate`; the conv's bias its `bias` (docs/eca_op.md).
 
 "Layout ops" (Reshape, Squeeze, Unsqueeze, Transpose, Expand, Flatten, Identity) only move singleton
-dimensions; a Transpose that would reorder the batch and channel axes is refused. This covers the
+dimensions; a Transpose that would reorder the batch and channel axes is refused, and so is a layout that
+ends elsewhere: the conv's input (before padding) must be [N, 1, C] and the gate (before any Expand)
+[N, C, 1, 1] against X [N, C, H, W]. This covers the
 official ECA-Net layer (squeeze/transpose/conv/transpose/unsqueeze/expand_as) from both PyTorch
 exporters, and timm's EcaModule (mean, view [N,1,C], conv, sigmoid, view [N,C,1,1]).
 """
