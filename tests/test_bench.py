@@ -36,17 +36,12 @@ def test_latency_stats_are_ordered_and_exact() -> None:
 
 
 def test_bench_batch_counts_iterations_and_throughput() -> None:
-    import time
-
-    calls = []
-
-    def step() -> None:
-        calls.append(1)
-        time.sleep(0.002)
-
-    result = bench_batch(step, batch=4, config=BenchConfig(warmup_s=0, iterations=25))
+    clock, calls = FakeClock(), []
+    (step,) = fake_steps(clock, {"m": [0.002, 0.003]}, calls)  # a fake clock: no timing of this machine
+    result = bench_batch(step, batch=4, config=BenchConfig(warmup_s=0, iterations=25), clock=clock)
     assert result.iterations == 25 and len(calls) == 26  # one warm-up run, then the measured ones
-    assert result.latency_ms["min"] >= 2.0
+    assert result.latency_ms["min"] == pytest.approx(2.0) and result.latency_ms["max"] == pytest.approx(3.0)
+    assert result.total_s == pytest.approx(12 * 0.002 + 13 * 0.003)  # the warm-up took 2 ms, then 3, 2, 3, ...
     assert result.images_per_s == pytest.approx(4 * result.inferences_per_s)
     assert result.inferences_per_s == pytest.approx(25 / result.total_s)
 
@@ -79,13 +74,27 @@ def test_bench_json_schema_on_real_session(cli, models: tuple[Path, Path], tmp_p
 
 
 def test_compare_mode(cli, models: tuple[Path, Path], tmp_path: Path) -> None:
+    """Any verdict is right on some machine (a busy one makes the rounds overlap): the table must state the
+    verdict that the JSON's rounds give, with each figure and its ratio to the first model."""
+    from eca_deploy.pipeline.bench_noise import VERDICTS, verdict
+
     small, large = models
     out = tmp_path / "cmp.json"
     result = cli("bench", "--compare", large, small, "--batch", "1", "--warmup", "0s", "--iterations", "10",
-                 "--json", out)  # fmt: skip
+                 "--rounds", "5", "--json", out)  # fmt: skip
     assert result.code == 0, result.stderr
-    assert "speed-up against" in result.stdout and "(1.00x)" in result.stdout
-    assert [m["model"] for m in json.loads(out.read_text())["models"]] == ["r18.onnx", "mb.onnx"]
+    report = json.loads(out.read_text())
+    assert [m["model"] for m in report["models"]] == ["r18.onnx", "mb.onnx"]
+    (first,), (second,) = (m["results"] for m in report["models"])
+    for r in (first, second):
+        assert r["batch"] == 1 and len(r["rounds"]) == 5 and all(v > 0 for v in r["rounds"])
+        assert r["spread"]["min"] == min(r["rounds"]) <= r["images_per_s"] <= max(r["rounds"]) == r["spread"]["max"]
+    said = verdict(second["rounds"], first["rounds"])
+    assert said in VERDICTS
+    ratio = second["images_per_s"] / first["images_per_s"]
+    (row,) = [line for line in result.stdout.splitlines() if f"{first['images_per_s']:.1f} (1.00x)" in line]
+    assert f"{second['images_per_s']:.1f} ({ratio:.2f}x)" in row
+    assert ("within noise" in row) == (said == "within noise")
 
 
 def test_static_batch_model(cli, tmp_path: Path) -> None:
@@ -187,6 +196,39 @@ def test_within_noise_decision_both_ways() -> None:
     assert text.startswith("**Within noise**") and "Fastest" not in text
     # one round measures no spread: never a claim
     assert compare_rounds([200.0], [100.0]) == 0
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([210.0, 205.0, 212.0, 208.0, 207.0], [100.0, 104.0, 98.0, 101.0, 99.0], "faster"),
+        ([100.0, 104.0, 98.0], [210.0, 205.0, 212.0], "slower"),
+        ([100.0, 120.0, 90.0, 110.0, 95.0], [105.0, 96.0, 115.0, 99.0, 101.0], "within noise"),  # overlapping
+        ([100.0, 101.0], [101.0, 102.0], "within noise"),  # touching: one's slowest round is the other's fastest
+        ([100.0] * 5, [100.0] * 5, "within noise"),
+        ([200.0], [100.0], "within noise"),  # one round measures no spread
+        ([200.0, 201.0], [100.0], "within noise"),
+    ],
+)
+def test_verdict_is_a_function_of_the_rounds(a: list[float], b: list[float], expected: str) -> None:
+    """faster / within noise / slower from given round figures alone, whatever their order or unit."""
+    from eca_deploy.pipeline.bench_noise import VERDICTS, compare_rounds, verdict
+
+    assert verdict(a, b) == expected
+    assert verdict(b, a) == {"faster": "slower", "slower": "faster"}.get(expected, expected)
+    assert compare_rounds(a, b) == {"faster": 1, "within noise": 0, "slower": -1}[expected]
+    assert verdict(a[::-1], sorted(b)) == expected and verdict([v * 8 for v in a], [v * 8 for v in b]) == expected
+    assert expected in VERDICTS
+
+
+def test_busy_machine_makes_a_difference_within_noise() -> None:
+    """Figures measured while another process steals time from some rounds: a clear difference becomes noise."""
+    from eca_deploy.pipeline.bench_noise import verdict
+
+    quiet_a, quiet_b = [200.0, 202.0, 198.0, 201.0, 199.0], [150.0, 151.0, 149.0, 152.0, 150.0]
+    assert verdict(quiet_a, quiet_b) == "faster"
+    stolen = [1.0, 0.6, 1.0, 1.0, 0.7]  # the share of the CPU left to the benchmark in each round
+    assert verdict([v * s for v, s in zip(quiet_a, stolen, strict=True)], quiet_b) == "within noise"
 
 
 def test_busy_machine_is_detected_from_other_processes_cpu_time() -> None:

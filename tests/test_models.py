@@ -102,6 +102,7 @@ def test_adaptive_kernel_size_worked_values() -> None:
     assert [adaptive_kernel_size(c) for c in (16, 32, 64, 128, 256, 512, 1024, 2048)] == [3, 3, 3, 5, 5, 5, 5, 7]
 
 
+@settings(deadline=None)  # hypothesis' default 200 ms per example fails on a busy machine, not on a wrong k
 @given(st.integers(1, 1 << 16))
 def test_adaptive_kernel_size_is_odd_and_near_the_formula(c: int) -> None:
     k = adaptive_kernel_size(c)

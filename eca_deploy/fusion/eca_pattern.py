@@ -11,7 +11,9 @@ mode "wrap", or the Concat(tail, m, head) of slices that PyTorch's TorchScript e
 op contract's `padding`; the gate's op is its `gate`; the conv's bias its `bias` (docs/eca_op.md).
 
 "Layout ops" (Reshape, Squeeze, Unsqueeze, Transpose, Expand, Flatten, Identity) only move singleton
-dimensions; a Transpose that would reorder the batch and channel axes is refused. This covers the
+dimensions; a Transpose that would reorder the batch and channel axes is refused, and so is a layout that
+ends elsewhere: the conv's input (before padding) must be [N, 1, C] and the gate (before any Expand)
+[N, C, 1, 1] against X [N, C, H, W]. This covers the
 official ECA-Net layer (squeeze/transpose/conv/transpose/unsqueeze/expand_as) from both PyTorch
 exporters, and timm's EcaModule (mean, view [N,1,C], conv, sigmoid, view [N,C,1,1]).
 """
@@ -120,6 +122,8 @@ def _match_from_gate(index: GraphIndex, mul: onnx.NodeProto, x: str, g: str) -> 
     if x_shape is not None and len(x_shape) != 4:
         raise _Refuse(f"the gated tensor has rank {len(x_shape)}, ECA needs [N,C,H,W]")
     _check_layout(index, nodes, conv, g, x_shape, padded=circular is not None)
+    _check_conv_source(index, source, x_shape, (k - 1) // 2 if circular is not None else 0)
+    _check_gate_axes(index, mul, g, x_shape)
     _check_private(index, nodes)
     attributes = EcaAttributes(tuple(weights.tolist()), bias, padding, gate_kind)
     return EcaMatch(mul, x, attributes, nodes, x_shape[1] if x_shape else None)
@@ -274,6 +278,64 @@ def _check_layout(
         and (len(gate_shape) != 4 or any(_static(gate_shape[i]) not in (1, _static(x_shape[i]), None) for i in (2, 3)))
     ):
         raise _Refuse(f"the gate has shape {list(gate_shape)}, expected [N, C, 1, 1] against {list(x_shape)}")
+
+
+def _may_equal(a: object, b: object) -> bool:
+    """False for two dimensions that shape inference shows to differ: two sizes, or a 1 against a symbol.
+
+    A size against a symbol may agree (a Reshape to [-1, 12, 1, 1] in a model of symbolic C); a 1 against a
+    symbol would only agree when the symbol is 1, which a model does not spell as a symbol.
+    """
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    return not ((a == 1 and isinstance(b, str)) or (b == 1 and isinstance(a, str)))
+
+
+def _check_conv_source(index: GraphIndex, source: str, x_shape, wrap: int) -> None:
+    """The 1-D conv (before any circular padding) runs over each image's C channels: [N, 1, C] against X.
+
+    A Reshape to [1, 1, N*C] would run it across the images; a circular padding by more than C channels wraps
+    more than once, which the op's circular padding (PyTorch's) does not.
+    """
+    shape = index.shape(source)
+    if shape is None or x_shape is None or len(shape) != 3:
+        return
+    if not (_may_equal(shape[0], x_shape[0]) and _may_equal(shape[2], x_shape[1])):
+        raise _Refuse(
+            f"the 1-D conv runs over a tensor of shape {list(shape)}, ECA's over the channels of each image: "
+            f"[N, 1, C] against {list(x_shape)}"
+        )
+    channels = _static(x_shape[1])
+    if wrap and channels is not None and wrap > channels:
+        raise _Refuse(f"the circular padding by {wrap} wraps around the {channels} channels more than once")
+
+
+def _check_gate_axes(index: GraphIndex, mul: onnx.NodeProto, g: str, x_shape) -> None:
+    """The gate, before any Expand, must be [N, C, 1, 1] against X [N, C, H, W]: one value per image and channel.
+
+    Layout ops may carry the C values to another axis ([N,1,1,C] against W = C scales columns, not channels);
+    an Expand to X's shape then hides that from the Mul's inputs, so the gate is judged before broadcasting.
+    """
+    if x_shape is None:
+        return
+    name = g
+    node = index.producer.get(name)
+    while node is not None and node.op_type in ("Expand", "Identity"):
+        name = node.input[0]
+        node = index.producer.get(name)
+    core = index.shape(name)
+    if core is not None and (
+        len(core) != 4
+        or not all(_may_equal(core[i], x_shape[i]) for i in (0, 1))
+        or any(core[i] is not None and _static(core[i]) != 1 for i in (2, 3))
+    ):
+        raise _Refuse(
+            f"the gate has shape {list(core)} before broadcasting, ECA's is [N, C, 1, 1] against {list(x_shape)}: "
+            "it does not scale the channels"
+        )
+    out = index.shape(mul.output[0])
+    if out is not None and (len(out) != 4 or not all(_may_equal(o, d) for o, d in zip(out, x_shape, strict=True))):
+        raise _Refuse(f"the Mul's output has shape {list(out)}, not the gated tensor's {list(x_shape)}")
 
 
 def _check_private(index: GraphIndex, nodes: list[onnx.NodeProto]) -> None:

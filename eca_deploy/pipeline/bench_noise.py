@@ -98,6 +98,14 @@ def compare_rounds(a: Sequence[float], b: Sequence[float]) -> int:
     return 0
 
 
+VERDICTS = ("faster", "within noise", "slower")  # compare_rounds' +1, 0, -1 in words
+
+
+def verdict(a: Sequence[float], b: Sequence[float]) -> str:
+    """'faster', 'within noise' or 'slower': how `a`'s rounds (images/s) compare with `b`'s (see compare_rounds)."""
+    return {1: VERDICTS[0], 0: VERDICTS[1], -1: VERDICTS[2]}[compare_rounds(a, b)]
+
+
 def describe(result: dict[str, Any]) -> str:
     """'123.4 (118.0-130.2)': the median images/s and the range of the rounds."""
     spread = result.get("spread")
