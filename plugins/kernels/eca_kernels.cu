@@ -5,7 +5,7 @@
 // is read from device memory once (plus the halo). Two-pass: pool every channel into a float workspace (a group of
 // threads per channel, block-level reduction, no atomics; H*W split over several blocks when there are too few channels
 // for the SMs), then a second kernel computes the gates and scales X into Y. Both apply the op's bias, padding and gate
-// in the gate, and the residual and activation where Y is written. The choice between the paths is chooseFused()
+// in the gate, and the residual and activation where Y is written. The choice of path, grid and block is planLaunch()
 // below; docs/plugin.md states the rule with byte counts.
 
 #include "eca_kernels.h"
@@ -91,16 +91,17 @@ __device__ __forceinline__ float packSum(Pack<T, V> const& p)
     return s;
 }
 
-// One output pack: act(x * g + r), in float32, rounded once; r is the residual pack or null.
+// One output pack: act(x * g + r), in float32, rounded once; r is the residual pack, added if hasResidual. Packs go
+// by value and every lane index is a compile-time constant, so they stay in registers.
 template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> packOut(Pack<T, V> p, float g, Pack<T, V> const* r, bool relu)
+__device__ __forceinline__ Pack<T, V> packOut(Pack<T, V> p, float g, Pack<T, V> r, bool hasResidual, bool relu)
 {
 #pragma unroll
     for (int i = 0; i < V; ++i)
     {
         float v = toFloat(p.v[i]) * g;
-        if (r != nullptr)
-            v += toFloat(r->v[i]);
+        if (hasResidual)
+            v += toFloat(r.v[i]);
         p.v[i] = fromFloat<T>(relu ? fmaxf(v, 0.f) : v);
     }
     return p;
@@ -133,7 +134,8 @@ __device__ __forceinline__ float channelGate(EcaParams const& p, int c, MeanFn m
 }
 
 // Groups of G threads (a power of two, 1 to kThreads) work on one channel (a row of H*W elements) at a time. A group
-// wider than a warp spans G/32 warps, each of which leaves one partial sum ("slot") per row.
+// wider than a warp spans G/32 warps, each of which leaves one partial sum ("slot") per row. The block (blockDim.x, a
+// multiple of 32 and of G) holds blockDim.x / G groups: the two-pass launches size it to the rows it has.
 struct Groups
 {
     int size, rank, index, count, slots, slot;
@@ -143,7 +145,7 @@ struct Groups
         size = groupSize;
         rank = threadIdx.x % groupSize;
         index = threadIdx.x / groupSize;
-        count = kThreads / groupSize;
+        count = int(blockDim.x) / groupSize;
         slots = max(1, groupSize / 32);
         slot = rank / 32;
     }
@@ -162,15 +164,24 @@ __device__ __forceinline__ void sumRows(
         if (r < rows)
         {
             Pack<T, V> const* row = src + r * stride;
-#pragma unroll 4
-            for (int i = g.rank; i < count; i += g.size)
+            int i = g.rank;
+            for (; i + 3 * g.size < count; i += 4 * g.size) // four vector loads in flight, in named registers
             {
-                Pack<T, V> const p = row[i]; // one vector load
-                s += packSum(p);
+                Pack<T, V> const a = row[i], b = row[i + g.size], c = row[i + 2 * g.size], d = row[i + 3 * g.size];
+                s += (packSum(a) + packSum(b)) + (packSum(c) + packSum(d));
             }
+            for (; i < count; i += g.size)
+                s += packSum(row[i]);
         }
-        for (int offset = min(g.size, 32) / 2; offset > 0; offset >>= 1)
-            s += __shfl_xor_sync(0xffffffffu, s, offset);
+        // A fixed, unrolled sequence that every lane runs (the group width only masks the sums): no divergent loop
+        // around the shuffles, whose reconvergence state ptxas would otherwise keep in local memory.
+        int const width = min(g.size, 32);
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1)
+        {
+            float const other = __shfl_xor_sync(0xffffffffu, s, offset);
+            s += offset < width ? other : 0.f;
+        }
         if (r < rows && g.rank % 32 == 0)
             sums[r * g.slots + g.slot] = s;
     }
@@ -188,18 +199,19 @@ __device__ __forceinline__ float rowMean(float const* sums, int r, int slots, fl
 template <int kUnroll, typename P>
 __device__ __forceinline__ void copyToShared(P const* __restrict__ src, P* dst, int total)
 {
+    int const step = int(blockDim.x);
     int i = threadIdx.x;
-    for (; i + (kUnroll - 1) * kThreads < total; i += kUnroll * kThreads)
+    for (; i + (kUnroll - 1) * step < total; i += kUnroll * step)
     {
         P v[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-            v[u] = src[i + u * kThreads];
+            v[u] = src[i + u * step];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-            dst[i + u * kThreads] = v[u];
+            dst[i + u * step] = v[u];
     }
-    for (; i < total; i += kThreads)
+    for (; i < total; i += step)
         dst[i] = src[i];
 }
 
@@ -209,6 +221,7 @@ template <int kUnroll, typename P>
 __device__ __forceinline__ void scaleRow(P const* from, P const* res, P* to, float gate, bool relu, int packs,
     Groups const& g)
 {
+    bool const hasResidual = res != nullptr;
     int i = g.rank;
     for (; i + (kUnroll - 1) * g.size < packs; i += kUnroll * g.size)
     {
@@ -217,20 +230,21 @@ __device__ __forceinline__ void scaleRow(P const* from, P const* res, P* to, flo
         for (int u = 0; u < kUnroll; ++u)
         {
             v[u] = from[i + u * g.size];
-            if (res != nullptr)
-                r[u] = res[i + u * g.size];
+            r[u] = hasResidual ? res[i + u * g.size] : P{};
         }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-            to[i + u * g.size] = packOut(v[u], gate, res != nullptr ? &r[u] : nullptr, relu);
+            to[i + u * g.size] = packOut(v[u], gate, r[u], hasResidual, relu);
     }
     for (; i < packs; i += g.size)
-    {
-        P r;
-        if (res != nullptr)
-            r = res[i];
-        to[i] = packOut(from[i], gate, res != nullptr ? &r : nullptr, relu);
-    }
+        to[i] = packOut(from[i], gate, hasResidual ? res[i] : P{}, hasResidual, relu);
+}
+
+// Offset in packs of row `row` of `packs` packs: 64-bit, since rows * packs reaches 2^31 for one image of 2^31 * V
+// elements (C and H*W are each below 2^31).
+__host__ __device__ inline int64_t rowPacks(int64_t row, int packs)
+{
+    return row * int64_t(packs);
 }
 
 // Fused-path shared memory: [loadedMax rows of H*W elements], then the partial sums and gates below.
@@ -276,20 +290,20 @@ __global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__
     Groups const g(groupSize);
 
     P const* image = reinterpret_cast<P const*>(x + int64_t(n) * p.channels * p.hw);
-    copyToShared<4>(image + l0 * packs, data, loaded * packs);
-    sumRows(image + (p.channels - wrapLow) * packs, wrapLow, packs, packs, g, wrapSums); // from X: no reuse
+    copyToShared<4>(image + rowPacks(l0, packs), data, loaded * packs); // loaded * packs: shared memory, < 2^31
+    sumRows(image + rowPacks(p.channels - wrapLow, packs), wrapLow, packs, packs, g, wrapSums); // from X: no reuse
     sumRows(image, wrapHigh, packs, packs, g, wrapSums + wrapLow * g.slots);
     __syncthreads();
     sumRows(data, loaded, packs, packs, g, sums);
     __syncthreads();
-    for (int r = threadIdx.x; r < loaded + wrapLow + wrapHigh; r += kThreads)
+    for (int r = threadIdx.x; r < loaded + wrapLow + wrapHigh; r += int(blockDim.x))
     {
         float* const rows = r < loaded ? sums : wrapSums; // the mean replaces the row's first slot
         int const row = r < loaded ? r : r - loaded;
         rows[row * g.slots] = rowMean(rows, row, g.slots, p.invHw);
     }
     __syncthreads();
-    for (int r = threadIdx.x; r < outRows; r += kThreads)
+    for (int r = threadIdx.x; r < outRows; r += int(blockDim.x))
         gates[r] = channelGate(p, c0 + r, [&](int c) {
             if (c >= l0 && c < l0 + loaded)
                 return sums[(c - l0) * g.slots];
@@ -305,13 +319,12 @@ __global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__
     P* to = reinterpret_cast<P*>(y + out);
     P const* res = residual != nullptr ? reinterpret_cast<P const*>(residual + out) : nullptr;
     bool const relu = p.activation == ECA_ACTIVATION_RELU;
+    bool const hasResidual = res != nullptr;
     float const invPacks = 1.f / float(packs);
-    for (int i = threadIdx.x; i < outRows * packs; i += kThreads)
+    for (int i = threadIdx.x; i < outRows * packs; i += int(blockDim.x))
     {
-        P r;
-        if (res != nullptr)
-            r = res[i];
-        to[i] = packOut(from[i], gates[int((float(i) + 0.5f) * invPacks)], res != nullptr ? &r : nullptr, relu);
+        P const r = hasResidual ? res[i] : P{};
+        to[i] = packOut(from[i], gates[int((float(i) + 0.5f) * invPacks)], r, hasResidual, relu);
     }
 }
 
@@ -329,10 +342,10 @@ __global__ void __launch_bounds__(kThreads) ecaPoolKernel(T const* __restrict__ 
     int const begin = split * chunkPacks;
     Groups const g(groupSize);
 
-    sumRows(reinterpret_cast<Pack<T, V> const*>(x) + r0 * packs + begin, rowsHere, packs,
+    sumRows(reinterpret_cast<Pack<T, V> const*>(x) + rowPacks(r0, packs) + begin, rowsHere, packs,
         min(chunkPacks, packs - begin), g, sums);
     __syncthreads();
-    for (int r = threadIdx.x; r < rowsHere; r += kThreads)
+    for (int r = threadIdx.x; r < rowsHere; r += int(blockDim.x))
         partials[(r0 + r) * splits + split] = rowMean(sums, r, g.slots, p.invHw);
 }
 
@@ -353,7 +366,7 @@ __global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T const* 
     int const count = min(chunkPacks, packs - begin);
     Groups const g(groupSize);
 
-    for (int r = threadIdx.x; r < rowsHere; r += kThreads)
+    for (int r = threadIdx.x; r < rowsHere; r += int(blockDim.x))
     {
         int64_t const n = (r0 + r) / p.channels;
         float const* m = partials + n * p.channels * splits;
@@ -368,7 +381,7 @@ __global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T const* 
     bool const relu = p.activation == ECA_ACTIVATION_RELU;
     for (int r = g.index; r < rowsHere; r += g.count)
     {
-        int64_t const offset = (r0 + r) * packs + begin;
+        int64_t const offset = rowPacks(r0 + r, packs) + begin;
         scaleRow<4>(reinterpret_cast<P const*>(x) + offset,
             residual != nullptr ? reinterpret_cast<P const*>(residual) + offset : nullptr,
             reinterpret_cast<P*>(y) + offset, gates[r], relu, count, g);
@@ -490,7 +503,18 @@ struct FusedPlan
     int tile = 0;
     int64_t blocks = 0;
     size_t smemBytes = 0;
+    int threads = kThreads; // per block: fusedThreads
 };
+
+// Fused threads per block: one per pack of the first block's rows (its tile and upper halo), up to kThreads, in
+// whole warps and whole groups.
+int fusedThreads(Shape const& s, int tile, int v)
+{
+    int64_t const packs = s.hw / v;
+    int64_t const unit = std::max(32, groupSizeFor(packs));
+    int64_t const firstPacks = std::min<int64_t>(s.c, tile + s.half()) * packs;
+    return int(std::clamp<int64_t>(ceilDiv(firstPacks, unit) * unit, unit, kThreads));
+}
 
 // The fused path's channel tile for this shape, or false if none fits. The tile is as small as two blocks per SM over
 // the batch need, and at most what fits. forced: accept any tile that fits; otherwise also require that the halo at
@@ -530,6 +554,8 @@ struct TwoPassPlan
     int chunkPacks = 1; // packs of a channel per block
     int splits = 1;     // blocks per channel: H*W is split where there are too few channels for the SMs
     int64_t rowBlocks = 0;
+    int threads = kThreads; // per block: the groups its rows keep busy, whole warps
+    int activeThreads = 0;  // threads of a block with packs to load (the first block's)
 
     int64_t blocks() const { return rowBlocks * splits; }
 };
@@ -564,6 +590,11 @@ TwoPassPlan planTwoPass(Shape const& s, DeviceLimits const& d, int v)
     plan.chunkPacks = int(ceilDiv(packs, splits));
     plan.splits = int(ceilDiv(packs, plan.chunkPacks)); // no empty chunk
     plan.groupSize = groupSizeFor(plan.chunkPacks);     // narrower groups for shorter rows: the partials still fit
+    // The block follows the rows: as many groups as it has rows (up to kThreads threads), in whole warps so that every
+    // shuffle has its 32 lanes.
+    int64_t const groups = std::min<int64_t>({kThreads / plan.groupSize, plan.rowsPerBlock, s.rows()});
+    plan.threads = int(std::clamp<int64_t>(ceilDiv(plan.groupSize * groups, 32) * 32, 32, kThreads));
+    plan.activeThreads = int(std::min<int64_t>(plan.groupSize, plan.chunkPacks) * groups);
     return plan;
 }
 
@@ -604,6 +635,56 @@ bool chooseFused(Shape const& s, DeviceLimits const& d, FusedPlan& plan)
     return fusedTime <= twoPassTime;
 }
 
+// What a call launches: the path, its plan at pack width v, and the workspace it needs.
+struct Launch
+{
+    bool fused = false;
+    int v = 1;
+    FusedPlan fusedPlan;
+    TwoPassPlan twoPass;
+    size_t workspace = 0;
+};
+
+// The one decision of path and geometry: eca_forward_op launches it; eca_workspace_size_op, eca_select_path_op and
+// eca_launch_plan report it. v: the pack width of the call's pointers (packElements).
+int32_t planLaunch(Shape const& s, DeviceLimits const& d, int32_t path, bool inPlace, int v, Launch& out)
+{
+    out = Launch{};
+    out.v = v;
+    if (s.rows() * s.hw == 0)
+    {
+        out.twoPass.rowBlocks = 0; // nothing to launch
+        return ECA_STATUS_OK;
+    }
+    if (path == ECA_PATH_FUSED)
+    {
+        if (inPlace)
+            return fail(ECA_STATUS_INVALID_ARGUMENT, "the fused path cannot run in place (x == y)");
+        if (!planFused(s, d, true, out.fusedPlan))
+            return fail(ECA_STATUS_NOT_SUPPORTED,
+                "fused path: one channel of %lld elements plus its %d halo channels needs more than the %zu bytes of "
+                "shared memory a block may use on this device",
+                (long long) s.hw, 2 * s.half(), d.fusedBudget);
+        out.fused = true;
+    }
+    else if (path == ECA_PATH_AUTO)
+    {
+        out.fused = !inPlace && chooseFused(s, d, out.fusedPlan);
+    }
+    else if (path != ECA_PATH_TWO_PASS)
+    {
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "path %d is not AUTO (0), FUSED (1) or TWO_PASS (2)", int(path));
+    }
+    if (out.fused)
+        out.fusedPlan.threads = fusedThreads(s, out.fusedPlan.tile, v);
+    else
+    {
+        out.twoPass = planTwoPass(s, d, v);
+        out.workspace = twoPassWorkspace(s);
+    }
+    return ECA_STATUS_OK;
+}
+
 EcaParams makeParams(Shape const& s, eca_op_t const& op)
 {
     EcaParams p{};
@@ -630,6 +711,7 @@ template <typename T, int V>
 int32_t runFused(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
     FusedPlan const& plan, cudaStream_t stream)
 {
+    static_assert(V >= 1, "a pack holds at least one element");
     auto kernel = ecaFusedKernel<T, V>;
     if (plan.smemBytes > kDefaultSmem)
     {
@@ -647,43 +729,44 @@ int32_t runFused(void const* x, void const* residual, void* y, EcaParams const& 
         }
     }
     int const tiles = int(ceilDiv(s.c, plan.tile));
-    ECA_LAUNCH(kernel, unsigned(plan.blocks), kThreads, plan.smemBytes, stream, static_cast<T const*>(x),
+    ECA_LAUNCH(kernel, unsigned(plan.blocks), plan.threads, plan.smemBytes, stream, static_cast<T const*>(x),
         static_cast<T const*>(residual), static_cast<T*>(y), p, plan.tile, tiles, groupSizeFor(s.hw / V));
     return launchStatus("fused");
 }
 
 template <typename T, int V>
-int32_t runTwoPass(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, float* partials,
-    cudaStream_t stream)
+int32_t runTwoPass(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s,
+    TwoPassPlan const& plan, float* partials, cudaStream_t stream)
 {
-    TwoPassPlan const plan = planTwoPass(s, d, V);
     dim3 const grid(unsigned(plan.rowBlocks), unsigned(plan.splits));
     auto pool = ecaPoolKernel<T, V>;
-    ECA_LAUNCH(pool, grid, kThreads, 0, stream, static_cast<T const*>(x), partials, p, s.rows(), plan.rowsPerBlock,
+    ECA_LAUNCH(pool, grid, plan.threads, 0, stream, static_cast<T const*>(x), partials, p, s.rows(), plan.rowsPerBlock,
         plan.chunkPacks, plan.groupSize);
     int32_t const status = launchStatus("pool");
     if (status != ECA_STATUS_OK)
         return status;
     auto scale = ecaScaleKernel<T, V>;
-    ECA_LAUNCH(scale, grid, kThreads, 0, stream, static_cast<T const*>(x), static_cast<T const*>(residual),
+    ECA_LAUNCH(scale, grid, plan.threads, 0, stream, static_cast<T const*>(x), static_cast<T const*>(residual),
         static_cast<T*>(y), partials, p, s.rows(), plan.rowsPerBlock, plan.chunkPacks, plan.groupSize);
     return launchStatus("scale");
 }
 
 template <typename T>
 int32_t dispatch(void const* x, void const* r, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
-    bool fused, FusedPlan const& plan, float* partials, cudaStream_t stream)
+    Launch const& launch, float* partials, cudaStream_t stream)
 {
     constexpr int kWide = int(16 / sizeof(T));
     constexpr int kNarrow = int(8 / sizeof(T));
-    int const v = packElements(x, y, s, r);
-    if (fused)
-        return v == kWide ? runFused<T, kWide>(x, r, y, p, s, d, plan, stream)
-            : v == kNarrow ? runFused<T, kNarrow>(x, r, y, p, s, d, plan, stream)
-                           : runFused<T, 1>(x, r, y, p, s, d, plan, stream);
-    return v == kWide ? runTwoPass<T, kWide>(x, r, y, p, s, d, partials, stream)
-        : v == kNarrow ? runTwoPass<T, kNarrow>(x, r, y, p, s, d, partials, stream)
-                       : runTwoPass<T, 1>(x, r, y, p, s, d, partials, stream);
+    int const v = launch.v;
+    FusedPlan const& f = launch.fusedPlan;
+    if (launch.fused)
+        return v == kWide ? runFused<T, kWide>(x, r, y, p, s, d, f, stream)
+            : v == kNarrow ? runFused<T, kNarrow>(x, r, y, p, s, d, f, stream)
+                           : runFused<T, 1>(x, r, y, p, s, d, f, stream);
+    TwoPassPlan const& t = launch.twoPass;
+    return v == kWide ? runTwoPass<T, kWide>(x, r, y, p, s, t, partials, stream)
+        : v == kNarrow ? runTwoPass<T, kNarrow>(x, r, y, p, s, t, partials, stream)
+                       : runTwoPass<T, 1>(x, r, y, p, s, t, partials, stream);
 }
 
 int32_t validateOp(eca_op_t const* op)
@@ -721,12 +804,66 @@ char const* eca_last_error(void) { return tLastError; }
 
 size_t eca_workspace_size(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype, eca_path_t path)
 {
+    // FUSED needs none; TWO_PASS and AUTO the two-pass bound: AUTO runs two-pass in place or, for some shapes, with a
+    // residual, which this query does not know (eca_workspace_size_op does).
     Shape s{};
     if (validate(n, c, h, w, k, dtype, s) != ECA_STATUS_OK || path == ECA_PATH_FUSED)
         return 0;
-    if (path == ECA_PATH_AUTO && eca_select_path(n, c, h, w, k, dtype) == ECA_PATH_FUSED)
-        return 0;
-    return twoPassWorkspace(s);
+    return path == ECA_PATH_AUTO || path == ECA_PATH_TWO_PASS ? twoPassWorkspace(s) : 0;
+}
+
+size_t eca_workspace_size_op(int64_t n, int64_t c, int64_t h, int64_t w, eca_op_t const* op, int32_t has_residual,
+    int32_t in_place, eca_dtype_t dtype, eca_path_t path)
+{
+    eca_launch_t launch{};
+    return eca_launch_plan(n, c, h, w, op, has_residual, in_place, dtype, path, &launch) == ECA_STATUS_OK
+        ? launch.workspace_bytes
+        : 0;
+}
+
+int32_t eca_launch_plan(int64_t n, int64_t c, int64_t h, int64_t w, eca_op_t const* op, int32_t has_residual,
+    int32_t in_place, eca_dtype_t dtype, eca_path_t path, eca_launch_t* out)
+{
+    Shape s{};
+    DeviceLimits d;
+    if (out == nullptr)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "out is NULL");
+    *out = eca_launch_t{};
+    if (int32_t const status = validate(n, c, h, w, op != nullptr ? op->k : 0, dtype, s))
+        return status;
+    if (int32_t const status = validateOp(op))
+        return status;
+    if (int32_t const status = currentDeviceLimits(d))
+        return status;
+    s.circular = op->padding == ECA_PADDING_CIRCULAR;
+    s.residual = has_residual != 0;
+    Launch launch;
+    if (int32_t const status = planLaunch(s, d, path, in_place != 0, packElements(nullptr, nullptr, s), launch))
+        return status;
+    out->path = launch.fused ? ECA_PATH_FUSED : ECA_PATH_TWO_PASS;
+    out->pack_elements = launch.v;
+    out->workspace_bytes = launch.workspace;
+    if (s.rows() * s.hw == 0)
+        return ECA_STATUS_OK;
+    if (launch.fused)
+    {
+        FusedPlan const& f = launch.fusedPlan;
+        int64_t const firstLoaded = std::min<int64_t>(s.c, f.tile + s.half()); // block 0: its tile and upper halo
+        out->launches = 1;
+        out->blocks = f.blocks;
+        out->threads = f.threads;
+        out->active_threads = int32_t(std::min<int64_t>(f.threads, firstLoaded * (s.hw / launch.v)));
+        out->shared_bytes = f.smemBytes;
+    }
+    else
+    {
+        TwoPassPlan const& t = launch.twoPass;
+        out->launches = 2;
+        out->blocks = t.blocks();
+        out->threads = t.threads;
+        out->active_threads = t.activeThreads;
+    }
+    return ECA_STATUS_OK;
 }
 
 int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype)
@@ -739,15 +876,10 @@ int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, e
 int32_t eca_select_path_op(
     int64_t n, int64_t c, int64_t h, int64_t w, eca_op_t const* op, int32_t has_residual, eca_dtype_t dtype)
 {
-    Shape s{};
-    DeviceLimits d;
-    FusedPlan plan;
-    if (validate(n, c, h, w, op != nullptr ? op->k : 0, dtype, s) != ECA_STATUS_OK || validateOp(op) != ECA_STATUS_OK
-        || currentDeviceLimits(d) != ECA_STATUS_OK)
-        return -1;
-    s.circular = op->padding == ECA_PADDING_CIRCULAR;
-    s.residual = has_residual != 0;
-    return s.rows() * s.hw > 0 && chooseFused(s, d, plan) ? ECA_PATH_FUSED : ECA_PATH_TWO_PASS;
+    eca_launch_t launch{};
+    return eca_launch_plan(n, c, h, w, op, has_residual, 0, dtype, ECA_PATH_AUTO, &launch) == ECA_STATUS_OK
+        ? launch.path
+        : -1;
 }
 
 int32_t eca_forward(void const* x, void* y, float const* weights, int32_t k, int64_t n, int64_t c, int64_t h, int64_t w,
@@ -787,32 +919,24 @@ int32_t eca_forward_op(void const* x, void const* residual, void* y, eca_op_t co
     DeviceLimits d;
     if (int32_t const status = currentDeviceLimits(d))
         return status;
-    FusedPlan plan;
-    bool fused = false;
-    if (path == ECA_PATH_FUSED)
-    {
-        if (inPlace)
-            return fail(ECA_STATUS_INVALID_ARGUMENT, "the fused path cannot run in place (x == y)");
-        if (!planFused(s, d, true, plan))
-            return fail(ECA_STATUS_NOT_SUPPORTED,
-                "fused path: one channel of %lld elements plus its %d halo channels needs more than the %zu bytes of "
-                "shared memory a block may use on this device",
-                (long long) s.hw, 2 * s.half(), d.fusedBudget);
-        fused = true;
-    }
-    else if (path == ECA_PATH_AUTO)
-    {
-        fused = !inPlace && chooseFused(s, d, plan);
-    }
-    if (!fused && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % sizeof(float) != 0))
+    Launch launch;
+    if (int32_t const status = planLaunch(s, d, path, inPlace, packElements(x, y, s, residual), launch))
+        return status;
+    if (launch.workspace > 0 && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % sizeof(float) != 0))
         return fail(ECA_STATUS_INVALID_ARGUMENT, "the two-pass path needs a float-aligned workspace of %zu bytes",
-            twoPassWorkspace(s));
+            launch.workspace);
 
     EcaParams const p = makeParams(s, *op);
     auto* const partials = static_cast<float*>(workspace);
     auto* const cudaStream = static_cast<cudaStream_t>(stream);
-    return dtype == ECA_DTYPE_FLOAT16 ? dispatch<__half>(x, residual, y, p, s, d, fused, plan, partials, cudaStream)
-                                      : dispatch<float>(x, residual, y, p, s, d, fused, plan, partials, cudaStream);
+    return dtype == ECA_DTYPE_FLOAT16 ? dispatch<__half>(x, residual, y, p, s, d, launch, partials, cudaStream)
+                                      : dispatch<float>(x, residual, y, p, s, d, launch, partials, cudaStream);
 }
+
+#if !defined(__CUDACC__)
+// Host build only (tests): the pack offset of row `row` the kernels use, to check its arithmetic at sizes that cannot
+// be allocated.
+ECA_API int64_t eca_host_row_packs(int64_t row, int32_t packs) { return rowPacks(row, packs); }
+#endif
 
 } // extern "C"

@@ -488,6 +488,17 @@ CUDA_HOST_API int64_t cuda_host_launch_blocks(int i, size_t* smem)
     return int64_t(r.grid.x) * r.grid.y * r.grid.z;
 }
 
+// Launch i since the reset: threads per block (or -1 past the end).
+CUDA_HOST_API int64_t cuda_host_launch_threads(int i)
+{
+    std::lock_guard<std::mutex> lock(::cuda_host::runtime().recordMutex);
+    auto const& launches = ::cuda_host::runtime().launches;
+    if (i < 0 || size_t(i) >= launches.size())
+        return -1;
+    dim3 const& b = launches[size_t(i)].block;
+    return int64_t(b.x) * b.y * b.z;
+}
+
 } // extern "C"
 
 // cuda_runtime.h's overload for kernel pointers (defined there for nvcc only).
