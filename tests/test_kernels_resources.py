@@ -1,5 +1,5 @@
-"""Every ECA kernel keeps its values in registers: `ptxas -v` of the release build for sm_87 (Jetson Orin) and sm_90
-(Hopper) reports 0 bytes of stack frame and 0 bytes of spill stores and loads for each kernel.
+"""Every ECA kernel (the ahead-of-time plugin's too) keeps its values in registers: `ptxas -v` of the release build
+for sm_87 (Jetson Orin) and sm_90 (Hopper) reports 0 bytes of stack frame and of spill stores and loads per kernel.
 
 Needs nvcc, not a GPU (`pip install nvidia-cuda-nvcc` gives one with ptxas). The flags are CMake's: the kernels
 object library of plugins/CMakeLists.txt is built in its Release configuration with ptxas' verbose output added
@@ -23,7 +23,9 @@ ARCHS = ("87", "90")
 # The kernels of eca_kernels.cu: each for float and __half at three access widths.
 KERNELS = {(name, dtype, width) for name in ("ecaFusedKernel", "ecaPoolKernel", "ecaScaleKernel")
            for dtype, widths in (("float", (1, 2, 4)), ("half", (1, 4, 8))) for width in widths}  # fmt: skip
-_MANGLED = re.compile(r"(eca[A-Za-z]+Kernel)I(6__half|f)Li(\d+)E")
+# The ahead-of-time plugin's kernels, by their C names (eca_deploy/plugin/qdp.py).
+QDP_KERNELS = {("eca_qdp_forward_f32", "float", 1), ("eca_qdp_forward_f16", "half", 1)}
+_MANGLED = re.compile(r"(eca[A-Za-z]+Kernel)I(6__half|f)Li(\d+)E|^(eca_qdp_forward)_(f32|f16)$")
 _ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")
 _PROPERTIES = re.compile(r"Function properties for (\S+)")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -56,7 +58,11 @@ def parse_ptxas(log: str) -> dict[tuple[str, str, str, int], tuple[int, int, int
         frame = next((m for m in map(_FRAME.search, lines[i + 1 : i + 3]) if m), None)
         assert frame is not None, f"no stack frame line after: {line}"
         assert props.group(1) in arch_of, f"no entry line (architecture) for {props.group(1)}"
-        name, dtype, width = kernel.group(1), "half" if kernel.group(2) == "6__half" else "float", int(kernel.group(3))
+        if kernel.group(4):
+            name, dtype, width = kernel.group(0), "half" if kernel.group(5) == "f16" else "float", 1
+        else:
+            dtype = "half" if kernel.group(2) == "6__half" else "float"
+            name, width = kernel.group(1), int(kernel.group(3))
         out[(arch_of[props.group(1)], name, dtype, width)] = tuple(int(v) for v in frame.groups())
     return out
 
@@ -99,7 +105,7 @@ def test_parse_ptxas_reads_each_kernel() -> None:
 
 def test_kernels_use_no_local_memory(tmp_path: Path) -> None:
     resources = parse_ptxas(_release_build_log(tmp_path))
-    expected = {(f"sm_{arch}", *kernel) for arch in ARCHS for kernel in KERNELS}
+    expected = {(f"sm_{arch}", *kernel) for arch in ARCHS for kernel in KERNELS | QDP_KERNELS}
     assert set(resources) == expected, f"kernels missing from ptxas -v: {sorted(expected - set(resources))}"
     local = {key: value for key, value in resources.items() if value != (0, 0, 0)}
     assert not local, "kernels with a stack frame or spills (bytes: frame, spill stores, spill loads): " + ", ".join(

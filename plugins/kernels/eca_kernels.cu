@@ -13,7 +13,9 @@
 #define ECA_STR2(x) #x
 #define ECA_STR(x) ECA_STR2(x)
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC_RTC__) // NVRTC: the device code only, for the PTX of TensorRT's ahead-of-time plugin
+#include <cuda_fp16.h>
+#elif defined(__CUDACC__)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 // The launch and the dynamic shared memory, written once for the GPU and for the host execution below.
@@ -28,12 +30,14 @@
 #define ECA_CUDA_VERSION "host"
 #endif
 
+#if !defined(__CUDACC_RTC__)
 #include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
+#endif
 
 #ifndef ECA_CUDA_ARCHS
 #define ECA_CUDA_ARCHS "unknown"
@@ -387,6 +391,102 @@ __global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T const* 
             reinterpret_cast<P*>(y) + offset, gates[r], relu, count, g);
     }
 }
+
+
+// One-launch kernel for TensorRT's ahead-of-time plugin (eca_deploy/plugin/qdp.py): no workspace, no dynamic shared
+// memory, only int32 launch arguments (the engine keeps no attributes). Block b owns channels [c0, c0 + tile) of image
+// b / tiles (tile <= kQdpMaxTile): its warps pool the tile's window channels from X into shared memory, then all its
+// threads write Y = act(X * gate). Pooling reads X (1 + (k - 1) / tile) times and the scale once more (mostly from
+// L2): the two-pass traffic in one launch.
+constexpr int kQdpMaxTile = 32;
+constexpr int kQdpWeights = 64; // ECA_MAX_K rounded up to whole groups of 8 arguments
+
+template <typename T>
+__device__ __forceinline__ void qdpForward(T const* __restrict__ x, T* __restrict__ y, float const* w, int channels,
+    int hw, int k, int tile, float bias, int padding, int gate, int activation)
+{
+    __shared__ float means[kQdpMaxTile + ECA_MAX_K - 1];
+    __shared__ float gates[kQdpMaxTile];
+    int const tiles = (channels + tile - 1) / tile;
+    int const n = int(blockIdx.x) / tiles;
+    int const c0 = int(blockIdx.x) % tiles * tile;
+    int const outRows = min(tile, channels - c0);
+    int const half = k / 2;
+    int const rows = outRows + 2 * half; // window channels c0 - half ...
+    T const* image = x + int64_t(n) * channels * hw;
+    int const lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32, warps = int(blockDim.x) / 32;
+    for (int r = warp; r < rows; r += warps) // uniform per warp: every lane reaches the shuffles
+    {
+        int c = c0 - half + r;
+        bool const inside = c >= 0 && c < channels;
+        if (padding == ECA_PADDING_CIRCULAR)
+            c = ((c % channels) + channels) % channels;
+        float s = 0.f;
+        if (inside || padding == ECA_PADDING_CIRCULAR)
+        {
+            T const* row = image + rowPacks(c, hw);
+            for (int i = lane; i < hw; i += 32)
+                s += toFloat(row[i]);
+        }
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1)
+            s += __shfl_xor_sync(0xffffffffu, s, offset);
+        if (lane == 0)
+            means[r] = s / float(hw); // zeros padding: 0 outside [0, C)
+    }
+    __syncthreads();
+    for (int r = int(threadIdx.x); r < outRows; r += int(blockDim.x))
+    {
+        float s = bias;
+        for (int j = 0; j < k; ++j)
+            s += w[j] * means[r + j];
+        gates[r] = gate == ECA_GATE_HARD_SIGMOID ? fminf(fmaxf(s / 6.f + 0.5f, 0.f), 1.f) : 1.f / (1.f + expf(-s));
+    }
+    __syncthreads();
+    int64_t const base = rowPacks(int64_t(n) * channels + c0, hw);
+    int64_t const total = int64_t(outRows) * hw;
+    bool const relu = activation == ECA_ACTIVATION_RELU;
+    for (int64_t i = threadIdx.x; i < total; i += blockDim.x)
+    {
+        float const v = toFloat(x[base + i]) * gates[int(i / hw)];
+        y[base + i] = fromFloat<T>(relu ? fmaxf(v, 0.f) : v);
+    }
+}
+
+} // namespace
+
+// The entry points of the ahead-of-time plugin, by their C names: X, then the int32 launch arguments in the order of
+// eca_deploy/plugin/qdp.py's QDP_ARGUMENTS (n, channels, hw, k, tile, bias and kQdpWeights weights as float bits,
+// padding, gate, activation), then Y. Weights past k are 0.
+#define ECA_QDP_W8(b) int32_t w##b##0, int32_t w##b##1, int32_t w##b##2, int32_t w##b##3, int32_t w##b##4,        \
+    int32_t w##b##5, int32_t w##b##6, int32_t w##b##7
+#define ECA_QDP_SET8(b)                                                                                            \
+    sw[b * 8 + 0] = __int_as_float(w##b##0), sw[b * 8 + 1] = __int_as_float(w##b##1),                             \
+    sw[b * 8 + 2] = __int_as_float(w##b##2), sw[b * 8 + 3] = __int_as_float(w##b##3),                             \
+    sw[b * 8 + 4] = __int_as_float(w##b##4), sw[b * 8 + 5] = __int_as_float(w##b##5),                             \
+    sw[b * 8 + 6] = __int_as_float(w##b##6), sw[b * 8 + 7] = __int_as_float(w##b##7)
+#define ECA_QDP_KERNEL(name, T)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(kThreads) name(T const* x, int32_t n, int32_t channels,          \
+        int32_t hw, int32_t k, int32_t tile, int32_t biasBits, ECA_QDP_W8(0), ECA_QDP_W8(1), ECA_QDP_W8(2),       \
+        ECA_QDP_W8(3), ECA_QDP_W8(4), ECA_QDP_W8(5), ECA_QDP_W8(6), ECA_QDP_W8(7), int32_t padding, int32_t gate,  \
+        int32_t activation, T* y)                                                                                  \
+    {                                                                                                              \
+        __shared__ float sw[kQdpWeights];                                                                          \
+        (void) n;                                                                                                  \
+        if (threadIdx.x == 0)                                                                                      \
+        {                                                                                                          \
+            ECA_QDP_SET8(0); ECA_QDP_SET8(1); ECA_QDP_SET8(2); ECA_QDP_SET8(3);                                    \
+            ECA_QDP_SET8(4); ECA_QDP_SET8(5); ECA_QDP_SET8(6); ECA_QDP_SET8(7);                                    \
+        }                                                                                                          \
+        __syncthreads();                                                                                           \
+        qdpForward<T>(x, y, sw, channels, hw, k, tile, __int_as_float(biasBits), padding, gate, activation);       \
+    }
+ECA_QDP_KERNEL(eca_qdp_forward_f32, float)
+ECA_QDP_KERNEL(eca_qdp_forward_f16, __half)
+
+#if !defined(__CUDACC_RTC__)
+namespace
+{
 
 // ---------------------------------------------------------------------------------------------------------------
 // Host side
@@ -937,6 +1037,21 @@ int32_t eca_forward_op(void const* x, void const* residual, void* y, eca_op_t co
 // Host build only (tests): the pack offset of row `row` the kernels use, to check its arithmetic at sizes that cannot
 // be allocated.
 ECA_API int64_t eca_host_row_packs(int64_t row, int32_t packs) { return rowPacks(row, packs); }
+
+// Host build only (tests): one launch of the ahead-of-time plugin's kernel with its 73 int32 arguments `a`, as
+// TensorRT makes it from eca_deploy/plugin/qdp.py's launch parameters.
+ECA_API int32_t eca_host_qdp_launch(void const* x, void* y, int32_t dtype, uint32_t grid, uint32_t block,
+    int32_t const* a)
+{
+    if (dtype == ECA_DTYPE_FLOAT16)
+        ECA_LAUNCH(eca_qdp_forward_f16, grid, block, 0, nullptr, static_cast<__half const*>(x), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21], a[22], a[23], a[24], a[25], a[26], a[27], a[28], a[29], a[30], a[31], a[32], a[33], a[34], a[35], a[36], a[37], a[38], a[39], a[40], a[41], a[42], a[43], a[44], a[45], a[46], a[47], a[48], a[49], a[50], a[51], a[52], a[53], a[54], a[55], a[56], a[57], a[58], a[59], a[60], a[61], a[62], a[63], a[64], a[65], a[66], a[67], a[68], a[69], a[70], a[71], a[72],
+            static_cast<__half*>(y));
+    else
+        ECA_LAUNCH(eca_qdp_forward_f32, grid, block, 0, nullptr, static_cast<float const*>(x), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21], a[22], a[23], a[24], a[25], a[26], a[27], a[28], a[29], a[30], a[31], a[32], a[33], a[34], a[35], a[36], a[37], a[38], a[39], a[40], a[41], a[42], a[43], a[44], a[45], a[46], a[47], a[48], a[49], a[50], a[51], a[52], a[53], a[54], a[55], a[56], a[57], a[58], a[59], a[60], a[61], a[62], a[63], a[64], a[65], a[66], a[67], a[68], a[69], a[70], a[71], a[72],
+            static_cast<float*>(y));
+    return int32_t(cudaGetLastError());
+}
 #endif
 
 } // extern "C"
+#endif // !__CUDACC_RTC__

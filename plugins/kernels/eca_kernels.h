@@ -13,8 +13,16 @@
 #ifndef ECA_KERNELS_H
 #define ECA_KERNELS_H
 
+#if defined(__CUDACC_RTC__) /* NVRTC (device code only): size_t is built in, no C library headers */
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
+#define ECA_API
+#else
 #include <stddef.h>
 #include <stdint.h>
+#endif
 
 #ifndef ECA_API
 #define ECA_API __attribute__((visibility("default")))

@@ -57,6 +57,14 @@
 #define CUDA_HOST_API __attribute__((visibility("default")))
 #endif
 
+// Bit casts of the CUDA math API.
+inline float __int_as_float(int v)
+{
+    float f;
+    std::memcpy(&f, &v, sizeof f);
+    return f;
+}
+
 namespace cuda_host
 {
 
