@@ -20,6 +20,14 @@ _I64, _I32, _PTR = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
 PADDINGS, GATES, ACTIVATIONS = ("zeros", "circular"), ("sigmoid", "hard_sigmoid"), ("none", "relu")  # C enum order
 
 
+class EcaLaunch(ctypes.Structure):
+    """eca_launch_t of eca_kernels.h."""
+
+    _fields_ = [("path", ctypes.c_int32), ("launches", ctypes.c_int32), ("blocks", ctypes.c_int64),
+                ("threads", ctypes.c_int32), ("active_threads", ctypes.c_int32), ("pack_elements", ctypes.c_int32),
+                ("shared_bytes", ctypes.c_size_t), ("workspace_bytes", ctypes.c_size_t)]  # fmt: skip
+
+
 class EcaOp(ctypes.Structure):
     """eca_op_t of eca_kernels.h."""
 
@@ -77,7 +85,17 @@ class HostKernels:
         lib.eca_forward_op.restype = _I32
         lib.eca_forward_op.argtypes = [_PTR, _PTR, _PTR, ctypes.POINTER(EcaOp), _I64, _I64, _I64, _I64, ctypes.c_int,
                                        ctypes.c_int, _PTR, _PTR]  # fmt: skip
+        lib.eca_workspace_size_op.restype = ctypes.c_size_t
+        lib.eca_workspace_size_op.argtypes = [_I64, _I64, _I64, _I64, ctypes.POINTER(EcaOp), _I32, _I32, ctypes.c_int,
+                                              ctypes.c_int]  # fmt: skip
+        lib.eca_launch_plan.restype = _I32
+        lib.eca_launch_plan.argtypes = [_I64, _I64, _I64, _I64, ctypes.POINTER(EcaOp), _I32, _I32, ctypes.c_int,
+                                        ctypes.c_int, ctypes.POINTER(EcaLaunch)]  # fmt: skip
+        lib.eca_host_row_packs.restype = _I64
+        lib.eca_host_row_packs.argtypes = [_I64, _I32]
         lib.eca_kernels_build_info.restype = ctypes.c_char_p
+        lib.cuda_host_launch_threads.restype = _I64
+        lib.cuda_host_launch_threads.argtypes = [ctypes.c_int]
         lib.cuda_host_device_name.restype = ctypes.c_char_p
         lib.cuda_host_launch_blocks.restype = _I64
         lib.cuda_host_launch_blocks.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]
@@ -100,6 +118,27 @@ class HostKernels:
         chosen = self._lib.eca_select_path_op(*shape, ctypes.byref(op), int(residual), DTYPES[np.dtype(dtype)])
         return {v: n for n, v in PATHS.items()}[chosen]
 
+    def launch_plan(self, shape: tuple[int, ...], k: int, dtype: np.dtype, path: str = "auto", residual: bool = False,
+                    in_place: bool = False, **attributes: object) -> dict[str, int | str]:  # fmt: skip
+        """eca_launch_plan on the current host device, as a dict (path by name)."""
+        weights = np.zeros(k, np.float32)
+        out = EcaLaunch()
+        op = self._op(weights, **attributes)
+        status = self._lib.eca_launch_plan(*shape, ctypes.byref(op), int(residual), int(in_place),
+                                           DTYPES[np.dtype(dtype)], PATHS[path], ctypes.byref(out))  # fmt: skip
+        if status != 0:
+            raise RuntimeError(f"eca_launch_plan returned {status}: {self._lib.eca_last_error().decode()}")
+        plan: dict[str, int | str] = {name: getattr(out, name) for name, _ in EcaLaunch._fields_}
+        plan["path"] = {v: n for n, v in PATHS.items()}[out.path]
+        return plan
+
+    def workspace_size_op(self, shape: tuple[int, ...], k: int, dtype: np.dtype, path: str = "auto",
+                          residual: bool = False, in_place: bool = False, **attributes: object) -> int:  # fmt: skip
+        weights = np.zeros(k, np.float32)
+        return int(self._lib.eca_workspace_size_op(*shape, ctypes.byref(self._op(weights, **attributes)),
+                                                   int(residual), int(in_place), DTYPES[np.dtype(dtype)],
+                                                   PATHS[path]))  # fmt: skip
+
     @staticmethod
     def _op(weights: np.ndarray, bias: float = 0.0, padding: str = "zeros", gate: str = "sigmoid",
             activation: str = "none") -> EcaOp:  # fmt: skip
@@ -107,26 +146,29 @@ class HostKernels:
                      PADDINGS.index(padding), GATES.index(gate), ACTIVATIONS.index(activation))  # fmt: skip
 
     def forward(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, path: str = "auto",
-                residual: np.ndarray | None = None, **attributes: object) -> list[int]:  # fmt: skip
+                residual: np.ndarray | None = None, workspace: np.ndarray | None = None,
+                **attributes: object) -> list[int]:  # fmt: skip
         """Y = ECA(X) (eca_forward, or eca_forward_op with a residual or attributes) on the current host device;
-        returns the blocks of each kernel launch it made."""
+        returns the blocks of each kernel launch it made. workspace: float32 host memory (None: the two-pass size)."""
         assert x.flags.c_contiguous and y.flags.c_contiguous and x.shape == y.shape and x.dtype == y.dtype
         w = np.ascontiguousarray(weights, dtype=np.float32)
         dtype = DTYPES[x.dtype]
-        nbytes = self._lib.eca_workspace_size(*x.shape, w.size, dtype, PATHS["two_pass"])
-        workspace = np.full(max(nbytes // 4, 1), np.nan, np.float32)  # stale means would show
+        if workspace is None:
+            nbytes = self._lib.eca_workspace_size(*x.shape, w.size, dtype, PATHS["two_pass"])
+            workspace = np.full(max(nbytes // 4, 1), np.nan, np.float32)  # stale means would show
+        workspace_ptr = workspace.ctypes.data if workspace.size else None
         self._lib.cuda_host_reset_launches()
         if residual is None and not attributes:
             status = self._lib.eca_forward(x.ctypes.data, y.ctypes.data,
                                            w.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), w.size, *x.shape, dtype,
-                                           PATHS[path], workspace.ctypes.data, None)  # fmt: skip
+                                           PATHS[path], workspace_ptr, None)  # fmt: skip
         else:
             if residual is not None:
                 assert residual.flags.c_contiguous and residual.shape == x.shape and residual.dtype == x.dtype
             op = self._op(w, **attributes)
             status = self._lib.eca_forward_op(x.ctypes.data, None if residual is None else residual.ctypes.data,
                                               y.ctypes.data, ctypes.byref(op), *x.shape, dtype, PATHS[path],
-                                              workspace.ctypes.data, None)  # fmt: skip
+                                              workspace_ptr, None)  # fmt: skip
         if status != 0:
             raise RuntimeError(f"eca_forward returned {status}: {self._lib.eca_last_error().decode()}")
         return [blocks for blocks, _ in self.launches()]
@@ -137,6 +179,13 @@ class HostKernels:
         smem = ctypes.c_size_t()
         while (blocks := self._lib.cuda_host_launch_blocks(len(out), ctypes.byref(smem))) >= 0:
             out.append((int(blocks), int(smem.value)))
+        return out
+
+    def launch_threads(self) -> list[int]:
+        """Threads per block of each launch of the last forward."""
+        out: list[int] = []
+        while (threads := self._lib.cuda_host_launch_threads(len(out))) >= 0:
+            out.append(int(threads))
         return out
 
     @property
@@ -176,4 +225,30 @@ def auto_path_table(kernels: HostKernels) -> str:
                         if kernels.select_path((n, c, hw, hw), k, dtype) == "two_pass"]  # fmt: skip
             cells.append(", ".join(two_pass) or "all fused")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# Representative launches for docs/plugin.md: (model, N, C, H = W, k, dtype) on a few host devices.
+GEOMETRY_LAYERS = [
+    ("MobileNetV2", 1, 16, 112, 1, np.float16),
+    ("MobileNetV2", 1, 64, 14, 1, np.float32),
+    ("ResNet-50", 1, 256, 56, 3, np.float16),
+    ("ResNet-50", 32, 2048, 7, 7, np.float16),
+]
+GEOMETRY_DEVICES = ("H100", "Jetson Orin Nano", "T4")
+
+
+def launch_geometry_table(kernels: HostKernels) -> str:
+    """Markdown: eca_launch_plan of AUTO (aligned tensors, no residual) for GEOMETRY_LAYERS on GEOMETRY_DEVICES."""
+    head = ["GPU", "layer", "N", "dtype", "path", "blocks x launches", "threads per block", "active threads"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for prefix in GEOMETRY_DEVICES:
+        device = next(name for name in kernels.devices if name.startswith(prefix))
+        kernels.use_device(device)
+        for model, n, c, hw, k, dtype in GEOMETRY_LAYERS:
+            plan = kernels.launch_plan((n, c, hw, hw), k, dtype)
+            grid = f"{plan['blocks']} x {plan['launches']}"
+            cells = [device, f"{model} {c}@{hw}, k={k}", str(n), np.dtype(dtype).name, str(plan["path"]), grid,
+                     str(plan["threads"]), str(plan["active_threads"])]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

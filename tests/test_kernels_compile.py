@@ -18,7 +18,8 @@ from eca_deploy.plugin.build import find_nvcc
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 C_ABI = {"eca_kernels_version", "eca_kernels_build_info", "eca_last_error", "eca_workspace_size",
-         "eca_select_path", "eca_select_path_op", "eca_forward", "eca_forward_op"}  # fmt: skip
+         "eca_workspace_size_op", "eca_launch_plan", "eca_select_path", "eca_select_path_op", "eca_forward",
+         "eca_forward_op"}  # fmt: skip
 ONE_ARCH = "75"  # the oldest GPU every supported CUDA (11.8 to 13) targets
 
 
@@ -105,7 +106,7 @@ def test_c_abi_without_a_gpu(kernels_library: tuple[Path, str]) -> None:
 
     info = dict(item.split("=", 1) for item in lib.eca_kernels_build_info().decode().split())
     assert info["archs"] == ONE_ARCH and info["max_k"] == "63"
-    assert info["eca_kernels"] == "1.1.0" and lib.eca_kernels_version() == 10100
+    assert info["eca_kernels"] == "1.2.0" and lib.eca_kernels_version() == 10200
     assert re.fullmatch(r"\d+\.\d+", info["cuda"])
 
     fused, two_pass = 1, 2

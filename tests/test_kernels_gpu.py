@@ -147,7 +147,7 @@ def test_invalid_arguments(kernels: EcaKernels) -> None:
 
 
 def test_library_info(kernels: EcaKernels) -> None:
-    assert kernels.version == "1.1.0" and kernels.build_info["max_k"] == "63"
+    assert kernels.version == "1.2.0" and kernels.build_info["max_k"] == "63"
 
 
 @pytest.mark.parametrize("path", list(PATHS))

@@ -8,6 +8,7 @@ docs/plugin.md.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,15 @@ import pytest
 
 from eca_deploy.ops.reference import eca_reference
 from tests.eca_variants import VARIANT_SHAPES, VARIANTS, reference
-from tests.kernels_host import HostKernels, auto_path_table, build_host_kernels, offset_array, why_not_buildable
+from tests.kernels_host import (
+    SOURCE,
+    HostKernels,
+    auto_path_table,
+    build_host_kernels,
+    launch_geometry_table,
+    offset_array,
+    why_not_buildable,
+)
 
 if why_not_buildable():
     pytest.skip(why_not_buildable(), allow_module_level=True)
@@ -195,8 +204,6 @@ def test_host_build_info(host: HostKernels) -> None:
 
 def test_broken_halo_is_caught(tmp_path: Path) -> None:
     """The grid fails for a kernel whose halo indexing is off by one (the check of the check)."""
-    from tests.kernels_host import SOURCE
-
     source = SOURCE.read_text()
     good = "int const l0 = max(c0 - half, 0);"
     assert good in source
@@ -209,3 +216,99 @@ def test_broken_halo_is_caught(tmp_path: Path) -> None:
     kernels.forward(x, y, weights, "fused")
     with pytest.raises(AssertionError):
         check(y, x, weights)
+
+
+@pytest.mark.parametrize(
+    ("device", "shape", "k", "dtype"),
+    [
+        ("H100", (1, 16, 112, 112), 1, np.float16),
+        ("T4", (1, 64, 14, 14), 1, np.float32),
+        ("A100", (2, 20, 7, 7), 3, np.float32),
+    ],
+    ids=["two_pass-split", "fused-short-rows", "two_pass-rows"],
+)
+def test_launch_is_the_plan_and_threads_are_busy(host: HostKernels, device: str, shape: tuple[int, ...], k: int,
+                                                 dtype: type) -> None:  # fmt: skip
+    """The launches forward makes are eca_launch_plan's; a block has no more threads than its rows keep busy."""
+    host.use_device(device)
+    try:
+        plan = host.launch_plan(shape, k, dtype)
+        x, weights = make_case((*shape, k), dtype)
+        y = np.full_like(x, np.nan)
+        blocks = host.forward(x, y, weights)
+        check(y, x, weights)
+        assert blocks == [plan["blocks"]] * plan["launches"]
+        assert host.launch_threads() == [plan["threads"]] * plan["launches"]
+        assert plan["threads"] % 32 == 0 and plan["threads"] <= 256
+        assert plan["active_threads"] > plan["threads"] - 32, plan  # idle threads only in the last warp
+    finally:
+        host.use_device(SMALL_GPU)
+
+
+def test_docs_state_the_launch_geometry(host: HostKernels) -> None:
+    """docs/plugin.md's launch-geometry table is what eca_launch_plan decides."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "plugin.md").read_text()
+    try:
+        table = launch_geometry_table(host)
+    finally:
+        host.use_device(SMALL_GPU)
+    assert table in doc, f"docs/plugin.md: replace the launch-geometry table with\n{table}"
+
+
+def _residual_two_pass_case(host: HostKernels) -> tuple[int, int, int, int, int]:
+    """A shape AUTO runs fused without a residual and two-pass with one (on A100: at most doubled reads)."""
+    for n, c, hw, k in [(1, 1024, 32, 5), (32, 16, 56, 3)]:
+        if (
+            host.select_path_op((n, c, hw, hw), k, np.float32) == "fused"
+            and host.select_path_op((n, c, hw, hw), k, np.float32, residual=True) == "two_pass"
+        ):
+            return n, c, hw, hw, k
+    raise AssertionError("no shape where a residual makes AUTO two-pass: update the candidates")
+
+
+@pytest.mark.parametrize("query", ["eca_workspace_size", "eca_workspace_size_op"])
+def test_workspace_query_covers_the_auto_call(host: HostKernels, query: str) -> None:
+    """A workspace of exactly the queried size (none if 0) runs AUTO with a residual, and stays inside it."""
+    host.use_device("A100")
+    try:
+        *shape, k = _residual_two_pass_case(host)
+        if query == "eca_workspace_size":
+            nbytes = host._lib.eca_workspace_size(*shape, k, 0, 0)  # AUTO
+        else:
+            nbytes = host.workspace_size_op(tuple(shape), k, np.float32, residual=True)
+            assert nbytes == host.launch_plan(tuple(shape), k, np.float32, residual=True)["workspace_bytes"]
+        assert nbytes % 4 == 0
+        guard = 64
+        buffer = np.full(nbytes // 4 + guard, np.inf, np.float32)
+        x, weights = make_case((*shape, k), np.float32)
+        r = make_case((*shape, k), np.float32, seed=3)[0]
+        y = np.full_like(x, np.nan)
+        host.forward(x, y, weights, residual=r, workspace=buffer[: nbytes // 4])
+        assert np.isinf(buffer[nbytes // 4 :]).all(), "the call wrote past the workspace it was told to need"
+        np.testing.assert_allclose(y, reference(x, weights, residual=r), rtol=2e-5, atol=6e-5)
+    finally:
+        host.use_device(SMALL_GPU)
+
+
+def test_workspace_of_in_place_and_forced_paths(host: HostKernels) -> None:
+    shape = (2, 24, 16, 16)
+    assert host.launch_plan(shape, 5, np.float32)["path"] == "fused"
+    assert host.workspace_size_op(shape, 5, np.float32) == 0
+    assert host.workspace_size_op(shape, 5, np.float32, in_place=True) > 0  # in place runs two-pass
+    assert host.workspace_size_op(shape, 5, np.float32, path="two_pass") == host._lib.eca_workspace_size(
+        *shape, 5, 0, 2
+    )
+    with pytest.raises(RuntimeError, match="in place"):
+        host.launch_plan(shape, 5, np.float32, path="fused", in_place=True)
+
+
+def test_row_offsets_are_64_bit(host: HostKernels) -> None:
+    """Row offsets into X past 2^31 packs (one image of 2^31 * V elements or more: not allocatable in tests)."""
+    rows, packs = 2**20 - 1, 2**14  # C near 2^20 channels of 2^14 packs: the product exceeds 2^33
+    assert host._lib.eca_host_row_packs(rows, packs) == rows * packs
+    assert host._lib.eca_host_row_packs(2**31 - 1, 2**31 - 1) == (2**31 - 1) ** 2
+    # Every row offset into X and Y in the kernels goes through rowPacks (no 32-bit `row * packs` on a pointer).
+    source = SOURCE.read_text()
+    kernels = source[source.index("ecaFusedKernel(") : source.index("// Host side")]
+    assert kernels.count("rowPacks(") >= 4
+    assert not re.search(r"(image|x|y|residual)\) *\+ *[^;,]*\* *packs|image \+ [^;,(]*\* *packs", kernels)

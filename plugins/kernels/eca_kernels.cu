@@ -5,7 +5,7 @@
 // is read from device memory once (plus the halo). Two-pass: pool every channel into a float workspace (a group of
 // threads per channel, block-level reduction, no atomics; H*W split over several blocks when there are too few channels
 // for the SMs), then a second kernel computes the gates and scales X into Y. Both apply the op's bias, padding and gate
-// in the gate, and the residual and activation where Y is written. The choice between the paths is chooseFused()
+// in the gate, and the residual and activation where Y is written. The choice of path, grid and block is planLaunch()
 // below; docs/plugin.md states the rule with byte counts.
 
 #include "eca_kernels.h"
@@ -13,7 +13,9 @@
 #define ECA_STR2(x) #x
 #define ECA_STR(x) ECA_STR2(x)
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC_RTC__) // NVRTC: the device code only, for the PTX of TensorRT's ahead-of-time plugin
+#include <cuda_fp16.h>
+#elif defined(__CUDACC__)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 // The launch and the dynamic shared memory, written once for the GPU and for the host execution below.
@@ -28,12 +30,14 @@
 #define ECA_CUDA_VERSION "host"
 #endif
 
+#if !defined(__CUDACC_RTC__)
 #include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
+#endif
 
 #ifndef ECA_CUDA_ARCHS
 #define ECA_CUDA_ARCHS "unknown"
@@ -91,16 +95,17 @@ __device__ __forceinline__ float packSum(Pack<T, V> const& p)
     return s;
 }
 
-// One output pack: act(x * g + r), in float32, rounded once; r is the residual pack or null.
+// One output pack: act(x * g + r), in float32, rounded once; r is the residual pack, added if hasResidual. Packs go
+// by value and every lane index is a compile-time constant, so they stay in registers.
 template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> packOut(Pack<T, V> p, float g, Pack<T, V> const* r, bool relu)
+__device__ __forceinline__ Pack<T, V> packOut(Pack<T, V> p, float g, Pack<T, V> r, bool hasResidual, bool relu)
 {
 #pragma unroll
     for (int i = 0; i < V; ++i)
     {
         float v = toFloat(p.v[i]) * g;
-        if (r != nullptr)
-            v += toFloat(r->v[i]);
+        if (hasResidual)
+            v += toFloat(r.v[i]);
         p.v[i] = fromFloat<T>(relu ? fmaxf(v, 0.f) : v);
     }
     return p;
@@ -133,7 +138,8 @@ __device__ __forceinline__ float channelGate(EcaParams const& p, int c, MeanFn m
 }
 
 // Groups of G threads (a power of two, 1 to kThreads) work on one channel (a row of H*W elements) at a time. A group
-// wider than a warp spans G/32 warps, each of which leaves one partial sum ("slot") per row.
+// wider than a warp spans G/32 warps, each of which leaves one partial sum ("slot") per row. The block (blockDim.x, a
+// multiple of 32 and of G) holds blockDim.x / G groups: the two-pass launches size it to the rows it has.
 struct Groups
 {
     int size, rank, index, count, slots, slot;
@@ -143,7 +149,7 @@ struct Groups
         size = groupSize;
         rank = threadIdx.x % groupSize;
         index = threadIdx.x / groupSize;
-        count = kThreads / groupSize;
+        count = int(blockDim.x) / groupSize;
         slots = max(1, groupSize / 32);
         slot = rank / 32;
     }
@@ -162,15 +168,24 @@ __device__ __forceinline__ void sumRows(
         if (r < rows)
         {
             Pack<T, V> const* row = src + r * stride;
-#pragma unroll 4
-            for (int i = g.rank; i < count; i += g.size)
+            int i = g.rank;
+            for (; i + 3 * g.size < count; i += 4 * g.size) // four vector loads in flight, in named registers
             {
-                Pack<T, V> const p = row[i]; // one vector load
-                s += packSum(p);
+                Pack<T, V> const a = row[i], b = row[i + g.size], c = row[i + 2 * g.size], d = row[i + 3 * g.size];
+                s += (packSum(a) + packSum(b)) + (packSum(c) + packSum(d));
             }
+            for (; i < count; i += g.size)
+                s += packSum(row[i]);
         }
-        for (int offset = min(g.size, 32) / 2; offset > 0; offset >>= 1)
-            s += __shfl_xor_sync(0xffffffffu, s, offset);
+        // A fixed, unrolled sequence that every lane runs (the group width only masks the sums): no divergent loop
+        // around the shuffles, whose reconvergence state ptxas would otherwise keep in local memory.
+        int const width = min(g.size, 32);
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1)
+        {
+            float const other = __shfl_xor_sync(0xffffffffu, s, offset);
+            s += offset < width ? other : 0.f;
+        }
         if (r < rows && g.rank % 32 == 0)
             sums[r * g.slots + g.slot] = s;
     }
@@ -188,18 +203,19 @@ __device__ __forceinline__ float rowMean(float const* sums, int r, int slots, fl
 template <int kUnroll, typename P>
 __device__ __forceinline__ void copyToShared(P const* __restrict__ src, P* dst, int total)
 {
+    int const step = int(blockDim.x);
     int i = threadIdx.x;
-    for (; i + (kUnroll - 1) * kThreads < total; i += kUnroll * kThreads)
+    for (; i + (kUnroll - 1) * step < total; i += kUnroll * step)
     {
         P v[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-            v[u] = src[i + u * kThreads];
+            v[u] = src[i + u * step];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-            dst[i + u * kThreads] = v[u];
+            dst[i + u * step] = v[u];
     }
-    for (; i < total; i += kThreads)
+    for (; i < total; i += step)
         dst[i] = src[i];
 }
 
@@ -209,6 +225,7 @@ template <int kUnroll, typename P>
 __device__ __forceinline__ void scaleRow(P const* from, P const* res, P* to, float gate, bool relu, int packs,
     Groups const& g)
 {
+    bool const hasResidual = res != nullptr;
     int i = g.rank;
     for (; i + (kUnroll - 1) * g.size < packs; i += kUnroll * g.size)
     {
@@ -217,20 +234,21 @@ __device__ __forceinline__ void scaleRow(P const* from, P const* res, P* to, flo
         for (int u = 0; u < kUnroll; ++u)
         {
             v[u] = from[i + u * g.size];
-            if (res != nullptr)
-                r[u] = res[i + u * g.size];
+            r[u] = hasResidual ? res[i + u * g.size] : P{};
         }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-            to[i + u * g.size] = packOut(v[u], gate, res != nullptr ? &r[u] : nullptr, relu);
+            to[i + u * g.size] = packOut(v[u], gate, r[u], hasResidual, relu);
     }
     for (; i < packs; i += g.size)
-    {
-        P r;
-        if (res != nullptr)
-            r = res[i];
-        to[i] = packOut(from[i], gate, res != nullptr ? &r : nullptr, relu);
-    }
+        to[i] = packOut(from[i], gate, hasResidual ? res[i] : P{}, hasResidual, relu);
+}
+
+// Offset in packs of row `row` of `packs` packs: 64-bit, since rows * packs reaches 2^31 for one image of 2^31 * V
+// elements (C and H*W are each below 2^31).
+__host__ __device__ inline int64_t rowPacks(int64_t row, int packs)
+{
+    return row * int64_t(packs);
 }
 
 // Fused-path shared memory: [loadedMax rows of H*W elements], then the partial sums and gates below.
@@ -276,20 +294,20 @@ __global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__
     Groups const g(groupSize);
 
     P const* image = reinterpret_cast<P const*>(x + int64_t(n) * p.channels * p.hw);
-    copyToShared<4>(image + l0 * packs, data, loaded * packs);
-    sumRows(image + (p.channels - wrapLow) * packs, wrapLow, packs, packs, g, wrapSums); // from X: no reuse
+    copyToShared<4>(image + rowPacks(l0, packs), data, loaded * packs); // loaded * packs: shared memory, < 2^31
+    sumRows(image + rowPacks(p.channels - wrapLow, packs), wrapLow, packs, packs, g, wrapSums); // from X: no reuse
     sumRows(image, wrapHigh, packs, packs, g, wrapSums + wrapLow * g.slots);
     __syncthreads();
     sumRows(data, loaded, packs, packs, g, sums);
     __syncthreads();
-    for (int r = threadIdx.x; r < loaded + wrapLow + wrapHigh; r += kThreads)
+    for (int r = threadIdx.x; r < loaded + wrapLow + wrapHigh; r += int(blockDim.x))
     {
         float* const rows = r < loaded ? sums : wrapSums; // the mean replaces the row's first slot
         int const row = r < loaded ? r : r - loaded;
         rows[row * g.slots] = rowMean(rows, row, g.slots, p.invHw);
     }
     __syncthreads();
-    for (int r = threadIdx.x; r < outRows; r += kThreads)
+    for (int r = threadIdx.x; r < outRows; r += int(blockDim.x))
         gates[r] = channelGate(p, c0 + r, [&](int c) {
             if (c >= l0 && c < l0 + loaded)
                 return sums[(c - l0) * g.slots];
@@ -305,13 +323,12 @@ __global__ void __launch_bounds__(kThreads) ecaFusedKernel(T const* __restrict__
     P* to = reinterpret_cast<P*>(y + out);
     P const* res = residual != nullptr ? reinterpret_cast<P const*>(residual + out) : nullptr;
     bool const relu = p.activation == ECA_ACTIVATION_RELU;
+    bool const hasResidual = res != nullptr;
     float const invPacks = 1.f / float(packs);
-    for (int i = threadIdx.x; i < outRows * packs; i += kThreads)
+    for (int i = threadIdx.x; i < outRows * packs; i += int(blockDim.x))
     {
-        P r;
-        if (res != nullptr)
-            r = res[i];
-        to[i] = packOut(from[i], gates[int((float(i) + 0.5f) * invPacks)], res != nullptr ? &r : nullptr, relu);
+        P const r = hasResidual ? res[i] : P{};
+        to[i] = packOut(from[i], gates[int((float(i) + 0.5f) * invPacks)], r, hasResidual, relu);
     }
 }
 
@@ -329,10 +346,10 @@ __global__ void __launch_bounds__(kThreads) ecaPoolKernel(T const* __restrict__ 
     int const begin = split * chunkPacks;
     Groups const g(groupSize);
 
-    sumRows(reinterpret_cast<Pack<T, V> const*>(x) + r0 * packs + begin, rowsHere, packs,
+    sumRows(reinterpret_cast<Pack<T, V> const*>(x) + rowPacks(r0, packs) + begin, rowsHere, packs,
         min(chunkPacks, packs - begin), g, sums);
     __syncthreads();
-    for (int r = threadIdx.x; r < rowsHere; r += kThreads)
+    for (int r = threadIdx.x; r < rowsHere; r += int(blockDim.x))
         partials[(r0 + r) * splits + split] = rowMean(sums, r, g.slots, p.invHw);
 }
 
@@ -353,7 +370,7 @@ __global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T const* 
     int const count = min(chunkPacks, packs - begin);
     Groups const g(groupSize);
 
-    for (int r = threadIdx.x; r < rowsHere; r += kThreads)
+    for (int r = threadIdx.x; r < rowsHere; r += int(blockDim.x))
     {
         int64_t const n = (r0 + r) / p.channels;
         float const* m = partials + n * p.channels * splits;
@@ -368,12 +385,108 @@ __global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T const* 
     bool const relu = p.activation == ECA_ACTIVATION_RELU;
     for (int r = g.index; r < rowsHere; r += g.count)
     {
-        int64_t const offset = (r0 + r) * packs + begin;
+        int64_t const offset = rowPacks(r0 + r, packs) + begin;
         scaleRow<4>(reinterpret_cast<P const*>(x) + offset,
             residual != nullptr ? reinterpret_cast<P const*>(residual) + offset : nullptr,
             reinterpret_cast<P*>(y) + offset, gates[r], relu, count, g);
     }
 }
+
+
+// One-launch kernel for TensorRT's ahead-of-time plugin (eca_deploy/plugin/qdp.py): no workspace, no dynamic shared
+// memory, only int32 launch arguments (the engine keeps no attributes). Block b owns channels [c0, c0 + tile) of image
+// b / tiles (tile <= kQdpMaxTile): its warps pool the tile's window channels from X into shared memory, then all its
+// threads write Y = act(X * gate). Pooling reads X (1 + (k - 1) / tile) times and the scale once more (mostly from
+// L2): the two-pass traffic in one launch.
+constexpr int kQdpMaxTile = 32;
+constexpr int kQdpWeights = 64; // ECA_MAX_K rounded up to whole groups of 8 arguments
+
+template <typename T>
+__device__ __forceinline__ void qdpForward(T const* __restrict__ x, T* __restrict__ y, float const* w, int channels,
+    int hw, int k, int tile, float bias, int padding, int gate, int activation)
+{
+    __shared__ float means[kQdpMaxTile + ECA_MAX_K - 1];
+    __shared__ float gates[kQdpMaxTile];
+    int const tiles = (channels + tile - 1) / tile;
+    int const n = int(blockIdx.x) / tiles;
+    int const c0 = int(blockIdx.x) % tiles * tile;
+    int const outRows = min(tile, channels - c0);
+    int const half = k / 2;
+    int const rows = outRows + 2 * half; // window channels c0 - half ...
+    T const* image = x + int64_t(n) * channels * hw;
+    int const lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32, warps = int(blockDim.x) / 32;
+    for (int r = warp; r < rows; r += warps) // uniform per warp: every lane reaches the shuffles
+    {
+        int c = c0 - half + r;
+        bool const inside = c >= 0 && c < channels;
+        if (padding == ECA_PADDING_CIRCULAR)
+            c = ((c % channels) + channels) % channels;
+        float s = 0.f;
+        if (inside || padding == ECA_PADDING_CIRCULAR)
+        {
+            T const* row = image + rowPacks(c, hw);
+            for (int i = lane; i < hw; i += 32)
+                s += toFloat(row[i]);
+        }
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1)
+            s += __shfl_xor_sync(0xffffffffu, s, offset);
+        if (lane == 0)
+            means[r] = s / float(hw); // zeros padding: 0 outside [0, C)
+    }
+    __syncthreads();
+    for (int r = int(threadIdx.x); r < outRows; r += int(blockDim.x))
+    {
+        float s = bias;
+        for (int j = 0; j < k; ++j)
+            s += w[j] * means[r + j];
+        gates[r] = gate == ECA_GATE_HARD_SIGMOID ? fminf(fmaxf(s / 6.f + 0.5f, 0.f), 1.f) : 1.f / (1.f + expf(-s));
+    }
+    __syncthreads();
+    int64_t const base = rowPacks(int64_t(n) * channels + c0, hw);
+    int64_t const total = int64_t(outRows) * hw;
+    bool const relu = activation == ECA_ACTIVATION_RELU;
+    for (int64_t i = threadIdx.x; i < total; i += blockDim.x)
+    {
+        float const v = toFloat(x[base + i]) * gates[int(i / hw)];
+        y[base + i] = fromFloat<T>(relu ? fmaxf(v, 0.f) : v);
+    }
+}
+
+} // namespace
+
+// The entry points of the ahead-of-time plugin, by their C names: X, then the int32 launch arguments in the order of
+// eca_deploy/plugin/qdp.py's QDP_ARGUMENTS (n, channels, hw, k, tile, bias and kQdpWeights weights as float bits,
+// padding, gate, activation), then Y. Weights past k are 0.
+#define ECA_QDP_W8(b) int32_t w##b##0, int32_t w##b##1, int32_t w##b##2, int32_t w##b##3, int32_t w##b##4,        \
+    int32_t w##b##5, int32_t w##b##6, int32_t w##b##7
+#define ECA_QDP_SET8(b)                                                                                            \
+    sw[b * 8 + 0] = __int_as_float(w##b##0), sw[b * 8 + 1] = __int_as_float(w##b##1),                             \
+    sw[b * 8 + 2] = __int_as_float(w##b##2), sw[b * 8 + 3] = __int_as_float(w##b##3),                             \
+    sw[b * 8 + 4] = __int_as_float(w##b##4), sw[b * 8 + 5] = __int_as_float(w##b##5),                             \
+    sw[b * 8 + 6] = __int_as_float(w##b##6), sw[b * 8 + 7] = __int_as_float(w##b##7)
+#define ECA_QDP_KERNEL(name, T)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(kThreads) name(T const* x, int32_t n, int32_t channels,          \
+        int32_t hw, int32_t k, int32_t tile, int32_t biasBits, ECA_QDP_W8(0), ECA_QDP_W8(1), ECA_QDP_W8(2),       \
+        ECA_QDP_W8(3), ECA_QDP_W8(4), ECA_QDP_W8(5), ECA_QDP_W8(6), ECA_QDP_W8(7), int32_t padding, int32_t gate,  \
+        int32_t activation, T* y)                                                                                  \
+    {                                                                                                              \
+        __shared__ float sw[kQdpWeights];                                                                          \
+        (void) n;                                                                                                  \
+        if (threadIdx.x == 0)                                                                                      \
+        {                                                                                                          \
+            ECA_QDP_SET8(0); ECA_QDP_SET8(1); ECA_QDP_SET8(2); ECA_QDP_SET8(3);                                    \
+            ECA_QDP_SET8(4); ECA_QDP_SET8(5); ECA_QDP_SET8(6); ECA_QDP_SET8(7);                                    \
+        }                                                                                                          \
+        __syncthreads();                                                                                           \
+        qdpForward<T>(x, y, sw, channels, hw, k, tile, __int_as_float(biasBits), padding, gate, activation);       \
+    }
+ECA_QDP_KERNEL(eca_qdp_forward_f32, float)
+ECA_QDP_KERNEL(eca_qdp_forward_f16, __half)
+
+#if !defined(__CUDACC_RTC__)
+namespace
+{
 
 // ---------------------------------------------------------------------------------------------------------------
 // Host side
@@ -490,7 +603,18 @@ struct FusedPlan
     int tile = 0;
     int64_t blocks = 0;
     size_t smemBytes = 0;
+    int threads = kThreads; // per block: fusedThreads
 };
+
+// Fused threads per block: one per pack of the first block's rows (its tile and upper halo), up to kThreads, in
+// whole warps and whole groups.
+int fusedThreads(Shape const& s, int tile, int v)
+{
+    int64_t const packs = s.hw / v;
+    int64_t const unit = std::max(32, groupSizeFor(packs));
+    int64_t const firstPacks = std::min<int64_t>(s.c, tile + s.half()) * packs;
+    return int(std::clamp<int64_t>(ceilDiv(firstPacks, unit) * unit, unit, kThreads));
+}
 
 // The fused path's channel tile for this shape, or false if none fits. The tile is as small as two blocks per SM over
 // the batch need, and at most what fits. forced: accept any tile that fits; otherwise also require that the halo at
@@ -530,6 +654,8 @@ struct TwoPassPlan
     int chunkPacks = 1; // packs of a channel per block
     int splits = 1;     // blocks per channel: H*W is split where there are too few channels for the SMs
     int64_t rowBlocks = 0;
+    int threads = kThreads; // per block: the groups its rows keep busy, whole warps
+    int activeThreads = 0;  // threads of a block with packs to load (the first block's)
 
     int64_t blocks() const { return rowBlocks * splits; }
 };
@@ -564,6 +690,11 @@ TwoPassPlan planTwoPass(Shape const& s, DeviceLimits const& d, int v)
     plan.chunkPacks = int(ceilDiv(packs, splits));
     plan.splits = int(ceilDiv(packs, plan.chunkPacks)); // no empty chunk
     plan.groupSize = groupSizeFor(plan.chunkPacks);     // narrower groups for shorter rows: the partials still fit
+    // The block follows the rows: as many groups as it has rows (up to kThreads threads), in whole warps so that every
+    // shuffle has its 32 lanes.
+    int64_t const groups = std::min<int64_t>({kThreads / plan.groupSize, plan.rowsPerBlock, s.rows()});
+    plan.threads = int(std::clamp<int64_t>(ceilDiv(plan.groupSize * groups, 32) * 32, 32, kThreads));
+    plan.activeThreads = int(std::min<int64_t>(plan.groupSize, plan.chunkPacks) * groups);
     return plan;
 }
 
@@ -604,6 +735,56 @@ bool chooseFused(Shape const& s, DeviceLimits const& d, FusedPlan& plan)
     return fusedTime <= twoPassTime;
 }
 
+// What a call launches: the path, its plan at pack width v, and the workspace it needs.
+struct Launch
+{
+    bool fused = false;
+    int v = 1;
+    FusedPlan fusedPlan;
+    TwoPassPlan twoPass;
+    size_t workspace = 0;
+};
+
+// The one decision of path and geometry: eca_forward_op launches it; eca_workspace_size_op, eca_select_path_op and
+// eca_launch_plan report it. v: the pack width of the call's pointers (packElements).
+int32_t planLaunch(Shape const& s, DeviceLimits const& d, int32_t path, bool inPlace, int v, Launch& out)
+{
+    out = Launch{};
+    out.v = v;
+    if (s.rows() * s.hw == 0)
+    {
+        out.twoPass.rowBlocks = 0; // nothing to launch
+        return ECA_STATUS_OK;
+    }
+    if (path == ECA_PATH_FUSED)
+    {
+        if (inPlace)
+            return fail(ECA_STATUS_INVALID_ARGUMENT, "the fused path cannot run in place (x == y)");
+        if (!planFused(s, d, true, out.fusedPlan))
+            return fail(ECA_STATUS_NOT_SUPPORTED,
+                "fused path: one channel of %lld elements plus its %d halo channels needs more than the %zu bytes of "
+                "shared memory a block may use on this device",
+                (long long) s.hw, 2 * s.half(), d.fusedBudget);
+        out.fused = true;
+    }
+    else if (path == ECA_PATH_AUTO)
+    {
+        out.fused = !inPlace && chooseFused(s, d, out.fusedPlan);
+    }
+    else if (path != ECA_PATH_TWO_PASS)
+    {
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "path %d is not AUTO (0), FUSED (1) or TWO_PASS (2)", int(path));
+    }
+    if (out.fused)
+        out.fusedPlan.threads = fusedThreads(s, out.fusedPlan.tile, v);
+    else
+    {
+        out.twoPass = planTwoPass(s, d, v);
+        out.workspace = twoPassWorkspace(s);
+    }
+    return ECA_STATUS_OK;
+}
+
 EcaParams makeParams(Shape const& s, eca_op_t const& op)
 {
     EcaParams p{};
@@ -630,6 +811,7 @@ template <typename T, int V>
 int32_t runFused(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
     FusedPlan const& plan, cudaStream_t stream)
 {
+    static_assert(V >= 1, "a pack holds at least one element");
     auto kernel = ecaFusedKernel<T, V>;
     if (plan.smemBytes > kDefaultSmem)
     {
@@ -647,43 +829,44 @@ int32_t runFused(void const* x, void const* residual, void* y, EcaParams const& 
         }
     }
     int const tiles = int(ceilDiv(s.c, plan.tile));
-    ECA_LAUNCH(kernel, unsigned(plan.blocks), kThreads, plan.smemBytes, stream, static_cast<T const*>(x),
+    ECA_LAUNCH(kernel, unsigned(plan.blocks), plan.threads, plan.smemBytes, stream, static_cast<T const*>(x),
         static_cast<T const*>(residual), static_cast<T*>(y), p, plan.tile, tiles, groupSizeFor(s.hw / V));
     return launchStatus("fused");
 }
 
 template <typename T, int V>
-int32_t runTwoPass(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d, float* partials,
-    cudaStream_t stream)
+int32_t runTwoPass(void const* x, void const* residual, void* y, EcaParams const& p, Shape const& s,
+    TwoPassPlan const& plan, float* partials, cudaStream_t stream)
 {
-    TwoPassPlan const plan = planTwoPass(s, d, V);
     dim3 const grid(unsigned(plan.rowBlocks), unsigned(plan.splits));
     auto pool = ecaPoolKernel<T, V>;
-    ECA_LAUNCH(pool, grid, kThreads, 0, stream, static_cast<T const*>(x), partials, p, s.rows(), plan.rowsPerBlock,
+    ECA_LAUNCH(pool, grid, plan.threads, 0, stream, static_cast<T const*>(x), partials, p, s.rows(), plan.rowsPerBlock,
         plan.chunkPacks, plan.groupSize);
     int32_t const status = launchStatus("pool");
     if (status != ECA_STATUS_OK)
         return status;
     auto scale = ecaScaleKernel<T, V>;
-    ECA_LAUNCH(scale, grid, kThreads, 0, stream, static_cast<T const*>(x), static_cast<T const*>(residual),
+    ECA_LAUNCH(scale, grid, plan.threads, 0, stream, static_cast<T const*>(x), static_cast<T const*>(residual),
         static_cast<T*>(y), partials, p, s.rows(), plan.rowsPerBlock, plan.chunkPacks, plan.groupSize);
     return launchStatus("scale");
 }
 
 template <typename T>
 int32_t dispatch(void const* x, void const* r, void* y, EcaParams const& p, Shape const& s, DeviceLimits const& d,
-    bool fused, FusedPlan const& plan, float* partials, cudaStream_t stream)
+    Launch const& launch, float* partials, cudaStream_t stream)
 {
     constexpr int kWide = int(16 / sizeof(T));
     constexpr int kNarrow = int(8 / sizeof(T));
-    int const v = packElements(x, y, s, r);
-    if (fused)
-        return v == kWide ? runFused<T, kWide>(x, r, y, p, s, d, plan, stream)
-            : v == kNarrow ? runFused<T, kNarrow>(x, r, y, p, s, d, plan, stream)
-                           : runFused<T, 1>(x, r, y, p, s, d, plan, stream);
-    return v == kWide ? runTwoPass<T, kWide>(x, r, y, p, s, d, partials, stream)
-        : v == kNarrow ? runTwoPass<T, kNarrow>(x, r, y, p, s, d, partials, stream)
-                       : runTwoPass<T, 1>(x, r, y, p, s, d, partials, stream);
+    int const v = launch.v;
+    FusedPlan const& f = launch.fusedPlan;
+    if (launch.fused)
+        return v == kWide ? runFused<T, kWide>(x, r, y, p, s, d, f, stream)
+            : v == kNarrow ? runFused<T, kNarrow>(x, r, y, p, s, d, f, stream)
+                           : runFused<T, 1>(x, r, y, p, s, d, f, stream);
+    TwoPassPlan const& t = launch.twoPass;
+    return v == kWide ? runTwoPass<T, kWide>(x, r, y, p, s, t, partials, stream)
+        : v == kNarrow ? runTwoPass<T, kNarrow>(x, r, y, p, s, t, partials, stream)
+                       : runTwoPass<T, 1>(x, r, y, p, s, t, partials, stream);
 }
 
 int32_t validateOp(eca_op_t const* op)
@@ -721,12 +904,66 @@ char const* eca_last_error(void) { return tLastError; }
 
 size_t eca_workspace_size(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype, eca_path_t path)
 {
+    // FUSED needs none; TWO_PASS and AUTO the two-pass bound: AUTO runs two-pass in place or, for some shapes, with a
+    // residual, which this query does not know (eca_workspace_size_op does).
     Shape s{};
     if (validate(n, c, h, w, k, dtype, s) != ECA_STATUS_OK || path == ECA_PATH_FUSED)
         return 0;
-    if (path == ECA_PATH_AUTO && eca_select_path(n, c, h, w, k, dtype) == ECA_PATH_FUSED)
-        return 0;
-    return twoPassWorkspace(s);
+    return path == ECA_PATH_AUTO || path == ECA_PATH_TWO_PASS ? twoPassWorkspace(s) : 0;
+}
+
+size_t eca_workspace_size_op(int64_t n, int64_t c, int64_t h, int64_t w, eca_op_t const* op, int32_t has_residual,
+    int32_t in_place, eca_dtype_t dtype, eca_path_t path)
+{
+    eca_launch_t launch{};
+    return eca_launch_plan(n, c, h, w, op, has_residual, in_place, dtype, path, &launch) == ECA_STATUS_OK
+        ? launch.workspace_bytes
+        : 0;
+}
+
+int32_t eca_launch_plan(int64_t n, int64_t c, int64_t h, int64_t w, eca_op_t const* op, int32_t has_residual,
+    int32_t in_place, eca_dtype_t dtype, eca_path_t path, eca_launch_t* out)
+{
+    Shape s{};
+    DeviceLimits d;
+    if (out == nullptr)
+        return fail(ECA_STATUS_INVALID_ARGUMENT, "out is NULL");
+    *out = eca_launch_t{};
+    if (int32_t const status = validate(n, c, h, w, op != nullptr ? op->k : 0, dtype, s))
+        return status;
+    if (int32_t const status = validateOp(op))
+        return status;
+    if (int32_t const status = currentDeviceLimits(d))
+        return status;
+    s.circular = op->padding == ECA_PADDING_CIRCULAR;
+    s.residual = has_residual != 0;
+    Launch launch;
+    if (int32_t const status = planLaunch(s, d, path, in_place != 0, packElements(nullptr, nullptr, s), launch))
+        return status;
+    out->path = launch.fused ? ECA_PATH_FUSED : ECA_PATH_TWO_PASS;
+    out->pack_elements = launch.v;
+    out->workspace_bytes = launch.workspace;
+    if (s.rows() * s.hw == 0)
+        return ECA_STATUS_OK;
+    if (launch.fused)
+    {
+        FusedPlan const& f = launch.fusedPlan;
+        int64_t const firstLoaded = std::min<int64_t>(s.c, f.tile + s.half()); // block 0: its tile and upper halo
+        out->launches = 1;
+        out->blocks = f.blocks;
+        out->threads = f.threads;
+        out->active_threads = int32_t(std::min<int64_t>(f.threads, firstLoaded * (s.hw / launch.v)));
+        out->shared_bytes = f.smemBytes;
+    }
+    else
+    {
+        TwoPassPlan const& t = launch.twoPass;
+        out->launches = 2;
+        out->blocks = t.blocks();
+        out->threads = t.threads;
+        out->active_threads = t.activeThreads;
+    }
+    return ECA_STATUS_OK;
 }
 
 int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype)
@@ -739,15 +976,10 @@ int32_t eca_select_path(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, e
 int32_t eca_select_path_op(
     int64_t n, int64_t c, int64_t h, int64_t w, eca_op_t const* op, int32_t has_residual, eca_dtype_t dtype)
 {
-    Shape s{};
-    DeviceLimits d;
-    FusedPlan plan;
-    if (validate(n, c, h, w, op != nullptr ? op->k : 0, dtype, s) != ECA_STATUS_OK || validateOp(op) != ECA_STATUS_OK
-        || currentDeviceLimits(d) != ECA_STATUS_OK)
-        return -1;
-    s.circular = op->padding == ECA_PADDING_CIRCULAR;
-    s.residual = has_residual != 0;
-    return s.rows() * s.hw > 0 && chooseFused(s, d, plan) ? ECA_PATH_FUSED : ECA_PATH_TWO_PASS;
+    eca_launch_t launch{};
+    return eca_launch_plan(n, c, h, w, op, has_residual, 0, dtype, ECA_PATH_AUTO, &launch) == ECA_STATUS_OK
+        ? launch.path
+        : -1;
 }
 
 int32_t eca_forward(void const* x, void* y, float const* weights, int32_t k, int64_t n, int64_t c, int64_t h, int64_t w,
@@ -787,32 +1019,39 @@ int32_t eca_forward_op(void const* x, void const* residual, void* y, eca_op_t co
     DeviceLimits d;
     if (int32_t const status = currentDeviceLimits(d))
         return status;
-    FusedPlan plan;
-    bool fused = false;
-    if (path == ECA_PATH_FUSED)
-    {
-        if (inPlace)
-            return fail(ECA_STATUS_INVALID_ARGUMENT, "the fused path cannot run in place (x == y)");
-        if (!planFused(s, d, true, plan))
-            return fail(ECA_STATUS_NOT_SUPPORTED,
-                "fused path: one channel of %lld elements plus its %d halo channels needs more than the %zu bytes of "
-                "shared memory a block may use on this device",
-                (long long) s.hw, 2 * s.half(), d.fusedBudget);
-        fused = true;
-    }
-    else if (path == ECA_PATH_AUTO)
-    {
-        fused = !inPlace && chooseFused(s, d, plan);
-    }
-    if (!fused && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % sizeof(float) != 0))
+    Launch launch;
+    if (int32_t const status = planLaunch(s, d, path, inPlace, packElements(x, y, s, residual), launch))
+        return status;
+    if (launch.workspace > 0 && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % sizeof(float) != 0))
         return fail(ECA_STATUS_INVALID_ARGUMENT, "the two-pass path needs a float-aligned workspace of %zu bytes",
-            twoPassWorkspace(s));
+            launch.workspace);
 
     EcaParams const p = makeParams(s, *op);
     auto* const partials = static_cast<float*>(workspace);
     auto* const cudaStream = static_cast<cudaStream_t>(stream);
-    return dtype == ECA_DTYPE_FLOAT16 ? dispatch<__half>(x, residual, y, p, s, d, fused, plan, partials, cudaStream)
-                                      : dispatch<float>(x, residual, y, p, s, d, fused, plan, partials, cudaStream);
+    return dtype == ECA_DTYPE_FLOAT16 ? dispatch<__half>(x, residual, y, p, s, d, launch, partials, cudaStream)
+                                      : dispatch<float>(x, residual, y, p, s, d, launch, partials, cudaStream);
 }
 
+#if !defined(__CUDACC__)
+// Host build only (tests): the pack offset of row `row` the kernels use, to check its arithmetic at sizes that cannot
+// be allocated.
+ECA_API int64_t eca_host_row_packs(int64_t row, int32_t packs) { return rowPacks(row, packs); }
+
+// Host build only (tests): one launch of the ahead-of-time plugin's kernel with its 73 int32 arguments `a`, as
+// TensorRT makes it from eca_deploy/plugin/qdp.py's launch parameters.
+ECA_API int32_t eca_host_qdp_launch(void const* x, void* y, int32_t dtype, uint32_t grid, uint32_t block,
+    int32_t const* a)
+{
+    if (dtype == ECA_DTYPE_FLOAT16)
+        ECA_LAUNCH(eca_qdp_forward_f16, grid, block, 0, nullptr, static_cast<__half const*>(x), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21], a[22], a[23], a[24], a[25], a[26], a[27], a[28], a[29], a[30], a[31], a[32], a[33], a[34], a[35], a[36], a[37], a[38], a[39], a[40], a[41], a[42], a[43], a[44], a[45], a[46], a[47], a[48], a[49], a[50], a[51], a[52], a[53], a[54], a[55], a[56], a[57], a[58], a[59], a[60], a[61], a[62], a[63], a[64], a[65], a[66], a[67], a[68], a[69], a[70], a[71], a[72],
+            static_cast<__half*>(y));
+    else
+        ECA_LAUNCH(eca_qdp_forward_f32, grid, block, 0, nullptr, static_cast<float const*>(x), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21], a[22], a[23], a[24], a[25], a[26], a[27], a[28], a[29], a[30], a[31], a[32], a[33], a[34], a[35], a[36], a[37], a[38], a[39], a[40], a[41], a[42], a[43], a[44], a[45], a[46], a[47], a[48], a[49], a[50], a[51], a[52], a[53], a[54], a[55], a[56], a[57], a[58], a[59], a[60], a[61], a[62], a[63], a[64], a[65], a[66], a[67], a[68], a[69], a[70], a[71], a[72],
+            static_cast<float*>(y));
+    return int32_t(cudaGetLastError());
+}
+#endif
+
 } // extern "C"
+#endif // !__CUDACC_RTC__

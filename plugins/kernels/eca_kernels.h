@@ -13,8 +13,16 @@
 #ifndef ECA_KERNELS_H
 #define ECA_KERNELS_H
 
+#if defined(__CUDACC_RTC__) /* NVRTC (device code only): size_t is built in, no C library headers */
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
+#define ECA_API
+#else
 #include <stddef.h>
 #include <stdint.h>
+#endif
 
 #ifndef ECA_API
 #define ECA_API __attribute__((visibility("default")))
@@ -25,7 +33,7 @@ extern "C" {
 #endif
 
 #define ECA_KERNELS_VERSION_MAJOR 1
-#define ECA_KERNELS_VERSION_MINOR 1
+#define ECA_KERNELS_VERSION_MINOR 2
 #define ECA_KERNELS_VERSION_PATCH 0
 
 /* Largest supported kernel size k (odd, 1 <= k <= ECA_MAX_K). */
@@ -67,10 +75,33 @@ ECA_API const char* eca_kernels_build_info(void);
 /* Message of the last failed call on this thread ("" if none). */
 ECA_API const char* eca_last_error(void);
 
-/* Device workspace bytes eca_forward needs for this shape and path (0 for the fused path). The two-pass
- * value is an upper bound for every path and every smaller shape: use it to size one buffer for a range. */
+/* Device workspace bytes for this shape and path: 0 for FUSED; for TWO_PASS and AUTO the two-pass size, an upper
+ * bound for every path, op and smaller shape (use it to size one buffer for a range). AUTO cannot be smaller here:
+ * this query does not know whether the call has a residual or runs in place, and either may make AUTO two-pass. */
 ECA_API size_t eca_workspace_size(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, eca_dtype_t dtype,
                                   eca_path_t path);
+
+/* Exactly the workspace bytes eca_forward_op needs for this op, residual (0/1), in-place call (x == y: 0/1), shape
+ * and path on the current device: the same decision as the call's (eca_launch_plan). 0 when the arguments are
+ * invalid (the call fails too) or nothing runs two-pass. */
+ECA_API size_t eca_workspace_size_op(int64_t n, int64_t c, int64_t h, int64_t w, const eca_op_t* op,
+                                     int32_t has_residual, int32_t in_place, eca_dtype_t dtype, eca_path_t path);
+
+/* The launches eca_forward_op makes for a call with 16-byte aligned tensors (narrower accesses otherwise). */
+typedef struct {
+    int32_t path;           /* ECA_PATH_FUSED or ECA_PATH_TWO_PASS */
+    int32_t launches;       /* kernel launches: 1 (fused), 2 (two-pass: pool, then scale, on the same grid), 0 */
+    int64_t blocks;         /* blocks per launch */
+    int32_t threads;        /* threads per block */
+    int32_t active_threads; /* threads of the first block that have elements to load */
+    int32_t pack_elements;  /* elements per memory access */
+    size_t shared_bytes;    /* dynamic shared memory per block */
+    size_t workspace_bytes; /* device workspace the call needs */
+} eca_launch_t;
+
+/* Fill `out` with the path and geometry eca_forward_op chooses (the one decision both use); an eca_status_t. */
+ECA_API int32_t eca_launch_plan(int64_t n, int64_t c, int64_t h, int64_t w, const eca_op_t* op, int32_t has_residual,
+                                int32_t in_place, eca_dtype_t dtype, eca_path_t path, eca_launch_t* out);
 
 /* The path ECA_PATH_AUTO takes for this shape on the current device (ECA_PATH_FUSED or ECA_PATH_TWO_PASS),
  * or -1 with eca_last_error() set when the arguments are invalid or the device cannot be queried. */
@@ -81,7 +112,8 @@ ECA_API int32_t eca_select_path_op(int64_t n, int64_t c, int64_t h, int64_t w, c
                                    eca_dtype_t dtype);
 
 /* Run ECA on `stream` (a cudaStream_t; NULL is the default stream), asynchronously.
- * weights: k host floats, copied into the launch; workspace: eca_workspace_size(..., path) device bytes.
+ * weights: k host floats, copied into the launch; workspace: eca_workspace_size(..., path) device bytes (or
+ * eca_workspace_size_op's exact value).
  * x and y must not partially overlap; x == y (in place) runs the two-pass path.
  * Returns an eca_status_t; on failure eca_last_error() says why. */
 ECA_API int32_t eca_forward(const void* x, void* y, const float* weights, int32_t k, int64_t n, int64_t c,

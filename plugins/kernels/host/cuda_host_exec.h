@@ -57,6 +57,14 @@
 #define CUDA_HOST_API __attribute__((visibility("default")))
 #endif
 
+// Bit casts of the CUDA math API.
+inline float __int_as_float(int v)
+{
+    float f;
+    std::memcpy(&f, &v, sizeof f);
+    return f;
+}
+
 namespace cuda_host
 {
 
@@ -486,6 +494,17 @@ CUDA_HOST_API int64_t cuda_host_launch_blocks(int i, size_t* smem)
     if (smem != nullptr)
         *smem = r.smem;
     return int64_t(r.grid.x) * r.grid.y * r.grid.z;
+}
+
+// Launch i since the reset: threads per block (or -1 past the end).
+CUDA_HOST_API int64_t cuda_host_launch_threads(int i)
+{
+    std::lock_guard<std::mutex> lock(::cuda_host::runtime().recordMutex);
+    auto const& launches = ::cuda_host::runtime().launches;
+    if (i < 0 || size_t(i) >= launches.size())
+        return -1;
+    dim3 const& b = launches[size_t(i)].block;
+    return int64_t(b.x) * b.y * b.z;
 }
 
 } // extern "C"
