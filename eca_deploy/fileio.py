@@ -47,7 +47,7 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     return _real(a) == _real(b)
 
 
-def _file_in_the_way(path: Path) -> Path | None:
+def file_in_the_way(path: Path) -> Path | None:
     """The first ancestor of `path` that exists and is not a folder (None when the way is clear)."""
     for ancestor in reversed(path.parents):
         if not ancestor.exists():
@@ -70,7 +70,7 @@ def check_parent(path: PathLike, option: str = "--output") -> None:
     """One line when `path`'s folder is missing, is a file, or cannot be written."""
     path = Path(path)
     parent = _parent(path)
-    blocker = _file_in_the_way(path)
+    blocker = file_in_the_way(path)
     if blocker is not None:
         raise EcaDeployError(f"cannot write {option} {path}: {blocker} is a file, not a folder")
     if not parent.is_dir():
@@ -156,7 +156,7 @@ def _refuse_folder(path: Path, option: str, inputs: Iterable[PathLike | None]) -
         raise EcaDeployError(f"{option} {path} is a symbolic link: give a folder path")
     if path.exists() and not path.is_dir():
         raise EcaDeployError(f"{option} {path} is a file: eca-deploy writes a folder there, choose another {option}")
-    blocker = _file_in_the_way(path)
+    blocker = file_in_the_way(path)
     if blocker is not None:
         raise EcaDeployError(f"cannot create {option} {path}: {blocker} is a file, not a folder")
     if not path.exists():
@@ -212,7 +212,7 @@ def claim_work_dir(
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise EcaDeployError(f"{option} {path} is a file: give a folder")
-    blocker = _file_in_the_way(path)
+    blocker = file_in_the_way(path)
     if blocker is not None:
         raise EcaDeployError(f"cannot create {option} {path}: {blocker} is a file, not a folder")
     if path.is_dir():

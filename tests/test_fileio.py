@@ -27,3 +27,25 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path)
     with pytest.raises(RuntimeError):
         atomic_write(target, fail)
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["model.onnx"]
+
+
+def test_a_path_under_a_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    from eca_deploy.errors import EcaDeployError
+
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    with pytest.raises(EcaDeployError, match="is a file, not a folder"):
+        atomic_write_text(blocker / "out.json", "{}")
+    assert blocker.read_text() == "mine"
+
+
+def test_an_output_is_never_an_input_even_through_a_symlink(tmp_path: Path) -> None:
+    from eca_deploy.errors import EcaDeployError
+    from eca_deploy.fileio import claim_output_file
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"onnx")
+    (tmp_path / "link.onnx").symlink_to(model)
+    with pytest.raises(EcaDeployError, match=r"--output .*link\.onnx is the input"):
+        claim_output_file(tmp_path / "link.onnx", "--output", [model])
+    assert claim_output_file(tmp_path / "other.onnx", "--output", [model]) == tmp_path / "other.onnx"
