@@ -7,6 +7,7 @@ example's decoder finds boxes; and decoders written here that return fixed boxes
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,16 @@ def test_classifier_run_is_unchanged(cli, clip: Path, tmp_path: Path) -> None:
     report = _json(result.stdout)
     assert sum(report["top1"].values()) == 2
     assert not {"mode", "outputs", "detections"} & set(report)
+
+
+def test_a_decoder_imports_its_neighbours(tmp_path: Path) -> None:
+    from eca_deploy.runtime.decoder import import_function
+
+    folder = tmp_path / "decoders"
+    folder.mkdir()
+    (folder / "neighbour_for_run_model_test.py").write_text("SCALE = 3\n")
+    (folder / "uses.py").write_text(
+        "from neighbour_for_run_model_test import SCALE\n\n\ndef f(x):\n    return SCALE * x\n"
+    )
+    assert import_function(f"{folder / 'uses.py'}:f")(2) == 6
+    assert str(folder) not in sys.path

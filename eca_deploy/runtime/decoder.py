@@ -3,7 +3,8 @@
 The contract: the function takes one image's outputs (the batch dimension removed, e.g. `cls` [L, C] and
 `box` [L, 4]) as keyword arguments named after the outputs when its signature has a parameter for every
 output name (or `**kwargs`), else positionally in the model's output order; plus `image_size=(H, W)`, the
-model input's height and width, when it has an `image_size` parameter (or `**kwargs`). It returns the
+model input's height and width, when it has an `image_size` parameter (or `**kwargs`). The file is imported
+with its folder on `sys.path`, so it may import the model's file beside it. It returns the
 boxes as (x1, y1, x2, y2) in model-input pixels [K, 4], their scores [K] and class ids [K], as any of:
 
 - an object with `boxes`, `scores` and `classes` (or `class_ids`/`labels`) attributes, such as the
@@ -14,6 +15,7 @@ boxes as (x1, y1, x2, y2) in model-input pixels [K, 4], their scores [K] and cla
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import sys
@@ -61,10 +63,15 @@ def import_function(ref: str) -> Callable[..., Any]:
         raise EcaDeployError(f"cannot import {path}: is it a Python file?")
     code = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = code
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # the decoder may import its neighbours (the model's file, say)
     try:
         spec.loader.exec_module(code)
     except Exception as exc:  # the user's file: any error is theirs, shown in one line
         raise EcaDeployError(f"importing {path} failed: {type(exc).__name__}: {first_line(exc)}") from None
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
     function = getattr(code, name, None)
     if not callable(function):
         names = [n for n, v in vars(code).items() if inspect.isfunction(v) and not n.startswith("_")][:8]
