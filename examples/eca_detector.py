@@ -210,3 +210,11 @@ def decode(
     offset = classes[:, None] * (2.0 * np.abs(boxes).max(initial=0.0) + 1.0)
     keep = nms(boxes + offset, flat[candidates], iou_threshold)[:max_detections]
     return Detections(boxes[keep].astype(np.float32), flat[candidates][keep].astype(np.float32), classes[keep])
+
+
+def decode_outputs(cls: np.ndarray, box: np.ndarray, image_size: tuple[int, int]) -> Detections:
+    """`eca-deploy run --decoder examples/eca_detector.py:decode_outputs`: one frame's outputs, by name.
+
+    Decodes with the default anchors, stride and thresholds; for others, write a function like this one.
+    """
+    return decode(cls, box, image_size)

@@ -1,4 +1,4 @@
-"""`eca-deploy run`: classify a video file, camera or stream and write or show the annotated frames."""
+"""`eca-deploy run`: classify (or detect with `--decoder`) a video file, camera or stream; write or show the frames."""
 
 from __future__ import annotations
 
@@ -39,9 +39,16 @@ def run_command(
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
     img_size: str | None = img_size_option(),
     json_out: str | None = json_option(),
+    decoder: str | None = typer.Option(
+        None, "--decoder", help="FILE.py:FUNCTION turning one frame's outputs into boxes, scores and class ids."
+    ),
 ) -> None:
-    """Decode frames with OpenCV, classify them, overlay the top-1 label, score and FPS; summary at the end."""
+    """Decode frames with OpenCV, classify them, overlay the top-1 label, score and FPS; summary at the end.
+
+    A model without a logits output shows its raw outputs' shapes and max, or with --decoder the boxes.
+    """
     from eca_deploy.runtime.classifier import Classifier
+    from eca_deploy.runtime.model import open_model
     from eca_deploy.runtime.sources import parse_source
     from eca_deploy.runtime.video import RunOptions, run_stream
 
@@ -61,16 +68,17 @@ def run_command(
         if sink is not None and video_in is not None and same_file(sink, video_in):
             raise EcaDeployError(f"{sink} is the source video: write the output to another file")
     check_outputs((output, "--output"), (log, "--log"), (json_to.path, "--json"), inputs=[model, labels, plugin])
-    classifier = Classifier.open(model, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
-                                 kind="onnx" if onnx_path is not None else "engine",
-                                 runtime=parse_runtime(runtime), img_size=size)  # fmt: skip
+    classifier = open_model(model, decoder, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
+                            kind="onnx" if onnx_path is not None else "engine",
+                            runtime=parse_runtime(runtime), img_size=size)  # fmt: skip
     if json_to.stdout:
         summary = run_stream(classifier, source, options)
     else:
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[fps]}"), TimeElapsedColumn()]  # fmt: skip
         with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task(f"classifying {Path(str(source)).name if len(source) < 80 else 'stream'}",
+            verb = "classifying" if isinstance(classifier, Classifier) else "running"
+            task = progress.add_task(f"{verb} {Path(str(source)).name if len(source) < 80 else 'stream'}",
                                      total=None, fps="")  # fmt: skip
 
             def on_frame(done: int, total: int | None, fps: float) -> None:
@@ -97,6 +105,25 @@ def print_summary(report: dict[str, Any]) -> None:
     top = list(report["top1"].items())[:5]
     if top:
         console.print("most frequent top-1: " + ", ".join(f"{label} ({n})" for label, n in top))
+    print_outputs(report)
     for key, what in (("output", "annotated video"), ("log", "per-frame log")):
         if report[key]:
             console.print(f"{what}: {report[key]}")
+
+
+def print_outputs(report: dict[str, Any]) -> None:
+    """A model without logits: its outputs' shapes and max, and with a decoder the boxes found."""
+    outputs = report.get("outputs")
+    if outputs:
+        console.print("outputs: " + ", ".join(
+            f"{name} {'x'.join(map(str, o['shape']))}" + ("" if o["max"] is None else f" (max {o['max']:.3g})")
+            for name, o in outputs.items()))  # fmt: skip
+    found = report.get("detections")
+    if found is None:
+        return
+    labels = ", ".join(f"{label} ({n})" for label, n in list(found["by_label"].items())[:5])
+    counted = f"boxes: {found['total']} in {found['frames_with_detections']} frames"
+    console.print(counted + (f": {labels}" if labels else ""))
+    for d in found["best"][:3]:
+        box = ", ".join(f"{v:.0f}" for v in d["box"])
+        console.print(f"  frame {d['frame']}: {d['label']} {d['score']:.2f} at ({box})")

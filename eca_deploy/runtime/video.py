@@ -1,4 +1,7 @@
-"""`eca-deploy run`: classify a video stream frame by frame or in batches, annotate, write or show it.
+"""`eca-deploy run`: run a model on a video stream frame by frame or in batches, annotate, write or show it.
+
+A `Classifier` gives each frame its top-k; any other `Model` gives its raw outputs (shapes and max/mean
+drawn, logged and summarised) or, with a decoder, boxes in frame pixels (drawn, logged and summarised).
 
 Every way a stream ends is a normal end with a summary and a complete output file: end of file, a
 network stream that drops, `--max-frames`, `q` in the display window, and Ctrl-C (KeyboardInterrupt).
@@ -8,6 +11,7 @@ A source that cannot be opened, or that yields no frame at all, is an error.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import os
 import tempfile
@@ -23,7 +27,8 @@ import numpy as np
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import check_writable, publish
 from eca_deploy.runtime.classifier import Classifier, Prediction
-from eca_deploy.runtime.overlay import annotate
+from eca_deploy.runtime.model import FrameResult, Model
+from eca_deploy.runtime.overlay import annotate, annotate_result
 from eca_deploy.runtime.preprocess import import_cv2
 from eca_deploy.runtime.sources import (
     AtomicVideoWriter,
@@ -39,6 +44,7 @@ from eca_deploy.runtime.sources import (
 STAGES = ("decode", "preprocess", "inference", "postprocess", "annotate")
 WINDOW = "eca-deploy"
 FPS_SMOOTHING = 0.9  # exponential moving average of the frame rate shown on the frames
+BEST_DETECTIONS = 10  # the highest-scoring boxes of a run, kept for the summary
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class RunOptions:
     max_frames: int | None = None
     output: Path | None = None
     display: bool = False
-    log: Path | None = None  # one JSON line per frame: index and top-k
+    log: Path | None = None  # one JSON line per frame: index and top-k (or outputs and detections)
 
     def validate(self) -> None:
         if self.batch < 1:
@@ -74,6 +80,29 @@ class RunSummary:
     output: str | None = None
     log: str | None = None
     random_weights: bool = False  # the model was exported without a checkpoint: its labels mean nothing
+    mode: str = "classify"  # "classify" (top-k), "outputs" (raw outputs) or "detect" (a decoder's boxes)
+    output_shapes: dict[str, list[int]] = field(default_factory=dict)  # one frame's, batch dimension removed
+    output_max: dict[str, float] = field(default_factory=dict)  # over the whole run
+    detections: Counter[str] = field(default_factory=Counter)  # boxes by label
+    frames_with_detections: int = 0
+    best: list[tuple[float, int, int, dict[str, Any]]] = field(default_factory=list)  # heap: (score, -frame, -n, box)
+
+    def record(self, index: int, result: FrameResult) -> None:
+        """Count one frame's outputs (and detections) into the summary."""
+        for name, stats in result.output_stats().items():
+            self.output_shapes[name] = stats["shape"]
+            if stats["max"] is not None:
+                self.output_max[name] = max(stats["max"], self.output_max.get(name, stats["max"]))
+        if result.detections is None:
+            return
+        self.frames_with_detections += bool(result.detections)
+        for d in result.detections:
+            self.detections[d.label] += 1
+            item = (d.score, -index, -sum(self.detections.values()), {"frame": index, **d.as_dict()})
+            if len(self.best) < BEST_DETECTIONS:
+                heapq.heappush(self.best, item)
+            elif item[:3] > self.best[0][:3]:
+                heapq.heapreplace(self.best, item)
 
     @property
     def fps(self) -> float:
@@ -98,7 +127,23 @@ class RunSummary:
             "output": self.output,
             "log": self.log,
             "random_weights": self.random_weights,
+            **self._model_outputs(),
         }
+
+    def _model_outputs(self) -> dict[str, Any]:
+        if self.mode == "classify":
+            return {}
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "outputs": {n: {"shape": shape, "max": self.output_max.get(n)} for n, shape in self.output_shapes.items()},
+        }
+        if self.mode == "detect":
+            best = sorted(self.best, key=lambda item: item[:3], reverse=True)
+            out["detections"] = {"total": sum(self.detections.values()),
+                                 "frames_with_detections": self.frames_with_detections,
+                                 "by_label": dict(self.detections.most_common()),
+                                 "best": [item[3] for item in best]}  # fmt: skip
+        return out
 
 
 class _FrameLog:
@@ -113,6 +158,9 @@ class _FrameLog:
 
     def write(self, index: int, preds: list[Prediction]) -> None:
         self.file.write(json.dumps({"frame": index, "top": [p.as_dict() for p in preds]}) + "\n")
+
+    def write_result(self, index: int, result: FrameResult) -> None:
+        self.file.write(json.dumps({"frame": index, **result.as_dict()}) + "\n")
 
     def commit(self) -> Path:
         self.file.close()
@@ -150,12 +198,15 @@ class _Stop(Exception):
 
 
 def run_stream(
-    classifier: Classifier,
+    classifier: Model,
     source_text: str,
     options: RunOptions,
     on_frame: Callable[[int, int | None, float], None] | None = None,
 ) -> RunSummary:
-    """Classify every frame of `source_text`; `on_frame(frames_done, total_or_None, fps)` reports progress."""
+    """Run `classifier` (a `Classifier` or any `Model`) on every frame of `source_text`.
+
+    `on_frame(frames_done, total_or_None, fps)` reports progress.
+    """
     options.validate()
     source = parse_source(source_text)
     for sink in (options.output, options.log):
@@ -169,7 +220,7 @@ def run_stream(
 
 
 def _run(
-    classifier: Classifier,
+    classifier: Model,
     source: Source,
     cap: Any,
     options: RunOptions,
@@ -181,6 +232,9 @@ def _run(
 
     summary = RunSummary(source.label, classifier.name, classifier.backend, options.batch)
     summary.random_weights = has_random_weights(classifier.metadata)
+    classifies = isinstance(classifier, Classifier)
+    if not classifies:
+        summary.mode = "detect" if classifier.decoder is not None else "outputs"
     notice = RANDOM_WEIGHTS_OVERLAY if summary.random_weights else None
     total = frame_count(cap) if not source.live else None
     if options.max_frames is not None and total is not None:
@@ -198,18 +252,28 @@ def _run(
             rate = previous[1] / max(arrived - previous[0], 1e-9)
             fps = rate if fps is None else FPS_SMOOTHING * fps + (1 - FPS_SMOOTHING) * rate
         previous = (arrived, len(frames))
-        preds, times = classifier.classify_timed(frames)
+        if classifies:
+            preds, times = classifier.classify_timed(frames)  # type: ignore[attr-defined]
+        else:
+            preds, times = classifier.run_timed(frames)
         summary.stage_s["preprocess"] += times.preprocess_ms / 1e3
         summary.stage_s["inference"] += times.inference_ms / 1e3
         summary.stage_s["postprocess"] += times.postprocess_ms / 1e3
         t0 = clock()
         try:
             for frame, top in zip(frames, preds, strict=True):
-                summary.top1[top[0].label] += 1
-                if log is not None:
+                if classifies:
+                    summary.top1[top[0].label] += 1
+                else:
+                    summary.record(summary.frames, top)
+                if log is not None and classifies:
                     log.write(summary.frames, top)
-                if writer is not None or display is not None:
+                elif log is not None:
+                    log.write_result(summary.frames, top)
+                if (writer is not None or display is not None) and classifies:
                     annotate(frame, top[0], fps, notice)
+                elif writer is not None or display is not None:
+                    annotate_result(frame, top, fps, notice)
                 if writer is not None:
                     writer.write(frame)
                 summary.frames += 1
