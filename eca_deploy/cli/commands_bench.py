@@ -11,10 +11,11 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
-from eca_deploy.cli.options import JsonOutput, check_outputs, json_option, parse_runtime, parse_sizes, runtime_option
+from eca_deploy.cli.options import RUNTIME_HELP, JsonOutput, check_outputs, json_option, parse_runtime, parse_sizes
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
-from eca_deploy.pipeline.bench_noise import compare_rounds
+from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
+from eca_deploy.pipeline.bench_noise import speed_ratio
 
 
 def parse_seconds(value: str, option: str) -> float:
@@ -36,7 +37,9 @@ def bench_command(
         None, help="Models to compare (with --compare).", show_default=False
     ),
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
-    runtime: str = runtime_option(),
+    runtime: str = typer.Option(
+        "onnxruntime", "--runtime", help=RUNTIME_HELP + " Several (onnxruntime,openvino): each ONNX model on each."
+    ),
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes, comma-separated."),
     img_size: int | None = typer.Option(None, "--img-size", help="Input size if the model's is dynamic."),
     warmup: str = typer.Option("2s", "--warmup", help="Warm-up time per batch size."),
@@ -48,7 +51,7 @@ def bench_command(
     no_transfers: bool = typer.Option(False, "--no-transfers", help="TensorRT: time GPU compute alone."),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library for engines."),
     end_to_end: bool = typer.Option(False, "--end-to-end", help="Time preprocess + inference + postprocess on photos."),
-    rounds: int = typer.Option(5, "--rounds", help="Measuring rounds per figure, interleaved across models."),
+    rounds: int = typer.Option(DEFAULT_ROUNDS, "--rounds", help="Measuring rounds per figure, interleaved."),
     json_out: str | None = json_option(),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per model and batch size."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Draw latency and throughput vs batch (PNG)."),
@@ -72,7 +75,10 @@ def bench_command(
         kinds.insert(0, "engine")
     if not models:
         raise EcaDeployError("nothing to benchmark: pass --onnx MODEL.onnx, --engine MODEL.plan or --compare A B ...")
-    runtime = parse_runtime(runtime)
+    runtimes = list(dict.fromkeys(parse_runtime(r) for r in runtime.split(",") if r.strip())) or ["onnxruntime"]
+    per_model: list[str] = []
+    if len(runtimes) > 1:  # every ONNX model on each runtime, one after the other, all in the same rounds
+        models, kinds, per_model = expand_runtimes(models, kinds, runtimes)
     config = BenchConfig(
         batches=parse_sizes(batch),
         warmup_s=parse_seconds(warmup, "--warmup"),
@@ -94,7 +100,8 @@ def bench_command(
             return start
 
         report = run_bench(models, config, kinds=kinds, provider=provider, threads=threads, img_size=img_size,
-                           plugin=plugin, on_batch=on_batch, runtime=runtime)  # fmt: skip
+                           plugin=plugin, on_batch=on_batch, runtime=runtimes[0],
+                           runtimes=per_model or None)  # fmt: skip
     print_tables(report)
     for message in report["noise"]["warnings"]:
         warn(message)
@@ -105,9 +112,23 @@ def bench_command(
         atomic_write(plot_path, lambda tmp: write_plot(report, tmp))
 
 
+def expand_runtimes(models: list[Path], kinds: list[str | None], runtimes: list[str]) -> tuple[list, list, list]:
+    """(models, kinds, runtime per model): each ONNX model once per runtime, in order; engines once."""
+    from eca_deploy.backends.loader import looks_like_onnx
+
+    out: tuple[list[Path], list[str | None], list[str]] = ([], [], [])
+    for path, kind in zip(models, kinds, strict=True):
+        onnx_model = kind == "onnx" or (kind is None and (looks_like_onnx(path) or not path.exists()))
+        for rt in runtimes if onnx_model else runtimes[:1]:
+            out[0].append(path)
+            out[1].append(kind)
+            out[2].append(rt)
+    return out
+
+
 def print_tables(report: dict[str, Any]) -> None:
     for entry in report["models"]:
-        table = Table(title=f"{entry['model']} ({entry['backend']}, {entry['precision']})")
+        table = Table(title=f"{entry['model']} ({entry['backend']}, {entry['precision']}{settings_text(entry)})")
         cols = ["batch", "images/s", "rounds min-max", "infer/s", "min", "mean", "median", "p90", "p95", "p99", "max"]
         for col in cols:
             table.add_column(col + (" ms" if col in ("min", "mean", "median", "p90", "p95", "p99", "max") else ""),
@@ -123,7 +144,8 @@ def print_tables(report: dict[str, Any]) -> None:
         print_stages(entry)
     if len(report["models"]) > 1:
         first = report["models"][0]
-        table = Table(title=f"throughput (images/s, median of rounds), speed-up against {first['model']}")
+        console.print(f"throughput (images/s, median of rounds), speed-up against {first['model']}:")
+        table = Table()
         table.add_column("batch", justify="right")
         for entry in report["models"]:
             table.add_column(entry["model"], justify="right")
@@ -131,14 +153,26 @@ def print_tables(report: dict[str, Any]) -> None:
             cells = [str(r0["batch"])]
             for entry in report["models"]:
                 r = entry["results"][i]
-                cell = f"{r['images_per_s']:.1f} ({r['images_per_s'] / r0['images_per_s']:.2f}x)"
-                if entry is not first and compare_rounds(r["rounds"], r0["rounds"]) == 0:
-                    cell += " within noise"
-                cells.append(cell)
+                # the ratio of the medians shown, its per-round range, and the within-noise verdict
+                ratio = "1.00x" if entry is first else speed_ratio(r["rounds"], r0["rounds"]).text()
+                cells.append(f"{r['images_per_s']:.1f} ({ratio})")
             table.add_row(*cells)
         console.print(table)
         console.print(f"{report['config']['rounds']} interleaved rounds per figure; 'within noise': the rounds of "
                       "the two models overlap, so neither is measurably faster")  # fmt: skip
+
+
+def settings_text(entry: dict[str, Any]) -> str:
+    """', INFERENCE_PRECISION_HINT f32, 2 threads' for OpenVINO entries; '' otherwise."""
+    settings = entry.get("runtime_settings") or {}
+    parts = []
+    if settings.get("inference_precision"):
+        parts.append(f"INFERENCE_PRECISION_HINT {settings['inference_precision']}")
+    if settings.get("threads"):
+        parts.append(f"{settings['threads']} threads")
+    if settings.get("eca_lowering"):
+        parts.append(f"ECA lowering {settings['eca_lowering']}")
+    return "".join(f", {p}" for p in parts)
 
 
 def print_stages(entry: dict[str, Any]) -> None:

@@ -18,10 +18,17 @@ from eca_deploy.data.images import Preprocessing
 from eca_deploy.deploy.cache import StageCache, StageOutcome
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_text, sha256_file
+from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CPU_RUNTIME_CHOICES = ("auto", "onnxruntime", "openvino")
 RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+BENCH_JSON = "bench.json"  # every precision and CPU runtime, timed together (docs/deploy.md, docs/openvino.md)
+DEFAULT_BENCH_ROUNDS = DEFAULT_ROUNDS
+NOTHING_FUSED = (
+    "no ECA block found: nothing was fused, model.fused.onnx is the exported graph unchanged, and every "
+    "precision runs without the ECA op"
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class DeployOptions:
     img_size: int | None = None  # None: the model's own input size
     opset: int = 17
     bench_seconds: float = 3.0
-    bench_rounds: int = 5
+    bench_rounds: int = DEFAULT_BENCH_ROUNDS
     force: bool = False
     runtime: str = "auto"  # CPU runtimes without TensorRT: auto (ONNX Runtime, and OpenVINO when usable) or one
     pretrained: bool = False
@@ -187,8 +194,11 @@ def run_deploy(
                    *(("--pretrained",) if opts.pretrained else ()), *_opt("--img-size", opts.img_size),
                    "--opset", opts.opset, "--output", onnx_path))  # fmt: skip
     reference = ("--reference-onnx", onnx_path) if opts.onnx is not None else ("--model", opts.model)
-    stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused], lambda: _fuse(onnx_path, fused),
-          _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip
+    fusion = stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused],
+                   lambda: _fuse(onnx_path, fused), _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip
+    fused_blocks = fusion.detail.get("fused")
+    if fused_blocks == 0:
+        note(NOTHING_FUSED)
 
     # (precision, file, kind, runtime) of everything benchmarked; engines run on TensorRT (runtime None).
     benched: list[tuple[str, Path, str, str | None]] = []
@@ -218,21 +228,19 @@ def run_deploy(
             if not report["passed"]:
                 note(f"{precision} on {RUNTIME_LABELS[runtime]} is outside tolerance: {'; '.join(report['failures'])}")
     # One benchmark of every precision (and CPU runtime), in interleaved rounds: drift and load hit all alike.
-    bench_json = out / "bench.json"
+    bench_json = out / BENCH_JSON
     files = list(dict.fromkeys(f for _, f, _, _ in benched))
     on = f" on {' and '.join(RUNTIME_LABELS[r] for r in runtimes)}" if len(runtimes) > 1 else ""
-    bench_commands = [
-        _cmd("eca-deploy bench --compare", *files, *(("--runtime", r) if r != "onnxruntime" else ()),
-             "--batch", ",".join(map(str, opts.batches)), "--duration", f"{opts.bench_seconds}s",
-             "--rounds", opts.bench_rounds, "--json", bench_json)
-        for r in (runtimes or ["onnxruntime"])
-    ]  # fmt: skip
+    rt_flag = ("--runtime", ",".join(runtimes)) if runtimes and runtimes != ["onnxruntime"] else ()
+    bench_command = _cmd("eca-deploy bench --compare", *files, *rt_flag, "--batch", ",".join(map(str, opts.batches)),
+                         "--warmup", f"{bench_warmup(opts)}s", "--duration", f"{opts.bench_seconds}s",
+                         "--rounds", opts.bench_rounds, "--json", bench_json)  # fmt: skip
     stage("bench", f"benchmarking {', '.join(opts.precisions)}{on} at batch {','.join(map(str, opts.batches))}, "
           f"{opts.bench_rounds} interleaved rounds",
           {"batches": list(opts.batches), "seconds": opts.bench_seconds, "rounds": opts.bench_rounds,
            "precisions": list(opts.precisions)} | ({"runtimes": runtimes} if len(runtimes) > 1 else {}),
           files, [bench_json], lambda: _bench(opts, [(f, k, r) for _, f, k, r in benched], bench_json),
-          " && ".join(bench_commands) + (" (deploy interleaves them in one run)" if len(bench_commands) > 1 else ""))
+          bench_command)  # fmt: skip
     bench = json.loads(bench_json.read_text())
     results: dict[str, Any] = {}
     for precision in opts.precisions:
@@ -255,6 +263,8 @@ def run_deploy(
         "weights": str(opts.weights) if opts.weights else ("pretrained" if opts.pretrained else "random(seed=0)"),
         "random_weights": random_weights,
         "bench": {k: bench[k] for k in ("config", "noise")},
+        "fused_blocks": fused_blocks,
+        "images": str(opts.images) if opts.images else None,
         "environment": environment.collect(),
         "results": results,
     }
@@ -309,16 +319,19 @@ def _check(opts: DeployOptions, target: Path, kind: str, output: Path, runtime: 
     return {"passed": result.passed}
 
 
+def bench_warmup(opts: DeployOptions) -> float:
+    """Warm-up seconds per batch size: the measuring time, at most one second."""
+    return min(1.0, opts.bench_seconds)
+
+
 def _bench(opts: DeployOptions, targets: list[tuple[Path, str, str | None]], output: Path) -> dict[str, Any]:
     from eca_deploy.pipeline.bench import BenchConfig
-    from eca_deploy.pipeline.bench_report import add_ratios, run_bench
+    from eca_deploy.pipeline.bench_report import run_bench
 
-    config = BenchConfig(batches=opts.batches, warmup_s=min(1.0, opts.bench_seconds), duration_s=opts.bench_seconds,
+    config = BenchConfig(batches=opts.batches, warmup_s=bench_warmup(opts), duration_s=opts.bench_seconds,
                          rounds=opts.bench_rounds)  # fmt: skip
     report = run_bench([t for t, _, _ in targets], config, kinds=[k for _, k, _ in targets],
                        runtimes=[r or "onnxruntime" for _, _, r in targets])  # fmt: skip
-    for path in dict.fromkeys(str(t) for t, _, _ in targets):  # one file on several runtimes: ratios per round
-        add_ratios([e for e in report["models"] if e["path"] == path])
     atomic_write_text(output, json.dumps(report, indent=2) + "\n")
     return {"warnings": report["noise"]["warnings"]}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy import environment
+from eca_deploy.errors import EcaDeployError
 from eca_deploy.pipeline.bench import BenchConfig, bench_runners
 
 
@@ -54,9 +55,14 @@ def run_bench(
     load = machine_load(before, cpu_sample())
     entries = [
         {"model": path.name, "path": str(path), "backend": backend, "precision": precision,
+         "runtime_settings": runtime_settings(runner, config, img_size),
          "results": [r.as_dict() for r in per_model]}
-        for path, (_, backend, precision), per_model in zip(models, opened, results, strict=True)
+        for path, (runner, backend, precision), per_model in zip(models, opened, results, strict=True)
     ]  # fmt: skip
+    for path in dict.fromkeys(str(p) for p in models):  # one file on several runtimes: ratios per round
+        same = [e for e in entries if e["path"] == path]
+        if len(same) > 1:
+            add_ratios(same)
     warnings = [w for w in (busy_warning(load), spread_warning(entries)) if w]
     return {
         "config": {
@@ -75,12 +81,36 @@ def run_bench(
     }
 
 
+def runtime_settings(runner: Any, config: BenchConfig, img_size: int | None) -> dict[str, Any]:
+    """What a figure was measured with: the input shape (C, H, W) and, on OpenVINO, its precision hint and threads."""
+    from eca_deploy.pipeline.bench import input_shape
+
+    settings: dict[str, Any] = {}
+    if not config.end_to_end:
+        try:
+            settings["input"] = list(input_shape(runner, config.batches[0], img_size)[1:])
+        except EcaDeployError:  # a description only: bench itself already ran with this runner
+            settings["input"] = None
+    for key in ("inference_precision", "threads", "eca_lowering"):
+        value = getattr(runner, key, None)
+        if value is not None and runner.name == "openvino":
+            settings[key] = value
+    return settings
+
+
 def add_ratios(entries: list[dict[str, Any]]) -> None:
-    """Give each result `ratio_to_first`: its images/s over the first entry's, round by round (same rounds)."""
+    """Give each result its speed against the first entry's, timed in the same rounds (`bench_noise.speed_ratio`).
+
+    `ratio_to_first` holds the round-by-round ratios, `ratio` the ratio of the medians (the figure shown), their
+    range and the within-noise verdict.
+    """
+    from eca_deploy.pipeline.bench_noise import speed_ratio
+
     first = entries[0]["results"] if entries else []
     for entry in entries:
         for result, base in zip(entry["results"], first, strict=True):
             result["ratio_to_first"] = [a / b for a, b in zip(result["rounds"], base["rounds"], strict=True)]
+            result["ratio"] = speed_ratio(result["rounds"], base["rounds"]).as_dict()
 
 
 CSV_FIELDS = ["model", "backend", "precision", "batch", "iterations", "images_per_s", "inferences_per_s",
