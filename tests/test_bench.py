@@ -294,3 +294,27 @@ def test_fastest_of_given_rounds() -> None:
     assert one_round.name == "a" and not one_round.beyond_noise
     alone = fastest({"op": [5.0, 5.0]})
     assert alone.runner_up is None and alone.text() == "op 5.0 images/s"
+
+
+def test_fastest_candidate_is_chosen_per_batch_from_its_rounds() -> None:
+    """OpenVINO's lowering tactic on given round figures: the figures are the winner's, the record says by how much."""
+    from eca_deploy.pipeline.bench_report import choose_fastest
+
+    def results(*rounds: list[float]) -> list[dict]:
+        return [{"batch": b, "images_per_s": sorted(r)[len(r) // 2], "rounds": r}
+                for b, r in zip((1, 8), rounds, strict=True)]  # fmt: skip
+
+    chosen = choose_fastest({
+        "unfused": results([387.0, 390.0, 385.0], [50.0, 52.0, 49.0]),
+        "fused-op": results([370.0, 371.0, 369.0], [40.0, 41.0, 40.5]),
+        "fused-opset": results([357.0, 380.0, 360.0], [60.0, 61.0, 59.0]),
+    })  # fmt: skip
+    assert [r["tactic"]["chosen"] for r in chosen] == ["unfused", "fused-opset"]
+    assert chosen[0]["images_per_s"] == 387.0 and chosen[0]["rounds"] == [387.0, 390.0, 385.0]
+    assert chosen[0]["tactic"]["beyond_noise"] and chosen[0]["tactic"]["runner_up"] == "fused-op"
+    assert chosen[1]["tactic"]["margin"] == pytest.approx(60.0 / 50.0)
+    assert chosen[1]["tactic"]["text"].startswith("fused-opset 60.0 images/s, 1.20x unfused (beyond")
+    close = choose_fastest({"fused-op": results([100.0, 90.0, 110.0], [1.0, 1.0, 1.0]),
+                            "fused-opset": results([101.0, 91.0, 111.0], [1.0, 1.0, 1.0])})  # fmt: skip
+    assert close[0]["tactic"]["chosen"] == "fused-opset" and not close[0]["tactic"]["beyond_noise"]
+    assert "within noise of fused-op" in close[0]["tactic"]["text"]

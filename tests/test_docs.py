@@ -94,3 +94,11 @@ def test_deploy_and_openvino_docs_match_the_program() -> None:
         counts += re.findall(r"\[--rounds (\d+)\]", text)
         assert {int(words.get(c, c)) for c in counts} <= {DEFAULT_ROUNDS}, f"{name}: rounds {counts}"
     assert "`bench.json`" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_openvino_static_lowering_default_is_the_documented_one() -> None:
+    from eca_deploy.backends.openvino_runner import DEFAULT_LOWERING, LOWERINGS
+
+    text = (ROOT / "docs" / "openvino.md").read_text()
+    (documented,) = re.findall(r"Static default \(.*?\): `(\w+)`", " ".join(text.split()))
+    assert documented == DEFAULT_LOWERING and documented in LOWERINGS

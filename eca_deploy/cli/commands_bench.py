@@ -51,6 +51,12 @@ def bench_command(
     no_transfers: bool = typer.Option(False, "--no-transfers", help="TensorRT: time GPU compute alone."),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library for engines."),
     end_to_end: bool = typer.Option(False, "--end-to-end", help="Time preprocess + inference + postprocess on photos."),
+    lowering: str = typer.Option(
+        "auto", "--lowering", help="OpenVINO, fused models: auto (time the candidates, use the fastest), op or opset."
+    ),
+    unfused: list[str] | None = typer.Option(
+        None, "--unfused", help="FUSED=UNFUSED: with --lowering auto, time the unfused twin as a candidate too."
+    ),
     rounds: int = typer.Option(DEFAULT_ROUNDS, "--rounds", help="Measuring rounds per figure, interleaved."),
     json_out: str | None = json_option(),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per model and batch size."),
@@ -59,7 +65,7 @@ def bench_command(
     """Measure throughput and latency percentiles per batch size (like trtexec), on any backend."""
     from eca_deploy.backends.base import StepOptions
     from eca_deploy.pipeline.bench import BenchConfig
-    from eca_deploy.pipeline.bench_report import run_bench, write_csv, write_plot
+    from eca_deploy.pipeline.bench_report import LOWERING_CHOICES, run_bench, write_csv, write_plot
 
     json_to = JsonOutput.of(json_out)
     check_outputs((csv_path, "--csv"), (plot_path, "--plot"))
@@ -89,6 +95,9 @@ def bench_command(
         rounds=rounds,
     )
     config.validate()
+    twins = parse_twins(unfused or [])
+    if lowering.strip().lower() not in LOWERING_CHOICES:
+        raise EcaDeployError(f"--lowering must be one of {', '.join(LOWERING_CHOICES)}, got {lowering!r}")
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
                   transient=True, disable=json_to.stdout) as progress:  # fmt: skip
 
@@ -101,7 +110,8 @@ def bench_command(
 
         report = run_bench(models, config, kinds=kinds, provider=provider, threads=threads, img_size=img_size,
                            plugin=plugin, on_batch=on_batch, runtime=runtimes[0],
-                           runtimes=per_model or None)  # fmt: skip
+                           runtimes=per_model or None, lowering=lowering.strip().lower(),
+                           unfused=twins)  # fmt: skip
     print_tables(report)
     for message in report["noise"]["warnings"]:
         warn(message)
@@ -110,6 +120,20 @@ def bench_command(
         atomic_write_text(csv_path, write_csv(report))
     if plot_path:
         atomic_write(plot_path, lambda tmp: write_plot(report, tmp))
+
+
+def parse_twins(values: list[str]) -> dict[str, Path]:
+    """['model.fused.onnx=model.onnx'] -> {fused path: unfused path}, both files checked."""
+    twins = {}
+    for value in values:
+        fused, sep, plain = value.partition("=")
+        if not sep or not fused or not plain:
+            raise EcaDeployError(f"--unfused takes FUSED=UNFUSED (two ONNX files), got {value!r}")
+        for path in (fused, plain):
+            if not Path(path).is_file():
+                raise EcaDeployError(f"--unfused: ONNX file {path} does not exist")
+        twins[str(Path(fused))] = Path(plain)
+    return twins
 
 
 def expand_runtimes(models: list[Path], kinds: list[str | None], runtimes: list[str]) -> tuple[list, list, list]:
@@ -141,6 +165,9 @@ def print_tables(report: dict[str, Any]) -> None:
             row += [f"{lat[k]:.3f}" for k in ("min", "mean", "median", "p90", "p95", "p99", "max")]
             table.add_row(*row)
         console.print(table)
+        for r in entry["results"]:
+            if r.get("tactic"):
+                console.print(f"  batch {r['batch']}: ECA lowering chosen by measurement: {r['tactic']['text']}")
         print_stages(entry)
     if len(report["models"]) > 1:
         first = report["models"][0]

@@ -57,7 +57,8 @@ def side_by_side_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             for entry in entries:
                 r = entry["results"][i]
                 rates = r.get("rounds") or [r["images_per_s"]]
-                cells.append(f"{r['images_per_s']:.1f} ({min(rates):.1f}..{max(rates):.1f})")
+                chosen = f" {r['tactic']['chosen']}" if r.get("tactic") else ""  # OpenVINO: the fastest candidate
+                cells.append(f"{r['images_per_s']:.1f} ({min(rates):.1f}..{max(rates):.1f}){chosen}")
             ratio = speed_ratio(*(_rates(e["results"][i]) for e in entries[1::-1])).text()
             rows.append({"precision": precision, "batch": first["batch"], "cells": cells, "ratio": ratio,
                          "checks": verdicts})  # fmt: skip
@@ -169,6 +170,26 @@ def _tolerance_text(key: str, value: float) -> str:
     return f"{key.replace('_', ' ')} {value:g}"
 
 
+def tactic_lines(summary: dict[str, Any]) -> list[str]:
+    """OpenVINO's ECA lowering, chosen by measurement like a TensorRT tactic: per precision and batch size."""
+    lines = []
+    for precision, result in summary["results"].items():
+        for entry in result["bench"]["models"]:
+            for r in entry["results"]:
+                tactic = r.get("tactic")
+                if tactic:
+                    others = ", ".join(f"{n} {c['images_per_s']:.1f}" for n, c in tactic["candidates"].items())
+                    lines.append(f"- {precision}, batch {r['batch']}: **{tactic['chosen']}**: {tactic['text']} "
+                                 f"(candidates, median images/s: {others}).")  # fmt: skip
+    if not lines:
+        return []
+    return ["", "## OpenVINO: ECA lowering chosen by measurement", "",
+            "OpenVINO timed every candidate in the same interleaved rounds and its figures above are the fastest "
+            "one's: `unfused` is model.onnx (OpenVINO's own decomposition), `fused-op` the fused model with the "
+            "extension's ECA op, `fused-opset` the fused model converted to OpenVINO's standard ops "
+            "(docs/openvino.md). Which wins depends on the network and the CPU.", "", *lines]  # fmt: skip
+
+
 def openvino_lines(summary: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
     """Which INFERENCE_PRECISION_HINT (and threads) every OpenVINO figure used, and OpenVINO's own default."""
     settings = [e.get("runtime_settings") or {} for e in entries if e["backend"].startswith("openvino")]
@@ -236,6 +257,7 @@ def markdown(summary: dict[str, Any]) -> str:
         for r in side:
             lines.append(f"| {r['precision']} | {r['batch']} | {' | '.join(r['cells'])} | {r['ratio']} | "
                          + " | ".join(r["checks"]) + " |")  # fmt: skip
+    lines += tactic_lines(summary)
     lines += measured_how(summary)
     lines += ["", "## Plots", ""] + [f"![{name[:-4]}]({name})" for name in PLOTS]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)

@@ -232,14 +232,19 @@ def run_deploy(
     files = list(dict.fromkeys(f for _, f, _, _ in benched))
     on = f" on {' and '.join(RUNTIME_LABELS[r] for r in runtimes)}" if len(runtimes) > 1 else ""
     rt_flag = ("--runtime", ",".join(runtimes)) if runtimes and runtimes != ["onnxruntime"] else ()
-    bench_command = _cmd("eca-deploy bench --compare", *files, *rt_flag, "--batch", ",".join(map(str, opts.batches)),
+    # OpenVINO times the unfused model and both conversions of the fused FP32 model, and uses the fastest
+    twin = ("--unfused", f"{fused}={onnx_path}") if "openvino" in runtimes and fused_blocks else ()
+    bench_command = _cmd("eca-deploy bench --compare", *files, *rt_flag, *twin,
+                         "--batch", ",".join(map(str, opts.batches)),
                          "--warmup", f"{bench_warmup(opts)}s", "--duration", f"{opts.bench_seconds}s",
                          "--rounds", opts.bench_rounds, "--json", bench_json)  # fmt: skip
     stage("bench", f"benchmarking {', '.join(opts.precisions)}{on} at batch {','.join(map(str, opts.batches))}, "
-          f"{opts.bench_rounds} interleaved rounds",
+          f"{opts.bench_rounds} interleaved rounds"
+          + ("; OpenVINO times unfused and both ECA lowerings and uses the fastest" if "openvino" in runtimes else ""),
           {"batches": list(opts.batches), "seconds": opts.bench_seconds, "rounds": opts.bench_rounds,
            "precisions": list(opts.precisions)} | ({"runtimes": runtimes} if len(runtimes) > 1 else {}),
-          files, [bench_json], lambda: _bench(opts, [(f, k, r) for _, f, k, r in benched], bench_json),
+          files + ([onnx_path] if twin else []), [bench_json],
+          lambda: _bench(opts, [(f, k, r) for _, f, k, r in benched], bench_json, {fused: onnx_path} if twin else {}),
           bench_command)  # fmt: skip
     bench = json.loads(bench_json.read_text())
     results: dict[str, Any] = {}
@@ -324,14 +329,15 @@ def bench_warmup(opts: DeployOptions) -> float:
     return min(1.0, opts.bench_seconds)
 
 
-def _bench(opts: DeployOptions, targets: list[tuple[Path, str, str | None]], output: Path) -> dict[str, Any]:
+def _bench(opts: DeployOptions, targets: list[tuple[Path, str, str | None]], output: Path,
+           unfused: dict[Path, Path]) -> dict[str, Any]:  # fmt: skip
     from eca_deploy.pipeline.bench import BenchConfig
     from eca_deploy.pipeline.bench_report import run_bench
 
     config = BenchConfig(batches=opts.batches, warmup_s=bench_warmup(opts), duration_s=opts.bench_seconds,
                          rounds=opts.bench_rounds)  # fmt: skip
     report = run_bench([t for t, _, _ in targets], config, kinds=[k for _, k, _ in targets],
-                       runtimes=[r or "onnxruntime" for _, _, r in targets])  # fmt: skip
+                       runtimes=[r or "onnxruntime" for _, _, r in targets], unfused=unfused)  # fmt: skip
     atomic_write_text(output, json.dumps(report, indent=2) + "\n")
     return {"warnings": report["noise"]["warnings"]}
 
