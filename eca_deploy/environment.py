@@ -82,9 +82,21 @@ def collect(threads: int | None = None) -> dict[str, Any]:
             "torch": _version("torch"),
             "onnx": _version("onnx"),
             "onnxruntime": onnxruntime,
+            "openvino": _version("openvino"),
             "tensorrt": _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13"),
             "cuda_python": _version("cuda-python"),
             "pycuda": _version("pycuda"),
         },
         "onnxruntime_providers": providers,
+        "cpu_bf16": cpu_has_bf16(),
     }
+
+
+def cpu_has_bf16() -> bool | None:
+    """True when the CPU has AVX512_BF16 or AMX (OpenVINO then defaults to bf16); None when unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))

@@ -188,12 +188,12 @@ def test_within_noise_decision_both_ways() -> None:
     # fp16 twice as fast, with jitter of a few percent (the step times cycle with period 3, rounds are 4 long)
     clear = rows_for({"fp32": [0.020, 0.021, 0.019], "fp16": [0.010, 0.0105, 0.0095]})
     assert compare_rounds(clear[1]["rounds"][8], clear[0]["rounds"][8]) == 1
-    assert recommendation(clear).startswith("Fastest precision within tolerance: **fp16**")
+    assert recommendation(clear).startswith("Fastest precision within tolerance, per batch size: batch 8: **fp16**")
     # 2% apart with a 20% jitter: within noise, no precision named as faster
     noisy = rows_for({"fp32": [0.010, 0.012, 0.008], "fp16": [0.0098, 0.0118, 0.0078]})
     assert compare_rounds(noisy[1]["rounds"][8], noisy[0]["rounds"][8]) == 0
     text = recommendation(noisy)
-    assert text.startswith("**Within noise**") and "Fastest" not in text
+    assert "batch 8: within noise" in text and "**" not in text
     # one round measures no spread: never a claim
     assert compare_rounds([200.0], [100.0]) == 0
 
@@ -267,3 +267,96 @@ def test_cli_shows_the_spread_of_each_figure(cli, models: tuple[Path, Path], tmp
     single = cli("bench", "--onnx", small, "--batch", "1", "--warmup", "0s", "--iterations", "4", "--rounds", "1",
                  "--json", "-")  # fmt: skip
     assert json.loads(single.stdout)["models"][0]["results"][0]["spread"] is None
+
+
+def _row(precision: str, rounds: dict[int, list[float]], passed: bool = True) -> dict:
+    from eca_deploy.pipeline.bench_noise import median_rate
+
+    return {"precision": precision, "passed": passed, "rounds": rounds,
+            "images_per_s": {b: median_rate(r) for b, r in rounds.items()}}  # fmt: skip
+
+
+def test_fastest_precision_is_judged_per_batch_size() -> None:
+    """fp32 clearly faster at batch 1, the rounds overlapping at batch 32: each batch gets its own verdict."""
+    from eca_deploy.deploy.report import fastest_by_batch, recommendation
+
+    rows = [_row("fp32", {1: [300.0, 310, 305, 298, 302], 32: [100.0, 104, 98, 101, 99]}),
+            _row("fp16", {1: [120.0, 125, 118, 122, 121], 32: [101.0, 97, 103, 100, 102]}),
+            _row("int8", {1: [900.0, 910, 905, 899, 902], 32: [900.0, 910, 905, 899, 902]}, passed=False)]  # fmt: skip
+    (b1, at1), (b32, at32) = fastest_by_batch(rows)
+    assert (b1, at1.name, at1.beyond_noise, at1.runner_up) == (1, "fp32", True, "fp16")
+    assert at1.margin == pytest.approx(302 / 121)
+    assert (b32, at32.name, at32.beyond_noise, at32.tied) == (32, "fp16", False, ("fp32",))
+    text = recommendation(rows)
+    assert "batch 1: **fp32** (fp32 302.0 images/s, 2.50x fp16 (beyond the spread of the rounds))" in text
+    assert "batch 32: within noise (fp16 101.0 images/s, 1.01x fp32, within noise of fp32" in text
+    assert "int8" not in text  # outside its tolerance: never recommended, whatever its speed
+
+
+def test_ratio_agrees_with_the_medians_beside_it() -> None:
+    """Rounds where the median of per-round ratios (0.99) contradicts the medians (142.0 vs 129.7)."""
+    from eca_deploy.pipeline.bench_noise import median_rate, speed_ratio
+
+    openvino, onnxruntime = [90.0, 100.0, 142.0, 150.0, 160.0], [95.0, 105.0, 129.7, 151.0, 162.0]
+    per_round = sorted(a / b for a, b in zip(openvino, onnxruntime, strict=True))
+    assert f"{per_round[2]:.2f}" == "0.99"  # what the report used to print
+    ratio = speed_ratio(openvino, onnxruntime)
+    assert ratio.value == pytest.approx(median_rate(openvino) / median_rate(onnxruntime)) == pytest.approx(142 / 129.7)
+    assert ratio.low <= ratio.value <= ratio.high and ratio.verdict == 0
+    assert ratio.text() == "1.09x (0.95..1.09), within noise"
+    clear = speed_ratio([200.0, 210.0, 205.0], [100.0, 101.0, 99.0])
+    assert clear.verdict == 1  # the rounds are paired: 200/100 .. 210/101
+    assert clear.text() == f"{205 / 100:.2f}x ({200 / 100:.2f}..{210 / 101:.2f})"
+
+
+def test_side_by_side_ratio_is_the_ratio_of_the_cells() -> None:
+    from eca_deploy.deploy.report import side_by_side_rows
+    from eca_deploy.pipeline.bench_noise import median_rate
+
+    def entry(rounds: list[float]) -> dict:
+        return {"results": [{"batch": 1, "images_per_s": median_rate(rounds), "rounds": rounds}]}
+
+    ort, ov = [95.0, 105.0, 129.7, 151.0, 162.0], [90.0, 100.0, 142.0, 150.0, 160.0]
+    result = {"bench": {"models": [entry(ort), entry(ov)]}, "checks_by_runtime": {}}
+    summary = {"runtimes": ["onnxruntime", "openvino"], "results": {"fp32": result}}
+    (row,) = side_by_side_rows(summary)
+    assert row["cells"] == ["129.7 (95.0..162.0)", "142.0 (90.0..160.0)"] and row["ratio"].startswith("1.09x")
+
+
+def test_fastest_of_given_rounds() -> None:
+    from eca_deploy.pipeline.bench_noise import fastest
+
+    clear = fastest({"unfused": [10.0, 10.2, 9.9], "op": [8.0, 8.1, 7.9], "opset": [11.0, 11.2, 10.9]})
+    assert (clear.name, clear.runner_up, clear.beyond_noise, clear.tied) == ("opset", "unfused", True, ())
+    assert clear.margin == pytest.approx(11.0 / 10.0)
+    close = fastest({"unfused": [10.0, 10.4, 9.6], "opset": [10.1, 10.5, 9.7]})
+    assert (close.name, close.beyond_noise, close.tied) == ("opset", False, ("unfused",))
+    assert "within noise of unfused" in close.text()
+    one_round = fastest({"a": [2.0], "b": [1.0]})
+    assert one_round.name == "a" and not one_round.beyond_noise
+    alone = fastest({"op": [5.0, 5.0]})
+    assert alone.runner_up is None and alone.text() == "op 5.0 images/s"
+
+
+def test_fastest_candidate_is_chosen_per_batch_from_its_rounds() -> None:
+    """OpenVINO's lowering tactic on given round figures: the figures are the winner's, the record says by how much."""
+    from eca_deploy.pipeline.bench_report import choose_fastest
+
+    def results(*rounds: list[float]) -> list[dict]:
+        return [{"batch": b, "images_per_s": sorted(r)[len(r) // 2], "rounds": r}
+                for b, r in zip((1, 8), rounds, strict=True)]  # fmt: skip
+
+    chosen = choose_fastest({
+        "unfused": results([387.0, 390.0, 385.0], [50.0, 52.0, 49.0]),
+        "fused-op": results([370.0, 371.0, 369.0], [40.0, 41.0, 40.5]),
+        "fused-opset": results([357.0, 380.0, 360.0], [60.0, 61.0, 59.0]),
+    })  # fmt: skip
+    assert [r["tactic"]["chosen"] for r in chosen] == ["unfused", "fused-opset"]
+    assert chosen[0]["images_per_s"] == 387.0 and chosen[0]["rounds"] == [387.0, 390.0, 385.0]
+    assert chosen[0]["tactic"]["beyond_noise"] and chosen[0]["tactic"]["runner_up"] == "fused-op"
+    assert chosen[1]["tactic"]["margin"] == pytest.approx(60.0 / 50.0)
+    assert chosen[1]["tactic"]["text"].startswith("fused-opset 60.0 images/s, 1.20x unfused (beyond")
+    close = choose_fastest({"fused-op": results([100.0, 90.0, 110.0], [1.0, 1.0, 1.0]),
+                            "fused-opset": results([101.0, 91.0, 111.0], [1.0, 1.0, 1.0])})  # fmt: skip
+    assert close[0]["tactic"]["chosen"] == "fused-opset" and not close[0]["tactic"]["beyond_noise"]
+    assert "within noise of fused-op" in close[0]["tactic"]["text"]

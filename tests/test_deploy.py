@@ -166,19 +166,62 @@ def test_report_says_weights_are_random_and_how_noisy_first(deployed: tuple[Path
     assert "medians of 5 rounds interleaved across precisions" in report
     bench = json.loads((out / "bench.json").read_text())
     assert {m["precision"] for m in bench["models"]} == {"fp32", "int8"}
-    starts = ("Fastest precision within tolerance", "**Within noise**", "Only **", "No precision passes")
+    starts = ("Fastest precision within tolerance", "Only **", "No precision passes")
     recommendation = next(line for line in report.splitlines() if line.startswith(starts))
     assert all(len(r["rounds"]) == 5 for m in bench["models"] for r in m["results"])
-    # a precision is named as the fastest only when its rounds beat the other's at every compared batch
+    # per batch size: a precision is named (in bold) only when its rounds beat the other's at that batch
     from eca_deploy.pipeline.bench_noise import compare_rounds
 
-    fp32, int8 = (m["results"] for m in bench["models"])
+    fp32, int8 = ({r["batch"]: r["rounds"] for r in m["results"]} for m in bench["models"])
     if recommendation.startswith("Fastest"):
-        winner = recommendation.split("**")[1]
-        batch = int(re.search(r"at batch (\d+)", recommendation).group(1))
-        a, b = (fp32, int8) if winner == "fp32" else (int8, fp32)
-        pick = next(i for i, r in enumerate(a) if r["batch"] == batch)
-        assert compare_rounds(a[pick]["rounds"], b[pick]["rounds"]) == 1
+        verdicts = dict(re.findall(r"batch (\d+): (\*\*\w+\*\*|within noise)", recommendation))
+        assert sorted(map(int, verdicts)) == [1, 2]
+        for batch, verdict in verdicts.items():
+            a, b = (fp32, int8) if verdict == "**fp32**" else (int8, fp32)
+            assert compare_rounds(a[int(batch)], b[int(batch)]) == (0 if verdict == "within noise" else 1)
+
+
+def test_report_says_how_it_was_measured(deployed: tuple[Path, str]) -> None:
+    out, _ = deployed
+    report = (out / "report.md").read_text()
+    section = report[report.index("## How this was measured") : report.index("## Plots")]
+    check = json.loads((out / "check.fp32.json").read_text())
+    assert "- Input: 3x64x64 (C x H x W), at batch sizes 1, 2" in section
+    assert f"- Accuracy: {len(check['images'])} images from the sample photos" in section
+    tol = check["tolerance"]
+    assert (
+        f"- Tolerance fp32: max abs error <= {tol['max_abs']:g}, cosine (worst image) >= {tol['cosine_min']:g}, "
+        f"top-1 agreement >= {tol['top1_agreement']:.0%}."
+    ) in section
+    assert "- Tolerance int8:" in section and "- Fusion: 8 ECA blocks fused" in section
+    versions = json.loads((out / "manifest.json").read_text())["versions"]
+    assert f"- Runtimes: ONNX Runtime {versions['onnxruntime']}." in section
+    assert "5 interleaved rounds per figure, 0.3 s per batch size" in section
+    assert "OpenVINO" not in section and "FP16" not in section  # neither ran here
+
+
+def test_onnx_without_eca_blocks_says_nothing_was_fused(cli, tmp_path: Path) -> None:
+    """A plain CNN (no ECA block) at 32x32, fp32 and fp16 on ONNX Runtime: nothing fused, FP16 on the CPU explained."""
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()  # fmt: skip
+    onnx_path = tmp_path / "plain.onnx"
+    axes = {"input": {0: "n"}, "logits": {0: "n"}}
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(onnx_path), input_names=["input"],
+                      output_names=["logits"], dynamic_axes=axes, dynamo=False)  # fmt: skip
+    out = tmp_path / "out"
+    result = cli("deploy", "--onnx", onnx_path, "--precisions", "fp32,fp16", "--batch", "1", "--duration", "0.2s",
+                 "--rounds", "2", "--runtime", "onnxruntime", "--out", out)  # fmt: skip
+    assert result.code in (0, 1), result.stderr
+    from eca_deploy.deploy.run import NOTHING_FUSED
+
+    assert NOTHING_FUSED in " ".join((result.stderr + result.stdout).split())
+    report = (out / "report.md").read_text()
+    assert f"> **Nothing fused**: {NOTHING_FUSED}." in report and f"- Fusion: {NOTHING_FUSED}." in report
+    fp16_line = next(line for line in report.splitlines() if line.startswith("- Why FP16 is no faster"))
+    assert "Cast nodes" in fp16_line and re.search(r"Measured: fp16 / fp32 \d+\.\d\dx .*at batch 1\.", fp16_line)
+    assert "- Input: 3x32x32" in report
 
 
 def test_accuracy_plot_data_is_per_image(deployed: tuple[Path, str]) -> None:

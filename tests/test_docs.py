@@ -71,3 +71,34 @@ def test_every_measured_figure_has_date_machine_and_command() -> None:
         title = section.splitlines()[0]
         assert re.search(r"Measured \d{4}-\d{2}-\d{2} on [^,.]+", section), f"{title}: no date and machine"
         assert re.search(r"```(bash|console)\n", section), f"{title}: no command"
+
+
+def test_deploy_and_openvino_docs_match_the_program() -> None:
+    """The artifact names and round counts that docs/deploy.md and docs/openvino.md promise are the program's."""
+    import inspect
+
+    from eca_deploy.cli.commands_bench import bench_command
+    from eca_deploy.cli.commands_deploy import deploy_command
+    from eca_deploy.deploy.run import BENCH_JSON, DEFAULT_BENCH_ROUNDS, DeployOptions
+    from eca_deploy.pipeline.bench import DEFAULT_ROUNDS, BenchConfig
+
+    assert DeployOptions.bench_rounds == DEFAULT_BENCH_ROUNDS == BenchConfig.rounds == DEFAULT_ROUNDS
+    for command in (deploy_command, bench_command):
+        assert inspect.signature(command).parameters["rounds"].default.default == DEFAULT_ROUNDS
+    words = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "seven": 7}
+    for name in ("deploy.md", "openvino.md"):
+        text = " ".join((ROOT / "docs" / name).read_text().split())
+        names = set(re.findall(r"`(bench[\w.<>-]*\.json)`", text))
+        assert names <= {BENCH_JSON}, f"{name} names bench files {sorted(names)}; deploy writes {BENCH_JSON}"
+        counts = re.findall(r"\b(\d+|one|two|three|four|five|seven) interleaved rounds\b", text)
+        counts += re.findall(r"\[--rounds (\d+)\]", text)
+        assert {int(words.get(c, c)) for c in counts} <= {DEFAULT_ROUNDS}, f"{name}: rounds {counts}"
+    assert "`bench.json`" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_openvino_static_lowering_default_is_the_documented_one() -> None:
+    from eca_deploy.backends.openvino_runner import DEFAULT_LOWERING, LOWERINGS
+
+    text = (ROOT / "docs" / "openvino.md").read_text()
+    (documented,) = re.findall(r"Static default \(.*?\): `(\w+)`", " ".join(text.split()))
+    assert documented == DEFAULT_LOWERING and documented in LOWERINGS

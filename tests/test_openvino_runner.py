@@ -54,8 +54,9 @@ def test_fused_model_on_openvino_matches_unfused_on_onnx_runtime(r18, with_exten
     from eca_deploy.backends.openvino_runner import OpenVINORunner
 
     unfused, fused = r18
-    ov_runner = OpenVINORunner(fused)
+    ov_runner = OpenVINORunner(fused, eca_lowering="op")
     assert ov_runner.extension == with_extension and ov_runner.inference_precision == "f32"
+    assert ov_runner.eca_lowering == "op" and OpenVINORunner(unfused).eca_lowering is None
     assert ov_runner.inputs[0].shape[1:] == (3, 64, 64) and ov_runner.inputs[0].dtype == "tensor(float)"
     x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
     ort = OnnxRuntimeRunner(unfused).infer({"input": x})
@@ -71,7 +72,7 @@ def test_fused_model_on_openvino_matches_unfused_on_onnx_runtime(r18, with_exten
 def test_static_batch_and_profiling(r18, with_extension: Path) -> None:
     from eca_deploy.backends.openvino_runner import OpenVINORunner
 
-    runner = OpenVINORunner(r18[1], batch=2, perf_counters=True, threads=1)
+    runner = OpenVINORunner(r18[1], batch=2, perf_counters=True, threads=1, eca_lowering="op")
     assert runner.inputs[0].shape[0] == 2 and runner.threads == 1
     runner.make_step({runner.inputs[0].name: np.zeros((2, 3, 64, 64), np.float32)}, None)()  # type: ignore[arg-type]
     rows = runner.profile()
@@ -92,6 +93,24 @@ def test_check_and_bench_cli(cli, r18, with_extension: Path, tmp_path: Path) -> 
     (entry,) = json.loads(bench_json.read_text())["models"]
     assert entry["backend"] == "openvino-cpu" and [r["batch"] for r in entry["results"]] == [1, 2]
     assert all(r["iterations"] == 5 and r["images_per_s"] > 0 for r in entry["results"])
+    # --lowering auto (the default): both conversions, and the unfused twin, timed; the fastest one's figures
+    result = cli("bench", "--onnx", r18[1], "--runtime", "openvino", "--unfused", f"{r18[1]}={r18[0]}", "--batch",
+                 "1", "--warmup", "0s", "--iterations", "6", "--rounds", "3", "--json", bench_json)  # fmt: skip
+    assert result.code == 0, result.stderr
+    (entry,) = json.loads(bench_json.read_text())["models"]
+    (r,) = entry["results"]
+    tactic = r["tactic"]
+    assert set(tactic["candidates"]) == {"unfused", "fused-op", "fused-opset"}
+    medians = {n: c["images_per_s"] for n, c in tactic["candidates"].items()}
+    assert tactic["chosen"] == max(medians, key=medians.get) and r["images_per_s"] == medians[tactic["chosen"]]
+    assert entry["runtime_settings"]["inference_precision"] == "f32"
+    assert "ECA lowering chosen by measurement" in result.stdout
+    one = cli("bench", "--onnx", r18[1], "--runtime", "openvino", "--lowering", "op", "--batch", "1", "--warmup", "0s",
+              "--iterations", "2", "--rounds", "1", "--json", "-")  # fmt: skip
+    (entry,) = json.loads(one.stdout)["models"]
+    assert "tactic" not in entry["results"][0] and entry["runtime_settings"]["eca_lowering"] == "op"
+    assert_one_line_error(cli("bench", "--onnx", r18[1], "--runtime", "openvino", "--lowering", "fast"), "--lowering")
+    assert_one_line_error(cli("bench", "--onnx", r18[1], "--unfused", str(r18[0])), "FUSED=UNFUSED")
 
 
 def test_classifier_on_openvino(r18, with_extension: Path) -> None:
@@ -167,4 +186,13 @@ def test_deploy_reports_onnx_runtime_and_openvino_side_by_side(cli, with_extensi
     assert ratios == pytest.approx([b / a for a, b in zip(*rates, strict=True)])
     report = (out / "report.md").read_text()
     assert "## onnxruntime and openvino side by side" in report and "| fp32 | 2 |" in report
+    # OpenVINO's lowering chosen by measurement; one bench command reproduces bench.json
+    assert "## OpenVINO: ECA lowering chosen by measurement" in report
+    for r in bench["models"][1]["results"]:
+        assert set(r["tactic"]["candidates"]) == {"unfused", "fused-op", "fused-opset"}
+        assert f"- fp32, batch {r['batch']}: **{r['tactic']['chosen']}**: {r['tactic']['text']}" in report
+    assert "every OpenVINO figure used INFERENCE_PRECISION_HINT f32" in report
+    command = stages["bench"]
+    assert command.count("--json") == 1 and "&&" not in command and "--runtime onnxruntime,openvino" in command
+    assert f"--unfused {out / 'model.fused.onnx'}={out / 'model.onnx'}" in command
     assert_one_line_error(cli(*args[:-2], "--runtime", "tvm", "--out", tmp_path / "o2"), "--runtime must be one of")

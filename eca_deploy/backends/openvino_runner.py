@@ -22,6 +22,9 @@ PRECISIONS = ("f32", "bf16", "f16")
 # OpenVINO's standard ops. Read by the extension from this variable while the model is read.
 LOWERINGS = ("op", "opset")
 LOWERING_ENV = "ECA_DEPLOY_OPENVINO_LOWERING"
+# The conversion used when nothing says otherwise (neither `eca_lowering` nor the variable): the one closest to
+# the fastest in the measurements of docs/openvino.md. `bench` and `deploy` measure instead (bench --lowering auto).
+DEFAULT_LOWERING = "opset"
 
 
 def import_openvino() -> Any:
@@ -46,7 +49,8 @@ class OpenVINORunner(Runner):
     "bf16"/"f16", or None for OpenVINO's own pick. `extension` is the ECA extension library (default: found like
     `find_openvino_extension`); it is required only when the model holds eca_deploy.ECA nodes. `batch` fixes the
     batch dimension of a dynamic model. `perf_counters` turns on OpenVINO's per-layer profiling. `eca_lowering`
-    "op" (the extension's fused kernel) or "opset" (OpenVINO's own ops) overrides $ECA_DEPLOY_OPENVINO_LOWERING.
+    "op" (the extension's fused kernel) or "opset" (OpenVINO's own ops) overrides $ECA_DEPLOY_OPENVINO_LOWERING,
+    which overrides DEFAULT_LOWERING; `self.eca_lowering` is the one used (None for a model without ECA nodes).
     """
 
     name = "openvino"
@@ -94,8 +98,10 @@ class OpenVINORunner(Runner):
                     f"OpenVINO {version} cannot load {self.extension} ({_first_line(exc)}): rebuild it with "
                     "`eca-deploy plugin build --target openvino`"
                 ) from None
+        lowering = eca_lowering or os.environ.get(LOWERING_ENV) or DEFAULT_LOWERING
+        self.eca_lowering = lowering if has_eca_nodes(proto) else None
         try:
-            with scoped_env(LOWERING_ENV, eca_lowering):
+            with scoped_env(LOWERING_ENV, lowering):
                 ov_model = self.core.read_model(io.BytesIO(model) if isinstance(model, bytes) else str(model))
             if batch is not None:
                 ov_model.reshape({ov_model.inputs[0].get_any_name(): _with_batch(ov_model.inputs[0], batch)})

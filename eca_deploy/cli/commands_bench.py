@@ -12,6 +12,7 @@ from rich.table import Table
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import (
+    RUNTIME_HELP,
     JsonOutput,
     check_outputs,
     img_size_option,
@@ -19,11 +20,11 @@ from eca_deploy.cli.options import (
     parse_img_size,
     parse_runtime,
     parse_sizes,
-    runtime_option,
 )
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
-from eca_deploy.pipeline.bench_noise import compare_rounds
+from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
+from eca_deploy.pipeline.bench_noise import speed_ratio
 
 
 def parse_seconds(value: str, option: str) -> float:
@@ -45,7 +46,9 @@ def bench_command(
         None, help="Models to compare (with --compare).", show_default=False
     ),
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
-    runtime: str = runtime_option(),
+    runtime: str = typer.Option(
+        "onnxruntime", "--runtime", help=RUNTIME_HELP + " Several (onnxruntime,openvino): each ONNX model on each."
+    ),
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes, comma-separated."),
     img_size: str | None = img_size_option(),
     warmup: str = typer.Option("2s", "--warmup", help="Warm-up time per batch size."),
@@ -57,7 +60,13 @@ def bench_command(
     no_transfers: bool = typer.Option(False, "--no-transfers", help="TensorRT: time GPU compute alone."),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library for engines."),
     end_to_end: bool = typer.Option(False, "--end-to-end", help="Time preprocess + inference + postprocess on photos."),
-    rounds: int = typer.Option(5, "--rounds", help="Measuring rounds per figure, interleaved across models."),
+    lowering: str = typer.Option(
+        "auto", "--lowering", help="OpenVINO, fused models: auto (time the candidates, use the fastest), op or opset."
+    ),
+    unfused: list[str] | None = typer.Option(
+        None, "--unfused", help="FUSED=UNFUSED: with --lowering auto, time the unfused twin as a candidate too."
+    ),
+    rounds: int = typer.Option(DEFAULT_ROUNDS, "--rounds", help="Measuring rounds per figure, interleaved."),
     json_out: str | None = json_option(),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per model and batch size."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Draw latency and throughput vs batch (PNG)."),
@@ -65,7 +74,7 @@ def bench_command(
     """Measure throughput and latency percentiles per batch size (like trtexec), on any backend."""
     from eca_deploy.backends.base import StepOptions
     from eca_deploy.pipeline.bench import BenchConfig
-    from eca_deploy.pipeline.bench_report import run_bench, write_csv, write_plot
+    from eca_deploy.pipeline.bench_report import LOWERING_CHOICES, run_bench, write_csv, write_plot
 
     size = parse_img_size(img_size)
     inputs = [onnx_path, engine, plugin, *(models_args or [])]
@@ -83,7 +92,10 @@ def bench_command(
         kinds.insert(0, "engine")
     if not models:
         raise EcaDeployError("nothing to benchmark: pass --onnx MODEL.onnx, --engine MODEL.plan or --compare A B ...")
-    runtime = parse_runtime(runtime)
+    runtimes = list(dict.fromkeys(parse_runtime(r) for r in runtime.split(",") if r.strip())) or ["onnxruntime"]
+    per_model: list[str] = []
+    if len(runtimes) > 1:  # every ONNX model on each runtime, one after the other, all in the same rounds
+        models, kinds, per_model = expand_runtimes(models, kinds, runtimes)
     config = BenchConfig(
         batches=parse_sizes(batch),
         warmup_s=parse_seconds(warmup, "--warmup"),
@@ -94,6 +106,9 @@ def bench_command(
         rounds=rounds,
     )
     config.validate()
+    twins = parse_twins(unfused or [])
+    if lowering.strip().lower() not in LOWERING_CHOICES:
+        raise EcaDeployError(f"--lowering must be one of {', '.join(LOWERING_CHOICES)}, got {lowering!r}")
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
                   transient=True, disable=json_to.stdout) as progress:  # fmt: skip
 
@@ -105,7 +120,9 @@ def bench_command(
             return start
 
         report = run_bench(models, config, kinds=kinds, provider=provider, threads=threads, img_size=size,
-                           plugin=plugin, on_batch=on_batch, runtime=runtime)  # fmt: skip
+                           plugin=plugin, on_batch=on_batch, runtime=runtimes[0],
+                           runtimes=per_model or None, lowering=lowering.strip().lower(),
+                           unfused=twins)  # fmt: skip
     print_tables(report)
     for message in report["noise"]["warnings"]:
         warn(message)
@@ -116,9 +133,37 @@ def bench_command(
         atomic_write(plot_path, lambda tmp: write_plot(report, tmp))
 
 
+def parse_twins(values: list[str]) -> dict[str, Path]:
+    """['model.fused.onnx=model.onnx'] -> {fused path: unfused path}, both files checked."""
+    twins = {}
+    for value in values:
+        fused, sep, plain = value.partition("=")
+        if not sep or not fused or not plain:
+            raise EcaDeployError(f"--unfused takes FUSED=UNFUSED (two ONNX files), got {value!r}")
+        for path in (fused, plain):
+            if not Path(path).is_file():
+                raise EcaDeployError(f"--unfused: ONNX file {path} does not exist")
+        twins[str(Path(fused))] = Path(plain)
+    return twins
+
+
+def expand_runtimes(models: list[Path], kinds: list[str | None], runtimes: list[str]) -> tuple[list, list, list]:
+    """(models, kinds, runtime per model): each ONNX model once per runtime, in order; engines once."""
+    from eca_deploy.backends.loader import looks_like_onnx
+
+    out: tuple[list[Path], list[str | None], list[str]] = ([], [], [])
+    for path, kind in zip(models, kinds, strict=True):
+        onnx_model = kind == "onnx" or (kind is None and (looks_like_onnx(path) or not path.exists()))
+        for rt in runtimes if onnx_model else runtimes[:1]:
+            out[0].append(path)
+            out[1].append(kind)
+            out[2].append(rt)
+    return out
+
+
 def print_tables(report: dict[str, Any]) -> None:
     for entry in report["models"]:
-        table = Table(title=f"{entry['model']} ({entry['backend']}, {entry['precision']})")
+        table = Table(title=f"{entry['model']} ({entry['backend']}, {entry['precision']}{settings_text(entry)})")
         cols = ["batch", "images/s", "rounds min-max", "infer/s", "min", "mean", "median", "p90", "p95", "p99", "max"]
         for col in cols:
             table.add_column(col + (" ms" if col in ("min", "mean", "median", "p90", "p95", "p99", "max") else ""),
@@ -131,10 +176,14 @@ def print_tables(report: dict[str, Any]) -> None:
             row += [f"{lat[k]:.3f}" for k in ("min", "mean", "median", "p90", "p95", "p99", "max")]
             table.add_row(*row)
         console.print(table)
+        for r in entry["results"]:
+            if r.get("tactic"):
+                console.print(f"  batch {r['batch']}: ECA lowering chosen by measurement: {r['tactic']['text']}")
         print_stages(entry)
     if len(report["models"]) > 1:
         first = report["models"][0]
-        table = Table(title=f"throughput (images/s, median of rounds), speed-up against {first['model']}")
+        console.print(f"throughput (images/s, median of rounds), speed-up against {first['model']}:")
+        table = Table()
         table.add_column("batch", justify="right")
         for entry in report["models"]:
             table.add_column(entry["model"], justify="right")
@@ -142,14 +191,26 @@ def print_tables(report: dict[str, Any]) -> None:
             cells = [str(r0["batch"])]
             for entry in report["models"]:
                 r = entry["results"][i]
-                cell = f"{r['images_per_s']:.1f} ({r['images_per_s'] / r0['images_per_s']:.2f}x)"
-                if entry is not first and compare_rounds(r["rounds"], r0["rounds"]) == 0:
-                    cell += " within noise"
-                cells.append(cell)
+                # the ratio of the medians shown, its per-round range, and the within-noise verdict
+                ratio = "1.00x" if entry is first else speed_ratio(r["rounds"], r0["rounds"]).text()
+                cells.append(f"{r['images_per_s']:.1f} ({ratio})")
             table.add_row(*cells)
         console.print(table)
         console.print(f"{report['config']['rounds']} interleaved rounds per figure; 'within noise': the rounds of "
                       "the two models overlap, so neither is measurably faster")  # fmt: skip
+
+
+def settings_text(entry: dict[str, Any]) -> str:
+    """', INFERENCE_PRECISION_HINT f32, 2 threads' for OpenVINO entries; '' otherwise."""
+    settings = entry.get("runtime_settings") or {}
+    parts = []
+    if settings.get("inference_precision"):
+        parts.append(f"INFERENCE_PRECISION_HINT {settings['inference_precision']}")
+    if settings.get("threads"):
+        parts.append(f"{settings['threads']} threads")
+    if settings.get("eca_lowering"):
+        parts.append(f"ECA lowering {settings['eca_lowering']}")
+    return "".join(f", {p}" for p in parts)
 
 
 def print_stages(entry: dict[str, Any]) -> None:

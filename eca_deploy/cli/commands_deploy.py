@@ -23,6 +23,7 @@ from eca_deploy.cli.options import (
     runtime_option,
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
+from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
 
 @app.command("deploy")
@@ -42,7 +43,7 @@ def deploy_command(
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes to benchmark (the largest is the profile max)."),
     img_size: str | None = img_size_option(),
     duration: str = typer.Option("3s", "--duration", help="Benchmark time per batch size and precision."),
-    rounds: int = typer.Option(5, "--rounds", help="Benchmark rounds, interleaved across precisions."),
+    rounds: int = typer.Option(DEFAULT_ROUNDS, "--rounds", help="Benchmark rounds, interleaved across precisions."),
     out: Path = typer.Option(Path("deploy"), "--out", "-o", help="Output folder."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those up to date."),
     runtime: str = runtime_option("auto"),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy.fileio import atomic_write, atomic_write_text
-from eca_deploy.pipeline.bench_noise import compare_rounds, describe
+from eca_deploy.pipeline.bench_noise import Fastest, describe, fastest, speed_ratio
 
 PLOTS = ("throughput.png", "latency.png", "accuracy.png")
 
@@ -78,41 +78,152 @@ def side_by_side_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             for entry in entries:
                 r = entry["results"][i]
                 rates = r.get("rounds") or [r["images_per_s"]]
-                cells.append(f"{r['images_per_s']:.1f} ({min(rates):.1f}..{max(rates):.1f})")
-            ratios = entries[1]["results"][i].get("ratio_to_first") or [math.nan]
-            ratio = f"{sorted(ratios)[len(ratios) // 2]:.2f}x ({min(ratios):.2f}..{max(ratios):.2f})"
+                chosen = f" {r['tactic']['chosen']}" if r.get("tactic") else ""  # OpenVINO: the fastest candidate
+                cells.append(f"{r['images_per_s']:.1f} ({min(rates):.1f}..{max(rates):.1f}){chosen}")
+            ratio = speed_ratio(*(_rates(e["results"][i]) for e in entries[1::-1])).text()
             rows.append({"precision": precision, "batch": first["batch"], "cells": cells, "ratio": ratio,
                          "checks": verdicts})  # fmt: skip
     return rows
 
 
-def recommendation(rows: list[dict[str, Any]]) -> str:
-    """The fastest passing precision, named only when it beats every other passing one beyond the noise.
+def _rates(result: dict[str, Any]) -> list[float]:
+    return result.get("rounds") or [result["images_per_s"]]
 
-    "Beyond the noise": at the best batch size, its slowest round is faster than each rival's fastest round.
+
+def fastest_by_batch(rows: list[dict[str, Any]]) -> list[tuple[int, Fastest]]:
+    """Per batch size, the fastest passing precision by median images/s, and whether its rounds beat every rival's."""
+    passing = [r for r in rows if r["passed"]]
+    batches = sorted({b for r in passing for b in r["rounds"]})
+    return [(b, fastest({r["precision"]: r["rounds"][b] for r in passing if b in r["rounds"]})) for b in batches]
+
+
+def recommendation(rows: list[dict[str, Any]]) -> str:
+    """The fastest passing precision at each batch size, named only where it beats every other one beyond the noise.
+
+    "Beyond the noise": at that batch size its slowest round is faster than each rival's fastest round.
     """
     passing = [r for r in rows if r["passed"]]
     if not passing:
         return "No precision passes its tolerance: ship none of these before finding out why (check --per-layer)."
-    best = max(passing, key=lambda r: max(r["images_per_s"].values()))
-    batch = max(best["images_per_s"], key=best["images_per_s"].get)
-    figure = f"{best['throughput'][batch]} images/s at batch {batch}"
-    rivals = [r for r in passing if r is not best and batch in r["rounds"]]
-    if not rivals:
-        return f"Only **{best['precision']}** passes its tolerance: {figure}."
-    tied = [r for r in rivals if compare_rounds(best["rounds"][batch], r["rounds"][batch]) != 1]
-    if not tied:
-        others = ", ".join(f"{r['precision']} {r['throughput'][batch]}" for r in rivals)
-        return (f"Fastest precision within tolerance: **{best['precision']}** ({figure}; beyond the spread of "
-                f"the rounds against {others}).")  # fmt: skip
-    others = ", ".join(f"{r['precision']} {r['throughput'][batch]}" for r in tied)
-    one_round = len(best["rounds"][batch]) < 2
-    why = "one round measures no spread" if one_round else "their rounds overlap"
-    return (
-        f"**Within noise**: at batch {batch}, {best['precision']} {best['throughput'][batch]} and {others} images/s "
-        f"({why}): no precision is measurably faster here. Choose on accuracy, or rerun with a longer --duration "
-        "or on a quieter machine."
-    )
+    per_batch = fastest_by_batch(rows)
+    if len(passing) == 1:
+        figures = "; ".join(f"batch {b}: {f.text()}" for b, f in per_batch)
+        return f"Only **{passing[0]['precision']}** passes its tolerance: {figures}."
+    parts = [f"batch {b}: **{f.name}** ({f.text()})" if f.beyond_noise else f"batch {b}: within noise ({f.text()})"
+             for b, f in per_batch]  # fmt: skip
+    text = "Fastest precision within tolerance, per batch size: " + "; ".join(parts) + "."
+    if any(not f.beyond_noise for _, f in per_batch):
+        one_round = any(len(r["rounds"][b]) < 2 for r in passing for b in r["rounds"])
+        why = "one round measures no spread" if one_round else "their rounds overlap"
+        text += (f" Where it says within noise ({why}), no precision is measurably faster: choose on accuracy "
+                 "there, or rerun with a longer --duration or on a quieter machine.")  # fmt: skip
+    return text
+
+
+FP16_ON_CPU = (
+    "Why FP16 is no faster (usually slower) than FP32 here: ONNX Runtime's CPU execution provider has fast float16 "
+    "kernels for few operators (on x86, not for convolutions), so it inserts Cast nodes and runs those operators "
+    "in float32: the FP16 model pays for the casts and gains nothing. OpenVINO under INFERENCE_PRECISION_HINT f32 "
+    "computes it in float32 too. FP16 pays off on a GPU (TensorRT)."
+)
+
+
+def measured_how(summary: dict[str, Any]) -> list[str]:
+    """The setup behind every figure: input, images, tolerances, rounds, fusion, runtimes and their settings."""
+    results = summary["results"]
+    first = next(iter(results.values()))
+    entries = [e for r in results.values() for e in r["bench"]["models"]]
+    shape = next((e["runtime_settings"].get("input") for e in entries if (e.get("runtime_settings") or {})), None)
+    config = (summary.get("bench") or {}).get("config") or {}
+    check = first["check"]
+    images = check.get("images") or []
+    source = summary.get("images") or "the sample photos shipped with eca-deploy (--images DIR for your own)"
+    lines = ["", "## How this was measured", ""]
+    if shape:
+        batches = ", ".join(map(str, config.get("batches") or []))
+        lines.append(f"- Input: {'x'.join(map(str, shape))} (C x H x W), at batch sizes {batches}; bench feeds "
+                     "fixed random inputs.")  # fmt: skip
+    skipped = check.get("skipped_images") or []
+    lines.append(f"- Accuracy: {len(images)} images from {source}"
+                 + (f" ({len(skipped)} unreadable, skipped)" if skipped else "") + ", against the reference "
+                 f"({check.get('reference') or 'PyTorch'}).")  # fmt: skip
+    for precision, result in results.items():
+        tol = result["check"].get("tolerance") or {}
+        parts = [_tolerance_text(k, v) for k, v in tol.items() if isinstance(v, int | float)]
+        lines.append(f"- Tolerance {precision}: {', '.join(parts) or 'n/a'}.")
+    if config:
+        timing = (f"{config['duration_s']:g} s" if config.get("duration_s") else f"{config.get('iterations')} "
+                  "iterations")  # fmt: skip
+        lines.append(f"- Speed: {config.get('rounds')} interleaved rounds per figure, {timing} per batch size and "
+                     f"model in all, after {config.get('warmup_s', 0):g} s of warm-up.")  # fmt: skip
+    blocks = summary.get("fused_blocks")
+    if blocks == 0:
+        from eca_deploy.deploy.run import NOTHING_FUSED
+
+        lines.append(f"- Fusion: {NOTHING_FUSED}.")
+    elif blocks is not None:
+        lines.append(f"- Fusion: {blocks} ECA blocks fused into eca_deploy.ECA nodes.")
+    versions = summary["environment"]["versions"]
+    labels = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}
+    used = [k for k in labels if versions.get(k) and (k in (summary.get("runtimes") or []) or (
+        k == "tensorrt" and summary["backend"] == "tensorrt"))]  # fmt: skip
+    lines.append(f"- Runtimes: {', '.join(f'{labels[k]} {versions[k]}' for k in used) or 'n/a'}.")
+    lines += openvino_lines(summary, entries)
+    if summary["backend"] != "tensorrt" and "fp16" in results:
+        ratios = []
+        rows = {r["precision"]: r for r in summary_rows(summary)}
+        if "fp32" in rows:
+            for b in sorted(set(rows["fp16"]["rounds"]) & set(rows["fp32"]["rounds"])):
+                ratios.append(f"{speed_ratio(rows['fp16']['rounds'][b], rows['fp32']['rounds'][b]).text()} at "
+                              f"batch {b}")  # fmt: skip
+        lines.append(f"- {FP16_ON_CPU}" + (f" Measured: fp16 / fp32 {'; '.join(ratios)}." if ratios else ""))
+    return lines
+
+
+def _tolerance_text(key: str, value: float) -> str:
+    """'top-1 agreement >= 100%', 'cosine (worst image) >= 0.9999', 'max abs error <= 0.001'."""
+    if key == "top1_agreement":
+        return f"top-1 agreement >= {value:.0%}"
+    if key == "cosine_min":
+        return f"cosine (worst image) >= {value:g}"
+    if key == "max_abs":
+        return f"max abs error <= {value:g}"
+    return f"{key.replace('_', ' ')} {value:g}"
+
+
+def tactic_lines(summary: dict[str, Any]) -> list[str]:
+    """OpenVINO's ECA lowering, chosen by measurement like a TensorRT tactic: per precision and batch size."""
+    lines = []
+    for precision, result in summary["results"].items():
+        for entry in result["bench"]["models"]:
+            for r in entry["results"]:
+                tactic = r.get("tactic")
+                if tactic:
+                    others = ", ".join(f"{n} {c['images_per_s']:.1f}" for n, c in tactic["candidates"].items())
+                    lines.append(f"- {precision}, batch {r['batch']}: **{tactic['chosen']}**: {tactic['text']} "
+                                 f"(candidates, median images/s: {others}).")  # fmt: skip
+    if not lines:
+        return []
+    return ["", "## OpenVINO: ECA lowering chosen by measurement", "",
+            "OpenVINO timed every candidate in the same interleaved rounds and its figures above are the fastest "
+            "one's: `unfused` is model.onnx (OpenVINO's own decomposition), `fused-op` the fused model with the "
+            "extension's ECA op, `fused-opset` the fused model converted to OpenVINO's standard ops "
+            "(docs/openvino.md). Which wins depends on the network and the CPU.", "", *lines]  # fmt: skip
+
+
+def openvino_lines(summary: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
+    """Which INFERENCE_PRECISION_HINT (and threads) every OpenVINO figure used, and OpenVINO's own default."""
+    settings = [e.get("runtime_settings") or {} for e in entries if e["backend"].startswith("openvino")]
+    if not settings:
+        return []
+    hints = sorted({str(s.get("inference_precision")) for s in settings})
+    threads = sorted({str(s.get("threads")) for s in settings if s.get("threads")})
+    bf16 = summary["environment"].get("cpu_bf16")
+    cpu = {True: "this CPU has them, so OpenVINO's default here would be bf16",
+           False: "this CPU has neither, so its default here is f32", None: "unknown for this CPU"}[bf16]  # fmt: skip
+    return [f"- OpenVINO: every OpenVINO figure used INFERENCE_PRECISION_HINT {' / '.join(hints)}"
+            + (f", {' / '.join(threads)} threads" if threads else "") + "; left to itself OpenVINO runs bf16 on CPUs "
+            f"with AVX512_BF16 or AMX (faster, about 3 significant digits; {cpu})."]  # fmt: skip
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -128,6 +239,10 @@ def markdown(summary: dict[str, Any]) -> str:
     noise = (summary.get("bench") or {}).get("noise") or {}
     for warning in noise.get("warnings", []):
         lines += [f"> **Noisy figures**: {warning}.", ""]
+    if summary.get("fused_blocks") == 0:
+        from eca_deploy.deploy.run import NOTHING_FUSED
+
+        lines += [f"> **Nothing fused**: {NOTHING_FUSED}.", ""]
     rounds = ((summary.get("bench") or {}).get("config") or {}).get("rounds")
     lines.append(f"Measured on **{device}** ({env['os']}, {env['machine']}) with **{summary['backend_label']}**"
                  + (f"; images/s are medians of {rounds} rounds interleaved across precisions, with the range "
@@ -167,6 +282,8 @@ def markdown(summary: dict[str, Any]) -> str:
         for r in side:
             lines.append(f"| {r['precision']} | {r['batch']} | {' | '.join(r['cells'])} | {r['ratio']} | "
                          + " | ".join(r["checks"]) + " |")  # fmt: skip
+    lines += tactic_lines(summary)
+    lines += measured_how(summary)
     lines += ["", "## Plots", ""] + [f"![{name[:-4]}]({name})" for name in PLOTS]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     lines += ["", "## Environment", "", f"- CPU: {env['cpu']} ({env['cpu_count']} cores)",

@@ -17,10 +17,17 @@ from eca_deploy.data.images import Preprocessing
 from eca_deploy.deploy.cache import StageCache, StageOutcome
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_text, claim_work_dir, sha256_file
+from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CPU_RUNTIME_CHOICES = ("auto", "onnxruntime", "openvino")
 RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+BENCH_JSON = "bench.json"  # every precision and CPU runtime, timed together (docs/deploy.md, docs/openvino.md)
+DEFAULT_BENCH_ROUNDS = DEFAULT_ROUNDS
+NOTHING_FUSED = (
+    "no ECA block found: nothing was fused, model.fused.onnx is the exported graph unchanged, and every "
+    "precision runs without the ECA op"
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class DeployOptions:
     img_size: tuple[int, int] | None = None  # H, W (--img-size); None: the model's own input size
     opset: int = 17
     bench_seconds: float = 3.0
-    bench_rounds: int = 5
+    bench_rounds: int = DEFAULT_BENCH_ROUNDS
     force: bool = False
     runtime: str = "auto"  # CPU runtimes without TensorRT: auto (ONNX Runtime, and OpenVINO when usable) or one
     pretrained: bool = False
@@ -180,8 +187,11 @@ def run_deploy(
                    *(("--pretrained",) if opts.pretrained else ()), *_opt("--img-size", _size_flag(opts.img_size)),
                    "--opset", opts.opset, "--output", onnx_path))  # fmt: skip
     reference = ("--reference-onnx", onnx_path) if opts.onnx is not None else ("--model", opts.model)
-    stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused], lambda: _fuse(onnx_path, fused),
-          _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip
+    fusion = stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused],
+                   lambda: _fuse(onnx_path, fused), _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip
+    fused_blocks = fusion.detail.get("fused")
+    if fused_blocks == 0:
+        note(NOTHING_FUSED)
 
     # (precision, file, kind, runtime) of everything benchmarked; engines run on TensorRT (runtime None).
     benched: list[tuple[str, Path, str, str | None]] = []
@@ -211,21 +221,24 @@ def run_deploy(
             if not report["passed"]:
                 note(f"{precision} on {RUNTIME_LABELS[runtime]} is outside tolerance: {'; '.join(report['failures'])}")
     # One benchmark of every precision (and CPU runtime), in interleaved rounds: drift and load hit all alike.
-    bench_json = out / "bench.json"
+    bench_json = out / BENCH_JSON
     files = list(dict.fromkeys(f for _, f, _, _ in benched))
     on = f" on {' and '.join(RUNTIME_LABELS[r] for r in runtimes)}" if len(runtimes) > 1 else ""
-    bench_commands = [
-        _cmd("eca-deploy bench --compare", *files, *(("--runtime", r) if r != "onnxruntime" else ()),
-             "--batch", ",".join(map(str, opts.batches)), "--duration", f"{opts.bench_seconds}s",
-             "--rounds", opts.bench_rounds, "--json", bench_json)
-        for r in (runtimes or ["onnxruntime"])
-    ]  # fmt: skip
+    rt_flag = ("--runtime", ",".join(runtimes)) if runtimes and runtimes != ["onnxruntime"] else ()
+    # OpenVINO times the unfused model and both conversions of the fused FP32 model, and uses the fastest
+    twin = ("--unfused", f"{fused}={onnx_path}") if "openvino" in runtimes and fused_blocks else ()
+    bench_command = _cmd("eca-deploy bench --compare", *files, *rt_flag, *twin,
+                         "--batch", ",".join(map(str, opts.batches)),
+                         "--warmup", f"{bench_warmup(opts)}s", "--duration", f"{opts.bench_seconds}s",
+                         "--rounds", opts.bench_rounds, "--json", bench_json)  # fmt: skip
     stage("bench", f"benchmarking {', '.join(opts.precisions)}{on} at batch {','.join(map(str, opts.batches))}, "
-          f"{opts.bench_rounds} interleaved rounds",
+          f"{opts.bench_rounds} interleaved rounds"
+          + ("; OpenVINO times unfused and both ECA lowerings and uses the fastest" if "openvino" in runtimes else ""),
           {"batches": list(opts.batches), "seconds": opts.bench_seconds, "rounds": opts.bench_rounds,
            "precisions": list(opts.precisions)} | ({"runtimes": runtimes} if len(runtimes) > 1 else {}),
-          files, [bench_json], lambda: _bench(opts, [(f, k, r) for _, f, k, r in benched], bench_json),
-          " && ".join(bench_commands) + (" (deploy interleaves them in one run)" if len(bench_commands) > 1 else ""))
+          files + ([onnx_path] if twin else []), [bench_json],
+          lambda: _bench(opts, [(f, k, r) for _, f, k, r in benched], bench_json, {fused: onnx_path} if twin else {}),
+          bench_command)  # fmt: skip
     bench = json.loads(bench_json.read_text())
     results: dict[str, Any] = {}
     for precision in opts.precisions:
@@ -251,6 +264,8 @@ def run_deploy(
         "weights": str(opts.weights) if opts.weights else ("pretrained" if opts.pretrained else "random(seed=0)"),
         "random_weights": random_weights,
         "bench": {k: bench[k] for k in ("config", "noise")},
+        "fused_blocks": fused_blocks,
+        "images": str(opts.images) if opts.images else None,
         "environment": environment.collect(),
         "results": results,
     }
@@ -323,17 +338,22 @@ def _check(opts: DeployOptions, target: Path, kind: str, output: Path, runtime: 
     return {"passed": result.passed}
 
 
-def _bench(opts: DeployOptions, targets: list[tuple[Path, str, str | None]], output: Path) -> dict[str, Any]:
-    from eca_deploy.pipeline.bench import BenchConfig
-    from eca_deploy.pipeline.bench_report import add_ratios, run_bench
+def bench_warmup(opts: DeployOptions) -> float:
+    """Warm-up seconds per batch size: the measuring time, at most one second."""
+    return min(1.0, opts.bench_seconds)
 
-    config = BenchConfig(batches=opts.batches, warmup_s=min(1.0, opts.bench_seconds), duration_s=opts.bench_seconds,
+
+def _bench(opts: DeployOptions, targets: list[tuple[Path, str, str | None]], output: Path,
+           unfused: dict[Path, Path]) -> dict[str, Any]:  # fmt: skip
+    from eca_deploy.pipeline.bench import BenchConfig
+    from eca_deploy.pipeline.bench_report import run_bench
+
+    config = BenchConfig(batches=opts.batches, warmup_s=bench_warmup(opts), duration_s=opts.bench_seconds,
                          rounds=opts.bench_rounds)  # fmt: skip
     size = model_interface(opts.out / "model.onnx").size
     report = run_bench([t for t, _, _ in targets], config, kinds=[k for _, k, _ in targets],
-                       runtimes=[r or "onnxruntime" for _, _, r in targets], img_size=size)  # fmt: skip
-    for path in dict.fromkeys(str(t) for t, _, _ in targets):  # one file on several runtimes: ratios per round
-        add_ratios([e for e in report["models"] if e["path"] == path])
+                       runtimes=[r or "onnxruntime" for _, _, r in targets], unfused=unfused,
+                       img_size=size)  # fmt: skip
     atomic_write_text(output, json.dumps(report, indent=2) + "\n")
     return {"warnings": report["noise"]["warnings"]}
 

@@ -15,8 +15,10 @@ import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.pipeline.bench_noise import median_rate
 
 PERCENTILES = (50, 90, 95, 99)
+DEFAULT_ROUNDS = 5  # measuring rounds per figure (bench --rounds, deploy --rounds)
 Clock = Callable[[], float]
 Tick = Callable[[float], None]
 
@@ -29,7 +31,7 @@ class BenchConfig:
     iterations: int | None = None  # ... or exactly this many iterations in all
     step: StepOptions = field(default_factory=StepOptions)
     end_to_end: bool = False  # time classify() on real photos: preprocess + inference + postprocess
-    rounds: int = 5  # measuring rounds per model and batch size, interleaved across models
+    rounds: int = DEFAULT_ROUNDS  # measuring rounds per model and batch size, interleaved across models
 
     def validate(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -131,7 +133,7 @@ def summarize(rounds: Sequence[Round], batch: int, per_step: int = 1) -> BatchRe
     samples = [s for r in rounds for s in r.samples]
     total = sum(r.total_s for r in rounds)
     per_round = [batch * per_step * len(r.samples) / r.total_s for r in rounds if r.total_s > 0]
-    images_per_s = float(np.median(per_round)) if per_round else float("nan")
+    images_per_s = median_rate(per_round)
     spread = None
     if len(per_round) > 1:
         lo, hi = min(per_round), max(per_round)

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,71 @@ VERDICTS = ("faster", "within noise", "slower")  # compare_rounds' +1, 0, -1 in 
 def verdict(a: Sequence[float], b: Sequence[float]) -> str:
     """'faster', 'within noise' or 'slower': how `a`'s rounds (images/s) compare with `b`'s (see compare_rounds)."""
     return {1: VERDICTS[0], 0: VERDICTS[1], -1: VERDICTS[2]}[compare_rounds(a, b)]
+def median_rate(rounds: Sequence[float]) -> float:
+    """The one figure of a set of rounds (images/s of each): their median. `bench` reports this as images_per_s."""
+    return float(statistics.median(rounds)) if rounds else math.nan
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """How `a` compares with `base`: the ratio of their medians, the range of the round-by-round ratios, a verdict.
+
+    The ratio of the medians always lies within the per-round range (each round of `a` is at least `low` times
+    the same round of `base`, so its median is too), so ratio and medians never contradict each other.
+    """
+
+    value: float  # median_rate(a) / median_rate(base)
+    low: float  # smallest a[i] / base[i] over rounds run side by side
+    high: float
+    verdict: int  # compare_rounds(a, base)
+
+    def text(self) -> str:
+        """'1.09x (1.02..1.15)', with ', within noise' when the rounds overlap (or there is one round)."""
+        span = f" ({self.low:.2f}..{self.high:.2f})" if self.low != self.high else ""
+        return f"{self.value:.2f}x{span}" + (", within noise" if self.verdict == 0 else "")
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"ratio": self.value, "min": self.low, "max": self.high, "verdict": self.verdict}
+
+
+def speed_ratio(a: Sequence[float], base: Sequence[float]) -> Ratio:
+    """The throughput of rounds `a` against rounds `base` (images/s, timed in the same interleaved rounds)."""
+    per_round = [x / y for x, y in zip(a, base, strict=True)] or [math.nan]
+    return Ratio(median_rate(a) / median_rate(base), min(per_round), max(per_round), compare_rounds(a, base))
+
+
+@dataclass(frozen=True)
+class Fastest:
+    """The fastest of several candidates by median throughput, and whether its rounds beat every rival's."""
+
+    name: str
+    medians: dict[str, float]  # every candidate's median images/s
+    runner_up: str | None  # the second-fastest candidate, None when there is one candidate
+    margin: float  # the winner's median over the runner-up's (nan without a rival)
+    beyond_noise: bool  # compare_rounds(winner, rival) == 1 against every rival
+    tied: tuple[str, ...]  # rivals whose rounds overlap the winner's (all of them with one round only)
+
+    def text(self, unit: str = "images/s") -> str:
+        """'opset 123.4 images/s, 1.08x unfused (beyond the spread of the rounds)' or '... within noise of ...'."""
+        best = f"{self.name} {self.medians[self.name]:.1f} {unit}"
+        if self.runner_up is None:
+            return best
+        if self.beyond_noise:
+            return f"{best}, {self.margin:.2f}x {self.runner_up} (beyond the spread of the rounds)"
+        return f"{best}, {self.margin:.2f}x {self.runner_up}, within noise of {', '.join(self.tied)} (rounds overlap)"
+
+
+def fastest(candidates: Mapping[str, Sequence[float]]) -> Fastest:
+    """The candidate with the highest median of its rounds; `beyond_noise` only when no rival's rounds overlap."""
+    if not candidates:
+        raise ValueError("fastest() needs at least one candidate")
+    medians = {name: median_rate(rounds) for name, rounds in candidates.items()}
+    order = sorted(medians, key=lambda n: -medians[n] if not math.isnan(medians[n]) else math.inf)
+    best, rivals = order[0], order[1:]
+    tied = tuple(r for r in rivals if compare_rounds(candidates[best], candidates[r]) != 1)
+    runner_up = rivals[0] if rivals else None
+    margin = medians[best] / medians[runner_up] if runner_up else math.nan
+    return Fastest(best, medians, runner_up, margin, bool(rivals) and not tied, tied)
 
 
 def describe(result: dict[str, Any]) -> str:

@@ -4,26 +4,79 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from eca_deploy import environment
+from eca_deploy.errors import EcaDeployError
 from eca_deploy.pipeline.bench import BenchConfig, bench_runners
+
+LOWERING_CHOICES = ("auto", "op", "opset")  # bench --lowering: OpenVINO's conversion of eca_deploy.ECA nodes
+CANDIDATES = {"unfused": None, "fused-op": "op", "fused-opset": "opset"}  # auto: name -> lowering timed
 
 
 def open_model(path: Path, kind: str | None, provider: str, threads: int | None, plugin: str | None,
-               runtime: str = "onnxruntime") -> tuple:  # fmt: skip
+               runtime: str = "onnxruntime", lowering: str | None = None) -> tuple:  # fmt: skip
     """(runner, backend, precision): `kind` "onnx" or "engine" as the user said; None guesses from the file."""
     from eca_deploy.backends.loader import looks_like_onnx, open_engine, open_onnx
 
     if kind is None:
         kind = "onnx" if looks_like_onnx(path) or not path.exists() else "engine"
+    if kind == "onnx" and runtime == "openvino" and lowering is not None:
+        from eca_deploy.backends.openvino_runner import OpenVINORunner
+        from eca_deploy.onnx_io import load_onnx
+        from eca_deploy.precision.detect import detect_precision
+
+        precision = detect_precision(load_onnx(path))
+        runner = OpenVINORunner(path, threads=threads, eca_lowering=lowering)
+        return runner, f"{runner.name}-{provider}", precision
     if kind == "onnx":
         runner, _, precision = open_onnx(path, provider, threads=threads, runtime=runtime)
         return runner, f"{runner.name}-{provider}", precision
     runner = open_engine(path, plugin)
     return runner, "tensorrt", getattr(getattr(runner, "sidecar", None), "precision", "unknown")
+
+
+def candidates(path: Path, kind: str | None, runtime: str, lowering: str, unfused: Path | None) -> list[tuple]:
+    """(candidate name or None, file, lowering) to time for one model: several only for a fused model on OpenVINO
+    with `lowering` "auto" (the unfused twin, when known, and both conversions of the ECA nodes)."""
+    if runtime != "openvino" or kind == "engine" or not path.is_file():
+        return [(None, path, None)]
+    import onnx
+
+    from eca_deploy.backends.openvino_runner import has_eca_nodes
+
+    try:
+        fused = has_eca_nodes(onnx.load(str(path), load_external_data=False))
+    except Exception:  # not ONNX: opening it says why, with a one-line error
+        return [(None, path, None)]
+    if not fused:
+        return [(None, path, None)]
+    if lowering != "auto":
+        return [(None, path, lowering)]
+    named = [(name, unfused if low is None else path, low) for name, low in CANDIDATES.items()]
+    return [c for c in named if c[1] is not None]
+
+
+def choose_fastest(by_candidate: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per batch size, the result of the fastest candidate (by median of its rounds), with a `tactic` record:
+    which won, by how much over the runner-up, and whether beyond the noise (`bench_noise.fastest`)."""
+    from eca_deploy.pipeline.bench_noise import fastest
+
+    names = list(by_candidate)
+    chosen = []
+    for i in range(len(by_candidate[names[0]])):
+        at = {n: by_candidate[n][i] for n in names}
+        pick = fastest({n: r.get("rounds") or [r["images_per_s"]] for n, r in at.items()})
+        result = dict(at[pick.name])
+        result["tactic"] = {
+            "chosen": pick.name, "runner_up": pick.runner_up, "margin": pick.margin,
+            "beyond_noise": pick.beyond_noise, "tied": list(pick.tied), "text": pick.text(),
+            "candidates": {n: {"images_per_s": r["images_per_s"], "rounds": r.get("rounds")} for n, r in at.items()},
+        }  # fmt: skip
+        chosen.append(result)
+    return chosen
 
 
 def run_bench(
@@ -33,30 +86,54 @@ def run_bench(
     kinds: Sequence[str | None] | None = None,
     provider: str = "cpu",
     threads: int | None = None,
-    img_size: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
     plugin: str | None = None,
     on_batch: Callable[[str], Callable[[int], Callable[[float], None]]] | None = None,
     runtime: str = "onnxruntime",
     runtimes: Sequence[str] | None = None,
+    lowering: str = "auto",
+    unfused: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Benchmark the models in interleaved rounds; `kinds` says per model "onnx", "engine" or None (guess).
 
     ONNX models run on `runtime`, or per model on `runtimes` (the same file may appear once per runtime).
+    A fused model on OpenVINO with `lowering` "auto" is timed as several candidates in the same rounds (its
+    unfused twin from `unfused`, keyed by the fused file's path, and both ECA conversions); its figures are the
+    fastest candidate's per batch size, with a `tactic` record saying which and by how much.
     """
     from eca_deploy.pipeline.bench_noise import busy_warning, cpu_sample, machine_load, spread_warning
 
+    if lowering not in LOWERING_CHOICES:
+        raise EcaDeployError(f"--lowering must be one of {', '.join(LOWERING_CHOICES)}, got {lowering!r}")
     per_model = list(runtimes) if runtimes else [runtime] * len(models)
-    opened = [open_model(p, k, provider, threads, plugin, r)
-              for p, k, r in zip(models, kinds or [None] * len(models), per_model, strict=True)]  # fmt: skip
-    callbacks = [on_batch(p.name) for p in models] if on_batch else None
+    kinds = list(kinds or [None] * len(models))
+    twins = {str(k): v for k, v in (unfused or {}).items()}
+    specs = [(i, *c) for i, (p, k, r) in enumerate(zip(models, kinds, per_model, strict=True))
+             for c in candidates(p, k, r, lowering, twins.get(str(p)))]  # fmt: skip
+    opened = [open_model(path, kinds[i], provider, threads, plugin, per_model[i], low)
+              for i, _, path, low in specs]  # fmt: skip
+    callbacks = (
+        [on_batch(models[i].name + (f" [{name}]" if name else "")) for i, name, _, _ in specs] if on_batch else None
+    )
     before = cpu_sample()
     results = bench_runners([o[0] for o in opened], config, img_size, callbacks)
     load = machine_load(before, cpu_sample())
-    entries = [
-        {"model": path.name, "path": str(path), "backend": backend, "precision": precision,
-         "results": [r.as_dict() for r in per_model]}
-        for path, (_, backend, precision), per_model in zip(models, opened, results, strict=True)
-    ]  # fmt: skip
+    entries = []
+    for i, path in enumerate(models):
+        mine = [j for j, spec in enumerate(specs) if spec[0] == i]
+        runner, backend, precision = opened[mine[-1]]  # the model itself (the unfused twin comes first)
+        entry: dict[str, Any] = {"model": path.name, "path": str(path), "backend": backend, "precision": precision,
+                                 "runtime_settings": runtime_settings(runner, config, img_size)}  # fmt: skip
+        if len(mine) > 1:
+            entry["runtime_settings"]["eca_lowering"] = "fastest of " + ", ".join(specs[j][1] for j in mine)
+            entry["results"] = choose_fastest({specs[j][1]: [r.as_dict() for r in results[j]] for j in mine})
+        else:
+            entry["results"] = [r.as_dict() for r in results[mine[0]]]
+        entries.append(entry)
+    for path in dict.fromkeys(str(p) for p in models):  # one file on several runtimes: ratios per round
+        same = [e for e in entries if e["path"] == path]
+        if len(same) > 1:
+            add_ratios(same)
     warnings = [w for w in (busy_warning(load), spread_warning(entries)) if w]
     return {
         "config": {
@@ -68,19 +145,44 @@ def run_bench(
             "transfers": config.step.transfers,
             "cuda_graph": config.step.cuda_graph,
             "streams": config.step.streams,
+            "lowering": lowering,
         },
         "environment": environment.collect(threads),
-        "noise": {"interleaved": len(models) > 1, "load": load, "warnings": warnings},
+        "noise": {"interleaved": len(specs) > 1, "load": load, "warnings": warnings},
         "models": entries,
     }
 
 
+def runtime_settings(runner: Any, config: BenchConfig, img_size: int | tuple[int, int] | None) -> dict[str, Any]:
+    """What a figure was measured with: the input shape (C, H, W) and, on OpenVINO, its precision hint and threads."""
+    from eca_deploy.pipeline.bench import input_shape
+
+    settings: dict[str, Any] = {}
+    if not config.end_to_end:
+        try:
+            settings["input"] = list(input_shape(runner, config.batches[0], img_size)[1:])
+        except EcaDeployError:  # a description only: bench itself already ran with this runner
+            settings["input"] = None
+    for key in ("inference_precision", "threads", "eca_lowering"):
+        value = getattr(runner, key, None)
+        if value is not None and runner.name == "openvino":
+            settings[key] = value
+    return settings
+
+
 def add_ratios(entries: list[dict[str, Any]]) -> None:
-    """Give each result `ratio_to_first`: its images/s over the first entry's, round by round (same rounds)."""
+    """Give each result its speed against the first entry's, timed in the same rounds (`bench_noise.speed_ratio`).
+
+    `ratio_to_first` holds the round-by-round ratios, `ratio` the ratio of the medians (the figure shown), their
+    range and the within-noise verdict.
+    """
+    from eca_deploy.pipeline.bench_noise import speed_ratio
+
     first = entries[0]["results"] if entries else []
     for entry in entries:
         for result, base in zip(entry["results"], first, strict=True):
             result["ratio_to_first"] = [a / b for a, b in zip(result["rounds"], base["rounds"], strict=True)]
+            result["ratio"] = speed_ratio(result["rounds"], base["rounds"]).as_dict()
 
 
 CSV_FIELDS = ["model", "backend", "precision", "batch", "iterations", "images_per_s", "inferences_per_s",
