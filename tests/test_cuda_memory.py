@@ -9,6 +9,7 @@ import threading
 import weakref
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -194,7 +195,7 @@ class FakeEngine:
     """The tensor metadata of a TensorRT engine (a host object: it builds and runs nothing)."""
 
     num_io_tensors = 2
-    modes = {"x": "input", "y": "output"}
+    modes: ClassVar[dict[str, str]] = {"x": "input", "y": "output"}
 
     def get_tensor_name(self, i: int) -> str:
         return ["x", "y"][i]
