@@ -170,3 +170,14 @@ def test_built_library_matches_the_contract_and_sources() -> None:
     build = dict(item.split("=", 1) for item in done.stdout.split())
     assert build["field_set"] == plugin_field_set_hash()
     assert stale_reason(build, PLUGINS) is None, f"{path}: rebuild it with `eca-deploy plugin build`"
+
+
+def test_plugin_info_says_which_plugin_this_machine_gets(tmp_path: Path) -> None:
+    from eca_deploy.plugin.info import plugin_route
+
+    library = _compile_library(tmp_path, "plugin=eca_deploy::ECA/1")
+    library.rename(tmp_path / "libeca_trt_plugin_vc.so")
+    _compile_library(tmp_path, "plugin=eca_deploy::ECA/1")
+    route = plugin_route(tmp_path / "libeca_trt_plugin.so")
+    assert "is stale" in route and "`eca-deploy plugin build`" in route
+    assert plugin_route(None).startswith(("none: no C++ library", "the AOT Python plugin"))

@@ -104,3 +104,24 @@ def library_info(path: Path) -> LibraryInfo:
         cubins=list_cubins(path),
         error=error,
     )
+
+
+def plugin_route(plugin: Path | None) -> str:
+    """Which TensorRT plugin this machine gets, and why: the C++ library (`plugin`, checked against the sources),
+    or TensorRT's ahead-of-time Python plugin (eca_deploy.plugin.qdp, where present), or none."""
+    from eca_deploy.plugin.locate import source_dir
+
+    if plugin is not None:
+        try:
+            reason = stale_reason(read_build_info(plugin.with_name("libeca_trt_plugin_vc.so")), source_dir())
+        except OSError:
+            reason = None  # no loader variant beside it: described from the library's own table above
+        if reason is None:
+            return f"the C++ library {plugin}"
+        return f"the C++ library {plugin} is stale ({reason}): {REBUILD}"
+    try:
+        from eca_deploy.plugin.qdp import qdp_status  # type: ignore[import-not-found]
+    except ImportError:
+        return "none: no C++ library is built (it needs the TensorRT headers) and this eca-deploy has no AOT plugin"
+    ok, why = qdp_status()
+    return f"the AOT Python plugin ({why})" if ok else f"none: no C++ library is built, and no AOT Python plugin: {why}"
