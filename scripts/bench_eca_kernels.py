@@ -14,6 +14,7 @@ ReLU form against PyTorch's relu(eca(x) + identity), eager and compiled (minimum
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -109,9 +110,13 @@ def bench_shape(kernels: EcaKernels, model: str, c: int, hw: int, k: int, n: int
         calls["eager"] = lambda: module(*inputs)
         if args.compile:
             torch._dynamo.reset()  # a fresh cache per shape: no recompile limit, no dynamic-shape fallback
-            compiled = torch.compile(module, dynamic=False)
-            compiled(*inputs)
-            calls["compile"] = lambda: compiled(*inputs)
+            try:
+                compiled = torch.compile(module, dynamic=False)
+                compiled(*inputs)
+                calls["compile"] = lambda: compiled(*inputs)
+            except Exception as exc:  # a broken backend: the kernels' numbers still count
+                args.compile = False
+                print(f"skipping torch.compile: it failed ({type(exc).__name__}: {str(exc)[:200]})", file=sys.stderr)
         graphs = {name: capture(fn, args.iters) for name, fn in calls.items()}
         for name, (us, spread) in time_graphs(graphs, args.iters, args.rounds).items():
             row[f"{name}_us"] = round(us, 2)
@@ -135,6 +140,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compile_unavailable() -> str | None:
+    """Why torch.compile cannot run on this machine's GPU (None: it can)."""
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    if importlib.util.find_spec("triton") is None:
+        return "Triton (torch.compile's GPU code generator) is not installed, as on Jetson"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels", default=None, help="libeca_kernels.so or its folder [default: build/plugins]")
@@ -155,6 +169,9 @@ def main() -> int:
     except EcaDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.compile and (reason := compile_unavailable()) is not None:
+        print(f"skipping torch.compile: {reason}", file=sys.stderr)
+        args.compile = False
     dtypes = list(DTYPES.values()) if args.dtype == "both" else [DTYPES[args.dtype]]
     rows = [bench_shape(kernels, model, c, hw, k, n, dtype, args)
             for dtype in dtypes for n in args.batch for model, c, hw, k in SHAPES]  # fmt: skip

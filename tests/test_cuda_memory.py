@@ -4,14 +4,20 @@ destroyed and in which order (no GPU; nothing here pretends to run TensorRT)."""
 from __future__ import annotations
 
 import ctypes
+import gc
 import threading
+import weakref
+from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
+from eca_deploy.backends.base import StepOptions
 from eca_deploy.backends.cuda_memory import CudaError, _CudaPython, _PyCuda
-from eca_deploy.backends.tensorrt_runner import _Buffers
+from eca_deploy.backends.tensorrt_runner import TensorRTRunner, _Buffers
+from eca_deploy.errors import MissingDependencyError
 
 
 class FakeRuntime:
@@ -68,6 +74,19 @@ class FakeRuntime:
 
     def cudaGraphExecDestroy(self, graph: str):
         self._record("cudaGraphExecDestroy", graph)
+        return (0,)
+
+    def cudaStreamCreate(self):
+        self.next += 1
+        self._record("cudaStreamCreate")
+        return 0, self.next
+
+    def cudaStreamDestroy(self, stream: int):
+        self._record("cudaStreamDestroy", stream)
+        return (0,)
+
+    def cudaStreamSynchronize(self, stream: int):
+        self._record("cudaStreamSynchronize", stream)
         return (0,)
 
     def cudaGetErrorName(self, err: int):
@@ -160,17 +179,60 @@ def test_pycuda_pushes_the_primary_context_on_other_threads() -> None:
     assert seen == ["primary", None] and driver.calls == ["push", "pop"]
 
 
-def test_pycuda_capture_ends_even_when_the_work_raises() -> None:
+def test_pycuda_refuses_cuda_graphs_in_one_line() -> None:
+    """No released pycuda has stream capture: --cuda-graph names cuda-python instead of failing inside pycuda."""
     events: list[str] = []
-    stream = SimpleNamespace(handle=5, begin_capture=lambda: events.append("begin"),
-                             end_capture=lambda: events.append("end"))  # fmt: skip
-    driver = SimpleNamespace(Stream=lambda: stream)
-    cuda = _PyCuda(driver, None)
-    handle = cuda.stream()
+    stream = SimpleNamespace(handle=5, begin_capture=lambda: events.append("begin"))
+    cuda = _PyCuda(SimpleNamespace(Stream=lambda: stream), None)
+    assert not cuda.graphs and _CudaPython(FakeRuntime()).graphs
+    with pytest.raises(MissingDependencyError) as caught:
+        cuda.capture(cuda.stream(), lambda: events.append("work"))
+    assert events == [], "nothing was enqueued or captured"
+    assert "\n" not in str(caught.value) and "cuda-python" in str(caught.value)
 
-    def failing() -> None:
-        raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError, match="boom"):
-        cuda.capture(handle, failing)
-    assert events == ["begin", "end"]
+class FakeEngine:
+    """The tensor metadata of a TensorRT engine (a host object: it builds and runs nothing)."""
+
+    num_io_tensors = 2
+    modes: ClassVar[dict[str, str]] = {"x": "input", "y": "output"}
+
+    def get_tensor_name(self, i: int) -> str:
+        return ["x", "y"][i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return self.modes[name]
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return (-1, 3)
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "float32"
+
+    def create_execution_context(self) -> object:
+        return object()
+
+
+def test_a_dropped_runner_is_collected_and_released() -> None:
+    """The finalizer holds the lanes; a lane that held its runner kept every runner alive until exit."""
+    rt = FakeRuntime()
+    trt = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="input"), nptype=lambda _: np.float32)
+    runner = TensorRTRunner.__new__(TensorRTRunner)
+    runner.cuda, runner.path = _CudaPython(rt), Path("fake.plan")
+    runner._attach(trt, object(), FakeEngine())
+    runner.lanes.append(runner._new_lane())  # what make_step does for --streams 2
+    assert [i.name for i in runner.inputs] == ["x"] and [o.name for o in runner.outputs] == ["y"]
+    alive = weakref.ref(runner)
+    finalizer = runner._finalizer
+    del runner
+    gc.collect()
+    assert alive() is None, "nothing outside the runner (its finalizer included) references it"
+    assert not finalizer.alive, "collecting it released its lanes"
+    assert rt.names().count("cudaStreamDestroy") == 2
+
+
+def test_cuda_graph_without_cuda_python_is_refused_before_any_work() -> None:
+    runner = TensorRTRunner.__new__(TensorRTRunner)
+    runner.cuda = _PyCuda(SimpleNamespace(), None)
+    with pytest.raises(MissingDependencyError, match="cuda-python"):
+        runner.make_step({}, StepOptions(cuda_graph=True))

@@ -20,7 +20,7 @@ from eca_deploy.data.images import Preprocessing, load_images
 from eca_deploy.exporters import ExportOptions, export_onnx
 from eca_deploy.fusion import count_eca_nodes, fuse_eca, strip_eca_functions
 from eca_deploy.models import create_model
-from eca_deploy.ops import ECA_ACTIVATIONS, ECA_DOMAIN, ECA_GATES, ECA_PADDINGS, EcaAttributes
+from eca_deploy.ops import ECA_ACTIVATIONS, ECA_DOMAIN, ECA_GATES, ECA_PADDINGS, EcaAttributes, plugin_field_set_hash
 from eca_deploy.ops.onnx_function import add_eca_functions, make_eca_node
 from eca_deploy.ops.reference import eca_reference
 from eca_deploy.pipeline.fuse import compare_fused
@@ -245,7 +245,8 @@ def test_strip_functions_for_tensorrt() -> None:
     assert len(fused.functions) == 1 and len(stripped.functions) == 0
     node = next(n for n in stripped.graph.node if n.domain == ECA_DOMAIN)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b"eca_deploy"
+    assert attrs["plugin_version"] == b"2" and attrs["plugin_namespace"] == b"eca_deploy"
+    assert attrs["field_set"] == plugin_field_set_hash().encode(), "the library checks it"
     assert len(attrs["weights"]) == 3
 
 

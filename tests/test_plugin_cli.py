@@ -38,6 +38,18 @@ def test_info_env_names_a_missing_file(cli, tmp_path: Path, monkeypatch: pytest.
     assert_one_line_error(cli("plugin", "info"), "nope.so", "$ECA_DEPLOY_PLUGIN")
 
 
+def test_env_folder_without_the_plugin_is_not_found_when_optional(tmp_path: Path, monkeypatch) -> None:
+    """A kernels-only build (no TensorRT headers) named by $ECA_DEPLOY_PLUGIN: nothing found, not an error."""
+    (tmp_path / locate.KERNELS_LIBRARY).write_bytes(b"kernels")
+    monkeypatch.setenv(locate.PLUGIN_ENV, str(tmp_path))
+    assert locate.find_plugin_library(required=False) is None
+    with pytest.raises(EcaDeployError, match=r"libeca_trt_plugin.so not found at .* \(from \$ECA_DEPLOY_PLUGIN\)"):
+        locate.find_plugin_library(required=True)
+    monkeypatch.setenv(locate.PLUGIN_ENV, str(tmp_path / "nope.so"))  # a named file stays an error
+    with pytest.raises(EcaDeployError, match=r"nope\.so"):
+        locate.find_plugin_library(required=False)
+
+
 @pytest.mark.parametrize("where", ["missing", "empty_dir"])
 def test_info_bad_path(cli, tmp_path: Path, where: str) -> None:
     target = tmp_path / "missing.so" if where == "missing" else tmp_path

@@ -14,11 +14,17 @@ import torch
 from onnx import TensorProto, helper
 
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.ops import ECA_DOMAIN, ECA_DOMAIN_VERSION, ECA_PLUGIN_NAMESPACE, ECA_PLUGIN_VERSION
+from eca_deploy.ops import (
+    ECA_DOMAIN,
+    ECA_DOMAIN_VERSION,
+    ECA_FIELD_SET_ATTR,
+    ECA_PLUGIN_NAMESPACE,
+    ECA_PLUGIN_VERSION,
+    plugin_field_set_hash,
+)
 from eca_deploy.ops.onnx_function import make_eca_node
 from eca_deploy.ops.reference import eca_reference
 from eca_deploy.plugin.build import build_plugins
-from eca_deploy.plugin.info import library_info
 from eca_deploy.plugin.locate import find_plugin_library, plugin_vc_library
 from tests.eca_variants import VARIANTS, reference
 
@@ -34,12 +40,15 @@ TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3}
 MAX_BATCH = 4
 
 
+_BUILT_FOR = "import sys; from pathlib import Path; from eca_deploy.plugin.info import read_build_info as r; \
+print(r(Path(sys.argv[1])).get('tensorrt', ''))"
+
+
 def _built_for(path: Path) -> str:
-    """The TensorRT version a plugin library was built against ('' if it cannot tell)."""
-    try:
-        return library_info(path).build.get("tensorrt", "")
-    except OSError:
-        return ""
+    """The TensorRT version a plugin library was built against ('' if it cannot tell), read in a child process:
+    loading libeca_trt_plugin.so here would register its creator, and the loader path would go untested."""
+    done = subprocess.run([sys.executable, "-c", _BUILT_FOR, str(path)], capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +95,13 @@ def creator(library_vc: Path):
 
 
 def weights_field(weights: np.ndarray, **attributes: object):
-    """The plugin's fields: weights, and the op's other attributes as the ONNX parser passes them (FLOAT as
-    kFLOAT32[1], STRING as kCHAR with a terminating NUL)."""
+    """The plugin's fields: weights, the contract's field set (unless given; None: left out), and the op's other
+    attributes as the ONNX parser passes them (FLOAT as kFLOAT32[1], STRING as kCHAR with a terminating NUL)."""
     fields = [trt.PluginField("weights", np.asarray(weights, dtype=np.float32), trt.PluginFieldType.FLOAT32)]
+    attributes = {ECA_FIELD_SET_ATTR: plugin_field_set_hash(), **attributes}
     for name, value in attributes.items():
+        if value is None:
+            continue
         if isinstance(value, str):
             data = np.frombuffer(value.encode() + b"\0", dtype=np.int8)
             fields.append(trt.PluginField(name, data, trt.PluginFieldType.CHAR))
@@ -191,7 +203,9 @@ def test_onnx_eca_node(creator) -> None:
 
 @pytest.mark.parametrize("weights", [[], [0.1, 0.2], None], ids=["empty", "even", "missing"])
 def test_create_plugin_rejects_bad_weights(creator, weights) -> None:
-    fields = trt.PluginFieldCollection([]) if weights is None else weights_field(np.array(weights, np.float32))
+    fields = weights_field(np.array([] if weights is None else weights, np.float32))
+    if weights is None:  # the field set alone
+        fields = trt.PluginFieldCollection([f for f in fields if f.name != "weights"])
     try:
         plugin = creator.create_plugin("bad", fields, trt.TensorRTPhase.BUILD)
     except Exception:  # some bindings raise where createPlugin returned nullptr
@@ -286,7 +300,7 @@ def test_onnx_eca_node_with_residual_and_attributes(creator) -> None:
     attributes = {"bias": 0.1, "padding": "circular", "gate": "hard_sigmoid", "activation": "relu"}
     node = helper.make_node("ECA", ["X", "R"], ["Y"], "eca0", domain=ECA_DOMAIN, weights=weights.tolist(),
                             plugin_version=ECA_PLUGIN_VERSION, plugin_namespace=ECA_PLUGIN_NAMESPACE,
-                            **attributes)  # fmt: skip
+                            field_set=plugin_field_set_hash(), **attributes)  # fmt: skip
     info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", *shape]) for n in ("X", "R", "Y")]
     graph = helper.make_graph([node], "eca", info[:2], info[2:])
     model = helper.make_model(
@@ -312,3 +326,55 @@ def test_create_plugin_rejects_bad_attributes(creator, field) -> None:
     except Exception:
         plugin = None
     assert plugin is None
+
+
+@pytest.mark.parametrize("field_set", [None, "0123456789abcdef"], ids=["missing", "other"])
+def test_create_plugin_refuses_another_field_set(creator, field_set) -> None:
+    """A node or plan of another op contract: refused (the log says to rebuild), never computed as this op."""
+    fields = weights_field(np.array([0.5], np.float32), **{ECA_FIELD_SET_ATTR: field_set})
+    for phase in (trt.TensorRTPhase.BUILD, trt.TensorRTPhase.RUNTIME):  # RUNTIME: the fields of a plan
+        try:
+            plugin = creator.create_plugin("stale", fields, phase)
+        except Exception:
+            plugin = None
+        assert plugin is None
+
+
+def test_creator_declares_the_field_set(creator) -> None:
+    """The ONNX parser passes only the fields a creator declares: field_set must be one of them."""
+    names = [f.name for f in creator.field_names]
+    assert names == ["weights", "bias", "padding", "gate", "activation", ECA_FIELD_SET_ATTR]
+
+
+# The two ways a process finds the creator, each alone in a fresh process (in this one, whichever ran first
+# would leave the creator registered for the other).
+_LOAD_TIME = """
+import ctypes, sys, tensorrt as trt
+registry = trt.get_plugin_registry()
+assert registry.get_creator("ECA", sys.argv[2], "eca_deploy") is None, "registered before loading"
+ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)
+creator = registry.get_creator("ECA", sys.argv[2], "eca_deploy")
+assert creator is not None, "libeca_trt_plugin.so registered no creator when loaded"
+print(creator.plugin_version)
+"""
+_LOADER = """
+import sys, tensorrt as trt
+registry = trt.get_plugin_registry()
+assert registry.get_creator("ECA", sys.argv[2], "eca_deploy") is None, "registered before loading"
+handle = registry.load_library(sys.argv[1])
+assert handle is not None, "IPluginRegistry.load_library failed"
+creator = registry.get_creator("ECA", sys.argv[2], "eca_deploy")
+assert creator is not None, "getCreators gave TensorRT no ECA creator"
+registry.deregister_library(handle)
+assert registry.get_creator("ECA", sys.argv[2], "eca_deploy") is None, "still registered after deregistering"
+print(creator.plugin_version)
+"""
+
+
+@pytest.mark.parametrize("path", ["load-time", "loader"])
+def test_each_loading_path_alone(library: Path, library_vc: Path, path: str) -> None:
+    script, lib = (_LOAD_TIME, library) if path == "load-time" else (_LOADER, library_vc)
+    done = subprocess.run([sys.executable, "-c", script, str(lib), ECA_PLUGIN_VERSION], capture_output=True,
+                          text=True, check=False, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == ECA_PLUGIN_VERSION

@@ -1,7 +1,8 @@
 """Device memory, pinned host buffers, streams, events and CUDA graphs for the TensorRT backend.
 
 One small interface over the two Python CUDA bindings: cuda-python (`cuda.bindings.runtime`, what
-NVIDIA's TensorRT samples use since 10.13/10.14) and pycuda. cuda-python is preferred when both exist.
+NVIDIA's TensorRT samples use since 10.13/10.14) and pycuda. cuda-python is preferred when both exist; CUDA
+graphs (`--cuda-graph`) are cuda-python's alone, since no released pycuda has stream capture.
 
 Both work in the device's primary context, the one TensorRT (the CUDA runtime API) uses: cuda-python is the
 runtime API itself; pycuda retains and pushes the primary context (`pycuda.autoprimaryctx`, never `autoinit`,
@@ -25,10 +26,15 @@ class CudaError(EcaDeployError):
     pass
 
 
+# No released pycuda (2022.2 .. 2026.1) wraps stream capture, so CUDA graphs are cuda-python's alone.
+GRAPHS_NEED_CUDA_PYTHON = "--cuda-graph needs cuda-python (pycuda has no stream capture): pip install cuda-python"
+
+
 class CudaMemory:
     """The operations the TensorRT runner needs; pointers and handles are plain ints."""
 
     backend = "none"
+    graphs = False  # whether capture() works (cuda-python only)
 
     def malloc(self, nbytes: int) -> int:
         raise NotImplementedError
@@ -90,6 +96,7 @@ class CudaMemory:
 
 class _CudaPython(CudaMemory):
     backend = "cuda-python"
+    graphs = True
 
     def __init__(self, rt: Any) -> None:
         self.rt = rt
@@ -232,22 +239,13 @@ class _PyCuda(CudaMemory):
         self._streams[stream].synchronize()
 
     def capture(self, stream: int, work: Any) -> Any:
-        s = self._streams[stream]
-        if not hasattr(s, "begin_capture"):
-            raise MissingDependencyError("CUDA graphs need pycuda >= 2022.1 or cuda-python: pip install cuda-python")
-        s.begin_capture()
-        try:
-            work()
-        except BaseException:
-            s.end_capture()  # out of capture mode; the partial graph is dropped
-            raise
-        return s.end_capture().instantiate()
+        raise MissingDependencyError(GRAPHS_NEED_CUDA_PYTHON)
 
     def launch(self, graph: Any, stream: int) -> None:
-        graph.launch(self._streams[stream])
+        raise MissingDependencyError(GRAPHS_NEED_CUDA_PYTHON)
 
     def destroy_graph(self, graph: Any) -> None:
-        pass  # pycuda releases a GraphExec with the object
+        pass  # capture() never made one
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:

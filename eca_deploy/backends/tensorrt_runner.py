@@ -13,14 +13,15 @@ from __future__ import annotations
 import itertools
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
-from eca_deploy.backends.cuda_memory import CudaMemory, cuda_memory
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.backends.cuda_memory import GRAPHS_NEED_CUDA_PYTHON, CudaMemory, cuda_memory
+from eca_deploy.errors import EcaDeployError, MissingDependencyError
 
 
 class _Buffers:
@@ -47,16 +48,24 @@ class _Buffers:
         self.device, self.capacity, self.host = 0, 0, np.empty(0, self.dtype)
 
 
+@dataclass(frozen=True)
+class _Tensors:
+    """The engine's I/O tensors: what a lane needs to know of its runner (lanes never hold the runner itself, whose
+    finalizer holds the lanes)."""
+
+    dtypes: dict[str, np.dtype]  # every I/O tensor, in the engine's order
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
 class _Lane:
     """One execution context with its own stream and buffers (several lanes run concurrently)."""
 
-    def __init__(self, runner: TensorRTRunner) -> None:
-        self.runner, self.cuda = runner, runner.cuda
-        self.context = runner.engine.create_execution_context()
+    def __init__(self, engine: Any, cuda: CudaMemory, tensors: _Tensors) -> None:
+        self.engine, self.cuda, self.tensors = engine, cuda, tensors
+        self.context = engine.create_execution_context()
         self.stream = self.cuda.stream()
-        self.buffers = {
-            n: _Buffers(self.cuda, runner.trt.nptype(runner.engine.get_tensor_dtype(n))) for n in runner.names
-        }
+        self.buffers = {n: _Buffers(self.cuda, dtype) for n, dtype in tensors.dtypes.items()}
         self.hosts: dict[str, np.ndarray] = {}
         self.graph: Any = None  # the captured compute of the last make_step with cuda_graph
 
@@ -77,13 +86,14 @@ class _Lane:
             buffers.release()
         self.hosts.clear()
         self.context = None  # the execution context before its engine
+        self.engine = None
         self.cuda.destroy_stream(self.stream)
 
     def bind(self, feed: Mapping[str, np.ndarray]) -> None:
         """Set shapes and addresses and copy `feed` into the pinned input buffers."""
-        engine = self.runner.engine
+        engine = self.engine
         capacities = [b.capacity for b in self.buffers.values()]
-        for info in self.runner.inputs:
+        for info in self.tensors.inputs:
             array = feed[info.name]
             if not self.context.set_input_shape(info.name, tuple(array.shape)):
                 lo, _, hi = engine.get_tensor_profile_shape(info.name, 0)
@@ -93,7 +103,7 @@ class _Lane:
                 )
             self.hosts[info.name] = host = self.buffers[info.name].ensure(tuple(array.shape))
             np.copyto(host, array, casting="same_kind")
-        for info in self.runner.outputs:
+        for info in self.tensors.outputs:
             shape = tuple(self.context.get_tensor_shape(info.name))
             self.hosts[info.name] = self.buffers[info.name].ensure(shape)
         if capacities != [b.capacity for b in self.buffers.values()]:
@@ -102,7 +112,7 @@ class _Lane:
             self.context.set_tensor_address(name, buf.device)
 
     def upload(self) -> None:
-        for info in self.runner.inputs:
+        for info in self.tensors.inputs:
             self.cuda.htod(self.buffers[info.name].device, self.hosts[info.name], self.stream)
 
     def compute(self) -> None:
@@ -110,7 +120,7 @@ class _Lane:
             raise EcaDeployError("TensorRT failed to enqueue the engine (see the TensorRT log above)")
 
     def download(self) -> None:
-        for info in self.runner.outputs:
+        for info in self.tensors.outputs:
             self.cuda.dtoh(self.hosts[info.name], self.buffers[info.name].device, self.stream)
 
     def run(self) -> None:
@@ -142,7 +152,6 @@ class TensorRTRunner(Runner):
             library = find_plugin_library(required=False)
         if library:
             load_plugin(Path(library))
-        self.trt = trt
         self.logger = trt.Logger(trt.Logger.ERROR)
         runtime = trt.Runtime(self.logger)
         if self.sidecar is not None and self.sidecar.version_compatible:
@@ -155,15 +164,25 @@ class TensorRTRunner(Runner):
                 f"TensorRT {trt.__version__} cannot deserialise {self.path}: not an engine, built by another "
                 "TensorRT version, or the ECA plugin library is not loaded (--plugin); rebuild with eca-deploy build"
             )
+        self._attach(trt, runtime, engine)
+
+    def _attach(self, trt: Any, runtime: Any, engine: Any) -> None:
+        """Tensors, the first lane and the finalizer that releases them (which must not reach `self`)."""
+        self.trt = trt
         self._objects: dict[str, Any] = {"runtime": runtime, "engine": engine}  # released by close()
-        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in self.names}
+        self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in self.names}
         self._inputs = [self._info(n) for n in self.names if is_input[n]]
         self._outputs = [self._info(n) for n in self.names if not is_input[n]]
-        self.lanes = [_Lane(self)]
+        dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in self.names}
+        self._tensors = _Tensors(dtypes, self._inputs, self._outputs)
+        self.lanes = [self._new_lane()]
         self._events: list[Any] = []  # of the last make_step
         self._finalizer = weakref.finalize(self, TensorRTRunner._release, self.cuda, self.lanes, self._events,
                                            self._objects)  # fmt: skip
+
+    def _new_lane(self) -> _Lane:
+        return _Lane(self.engine, self.cuda, self._tensors)
 
     @property
     def engine(self) -> Any:
@@ -217,12 +236,14 @@ class TensorRTRunner(Runner):
         """One timed step: every lane runs one inference; events on lane 0 split H2D / compute / D2H."""
         if options.streams < 1:
             raise EcaDeployError(f"--streams must be at least 1, got {options.streams}")
+        if options.cuda_graph and not self.cuda.graphs:
+            raise MissingDependencyError(GRAPHS_NEED_CUDA_PYTHON)
         with self.cuda.activate():
             return self._make_step(feed, options)
 
     def _make_step(self, feed: Mapping[str, np.ndarray], options: StepOptions) -> Callable[[], StepTimes | None]:
         while len(self.lanes) < options.streams:
-            self.lanes.append(_Lane(self))
+            self.lanes.append(self._new_lane())
         lanes, cuda = self.lanes[: options.streams], self.cuda
         computes: list[Callable[[], None]] = []
         for lane in lanes:

@@ -90,7 +90,7 @@ def info_command(
     if bytes_out:
         _print_traffic(dtype, img_size, JsonOutput.of(json_out))
         return
-    from eca_deploy.plugin.info import library_info
+    from eca_deploy.plugin.info import library_info, plugin_route
     from eca_deploy.plugin.locate import (
         KERNELS_LIBRARY,
         PLUGIN_LIBRARY,
@@ -122,6 +122,8 @@ def info_command(
             warn(f"{PLUGIN_LIBRARY} not found: it is built only where TensorRT is installed")
     infos = [library_info(p.resolve()) for p in libraries]
     json_to.write([i.as_dict() for i in infos])
+    plugins = [p.resolve() for p in libraries if p.name == PLUGIN_LIBRARY]
+    route = plugin_route(plugins[0] if plugins else None)
     for info in infos:
         table = Table(title=info.path, show_header=False, title_justify="left")
         table.add_row("size", f"{info.bytes:,} bytes")
@@ -133,6 +135,7 @@ def info_command(
         console.print(table)
         if info.error:
             warn(f"{info.path}: no build information: {info.error}")
+    console.print(f"TensorRT plugin for this machine: {route}")
 
 
 def _print_traffic(dtype: str, img_size: int, json_to: JsonOutput) -> None:

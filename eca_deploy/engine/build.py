@@ -21,7 +21,7 @@ from typing import Any
 
 import onnx
 
-from eca_deploy.engine.plugin import load_and_check
+from eca_deploy.engine.plugin import check_model_nodes, load_and_check, require_current
 from eca_deploy.engine.trt_import import create_builder, import_tensorrt
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_bytes
@@ -274,6 +274,8 @@ def build_engine(
 ) -> BuiltEngine:
     """Parse `model` (fused ECA functions already stripped), check the plugin layers, build and serialise."""
     check_dla(opts)
+    if opts.plugin is not None:
+        check_model_nodes(model)
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = create_builder(trt, logger)
@@ -315,7 +317,9 @@ def build_engine(
     if opts.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
         if opts.plugin is not None:  # the engine carries the plugin, in the form TensorRT's loader takes
-            config.plugins_to_serialize = [str(plugin_vc_library(opts.plugin))]
+            carried = plugin_vc_library(opts.plugin)
+            require_current(carried)
+            config.plugins_to_serialize = [str(carried)]
     if progress is not None:
         monitor = _progress_monitor(trt, progress)
         if monitor is not None and hasattr(config, "progress_monitor"):

@@ -4,6 +4,7 @@ from eca_deploy.ops.contract import (
     ECA_ACTIVATIONS,
     ECA_DOMAIN,
     ECA_DOMAIN_VERSION,
+    ECA_FIELD_SET_ATTR,
     ECA_GATES,
     ECA_MAX_K,
     ECA_OP_TYPE,
@@ -13,6 +14,8 @@ from eca_deploy.ops.contract import (
     ECA_WEIGHTS_ATTR,
     EcaAttributes,
     EcaVariant,
+    plugin_field_set,
+    plugin_field_set_hash,
 )
 from eca_deploy.ops.reference import eca_reference
 
@@ -20,6 +23,7 @@ __all__ = [
     "ECA_ACTIVATIONS",
     "ECA_DOMAIN",
     "ECA_DOMAIN_VERSION",
+    "ECA_FIELD_SET_ATTR",
     "ECA_GATES",
     "ECA_MAX_K",
     "ECA_OP_TYPE",
@@ -30,4 +34,6 @@ __all__ = [
     "EcaAttributes",
     "EcaVariant",
     "eca_reference",
+    "plugin_field_set",
+    "plugin_field_set_hash",
 ]

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 ECA_OP_TYPE = "ECA"
 ECA_DOMAIN = "eca_deploy"
 ECA_DOMAIN_VERSION = 1
-ECA_PLUGIN_VERSION = "1"
+# The TensorRT plugin's version: 1 took the weights alone; 2 added bias, padding, gate, activation, the residual
+# input and the field-set check. Bump it (and ECA_PLUGIN_FIELDS) whenever the op changes what it computes.
+ECA_PLUGIN_VERSION = "2"
 ECA_PLUGIN_NAMESPACE = "eca_deploy"
 ECA_WEIGHTS_ATTR = "weights"
+ECA_FIELD_SET_ATTR = "field_set"  # node attribute and plugin field: plugin_field_set_hash(), checked by the library
 ECA_MAX_K = 63  # largest kernel the native kernels take (plugins/kernels/eca_kernels.h)
 
 # Enum attributes: the first value is the default; native code uses the index.
@@ -26,6 +29,34 @@ ECA_PADDINGS = ("zeros", "circular")  # channels outside [0, C): zero, or channe
 ECA_GATES = ("sigmoid", "hard_sigmoid")  # 1/(1+exp(-s)), or clamp(s/6 + 1/2, 0, 1) (PyTorch nn.Hardsigmoid)
 ECA_ACTIVATIONS = ("none", "relu")  # applied last, after the residual addition
 HARD_SIGMOID_ALPHA, HARD_SIGMOID_BETA = 1.0 / 6.0, 0.5  # ONNX HardSigmoid attributes of PyTorch's definition
+
+# The plugin's fields, in the order the library declares them: (name, "f32[]" | "f32" | the enum's values).
+ECA_PLUGIN_FIELDS: tuple[tuple[str, str | tuple[str, ...]], ...] = (
+    (ECA_WEIGHTS_ATTR, "f32[]"),
+    ("bias", "f32"),
+    ("padding", ECA_PADDINGS),
+    ("gate", ECA_GATES),
+    ("activation", ECA_ACTIVATIONS),
+)
+ECA_PLUGIN_INPUTS = "X,residual?"
+
+
+def plugin_field_set() -> str:
+    """The field set the library checks, e.g. 'ECA/2 weights:f32[] bias:f32 padding:zeros|circular ... inputs:...'.
+
+    plugins/tensorrt/eca_plugin.cpp (fieldSetSignature) builds the same string from its own field tables.
+    """
+    fields = [f"{name}:{kind if isinstance(kind, str) else '|'.join(kind)}" for name, kind in ECA_PLUGIN_FIELDS]
+    return " ".join([f"{ECA_OP_TYPE}/{ECA_PLUGIN_VERSION}", *fields, f"inputs:{ECA_PLUGIN_INPUTS}"])
+
+
+def plugin_field_set_hash(signature: str | None = None) -> str:
+    """64-bit FNV-1a of plugin_field_set(), 16 hex digits (the library computes the same from its own tables)."""
+    value = 0xCBF29CE484222325
+    for byte in (plugin_field_set() if signature is None else signature).encode():
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{value:016x}"
+
 
 # The first IR version with function overloads, which tell the variants' function bodies apart.
 OVERLOAD_IR_VERSION = 10

@@ -19,6 +19,7 @@ from onnx import AttributeProto, TensorProto, helper
 from eca_deploy.ops.contract import (
     ECA_DOMAIN,
     ECA_DOMAIN_VERSION,
+    ECA_FIELD_SET_ATTR,
     ECA_OP_TYPE,
     ECA_PLUGIN_NAMESPACE,
     ECA_PLUGIN_VERSION,
@@ -28,12 +29,13 @@ from eca_deploy.ops.contract import (
     OVERLOAD_IR_VERSION,
     EcaAttributes,
     EcaVariant,
+    plugin_field_set_hash,
 )
 
 # CastLike (for float16 inputs) exists from opset 15; below it the function serves float32.
 CASTLIKE_OPSET = 15
 # Attributes the body does not read (the variant picks the body); declared so nodes may carry them.
-_PASSIVE_ATTRIBUTES = ["plugin_version", "plugin_namespace", "padding", "gate", "activation"]
+_PASSIVE_ATTRIBUTES = ["plugin_version", "plugin_namespace", ECA_FIELD_SET_ATTR, "padding", "gate", "activation"]
 
 
 def _ref_attr(name: str, ref: str, attr_type: AttributeProto.AttributeType) -> AttributeProto:
@@ -154,6 +156,7 @@ def make_eca_node(
         **attrs.node_attributes(),
         plugin_version=ECA_PLUGIN_VERSION,
         plugin_namespace=ECA_PLUGIN_NAMESPACE,
+        **{ECA_FIELD_SET_ATTR: plugin_field_set_hash()},  # the library refuses a node of another op contract
     )
     node.overload = attrs.variant.overload
     return node

@@ -44,10 +44,13 @@ def _find(name: str, env: str, path: str | Path | None, required: bool) -> Path 
         if given is None:
             continue
         candidate = Path(given).expanduser()
-        candidate = candidate / name if candidate.is_dir() else candidate
-        if not candidate.is_file():
-            raise EcaDeployError(f"{name} not found at {candidate} (from {origin})")
-        return candidate.resolve()
+        folder = candidate.is_dir()
+        candidate = candidate / name if folder else candidate
+        if candidate.is_file():
+            return candidate.resolve()
+        if folder and not required:  # a folder to look in (a kernels-only build, say) that holds none: not found
+            return None
+        raise EcaDeployError(f"{name} not found at {candidate} (from {origin})")
     searched = list(dict.fromkeys([default_build_dir(), Path.cwd() / "build" / "plugins"]))
     for folder in searched:
         if (folder / name).is_file():
@@ -63,7 +66,8 @@ def _find(name: str, env: str, path: str | Path | None, required: bool) -> Path 
 def find_plugin_library(path: str | Path | None = None, required: bool = True) -> Path | None:
     """libeca_trt_plugin.so from `path` (file or folder), $ECA_DEPLOY_PLUGIN, or the default build folder.
 
-    A path or variable that names a missing file is an error; `required=False` only allows finding nothing.
+    A path or variable that names a missing file is an error; `required=False` allows finding nothing, also in
+    the folder a path or variable names (no fallback to the default folder: it could hold another build).
     """
     return _find(PLUGIN_LIBRARY, PLUGIN_ENV, path, required)
 

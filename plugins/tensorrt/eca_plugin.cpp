@@ -3,6 +3,8 @@
 #include "eca_kernels.h"
 
 #include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -75,7 +77,37 @@ PluginField charField(char const* name, char const* value)
     return PluginField(name, value, PluginFieldType::kCHAR, int32_t(std::strlen(value) + 1)); // with its NUL
 }
 
+template <size_t N>
+std::string joined(char const* const (&names)[N])
+{
+    std::string out;
+    for (size_t i = 0; i < N; ++i)
+        out += std::string(i ? "|" : "") + names[i];
+    return out;
+}
+
 } // namespace
+
+std::string const& fieldSetSignature()
+{
+    static std::string const signature = std::string(kPluginName) + "/" + kPluginVersion + " " + kWeightsField
+        + ":f32[] " + kBiasField + ":f32 " + kPaddingField + ":" + joined(kPaddings) + " " + kGateField + ":"
+        + joined(kGates) + " " + kActivationField + ":" + joined(kActivations) + " inputs:X,residual?";
+    return signature;
+}
+
+char const* fieldSetHash() noexcept
+{
+    static std::string const hash = [] {
+        uint64_t value = 0xcbf29ce484222325ull; // FNV-1a, as eca_deploy.ops.contract.plugin_field_set_hash
+        for (unsigned char const c : fieldSetSignature())
+            value = (value ^ c) * 0x100000001b3ull;
+        char hex[17];
+        std::snprintf(hex, sizeof(hex), "%016" PRIx64, value);
+        return std::string(hex);
+    }();
+    return hash.c_str();
+}
 
 EcaPlugin::EcaPlugin(std::vector<float> weights, EcaAttributes attributes)
     : mWeights(std::move(weights))
@@ -86,8 +118,9 @@ EcaPlugin::EcaPlugin(std::vector<float> weights, EcaAttributes attributes)
     , mFieldData{PluginField(kWeightsField, mWeights.data(), PluginFieldType::kFLOAT32, int32_t(mWeights.size())),
           PluginField(kBiasField, &mAttributes.bias, PluginFieldType::kFLOAT32, 1),
           charField(kPaddingField, kPaddings[attributes.padding]), charField(kGateField, kGates[attributes.gate]),
-          charField(kActivationField, kActivations[attributes.activation])}
-    , mFields{5, mFieldData}
+          charField(kActivationField, kActivations[attributes.activation]),
+          charField(kFieldSetField, fieldSetHash())} // checked again when the plan is deserialized
+    , mFields{kNbFields, mFieldData}
 {
 }
 
@@ -229,8 +262,9 @@ EcaPluginCreator::EcaPluginCreator()
           PluginField(kBiasField, nullptr, PluginFieldType::kFLOAT32, 1),
           PluginField(kPaddingField, nullptr, PluginFieldType::kCHAR, 0),
           PluginField(kGateField, nullptr, PluginFieldType::kCHAR, 0),
-          PluginField(kActivationField, nullptr, PluginFieldType::kCHAR, 0)}
-    , mFieldNames{5, mFieldData}
+          PluginField(kActivationField, nullptr, PluginFieldType::kCHAR, 0),
+          PluginField(kFieldSetField, nullptr, PluginFieldType::kCHAR, 0)}
+    , mFieldNames{kNbFields, mFieldData}
 {
 }
 
@@ -266,6 +300,7 @@ IPluginV3* EcaPluginCreator::createPlugin(char const* name, PluginFieldCollectio
 {
     char const* layer = name != nullptr ? name : "";
     PluginField const* weights = nullptr;
+    bool fieldSetSeen = false;
     EcaAttributes attributes; // absent fields keep their defaults
     for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
     {
@@ -273,6 +308,19 @@ IPluginV3* EcaPluginCreator::createPlugin(char const* name, PluginFieldCollectio
         char const* const name = field.name != nullptr ? field.name : "";
         if (std::strcmp(name, kWeightsField) == 0)
             weights = &field;
+        else if (std::strcmp(name, kFieldSetField) == 0)
+        {
+            std::string const given = field.type == PluginFieldType::kCHAR ? fieldString(field) : std::string("?");
+            if (given != fieldSetHash())
+            {
+                logMessage(ILogger::Severity::kERROR, "ECA layer '%s': field set %s, but this library computes the "
+                    "op of field set %s (%s): it is built from other sources than the model or plan; rebuild it with "
+                    "`eca-deploy plugin build` (and the engine with `eca-deploy build`)", layer, given.c_str(),
+                    fieldSetHash(), fieldSetSignature().c_str());
+                return nullptr;
+            }
+            fieldSetSeen = true;
+        }
         else if (std::strcmp(name, kBiasField) == 0)
         {
             if (field.type != PluginFieldType::kFLOAT32 || field.length != 1 || field.data == nullptr)
@@ -300,6 +348,13 @@ IPluginV3* EcaPluginCreator::createPlugin(char const* name, PluginFieldCollectio
         }
         else
             logMessage(ILogger::Severity::kWARNING, "ECA layer '%s': ignoring unknown field '%s'", layer, name);
+    }
+    if (!fieldSetSeen)
+    {
+        logMessage(ILogger::Severity::kERROR, "ECA layer '%s': missing field 'field_set' (this library takes %s, the "
+            "hash of %s): fuse the model with the eca-deploy this library is built from (`eca-deploy fuse`), or "
+            "rebuild the library with `eca-deploy plugin build`", layer, fieldSetHash(), fieldSetSignature().c_str());
+        return nullptr;
     }
     if (weights == nullptr)
     {

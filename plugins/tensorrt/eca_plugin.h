@@ -1,7 +1,9 @@
-// TensorRT plugin for the ECA op (name "ECA", version "1", namespace "eca_deploy"): an IPluginV3 with the OneCore,
+// TensorRT plugin for the ECA op (name "ECA", version "2", namespace "eca_deploy"): an IPluginV3 with the OneCore,
 // OneBuild and OneRuntime capabilities, and its IPluginCreatorV3One. The math lives in ../kernels (eca_kernels.h).
-// Inputs: X, optionally the residual (same shape, type and format); fields: weights, and bias, padding, gate and
-// activation with defaults (so plans serialized with the weights alone still load).
+// Inputs: X, optionally the residual (same shape, type and format); fields: weights, bias, padding, gate and
+// activation (absent ones take the op's defaults), and field_set: the hash of the op contract's field set
+// (eca_deploy/ops/contract.py plugin_field_set_hash), which every node and plan must carry and match, so that a
+// library built from other sources never reads fields it does not know as the op it computes.
 #pragma once
 
 #include <NvInferRuntime.h>
@@ -13,13 +15,20 @@ namespace eca_deploy
 {
 
 constexpr char const* kPluginName = "ECA";
-constexpr char const* kPluginVersion = "1";
+constexpr char const* kPluginVersion = "2"; // ECA_PLUGIN_VERSION of the contract
 constexpr char const* kPluginNamespace = "eca_deploy";
 constexpr char const* kWeightsField = "weights";
 constexpr char const* kBiasField = "bias";
 constexpr char const* kPaddingField = "padding";
 constexpr char const* kGateField = "gate";
 constexpr char const* kActivationField = "activation";
+constexpr char const* kFieldSetField = "field_set";
+constexpr int32_t kNbFields = 6;
+
+// "ECA/2 weights:f32[] bias:f32 padding:zeros|circular gate:... activation:... inputs:X,residual?", built from the
+// tables the fields are parsed with; and its 64-bit FNV-1a as 16 hex digits (what nodes and plans carry).
+std::string const& fieldSetSignature();
+char const* fieldSetHash() noexcept;
 
 // The op's attributes besides the weights (docs/eca_op.md); the defaults are the op of plugin fields that predate them.
 struct EcaAttributes
@@ -80,7 +89,7 @@ private:
     EcaAttributes mAttributes;
     std::string mMetadata;
     int32_t mNbInputs = 1; // X, or X and the residual (set by onShapeChange, read by enqueue)
-    nvinfer1::PluginField mFieldData[5];
+    nvinfer1::PluginField mFieldData[kNbFields];
     nvinfer1::PluginFieldCollection mFields;
 };
 
@@ -99,7 +108,7 @@ public:
         char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
 
 private:
-    nvinfer1::PluginField mFieldData[5];
+    nvinfer1::PluginField mFieldData[kNbFields];
     nvinfer1::PluginFieldCollection mFieldNames;
 };
 
