@@ -278,6 +278,12 @@ def run_check(
     if batch < 1:
         raise EcaDeployError(f"--batch must be a positive integer, got {batch}")
     paths = list_images(images) if images else None
+    if target.onnx is not None:  # the target and its reference run at once; images are held as float32
+        from eca_deploy.memory import check_onnx_memory
+
+        work = fixed_batch or batch
+        check_onnx_memory(target.onnx, prep.size, prep.size, work, len(paths or range(12)),
+                          f"checking {Path(target.label).name} at {prep.size}x{prep.size}, batch {work}")  # fmt: skip
     loaded = load_images(paths, prep)
     if loaded.skipped:
         warn(f"skipped {len(loaded.skipped)} unreadable images: {', '.join(loaded.skipped[:5])}")

@@ -57,6 +57,45 @@ class ExportResult:
             console.print(table)
 
 
+VERIFY_BATCH = 4  # verify_onnx's step with a dynamic batch
+RECALIBRATION_BATCH = 8  # recalibrate_batchnorm's batch (random weights)
+SAMPLE_PHOTOS = 12
+
+
+def check_export_memory(model_name: str, img_size: int | None, batch: int | None, random: bool) -> None:
+    """Refuse a zoo or timm export whose activations (estimated on the meta device) exceed the free memory.
+
+    The work batch is the largest the export runs: BatchNorm recalibration (random weights), verification
+    or the fixed --batch. A model whose architecture cannot run on the meta device is not estimated.
+    """
+    import torch
+
+    from eca_deploy.memory import image_bytes, require, torch_activation_bytes
+    from eca_deploy.models import sources
+
+    k = sources.kind(model_name)
+    if k not in ("zoo", "timm"):
+        return
+    size = sources.default_preprocessing(model_name, img_size).size
+    work = max(batch or VERIFY_BATCH, RECALIBRATION_BATCH if random else 1)
+    try:
+        with torch.device("meta"):
+            if k == "zoo":
+                from eca_deploy.models.registry import get_spec
+
+                module = get_spec(model_name).build()
+            else:
+                import timm
+
+                from eca_deploy.models.timm_models import timm_name
+
+                module = timm.create_model(timm_name(model_name), pretrained=False)
+        needed = torch_activation_bytes(module, size, size, work) + image_bytes(size, size, SAMPLE_PHOTOS)
+    except Exception:  # an estimate is a precaution: a model it cannot run on meta is exported as before
+        return
+    require(needed, f"exporting {model_name} at {size}x{size}, batch {work}")
+
+
 def run_export(
     *,
     model_name: str,
@@ -93,6 +132,7 @@ def run_export(
     check_writable(output)
     if images:
         list_images(images)  # fail on a bad folder before any work
+    check_export_memory(model_name, img_size, batch, random=weights is None and not pretrained)
     with _status(status, f"building {model_name}"):
         loaded = sources.load(model_name, weights=weights, pretrained=pretrained, pretrained_file=pretrained_file,
                               num_classes=num_classes, img_size=img_size, k_size=k_size,
@@ -123,6 +163,7 @@ def export_loaded(
     from eca_deploy.data.images import list_images, load_images
     from eca_deploy.exporters import ExportOptions, export_onnx, verify_onnx
     from eca_deploy.fileio import check_writable
+    from eca_deploy.models import sources
     from eca_deploy.onnx_io import save_onnx
 
     check_writable(output)
@@ -131,6 +172,13 @@ def export_loaded(
     opts = ExportOptions(opset=opset, batch=batch, img_size=prep.size, exporter=exporter, preprocessing=prep)
     opts.validate()
     model, name = loaded.module, loaded.ref
+    if sources.kind(name) in ("file", "module"):  # zoo and timm models were estimated before they were built
+        from eca_deploy.memory import image_bytes, require, torch_activation_bytes
+
+        work = max(batch or VERIFY_BATCH, 2)
+        size = prep.size
+        needed = torch_activation_bytes(model, size, size, work) + image_bytes(size, size, SAMPLE_PHOTOS)
+        require(needed, f"exporting {name} at {size}x{size}, batch {work}")
     result = ExportResult(name, output, opset, batch or "dynamic", prep.size, loaded.random)
     with _status(status, f"exporting {name} to ONNX (opset {opset}, {exporter})"):
         onnx_model = export_onnx(model, name, opts, weights_source=loaded.weights)
