@@ -11,20 +11,20 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
-from eca_deploy.cli.options import JsonOutput, check_outputs, json_option, parse_runtime, parse_sizes, runtime_option
+from eca_deploy.cli.options import (
+    JsonOutput,
+    check_at_least,
+    check_file,
+    check_outputs,
+    json_option,
+    parse_duration,
+    parse_runtime,
+    parse_sizes,
+    runtime_option,
+)
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
 from eca_deploy.pipeline.bench_noise import compare_rounds
-
-
-def parse_seconds(value: str, option: str) -> float:
-    text = value.strip().lower()
-    scale = 1e-3 if text.endswith("ms") else 60.0 if text.endswith("min") else 1.0
-    number = text.removesuffix("ms").removesuffix("min").removesuffix("s")
-    try:
-        return float(number) * scale
-    except ValueError:
-        raise EcaDeployError(f"{option} takes a duration such as 10s, 500ms or 1min, got {value!r}") from None
 
 
 @app.command("bench")
@@ -60,6 +60,13 @@ def bench_command(
 
     json_to = JsonOutput.of(json_out)
     check_outputs((csv_path, "--csv"), (plot_path, "--plot"))
+    check_file(onnx_path, "--onnx")
+    check_file(engine, "--engine")
+    for path in models_args or []:
+        check_file(path, "--compare")
+    for value, option in ((iterations, "--iterations"), (threads, "--threads"), (streams, "--streams"),
+                          (rounds, "--rounds")):  # fmt: skip
+        check_at_least(value, option)
     models = list(models_args or [])
     if models and not compare:
         raise EcaDeployError("several models are compared with --compare A B ...; a single one takes --onnx/--engine")
@@ -75,8 +82,8 @@ def bench_command(
     runtime = parse_runtime(runtime)
     config = BenchConfig(
         batches=parse_sizes(batch),
-        warmup_s=parse_seconds(warmup, "--warmup"),
-        duration_s=parse_seconds(duration, "--duration"),
+        warmup_s=parse_duration(warmup, "--warmup", allow_zero=True),
+        duration_s=parse_duration(duration, "--duration") if iterations is None else None,
         iterations=iterations,
         step=StepOptions(transfers=not no_transfers, cuda_graph=cuda_graph, streams=streams),
         end_to_end=end_to_end,

@@ -48,12 +48,24 @@ def build_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Compile an ONNX model into a TensorRT engine (strongly typed: the ONNX decides the precision)."""
+    from eca_deploy.cli.options import (
+        check_at_least,
+        check_image_folder,
+        check_onnx_file,
+        check_outputs,
+    )
     from eca_deploy.engine.build import Profile, parse_size
     from eca_deploy.pipeline.build import BuildRequest, run_build
     from eca_deploy.precision.quantize import QuantizeOptions
 
     json_to = JsonOutput.of(json_out)
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.plan")
+    check_onnx_file(onnx_path, "--onnx")
+    check_image_folder(calib_images, "--calib-images")
+    check_at_least(calib_count, "--calib-count")
+    check_at_least(dla_core, "--dla-core", 0)
+    check_outputs((out, "--output"), (timing_cache, "--timing-cache"))
+    QuantizeOptions(method=method, count=calib_count).validate()
     req = BuildRequest(
         onnx_path=onnx_path, output=out, fp16=fp16, int8=int8, calib_images=calib_images,
         quantize=QuantizeOptions(method=method, count=calib_count), plugin=plugin, profile=Profile.parse(batch),

@@ -13,8 +13,16 @@ from eca_deploy.cli.options import (
     INTERPOLATION_HELP,
     MEAN_HELP,
     MODEL_HELP,
+    PROVIDERS,
     STD_HELP,
     JsonOutput,
+    check_at_least,
+    check_between,
+    check_choice,
+    check_file,
+    check_image_folder,
+    check_onnx_file,
+    check_positive,
     json_option,
     parse_runtime,
     preprocessing_override,
@@ -56,6 +64,16 @@ def check_command(
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
     json_to = JsonOutput.of(json_out)
+    check_onnx_file(onnx_path, "--onnx")
+    check_file(engine, "--engine")
+    check_file(weights, "--weights")
+    check_onnx_file(reference_onnx, "--reference-onnx")
+    check_image_folder(images, "--images")
+    check_at_least(batch, "--batch")
+    check_choice(provider, "--provider", PROVIDERS)
+    check_positive(max_abs, "--max-abs")
+    check_between(min_cosine, "--min-cosine", -1.0, 1.0)
+    check_between(min_top1, "--min-top1", 0.0, 1.0)
     target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
     adjust = None

@@ -29,11 +29,15 @@ def fuse_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Fuse every ECA block into one `eca_deploy.ECA` node (runs anywhere through an ONNX function)."""
+    from eca_deploy.cli.options import check_onnx_file, check_outputs, check_positive
     from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, run_fuse
 
+    check_positive(tolerance, "--tolerance")
     tolerance = FUSION_TOLERANCE if tolerance is None else tolerance
     out = JsonOutput.of(json_out)
+    check_onnx_file(onnx_path, "ONNX")
     output = output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx")
+    check_outputs((output, "--output"))
     result = run_fuse(onnx_path, output, write_unchanged, verify, tolerance, residual)
     out.write(result.as_dict())
     report = result.report

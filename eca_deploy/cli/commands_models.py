@@ -116,15 +116,24 @@ def export_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
+    from eca_deploy.cli.options import check_at_least, check_file, check_image_folder, check_outputs, check_positive
+    from eca_deploy.exporters.onnx_export import ExportOptions
     from eca_deploy.pipeline.export import run_export
 
     out = JsonOutput.of(json_out)
+    output = output or Path(f"{default_stem(model)}.onnx")
+    check_outputs((output, "--output"))
+    check_file(weights, "--weights")
+    check_image_folder(images, "--images")
+    check_at_least(num_classes, "--num-classes")
+    check_positive(tolerance, "--tolerance")
+    ExportOptions(opset=opset, batch=parse_batch(batch), exporter=exporter).validate()
 
     def adjust(prep: Preprocessing) -> Preprocessing:
         return preprocessing_override(prep, None, mean, std, interpolation)
 
     result = run_export(
-        model_name=model, weights=weights, output=output or Path(f"{default_stem(model)}.onnx"), opset=opset,
+        model_name=model, weights=weights, output=output, opset=opset,
         batch=parse_batch(batch), img_size=img_size, num_classes=num_classes, k_size=parse_k_sizes(k_size),
         exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify,
         pretrained=pretrained, adjust=adjust, warn=warn, status=None if out.stdout else console.status,

@@ -12,7 +12,14 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
-from eca_deploy.cli.options import JsonOutput, json_option
+from eca_deploy.cli.options import (
+    JsonOutput,
+    check_at_least,
+    check_image_folder,
+    check_onnx_file,
+    check_outputs,
+    json_option,
+)
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 
 
@@ -62,6 +69,9 @@ def convert_command(
     ops = tuple(o.strip() for o in keep_fp32.split(",") if o.strip()) if keep_fp32 else ()
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.fp16.onnx")
     json_to = JsonOutput.of(json_out)
+    check_onnx_file(onnx_path, "--onnx")
+    check_image_folder(images, "--images")
+    check_outputs((out, "--output"))
     status = console.status("converting to FP16 and comparing with FP32")
     with status if not json_to.stdout else contextlib.nullcontext():
         result = run_convert(onnx_path, out, keep_io_types=not fp16_io, keep_fp32_ops=ops, verify=verify,
@@ -97,6 +107,12 @@ def quantize_command(
     options = QuantizeOptions(method=method, count=calib_count, quantize_eca_gate=quantize_eca_gate, use_cache=cache)
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.int8.onnx")
     json_to = JsonOutput.of(json_out)
+    check_at_least(calib_count, "--calib-count")
+    options.validate()
+    check_onnx_file(onnx_path, "--onnx")
+    check_image_folder(calib_images, "--calib-images")
+    check_image_folder(images, "--images")
+    check_outputs((out, "--output"))
     with new_progress(json_to.stdout) as progress:
         result = run_quantize(onnx_path, calib_images, out, options, verify=verify, images=images, warn=warn,
                               progress=calibration_progress(progress), keep_failed=keep_failed)  # fmt: skip

@@ -10,7 +10,19 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
-from eca_deploy.cli.options import INTERPOLATION_HELP, MEAN_HELP, STD_HELP, JsonOutput, json_option, parse_sizes
+from eca_deploy.cli.options import (
+    INTERPOLATION_HELP,
+    MEAN_HELP,
+    STD_HELP,
+    JsonOutput,
+    check_at_least,
+    check_between,
+    check_file,
+    check_onnx_file,
+    check_out_folder,
+    json_option,
+    parse_sizes,
+)
 from eca_deploy.errors import EcaDeployError
 
 
@@ -41,6 +53,15 @@ def _engine_plugin(spec: Any, plugin: Path | None) -> Path | None:
     return found
 
 
+def _check_inputs(engine: Path | None, onnx_path: Path | None, plugin: Path | None, labels: Path | None) -> None:
+    """The files given exist (and --onnx is an ONNX model) before anything is read or written."""
+    check_file(engine, "--engine")
+    check_onnx_file(onnx_path, "--onnx")
+    check_file(labels, "--labels")
+    if plugin is not None and not plugin.is_dir():
+        check_file(plugin, "--plugin")
+
+
 def _labels(spec: Any, labels: Path | None) -> tuple[str, ...]:
     from eca_deploy.runtime.labels import labels_for
 
@@ -67,6 +88,10 @@ def export_triton_command(
 
     json_to = JsonOutput.of(json_out)
     model = _one_model(engine, onnx_path)
+    _check_inputs(engine, onnx_path, plugin, labels)
+    check_at_least(max_batch, "--max-batch")
+    check_at_least(instances, "--instances")
+    check_out_folder(repo, "--repo")
     if onnx_path is not None:
         if plugin is not None:
             raise EcaDeployError("--plugin is for engines: ONNX Runtime runs the ECA op without it")
@@ -122,6 +147,10 @@ def export_deepstream_command(
 
     json_to = JsonOutput.of(json_out)
     model = _one_model(engine, onnx_path)
+    _check_inputs(engine, onnx_path, plugin, labels)
+    check_at_least(batch, "--batch")
+    check_between(threshold, "--threshold", 0.0, 1.0)
+    check_out_folder(out, "--out")
     opts = DeepStreamOptions(batch=batch, threshold=threshold)
     if onnx_path is not None:
         from eca_deploy.plugin.locate import find_plugin_library

@@ -57,7 +57,7 @@ class RunOptions:
         if self.output is not None:
             check_output(self.output)
         if self.log is not None:
-            check_writable(self.log)
+            check_writable(self.log, "--log")
 
 
 @dataclass
