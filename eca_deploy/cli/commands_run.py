@@ -11,7 +11,16 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
-from eca_deploy.cli.options import JsonOutput, json_option, parse_runtime, runtime_option
+from eca_deploy.cli.options import (
+    PROVIDERS,
+    JsonOutput,
+    check_choice,
+    check_file,
+    check_onnx_file,
+    json_option,
+    parse_runtime,
+    runtime_option,
+)
 from eca_deploy.errors import EcaDeployError
 
 
@@ -42,6 +51,12 @@ def run_command(
     json_to = JsonOutput.of(json_out)
     options = RunOptions(batch=batch, max_frames=max_frames, output=output, display=display, log=log)
     options.validate()
+    check_onnx_file(onnx_path, "--onnx")
+    check_file(engine, "--engine")
+    check_file(labels, "--labels")
+    check_choice(resize, "--resize", ("exact", "fast"))
+    provider = check_choice(provider, "--provider", PROVIDERS)
+    runtime = parse_runtime(runtime)
     parse_source(source)  # a missing file or unusable pipeline fails before the model loads
     model = onnx_path or engine
     classifier = Classifier.open(model, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
@@ -63,6 +78,10 @@ def run_command(
     report = summary.as_dict()
     json_to.write(report)
     print_summary(report)
+    if summary.ended == "interrupted":  # the output is finished; Ctrl-C still exits 130 like every command
+        from eca_deploy.cli.main import INTERRUPTED
+
+        raise typer.Exit(INTERRUPTED)
 
 
 def print_summary(report: dict[str, Any]) -> None:
