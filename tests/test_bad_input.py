@@ -61,7 +61,7 @@ CASES: list[tuple[list[str], str]] = [
     (["export", "-o", "{out}/m.onnx", "--batch", "0"], "--batch"),
     (["export", "-o", "{out}/m.onnx", "--batch", "-1"], "--batch"),
     (["export", "-o", "{out}/m.onnx", "--batch", "abc"], "--batch"),
-    (["export", "-o", "{out}/m.onnx", "--opset", "99"], "opset 99"),
+    (["export", "-o", "{out}/m.onnx", "--opset", "99"], "--opset 99"),
     (["export", "-o", "{out}/m.onnx", "--num-classes", "0"], "--num-classes"),
     (["export", "-o", "{out}/m.onnx", "--tolerance", "-1"], "--tolerance"),
     (["export", "-o", "{out}/m.onnx", "--weights", "{in}/missing.pth"], "--weights"),
@@ -82,7 +82,7 @@ CASES: list[tuple[list[str], str]] = [
         ["quantize", "--onnx", ONNX, "--calib-images", PHOTOS, "-o", "{out}/q.onnx", "--calib-count", "0"],
         "--calib-count",
     ),
-    (["quantize", "--onnx", ONNX, "--calib-images", PHOTOS, "-o", "{out}/q.onnx", "--method", "best"], "method"),
+    (["quantize", "--onnx", ONNX, "--calib-images", PHOTOS, "-o", "{out}/q.onnx", "--method", "best"], "(--method)"),
     # build
     (["build", "--onnx", PNG, "-o", "{out}/m.plan"], "--onnx"),
     (["build", "--onnx", ONNX, "-o", "{out}/m.plan", "--calib-count", "0"], "--calib-count"),
