@@ -148,6 +148,7 @@ CASES: list[tuple[list[str], str]] = [
     (["deploy", "--onnx", PNG, "--out", "{out}/deploy"], "--onnx"),
     (["deploy", "--onnx", MISSING, "--out", "{out}/deploy"], "--onnx"),
     (["deploy", "--out", f"{FILE}/deploy"], "--out"),
+    ([*DEPLOY, "--img-size", "100000"], "--img-size"),  # its export could never fit in memory
     # plugin build
     (["plugin", "build", "--jobs", "0"], "--jobs"),
     (["plugin", "build", "--build-dir", f"{FILE}/build"], "--build-dir"),

@@ -67,7 +67,7 @@ def deploy_command(
         img_size=img_size, bench_seconds=parse_duration(duration, "--duration"), bench_rounds=rounds, force=force,
         pretrained=pretrained, onnx=onnx_path, preprocessing=prep, runtime=runtime.strip().lower(),
     )  # fmt: skip
-    opts.validate()  # every option, before the first stage and before --out is created
+    # run_deploy validates every option (DeployOptions.validate) before the first stage and before --out exists
 
     def on_stage(name: str, what: str) -> Any:
         return console.status(f"[bold]{name}[/bold]: {what}")

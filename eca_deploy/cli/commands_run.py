@@ -43,6 +43,7 @@ def run_command(
 ) -> None:
     """Decode frames with OpenCV, classify them, overlay the top-1 label, score and FPS; summary at the end."""
     from eca_deploy.runtime.classifier import Classifier
+    from eca_deploy.runtime.preprocess import RESIZE_MODES
     from eca_deploy.runtime.sources import parse_source
     from eca_deploy.runtime.video import RunOptions, run_stream
 
@@ -54,7 +55,7 @@ def run_command(
     check_onnx_file(onnx_path, "--onnx")
     check_file(engine, "--engine")
     check_file(labels, "--labels")
-    check_choice(resize, "--resize", ("exact", "fast"))
+    check_choice(resize, "--resize", RESIZE_MODES)
     provider = check_choice(provider, "--provider", PROVIDERS)
     runtime = parse_runtime(runtime)
     parse_source(source)  # a missing file or unusable pipeline fails before the model loads

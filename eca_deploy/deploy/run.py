@@ -81,6 +81,10 @@ class DeployOptions:
             raise EcaDeployError(f"--batch takes positive batch sizes, got {list(self.batches)}")
         if self.bench_rounds < 1:
             raise EcaDeployError(f"--rounds must be at least 1, got {self.bench_rounds}")
+        if self.onnx is None:  # the export stage's activations at --img-size fit in memory (zoo and timm models)
+            from eca_deploy.pipeline.export import check_export_memory
+
+            check_export_memory(self.model, self.img_size, None, random=self.weights is None and not self.pretrained)
 
 
 @dataclass
