@@ -199,3 +199,17 @@ def check_onnx_memory(
     except Exception:  # shape inference refused the graph: no estimate, run as before
         return
     require(2 * activations + image_bytes(height, width, images), what, available)
+
+
+def check_torch_memory(
+    module: Any, height: int, width: int, batch: int, images: int, what: str, available: int | None = None
+) -> None:
+    """Refuse a PyTorch forward of `module` at this geometry (and `images` photos) beyond the free memory.
+
+    A module whose small-size probe cannot run is not estimated: its own forward reports the problem.
+    """
+    try:
+        activations = torch_activation_bytes(module, height, width, batch)
+    except Exception:  # e.g. attention that cannot tile the probe size
+        return
+    require(activations + image_bytes(height, width, images), what, available)

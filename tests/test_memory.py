@@ -103,3 +103,20 @@ def test_check_beyond_the_free_memory_is_refused(cli, tiny_onnx, tmp_path: Path,
     assert result.code == 2
     assert_one_line_error(result, "--img-size", "--batch", "64 MiB available")
     assert cli(*args[:-4]).code in (0, 1)  # at its own 32x32 the same check runs
+
+
+def test_own_model_at_an_absurd_size_is_refused_before_its_forward(cli, tmp_path: Path) -> None:
+    from tests.conftest import assert_one_line_error
+
+    net = tmp_path / "net.py"
+    net.write_text(
+        "from torch import nn\n\n\ndef build(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    result = cli("export", "--model", f"{net}:build", "--img-size", "60000", "-o", out / "m.onnx")
+    assert result.code == 2
+    assert_one_line_error(result, "--img-size", "estimate")
+    assert list(out.iterdir()) == []

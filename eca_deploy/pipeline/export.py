@@ -173,12 +173,10 @@ def export_loaded(
     opts.validate()
     model, name = loaded.module, loaded.ref
     if sources.kind(name) in ("file", "module"):  # zoo and timm models were estimated before they were built
-        from eca_deploy.memory import image_bytes, require, torch_activation_bytes
+        from eca_deploy.memory import check_torch_memory
 
-        work = max(batch or VERIFY_BATCH, 2)
-        size = prep.size
-        needed = torch_activation_bytes(model, size, size, work) + image_bytes(size, size, SAMPLE_PHOTOS)
-        require(needed, f"exporting {name} at {size}x{size}, batch {work}")
+        work, size = max(batch or VERIFY_BATCH, 2), prep.size
+        check_torch_memory(model, size, size, work, SAMPLE_PHOTOS, f"exporting {name} at {size}x{size}, batch {work}")
     result = ExportResult(name, output, opset, batch or "dynamic", prep.size, loaded.random)
     with _status(status, f"exporting {name} to ONNX (opset {opset}, {exporter})"):
         onnx_model = export_onnx(model, name, opts, weights_source=loaded.weights)
