@@ -79,14 +79,14 @@ def test_usage_errors_are_one_line(cli, args: list[str], needle: str) -> None:
     assert "╭" not in result.stderr and "Usage:" not in result.stderr
 
 
-def test_ctrl_c_says_interrupted(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_ctrl_c_says_interrupted(cli, monkeypatch: pytest.MonkeyPatch, small_onnx: Path) -> None:
     import eca_deploy.pipeline.bench_report as bench_report
 
     def interrupt(*_args: object, **_kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(bench_report, "run_bench", interrupt)
-    result = cli("bench", "--onnx", tmp_path / "m.onnx")
+    result = cli("bench", "--onnx", small_onnx)  # a real file: options are checked before the work
     assert result.code == 130 and result.stderr == "interrupted\n"
 
 

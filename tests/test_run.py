@@ -188,3 +188,40 @@ def test_run_options_validate(tmp_path: Path) -> None:
         RunOptions(max_frames=0).validate()
     with pytest.raises(EcaDeployError, match="does not exist"):
         RunOptions(output=tmp_path / "no" / "out.mp4").validate()
+
+
+def test_sigint_finishes_the_file_and_exits_130(model: Path, tmp_path: Path) -> None:
+    """A real process on a long video, Ctrl-C (SIGINT) once frames are being written: a playable file, exit 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    frames = [cv2.resize(read_rgb(p)[..., ::-1], SIZE, interpolation=cv2.INTER_AREA) for p in sample_image_paths()]
+    long_video = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(long_video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, SIZE)
+    for i in range(3000):  # minutes of classification: the interrupt always comes first
+        writer.write(frames[i % len(frames)])
+    writer.release()
+    out, report = tmp_path / "out" / "annotated.mp4", tmp_path / "out" / "run.json"
+    out.parent.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    cmd = [sys.executable, "-m", "eca_deploy.cli.main", "run", "--onnx", str(model), "--source", str(long_video),
+           "--output", str(out), "--json", str(report)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size > 0 for p in out.parent.glob(".annotated.*")):  # frames are being written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == "interrupted" and "Traceback" not in stderr
+    summary = json.loads(report.read_text())
+    assert summary["ended"] == "interrupted" and 0 < summary["frames"] < 3000
+    assert len(decode(out)) == summary["frames"]
+    assert leftovers(out.parent) == []

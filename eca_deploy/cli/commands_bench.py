@@ -14,9 +14,12 @@ from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import (
     RUNTIME_HELP,
     JsonOutput,
+    check_at_least,
+    check_file,
     check_outputs,
     img_size_option,
     json_option,
+    parse_duration,
     parse_img_size,
     parse_runtime,
     parse_sizes,
@@ -25,16 +28,6 @@ from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 from eca_deploy.pipeline.bench_noise import speed_ratio
-
-
-def parse_seconds(value: str, option: str) -> float:
-    text = value.strip().lower()
-    scale = 1e-3 if text.endswith("ms") else 60.0 if text.endswith("min") else 1.0
-    number = text.removesuffix("ms").removesuffix("min").removesuffix("s")
-    try:
-        return float(number) * scale
-    except ValueError:
-        raise EcaDeployError(f"{option} takes a duration such as 10s, 500ms or 1min, got {value!r}") from None
 
 
 @app.command("bench")
@@ -77,6 +70,13 @@ def bench_command(
     from eca_deploy.pipeline.bench_report import LOWERING_CHOICES, run_bench, write_csv, write_plot
 
     size = parse_img_size(img_size)
+    check_file(onnx_path, "--onnx")
+    check_file(engine, "--engine")
+    for path in models_args or []:
+        check_file(path, "--compare")
+    for value, option in ((iterations, "--iterations"), (threads, "--threads"), (streams, "--streams"),
+                          (rounds, "--rounds")):  # fmt: skip
+        check_at_least(value, option)
     inputs = [onnx_path, engine, plugin, *(models_args or [])]
     json_to = JsonOutput.of(json_out, inputs=inputs)
     check_outputs((csv_path, "--csv"), (plot_path, "--plot"), (json_to.path, "--json"), inputs=inputs)
@@ -98,8 +98,8 @@ def bench_command(
         models, kinds, per_model = expand_runtimes(models, kinds, runtimes)
     config = BenchConfig(
         batches=parse_sizes(batch),
-        warmup_s=parse_seconds(warmup, "--warmup"),
-        duration_s=parse_seconds(duration, "--duration"),
+        warmup_s=parse_duration(warmup, "--warmup", allow_zero=True),
+        duration_s=parse_duration(duration, "--duration") if iterations is None else None,
         iterations=iterations,
         step=StepOptions(transfers=not no_transfers, cuda_graph=cuda_graph, streams=streams),
         end_to_end=end_to_end,

@@ -48,6 +48,11 @@ def build_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Compile an ONNX model into a TensorRT engine (strongly typed: the ONNX decides the precision)."""
+    from eca_deploy.cli.options import (
+        check_at_least,
+        check_image_folder,
+        check_onnx_file,
+    )
     from eca_deploy.engine.build import Profile, parse_size
     from eca_deploy.fileio import claim_output_file, distinct_outputs
     from eca_deploy.pipeline.build import BuildRequest, run_build
@@ -55,6 +60,11 @@ def build_command(
 
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, calib_images, timing_cache])
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.plan")
+    check_onnx_file(onnx_path, "--onnx")
+    check_image_folder(calib_images, "--calib-images")
+    check_at_least(calib_count, "--calib-count")
+    check_at_least(dla_core, "--dla-core", 0)
+    QuantizeOptions(method=method, count=calib_count).validate()
     claim_output_file(out, "--output", [onnx_path, calib_images, timing_cache])
     distinct_outputs((out, "--output"), (out.with_name(out.name + ".json"), "--output's sidecar"),
                      (json_to.path, "--json"))  # fmt: skip

@@ -13,8 +13,16 @@ from eca_deploy.cli.options import (
     INTERPOLATION_HELP,
     MEAN_HELP,
     MODEL_HELP,
+    PROVIDERS,
     STD_HELP,
     JsonOutput,
+    check_at_least,
+    check_between,
+    check_choice,
+    check_file,
+    check_image_folder,
+    check_onnx_file,
+    check_positive,
     img_size_option,
     json_option,
     parse_img_size,
@@ -59,6 +67,16 @@ def check_command(
     """
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
+    check_onnx_file(onnx_path, "--onnx")
+    check_file(engine, "--engine")
+    check_file(weights, "--weights")
+    check_onnx_file(reference_onnx, "--reference-onnx")
+    check_image_folder(images, "--images")
+    check_at_least(batch, "--batch")
+    check_choice(provider, "--provider", PROVIDERS)
+    check_positive(max_abs, "--max-abs")
+    check_between(min_cosine, "--min-cosine", -1.0, 1.0)
+    check_between(min_top1, "--min-top1", 0.0, 1.0)
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, engine, weights, images, reference_onnx, plugin])
     size = parse_img_size(img_size)
     target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))

@@ -50,11 +50,11 @@ def deploy_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
-    from eca_deploy.cli.commands_bench import parse_seconds
-    from eca_deploy.cli.options import parse_sizes, preprocessing_override
+    from eca_deploy.cli.options import check_onnx_file, parse_duration, parse_sizes, preprocessing_override
     from eca_deploy.deploy.report import recommendation, summary_rows
     from eca_deploy.deploy.run import DeployOptions, run_deploy
 
+    check_onnx_file(onnx_path, "--onnx")
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, weights, images, calib_images])
     size = parse_img_size(img_size)
     prep = None
@@ -69,9 +69,10 @@ def deploy_command(
     opts = DeployOptions(
         model=model, out=out, weights=weights, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
         calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batch),
-        img_size=size, bench_seconds=parse_seconds(duration, "--duration"), bench_rounds=rounds, force=force,
+        img_size=size, bench_seconds=parse_duration(duration, "--duration"), bench_rounds=rounds, force=force,
         pretrained=pretrained, onnx=onnx_path, preprocessing=prep, runtime=runtime.strip().lower(),
     )  # fmt: skip
+    # run_deploy validates every option (DeployOptions.validate) before the first stage and before --out exists
 
     def on_stage(name: str, what: str) -> Any:
         return console.status(f"[bold]{name}[/bold]: {what}")

@@ -29,11 +29,14 @@ def fuse_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Fuse every ECA block into one `eca_deploy.ECA` node (runs anywhere through an ONNX function)."""
+    from eca_deploy.cli.options import check_onnx_file, check_positive
     from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, run_fuse
 
+    check_positive(tolerance, "--tolerance")
     tolerance = FUSION_TOLERANCE if tolerance is None else tolerance
     from eca_deploy.fileio import distinct_outputs
 
+    check_onnx_file(onnx_path, "ONNX")
     out = JsonOutput.of(json_out, inputs=[onnx_path])
     output = output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx")
     distinct_outputs((output, "--output"), (out.path, "--json"))

@@ -118,6 +118,8 @@ def export_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
+    from eca_deploy.cli.options import check_at_least, check_file, check_image_folder, check_positive
+    from eca_deploy.exporters.onnx_export import ExportOptions
     from eca_deploy.fileio import distinct_outputs
     from eca_deploy.pipeline.export import run_export
 
@@ -126,6 +128,11 @@ def export_command(
     size = parse_img_size(img_size)
     output = output or Path(f"{default_stem(model)}.onnx")
     distinct_outputs((output, "--output"), (out.path, "--json"))
+    check_file(weights, "--weights")
+    check_image_folder(images, "--images")
+    check_at_least(num_classes, "--num-classes")
+    check_positive(tolerance, "--tolerance")
+    ExportOptions(opset=opset, batch=parse_batch(batch), exporter=exporter).validate()
 
     def adjust(prep: Preprocessing) -> Preprocessing:
         prep = prep.at_hw(size) if size is not None else prep

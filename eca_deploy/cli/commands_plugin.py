@@ -37,10 +37,15 @@ def build_command(
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs (default: CPU count)."),
 ) -> None:
     """Build the CUDA kernels, and the TensorRT plugin when TensorRT is found, with CMake (or --target openvino)."""
+    from eca_deploy.cli.options import check_at_least
+
+    check_at_least(jobs, "--jobs")
     if build_dir is not None:  # a new or empty folder, or an earlier build's: never a folder of the user's files
         from eca_deploy.fileio import claim_work_dir
 
         claim_work_dir(build_dir, "--build-dir", own_signs=("CMakeCache.txt", "eca-build.log"), create=False)
+    if tensorrt_root is not None and not tensorrt_root.is_dir():
+        raise EcaDeployError(f"--tensorrt-root {tensorrt_root} is not a folder: give TensorRT's install prefix")
     if target == "openvino":
         from eca_deploy.cli.commands_plugin_openvino import build_openvino
 

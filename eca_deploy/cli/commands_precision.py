@@ -12,7 +12,15 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
-from eca_deploy.cli.options import JsonOutput, img_size_option, json_option, parse_img_size
+from eca_deploy.cli.options import (
+    JsonOutput,
+    check_at_least,
+    check_image_folder,
+    check_onnx_file,
+    img_size_option,
+    json_option,
+    parse_img_size,
+)
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.fileio import distinct_outputs
 
@@ -73,6 +81,8 @@ def convert_command(
     size = parse_img_size(img_size)
     ops = tuple(o.strip() for o in keep_fp32.split(",") if o.strip()) if keep_fp32 else ()
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.fp16.onnx")
+    check_onnx_file(onnx_path, "--onnx")
+    check_image_folder(images, "--images")
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, images])
     distinct_outputs((out, "--output"), (json_to.path, "--json"))
     status = console.status("converting to FP16 and comparing with FP32")
@@ -111,6 +121,11 @@ def quantize_command(
     size = parse_img_size(img_size)
     options = QuantizeOptions(method=method, count=calib_count, quantize_eca_gate=quantize_eca_gate, use_cache=cache)
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.int8.onnx")
+    check_at_least(calib_count, "--calib-count")
+    options.validate()
+    check_onnx_file(onnx_path, "--onnx")
+    check_image_folder(calib_images, "--calib-images")
+    check_image_folder(images, "--images")
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, calib_images, images])
     distinct_outputs((out, "--output"), (json_to.path, "--json"))
     with new_progress(json_to.stdout) as progress:

@@ -12,7 +12,11 @@ from rich.table import Table
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
 from eca_deploy.cli.options import (
+    PROVIDERS,
     JsonOutput,
+    check_choice,
+    check_file,
+    check_onnx_file,
     img_size_option,
     json_option,
     parse_img_size,
@@ -49,6 +53,7 @@ def run_command(
     """
     from eca_deploy.runtime.classifier import Classifier
     from eca_deploy.runtime.model import open_model
+    from eca_deploy.runtime.preprocess import RESIZE_MODES
     from eca_deploy.runtime.sources import parse_source
     from eca_deploy.runtime.video import RunOptions, run_stream
 
@@ -61,6 +66,12 @@ def run_command(
     model = onnx_path or engine
     options = RunOptions(batch=batch, max_frames=max_frames, output=output, display=display, log=log)
     options.validate()
+    check_onnx_file(onnx_path, "--onnx")
+    check_file(engine, "--engine")
+    check_file(labels, "--labels")
+    check_choice(resize, "--resize", RESIZE_MODES)
+    provider = check_choice(provider, "--provider", PROVIDERS)
+    runtime = parse_runtime(runtime)
     parsed = parse_source(source)  # a missing file or unusable pipeline fails before the model loads
     video_in = Path(str(parsed.target)) if parsed.kind == "file" else None
     json_to = JsonOutput.of(json_out, inputs=[video_in, model, labels, plugin])
@@ -70,7 +81,7 @@ def run_command(
     check_outputs((output, "--output"), (log, "--log"), (json_to.path, "--json"), inputs=[model, labels, plugin])
     classifier = open_model(model, decoder, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
                             kind="onnx" if onnx_path is not None else "engine",
-                            runtime=parse_runtime(runtime), img_size=size)  # fmt: skip
+                            runtime=runtime, img_size=size)  # fmt: skip
     if json_to.stdout:
         summary = run_stream(classifier, source, options)
     else:
@@ -88,6 +99,10 @@ def run_command(
     report = summary.as_dict()
     json_to.write(report)
     print_summary(report)
+    if summary.ended == "interrupted":  # the output is finished; Ctrl-C still exits 130 like every command
+        from eca_deploy.cli.main import INTERRUPTED
+
+        raise typer.Exit(INTERRUPTED)
 
 
 def print_summary(report: dict[str, Any]) -> None:

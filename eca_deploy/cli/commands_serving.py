@@ -10,7 +10,19 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
-from eca_deploy.cli.options import INTERPOLATION_HELP, MEAN_HELP, STD_HELP, JsonOutput, json_option, parse_sizes
+from eca_deploy.cli.options import (
+    INTERPOLATION_HELP,
+    MEAN_HELP,
+    STD_HELP,
+    JsonOutput,
+    check_at_least,
+    check_between,
+    check_file,
+    check_onnx_file,
+    check_out_folder,
+    json_option,
+    parse_sizes,
+)
 from eca_deploy.errors import EcaDeployError
 
 
@@ -47,6 +59,15 @@ def _engine_plugin(spec: Any, plugin: Path | None) -> Path | None:
     return found
 
 
+def _check_inputs(engine: Path | None, onnx_path: Path | None, plugin: Path | None, labels: Path | None) -> None:
+    """The files given exist (and --onnx is an ONNX model) before anything is read or written."""
+    check_file(engine, "--engine")
+    check_onnx_file(onnx_path, "--onnx")
+    check_file(labels, "--labels")
+    if plugin is not None and not plugin.is_dir():
+        check_file(plugin, "--plugin")
+
+
 def _labels(spec: Any, labels: Path | None) -> tuple[str, ...]:
     from eca_deploy.runtime.labels import labels_for
 
@@ -73,6 +94,10 @@ def export_triton_command(
     from eca_deploy.serving.triton import TritonOptions, export_triton, model_name, triton_config
 
     model = _one_model(engine, onnx_path)
+    _check_inputs(engine, onnx_path, plugin, labels)
+    check_at_least(max_batch, "--max-batch")
+    check_at_least(instances, "--instances")
+    check_out_folder(repo, "--repo")
     inputs = _inputs(model, engine, plugin, labels)
     json_to = JsonOutput.of(json_out, inputs=inputs)
     if repo.exists() and not repo.is_dir():
@@ -134,6 +159,9 @@ def export_deepstream_command(
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
 
     model = _one_model(engine, onnx_path)
+    _check_inputs(engine, onnx_path, plugin, labels)
+    check_at_least(batch, "--batch")
+    check_between(threshold, "--threshold", 0.0, 1.0)
     inputs = _inputs(model, engine, plugin, labels)
     json_to = JsonOutput.of(json_out, inputs=inputs)
     claim_output_dir(out, "--out", inputs, force)  # before any work

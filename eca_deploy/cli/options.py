@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,7 @@ def parse_sizes(value: str, option: str = "--batch", example: str = "1,8,32") ->
     return sizes
 
 
+PROVIDERS = ("cpu", "cuda", "tensorrt")  # ONNX Runtime's --provider choices
 RUNTIME_HELP = "What runs an ONNX model: onnxruntime or openvino (CPU; fused models need the ECA extension)."
 
 
@@ -231,3 +234,122 @@ def expand_bare_json(app: Any, args: list[str]) -> list[str]:
         if arg == "--json" and (following is None or (following.startswith("-") and following != "-")):
             out[i] = "--json=-"
     return out
+
+
+# -- Validation before any work: each check names the option the user typed ---------------------------------
+
+
+def parse_duration(value: str, option: str = "--duration", *, allow_zero: bool = False) -> float:
+    """'10s', '500ms', '1min' or '3' (seconds) -> seconds; positive (or zero with `allow_zero`)."""
+    text = value.strip().lower()
+    scale = 1e-3 if text.endswith("ms") else 60.0 if text.endswith("min") else 1.0
+    number = text.removesuffix("ms").removesuffix("min").removesuffix("s")
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise EcaDeployError(f"{option} takes a duration such as 10s, 500ms or 1min, got {value!r}") from None
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        kind = "zero or positive" if allow_zero else "positive"
+        raise EcaDeployError(f"{option} must be a {kind} duration such as 10s, 500ms or 1min, got {value!r}")
+    return seconds
+
+
+def check_at_least(value: int | None, option: str, minimum: int = 1) -> None:
+    """An integer option (None: not given) is at least `minimum`."""
+    if value is not None and value < minimum:
+        raise EcaDeployError(f"{option} must be at least {minimum}, got {value}")
+
+
+def check_between(value: float | None, option: str, low: float, high: float) -> None:
+    """A number option (None: not given) lies in [low, high]."""
+    if value is not None and not (math.isfinite(value) and low <= value <= high):
+        raise EcaDeployError(f"{option} must be between {low:g} and {high:g}, got {value:g}")
+
+
+def check_positive(value: float | None, option: str) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise EcaDeployError(f"{option} must be positive, got {value:g}")
+
+
+def check_choice(value: str, option: str, choices: Sequence[str]) -> str:
+    text = value.strip().lower()
+    if text not in choices:
+        raise EcaDeployError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
+def check_file(path: Path | None, option: str) -> None:
+    """An input file given with `option` exists and can be read."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise EcaDeployError(f"{option} {path} is a folder: give a file")
+    if not path.is_file():
+        raise EcaDeployError(f"{option} {path} does not exist: check the path")
+    if not os.access(path, os.R_OK):
+        raise EcaDeployError(f"{option} {path} cannot be read (permission denied)")
+
+
+def check_onnx_file(path: Path | None, option: str = "--onnx") -> None:
+    """`path` exists and parses as an ONNX model with a graph (external weights are not read)."""
+    if path is None:
+        return
+    check_file(path, option)
+    from eca_deploy.onnx_io import load_onnx
+
+    try:
+        load_onnx(path, load_external_data=False)
+    except EcaDeployError:
+        raise EcaDeployError(
+            f"{option} {path} is not an ONNX model (protobuf cannot parse it, or it has no graph): "
+            "pass an .onnx file, e.g. one written by eca-deploy export"
+        ) from None
+
+
+def _opens(path: Path) -> bool:
+    """Whether PIL can identify and verify `path` (header and structure; the pixels are not decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:  # PIL raises many kinds on broken files
+        return False
+
+
+def check_image_folder(path: Path | None, option: str) -> None:
+    """A folder of images of which at least one opens (unreadable ones are skipped and counted later)."""
+    if path is None:
+        return
+    from eca_deploy.data.images import IMAGE_SUFFIXES, list_images
+
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "does not exist"
+        raise EcaDeployError(f"{option} {path} {what}: pass a folder of jpg/png files")
+    try:
+        images = list_images(path)
+    except EcaDeployError:
+        raise EcaDeployError(
+            f"{option} {path} holds no jpg/png images ({', '.join(IMAGE_SUFFIXES)}): add some or choose another folder"
+        ) from None
+    if not any(_opens(p) for p in images):
+        raise EcaDeployError(
+            f"{option} {path}: none of its {len(images)} images can be read (first: {images[0].name}): "
+            "pass a folder of valid jpg/png files"
+        )
+
+
+def check_out_folder(path: Path, option: str) -> None:
+    """A folder to write into (created later, not now): a folder or nothing, under a writable existing folder."""
+    if path.exists():
+        if not path.is_dir():
+            raise EcaDeployError(f"{option} {path} is a file: give a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise EcaDeployError(f"{option} {path} is not writable: choose another folder")
+        return
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise EcaDeployError(f"cannot create {option} {path}: {parent} is not a writable folder")

@@ -51,11 +51,19 @@ class DeployOptions:
     preprocessing: Preprocessing | None = None  # for `onnx` without eca-deploy metadata (--mean/--std/--img-size)
 
     def validate(self) -> None:
+        """Every option, before any stage runs and before --out is created."""
+        from eca_deploy.cli.options import (
+            check_at_least,
+            check_file,
+            check_image_folder,
+            check_onnx_file,
+            check_out_folder,
+        )
         from eca_deploy.models import sources
 
+        check_out_folder(self.out, "--out")
         if self.onnx is not None:
-            if not self.onnx.is_file():
-                raise EcaDeployError(f"ONNX file {self.onnx} does not exist: check --onnx")
+            check_onnx_file(self.onnx, "--onnx")
             if self.weights is not None or self.pretrained:
                 raise EcaDeployError("--onnx starts from a finished model: drop --weights/--pretrained")
         else:
@@ -67,17 +75,22 @@ class DeployOptions:
             )
         if "int8" in self.precisions and self.calib_images is None:
             raise EcaDeployError("int8 needs calibration images: pass --calib-images DIR (a few hundred real photos)")
-        if self.weights is not None and not self.weights.is_file():
-            raise EcaDeployError(f"weights file {self.weights} does not exist: check --weights")
-        for folder in (self.calib_images, self.images):
-            if folder is not None and not folder.is_dir():
-                raise EcaDeployError(f"image folder {folder} does not exist: pass a folder of jpg/png files")
+        check_file(self.weights, "--weights")
+        check_image_folder(self.calib_images if "int8" in self.precisions else None, "--calib-images")
+        check_image_folder(self.images, "--images")
+        check_at_least(self.calib_count, "--calib-count")
+        if not self.bench_seconds > 0:
+            raise EcaDeployError(f"--duration must be positive, got {self.bench_seconds:g} s")
         if self.runtime not in CPU_RUNTIME_CHOICES:
             raise EcaDeployError(f"--runtime must be one of {', '.join(CPU_RUNTIME_CHOICES)}, got {self.runtime!r}")
         if any(b < 1 for b in self.batches):
             raise EcaDeployError(f"--batch takes positive batch sizes, got {list(self.batches)}")
         if self.bench_rounds < 1:
             raise EcaDeployError(f"--rounds must be at least 1, got {self.bench_rounds}")
+        if self.onnx is None:  # the export stage's activations at --img-size fit in memory (zoo and timm models)
+            from eca_deploy.pipeline.export import check_export_memory
+
+            check_export_memory(self.model, self.img_size, None, random=self.weights is None and not self.pretrained)
 
 
 @dataclass

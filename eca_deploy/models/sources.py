@@ -182,8 +182,11 @@ def load(
 
 def _recalibrated(ref: str, module: nn.Module, prep: Preprocessing) -> nn.Module:
     from eca_deploy.data.images import load_images
+    from eca_deploy.memory import check_torch_memory
     from eca_deploy.models.registry import recalibrate_batchnorm
 
+    size = prep.size  # the sample photos at this size go through the network in batches of 8
+    check_torch_memory(module, size, size, 8, 12, f"recalibrating the random {ref} at {size}x{size}, batch 8")
     try:
         return recalibrate_batchnorm(module, load_images(None, prep).array)
     except Exception as exc:  # the network's own forward refused this input (e.g. a size its attention can't tile)

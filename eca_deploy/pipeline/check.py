@@ -279,6 +279,12 @@ def run_check(
     if batch < 1:
         raise EcaDeployError(f"--batch must be a positive integer, got {batch}")
     paths = list_images(images) if images else None
+    if target.onnx is not None:  # the target and its reference run at once; images are held as float32
+        from eca_deploy.memory import check_onnx_memory
+
+        work = fixed_batch or batch
+        what = f"checking {Path(target.label).name} at {prep.height}x{prep.width}, batch {work}"
+        check_onnx_memory(target.onnx, prep.height, prep.width, work, len(paths or range(12)), what)
     loaded = load_images(paths, prep)
     if loaded.skipped:
         warn(f"skipped {len(loaded.skipped)} unreadable images: {', '.join(loaded.skipped[:5])}")

@@ -69,6 +69,49 @@ class ExportResult:
             console.print(table)
 
 
+VERIFY_BATCH = 4  # verify_onnx's step with a dynamic batch
+RECALIBRATION_BATCH = 8  # recalibrate_batchnorm's batch (random weights)
+SAMPLE_PHOTOS = 12
+
+
+def check_export_memory(
+    model_name: str, img_size: int | tuple[int, int] | None, batch: int | None, random: bool
+) -> None:
+    """Refuse a zoo or timm export whose activations (estimated on the meta device) exceed the free memory.
+
+    The work batch is the largest the export runs: BatchNorm recalibration (random weights), verification
+    or the fixed --batch. A model whose architecture cannot run on the meta device is not estimated.
+    """
+    import torch
+
+    from eca_deploy.memory import image_bytes, require, torch_activation_bytes
+    from eca_deploy.models import sources
+
+    k = sources.kind(model_name)
+    if k not in ("zoo", "timm"):
+        return
+    requested = img_size[0] if isinstance(img_size, tuple) else img_size
+    size = sources.default_preprocessing(model_name, requested).size
+    height, width = img_size if isinstance(img_size, tuple) else (size, size)
+    work = max(batch or VERIFY_BATCH, RECALIBRATION_BATCH if random else 1)
+    try:
+        with torch.device("meta"):
+            if k == "zoo":
+                from eca_deploy.models.registry import get_spec
+
+                module = get_spec(model_name).build()
+            else:
+                import timm
+
+                from eca_deploy.models.timm_models import timm_name
+
+                module = timm.create_model(timm_name(model_name), pretrained=False)
+        needed = torch_activation_bytes(module, height, width, work) + image_bytes(height, width, SAMPLE_PHOTOS)
+    except Exception:  # an estimate is a precaution: a model it cannot run on meta is exported as before
+        return
+    require(needed, f"exporting {model_name} at {height}x{width}, batch {work}")
+
+
 def run_export(
     *,
     model_name: str,
@@ -107,6 +150,7 @@ def run_export(
     claim_output_file(output, "--output", [weights, pretrained_file, model_file, images])
     if images:
         list_images(images)  # fail on a bad folder before any work
+    check_export_memory(model_name, img_size, batch, random=weights is None and not pretrained)
     with _status(status, f"building {model_name}"):
         loaded = sources.load(model_name, weights=weights, pretrained=pretrained, pretrained_file=pretrained_file,
                               num_classes=num_classes, img_size=img_size, k_size=k_size,
@@ -139,19 +183,25 @@ def export_loaded(
     from eca_deploy.data.images import list_images, load_images
     from eca_deploy.exporters import ExportOptions, export_onnx, verify_onnx
     from eca_deploy.fileio import check_writable
+    from eca_deploy.models import sources
     from eca_deploy.onnx_io import save_onnx
 
     check_writable(output)
     image_paths = list_images(images) if images else None
     prep = loaded.preprocessing
     from eca_deploy.exporters.metadata import read_metadata
-    from eca_deploy.models import sources
 
     classifier = sources.kind(loaded.ref) in ("zoo", "timm")
     opts = ExportOptions(opset=opset, batch=batch, img_size=prep.size, exporter=exporter, preprocessing=prep,
                          output_names=output_names, classifier=classifier)  # fmt: skip
     opts.validate()
     model, name = loaded.module, loaded.ref
+    if sources.kind(name) in ("file", "module"):  # zoo and timm models were estimated before they were built
+        from eca_deploy.memory import check_torch_memory
+
+        work, (height, width) = max(batch or VERIFY_BATCH, 2), prep.hw
+        check_torch_memory(model, height, width, work, SAMPLE_PHOTOS,
+                           f"exporting {name} at {height}x{width}, batch {work}")  # fmt: skip
     result = ExportResult(name, output, opset, batch or "dynamic", prep.size, loaded.random, input_size=prep.hw)
     with _status(status, f"exporting {name} to ONNX (opset {opset}, {exporter})"):
         onnx_model = export_onnx(model, name, opts, weights_source=loaded.weights)

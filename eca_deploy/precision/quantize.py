@@ -37,7 +37,7 @@ class QuantizeOptions:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise EcaDeployError(f"unknown calibration method {self.method!r}: choose one of {', '.join(METHODS)}")
+            raise EcaDeployError(f"unknown calibration method {self.method!r} (--method): one of {', '.join(METHODS)}")
         if self.count < 1:
             raise EcaDeployError(f"--calib-count must be a positive number of images, got {self.count}")
         if self.memory_budget < 1 << 20:
