@@ -169,6 +169,37 @@ def test_sidecar_round_trip_and_version_check(digits_onnx: Path, tmp_path: Path)
         find_sidecar(tmp_path / "bad.plan")
 
 
+def test_plugin_route_is_library_then_aot_then_a_one_line_error(tmp_path: Path) -> None:
+    """choose_route(--plugin, library found?, qdp_status()): a pure function, no TensorRT needed."""
+    from eca_deploy.engine.plugin import PluginRoute, choose_route
+
+    lib = tmp_path / "libeca_trt_plugin.so"
+    up, down = (True, "eca_deploy_aot::ECA ahead-of-time plugin"), (False, "TensorRT 10.8 has no ahead-of-time")
+    assert choose_route("auto", lib, up) == PluginRoute("library", lib), "a C++ library wins"
+    assert choose_route("auto", None, up) == PluginRoute("aot")
+    assert choose_route("aot", lib, up) == PluginRoute("aot"), "asked for: the library is not loaded"
+    assert choose_route("off", None, down) == PluginRoute("none")
+    assert choose_route(str(lib), lib, down) == PluginRoute("library", lib)
+    with pytest.raises(EcaDeployError) as auto:
+        choose_route("auto", None, down, "libeca_trt_plugin.so not found in build/plugins")
+    message = str(auto.value)
+    assert "\n" not in message
+    for needle in ("not found in build/plugins", "--plugin aot", "10.9", "TensorRT 10.8", "--plugin off"):
+        assert needle in message, (needle, message)
+    with pytest.raises(EcaDeployError, match=r"--plugin aot: .*TensorRT 10\.8"):
+        choose_route("aot", lib, down)
+
+
+def test_aot_refusals_come_before_tensorrt(cli, digits_onnx: Path, tmp_path: Path) -> None:
+    base = ("build", "--onnx", digits_onnx, "--output", tmp_path / "m.plan", "--plugin", "aot")
+    assert_one_line_error(cli(*base, "--version-compatible"), "--version-compatible", "C++ plugin")
+    if not HAS_TENSORRT:  # the unfused model is fused without residuals for the AOT plugin: TensorRT is next
+        result = cli(*base)
+        assert_one_line_error(result, "TensorRT")
+        assert result.code == 2
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
 def test_unfuse_expands_eca_nodes_into_standard_ops(digits_fused: Path, digits_onnx: Path,
                                                     digits_data: digits.Digits) -> None:  # fmt: skip
     fused = onnx.load(str(digits_fused))

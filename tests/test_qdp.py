@@ -6,12 +6,25 @@ from __future__ import annotations
 
 import ctypes
 import re
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.fusion import strip_eca_functions
+from eca_deploy.ops.contract import (
+    ECA_DOMAIN,
+    ECA_FIELD_SET_ATTR,
+    ECA_MAX_K,
+    ECA_OP_TYPE,
+    ECA_PLUGIN_FIELDS,
+    ECA_PLUGIN_NAMESPACE,
+)
 from eca_deploy.plugin import qdp
+from tests.conftest import assert_one_line_error
 from tests.eca_variants import reference
 from tests.kernels_host import HostKernels, build_host_kernels, why_not_buildable
 
@@ -122,4 +135,104 @@ def test_registers_with_tensorrt() -> None:
 
     qdp.register()
     qdp.register()  # once per process
-    assert callable(getattr(trtp.op, qdp.ECA_PLUGIN_NAMESPACE).ECA)
+    assert callable(getattr(trtp.op, qdp.AOT_NAMESPACE).ECA)
+
+
+@pytest.fixture(scope="module")
+def resnet_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ECA-ResNet-18 (untrained) at 32 px: residual blocks, eight ECA blocks."""
+    from eca_deploy.exporters import ExportOptions, export_onnx
+    from eca_deploy.models import create_model
+
+    path = tmp_path_factory.mktemp("aot") / "resnet.onnx"
+    onnx.save(export_onnx(create_model("eca_resnet18"), "eca_resnet18", ExportOptions(opset=17, img_size=32)), path)
+    return path
+
+
+def _eca_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.domain == ECA_DOMAIN and n.op_type == ECA_OP_TYPE]
+
+
+def _attributes(node: onnx.NodeProto) -> dict[str, object]:
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+
+
+def test_prepare_rewrites_a_fused_model_and_leaves_it_untouched(cli, resnet_onnx: Path, tmp_path: Path) -> None:
+    """`eca-deploy fuse --no-residual` output: every ECA node names the AOT plugin, its field set gone."""
+    fused = tmp_path / "resnet.fused.onnx"
+    result = cli("fuse", resnet_onnx, "--no-residual", "--no-verify", "-o", fused)
+    assert result.code == 0, result
+    model = onnx.load(str(fused))
+    before = model.SerializeToString()
+    originals = [_attributes(n) for n in _eca_nodes(model)]
+    assert originals and all(a["plugin_namespace"] == ECA_PLUGIN_NAMESPACE for a in originals)
+    for source in (model, strip_eca_functions(model)):  # with its ECA functions, and as the build parses it
+        prepared = qdp.prepare_for_aot(source)
+        nodes = _eca_nodes(prepared)
+        assert len(nodes) == len(originals)
+        for node, original in zip(nodes, originals, strict=True):
+            got = _attributes(node)
+            assert got["plugin_namespace"] == qdp.AOT_NAMESPACE != ECA_PLUGIN_NAMESPACE
+            assert got["plugin_version"] == qdp.AOT_VERSION == "1"
+            assert ECA_FIELD_SET_ATTR not in got
+            # exactly the register signature's attributes, besides the two the parser looks the creator up by
+            assert set(got) - {"plugin_namespace", "plugin_version"} == {name for name, _ in ECA_PLUGIN_FIELDS}
+            assert got["weights"] == pytest.approx(original["weights"])
+            assert [got[k] for k in ("padding", "gate", "activation")] == [
+                original.get(k, default) for k, default in (("padding", "zeros"), ("gate", "sigmoid"),
+                                                            ("activation", "none"))]  # fmt: skip
+    assert model.SerializeToString() == before, "the model passed in is unchanged"
+
+
+def test_prepare_refuses_residual_nodes_in_one_line(cli, resnet_onnx: Path, tmp_path: Path) -> None:
+    fused = tmp_path / "resnet.residual.onnx"
+    assert cli("fuse", resnet_onnx, "--no-verify", "-o", fused).code == 0  # the residual form is the default
+    model = onnx.load(str(fused))
+    assert any(sum(1 for i in n.input if i) == 2 for n in _eca_nodes(model))
+    with pytest.raises(EcaDeployError, match="--no-residual") as info:
+        qdp.prepare_for_aot(model)
+    assert "\n" not in str(info.value) and "C++ plugin" in str(info.value)
+    result = cli("build", "--onnx", fused, "--plugin", "aot", "--output", tmp_path / "m.plan")
+    assert_one_line_error(result, "--no-residual")
+    assert result.code == 2 and not (tmp_path / "m.plan").exists()
+
+
+def _one_node_model(channels: int | str, weights: list[float]) -> onnx.ModelProto:
+    node = helper.make_node(ECA_OP_TYPE, ["x"], ["y"], name="eca0", domain=ECA_DOMAIN, weights=weights,
+                            plugin_version="2", plugin_namespace=ECA_PLUGIN_NAMESPACE)  # fmt: skip
+    shape = ["N", channels, 8, 8]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ECA_DOMAIN, 1)])
+
+
+def test_prepare_refuses_what_the_kernel_cannot_run() -> None:
+    ok = qdp.prepare_for_aot(_one_node_model(16, [0.1, 0.2, 0.3]))
+    got = _attributes(_eca_nodes(ok)[0])
+    assert got["bias"] == 0.0 and got["gate"] == "sigmoid", "defaults written out: the creator gets every attribute"
+    with pytest.raises(EcaDeployError, match="no fixed channel count"):
+        qdp.prepare_for_aot(_one_node_model("C", [0.1, 0.2, 0.3]))
+    too_long = [0.01] * (ECA_MAX_K + 2)
+    assert len(too_long) % 2 == 1 and len(too_long) > ECA_MAX_K
+    with pytest.raises(EcaDeployError, match=f"1 to {ECA_MAX_K}"):
+        qdp.prepare_for_aot(_one_node_model(16, too_long))
+
+
+def test_aot_creator_takes_the_prepared_attributes(resnet_onnx: Path) -> None:
+    """With TensorRT >= 10.9: the registered creator's version, namespace and fields are what the nodes carry."""
+    available, reason = qdp.qdp_status()
+    if not available:
+        pytest.skip(reason)
+    import tensorrt as trt
+
+    from eca_deploy.fusion import fuse_eca
+
+    qdp.register()
+    creator = trt.get_plugin_registry().get_creator(ECA_OP_TYPE, qdp.AOT_VERSION, qdp.AOT_NAMESPACE)
+    assert creator is not None
+    model = onnx.load(str(resnet_onnx))
+    fuse_eca(model, residual=False)
+    node = _eca_nodes(qdp.prepare_for_aot(model))[0]
+    fields = {f.name for f in creator.field_names}
+    assert fields == set(_attributes(node)) - {"plugin_namespace", "plugin_version"}

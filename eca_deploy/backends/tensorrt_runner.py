@@ -2,7 +2,8 @@
 
 `set_input_shape` / `set_tensor_address` / `execute_async_v3`; device buffers are allocated once per
 tensor and grown only when a larger batch arrives; the ECA plugin library is loaded before the engine
-is deserialised (from `--plugin`, the engine's sidecar, or the default locations).
+is deserialised (from `--plugin`, the engine's sidecar, or the default locations; none for an engine whose
+sidecar records the ahead-of-time plugin, which embeds its kernel).
 
 The CUDA binding is set up before any TensorRT object, so that both work in the device's primary context;
 `close()` (also at exit) releases graphs, buffers and TensorRT objects before that context goes.
@@ -145,8 +146,10 @@ class TensorRTRunner(Runner):
         self.sidecar = find_sidecar(self.path)
         if self.sidecar is not None:
             check_compatible(self.sidecar, trt.__version__)
-        # A version-compatible plan carries the plugin library itself; a second copy could clash with it.
-        embedded = self.sidecar is not None and self.sidecar.version_compatible and self.sidecar.plugin_path
+        # A version-compatible plan carries the plugin library itself; a second copy could clash with it. An engine
+        # of the AOT plugin carries its kernel as PTX: no library to look for.
+        aot = self.sidecar is not None and self.sidecar.plugin_route == "aot"
+        embedded = aot or (self.sidecar is not None and self.sidecar.version_compatible and self.sidecar.plugin_path)
         library = plugin or (None if embedded else self.sidecar.plugin_path if self.sidecar else None)
         if library is None and not embedded:
             library = find_plugin_library(required=False)

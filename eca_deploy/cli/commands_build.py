@@ -26,6 +26,12 @@ def _build_progress(progress: Progress) -> Any:
     return update
 
 
+def _plugin_cell(data: dict[str, Any]) -> str:
+    if data.get("plugin_route") == "aot":
+        return f"AOT plugin, PTX by {data.get('ptx_compiler')} {data.get('ptx_compiler_version') or ''}".rstrip()
+    return str(data.get("plugin_path") or "no plugin")
+
+
 @app.command("build")
 def build_command(
     onnx_path: Path = typer.Option(..., "--onnx", help="ONNX model (FP32, FP16 or Q/DQ INT8)."),
@@ -34,7 +40,9 @@ def build_command(
     calib_images: Path | None = typer.Option(None, "--calib-images", help="Calibration images for --int8."),
     calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use."),
     method: str = typer.Option("percentile", "--method", help="Calibration: entropy, minmax or percentile."),
-    plugin: str = typer.Option("auto", "--plugin", help="ECA plugin: auto, a library path, or off (unfused graph)."),
+    plugin: str = typer.Option(
+        "auto", "--plugin", help="ECA plugin: auto (C++ library, else AOT plugin), aot, a library path, or off."
+    ),
     batch: str = typer.Option("1:8:32", "--batch", help="Optimisation profile batch sizes min:opt:max."),
     img_size: int | None = typer.Option(None, "--img-size", help="Image size for models with dynamic H, W."),
     workspace: str | None = typer.Option(None, "--workspace", help="Builder workspace limit, e.g. 2G."),
@@ -95,7 +103,7 @@ def build_command(
         (
             "ECA plugin layers",
             f"{data['eca_plugin_layers']}, {data.get('eca_residual_layers', 0)} with their residual "
-            f"({data.get('plugin_path') or 'no plugin'})",
+            f"({_plugin_cell(data)})",
         ),
         ("build time", f"{data['build_seconds']:.1f} s"),
         ("compiled from", str(result.compiled_onnx)),

@@ -61,7 +61,8 @@ class BuildOptions:
     dla_core: int | None = None
     gpu_fallback: bool = False
     version_compatible: bool = False
-    plugin: Path | None = None  # the ECA plugin library (None: no ECA nodes, or --plugin off)
+    plugin: Path | None = None  # the ECA plugin library (None: no ECA nodes, --plugin off, or the AOT plugin)
+    aot: bool = False  # the ECA nodes (rewritten by qdp.prepare_for_aot) are served by the ahead-of-time plugin
     eca_nodes: int = 0  # fused ECA nodes the network must turn into plugin layers
 
 
@@ -274,6 +275,8 @@ def build_engine(
 ) -> BuiltEngine:
     """Parse `model` (fused ECA functions already stripped), check the plugin layers, build and serialise."""
     check_dla(opts)
+    if opts.aot and (opts.plugin is not None or opts.version_compatible):
+        raise EcaDeployError("the AOT plugin builds neither with a plugin library nor version-compatible engines")
     if opts.plugin is not None:
         check_model_nodes(model)
     trt = import_tensorrt()
@@ -281,6 +284,10 @@ def build_engine(
     builder = create_builder(trt, logger)
     if opts.plugin is not None:
         load_and_check(trt, opts.plugin)
+    if opts.aot:
+        from eca_deploy.plugin.qdp import register
+
+        register()  # before the parser looks up eca_deploy_aot::ECA
     flags = 0
     strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if strongly is not None:  # 10.x: opt in; 11.x: every network is strongly typed
@@ -289,9 +296,11 @@ def build_engine(
     _parser = _parse(trt, network, logger, model)  # the parser must outlive the build (it owns the weights)
     plugin_layers, residual_layers = _plugin_layers(trt, network)
     if plugin_layers != opts.eca_nodes:
+        fix = ("TensorRT 10.13 or newer parses nodes for the AOT plugin" if opts.aot
+               else "rebuild the plugin for this TensorRT")  # fmt: skip
         raise EcaDeployError(
             f"the network has {plugin_layers} plugin layers for {opts.eca_nodes} fused ECA nodes: the parser did not "
-            "map every ECA node to the plugin (rebuild the plugin for this TensorRT, or use --plugin off)"
+            f"map every ECA node to the plugin ({fix}, or use --plugin off)"
         )
     config = builder.create_builder_config()
     if opts.workspace:

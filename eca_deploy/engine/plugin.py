@@ -1,4 +1,7 @@
-"""The ECA plugin library for builds and runtimes: which one (`--plugin auto|PATH|off`), loading, checking.
+"""The ECA plugin for builds and runtimes: which route (`--plugin auto|aot|PATH|off`), loading, checking.
+
+Two routes serve fused ECA nodes: the C++ library (libeca_trt_plugin.so, built where the TensorRT headers are) or
+TensorRT's ahead-of-time Python plugin (eca_deploy.plugin.qdp, TensorRT >= 10.9, one-input nodes only).
 
 libeca_trt_plugin.so registers its creator with the TensorRT already loaded in the process when it is dlopened
 (docs/plugin.md), so importing tensorrt and then loading the library before the ONNX parser or the runtime
@@ -9,27 +12,81 @@ same plugin with the entry points of TensorRT's own loader.
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.ops import ECA_OP_TYPE, ECA_PLUGIN_NAMESPACE, ECA_PLUGIN_VERSION
 
-PLUGIN_MODES = ("auto", "off")
+PLUGIN_MODES = ("auto", "aot", "off")
+AOT_NEEDS = (
+    "the AOT plugin (--plugin aot) needs TensorRT >= 10.9 with tensorrt.plugin, nvcc or NVRTC (cuda-python) and "
+    "the kernel sources of a checkout, and serves one-input ECA nodes only"
+)
+
+
+@dataclass(frozen=True)
+class PluginRoute:
+    """How fused ECA nodes are served: `library` (the C++ plugin at `path`), `aot` or `none`."""
+
+    kind: str
+    path: Path | None = None
+
+
+def choose_route(choice: str, library: Path | None, qdp: tuple[bool, str], no_library: str = "") -> PluginRoute:
+    """The route for `--plugin choice` given the library found (None: none) and qdp_status(); a pure function.
+
+    `auto` takes the C++ library when one is found, else the AOT plugin when it is available, else refuses in one
+    line (`no_library`: why no library was found) naming both routes; a path is the library's (found by the caller).
+    """
+    available, why = qdp
+    if choice == "off":
+        return PluginRoute("none")
+    if choice == "aot":
+        if not available:
+            raise EcaDeployError(f"--plugin aot: the ahead-of-time plugin is unavailable: {why}")
+        return PluginRoute("aot")
+    if choice == "auto":
+        if library is not None:
+            return PluginRoute("library", library)
+        if available:
+            return PluginRoute("aot")
+        lead = no_library or "no ECA plugin library found"
+        raise EcaDeployError(f"{lead}; {AOT_NEEDS} (here: {why}); or build the unfused graph with --plugin off")
+    if library is None:
+        raise EcaDeployError(f"--plugin {choice}: no ECA plugin library there")
+    return PluginRoute("library", library)
+
+
+def resolve_route(choice: str) -> PluginRoute:
+    """choose_route() for this machine: the library found (for `auto` or a path) and the AOT plugin's status."""
+    from eca_deploy.plugin.locate import find_plugin_library
+    from eca_deploy.plugin.qdp import qdp_status
+
+    if choice == "off":
+        return PluginRoute("none")
+    if choice not in PLUGIN_MODES:
+        return choose_route(choice, find_plugin_library(choice, required=True), (False, ""))
+    library, no_library = None, ""
+    if choice == "auto":
+        library = find_plugin_library(required=False)
+        if library is None:
+            try:
+                find_plugin_library(required=True)
+            except EcaDeployError as exc:
+                no_library = str(exc)
+    qdp = qdp_status() if library is None else (False, "not needed")
+    return choose_route(choice, library, qdp, no_library)
 
 
 def resolve_plugin(choice: str, needed: bool) -> Path | None:
-    """`off` -> None; `auto` -> the library if found (an error if `needed` and none is); else a path."""
-    from eca_deploy.plugin.locate import find_plugin_library
+    """The C++ library of resolve_route() (None: off, or the AOT route); kept for callers that load a library."""
+    if not needed and choice == "auto":
+        from eca_deploy.plugin.locate import find_plugin_library
 
-    if choice == "off":
-        return None
-    if choice == "auto":
-        try:
-            return find_plugin_library(required=needed)
-        except EcaDeployError as exc:
-            raise EcaDeployError(f"{exc}; or build the unfused graph with --plugin off") from None
-    return find_plugin_library(choice, required=True)
+        return find_plugin_library(required=False)
+    return resolve_route(choice).path
 
 
 def load_plugin(path: Path) -> None:

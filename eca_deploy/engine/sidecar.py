@@ -33,6 +33,10 @@ class Sidecar:
     compute_capability: str | None = None
     plugin_path: str | None = None
     plugin_sha256: str | None = None
+    plugin_route: str | None = None  # library (plugin_path) | aot (the PTX is in the engine: no library) | None
+    ptx_compiler: str | None = None  # aot: nvcc | nvrtc, which must be no newer than the driver that runs the engine
+    ptx_compiler_version: str | None = None
+    ptx_arch: str | None = None  # aot: compute_XX of the PTX
     eca_plugin_layers: int = 0
     eca_residual_layers: int = 0  # ECA plugin layers that take the block's residual (and ReLU) as well
     layers: int | None = None

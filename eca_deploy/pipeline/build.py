@@ -15,6 +15,11 @@ from eca_deploy.engine.build import BuildOptions, Profile, check_dla
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.precision.quantize import QuantizeOptions
 
+AOT_NOT_VERSION_COMPATIBLE = (
+    "--version-compatible with the AOT plugin is not supported: a version-compatible engine carries its plugin as "
+    "the C++ library TensorRT's lean runtime loads; build without --version-compatible, or build the C++ plugin"
+)
+
 
 @dataclass
 class BuildRequest:
@@ -24,7 +29,7 @@ class BuildRequest:
     int8: bool = False
     calib_images: Path | None = None
     quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
-    plugin: str = "auto"  # auto | off | PATH
+    plugin: str = "auto"  # auto (library, else AOT) | aot | off | PATH
     profile: Profile = field(default_factory=Profile)
     img_size: int | None = None
     workspace: int | None = None
@@ -46,9 +51,17 @@ class BuildRequest:
             raise EcaDeployError(f"--dla-core must be 0 or more, got {self.dla_core}")
         if self.dla_core is not None:
             check_dla(BuildOptions(profile=self.profile, dla_core=self.dla_core, gpu_fallback=self.gpu_fallback))
+        if self.plugin == "aot" and self.version_compatible:
+            raise EcaDeployError(AOT_NOT_VERSION_COMPATIBLE)
 
     def validate_model(self, model: onnx.ModelProto) -> None:
         """Checks that need the model (its structure only) and no TensorRT."""
+        if self.plugin == "aot":
+            from eca_deploy.plugin.qdp import aot_refusal
+
+            reason = aot_refusal(_fused_copy(model, residual=False))
+            if reason is not None:
+                raise EcaDeployError(reason)
         if self.dla_core is None:
             return
         from eca_deploy.precision.detect import detect_precision
@@ -66,16 +79,24 @@ class BuildRequest:
 
 def _eca_nodes_after_fusion(model: onnx.ModelProto) -> int:
     """ECA nodes the model has, or will have once its ECA blocks are fused (on a copy)."""
+    from eca_deploy.fusion import count_eca_nodes
+
+    return count_eca_nodes(model) or count_eca_nodes(_fused_copy(model))
+
+
+def _fused_copy(model: onnx.ModelProto, residual: bool = True) -> onnx.ModelProto:
+    """The model, or a copy with its ECA blocks fused as the build fuses them (unchanged where fusion fails)."""
     from eca_deploy.fusion import count_eca_nodes, fuse_eca
 
     if count_eca_nodes(model):
-        return count_eca_nodes(model)
+        return model
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     try:
-        return fuse_eca(copy).count
+        fuse_eca(copy, residual=residual)
     except Exception:  # an unusual graph: the build reports what TensorRT makes of it
-        return 0
+        return model
+    return copy
 
 
 @dataclass
@@ -120,9 +141,10 @@ def default_timing_cache(tensorrt_version: str, gpu_name: str | None, compute_ca
 
 def prepare_onnx(
     req: BuildRequest, say: Callable[[str], None], warn: Callable[[str], None],
-    progress: Callable[[int, int], None] | None,
+    progress: Callable[[int, int], None] | None, residual: bool = True,
 ) -> tuple[onnx.ModelProto, Path, int]:  # fmt: skip
-    """Fuse or unfuse ECA blocks, convert or quantize: the model to compile, its file, and its ECA node count."""
+    """Fuse or unfuse ECA blocks (`residual`: with their residual Add), convert or quantize: the model to compile,
+    its file, and its ECA node count."""
     from eca_deploy.fileio import sha256_file
     from eca_deploy.fusion import count_eca_nodes, fuse_eca
     from eca_deploy.onnx_io import load_onnx, save_onnx
@@ -139,7 +161,7 @@ def prepare_onnx(
             changed = True
             say("--plugin off: the fused ECA nodes are expanded into standard ops (their ONNX function)")
     else:
-        report = fuse_eca(model)
+        report = fuse_eca(model, residual=residual)
         if report.count:
             changed = True
             say(f"fused {report.count} unfused ECA blocks into ECA nodes (served by the plugin)")
@@ -195,7 +217,7 @@ def run_build(
 ) -> BuildResult:
     from eca_deploy import __version__
     from eca_deploy.engine.build import build_engine, cuda_and_gpu
-    from eca_deploy.engine.plugin import resolve_plugin
+    from eca_deploy.engine.plugin import PluginRoute, check_model_nodes, resolve_route
     from eca_deploy.engine.sidecar import Sidecar, write_sidecar
     from eca_deploy.engine.trt_import import import_tensorrt
     from eca_deploy.exporters.metadata import PREFIX
@@ -205,12 +227,35 @@ def run_build(
     from eca_deploy.precision.detect import detect_precision
 
     req.validate()
-    req.validate_model(load_onnx(req.onnx_path, load_external_data=False))  # a missing or broken file: one line
+    header = load_onnx(req.onnx_path, load_external_data=False)  # a missing or broken file: one line
+    req.validate_model(header)
     claim_build_outputs(req)
     trt = import_tensorrt()  # fail before any conversion work when TensorRT is missing
     gpu = cuda_and_gpu()
-    model, compiled, eca_nodes = prepare_onnx(req, say, warn, calib_progress)
-    plugin = resolve_plugin(req.plugin, needed=eca_nodes > 0) if eca_nodes else None
+    try:  # before fusing: the AOT plugin takes no residual
+        route, no_route = resolve_route(req.plugin), None
+    except EcaDeployError as exc:  # an error only if the model has ECA nodes
+        route, no_route = PluginRoute("none"), exc
+    if route.kind == "aot" and req.plugin != "aot" and _eca_nodes_after_fusion(header):
+        # `auto` found no library: what the AOT plugin refuses, before any conversion
+        BuildRequest(req.onnx_path, req.output, plugin="aot", version_compatible=req.version_compatible).validate()
+        BuildRequest(req.onnx_path, req.output, plugin="aot").validate_model(header)
+    model, compiled, eca_nodes = prepare_onnx(req, say, warn, calib_progress, residual=route.kind != "aot")
+    if not eca_nodes:
+        route = PluginRoute("none")
+    elif no_route is not None:
+        raise no_route
+    plugin, ptx = route.path, {}
+    parsed = strip_eca_functions(model)
+    if route.kind == "aot":
+        from eca_deploy.plugin import qdp
+
+        check_model_nodes(model)  # fused for this eca-deploy's op contract
+        parsed = qdp.prepare_for_aot(parsed)
+        use = qdp.compiler()
+        ptx = {"ptx_compiler": use, "ptx_compiler_version": qdp.compiler_version(use),
+               "ptx_arch": f"compute_{qdp.PTX_ARCH}"}  # fmt: skip
+        say(f"the {eca_nodes} ECA nodes are served by the ahead-of-time plugin {qdp.PLUGIN_ID} (PTX by {use})")
     opts = BuildOptions(
         profile=req.profile, img_size=req.img_size, workspace=req.workspace,
         timing_cache=req.timing_cache or default_timing_cache(str(trt.__version__), gpu["gpu_name"],
@@ -218,9 +263,10 @@ def run_build(
         replace_foreign_cache=req.timing_cache is None,
         dla_core=req.dla_core,
         gpu_fallback=req.gpu_fallback, version_compatible=req.version_compatible, plugin=plugin, eca_nodes=eca_nodes,
+        aot=route.kind == "aot",
     )  # fmt: skip
     start = time.perf_counter()
-    built = build_engine(strip_eca_functions(model), opts, build_progress, say)
+    built = build_engine(parsed, opts, build_progress, say)
     atomic_write_bytes(req.output, built.data)
     precision = detect_precision(model)
     props = {p.key[len(PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
@@ -235,6 +281,8 @@ def run_build(
         **gpu,
         plugin_path=str(plugin) if plugin else None,
         plugin_sha256=sha256_file(plugin) if plugin else None,
+        plugin_route=route.kind if route.kind != "none" else None,
+        **ptx,
         eca_plugin_layers=built.eca_plugin_layers,
         eca_residual_layers=built.eca_residual_layers,
         layers=built.layers,

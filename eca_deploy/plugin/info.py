@@ -124,4 +124,7 @@ def plugin_route(plugin: Path | None) -> str:
     except ImportError:
         return "none: no C++ library is built (it needs the TensorRT headers) and this eca-deploy has no AOT plugin"
     ok, why = qdp_status()
-    return f"the AOT Python plugin ({why})" if ok else f"none: no C++ library is built, and no AOT Python plugin: {why}"
+    if not ok:
+        return f"none: no C++ library is built, and no AOT Python plugin: {why}"
+    return (f"the AOT Python plugin ({why}; `build --plugin aot`, or auto): one-input ECA nodes only (fuse with "
+            "--no-residual), PTX from a compiler no newer than the driver that runs the engine")  # fmt: skip

@@ -1,14 +1,18 @@
 """The ECA op as a TensorRT ahead-of-time Quickly Deployable Plugin (TensorRT >= 10.9, `tensorrt.plugin`).
 
 The project's kernel source (plugins/kernels/eca_kernels.cu) is compiled to PTX (nvcc, else NVRTC through
-cuda-python) and registered with `tensorrt.plugin` as `eca_deploy::ECA`, the name, namespace and attributes of the C++
-plugin (weights, bias, padding, gate, activation; docs/eca_op.md). TensorRT embeds the PTX and the launch parameters in
-the engine, which then runs without Python: the path for pip TensorRT, which ships no C++ headers. The engine keeps no
-attributes with an ahead-of-time implementation, so every value the kernel needs is a launch argument (QDP_ARGUMENTS).
+cuda-python) and registered with `tensorrt.plugin` as `eca_deploy_aot::ECA`: the C++ plugin's name and attributes
+(weights, bias, padding, gate, activation; docs/eca_op.md) in a namespace of its own, so that no C++ library
+(namespace eca_deploy, version 2) can serve a node rewritten for it, nor this plugin a node fused for the library.
+TensorRT's Python plugin creators are always version "1" and take exactly the attributes of the register signature:
+prepare_for_aot() rewrites a fused model's ECA nodes to match, and refuses the nodes this kernel cannot run.
+TensorRT embeds the PTX and the launch parameters in the engine, which then runs without Python: the path for pip
+TensorRT, which ships no C++ headers. The engine keeps no attributes with an ahead-of-time implementation, so every
+value the kernel needs is a launch argument (QDP_ARGUMENTS).
 
 One kernel launch per layer (`eca_qdp_forward_f32` / `_f16`): a block pools a tile of channels and its window from X,
 then scales them; no workspace. Only the one-input op: the residual form (two inputs) needs the C++ plugin, since a
-QDP has a fixed input count and one name. Register this or load the C++ plugin in a process, not both (same name).
+QDP has a fixed input count and one name.
 
 No `from __future__ import annotations` here: tensorrt.plugin reads the definitions' annotations as classes.
 """
@@ -31,7 +35,9 @@ from eca_deploy.ops.contract import (
     ECA_PLUGIN_NAMESPACE,
 )
 
-PLUGIN_ID = f"{ECA_PLUGIN_NAMESPACE}::{ECA_OP_TYPE}"
+AOT_NAMESPACE = f"{ECA_PLUGIN_NAMESPACE}_aot"  # never the C++ library's: a stale library can serve no AOT node
+AOT_VERSION = "1"  # what tensorrt.plugin gives every creator (_TemplatePluginCreator.plugin_version)
+PLUGIN_ID = f"{AOT_NAMESPACE}::{ECA_OP_TYPE}"
 MIN_TENSORRT = (10, 9)
 KERNELS = {"float32": "eca_qdp_forward_f32", "float16": "eca_qdp_forward_f16"}
 THREADS = 256
@@ -210,7 +216,7 @@ _REGISTERED = False
 
 
 def register() -> None:
-    """Register eca_deploy::ECA with tensorrt.plugin (once per process); a one-line EcaDeployError if it cannot."""
+    """Register eca_deploy_aot::ECA with tensorrt.plugin (once per process); a one-line EcaDeployError if it cannot."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -274,3 +280,114 @@ def _define() -> None:
 def has_entry_points(ptx: str) -> bool:
     """Whether `ptx` defines both kernels of the ahead-of-time plugin."""
     return all(f".entry {name}(" in ptx for name in KERNELS.values())
+
+
+# -- the model side: ECA nodes rewritten for this plugin (no TensorRT needed) ---------------------------------------
+
+_BUILD_THE_LIBRARY = "build the C++ plugin (`eca-deploy plugin build`, needs the TensorRT headers)"
+
+
+def _known_types(model: Any) -> dict[str, Any]:
+    graph = model.graph
+    return {v.name: v.type for v in (*graph.input, *graph.value_info, *graph.output) if v.type.HasField("tensor_type")}
+
+
+def _channel_counts(model: Any, nodes: list[Any]) -> list[int | None]:
+    """The fixed channel count of each ECA node's input (None: dynamic or unknown), by ONNX shape inference.
+
+    A model whose ECA functions are stripped has no shapes past an ECA node: its output is given its input's type
+    and inference runs again, at most once per ECA node."""
+    import onnx
+    from onnx import shape_inference
+
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    del work.graph.value_info[:]
+    for _ in range(len(nodes) + 1):
+        try:
+            work = shape_inference.infer_shapes(work)
+        except Exception:  # an unusual graph: what is known so far
+            break
+        types = _known_types(work)
+        missing = [n for n in nodes if n.input[0] in types and n.output[0] not in types]
+        if not missing:
+            break
+        for node in missing:
+            info = work.graph.value_info.add()
+            info.name = node.output[0]
+            info.type.CopyFrom(types[node.input[0]])
+    types = _known_types(work)
+    counts: list[int | None] = []
+    for node in nodes:
+        tensor = types.get(node.input[0])
+        dims = list(tensor.tensor_type.shape.dim) if tensor is not None else []
+        counts.append(int(dims[1].dim_value) if len(dims) == 4 and dims[1].HasField("dim_value") else None)
+    return counts
+
+
+def aot_refusal(model: Any) -> str | None:
+    """Why the ahead-of-time kernel cannot run one of the model's ECA nodes (None: it runs them all)."""
+    from eca_deploy.ops.contract import ECA_DOMAIN
+    from eca_deploy.ops.onnx_function import node_attributes
+
+    nodes = [n for n in model.graph.node if n.domain == ECA_DOMAIN and n.op_type == ECA_OP_TYPE]
+    for node in nodes:
+        if sum(1 for i in node.input if i) > 1:
+            return (
+                f"ECA node {node.name!r} takes its block's residual (two inputs), which the ahead-of-time plugin "
+                f"cannot: fuse with --no-residual (`eca-deploy fuse --no-residual`), or {_BUILD_THE_LIBRARY}"
+            )
+        try:
+            attrs = node_attributes(node)
+            kernel_arguments(1, 1, 1, attrs.weights, attrs.bias, attrs.padding, attrs.gate, attrs.activation)
+        except (ValueError, EcaDeployError) as exc:
+            return f"ECA node {node.name!r}: {exc} (the ahead-of-time kernel's limits)"
+    for node, channels in zip(nodes, _channel_counts(model, nodes), strict=True):
+        if channels is None:
+            return (
+                f"ECA node {node.name!r} has no fixed channel count, which the ahead-of-time kernel needs: export "
+                f"with fixed channels, or {_BUILD_THE_LIBRARY}"
+            )
+    return None
+
+
+def prepare_for_aot(model: Any) -> Any:
+    """A copy of `model` whose ECA nodes name this plugin: namespace AOT_NAMESPACE, version "1", no field_set, and
+    every attribute of the register signature written out; a one-line EcaDeployError for nodes it cannot run."""
+    import onnx
+    from onnx import helper
+
+    from eca_deploy.ops.contract import ECA_DOMAIN, ECA_FIELD_SET_ATTR
+    from eca_deploy.ops.onnx_function import node_attributes
+
+    reason = aot_refusal(model)
+    if reason is not None:
+        raise EcaDeployError(reason)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node in copy.graph.node:
+        if node.domain != ECA_DOMAIN or node.op_type != ECA_OP_TYPE:
+            continue
+        values = node_attributes(node).node_attributes()
+        values.update(plugin_namespace=AOT_NAMESPACE, plugin_version=AOT_VERSION)
+        dropped = {ECA_FIELD_SET_ATTR, *values}
+        keep = [a for a in node.attribute if a.name not in dropped]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+        node.attribute.extend(helper.make_attribute(name, value) for name, value in values.items())
+    return copy
+
+
+def compiler_version(use: str | None = None) -> str | None:
+    """The version of the PTX compiler `use` ('nvcc' | 'nvrtc', default compiler()), e.g. '12.6'; None: none."""
+    from eca_deploy.plugin.build import find_nvcc
+
+    use = use or compiler()
+    if use == "nvcc":
+        out = subprocess.run([find_nvcc(), "--version"], capture_output=True, text=True, check=False).stdout
+        found = [line.split("release", 1)[1].split(",")[0].strip() for line in out.splitlines() if "release" in line]
+        return found[0] if found else None
+    if use == "nvrtc" and (nvrtc := _nvrtc()) is not None:
+        err, major, minor = nvrtc.nvrtcVersion()
+        return f"{major}.{minor}" if int(err) == 0 else None
+    return None
