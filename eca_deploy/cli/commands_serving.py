@@ -45,8 +45,8 @@ def _engine_plugin(spec: Any, plugin: Path | None) -> Path | None:
     if plugin is not None:
         return find_plugin_library(plugin)
     built = spec.built_with or {}
-    if spec.plugin_layers == 0 or built.get("version_compatible"):
-        return None  # no plugin layers, or the plugin is serialised into a version-compatible engine
+    if spec.plugin_layers == 0 or built.get("version_compatible") or built.get("plugin_route") == "aot":
+        return None  # no plugin layers, the plugin serialised into a version-compatible engine, or the AOT plugin
     recorded = built.get("plugin_path")
     if recorded and Path(recorded).is_file():
         return Path(recorded)

@@ -146,6 +146,9 @@ def spec_from_sidecar(sidecar: Mapping[str, Any], engine: Path | None = None, na
     source = _source_onnx(sidecar, engine)
     if source is not None:
         outputs = spec_from_onnx(source, label).outputs
+    elif meta is not None and meta.outputs:  # every output the export recorded (name, shape; -1: dynamic)
+        outputs = tuple(TensorSpec(o.name, "float32", tuple(d if isinstance(d, int) else -1 for d in o.shape[1:]))
+                        for o in meta.outputs)  # fmt: skip
     elif meta is not None:
         from eca_deploy.exporters.onnx_export import OUTPUT_NAME
 
@@ -155,7 +158,7 @@ def spec_from_sidecar(sidecar: Mapping[str, Any], engine: Path | None = None, na
             f"{label} does not describe the outputs and the ONNX it names is gone: rebuild with eca-deploy build"
         )
     built = {k: sidecar.get(k) for k in ("tensorrt_version", "gpu_name", "compute_capability", "version_compatible",
-                                         "plugin_path")}  # fmt: skip
+                                         "plugin_path", "plugin_route")}  # fmt: skip
     return ServingSpec(
         name=name or (meta.model if meta else (engine.stem if engine else "model")),
         inputs=tuple(inputs),
