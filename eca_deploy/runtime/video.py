@@ -14,10 +14,12 @@ import contextlib
 import heapq
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -197,6 +199,22 @@ class _Stop(Exception):
     """The user closed the display window."""
 
 
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until its end, then raise it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def run_stream(
     classifier: Model,
     source_text: str,
@@ -262,21 +280,22 @@ def _run(
         t0 = clock()
         try:
             for frame, top in zip(frames, preds, strict=True):
-                if classifies:
-                    summary.top1[top[0].label] += 1
-                else:
-                    summary.record(summary.frames, top)
-                if log is not None and classifies:
-                    log.write(summary.frames, top)
-                elif log is not None:
-                    log.write_result(summary.frames, top)
-                if (writer is not None or display is not None) and classifies:
-                    annotate(frame, top[0], fps, notice)
-                elif writer is not None or display is not None:
-                    annotate_result(frame, top, fps, notice)
-                if writer is not None:
-                    writer.write(frame)
-                summary.frames += 1
+                with _deferred_interrupt():  # a frame is counted, logged and written, or none of the three
+                    if classifies:
+                        summary.top1[top[0].label] += 1
+                    else:
+                        summary.record(summary.frames, top)
+                    if log is not None and classifies:
+                        log.write(summary.frames, top)
+                    elif log is not None:
+                        log.write_result(summary.frames, top)
+                    if (writer is not None or display is not None) and classifies:
+                        annotate(frame, top[0], fps, notice)
+                    elif writer is not None or display is not None:
+                        annotate_result(frame, top, fps, notice)
+                    if writer is not None:
+                        writer.write(frame)
+                    summary.frames += 1
                 if display is not None and not display.show(frame):
                     raise _Stop
         finally:
