@@ -41,7 +41,7 @@ CALIB_COUNT = 512
 
 def logits(model: onnx.ModelProto | Path, x: np.ndarray, qdq: bool = False) -> np.ndarray:
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return OnnxRuntimeRunner(source, "cpu", optimize=not qdq).run_all(x, 64).astype(np.float64)
+    return OnnxRuntimeRunner(source, "cpu", optimize=not qdq).run_all(x, 64)["logits"].astype(np.float64)
 
 
 def row(name: str, out: np.ndarray, ref: np.ndarray, labels: np.ndarray, seconds: float | None = None) -> dict:

@@ -65,4 +65,4 @@ def calib_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def held_out_logits(model_path: Path | bytes, x: np.ndarray, optimize: bool = True) -> np.ndarray:
     from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(model_path, "cpu", optimize=optimize).run_all(x, 64).astype(np.float64)
+    return OnnxRuntimeRunner(model_path, "cpu", optimize=optimize).run_all(x, 64)["logits"].astype(np.float64)

@@ -249,7 +249,7 @@ def eca_like_muls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 def _run_engine(engine: Path, x: np.ndarray) -> np.ndarray:
     from eca_deploy.backends.tensorrt_runner import TensorRTRunner
 
-    return TensorRTRunner(engine).run_all(x, 32).astype(np.float64)
+    return TensorRTRunner(engine).run_all(x, 32)["logits"].astype(np.float64)
 
 
 @pytest.mark.tensorrt
@@ -284,7 +284,7 @@ _RUN_ENGINE = """
 import sys, numpy as np
 from eca_deploy.backends.tensorrt_runner import TensorRTRunner
 runner = TensorRTRunner(sys.argv[1])
-np.save(sys.argv[3], runner.run_all(np.load(sys.argv[2]), 16))
+np.save(sys.argv[3], runner.run_all(np.load(sys.argv[2]), 16)["logits"])
 """
 
 
