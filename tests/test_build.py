@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
+from eca_deploy.data.images import sample_image_paths
 from eca_deploy.engine.build import Profile, parse_size
 from eca_deploy.engine.sidecar import Sidecar, check_compatible, find_sidecar, sidecar_path, write_sidecar
 from eca_deploy.errors import EcaDeployError
@@ -45,7 +46,8 @@ def test_without_tensorrt_one_line_and_nothing_written(cli, digits_fused: Path, 
     out = tmp_path / "m.plan"
     result = cli("build", "--onnx", digits_fused, "--output", out)
     assert_one_line_error(result, "TensorRT is not installed", "pip install")
-    for flags in (["--fp16"], ["--int8", "--calib-images", tmp_path]):
+    photos = sample_image_paths()[0].parent  # a readable calibration folder: the check of --calib-images passes
+    for flags in (["--fp16"], ["--int8", "--calib-images", photos]):
         assert_one_line_error(cli("build", "--onnx", digits_fused, "--output", out, *flags), "TensorRT")
     assert not out.exists() and not sidecar_path(out).exists()
     assert not list(tmp_path.glob("*.onnx")), "no conversion work before TensorRT is known to be there"
@@ -55,7 +57,7 @@ def test_option_errors_come_first(cli, digits_fused: Path, tmp_path: Path) -> No
     base = ("build", "--onnx", digits_fused, "--output", tmp_path / "m.plan")
     assert_one_line_error(cli(*base, "--fp16", "--int8"), "--fp16 and --int8")
     assert_one_line_error(cli(*base, "--gpu-fallback"), "--dla-core")
-    assert_one_line_error(cli(*base, "--calib-images", tmp_path), "--int8")
+    assert_one_line_error(cli(*base, "--calib-images", sample_image_paths()[0].parent), "--int8")
     assert_one_line_error(cli(*base, "--batch", "8:1:32"), "min <= opt <= max")
     assert_one_line_error(cli(*base, "--batch", "a:b"), "--batch")
     assert_one_line_error(cli(*base, "--workspace", "lots"), "--workspace")

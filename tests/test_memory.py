@@ -80,12 +80,16 @@ def test_available_memory_reads_meminfo(tmp_path: Path) -> None:
     assert fallback is None or fallback > 0
 
 
-def test_export_at_an_absurd_size_is_refused_before_work(cli, tmp_path: Path) -> None:
+def test_export_at_an_absurd_size_is_refused_before_work(cli, tmp_path: Path, monkeypatch) -> None:
+    import eca_deploy.memory as memory
     from tests.conftest import assert_one_line_error
 
     result = cli("export", "--model", "eca_resnet18", "--img-size", "100000", "-o", tmp_path / "m.onnx")
+    assert_one_line_error(result, "--img-size", "4096")  # beyond the bound of a side: refused before any estimate
+    monkeypatch.setattr(memory, "available_bytes", lambda: 256 << 20)  # a machine with 256 MiB free
+    result = cli("export", "--model", "eca_resnet18", "--img-size", "2048", "-o", tmp_path / "m.onnx")
     assert result.code == 2
-    assert_one_line_error(result, "--img-size", "GiB")
+    assert_one_line_error(result, "--img-size", "GiB", "0.2 GiB available")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -105,7 +109,8 @@ def test_check_beyond_the_free_memory_is_refused(cli, tiny_onnx, tmp_path: Path,
     assert cli(*args[:-4]).code in (0, 1)  # at its own 32x32 the same check runs
 
 
-def test_own_model_at_an_absurd_size_is_refused_before_its_forward(cli, tmp_path: Path) -> None:
+def test_own_model_at_an_absurd_size_is_refused_before_its_forward(cli, tmp_path: Path, monkeypatch) -> None:
+    import eca_deploy.memory as memory
     from tests.conftest import assert_one_line_error
 
     net = tmp_path / "net.py"
@@ -116,7 +121,8 @@ def test_own_model_at_an_absurd_size_is_refused_before_its_forward(cli, tmp_path
     )
     out = tmp_path / "out"
     out.mkdir()
-    result = cli("export", "--model", f"{net}:build", "--img-size", "60000", "-o", out / "m.onnx")
+    monkeypatch.setattr(memory, "available_bytes", lambda: 64 << 20)  # a machine with 64 MiB free
+    result = cli("export", "--model", f"{net}:build", "--img-size", "4096", "-o", out / "m.onnx")
     assert result.code == 2
     assert_one_line_error(result, "--img-size", "estimate")
     assert list(out.iterdir()) == []

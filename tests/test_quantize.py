@@ -159,7 +159,7 @@ def test_bad_image_folders(cli, digits_fused: Path, calib_cache: Path, tmp_path:
     broken.mkdir()
     for i in range(3):
         (broken / f"img{i}.png").write_bytes(b"not a png" * i)
-    assert_one_line_error(cli(*base, "--calib-images", broken), "none of the 3")
+    assert_one_line_error(cli(*base, "--calib-images", broken), "none of its 3 images")
     assert not out.exists()
 
 
