@@ -101,7 +101,8 @@ def test_static_batch_model(cli, tmp_path: Path) -> None:
     path = tmp_path / "static.onnx"
     save_onnx(export_onnx(create_model("eca_mobilenetv2"), "m", ExportOptions(img_size=64, batch=2)), path)
     assert_one_line_error(cli("bench", "--onnx", path, "--batch", "1", "--iterations", "2"), "static batch of 2")
-    assert cli("bench", "--onnx", path, "--batch", "2", "--iterations", "2", "--warmup", "0s").code == 0
+    result = cli("bench", "--onnx", path, "--batch", "2", "--iterations", "2", "--warmup", "0s")
+    assert result.code == 0 and "input 64x64" in result.stdout  # the table says the size it measured at
 
 
 @pytest.mark.parametrize(

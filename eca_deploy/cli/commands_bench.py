@@ -201,9 +201,10 @@ def print_tables(report: dict[str, Any]) -> None:
 
 
 def settings_text(entry: dict[str, Any]) -> str:
-    """', INFERENCE_PRECISION_HINT f32, 2 threads' for OpenVINO entries; '' otherwise."""
+    """', input 224x224' and, for OpenVINO entries, ', INFERENCE_PRECISION_HINT f32, 2 threads'."""
     settings = entry.get("runtime_settings") or {}
-    parts = []
+    shape = settings.get("input")
+    parts = [f"input {shape[-2]}x{shape[-1]}"] if shape and len(shape) >= 2 else []
     if settings.get("inference_precision"):
         parts.append(f"INFERENCE_PRECISION_HINT {settings['inference_precision']}")
     if settings.get("threads"):
