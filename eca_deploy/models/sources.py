@@ -14,8 +14,6 @@ the sample photos, so the same reference gives the same network in `export` and 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from eca_deploy.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from eca_deploy.errors import EcaDeployError, first_line
 from eca_deploy.interface import DEFAULT_SIZE
 from eca_deploy.models.seeded import RANDOM_WEIGHTS, SEED
+from eca_deploy.user_code import function_of, import_file
 
 MODULE_PREFIX = "module:"
 ONNX_PREFIX = "onnx:"  # an ONNX made elsewhere (deploy --onnx): compared with itself, never rebuilt
@@ -219,20 +218,7 @@ def _split_file_ref(ref: str) -> tuple[Path, str]:
 def _load_file_model(ref: str, weights: Path | None, num_classes: int | None) -> nn.Module:
     """Import the file, call its factory (with num_classes when given), load `weights` into the module."""
     path, factory_name = _split_file_ref(ref)
-    module_name = f"eca_deploy_user_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise EcaDeployError(f"cannot import {path}: is it a Python file?")
-    code = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = code
-    try:
-        spec.loader.exec_module(code)
-    except Exception as exc:  # the user's file: any error is theirs, shown in one line
-        raise EcaDeployError(f"importing {path} failed: {type(exc).__name__}: {first_line(exc)}") from None
-    factory = getattr(code, factory_name, None)
-    if not callable(factory):
-        names = [n for n, v in vars(code).items() if callable(v) and not n.startswith("_")][:8]
-        raise EcaDeployError(f"{path} has no function {factory_name!r}: choose one of {', '.join(names) or '(none)'}")
+    factory = function_of(import_file(path, "eca_deploy_user_"), path, factory_name)
     kwargs: dict[str, Any] = {"num_classes": num_classes} if num_classes is not None else {}
     try:
         model = factory(**kwargs)

@@ -15,10 +15,7 @@ boxes as (x1, y1, x2, y2) in model-input pixels [K, 4], their scores [K] and cla
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from eca_deploy.errors import EcaDeployError, first_line
+from eca_deploy.user_code import function_of, import_file
 
 CLASS_KEYS = ("classes", "class_ids", "labels")
 
@@ -57,26 +55,7 @@ def split_ref(ref: str) -> tuple[Path, str]:
 def import_function(ref: str) -> Callable[..., Any]:
     """Import the file `ref` names and return its function (one-line errors for anything missing)."""
     path, name = split_ref(ref)
-    module_name = f"eca_deploy_decoder_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise EcaDeployError(f"cannot import {path}: is it a Python file?")
-    code = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = code
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)  # the decoder may import its neighbours (the model's file, say)
-    try:
-        spec.loader.exec_module(code)
-    except Exception as exc:  # the user's file: any error is theirs, shown in one line
-        raise EcaDeployError(f"importing {path} failed: {type(exc).__name__}: {first_line(exc)}") from None
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
-    function = getattr(code, name, None)
-    if not callable(function):
-        names = [n for n, v in vars(code).items() if inspect.isfunction(v) and not n.startswith("_")][:8]
-        raise EcaDeployError(f"{path} has no function {name!r}: choose one of {', '.join(names) or '(none)'}")
-    return function
+    return function_of(import_file(path, "eca_deploy_decoder_"), path, name, inspect.isfunction)
 
 
 class Decoder:
