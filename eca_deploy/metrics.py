@@ -122,13 +122,19 @@ def compare_outputs(
     kinds: Mapping[str, str],
     tolerance: Tolerance,
 ) -> dict[str, OutputCheck]:
-    """Judge every output the reference has (by name; the model must have the same names and shapes)."""
+    """Judge every output (by name: both must have the same names and shapes, or it is a one-line error)."""
     from eca_deploy.errors import EcaDeployError
 
     missing = [n for n in reference if n not in output]
     if missing:
         raise EcaDeployError(
             f"the model has no output {', '.join(map(repr, missing))} (it has {', '.join(map(repr, output))}): "
+            "compare models with the same outputs"
+        )
+    extra = [n for n in output if n not in reference]
+    if extra:  # an output nothing judges would let a wrong model pass
+        raise EcaDeployError(
+            f"the reference has no output {', '.join(map(repr, extra))} (it has {', '.join(map(repr, reference))}): "
             "compare models with the same outputs"
         )
     checks = {}

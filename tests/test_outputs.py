@@ -213,3 +213,17 @@ def test_run_refuses_a_model_without_logits_and_takes_img_size(heads: dict[str, 
         Classifier.open(heads["dynamic"], img_size=(96, 96))
     with pytest.raises(EcaDeployError, match="--img-size"):
         Classifier.open(heads["dynamic"])  # dynamic size, no metadata: never a silent 224
+
+
+@pytest.mark.parametrize("side", ["reference", "target"])
+def test_an_output_only_one_side_has_is_an_error_not_left_unjudged(side: str) -> None:
+    """A head that the other model lacks can be neither judged nor ignored: ignoring it could pass a wrong model."""
+    from eca_deploy.metrics import FP32_TOLERANCE, compare_outputs
+
+    rng = np.random.default_rng(0)
+    both = {"cls": rng.normal(size=(4, 10)).astype(np.float32)}
+    more = {**both, "box": rng.normal(size=(4, 4)).astype(np.float32)}
+    ref, out = (both, more) if side == "target" else (more, both)
+    with pytest.raises(EcaDeployError, match="'box'"):
+        compare_outputs(ref, out, {"cls": "logits", "box": "tensor"}, FP32_TOLERANCE)
+    assert set(compare_outputs(more, more, {}, FP32_TOLERANCE)) == {"cls", "box"}
