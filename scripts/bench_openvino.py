@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 from eca_deploy.backends.openvino_runner import OpenVINORunner
+from eca_deploy.environment import cpu_model
 from eca_deploy.exporters import ExportOptions, export_onnx
 from eca_deploy.fusion import fuse_eca
 from eca_deploy.models import create_model
@@ -250,7 +251,7 @@ def main() -> None:
                 rows.append(row)
                 print_row(row)
     env = {
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "load_average": [round(x, 1) for x in os.getloadavg()],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "openvino": __import__("openvino").__version__,
@@ -311,16 +312,6 @@ def print_cpu_table(rows: list[dict[str, Any]]) -> None:
 def _pct(values: list[float]) -> str:
     med, lo, hi = (100 * x for x in (np.median(values), min(values), max(values)))
     return f"{med:+.1f}% ({lo:+.1f}..{hi:+.1f})"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

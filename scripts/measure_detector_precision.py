@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ import eca_detector  # noqa: E402
 
 from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
 from eca_deploy.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: E402
+from eca_deploy.environment import cpu_model  # noqa: E402
 from eca_deploy.exporters import ExportOptions, export_onnx  # noqa: E402
 from eca_deploy.fusion import fuse_eca  # noqa: E402
 from eca_deploy.onnx_io import save_onnx  # noqa: E402
@@ -198,16 +198,6 @@ def row(name: str, outputs: list[np.ndarray], ref: list[np.ndarray], test: Canva
         "cosine_min_box": cosine_min(outputs[1], ref[1]),
         "seconds": seconds,
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
