@@ -2,7 +2,8 @@
 
 Every stage (export, fuse, check, convert, quantize, bench, deploy, run) takes a `ModelInterface` instead of
 re-deriving the input size or picking output 0. Outputs have a kind: "logits" (class scores [N, C], judged
-also by top-1/top-5 agreement) or "tensor" (any other head, judged by cosine and error alone).
+also by top-1/top-5 agreement), "detection" (part of a detector's raw head, whose layout `DetectionSpec`
+names) or "tensor" (any other output, judged by cosine and error alone).
 
 Export names the outputs from the module attribute `output_names` (a sequence of str) or the
 `output_names=` argument of `eca_deploy.export`, else "logits" for one output and "output0".."outputN-1"
@@ -19,8 +20,18 @@ from typing import Any
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 
-LOGITS, TENSOR = "logits", "tensor"
-OUTPUT_KINDS = (LOGITS, TENSOR)
+LOGITS, TENSOR, DETECTION = "logits", "tensor", "detection"
+OUTPUT_KINDS = (LOGITS, TENSOR, DETECTION)
+
+# A detector's raw head, before NMS: the layouts eca-deploy decodes itself (eca_deploy.detection), by name.
+DETECTION_LAYOUTS: dict[str, str] = {
+    "yolov8": "YOLOv8/11: one output [N, 4 + classes, anchors]; boxes (cx, cy, w, h) in input pixels, class scores "
+    "after sigmoid, no objectness",
+    "yolov5": "YOLOv5: one output [N, anchors, 5 + classes]; (cx, cy, w, h) in input pixels, objectness, class scores",
+    "eca_detector": "the example detector (examples/eca_detector.py): cls [N, L, classes] logits, box [N, L, 4] deltas",
+    "retinanet": "torchvision RetinaNet's raw heads (eca_deploy.models.torchvision_detection), before anchors and NMS",
+    "fcos": "torchvision FCOS's raw heads (eca_deploy.models.torchvision_detection), before NMS",
+}
 DEFAULT_SIZE = 224  # only for a dynamic-size model with no metadata and no --img-size (always said aloud)
 MAX_SIDE = 4096
 
@@ -47,6 +58,36 @@ class OutputSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> OutputSpec:
         kind = str(data.get("kind", TENSOR))
         return cls(str(data["name"]), tuple(data.get("shape") or ()), kind if kind in OUTPUT_KINDS else TENSOR)
+
+
+@dataclass(frozen=True)
+class DetectionSpec:
+    """A detector's raw head: its layout (a key of DETECTION_LAYOUTS), the outputs it reads in the layout's
+    order, class names (may be empty) and strides (may be empty)."""
+
+    layout: str
+    outputs: tuple[str, ...]
+    names: tuple[str, ...] = ()
+    strides: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.layout not in DETECTION_LAYOUTS:
+            raise EcaDeployError(
+                f"unknown detection layout {self.layout!r}: choose one of {', '.join(DETECTION_LAYOUTS)}"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"layout": self.layout, "outputs": list(self.outputs), "names": list(self.names),
+                "strides": list(self.strides)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DetectionSpec:
+        return cls(
+            str(data["layout"]),
+            tuple(str(o) for o in data.get("outputs", ())),
+            tuple(str(n) for n in data.get("names", ())),
+            tuple(int(s) for s in data.get("strides", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -77,6 +118,7 @@ class ModelInterface:
 
     inputs: tuple[InputSpec, ...]
     outputs: tuple[OutputSpec, ...]
+    detection: DetectionSpec | None = None  # a detector's head layout, when known
 
     @property
     def input(self) -> InputSpec:
@@ -117,6 +159,7 @@ class ModelInterface:
         return {
             "inputs": [{"name": i.name, "size": [i.height, i.width], "batch": i.batch} for i in self.inputs],
             "outputs": [o.as_dict() for o in self.outputs],
+            **({"detection": self.detection.as_dict()} if self.detection is not None else {}),
         }
 
 
@@ -234,7 +277,10 @@ def build_interface(
         prep = adjust(prep)
     batch = info.shape[0] if isinstance(info.shape[0], int) and info.shape[0] > 0 else None
     outputs = outputs_from_tensors(runner.outputs, tuple(getattr(metadata, "outputs", ()) or ()))
-    return ModelInterface((InputSpec(info.name, prep, batch, static is not None),), outputs)
+    detection = getattr(metadata, "detection", None)
+    if detection is not None and not set(detection.outputs) <= {o.name for o in outputs}:
+        detection = None  # the head's outputs are gone (a model cut or renamed after export)
+    return ModelInterface((InputSpec(info.name, prep, batch, static is not None),), outputs, detection)
 
 
 def onnx_interface(
@@ -316,12 +362,14 @@ def export_output_specs(
     declared = getattr(module, "output_kinds", None)
     if declared is not None:
         if not isinstance(declared, Mapping):
-            raise EcaDeployError(f"output_kinds must map output names to 'logits' or 'tensor', got {declared!r}")
+            raise EcaDeployError(
+                f"output_kinds must map output names to one of {', '.join(OUTPUT_KINDS)}, got {declared!r}"
+            )
         for name, kind in declared.items():
             if name not in chosen:
                 raise EcaDeployError(f"output_kinds names {name!r}, which is not an output ({', '.join(chosen)})")
             if kind not in OUTPUT_KINDS:
-                raise EcaDeployError(f"output_kinds[{name!r}] must be 'logits' or 'tensor', got {kind!r}")
+                raise EcaDeployError(f"output_kinds[{name!r}] must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
         kinds = [declared.get(n, k) for n, k in zip(chosen, kinds, strict=True)]
     for name, shape, kind in zip(chosen, shapes, kinds, strict=True):
         if kind == LOGITS and len(shape) != 2:

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.interface import OutputSpec
+from eca_deploy.interface import DetectionSpec, OutputSpec
 
 PREFIX = "eca_deploy."
 
@@ -25,6 +25,7 @@ class ModelMetadata:
     weights: str  # "random(seed=0)" or "<file name> sha256:<hex>"
     versions: dict[str, str]  # package -> version (eca_deploy, torch, onnx)
     outputs: tuple[OutputSpec, ...] = ()  # name, shape and kind of every output (key `outputs`, JSON)
+    detection: DetectionSpec | None = None  # a detector's head layout (key `detection`, JSON)
 
     def to_props(self) -> dict[str, str]:
         p = self.preprocessing
@@ -34,6 +35,7 @@ class ModelMetadata:
             "k_sizes": json.dumps(list(self.k_sizes)),
             **({"num_classes": str(self.num_classes)} if logits or self.num_classes > 0 else {}),
             **({"outputs": json.dumps([o.as_dict() for o in self.outputs])} if self.outputs else {}),
+            **({"detection": json.dumps(self.detection.as_dict())} if self.detection is not None else {}),
             "input_size": str(p.size),
             **({"input_width": str(p.width)} if p.width != p.size else {}),
             "resize": str(p.resize),
@@ -64,9 +66,11 @@ class ModelMetadata:
             prep = replace(prep, crop_width=int(props["input_width"]))
         outputs = tuple(OutputSpec.from_dict(o) for o in json.loads(props.get("outputs", "[]")))
         versions = {k[: -len("_version")]: v for k, v in props.items() if k.endswith("_version")}
+        detection = DetectionSpec.from_dict(json.loads(props["detection"])) if "detection" in props else None
         return cls(
             props["model"], tuple(json.loads(props["k_sizes"])), int(props.get("num_classes", 0)), prep,
             int(props.get("opset", 0)), props.get("exporter", ""), props.get("weights", ""), versions, outputs,
+            detection,
         )  # fmt: skip
 
 
