@@ -43,15 +43,8 @@ void run_f32(cpu::EcaParams const& p, cpu::Geometry const& g, float const* x, fl
         });
         return;
     }
-    size_t const tile = cpu::channel_tile(g, p.half(), threads);
-    size_t const tiles = (g.c + tile - 1) / tile;
-    ov::parallel_for(g.n * tiles, [&](size_t task) {
-        size_t const n = task / tiles;
-        size_t const c0 = (task % tiles) * tile;
-        size_t const c1 = std::min(g.c, c0 + tile);
-        std::vector<float> means(g.c);
-        cpu::eca_tile(p, g, x, r, y, n, c0, c1, means.data());
-    });
+    cpu::TaskGrid const grid(g, p.half(), threads);
+    ov::parallel_for(grid.count(), [&](size_t task) { cpu::eca_task(p, grid, x, r, y, task); });
 }
 
 std::vector<float> to_f32(ov::Tensor const& t)

@@ -1,6 +1,6 @@
-// ECA on the CPU, without OpenVINO: Y = act(X * gate(conv_k(pad(mean_hw(X))) + bias) + residual), float32.
-// The work is split into (image, channel tile) tasks that are independent of each other, so any thread pool can
-// run them (the OpenVINO op uses ov::parallel_for). Each task computes the means of its channels and of the
+// ECA on the CPU, no runtime's headers: Y = act(X * gate(conv_k(pad(mean_hw(X))) + bias) + residual), float32,
+// NCHW. The work is split into (image, channel tile) tasks that are independent of each other, so any thread pool
+// can run them (the OpenVINO op uses ov::parallel_for, the ONNX Runtime op its KernelContext_ParallelFor). Each task computes the means of its channels and of the
 // (k-1)/2 halo channels on either side, then the gates, then scales its channels while they are still in cache:
 // X is read from memory once (plus the halo), Y written once. The op contract is docs/eca_op.md.
 #pragma once
@@ -47,6 +47,20 @@ size_t channel_tile(Geometry const& g, int half, size_t threads, size_t cache_by
 // `y` may alias `x` only if the caller runs eca_means_all first and passes `means_ready` (tasks then read no halo).
 void eca_tile(EcaParams const& p, Geometry const& g, float const* x, float const* residual, float* y, size_t image,
     size_t c0, size_t c1, float* means, bool means_ready = false);
+
+// The tasks of one call (y not aliasing x): (image, channel tile) pairs numbered 0 .. count() - 1.
+struct TaskGrid
+{
+    Geometry g;
+    size_t tile = 1;  // channels per task
+    size_t tiles = 1; // tasks per image
+
+    TaskGrid(Geometry const& geometry, int half, size_t threads);
+    size_t count() const { return g.n * tiles; }
+};
+
+// Runs one task of the grid; safe to call from any thread (its scratch is thread-local).
+void eca_task(EcaParams const& p, TaskGrid const& grid, float const* x, float const* residual, float* y, size_t task);
 
 // Means of every channel of image `image` into means[0..c).
 void eca_means_all(Geometry const& g, float const* x, size_t image, float* means);

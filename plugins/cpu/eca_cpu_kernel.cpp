@@ -208,4 +208,23 @@ void eca_tile(EcaParams const& p, Geometry const& g, float const* x, float const
     }
 }
 
+TaskGrid::TaskGrid(Geometry const& geometry, int half, size_t threads)
+    : g(geometry)
+    , tile(channel_tile(geometry, half, std::max<size_t>(threads, 1)))
+    , tiles(geometry.c == 0 ? 0 : (geometry.c + tile - 1) / tile)
+{
+}
+
+void eca_task(EcaParams const& p, TaskGrid const& grid, float const* x, float const* residual, float* y, size_t task)
+{
+    thread_local std::vector<float> means;
+    if (means.size() < grid.g.c)
+    {
+        means.resize(grid.g.c);
+    }
+    size_t const n = task / grid.tiles;
+    size_t const c0 = (task % grid.tiles) * grid.tile;
+    eca_tile(p, grid.g, x, residual, y, n, c0, std::min(grid.g.c, c0 + grid.tile), means.data());
+}
+
 } // namespace eca_deploy::cpu
