@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,17 +29,38 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
+def _register_eca_op(options: Any, eca_op: bool | str | Path) -> tuple[Path | None, str | None]:
+    """(the ECA custom-op library registered in `options` or None, why a library found could not be loaded)."""
+    from eca_deploy.plugin.onnxruntime_build import find_onnxruntime_op, register
+
+    if eca_op is False:
+        return None, None
+    library = find_onnxruntime_op(None if eca_op is True else eca_op, required=eca_op is not True)
+    if library is None:
+        return None, None
+    problem = register(options, library)
+    if problem is None:
+        return library, None
+    warnings.warn(f"{library} not used ({problem}): ECA nodes run through their ONNX function", stacklevel=3)
+    return None, problem
+
+
 class OnnxRuntimeRunner(Runner):
     """An InferenceSession over a file or serialized model.
 
     `optimize=False` disables graph optimisations: Q/DQ models then run as plain quantize/dequantize
     arithmetic (what TensorRT implements) instead of ORT's own fused int8 kernels.
+
+    On the CPU provider, fused eca_deploy.ECA nodes run with the native kernel of libeca_onnxruntime_op.so when
+    that library is found (`eca_op`: True to look for it like `find_onnxruntime_op`, a path to require that file,
+    False never); otherwise, or when it cannot be loaded, through the model's ONNX function (same results).
+    `self.eca_op` is the library registered (None when none was), `self.eca_op_error` why a found one was not.
     """
 
     name = "onnxruntime"
 
     def __init__(self, model: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
-                 optimize: bool = True) -> None:  # fmt: skip
+                 optimize: bool = True, eca_op: bool | str | Path = True) -> None:  # fmt: skip
         ort = import_onnxruntime()
         if provider not in PROVIDERS:
             raise EcaDeployError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
@@ -55,6 +77,7 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = threads
         if not optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.eca_op, self.eca_op_error = _register_eca_op(options, eca_op) if provider == "cpu" else (None, None)
         source = model if isinstance(model, bytes) else str(model)
         providers = list(dict.fromkeys([wanted, "CPUExecutionProvider"]))
         try:

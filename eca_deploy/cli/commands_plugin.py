@@ -22,7 +22,10 @@ app.add_typer(plugin_app, name="plugin")
 @plugin_app.command("build")
 def build_command(
     target: str = typer.Option(
-        "tensorrt", "--target", help="tensorrt (CUDA kernels, TensorRT plugin) or openvino (OpenVINO CPU extension)."
+        "tensorrt",
+        "--target",
+        help="tensorrt (CUDA kernels, TensorRT plugin), openvino (OpenVINO CPU extension) or onnxruntime (ONNX "
+        "Runtime CPU custom op).",
     ),
     tensorrt_root: Path | None = typer.Option(
         None, "--tensorrt-root", help="TensorRT install prefix (default: $TENSORRT_ROOT, then the system paths)."
@@ -31,12 +34,12 @@ def build_command(
         None, "--cuda-archs", help="GPU architectures, e.g. 87 (Orin) or 80,86,90 (default: by CUDA version)."
     ),
     build_dir: Path | None = typer.Option(
-        None, "--build-dir", help="Build folder (default: build/plugins; build/openvino with --target openvino)."
+        None, "--build-dir", help="Build folder (default: build/plugins; build/<target> for openvino, onnxruntime)."
     ),
     examples: bool = typer.Option(False, "--examples", help="Also build the C++ example eca_infer."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs (default: CPU count)."),
 ) -> None:
-    """Build the CUDA kernels, and the TensorRT plugin when TensorRT is found, with CMake (or --target openvino)."""
+    """Build the CUDA kernels, and the TensorRT plugin when TensorRT is found, with CMake (or a --target for CPUs)."""
     from eca_deploy.cli.options import check_at_least
 
     check_at_least(jobs, "--jobs")
@@ -50,8 +53,12 @@ def build_command(
         from eca_deploy.cli.commands_plugin_openvino import build_openvino
 
         return build_openvino(build_dir, jobs)
+    if target == "onnxruntime":
+        from eca_deploy.cli.commands_plugin_onnxruntime import build_onnxruntime
+
+        return build_onnxruntime(build_dir, jobs)
     if target != "tensorrt":
-        raise EcaDeployError(f"--target must be tensorrt or openvino, got {target!r}")
+        raise EcaDeployError(f"--target must be tensorrt, openvino or onnxruntime, got {target!r}")
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
     from eca_deploy.plugin.build import build_plugins
