@@ -222,3 +222,19 @@ def test_without_extension_openvino_cannot_read_the_fused_node(tmp_path: Path) -
     with pytest.raises(Exception, match=r"eca_deploy\.ECA"):
         ov.Core().read_model(str(path))
     assert onnx.load(str(path)).graph.node[0].domain == "eca_deploy"
+
+
+def test_default_conversion_is_the_opset_lowering(openvino_extension: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded by any program without the variable, the extension gives OpenVINO's own ops (the faster in networks)."""
+    import openvino as ov
+
+    from eca_deploy.backends.openvino_runner import LOWERING_ENV
+
+    monkeypatch.delenv(LOWERING_ENV, raising=False)
+    core = ov.Core()
+    core.add_extension(str(openvino_extension))
+    model = core.read_model(io.BytesIO(eca_model((1, 8, 4, 4), [0.2, 0.5, -0.1], residual=True, activation="relu")))
+    types = {op.get_type_name() for op in model.get_ops()}
+    assert "ECA" not in types and {"Multiply", "Add", "Relu"} <= types
+    monkeypatch.setenv(LOWERING_ENV, "op")
+    assert "ECA" in {op.get_type_name() for op in core.read_model(io.BytesIO(eca_model((1, 8, 4, 4), [1.0]))).get_ops()}

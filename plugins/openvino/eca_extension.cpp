@@ -2,10 +2,12 @@
 //   core.add_extension("libeca_openvino_extension.so")   (Python: openvino.Core().add_extension(path))
 //
 // Each eca_deploy.ECA node becomes, by the environment variable ECA_DEPLOY_OPENVINO_LOWERING at read_model time:
-//   "op" (default)  the extension's EcaOp: one fused CPU kernel, run by the CPU plugin as a reference node (in plain
-//                   NCHW layout, so the plugin reorders its blocked tensors around it);
-//   "opset"         OpenVINO's own ops (ReduceMean, Convolution, Sigmoid/HSigmoid, Multiply, Add, Relu), which the
-//                   CPU plugin runs in its blocked layouts and fuses like the unfused model's ECA blocks.
+//   "opset" (default) OpenVINO's own ops (AvgPool or ReduceMean, Convolution, Sigmoid/HSigmoid, Multiply, Add,
+//                   Relu), which the CPU plugin runs in its blocked layouts and fuses like the unfused model's ECA
+//                   blocks: one pooling pass and one fused eltwise pass, ECA's memory floor on OpenVINO;
+//   "op"            the extension's EcaOp: one fused CPU kernel, run by the CPU plugin as a reference node (in plain
+//                   NCHW layout, so the plugin reorders its blocked tensors around it: slower in whole networks).
+// Circular padding with a dynamic channel count has no opset form and always becomes the op.
 #include <openvino/core/extension.hpp>
 #include <openvino/core/op_extension.hpp>
 #include <openvino/frontend/exception.hpp>
@@ -147,10 +149,10 @@ ov::OutputVector lower_to_opset(ov::OutputVector const& args, std::vector<float>
 bool lower_to_opset_requested()
 {
     char const* value = std::getenv("ECA_DEPLOY_OPENVINO_LOWERING");
-    std::string const mode = value != nullptr ? value : "op";
+    std::string const mode = value != nullptr ? value : "opset";
     FRONT_END_GENERAL_CHECK(mode == "op" || mode == "opset" || mode.empty(),
         "ECA_DEPLOY_OPENVINO_LOWERING must be \"op\" or \"opset\", got \"", mode, "\"");
-    return mode == "opset";
+    return mode != "op";
 }
 
 ov::OutputVector convert_onnx_eca(ov::frontend::NodeContext const& node)
