@@ -36,7 +36,7 @@ import onnx
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_openvino import make_models  # the unfused / fused / twin files, shared
+from bench_openvino import _med_range, _pct, make_models  # the unfused / fused / twin files, the cells: shared
 
 from eca_deploy.environment import cpu_model
 from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE
@@ -152,13 +152,8 @@ def floor(fused: Path, threads: int, library: Path, rounds: int) -> dict[str, li
     return interleaved(steps, rounds, 0.5)
 
 
-def _med_range(values: list[float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(np.median(values))} ({fmt.format(min(values))}..{fmt.format(max(values))})"
-
-
-def _pct(values: list[float]) -> str:
-    med, lo, hi = (100 * v for v in (np.median(values), min(values), max(values)))
-    return f"{med:+.0f}% ({lo:+.0f}..{hi:+.0f})"
+def _ms(values: list[float]) -> str:
+    return _med_range(values, "{:.2f}")
 
 
 def main() -> None:
@@ -197,7 +192,7 @@ def main() -> None:
     shown = [v for v in variants if any(v in t for _, t in rows)]
     print("| model | " + " | ".join(shown) + " |\n| --- | " + " | ".join("---:" for _ in shown) + " |")
     for name, times in rows:
-        print(f"| {name} | " + " | ".join(_med_range(times[v]) if v in times else "-" for v in shown) + " |")
+        print(f"| {name} | " + " | ".join(_ms(times[v]) if v in times else "-" for v in shown) + " |")
     print("\nECA overhead over the twin (per round):\n")
     pairs = [(v, "ORT twin") for v in ORT[:3]] + [(v, "OV twin") for v in OV[:3]]
     pairs = [(v, t) for v, t in pairs if v in shown and t in shown]
@@ -213,7 +208,7 @@ def main() -> None:
               + " | ---: |")  # fmt: skip
         for name, times in floors:
             ratio = [e / f for e, f in zip(times["ECA (native)"], times["pool + pass (floor)"], strict=True)]
-            print(f"| {name} | " + " | ".join(_med_range(times[h]) for h in heads) + f" | {_med_range(ratio)} |")
+            print(f"| {name} | " + " | ".join(_ms(times[h]) for h in heads) + f" | {_ms(ratio)} |")
 
 
 if __name__ == "__main__":

@@ -301,3 +301,26 @@ def test_cli_builds_the_library(cli, tmp_path: Path) -> None:
     assert result.code == 0, result
     assert (build / "libeca_onnxruntime_op.so").is_file()
     assert "register_custom_ops_library" in result.stdout
+
+
+def test_cpu_benchmark_script_prints_its_tables(library: Path, nowhere, monkeypatch, capsys) -> None:
+    """scripts/bench_eca_cpu.py on a small input: every ONNX Runtime variant, the overheads and the floor table."""
+    import runpy
+    import sys
+
+    import eca_deploy.plugin.openvino_build as openvino_build
+    from eca_deploy.plugin.onnxruntime_build import OP_LIBRARY_ENV
+
+    monkeypatch.setenv(OP_LIBRARY_ENV, str(library))
+    monkeypatch.setattr(openvino_build, "default_build_dir", lambda: Path("no-openvino-extension"))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_eca_cpu.py"
+    argv = [str(script), "--models", "eca_mobilenetv2", "--img-size", "32", "--rounds", "2", "--seconds", "0.01",
+            "--threads", "1", "--floor"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("| model | ORT unfused"))
+    assert all(v in header for v in ("ORT fused (function)", "ORT fused (native)", "ORT twin"))
+    rows = [line for line in out.splitlines() if line.startswith("| eca_mobilenetv2 |")]
+    assert len(rows) == 3  # times, overheads, floor
+    assert "pool + pass (floor)" in out and "ECA / floor" in out

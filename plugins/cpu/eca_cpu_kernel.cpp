@@ -103,6 +103,22 @@ float apply_gate(Gate gate, float s)
 
 } // namespace
 
+char const* const kPaddings[2] = {"zeros", "circular"};
+char const* const kGates[2] = {"sigmoid", "hard_sigmoid"};
+char const* const kActivations[2] = {"none", "relu"};
+
+int code_of(std::string const& value, char const* const (&names)[2])
+{
+    for (int i = 0; i < 2; ++i)
+    {
+        if (value == names[i])
+        {
+            return i;
+        }
+    }
+    return -1;
+}
+
 float channel_mean(float const* x, size_t n)
 {
     return n == 0 ? 0.0f : sum_floats(x, n) / static_cast<float>(n);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 namespace eca_deploy::cpu
@@ -17,6 +18,14 @@ enum class Gate : int { kSigmoid = 0, kHardSigmoid = 1 };
 enum class Activation : int { kNone = 0, kRelu = 1 };
 
 constexpr int kMaxTaps = 63;
+
+// The attribute strings of the op contract, in enum-code order.
+extern char const* const kPaddings[2];    // "zeros", "circular"
+extern char const* const kGates[2];       // "sigmoid", "hard_sigmoid"
+extern char const* const kActivations[2]; // "none", "relu"
+
+// The enum code of an attribute string (its index in `names`), or -1 for a value the contract does not have.
+int code_of(std::string const& value, char const* const (&names)[2]);
 
 struct EcaParams
 {

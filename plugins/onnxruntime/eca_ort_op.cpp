@@ -25,9 +25,10 @@ namespace eca_deploy::ort
 namespace
 {
 
-char const* const kPaddings[2] = {"zeros", "circular"};
-char const* const kGates[2] = {"sigmoid", "hard_sigmoid"};
-char const* const kActivations[2] = {"none", "relu"};
+using cpu::code_of;
+using cpu::kActivations;
+using cpu::kGates;
+using cpu::kPaddings;
 
 // The API table, set once by RegisterCustomOps; ParallelFor stays null on ONNX Runtime older than 1.17.
 OrtApi const* g_table = nullptr;
@@ -71,18 +72,6 @@ std::string string_attribute(OrtKernelInfo const* info, char const* name, char c
     }
     value.resize(std::strlen(value.c_str()));
     return value;
-}
-
-int code_of(std::string const& value, char const* const (&names)[2])
-{
-    for (int i = 0; i < 2; ++i)
-    {
-        if (value == names[i])
-        {
-            return i;
-        }
-    }
-    return -1;
 }
 
 Status read_params(OrtKernelInfo const* info, cpu::EcaParams& p)

@@ -10,24 +10,13 @@
 namespace eca_deploy
 {
 
-char const* const kPaddings[2] = {"zeros", "circular"};
-char const* const kGates[2] = {"sigmoid", "hard_sigmoid"};
-char const* const kActivations[2] = {"none", "relu"};
+using cpu::code_of;
+using cpu::kActivations;
+using cpu::kGates;
+using cpu::kPaddings;
 
 namespace
 {
-
-int code_of(std::string const& value, char const* const (&names)[2])
-{
-    for (int i = 0; i < 2; ++i)
-    {
-        if (value == names[i])
-        {
-            return i;
-        }
-    }
-    return -1;
-}
 
 // Runs the kernel over float32 buffers: tasks (image, channel tile) spread over the arena's threads.
 void run_f32(cpu::EcaParams const& p, cpu::Geometry const& g, float const* x, float const* r, float* y)

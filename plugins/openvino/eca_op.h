@@ -13,11 +13,6 @@
 namespace eca_deploy
 {
 
-// The attribute strings of the op contract, in enum-code order.
-extern char const* const kPaddings[2]; // "zeros", "circular"
-extern char const* const kGates[2];    // "sigmoid", "hard_sigmoid"
-extern char const* const kActivations[2]; // "none", "relu"
-
 class EcaOp : public ov::op::Op
 {
 public:
