@@ -324,3 +324,18 @@ def test_cpu_benchmark_script_prints_its_tables(library: Path, nowhere, monkeypa
     rows = [line for line in out.splitlines() if line.startswith("| eca_mobilenetv2 |")]
     assert len(rows) == 3  # times, overheads, floor
     assert "pool + pass (floor)" in out and "ECA / floor" in out
+
+
+def test_fusion_check_judges_the_function_even_with_the_library(r18, library: Path, monkeypatch, tmp_path) -> None:
+    """`fuse` verifies the file's ONNX function (what runs without the library): a broken function fails it even
+    where the native kernel, registered everywhere else, would have given the right numbers."""
+    from eca_deploy.pipeline.fuse import check_fusion
+    from eca_deploy.plugin.onnxruntime_build import OP_LIBRARY_ENV
+
+    monkeypatch.setenv(OP_LIBRARY_ENV, str(library))
+    unfused, fused = onnx.load(str(r18[0])), onnx.load(str(r18[1]))
+    assert check_fusion(unfused, fused).passed
+    for function in fused.functions:
+        del function.node[:]
+        function.node.append(helper.make_node("Identity", [function.input[0]], [function.output[0]]))
+    assert not check_fusion(unfused, fused).passed
