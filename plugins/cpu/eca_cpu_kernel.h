@@ -1,8 +1,9 @@
 // ECA on the CPU, no runtime's headers: Y = act(X * gate(conv_k(pad(mean_hw(X))) + bias) + residual), float32,
-// NCHW. The work is split into (image, channel tile) tasks that are independent of each other, so any thread pool
-// can run them (the OpenVINO op uses ov::parallel_for, the ONNX Runtime op its KernelContext_ParallelFor). Each task computes the means of its channels and of the
-// (k-1)/2 halo channels on either side, then the gates, then scales its channels while they are still in cache:
-// X is read from memory once (plus the halo), Y written once. The op contract is docs/eca_op.md.
+// NCHW. The work is split into (image, channel tile) tasks that are independent of each other, so any thread
+// pool can run them (the OpenVINO op uses ov::parallel_for, the ONNX Runtime op its KernelContext_ParallelFor).
+// Each task computes the means of its channels and of the (k-1)/2 halo channels on either side, then the gates,
+// then scales its channels while they are still in cache: X is read from memory once (plus the halo), Y written
+// once. The op contract is docs/eca_op.md.
 #pragma once
 
 #include <cstddef>

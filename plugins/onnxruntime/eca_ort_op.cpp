@@ -96,8 +96,9 @@ Status read_params(OrtKernelInfo const* info, cpu::EcaParams& p)
     }
     float bias = 0.0f;
     status = api().get<KernelInfoGetAttributeFloatFn>(slot::KernelInfoGetAttribute_float)(info, "bias", &bias);
-    release(status); // absent: the default, 0
-    p.bias = status == nullptr ? bias : 0.0f;
+    bool const has_bias = status == nullptr;
+    release(status);
+    p.bias = has_bias ? bias : 0.0f; // absent: the default, 0
     std::string const padding = string_attribute(info, "padding", kPaddings[0]);
     std::string const gate = string_attribute(info, "gate", kGates[0]);
     std::string const activation = string_attribute(info, "activation", kActivations[0]);
@@ -300,7 +301,8 @@ Status compute(void* kernel_data, OrtKernelContext* context)
         static_cast<size_t>(dims[2]) * static_cast<size_t>(dims[3])};
     if (type == kFloat)
     {
-        return run(kernel, context, g, static_cast<float const*>(x), static_cast<float const*>(r), static_cast<float*>(y));
+        auto const* xf = static_cast<float const*>(x);
+        return run(kernel, context, g, xf, static_cast<float const*>(r), static_cast<float*>(y));
     }
     // float16: float32 inside, rounded once at the end (the contract's numerics).
     size_t const count = g.n * g.c * g.hw;
