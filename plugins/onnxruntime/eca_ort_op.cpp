@@ -8,6 +8,7 @@
 // library the function runs (same results within float32 rounding). The op contract is docs/eca_op.md.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -375,14 +376,27 @@ OrtCustomOp const g_eca_ops[2] = {make_op<kFloat>(), make_op<kFloat16>()};
 
 using namespace eca_deploy::ort;
 
+// Whether ONNX Runtime's version string ("1.17.3") is at least major.minor.
+static bool version_at_least(char const* version, int major, int minor)
+{
+    int have_major = 0;
+    int have_minor = 0;
+    if (version == nullptr || std::sscanf(version, "%d.%d", &have_major, &have_minor) != 2)
+    {
+        return false;
+    }
+    return have_major > major || (have_major == major && have_minor >= minor);
+}
+
 // The library's entry point, called by ONNX Runtime's RegisterCustomOpsLibrary. Requests the API of ONNX Runtime
-// 1.17 (for ParallelFor), else 1.16 (then the kernel runs on the calling thread); older versions get an error.
+// 1.17 (for ParallelFor) where the version says it has it, else 1.16 (then the kernel runs on the calling thread);
+// older versions get an error. (Asking an older ONNX Runtime for a newer API logs an error, hence the check.)
 extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(
     OrtSessionOptions* options, OrtApiBase const* base)
 {
-    OrtApi const* table = base->GetApi(kParallelForApiVersion);
-    bool const parallel = table != nullptr;
-    if (table == nullptr && (table = base->GetApi(kMinApiVersion)) == nullptr)
+    bool const parallel = version_at_least(base->GetVersionString(), 1, 17);
+    OrtApi const* table = base->GetApi(parallel ? kParallelForApiVersion : kMinApiVersion);
+    if (table == nullptr)
     {
         return Api(base->GetApi(1)).get<CreateStatusFn>(slot::CreateStatus)(
             ORT_FAIL, "libeca_onnxruntime_op needs ONNX Runtime 1.16 or newer");
