@@ -339,3 +339,15 @@ def test_fusion_check_judges_the_function_even_with_the_library(r18, library: Pa
         del function.node[:]
         function.node.append(helper.make_node("Identity", [function.input[0]], [function.output[0]]))
     assert not check_fusion(unfused, fused).passed
+
+
+def test_older_onnx_runtime_is_not_given_the_library(r18, library: Path, nowhere, monkeypatch) -> None:
+    from eca_deploy.plugin.onnxruntime_build import OP_LIBRARY_ENV, supported
+
+    assert supported("1.16.0") and supported("1.32.0") and supported("2.0") and supported("1.20.0.dev20240101")
+    assert not supported("1.15.1") and not supported("0.99") and not supported("nightly")
+    monkeypatch.setenv(OP_LIBRARY_ENV, str(library))
+    monkeypatch.setattr(ort, "__version__", "1.15.1")
+    with pytest.warns(UserWarning, match="older than 1.16"):
+        runner = fused_outputs(r18)
+    assert runner.eca_op is None and "1.15.1" in (runner.eca_op_error or "")
