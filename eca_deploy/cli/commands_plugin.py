@@ -50,11 +50,11 @@ def build_command(
     if tensorrt_root is not None and not tensorrt_root.is_dir():
         raise EcaDeployError(f"--tensorrt-root {tensorrt_root} is not a folder: give TensorRT's install prefix")
     if target == "openvino":
-        from eca_deploy.cli.commands_plugin_openvino import build_openvino
+        from eca_deploy.cli.commands_plugin_cpu import build_openvino
 
         return build_openvino(build_dir, jobs)
     if target == "onnxruntime":
-        from eca_deploy.cli.commands_plugin_onnxruntime import build_onnxruntime
+        from eca_deploy.cli.commands_plugin_cpu import build_onnxruntime
 
         return build_onnxruntime(build_dir, jobs)
     if target != "tensorrt":
