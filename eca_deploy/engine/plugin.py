@@ -22,8 +22,8 @@ from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT
 
 PLUGIN_MODES = ("auto", "aot", "off")
 AOT_NEEDS = (
-    f"the AOT plugin (--plugin aot) needs TensorRT >= {MIN_TENSORRT_TEXT} with tensorrt.plugin, nvcc or NVRTC (cuda-python) and "
-    "the kernel sources of a checkout, and serves one-input ECA nodes only"
+    f"the AOT plugin (--plugin aot) needs TensorRT >= {MIN_TENSORRT_TEXT} with tensorrt.plugin, nvcc or NVRTC "
+    "(cuda-python) and the kernel sources of a checkout, and serves one-input ECA nodes only"
 )
 
 
