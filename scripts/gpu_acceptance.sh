@@ -55,15 +55,22 @@ has() { "$PYTHON" -c "import $1" >/dev/null 2>&1; }
 # --- preflight: what this machine has ----------------------------------------------------------------------------
 if [ "$DRY" -eq 0 ]; then
   command -v nvidia-smi >/dev/null || fail "nvidia-smi not found: this script needs an NVIDIA GPU and its driver"
-  "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-    || fail "$PYTHON has no CUDA build of PyTorch, or no GPU is visible"
+fi
+# one import of torch (seconds): "VERSION CUDA CC" (CC empty without a usable GPU)
+read -r TORCH_VERSION TORCH_CUDA_VERSION TORCH_CC < <("$PYTHON" -c "
+import torch
+ok = torch.cuda.is_available()
+print(torch.__version__, torch.version.cuda, '%d.%d' % torch.cuda.get_device_capability() if ok else '')" 2>/dev/null \
+  || echo "none none")
+if [ "$DRY" -eq 0 ] && [ -z "${TORCH_CC:-}" ]; then
+  fail "$PYTHON has no CUDA build of PyTorch, or no GPU is visible"
 fi
 smi() { nvidia-smi --query-gpu="$1" --format=csv,noheader 2>/dev/null | head -1; }
 GPU=$(smi name); DRIVER=$(smi driver_version); CC=$(smi compute_cap)
 [ "$PROFILE" = jetpack6 ] && CC="[N/A]"  # what nvidia-smi reports on Jetson (integrated GPU)
 if ! [[ "$CC" =~ ^[0-9]+\.[0-9]+$ ]]; then  # Jetson: from the CUDA runtime instead
   echo "compute capability from nvidia-smi is '${CC:-none}': asking the CUDA runtime (torch.cuda.get_device_capability)"
-  CC=$("$PYTHON" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())" 2>/dev/null || echo "")
+  CC=${TORCH_CC:-}
 fi
 ARCH=${CC/./}
 if [ -z "$ARCH" ]; then
@@ -96,7 +103,7 @@ def found(name):
         return False
 print(' '.join(m for m in sys.argv[1:] if found(m)))" "${MODULES[@]}" 2>/dev/null) "
 for module in "${MODULES[@]}"; do probe "$module" "$([[ "$FOUND" == *" $module "* ]] && echo yes)"; done
-TORCH_CUDA=$("$PYTHON" -c "import torch; print(torch.__version__, 'CUDA', torch.version.cuda)" 2>/dev/null || echo "none")
+TORCH_CUDA="${TORCH_VERSION:-none} CUDA ${TORCH_CUDA_VERSION:-none}"
 CUDA=$([ -n "$NVCC" ] && "$NVCC" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
 TRT=$("$PYTHON" -c "import tensorrt; print(tensorrt.__version__)" 2>/dev/null || echo "not installed")
 [ "$PROFILE" = pip-trt ] && TRT="from pip (simulated)"

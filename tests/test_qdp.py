@@ -408,3 +408,15 @@ def test_aot_creator_takes_the_prepared_attributes(resnet_onnx: Path) -> None:
     node = _eca_nodes(qdp.prepare_for_aot(model))[0]
     fields = {f.name for f in creator.field_names}
     assert fields == set(_attributes(node)) - {"plugin_namespace", "plugin_version"}
+
+
+def test_parse_errors_get_the_hint_of_their_route() -> None:
+    from eca_deploy.engine.build import parse_error_hint
+
+    first = (
+        "While parsing node number 3 [ECA -> y]: Plugin not found, are the plugin name, version, and namespace correct?"
+    )
+    aot, library = parse_error_hint(first, aot=True), parse_error_hint(first, aot=False)
+    assert qdp.PLUGIN_ID in aot and qdp.MIN_TENSORRT_TEXT in aot and "library" not in aot
+    assert "plugin library" in library and "aot" not in library
+    assert parse_error_hint("Unsupported ONNX data type: UINT8 (2)", aot=True) == ""
