@@ -90,10 +90,10 @@ def test_nvrtc_finds_cuda_fp16_where_pip_puts_it(monkeypatch: pytest.MonkeyPatch
 def test_ptx_isa_is_compared_with_the_driver() -> None:
     ptx = "//\n.version 9.0\n.target sm_75\n.address_size 64\n"
     assert qdp.ptx_isa(ptx) == (9, 0) and qdp.cuda_for_ptx_isa((9, 0)) == (13, 0)
-    refusal = qdp.driver_refusal(ptx, (12, 4))
+    refusal = qdp.driver_refusal(qdp.ptx_isa(ptx), (12, 4))
     assert refusal is not None and "CUDA 13.0" in refusal and "12.4" in refusal and "\n" not in refusal
-    assert qdp.driver_refusal(ptx, (13, 0)) is None and qdp.driver_refusal(ptx, None) is None
-    assert qdp.driver_refusal(ptx.replace("9.0", "8.4"), (12, 4)) is None
+    assert qdp.driver_refusal((9, 0), (13, 0)) is None and qdp.driver_refusal((9, 0), None) is None
+    assert qdp.driver_refusal((8, 4), (12, 4)) is None and qdp.driver_refusal((8, 5), (12, 4)) is not None
 
 
 def test_arguments_follow_the_contract() -> None:

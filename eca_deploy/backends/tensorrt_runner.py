@@ -149,6 +149,12 @@ class TensorRTRunner(Runner):
         # A version-compatible plan carries the plugin library itself; a second copy could clash with it. An engine
         # of the AOT plugin carries its kernel as PTX: no library to look for.
         aot = self.sidecar is not None and self.sidecar.plugin_route == "aot"
+        if aot and self.sidecar.ptx_isa:  # the engine's PTX: this driver must load it
+            from eca_deploy.plugin.qdp import driver_cuda_version, driver_refusal
+
+            isa = tuple(int(p) for p in self.sidecar.ptx_isa.split(".")[:2])
+            if reason := driver_refusal((isa[0], isa[1]), driver_cuda_version()):
+                raise EcaDeployError(f"{self.path}: {reason}, and rebuild the engine")
         embedded = aot or (self.sidecar is not None and self.sidecar.version_compatible and self.sidecar.plugin_path)
         library = plugin or (None if embedded else self.sidecar.plugin_path if self.sidecar else None)
         if library is None and not embedded:

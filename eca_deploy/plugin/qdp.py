@@ -249,9 +249,8 @@ def driver_cuda_version() -> tuple[int, int] | None:
     return None
 
 
-def driver_refusal(ptx: str, driver: tuple[int, int] | None) -> str | None:
-    """Why this driver cannot load `ptx` (None: it can, or there is no driver to ask)."""
-    isa = ptx_isa(ptx)
+def driver_refusal(isa: tuple[int, int] | None, driver: tuple[int, int] | None) -> str | None:
+    """Why a driver for CUDA `driver` cannot load PTX of ISA `isa` (None: it can, or one of them is unknown)."""
     if isa is None or driver is None:
         return None
     needs = cuda_for_ptx_isa(isa)
@@ -299,7 +298,7 @@ def qdp_status() -> tuple[bool, str]:
         ptx = compile_ptx(use=use)
     except EcaDeployError as exc:
         return False, str(exc)
-    if reason := driver_refusal(ptx, driver_cuda_version()):
+    if reason := driver_refusal(ptx_isa(ptx), driver_cuda_version()):
         return False, reason
     isa = ".".join(map(str, ptx_isa(ptx) or ("?",)))
     return True, (
