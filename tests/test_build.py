@@ -186,7 +186,7 @@ def test_plugin_route_is_library_then_aot_then_a_one_line_error(tmp_path: Path) 
         choose_route("auto", None, down, "libeca_trt_plugin.so not found in build/plugins")
     message = str(auto.value)
     assert "\n" not in message
-    for needle in ("not found in build/plugins", "--plugin aot", "10.9", "TensorRT 10.8", "--plugin off"):
+    for needle in ("not found in build/plugins", "--plugin aot", "10.15", "TensorRT 10.8", "--plugin off"):
         assert needle in message, (needle, message)
     with pytest.raises(EcaDeployError, match=r"--plugin aot: .*TensorRT 10\.8"):
         choose_route("aot", lib, down)

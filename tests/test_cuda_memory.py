@@ -236,3 +236,49 @@ def test_cuda_graph_without_cuda_python_is_refused_before_any_work() -> None:
     runner.cuda = _PyCuda(SimpleNamespace(), None)
     with pytest.raises(MissingDependencyError, match="cuda-python"):
         runner.make_step({}, StepOptions(cuda_graph=True))
+
+
+class _NoDriverRuntime(FakeRuntime):
+    """cuda-bindings 13 on a driver for CUDA 12: the first call fails with cudaErrorInsufficientDriver."""
+
+    def cudaFree(self, ptr: int):
+        return (35,)
+
+    def cudaGetErrorName(self, err: int):
+        return 0, b"cudaErrorInsufficientDriver"
+
+
+def test_cuda_python_that_cannot_start_falls_back_to_pycuda() -> None:
+    from eca_deploy.backends.cuda_memory import cuda_memory
+
+    pycuda = _PyCuda(SimpleNamespace(), None)
+    chosen = cuda_memory((("cuda-python", lambda: _CudaPython(_NoDriverRuntime())), ("pycuda", lambda: pycuda)))
+    assert chosen is pycuda
+    assert cuda_memory((("cuda-python", lambda: None), ("pycuda", lambda: pycuda))) is pycuda
+
+
+def test_no_binding_that_starts_is_one_line_naming_each() -> None:
+    from eca_deploy.backends.cuda_memory import cuda_memory
+
+    def no_device() -> None:
+        raise RuntimeError("cuInit failed: no CUDA-capable device is detected\nmore")
+
+    with pytest.raises(CudaError) as caught:
+        cuda_memory((("cuda-python", lambda: _CudaPython(_NoDriverRuntime())), ("pycuda", no_device)))
+    message = str(caught.value)
+    assert "\n" not in message and "cudaErrorInsufficientDriver" in message and "pycuda: cuInit failed" in message
+    with pytest.raises(MissingDependencyError, match="cuda-python or pycuda"):
+        cuda_memory((("cuda-python", lambda: None), ("pycuda", lambda: None)))
+
+
+def test_streams_are_timed_on_every_lane() -> None:
+    """--streams 2: the step lasts until the slower lane is done, whichever lane it is (not lane 0's events only)."""
+    from eca_deploy.backends.tensorrt_runner import split_lanes
+
+    at = {"fork": 0.0, "a0": 0.0, "a1": 1.0, "a2": 2.0, "a3": 3.0, "b0": 0.5, "b1": 2.5, "b2": 7.5, "b3": 8.0}
+    cuda = SimpleNamespace(elapsed_ms=lambda start, end: at[end] - at[start])
+    times = split_lanes(cuda, "fork", [["a0", "a1", "a2", "a3"], ["b0", "b1", "b2", "b3"]])
+    assert (times.h2d_ms, times.compute_ms, times.d2h_ms) == (2.5, 5.0, 0.5)
+    assert times.h2d_ms + times.compute_ms + times.d2h_ms == 8.0, "until the slower lane ended"
+    one = split_lanes(cuda, "fork", [["a0", "a1", "a2", "a3"]])
+    assert (one.h2d_ms, one.compute_ms, one.d2h_ms) == (1.0, 1.0, 1.0)

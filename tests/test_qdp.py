@@ -1,11 +1,17 @@
 """The ahead-of-time TensorRT plugin (eca_deploy/plugin/qdp.py): its PTX, its launch arguments on the host execution
-of the kernel against the float64 reference, and its registration where TensorRT >= 10.9 is installed.
+of the kernel against the float64 reference, the plugin driven through TensorRT's own `tensorrt.plugin` Python layer
+(from the bindings wheel, its compiled core replaced by a recorder: the Python contract, not TensorRT's build) on
+NumPy below and from 2.4, and its registration where TensorRT >= 10.15 is installed.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,33 +44,76 @@ def _entry_params(ptx: str, name: str) -> int:
 
 
 @pytest.mark.parametrize("use", ["nvcc", "nvrtc"])
-def test_ptx_has_the_entry_points(use: str) -> None:
+def test_ptx_has_the_two_entry_points_only(use: str) -> None:
     if use == "nvcc" and qdp.compiler() != "nvcc":
         pytest.skip(_NVCC_MISSING)
     if use == "nvrtc" and qdp._nvrtc() is None:
-        pytest.skip("cuda-python (NVRTC) is not installed (pip install cuda-python)")
-    try:
-        ptx = qdp.compile_ptx(use=use)
-    except EcaDeployError as exc:
-        if use == "nvrtc" and "NVRTC" in str(exc) and "create" in str(exc):
-            pytest.skip(f"NVRTC's library cannot be loaded: {exc}")
-        raise
+        pytest.skip("cuda-python (NVRTC) is not installed, or its libnvrtc cannot be loaded (pip install cuda-python)")
+    ptx = qdp.compile_ptx(use=use)
     assert qdp.has_entry_points(ptx)
-    assert f".target sm_{qdp.PTX_ARCH}" in ptx
+    assert sorted(qdp.entry_points(ptx)) == sorted(qdp.KERNELS.values()), "none of the C++ plugin's kernels"
+    assert len(ptx) < 200_000
+    assert f".target sm_{qdp.PTX_ARCH}" in ptx and qdp.ptx_isa(ptx) is not None
     for name in qdp.KERNELS.values():  # X, the int32 arguments, Y
         assert _entry_params(ptx, name) == 2 + len(qdp.QDP_ARGUMENTS)
 
 
+def test_nvrtc_that_cannot_load_is_no_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda.bindings imports but raises when libnvrtc is missing: no compiler, never a traceback."""
+    import types
+
+    def missing() -> None:
+        raise RuntimeError("DynamicLibNotFoundError: libnvrtc.so not found")
+
+    fake = types.ModuleType("cuda.bindings.nvrtc")
+    fake.nvrtcVersion = missing  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cuda.bindings.nvrtc", fake)
+    if "cuda.bindings" in sys.modules:
+        monkeypatch.setattr(sys.modules["cuda.bindings"], "nvrtc", fake, raising=False)
+    assert qdp._nvrtc() is None
+
+
+def test_nvrtc_finds_cuda_fp16_where_pip_puts_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from eca_deploy.plugin.locate import cuda_include_dir
+
+    include = tmp_path / "nvidia" / "cu13" / "include"
+    include.mkdir(parents=True)
+    (include / "cuda_fp16.h").write_text("// a header\n")
+    for name in ("CUDA_HOME", "CUDA_PATH", "CUDACXX"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = cuda_include_dir()
+    assert found == include, found
+
+
+def test_ptx_isa_is_compared_with_the_driver() -> None:
+    ptx = "//\n.version 9.0\n.target sm_75\n.address_size 64\n"
+    assert qdp.ptx_isa(ptx) == (9, 0) and qdp.cuda_for_ptx_isa((9, 0)) == (13, 0)
+    refusal = qdp.driver_refusal(qdp.ptx_isa(ptx), (12, 4))
+    assert refusal is not None and "CUDA 13.0" in refusal and "12.4" in refusal and "\n" not in refusal
+    assert qdp.driver_refusal((9, 0), (13, 0)) is None and qdp.driver_refusal((9, 0), None) is None
+    assert qdp.driver_refusal((8, 4), (12, 4)) is None and qdp.driver_refusal((8, 5), (12, 4)) is not None
+
+
 def test_arguments_follow_the_contract() -> None:
-    values = qdp.kernel_arguments(2, 40, 49, [0.5, -1.0, 0.25], 0.125, "circular", "hard_sigmoid", "relu")
-    assert len(values) == len(qdp.QDP_ARGUMENTS) == 73
+    values = qdp.kernel_arguments(2, 40, 49, [0.5, -1.0, 0.25], -0.125, "circular", "hard_sigmoid", "relu")
+    assert len(values) == len(qdp.QDP_ARGUMENTS) == 5 + 2 + 2 * qdp.WEIGHT_ARGS + 3
+    assert all((isinstance(v, int) and 0 <= v <= 0xFFFF) or v in (40, 49) for v in values), "non-negative halves"
     named = dict(zip(qdp.QDP_ARGUMENTS, values, strict=True))
     assert (named["n"], named["channels"], named["hw"], named["k"]) == (2, 40, 49, 3)
     assert (named["padding"], named["gate"], named["activation"]) == (1, 1, 1)
-    assert np.array([named["w1"]], np.int32).view(np.float32)[0] == -1.0 and named["w3"] == 0
-    assert np.array([named["bias"]], np.int32).view(np.float32)[0] == 0.125
+
+    def value(name: str) -> float:
+        bits = np.array([(named[f"{name}_high"] << 16) | named[f"{name}_low"]], np.uint32)
+        return float(bits.view(np.float32)[0])
+
+    assert value("w1") == -1.0 and value("w2") == 0.25 and value("w3") == 0.0 and value("bias") == -0.125
+    assert qdp.kernel_arguments(1, 8, 4, [1.0], 0.0, 1, 0, 1)[-3:] == [1, 0, 1], "codes as well as names"
     with pytest.raises(EcaDeployError, match="gate 'tanh'"):
         qdp.kernel_arguments(1, 8, 4, [1.0], 0.0, "zeros", "tanh", "none")
+    with pytest.raises(EcaDeployError, match="padding 2"):
+        qdp.kernel_arguments(1, 8, 4, [1.0], 0.0, 2, "sigmoid", "none")
     with pytest.raises(EcaDeployError, match="odd number"):
         qdp.kernel_arguments(1, 8, 4, [1.0, 2.0], 0.0, "zeros", "sigmoid", "none")
 
@@ -75,9 +124,21 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> HostKernels:
         pytest.skip(why_not_buildable())
     kernels = HostKernels(build_host_kernels(tmp_path_factory.mktemp("qdp_host")))
     kernels._lib.eca_host_qdp_launch.restype = ctypes.c_int32
-    kernels._lib.eca_host_qdp_launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_uint32,
-                                                 ctypes.c_uint32, ctypes.POINTER(ctypes.c_int32)]  # fmt: skip
+    i32 = ctypes.c_int32
+    kernels._lib.eca_host_qdp_launch.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32,
+                                                 ctypes.c_uint32, i32, ctypes.POINTER(i32)]  # fmt: skip
     return kernels
+
+
+def host_launch(host: HostKernels, kernel: str, x: np.ndarray, grid: int, block: int, values: list[int]) -> np.ndarray:
+    """Kernel `kernel` on the host with TensorRT's launch: grid, block and the int32 arguments between X and Y."""
+    args = (ctypes.c_int32 * len(values))(*values)
+    y = np.full_like(x, np.nan)
+    status = host._lib.eca_host_qdp_launch(kernel.encode(), x.ctypes.data, y.ctypes.data, grid, block, len(values),
+                                           args)  # fmt: skip
+    assert status == 0, f"host launch of {kernel} failed ({status})"
+    assert not np.isnan(y.astype(np.float64)).any(), "some outputs were not written"
+    return y
 
 
 CASES = [  # (N, C, H, W, k, attributes)
@@ -92,23 +153,134 @@ CASES = [  # (N, C, H, W, k, attributes)
 @pytest.mark.parametrize(("shape", "k", "attributes"), CASES, ids=["plain", "circular-hard", "wide-window", "k63"])
 def test_launch_matches_reference(host: HostKernels, shape: tuple[int, ...], k: int, attributes: dict,
                                   dtype: type) -> None:  # fmt: skip
-    """The kernel run with the grid, block and arguments the plugin gives TensorRT."""
+    """The kernel run with the grid, block and arguments of qdp_launch (what aot_impl hands TensorRT)."""
     rng = np.random.default_rng(k + shape[1])
     x = (rng.standard_normal(shape) + rng.standard_normal((1, shape[1], 1, 1))).astype(dtype)
     weights = (0.5 * rng.standard_normal(k)).astype(np.float32)
     full = {"bias": 0.0, "padding": "zeros", "gate": "sigmoid", "activation": "none", **attributes}
     n, c, h, w = shape
-    values = qdp.kernel_arguments(n, c, h * w, weights.tolist(), full["bias"], full["padding"], full["gate"],
-                                  full["activation"])  # fmt: skip
-    args = (ctypes.c_int32 * len(values))(*values)
-    y = np.full_like(x, np.nan)
-    status = host._lib.eca_host_qdp_launch(x.ctypes.data, y.ctypes.data, 0 if dtype == np.float32 else 1,
-                                           qdp.launch_grid(n, c, k), qdp.THREADS, args)  # fmt: skip
-    assert status == 0
-    assert not np.isnan(y.astype(np.float64)).any(), "some outputs were not written"
+    launch = qdp.qdp_launch(np.dtype(dtype).name, n, c, h * w, weights.tolist(), full["bias"], full["padding"],
+                            full["gate"], full["activation"])  # fmt: skip
+    y = host_launch(host, launch.kernel, x, launch.grid_x, launch.block_x, launch.arguments)
     want = reference(x.astype(np.float64), weights, **full)
     tol = 2e-5 if dtype == np.float32 else 2e-3
     np.testing.assert_allclose(y.astype(np.float64), want, rtol=tol, atol=tol)
+
+
+def test_host_launch_refuses_another_argument_count(host: HostKernels) -> None:
+    x = np.ones((1, 8, 2, 2), np.float32)
+    values = qdp.kernel_arguments(1, 8, 4, [1.0], 0.0, "zeros", "sigmoid", "none")
+    args = (ctypes.c_int32 * 73)(*values[:73])
+    assert host._lib.eca_host_qdp_launch(b"eca_qdp_forward_f32", x.ctypes.data, x.ctypes.data, 1, 256, 73, args) != 0
+    assert host._lib.eca_host_qdp_launch(b"eca_qdp_nope", x.ctypes.data, x.ctypes.data, 1, 256, 73, args) != 0
+
+
+# -- TensorRT's own tensorrt.plugin layer, its core replaced by a recorder (tests/qdp_conformance.py) --------------
+
+TENSORRT_WHEELS = ["10.15.1.29", "11.4.0.106"]  # the minimum for the AOT route, and the newest on PyPI
+OLD_NUMPY = "numpy>=2.3,<2.4"  # TensorRT 10.9 .. 11.1 called float() on one-element arrays, which 2.4 refuses
+
+
+def _cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    cache = getattr(request.config, "cache", None)
+    return Path(cache.mkdir(name)) if cache is not None else tmp_path_factory.mktemp(name)
+
+
+def _pip(*args: str) -> str | None:
+    """Run pip; None when it worked, else why not (the last line of its output)."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "-q"],
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if done.returncode == 0 else ((done.stderr or done.stdout).strip().splitlines() or ["?"])[-1]
+
+
+@pytest.fixture(scope="module", params=TENSORRT_WHEELS)
+def tensorrt_python(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding `tensorrt/`: the bindings wheel's Python files with the recorder as its core."""
+    from tests.qdp_conformance import make_tensorrt_package
+
+    wheels = _cache(request, tmp_path_factory, "tensorrt-bindings-wheels")
+    pattern = f"tensorrt_cu12_bindings-{request.param}-*.whl"
+    if not list(wheels.glob(pattern)):
+        why = _pip("download", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
+                   f"tensorrt-cu12-bindings=={request.param}")  # fmt: skip
+        if why is not None or not list(wheels.glob(pattern)):
+            pytest.skip(f"tensorrt-cu12-bindings=={request.param} cannot be downloaded: {why}")
+    root = tmp_path_factory.mktemp(f"trt-{request.param}")
+    make_tensorrt_package(sorted(wheels.glob(pattern))[0], root)
+    return root
+
+
+def _old_numpy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with NumPy 2.3 for PYTHONPATH (pip install --target, cached), or a skip saying why not."""
+    target = _cache(request, tmp_path_factory, "numpy-2.3")
+    if not (target / "numpy" / "__init__.py").is_file():
+        why = _pip("install", "--no-deps", "--only-binary=:all:", "--target", str(target), OLD_NUMPY)
+        if why is not None:
+            pytest.skip(f"{OLD_NUMPY} cannot be installed for the older-NumPy run: {why}")
+    return target
+
+
+def _conformance(root: Path, out: Path, numpy_path: Path | None = None) -> dict:
+    checkout = Path(__file__).resolve().parents[1]
+    paths = [str(numpy_path)] if numpy_path else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(checkout)])}
+    done = subprocess.run([sys.executable, "-m", "tests.qdp_conformance", str(root), str(out)], capture_output=True,
+                          text=True, timeout=600, cwd=checkout, env=env, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    if "skip" in summary:
+        pytest.skip(f"the ahead-of-time plugin cannot be registered here: {summary['skip']}")
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.fixture(scope="module", params=["numpy-current", "numpy-2.3"])
+def conformance(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                tensorrt_python: Path) -> tuple[dict, Path]:  # fmt: skip
+    numpy_path = _old_numpy(request, tmp_path_factory) if request.param == "numpy-2.3" else None
+    out = tmp_path_factory.mktemp("conformance")
+    result = _conformance(tensorrt_python, out, numpy_path)
+    major, minor = (int(p) for p in result["numpy"].split(".")[:2])
+    assert ((major, minor) < (2, 4)) == (request.param == "numpy-2.3"), result["numpy"]
+    return result, out
+
+
+def test_tensorrt_plugin_layer_takes_parser_fields(conformance: tuple[dict, Path]) -> None:
+    """Register -> create from the parser's fields -> output types and shapes -> launch parameters -> kernel."""
+    result, _ = conformance
+    assert set(result["cases"]) == {"fp32-plain", "fp32-circular-hard", "fp16-wide-window", "fp16-k63"}
+    for case in result["cases"].values():
+        n, c, h, w = case["shape"]
+        k = len(case["weights"])
+        assert case["kernel"] == qdp.KERNELS[case["dtype"]]
+        assert case["output_shape"] == case["shape"] and case["output_types"] == [0 if case["dtype"] == "float32"
+                                                                                  else 1]  # fmt: skip
+        assert case["block"] == [qdp.THREADS, 1, 1] and case["shared_mem"] == 0
+        assert case["grid"] == [qdp.launch_grid(n, c, k), 1, 1]
+        attrs = {"bias": 0.0, "padding": "zeros", "gate": "sigmoid", "activation": "none", **case["attributes"]}
+        want = qdp.kernel_arguments(n, c, h * w, case["weights"], attrs["bias"], attrs["padding"], attrs["gate"],
+                                    attrs["activation"])  # fmt: skip
+        assert case["arguments"] == want
+        assert min(case["constants"]) >= 0, "a negative constant in TensorRT's dimension expressions"
+    assert "one value expected" in result["string_enum"], result["string_enum"]
+
+
+def test_tensorrt_plugin_layer_launch_matches_reference(host: HostKernels, conformance: tuple[dict, Path]) -> None:
+    """The PTX, kernel, grid, block and argument list the plugin gave TensorRT's layer, launched on the host."""
+    result, out = conformance
+    for name, case in result["cases"].items():
+        ptx = (out / f"{name}.ptx").read_text()
+        assert _entry_params(ptx, case["kernel"]) == 2 + len(case["arguments"])
+        dtype = np.dtype(case["dtype"])
+        rng = np.random.default_rng(len(name))
+        x = (rng.standard_normal(case["shape"]) + rng.standard_normal((1, case["shape"][1], 1, 1))).astype(dtype)
+        y = host_launch(host, case["kernel"], x, case["grid"][0], case["block"][0], case["arguments"])
+        attrs = {"bias": 0.0, "padding": "zeros", "gate": "sigmoid", "activation": "none", **case["attributes"]}
+        want = reference(x.astype(np.float64), np.asarray(case["weights"], np.float32), **attrs)
+        tol = 2e-5 if dtype == np.float32 else 2e-3
+        np.testing.assert_allclose(y.astype(np.float64), want, rtol=tol, atol=tol, err_msg=name)
 
 
 def test_status_says_why() -> None:
@@ -123,11 +295,11 @@ def test_status_says_why() -> None:
         return
     version = tuple(int(p) for p in tensorrt.__version__.split(".")[:2])
     if version < qdp.MIN_TENSORRT:
-        assert not available and "10.9" in reason
+        assert not available and qdp.MIN_TENSORRT_TEXT in reason
 
 
 def test_registers_with_tensorrt() -> None:
-    """With TensorRT >= 10.9 and a compiler: the definitions pass tensorrt.plugin's own signature checks."""
+    """With TensorRT >= 10.15 and a compiler: the definitions pass tensorrt.plugin's own signature checks."""
     available, reason = qdp.qdp_status()
     if not available:
         pytest.skip(reason)
@@ -179,9 +351,9 @@ def test_prepare_rewrites_a_fused_model_and_leaves_it_untouched(cli, resnet_onnx
             # exactly the register signature's attributes, besides the two the parser looks the creator up by
             assert set(got) - {"plugin_namespace", "plugin_version"} == {name for name, _ in ECA_PLUGIN_FIELDS}
             assert got["weights"] == pytest.approx(original["weights"])
-            assert [got[k] for k in ("padding", "gate", "activation")] == [
-                original.get(k, default) for k, default in (("padding", "zeros"), ("gate", "sigmoid"),
-                                                            ("activation", "none"))]  # fmt: skip
+            assert got["bias"] == pytest.approx([original.get("bias", 0.0)]), "arrays, never scalars"
+            for name, allowed in qdp.ENUMS.items():  # one-element INTS of the index, never a STRING
+                assert got[name] == [allowed.index(original.get(name, allowed[0]))]
     assert model.SerializeToString() == before, "the model passed in is unchanged"
 
 
@@ -210,7 +382,7 @@ def _one_node_model(channels: int | str, weights: list[float]) -> onnx.ModelProt
 def test_prepare_refuses_what_the_kernel_cannot_run() -> None:
     ok = qdp.prepare_for_aot(_one_node_model(16, [0.1, 0.2, 0.3]))
     got = _attributes(_eca_nodes(ok)[0])
-    assert got["bias"] == 0.0 and got["gate"] == "sigmoid", "defaults written out: the creator gets every attribute"
+    assert got["bias"] == [0.0] and got["gate"] == [0], "defaults written out: the creator gets every attribute"
     with pytest.raises(EcaDeployError, match="no fixed channel count"):
         qdp.prepare_for_aot(_one_node_model("C", [0.1, 0.2, 0.3]))
     too_long = [0.01] * (ECA_MAX_K + 2)
@@ -220,7 +392,7 @@ def test_prepare_refuses_what_the_kernel_cannot_run() -> None:
 
 
 def test_aot_creator_takes_the_prepared_attributes(resnet_onnx: Path) -> None:
-    """With TensorRT >= 10.9: the registered creator's version, namespace and fields are what the nodes carry."""
+    """With TensorRT >= 10.15: the registered creator's version, namespace and fields are what the nodes carry."""
     available, reason = qdp.qdp_status()
     if not available:
         pytest.skip(reason)
@@ -236,3 +408,15 @@ def test_aot_creator_takes_the_prepared_attributes(resnet_onnx: Path) -> None:
     node = _eca_nodes(qdp.prepare_for_aot(model))[0]
     fields = {f.name for f in creator.field_names}
     assert fields == set(_attributes(node)) - {"plugin_namespace", "plugin_version"}
+
+
+def test_parse_errors_get_the_hint_of_their_route() -> None:
+    from eca_deploy.engine.build import parse_error_hint
+
+    first = (
+        "While parsing node number 3 [ECA -> y]: Plugin not found, are the plugin name, version, and namespace correct?"
+    )
+    aot, library = parse_error_hint(first, aot=True), parse_error_hint(first, aot=False)
+    assert qdp.PLUGIN_ID in aot and qdp.MIN_TENSORRT_TEXT in aot and "library" not in aot
+    assert "plugin library" in library and "aot" not in library
+    assert parse_error_hint("Unsupported ONNX data type: UINT8 (2)", aot=True) == ""

@@ -2,7 +2,8 @@
 
 One small interface over the two Python CUDA bindings: cuda-python (`cuda.bindings.runtime`, what
 NVIDIA's TensorRT samples use since 10.13/10.14) and pycuda. cuda-python is preferred when both exist; CUDA
-graphs (`--cuda-graph`) are cuda-python's alone, since no released pycuda has stream capture.
+graphs (`--cuda-graph`) are cuda-python's alone, since no released pycuda has stream capture. When cuda-python
+imports but cannot start (cuda-bindings 13 on a driver for CUDA 12, a missing libcudart), pycuda is tried next.
 
 Both work in the device's primary context, the one TensorRT (the CUDA runtime API) uses: cuda-python is the
 runtime API itself; pycuda retains and pushes the primary context (`pycuda.autoprimaryctx`, never `autoinit`,
@@ -68,6 +69,10 @@ class CudaMemory:
         raise NotImplementedError
 
     def record(self, event: Any, stream: int) -> None:
+        raise NotImplementedError
+
+    def wait(self, stream: int, event: Any) -> None:
+        """Make work enqueued on `stream` from now on wait for `event`."""
         raise NotImplementedError
 
     def elapsed_ms(self, start: Any, end: Any) -> float:
@@ -153,6 +158,9 @@ class _CudaPython(CudaMemory):
     def record(self, event: Any, stream: int) -> None:
         self.check(self.rt.cudaEventRecord(event, stream))
 
+    def wait(self, stream: int, event: Any) -> None:
+        self.check(self.rt.cudaStreamWaitEvent(stream, event, 0))
+
     def elapsed_ms(self, start: Any, end: Any) -> float:
         return float(self.check(self.rt.cudaEventElapsedTime(start, end)))
 
@@ -231,6 +239,9 @@ class _PyCuda(CudaMemory):
     def record(self, event: Any, stream: int) -> None:
         event.record(self._streams[stream])
 
+    def wait(self, stream: int, event: Any) -> None:
+        self._streams[stream].wait_for_event(event)
+
     def elapsed_ms(self, start: Any, end: Any) -> float:
         end.synchronize()
         return float(end.time_since(start))
@@ -259,24 +270,52 @@ class _PyCuda(CudaMemory):
             self.cuda.Context.pop()
 
 
-def cuda_memory() -> CudaMemory:
-    """cuda-python if installed, else pycuda; a one-line error when neither is."""
+def _open_cuda_python() -> CudaMemory | None:
+    """cuda-python in the primary context; None when it is not installed; raises when it cannot start."""
     try:
         from cuda.bindings import runtime as rt  # cuda-python >= 12.6
     except ImportError:
         try:
             from cuda import cudart as rt  # older cuda-python
         except ImportError:
-            rt = None
-    if rt is not None:
-        return _CudaPython(rt)
+            return None
+    return _CudaPython(rt)
+
+
+def _open_pycuda() -> CudaMemory | None:
+    """pycuda in the primary context; None when it is not installed; raises when it cannot start."""
     try:
-        import pycuda.autoprimaryctx as primary  # retains and pushes the primary context (pycuda >= 2021.1)
         import pycuda.driver as cuda
     except ImportError:
-        raise MissingDependencyError(
-            "running TensorRT engines needs cuda-python or pycuda: pip install cuda-python (or 'eca-deploy[gpu]')"
-        ) from None
-    except Exception as exc:  # pycuda raises its own errors when there is no device or driver
-        raise CudaError(f"no usable CUDA device ({exc}): TensorRT engines run on an NVIDIA GPU") from None
+        return None
+    import pycuda.autoprimaryctx as primary  # retains and pushes the primary context (pycuda >= 2021.1)
+
     return _PyCuda(cuda, primary.context)
+
+
+BINDINGS: tuple[tuple[str, Callable[[], CudaMemory | None]], ...] = (
+    ("cuda-python", _open_cuda_python),
+    ("pycuda", _open_pycuda),
+)
+
+
+def cuda_memory(bindings: tuple[tuple[str, Callable[[], CudaMemory | None]], ...] = BINDINGS) -> CudaMemory:
+    """The first of `bindings` (cuda-python, then pycuda) that is installed and starts; a one-line error naming why
+    each failed, or that neither is installed."""
+    failures = []
+    for name, open_binding in bindings:
+        try:
+            memory = open_binding()
+        except Exception as exc:  # a binding that imports but cannot start: the next one may
+            failures.append(f"{name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+            continue
+        if memory is not None:
+            return memory
+    if failures:
+        raise CudaError(
+            f"no usable CUDA device ({'; '.join(failures)}): TensorRT engines run on an NVIDIA GPU whose driver "
+            "supports the binding's CUDA (cuda-bindings 13 needs a CUDA 13 driver: pip install 'cuda-python<13')"
+        )
+    raise MissingDependencyError(
+        "running TensorRT engines needs cuda-python or pycuda: pip install cuda-python (or 'eca-deploy[gpu]')"
+    )

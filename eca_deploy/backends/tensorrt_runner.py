@@ -149,6 +149,12 @@ class TensorRTRunner(Runner):
         # A version-compatible plan carries the plugin library itself; a second copy could clash with it. An engine
         # of the AOT plugin carries its kernel as PTX: no library to look for.
         aot = self.sidecar is not None and self.sidecar.plugin_route == "aot"
+        if aot and self.sidecar.ptx_isa:  # the engine's PTX: this driver must load it
+            from eca_deploy.plugin.qdp import driver_cuda_version, driver_refusal
+
+            isa = tuple(int(p) for p in self.sidecar.ptx_isa.split(".")[:2])
+            if reason := driver_refusal((isa[0], isa[1]), driver_cuda_version()):
+                raise EcaDeployError(f"{self.path}: {reason}, and rebuild the engine")
         embedded = aot or (self.sidecar is not None and self.sidecar.version_compatible and self.sidecar.plugin_path)
         library = plugin or (None if embedded else self.sidecar.plugin_path if self.sidecar else None)
         if library is None and not embedded:
@@ -236,7 +242,8 @@ class TensorRTRunner(Runner):
             return {info.name: lane.hosts[info.name].copy() for info in self._outputs}
 
     def make_step(self, feed: Mapping[str, np.ndarray], options: StepOptions) -> Callable[[], StepTimes | None]:
-        """One timed step: every lane runs one inference; events on lane 0 split H2D / compute / D2H."""
+        """One timed step: every lane runs one inference on its stream; events on every lane split H2D / compute /
+        D2H (split_lanes)."""
         if options.streams < 1:
             raise EcaDeployError(f"--streams must be at least 1, got {options.streams}")
         if options.cuda_graph and not self.cuda.graphs:
@@ -260,29 +267,45 @@ class TensorRTRunner(Runner):
                 computes.append(lane.compute)
         for old in self._events:  # the previous step's events: that step must not be called any more
             cuda.destroy_event(old)
-        self._events[:] = events = [cuda.event() for _ in range(4)]
+        self._events[:] = [cuda.event() for _ in range(1 + 4 * len(lanes))]
+        fork, marks = self._events[0], [self._events[1 + 4 * i : 5 + 4 * i] for i in range(len(lanes))]
         first = lanes[0].stream
 
         def step() -> StepTimes:
             with cuda.activate():
                 return timed()
 
+        def mark(phase: int) -> None:
+            for lane, events in zip(lanes, marks, strict=True):
+                cuda.record(events[phase], lane.stream)
+
         def timed() -> StepTimes:
-            cuda.record(events[0], first)
+            cuda.record(fork, first)
+            for lane in lanes[1:]:  # every lane starts with the step
+                cuda.wait(lane.stream, fork)
+            mark(0)
             if options.transfers:
                 for lane in lanes:
                     lane.upload()
-            cuda.record(events[1], first)
+            mark(1)
             for compute in computes:
                 compute()
-            cuda.record(events[2], first)
+            mark(2)
             if options.transfers:
                 for lane in lanes:
                     lane.download()
-            cuda.record(events[3], first)
+            mark(3)
             for lane in lanes:
                 cuda.synchronize(lane.stream)
-            return StepTimes(*(cuda.elapsed_ms(a, b) for a, b in itertools.pairwise(events)))
+            return split_lanes(cuda, fork, marks)
 
         step.inferences = len(lanes)  # type: ignore[attr-defined]
         return step
+
+
+def split_lanes(cuda: CudaMemory, fork: Any, marks: list[list[Any]]) -> StepTimes:
+    """H2D / compute / D2H of a step whose lanes all started at `fork`, each with 4 events on its own stream (before
+    upload, before compute, before download, after download): H2D runs from the fork, and a phase ends when the last
+    lane reaches its end mark, so the three add up to the step from the fork until the slowest lane is done."""
+    reached = [0.0, *(max(cuda.elapsed_ms(fork, events[j]) for events in marks) for j in (1, 2, 3))]
+    return StepTimes(*(b - a for a, b in itertools.pairwise(reached)))

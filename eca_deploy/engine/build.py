@@ -135,15 +135,26 @@ def _progress_monitor(trt: Any, report: Callable[[str, int, int], None]) -> Any:
     return Monitor()
 
 
-def _parse(trt: Any, network: Any, logger: Any, model: onnx.ModelProto) -> Any:
+def parse_error_hint(first: str, aot: bool) -> str:
+    """What to do about the parser's first error when it concerns the ECA plugin ('' otherwise), per route."""
+    if "ECA" not in first and "plugin" not in first.lower():
+        return ""
+    if aot:
+        from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT, PLUGIN_ID
+
+        return (
+            f": TensorRT's ONNX parser did not reach the ahead-of-time plugin {PLUGIN_ID} (it needs TensorRT >= "
+            f"{MIN_TENSORRT_TEXT}; `eca-deploy plugin info` says why not here), or use --plugin off"
+        )
+    return ": the ECA plugin library is missing or built for another TensorRT (--plugin PATH, or --plugin off)"
+
+
+def _parse(trt: Any, network: Any, logger: Any, model: onnx.ModelProto, aot: bool = False) -> Any:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(model.SerializeToString()):
         errors = [str(parser.get_error(i).desc()).strip() for i in range(parser.num_errors)]
         first = errors[0].splitlines()[0][:200] if errors else "unknown error"
-        hint = ""
-        if "ECA" in first or "plugin" in first.lower():
-            hint = ": the ECA plugin library is missing or built for another TensorRT (--plugin PATH, or --plugin off)"
-        raise EcaDeployError(f"TensorRT's ONNX parser rejected the model: {first}{hint}")
+        raise EcaDeployError(f"TensorRT's ONNX parser rejected the model: {first}{parse_error_hint(first, aot)}")
     return parser
 
 
@@ -293,10 +304,12 @@ def build_engine(
     if strongly is not None:  # 10.x: opt in; 11.x: every network is strongly typed
         flags |= 1 << int(strongly)
     network = builder.create_network(flags)
-    _parser = _parse(trt, network, logger, model)  # the parser must outlive the build (it owns the weights)
+    _parser = _parse(trt, network, logger, model, opts.aot)  # the parser must outlive the build (it owns the weights)
     plugin_layers, residual_layers = _plugin_layers(trt, network)
     if plugin_layers != opts.eca_nodes:
-        fix = ("TensorRT 10.13 or newer parses nodes for the AOT plugin" if opts.aot
+        from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT
+
+        fix = (f"TensorRT {MIN_TENSORRT_TEXT} or newer parses nodes for the AOT plugin" if opts.aot
                else "rebuild the plugin for this TensorRT")  # fmt: skip
         raise EcaDeployError(
             f"the network has {plugin_layers} plugin layers for {opts.eca_nodes} fused ECA nodes: the parser did not "

@@ -1,7 +1,7 @@
 """The ECA plugin for builds and runtimes: which route (`--plugin auto|aot|PATH|off`), loading, checking.
 
 Two routes serve fused ECA nodes: the C++ library (libeca_trt_plugin.so, built where the TensorRT headers are) or
-TensorRT's ahead-of-time Python plugin (eca_deploy.plugin.qdp, TensorRT >= 10.9, one-input nodes only).
+TensorRT's ahead-of-time Python plugin (eca_deploy.plugin.qdp, TensorRT >= 10.15, one-input nodes only).
 
 libeca_trt_plugin.so registers its creator with the TensorRT already loaded in the process when it is dlopened
 (docs/plugin.md), so importing tensorrt and then loading the library before the ONNX parser or the runtime
@@ -18,11 +18,12 @@ from typing import Any
 
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.ops import ECA_OP_TYPE, ECA_PLUGIN_NAMESPACE, ECA_PLUGIN_VERSION
+from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT
 
 PLUGIN_MODES = ("auto", "aot", "off")
 AOT_NEEDS = (
-    "the AOT plugin (--plugin aot) needs TensorRT >= 10.9 with tensorrt.plugin, nvcc or NVRTC (cuda-python) and "
-    "the kernel sources of a checkout, and serves one-input ECA nodes only"
+    f"the AOT plugin (--plugin aot) needs TensorRT >= {MIN_TENSORRT_TEXT} with tensorrt.plugin, nvcc or NVRTC "
+    "(cuda-python) and the kernel sources of a checkout, and serves one-input ECA nodes only"
 )
 
 

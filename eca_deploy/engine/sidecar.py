@@ -37,6 +37,7 @@ class Sidecar:
     ptx_compiler: str | None = None  # aot: nvcc | nvrtc, which must be no newer than the driver that runs the engine
     ptx_compiler_version: str | None = None
     ptx_arch: str | None = None  # aot: compute_XX of the PTX
+    ptx_isa: str | None = None  # aot: the PTX's .version: a driver for the CUDA that introduced it loads it
     eca_plugin_layers: int = 0
     eca_residual_layers: int = 0  # ECA plugin layers that take the block's residual (and ReLU) as well
     layers: int | None = None

@@ -253,8 +253,9 @@ def run_build(
         check_model_nodes(model)  # fused for this eca-deploy's op contract
         parsed = qdp.prepare_for_aot(parsed)
         use = qdp.compiler()
+        isa = qdp.ptx_isa(qdp.compile_ptx(use=use))
         ptx = {"ptx_compiler": use, "ptx_compiler_version": qdp.compiler_version(use),
-               "ptx_arch": f"compute_{qdp.PTX_ARCH}"}  # fmt: skip
+               "ptx_arch": f"compute_{qdp.PTX_ARCH}", "ptx_isa": ".".join(map(str, isa)) if isa else None}  # fmt: skip
         say(f"the {eca_nodes} ECA nodes are served by the ahead-of-time plugin {qdp.PLUGIN_ID} (PTX by {use})")
     opts = BuildOptions(
         profile=req.profile, img_size=req.img_size, workspace=req.workspace,

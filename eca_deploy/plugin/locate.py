@@ -85,3 +85,27 @@ def plugin_vc_library(plugin: Path) -> Path:
             f"{PLUGIN_VC_LIBRARY} not found beside {plugin}: rebuild the plugin with `eca-deploy plugin build`"
         )
     return candidate.resolve()
+
+
+def cuda_include_dir() -> Path | None:
+    """CUDA's include/ holding cuda_fp16.h (what NVRTC needs for the PTX), or None.
+
+    $CUDA_HOME, $CUDA_PATH, nvcc's toolkit, the pip wheels' folders (nvidia/cu13/include, nvidia/cuda_runtime/include,
+    as pip installs CUDA), then /usr/local/cuda and /opt/cuda."""
+    import importlib.util
+    import shutil
+
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = os.environ.get("CUDACXX") or shutil.which("nvcc")
+    if nvcc:
+        roots.append(str(Path(nvcc).resolve().parents[1]))
+    includes = [Path(root) / "include" for root in roots if root]
+    try:
+        spec = importlib.util.find_spec("nvidia")
+    except (ImportError, ValueError):
+        spec = None
+    for base in (spec.submodule_search_locations or []) if spec is not None else []:
+        for wheel in ("cu13", "cu12", "cuda_runtime", "cuda_nvrtc"):
+            includes.append(Path(base) / wheel / "include")
+    includes += [Path("/usr/local/cuda/include"), Path("/opt/cuda/include")]
+    return next((folder for folder in includes if (folder / "cuda_fp16.h").is_file()), None)

@@ -13,7 +13,13 @@
 #define ECA_STR2(x) #x
 #define ECA_STR(x) ECA_STR2(x)
 
-#if defined(__CUDACC_RTC__) // NVRTC: the device code only, for the PTX of TensorRT's ahead-of-time plugin
+// ECA_QDP_ONLY: the device code alone, for the PTX of TensorRT's ahead-of-time plugin (always with NVRTC; nvcc gets
+// -DECA_QDP_ONLY): its two entry points, none of the C++ plugin's kernels.
+#if defined(__CUDACC_RTC__) && !defined(ECA_QDP_ONLY)
+#define ECA_QDP_ONLY
+#endif
+
+#if defined(ECA_QDP_ONLY)
 #include <cuda_fp16.h>
 #elif defined(__CUDACC__)
 #include <cuda_fp16.h>
@@ -30,13 +36,15 @@
 #define ECA_CUDA_VERSION "host"
 #endif
 
-#if !defined(__CUDACC_RTC__)
+#if !defined(ECA_QDP_ONLY)
 #include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
+#include <utility>
 #endif
 
 #ifndef ECA_CUDA_ARCHS
@@ -400,6 +408,13 @@ __global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T const* 
 // L2): the two-pass traffic in one launch.
 constexpr int kQdpMaxTile = 32;
 constexpr int kQdpWeights = 64; // ECA_MAX_K rounded up to whole groups of 8 arguments
+constexpr int kQdpArguments = 5 + 2 + 2 * kQdpWeights + 3; // the int32 arguments between X and Y
+
+// A float from the high and low 16 bits of its bits (each 0 .. 65535).
+__device__ __forceinline__ float qdpFloat(int32_t high, int32_t low)
+{
+    return __int_as_float(int32_t((uint32_t(high) << 16) | (uint32_t(low) & 0xffffu)));
+}
 
 template <typename T>
 __device__ __forceinline__ void qdpForward(T const* __restrict__ x, T* __restrict__ y, float const* w, int channels,
@@ -456,20 +471,22 @@ __device__ __forceinline__ void qdpForward(T const* __restrict__ x, T* __restric
 } // namespace
 
 // The entry points of the ahead-of-time plugin, by their C names: X, then the int32 launch arguments in the order of
-// eca_deploy/plugin/qdp.py's QDP_ARGUMENTS (n, channels, hw, k, tile, bias and kQdpWeights weights as float bits,
-// padding, gate, activation), then Y. Weights past k are 0.
-#define ECA_QDP_W8(b) int32_t w##b##0, int32_t w##b##1, int32_t w##b##2, int32_t w##b##3, int32_t w##b##4,        \
-    int32_t w##b##5, int32_t w##b##6, int32_t w##b##7
+// eca_deploy/plugin/qdp.py's QDP_ARGUMENTS (n, channels, hw, k, tile, the bias and kQdpWeights weights as the high and
+// low 16 bits of their float bits, padding, gate, activation), then Y. Every argument is non-negative: TensorRT makes
+// each one a constant of its dimension expressions. Weights past k are 0.
+#define ECA_QDP_W(i) int32_t w##i##h, int32_t w##i##l
+#define ECA_QDP_W8(b)                                                                                              \
+    ECA_QDP_W(b##0), ECA_QDP_W(b##1), ECA_QDP_W(b##2), ECA_QDP_W(b##3), ECA_QDP_W(b##4), ECA_QDP_W(b##5),          \
+        ECA_QDP_W(b##6), ECA_QDP_W(b##7)
+#define ECA_QDP_SET(b, j) sw[b * 8 + j] = qdpFloat(w##b##j##h, w##b##j##l)
 #define ECA_QDP_SET8(b)                                                                                            \
-    sw[b * 8 + 0] = __int_as_float(w##b##0), sw[b * 8 + 1] = __int_as_float(w##b##1),                             \
-    sw[b * 8 + 2] = __int_as_float(w##b##2), sw[b * 8 + 3] = __int_as_float(w##b##3),                             \
-    sw[b * 8 + 4] = __int_as_float(w##b##4), sw[b * 8 + 5] = __int_as_float(w##b##5),                             \
-    sw[b * 8 + 6] = __int_as_float(w##b##6), sw[b * 8 + 7] = __int_as_float(w##b##7)
+    ECA_QDP_SET(b, 0), ECA_QDP_SET(b, 1), ECA_QDP_SET(b, 2), ECA_QDP_SET(b, 3), ECA_QDP_SET(b, 4),                 \
+        ECA_QDP_SET(b, 5), ECA_QDP_SET(b, 6), ECA_QDP_SET(b, 7)
 #define ECA_QDP_KERNEL(name, T)                                                                                    \
     extern "C" __global__ void __launch_bounds__(kThreads) name(T const* x, int32_t n, int32_t channels,          \
-        int32_t hw, int32_t k, int32_t tile, int32_t biasBits, ECA_QDP_W8(0), ECA_QDP_W8(1), ECA_QDP_W8(2),       \
-        ECA_QDP_W8(3), ECA_QDP_W8(4), ECA_QDP_W8(5), ECA_QDP_W8(6), ECA_QDP_W8(7), int32_t padding, int32_t gate,  \
-        int32_t activation, T* y)                                                                                  \
+        int32_t hw, int32_t k, int32_t tile, int32_t biash, int32_t biasl, ECA_QDP_W8(0), ECA_QDP_W8(1),          \
+        ECA_QDP_W8(2), ECA_QDP_W8(3), ECA_QDP_W8(4), ECA_QDP_W8(5), ECA_QDP_W8(6), ECA_QDP_W8(7), int32_t padding,  \
+        int32_t gate, int32_t activation, T* y)                                                                    \
     {                                                                                                              \
         __shared__ float sw[kQdpWeights];                                                                          \
         (void) n;                                                                                                  \
@@ -479,12 +496,12 @@ __device__ __forceinline__ void qdpForward(T const* __restrict__ x, T* __restric
             ECA_QDP_SET8(4); ECA_QDP_SET8(5); ECA_QDP_SET8(6); ECA_QDP_SET8(7);                                    \
         }                                                                                                          \
         __syncthreads();                                                                                           \
-        qdpForward<T>(x, y, sw, channels, hw, k, tile, __int_as_float(biasBits), padding, gate, activation);       \
+        qdpForward<T>(x, y, sw, channels, hw, k, tile, qdpFloat(biash, biasl), padding, gate, activation);         \
     }
 ECA_QDP_KERNEL(eca_qdp_forward_f32, float)
 ECA_QDP_KERNEL(eca_qdp_forward_f16, __half)
 
-#if !defined(__CUDACC_RTC__)
+#if !defined(ECA_QDP_ONLY)
 namespace
 {
 
@@ -889,6 +906,17 @@ int32_t validateOp(eca_op_t const* op)
 
 char const kBuildInfo[] = "eca_kernels=" ECA_VERSION_STRING " cuda=" ECA_CUDA_VERSION " archs=" ECA_CUDA_ARCHS " max_k=" ECA_STR(ECA_MAX_K);
 
+#if !defined(__CUDACC__)
+// Host build only: the ahead-of-time kernel launched with the int32 arguments a[0 .. sizeof...(I)) between X and Y.
+template <typename T, typename Kernel, size_t... I>
+int32_t qdpHostLaunch(Kernel kernel, void const* x, void* y, uint32_t grid, uint32_t block, int32_t const* a,
+    std::index_sequence<I...>)
+{
+    ECA_LAUNCH(kernel, grid, block, 0, nullptr, static_cast<T const*>(x), a[I]..., static_cast<T*>(y));
+    return int32_t(cudaGetLastError());
+}
+#endif
+
 } // namespace
 
 extern "C" {
@@ -1038,20 +1066,22 @@ int32_t eca_forward_op(void const* x, void const* residual, void* y, eca_op_t co
 // be allocated.
 ECA_API int64_t eca_host_row_packs(int64_t row, int32_t packs) { return rowPacks(row, packs); }
 
-// Host build only (tests): one launch of the ahead-of-time plugin's kernel with its 73 int32 arguments `a`, as
-// TensorRT makes it from eca_deploy/plugin/qdp.py's launch parameters.
-ECA_API int32_t eca_host_qdp_launch(void const* x, void* y, int32_t dtype, uint32_t grid, uint32_t block,
-    int32_t const* a)
+// Host build only (tests): one launch of the ahead-of-time plugin's kernel `kernel` (its C name) with its `count`
+// int32 arguments `a`, as TensorRT makes it from eca_deploy/plugin/qdp.py's launch parameters; cudaErrorInvalidValue
+// for an unknown kernel or another argument count.
+ECA_API int32_t eca_host_qdp_launch(char const* kernel, void const* x, void* y, uint32_t grid, uint32_t block,
+    int32_t count, int32_t const* a)
 {
-    if (dtype == ECA_DTYPE_FLOAT16)
-        ECA_LAUNCH(eca_qdp_forward_f16, grid, block, 0, nullptr, static_cast<__half const*>(x), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21], a[22], a[23], a[24], a[25], a[26], a[27], a[28], a[29], a[30], a[31], a[32], a[33], a[34], a[35], a[36], a[37], a[38], a[39], a[40], a[41], a[42], a[43], a[44], a[45], a[46], a[47], a[48], a[49], a[50], a[51], a[52], a[53], a[54], a[55], a[56], a[57], a[58], a[59], a[60], a[61], a[62], a[63], a[64], a[65], a[66], a[67], a[68], a[69], a[70], a[71], a[72],
-            static_cast<__half*>(y));
-    else
-        ECA_LAUNCH(eca_qdp_forward_f32, grid, block, 0, nullptr, static_cast<float const*>(x), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21], a[22], a[23], a[24], a[25], a[26], a[27], a[28], a[29], a[30], a[31], a[32], a[33], a[34], a[35], a[36], a[37], a[38], a[39], a[40], a[41], a[42], a[43], a[44], a[45], a[46], a[47], a[48], a[49], a[50], a[51], a[52], a[53], a[54], a[55], a[56], a[57], a[58], a[59], a[60], a[61], a[62], a[63], a[64], a[65], a[66], a[67], a[68], a[69], a[70], a[71], a[72],
-            static_cast<float*>(y));
-    return int32_t(cudaGetLastError());
+    if (count != kQdpArguments || kernel == nullptr)
+        return int32_t(cudaErrorInvalidValue);
+    auto const order = std::make_index_sequence<kQdpArguments>();
+    if (std::strcmp(kernel, "eca_qdp_forward_f16") == 0)
+        return qdpHostLaunch<__half>(eca_qdp_forward_f16, x, y, grid, block, a, order);
+    if (std::strcmp(kernel, "eca_qdp_forward_f32") == 0)
+        return qdpHostLaunch<float>(eca_qdp_forward_f32, x, y, grid, block, a, order);
+    return int32_t(cudaErrorInvalidValue);
 }
 #endif
 
 } // extern "C"
-#endif // !__CUDACC_RTC__
+#endif // !ECA_QDP_ONLY
