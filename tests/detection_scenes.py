@@ -126,3 +126,25 @@ def shifted_boxes(model: onnx.ModelProto, pixels: float = 3.0, output: str = "ou
     values = np.zeros((1, channels, 1))
     values[:, :2] = pixels
     return _append(model, output, "Add", values)
+
+
+def describe_yolov8(path: Path, imgsz: int = 160) -> Path:
+    """Record eca-deploy metadata in an ultralytics YOLOv8 ONNX (in place): its preprocessing (RGB / 255, no
+    mean/std, the whole canvas) and its head (DetectionSpec yolov8 on output0, class names from ultralytics')."""
+    import ast
+
+    from eca_deploy.data.images import Preprocessing
+    from eca_deploy.exporters.metadata import ModelMetadata, write_metadata
+    from eca_deploy.interface import DetectionSpec, OutputSpec
+
+    model = onnx.load(path)
+    props = {p.key: p.value for p in model.metadata_props}
+    names = ast.literal_eval(props.get("names", "{}"))
+    dims = tuple(d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim)
+    prep = Preprocessing(size=imgsz, resize=imgsz, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    spec = DetectionSpec("yolov8", ("output0",), tuple(names[i] for i in sorted(names)), (8, 16, 32))
+    meta = ModelMetadata("yolov8n", (), 0, prep, model.opset_import[0].version, "ultralytics", "random(seed=0)", {},
+                         (OutputSpec("output0", dims, "detection"),), spec)  # fmt: skip
+    write_metadata(model, meta)
+    onnx.save(model, path)
+    return path
