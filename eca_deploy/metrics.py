@@ -204,6 +204,8 @@ class OutputCheck:
     agreement: Agreement
     failures: list[str] = field(default_factory=list)
     reference_scale: float = 0.0  # max |reference value| of this output
+    advisory: list[str] = field(default_factory=list)  # bounds outside tolerance that do not decide (see decided_by)
+    decided_by: str = "tensor"  # "tensor", or "detections": a detector's head whose detections were judged
 
     @property
     def passed(self) -> bool:
@@ -214,7 +216,7 @@ class OutputCheck:
         if image_names is not None:
             a["worst_images"] = [image_names[i] for i in self.agreement.worst_images]
         return {**a, "kind": self.kind, "reference_scale": self.reference_scale, "passed": self.passed,
-                "failures": self.failures}  # fmt: skip
+                "failures": self.failures, "advisory": self.advisory, "decided_by": self.decided_by}  # fmt: skip
 
 
 def compare_outputs(

@@ -120,8 +120,9 @@ class DetectionAgreement:
     f1: float
     mean_iou: float  # of the matched pairs (nan when none)
     max_score_drift: float  # largest |score difference| of a matched pair (0 when none)
-    score_bias: float  # mean (candidate - reference) score of the matched pairs: a systematic drift (0 when none)
-    box_bias: float  # largest |mean offset| of a box coordinate over the matched pairs, pixels (0 when none)
+    mean_score_drift: float  # mean |score difference| of the matched pairs (0 when none)
+    score_bias: float  # median (candidate - reference) score of the matched pairs: a systematic drift (0 when none)
+    box_bias: float  # largest |median offset| of a box coordinate over the matched pairs, pixels (0 when none)
     map50_95: float  # candidate vs the reference's detections as ground truth (nan when the reference found none)
     map50: float
     worst_images: tuple[int, ...]  # images with the most unmatched detections, worst first
@@ -143,8 +144,10 @@ def agreement(
     score_threshold: float,
     margin: float = 0.0,
     worst: int = 3,
+    max_detections: int | None = None,
 ) -> DetectionAgreement:
-    """Compare per-image detections (decoded at >= threshold - margin); `ranked`: the candidate's down to 0.001."""
+    """Compare per-image detections (decoded at >= threshold - margin, with room beyond `max_detections`);
+    `ranked`: the candidate's down to 0.001. The strict sets are the best `max_detections` scoring >= threshold."""
     t = score_threshold
     found_ref = found_cand = matched_ref = matched_cand = 0
     ious: list[np.ndarray] = []
@@ -153,7 +156,7 @@ def agreement(
     misses: list[int] = []
     correct, scores, classes, targets = [], [], [], []
     for ref, cand, rank in zip(reference, candidate, ranked, strict=True):
-        strict_ref, strict_cand = ref.above(t), cand.above(t)
+        strict_ref, strict_cand = ref.above(t, max_detections), cand.above(t, max_detections)
         m = match(strict_ref, cand)
         back = match(ref, strict_cand)
         found_ref, found_cand = found_ref + len(strict_ref), found_cand + len(strict_cand)
@@ -185,8 +188,9 @@ def agreement(
         f1=float(f1),
         mean_iou=float(all_ious.mean()) if all_ious.size else float("nan"),
         max_score_drift=float(np.abs(all_drift).max()) if all_drift.size else 0.0,
-        score_bias=float(all_drift.mean()) if all_drift.size else 0.0,
-        box_bias=float(np.abs(all_offsets.mean(axis=0)).max()) if all_offsets.size else 0.0,
+        mean_score_drift=float(np.abs(all_drift).mean()) if all_drift.size else 0.0,
+        score_bias=float(np.median(all_drift)) if all_drift.size else 0.0,
+        box_bias=float(np.abs(np.median(all_offsets, axis=0)).max()) if all_offsets.size else 0.0,
         map50_95=float(np.mean(maps)),
         map50=float(maps[0]),
         worst_images=tuple(int(i) for i in np.argsort(-np.asarray(misses), kind="stable")[:worst] if misses[i] > 0),

@@ -22,9 +22,10 @@ class Detections:
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
-    def above(self, threshold: float) -> Detections:
-        """The detections scoring at least `threshold`."""
-        keep = self.scores >= threshold
+    def above(self, threshold: float, count: int | None = None) -> Detections:
+        """The detections scoring at least `threshold` (the best `count` of them)."""
+        keep = np.flatnonzero(self.scores >= threshold)
+        keep = keep[np.argsort(-self.scores[keep], kind="stable")][:count]
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
 
 

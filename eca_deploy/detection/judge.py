@@ -4,7 +4,8 @@
 errors are what a deployment breaks most often (scores scaled by a collapsed INT8 engine, boxes offset by
 a wrong stride or letterbox), and noise is what a good lower precision adds: so besides recall/precision
 (F1), matched IoU and agreement mAP, the verdict bounds the mean signed score drift and the mean box
-offset of the matched pairs, which noise averages away and a systematic error does not.
+offset of the matched pairs (medians: a pair matched to a neighbouring box does not move them), which noise
+leaves near zero and a systematic error does not.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class DetectionBounds:
 
     min_f1: float
     min_mean_iou: float
-    max_score_drift: float
+    max_mean_drift: float
     max_score_bias: float
     max_box_bias: float  # pixels
     min_map50_95: float
@@ -42,11 +43,12 @@ class DetectionBounds:
         if not math.isnan(a.mean_iou) and a.mean_iou < self.min_mean_iou:
             out.append(f"mean IoU of matched boxes {a.mean_iou:.3f} < {self.min_mean_iou}")
         if a.box_bias > self.max_box_bias:
-            out.append(f"boxes offset by {a.box_bias:.2f} px on average > {self.max_box_bias} px")
-        if a.max_score_drift > self.max_score_drift:
-            out.append(f"score drift {a.max_score_drift:.3f} > {self.max_score_drift}")
+            out.append(f"boxes offset by {a.box_bias:.2f} px (median) > {self.max_box_bias} px")
+        if a.mean_score_drift > self.max_mean_drift:
+            out.append(f"mean score drift {a.mean_score_drift:.3f} > {self.max_mean_drift} (largest "
+                       f"{a.max_score_drift:.3f})")  # fmt: skip
         if abs(a.score_bias) > self.max_score_bias:
-            out.append(f"scores {'lower' if a.score_bias < 0 else 'higher'} by {abs(a.score_bias):.3f} on average "
+            out.append(f"scores {'lower' if a.score_bias < 0 else 'higher'} by {abs(a.score_bias):.3f} (median) "
                        f"> {self.max_score_bias}")  # fmt: skip
         if not math.isnan(a.map50_95) and a.map50_95 < self.min_map50_95:
             out.append(f"agreement mAP50-95 {a.map50_95:.3f} < {self.min_map50_95}")
@@ -57,13 +59,16 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.1%}"
 
 
+# Chosen from measurements (docs/check_bench.md): FP32 the same detections; FP16 what a correct FP16 conversion
+# of a YOLOv8n keeps (F1 0.987, IoU 0.991, mAP 0.945 on its densest random-weight scenes) with room; INT8 far
+# from a collapsed engine (scores x0.7: median score -0.25; boxes +3 px: median offset 3 px).
 DETECTION_BOUNDS: dict[str, DetectionBounds] = {
-    "fp32": DetectionBounds(min_f1=0.99, min_mean_iou=0.99, max_score_drift=0.01, max_score_bias=0.002,
+    "fp32": DetectionBounds(min_f1=0.99, min_mean_iou=0.99, max_mean_drift=0.005, max_score_bias=0.002,
                             max_box_bias=0.1, min_map50_95=0.95, margin=0.01),
-    "fp16": DetectionBounds(min_f1=0.98, min_mean_iou=0.98, max_score_drift=0.05, max_score_bias=0.01,
+    "fp16": DetectionBounds(min_f1=0.97, min_mean_iou=0.98, max_mean_drift=0.02, max_score_bias=0.01,
                             max_box_bias=0.5, min_map50_95=0.9, margin=0.02),
-    "int8": DetectionBounds(min_f1=0.85, min_mean_iou=0.9, max_score_drift=0.2, max_score_bias=0.03,
-                            max_box_bias=1.0, min_map50_95=0.7, margin=0.05),
+    "int8": DetectionBounds(min_f1=0.8, min_mean_iou=0.85, max_mean_drift=0.08, max_score_bias=0.03,
+                            max_box_bias=1.0, min_map50_95=0.6, margin=0.05),
 }  # fmt: skip
 
 
@@ -122,11 +127,12 @@ def judge_detections(
         assert spec is not None
         layout, outputs = spec.layout, spec.outputs
         threshold = JUDGE.score_threshold
-        loose = replace(JUDGE, score_threshold=max(threshold - bounds.margin, RANKED.score_threshold))
+        loose = replace(JUDGE, score_threshold=max(threshold - bounds.margin, RANKED.score_threshold),
+                        max_detections=3 * JUDGE.max_detections)  # fmt: skip
         ref = decode(spec, reference, image_size, loose)
         cand = decode(spec, candidate, image_size, loose)
         ranked = decode(spec, candidate, image_size, RANKED)
-    result = agreement(ref, cand, ranked, threshold, bounds.margin)
+    result = agreement(ref, cand, ranked, threshold, bounds.margin, max_detections=JUDGE.max_detections)
     if not result.measured:
         why = (f"the reference finds no detection scoring >= {threshold:g} on these {result.images} images "
                "(random weights or empty scenes): pass --images with objects; the tensor checks decide")  # fmt: skip

@@ -113,6 +113,15 @@ def failed_outputs(checks: dict[str, OutputCheck], detection: DetectionCheck | N
     return failed
 
 
+def detections_decide(checks: dict[str, OutputCheck], detection: DetectionCheck | None) -> dict[str, OutputCheck]:
+    """A detector's head outputs, once its detections were measured, are judged by them: their tensor bounds
+    (one background anchor of thousands can exceed a max-abs bound) are kept as advisory lines."""
+    if detection is None or not detection.measured:
+        return checks
+    return {name: replace(c, failures=[], advisory=list(c.failures), decided_by="detections")
+            if name in detection.outputs else c for name, c in checks.items()}  # fmt: skip
+
+
 def judge_detector(
     reference: dict[str, Any],
     output: dict[str, Any],
@@ -352,6 +361,7 @@ def run_check(
     checks = compare_outputs(ordered, out, interface.kinds, tol, interface.detection)
     scale = max(c.reference_scale for c in checks.values())
     detected = judge_detector(ordered, out, interface, target.precision, decoder, warn)
+    checks = detections_decide(checks, detected)
     result = CheckResult(
         target=target.label,
         backend=target.runner.name,
