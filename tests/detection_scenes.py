@@ -4,7 +4,7 @@ The canvases are made here (seeded): filled rectangles, ellipses and digits in r
 background, so a detector's reference finds objects. A random-weight YOLOv8n finds nothing (its features shrink
 layer after layer and its class bias starts at -10); `yolov8_onnx` spreads its class scores over about
 0.05..0.95 before export (BatchNorm statistics measured on canvases, the final class convolutions' bias and
-wrong. `scaled_scores` and `shifted_boxes` append a Mul / Add to a head output: the wrong models.
+weights rescaled), so detections exist and move when the model is wrong. `scaled_scores` and `shifted_boxes` append a Mul / Add to a head output: the wrong models.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def yolov8_onnx(folder: Path, imgsz: int = 160, spread: bool = True) -> Path:
 
 def spread_class_scores(model: object, imgsz: int, seed: int = 0) -> None:
     """Random-weight class logits spread over about -6..+4, varying from anchor to anchor: BatchNorm running
-    statistics measured on 16 canvases (features of unit scale), class conv weights x5, biases in -4..-0.5."""
+    statistics measured on 16 canvases (features of unit scale), class conv weights x2, biases in -3..-0.5."""
     import torch
 
     x = torch.from_numpy(np.stack(canvases(16, imgsz, seed=seed + 100)).astype(np.float32).transpose(0, 3, 1, 2) / 255)
