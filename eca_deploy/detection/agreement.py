@@ -116,7 +116,7 @@ class DetectionAgreement:
     reference_detections: int  # the reference's detections scoring >= the threshold, over every image
     candidate_detections: int
     recall: float  # of the reference's detections (nan when the reference found none)
-    precision: float  # of the candidate's (nan when the candidate found none)
+    precision: float  # of the candidate's (1 when it claims none above the threshold: nothing it claims is wrong)
     f1: float
     mean_iou: float  # of the matched pairs (nan when none)
     max_score_drift: float  # largest |score difference| of a matched pair (0 when none)
@@ -157,6 +157,7 @@ def agreement(
     correct, scores, classes, targets = [], [], [], []
     for ref, cand, rank in zip(reference, candidate, ranked, strict=True):
         strict_ref, strict_cand = ref.above(t, max_detections), cand.above(t, max_detections)
+        ref, cand = ref.above(t - margin), cand.above(t - margin)
         m = match(strict_ref, cand)
         back = match(ref, strict_cand)
         found_ref, found_cand = found_ref + len(strict_ref), found_cand + len(strict_cand)
@@ -170,7 +171,7 @@ def agreement(
         classes.append(rank.classes)
         targets.append(strict_ref.classes)
     recall = matched_ref / found_ref if found_ref else float("nan")
-    precision = matched_cand / found_cand if found_cand else float("nan")
+    precision = matched_cand / found_cand if found_cand else 1.0
     f1 = 2 * recall * precision / (recall + precision) if recall + precision > 0 else 0.0
     all_ious = np.concatenate(ious) if ious else np.zeros(0)
     all_drift = np.concatenate(drifts) if drifts else np.zeros(0)
