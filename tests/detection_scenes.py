@@ -4,7 +4,8 @@ The canvases are made here (seeded): filled rectangles, ellipses and digits in r
 background, so a detector's reference finds objects. A random-weight YOLOv8n finds nothing (its features shrink
 layer after layer and its class bias starts at -10); `yolov8_onnx` spreads its class scores over about
 0.05..0.95 before export (BatchNorm statistics measured on canvases, the final class convolutions' bias and
-weights rescaled), so detections exist and move when the model is wrong. `scaled_scores` and `shifted_boxes` append a Mul / Add to a head output: the wrong models.
+weights rescaled), so detections exist and move when the model is wrong. `scaled_scores`, `shifted_boxes`,
+`scaled_confidences` and `shifted_deltas` append nodes to a head output: the wrong models.
 """
 
 from __future__ import annotations
@@ -148,3 +149,37 @@ def describe_yolov8(path: Path, imgsz: int = 160) -> Path:
     write_metadata(model, meta)
     onnx.save(model, path)
     return path
+
+
+def scaled_confidences(model: onnx.ModelProto, output: str, factor: float = 0.7) -> onnx.ModelProto:
+    """A logit head (the example's `cls`) whose confidences sigmoid(l) become factor x sigmoid(l):
+    l' = log(p' / (1 - p')), appended to the output."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    raw = f"{output}_before_scaling"
+    for node in graph.node:
+        node.output[:] = [raw if o == output else o for o in node.output]
+    graph.initializer.extend([numpy_helper.from_array(np.asarray(factor, np.float32), "conf_factor"),
+                          numpy_helper.from_array(np.asarray(1.0, np.float32), "conf_one")])  # fmt: skip
+    graph.node.extend(
+        [
+            helper.make_node("Sigmoid", [raw], ["conf_p"]),
+            helper.make_node("Mul", ["conf_p", "conf_factor"], ["conf_q"]),
+            helper.make_node("Sub", ["conf_one", "conf_q"], ["conf_rest"]),
+            helper.make_node("Div", ["conf_q", "conf_rest"], ["conf_odds"]),
+            helper.make_node("Log", ["conf_odds"], [output]),
+        ]
+    )
+    return out
+
+
+def shifted_deltas(model: onnx.ModelProto, output: str, anchor_sizes: tuple[float, ...], pixels: float = 3.0):
+    """The example's box deltas (dx, dy against anchors whose side cycles through `anchor_sizes` row by row)
+    moved by `pixels` right and down."""
+    dims = next(o for o in model.graph.output if o.name == output).type.tensor_type.shape.dim
+    rows = dims[1].dim_value
+    values = np.zeros((1, rows, 4))
+    sizes = np.resize(np.asarray(anchor_sizes), rows)
+    values[0, :, 0] = values[0, :, 1] = pixels / sizes
+    return _append(model, output, "Add", values)
