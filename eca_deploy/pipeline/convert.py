@@ -25,6 +25,7 @@ class PrecisionCheck:
     image_names: list[str]
     reference_scale: float
     size: tuple[int, int] | None = None
+    detection: Any = None  # a detector's DetectionCheck (detection.judge), None otherwise
 
     @property
     def agreement(self) -> Agreement:
@@ -38,18 +39,20 @@ class PrecisionCheck:
         a["worst_images"] = [self.image_names[i] for i in self.agreement.worst_images]
         return {"against": "fp32 onnx", **a, "passed": not self.failures, "failures": self.failures,
                 "input_size": list(self.size) if self.size else None,
-                "outputs": {n: c.as_dict(self.image_names) for n, c in self.checks.items()}}  # fmt: skip
+                "outputs": {n: c.as_dict(self.image_names) for n, c in self.checks.items()},
+                "detection": None if self.detection is None else self.detection.as_dict(self.image_names)}  # fmt: skip
 
 
 def compare_with_fp32(
     fp32: onnx.ModelProto, other: onnx.ModelProto, images: Path | None, tolerance: Tolerance, qdq: bool = False,
-    interface: ModelInterface | None = None,
+    interface: ModelInterface | None = None, precision: str = "fp32",
 ) -> PrecisionCheck:  # fmt: skip
     """Run both models on the same photographs (the sample photos, or a folder) and compare every output.
 
     Q/DQ models run with ONNX Runtime's graph optimisations off: plain quantize/dequantize arithmetic, as
     TensorRT computes it (ORT's fused int8 kernels give different results). `interface` (default: the FP32
-    model's own) gives the input size, preprocessing and output kinds.
+    model's own) gives the input size, preprocessing and output kinds; a detector (interface.detection) is
+    judged by its detections too, with `precision`'s bounds.
     """
     from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
     from eca_deploy.data.images import list_images, load_images
@@ -63,9 +66,14 @@ def compare_with_fp32(
     batch = fixed if isinstance(fixed, int) else 16
     ref = ref_runner.run_all(loaded.array, batch, fixed_batch=isinstance(fixed, int))
     out = {k: v.astype(np.float32) for k, v in runner.run_all(loaded.array, batch, isinstance(fixed, int)).items()}
-    checks = compare_outputs(ref, out, interface.kinds, tolerance)
+    from eca_deploy.pipeline.check import detections_decide, judge_detector
+
+    checks = compare_outputs(ref, out, interface.kinds, tolerance, interface.detection)
     scale = max(c.reference_scale for c in checks.values())
-    return PrecisionCheck(checks, named_failures(checks), loaded.names, scale, interface.size)
+    detected = judge_detector(ref, out, interface, precision)
+    checks = detections_decide(checks, detected)
+    failures = named_failures(checks) + (detected.named_failures() if detected is not None else [])
+    return PrecisionCheck(checks, failures, loaded.names, scale, interface.size, detected)
 
 
 @dataclass
@@ -139,7 +147,8 @@ def run_convert(
     converted, report = convert_model(model, keep_io_types, keep_fp32_ops, warn)
     check = None
     if verify:
-        check = compare_with_fp32(model, converted, images, DEFAULT_TOLERANCES["fp16"], interface=interface)
+        check = compare_with_fp32(model, converted, images, DEFAULT_TOLERANCES["fp16"], interface=interface,
+                                  precision="fp16")  # fmt: skip
     if check is not None and check.failures:
         raise CheckFailedError(f"the FP16 model disagrees with the FP32 one ({'; '.join(check.failures)}): "
                                f"{output} not written")  # fmt: skip

@@ -74,7 +74,8 @@ def run_quantize(
     check_model(quantized, "the Q/DQ model")
     check = None
     if verify:
-        check = compare_with_fp32(model, quantized, images, DEFAULT_TOLERANCES["int8"], qdq=True, interface=interface)
+        check = compare_with_fp32(model, quantized, images, DEFAULT_TOLERANCES["int8"], qdq=True, interface=interface,
+                                  precision="int8")  # fmt: skip
         if check.failures and not keep_failed:
             return QuantizeResult(source, output, report, check, written=False, input_size=interface.size)
         if check.failures:
