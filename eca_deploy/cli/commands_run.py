@@ -20,7 +20,9 @@ from eca_deploy.cli.options import (
     decoder_option,
     img_size_option,
     json_option,
+    layout_option,
     parse_img_size,
+    parse_layout,
     parse_runtime,
     runtime_option,
 )
@@ -45,10 +47,12 @@ def run_command(
     img_size: str | None = img_size_option(),
     json_out: str | None = json_option(),
     decoder: str | None = decoder_option(),
+    layout: str | None = layout_option(),
 ) -> None:
     """Decode frames with OpenCV, classify them, overlay the top-1 label, score and FPS; summary at the end.
 
-    A model without a logits output shows its raw outputs' shapes and max, or with --decoder the boxes.
+    A model without a logits output shows its raw outputs' shapes and max; a detector whose head layout is
+    known (metadata, or --layout) its boxes, decoded and NMS'd built in; --decoder FILE.py:FUNCTION overrides.
     """
     from eca_deploy.runtime.classifier import Classifier
     from eca_deploy.runtime.model import open_model
@@ -71,6 +75,9 @@ def run_command(
     check_choice(resize, "--resize", RESIZE_MODES)
     provider = check_choice(provider, "--provider", PROVIDERS)
     runtime = parse_runtime(runtime)
+    layout = parse_layout(layout)
+    if layout is not None and decoder is not None:
+        raise EcaDeployError("pass --layout NAME or --decoder FILE.py:FUNCTION, not both")
     parsed = parse_source(source)  # a missing file or unusable pipeline fails before the model loads
     video_in = Path(str(parsed.target)) if parsed.kind == "file" else None
     json_to = JsonOutput.of(json_out, inputs=[video_in, model, labels, plugin])
@@ -80,7 +87,7 @@ def run_command(
     check_outputs((output, "--output"), (log, "--log"), (json_to.path, "--json"), inputs=[model, labels, plugin])
     classifier = open_model(model, decoder, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
                             kind="onnx" if onnx_path is not None else "engine",
-                            runtime=runtime, img_size=size)  # fmt: skip
+                            runtime=runtime, img_size=size, layout=layout)  # fmt: skip
     if json_to.stdout:
         summary = run_stream(classifier, source, options)
     else:

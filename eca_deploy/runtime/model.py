@@ -7,6 +7,7 @@
     model = Model.open("det.onnx", decoder="eca_detector.py:decode_outputs")
     for d in model.run(frame)[0].detections:                        # x1, y1, x2, y2 in frame pixels
         print(d.box, d.score, d.label)
+    model = Model.open("yolov8n.onnx")      # a head layout in the metadata (or layout="yolov8"): built-in decoder
 
 `Classifier` is a `Model` that reads the logits output as top-k predictions; both share the preprocessing
 (`FramePreprocessor`), the batching (split to the model's largest batch, padded to its smallest) and the
@@ -29,7 +30,7 @@ from eca_deploy.backends.base import Runner
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import PREFIX, ModelMetadata
-from eca_deploy.runtime.decoder import Boxes, Decoder
+from eca_deploy.runtime.decoder import Boxes, Decoder, LayoutDecoder
 from eca_deploy.runtime.labels import labels_for
 from eca_deploy.runtime.preprocess import CropBox, FramePreprocessor, Frames, as_frame_list
 
@@ -158,6 +159,7 @@ class Model:
         img_size: tuple[int, int] | None = None,
         decoder: str | Callable[..., Any] | None = None,
         decoder_label: str | None = None,
+        layout: str | None = None,
     ) -> None:
         from eca_deploy.interface import build_interface, check_image_input, static_hw
 
@@ -187,7 +189,19 @@ class Model:
         self._lock: contextlib.AbstractContextManager = (
             threading.Lock() if runner.name in ("tensorrt", "openvino") else contextlib.nullcontext()
         )
-        self.decoder = None if decoder is None else Decoder.load(decoder, self.output_names, decoder_label)
+        self.decoder: Decoder | LayoutDecoder | None = None
+        if decoder is not None:
+            self.decoder = Decoder.load(decoder, self.output_names, decoder_label)
+        else:
+            spec = self.interface.detection
+            if layout is not None:
+                from eca_deploy.detection.decoders import spec_for
+
+                spec = spec_for(layout, self.output_names)
+            if spec is not None:  # a detector whose head layout is known: boxes out of the box
+                self.decoder = LayoutDecoder(spec)
+                if spec.names and labels is None:
+                    self.labels = tuple(spec.names)
         if self.decoder is not None:  # a decoder that cannot read this model fails now, not on frame 1
             size = self.input_size
             self.run(np.full((size, size, 3), PROBE_GREY, np.uint8))
@@ -314,7 +328,8 @@ def open_model(
     runtime: str = "onnxruntime",
     **options: Any,
 ) -> Model:
-    """What `eca-deploy run` runs: a `Classifier` for a model with logits and no `decoder`, else a `Model`.
+    """What `eca-deploy run` runs: a `Classifier` for a model with logits and no `decoder`, else a `Model`
+    (which draws a detector's boxes with the built-in decoder of its head layout: metadata or `layout`).
 
     A `FILE.py:FUNCTION` decoder is imported before the model loads (a missing file or function fails first)
     and tried on a grey frame once the model is open. `options` are the constructors' (resize, labels, ...).
@@ -326,8 +341,14 @@ def open_model(
     label = decoder if isinstance(decoder, str) else None
     function = import_function(decoder) if isinstance(decoder, str) else decoder
     target = open_target(path, provider=provider, plugin=plugin, kind=kind, runtime=runtime)
+    layout = options.pop("layout", None)
     common = {"name": Path(path).name, "precision": target.precision, **options}
     described = tuple(getattr(target.metadata, "outputs", ()) or ())
-    if function is None and any(o.kind == LOGITS for o in outputs_from_tensors(target.runner.outputs, described)):
+    detector = layout is not None or getattr(target.metadata, "detection", None) is not None
+    if (
+        function is None
+        and not detector
+        and any(o.kind == LOGITS for o in outputs_from_tensors(target.runner.outputs, described))
+    ):
         return Classifier(target.runner, target.metadata, **common)
-    return Model(target.runner, target.metadata, decoder=function, decoder_label=label, **common)
+    return Model(target.runner, target.metadata, decoder=function, decoder_label=label, layout=layout, **common)
