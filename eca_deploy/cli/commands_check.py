@@ -29,6 +29,7 @@ from eca_deploy.cli.options import (
     parse_runtime,
     preprocessing_override,
     runtime_option,
+    trust_checkpoint_option,
 )
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import CheckFailedError
@@ -56,6 +57,7 @@ def check_command(
         None, "--reference-onnx", help="Compare with this FP32 ONNX (e.g. the unfused export) instead of PyTorch."
     ),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
@@ -91,6 +93,7 @@ def check_command(
         result = run_check(
             target, model_name=model, weights=weights, images=images, batch=batch, tolerance=tol,
             per_layer=per_layer, reference_onnx=reference_onnx, adjust=adjust, warn=warn, img_size=size,
+            trust_checkpoint=trust_checkpoint,
         )  # fmt: skip
     report = result.as_dict()
     json_to.write(report)

@@ -19,6 +19,7 @@ from eca_deploy.cli.options import (
     JsonOutput,
     img_size_option,
     json_option,
+    trust_checkpoint_option,
     parse_batch,
     parse_img_size,
     parse_k_sizes,
@@ -115,6 +116,7 @@ def export_command(
     ),
     images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png for verification."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare against PyTorch after export."),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
@@ -123,7 +125,10 @@ def export_command(
     from eca_deploy.fileio import distinct_outputs
     from eca_deploy.pipeline.export import run_export
 
-    model_file = model.rpartition(":")[0] if model.endswith(".py") or ".py:" in model else None
+    from eca_deploy.models import sources
+
+    kind = sources.kind(model)
+    model_file = model.rpartition(":")[0] if kind == "file" else model if kind == "ultralytics" else None
     out = JsonOutput.of(json_out, inputs=[weights, model_file, images])
     size = parse_img_size(img_size)
     output = output or Path(f"{default_stem(model)}.onnx")
@@ -144,6 +149,7 @@ def export_command(
         k_size=parse_k_sizes(k_size),
         exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify,
         pretrained=pretrained, adjust=adjust, warn=warn, status=None if out.stdout else console.status,
+        trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     out.write(result.as_dict())
     result.print(console)
@@ -159,4 +165,6 @@ def default_stem(model: str) -> str:
     if kind == "file":
         path, _, factory = model.rpartition(":")
         return f"{Path(path).stem}_{factory}"
+    if kind == "ultralytics":
+        return Path(model).stem
     return model
