@@ -19,11 +19,11 @@ from eca_deploy.cli.options import (
     JsonOutput,
     img_size_option,
     json_option,
-    trust_checkpoint_option,
     parse_batch,
     parse_img_size,
     parse_k_sizes,
     preprocessing_override,
+    trust_checkpoint_option,
 )
 from eca_deploy.data.images import Preprocessing
 
@@ -123,9 +123,8 @@ def export_command(
     from eca_deploy.cli.options import check_at_least, check_file, check_image_folder, check_positive
     from eca_deploy.exporters.onnx_export import ExportOptions
     from eca_deploy.fileio import distinct_outputs
-    from eca_deploy.pipeline.export import run_export
-
     from eca_deploy.models import sources
+    from eca_deploy.pipeline.export import run_export
 
     kind = sources.kind(model)
     model_file = model.rpartition(":")[0] if kind == "file" else model if kind == "ultralytics" else None

@@ -282,8 +282,9 @@ def run_deploy(
         "backend_label": f"{' and '.join(RUNTIME_LABELS[r] for r in runtimes)} (CPU)" if trt_missing else "TensorRT",
         "runtimes": runtimes,
         "engine_note": trt_missing,
-        "weights": str(opts.weights) if opts.weights else ("pretrained" if opts.pretrained else
-                                                           "random(seed=0)" if random_weights else "the model's own"),
+        "weights": str(opts.weights)
+        if opts.weights
+        else ("pretrained" if opts.pretrained else "random(seed=0)" if random_weights else "the model's own"),
         "random_weights": random_weights,
         "bench": {k: bench[k] for k in ("config", "noise")},
         "fused_blocks": fused_blocks,

@@ -20,12 +20,11 @@ same network in `export` and later in `check`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import inspect
 
 import torch
 from torch import nn

@@ -47,7 +47,7 @@ def import_ultralytics() -> Any:
     """ultralytics, or a one-line EcaDeployError saying how to install it."""
     try:
         import ultralytics
-        import ultralytics.nn.tasks  # noqa: F401
+        import ultralytics.nn.tasks
     except ImportError:
         raise EcaDeployError(f"ultralytics models need the ultralytics package, which is not installed: "
                              f"{INSTALL_HINT}") from None  # fmt: skip
@@ -180,7 +180,8 @@ def build_from_yaml(path: Path, num_classes: int | None = None) -> nn.Module:
     try:
         return DetectionModel(cfg, ch=3, nc=num_classes, verbose=False).eval()
     except Exception as exc:  # a layer the YAML names that ultralytics does not know, wrong arguments, ...
-        raise EcaDeployError(f"ultralytics cannot build {path} ({type(exc).__name__}: {first_line(exc, 160)})") from None
+        raise EcaDeployError(f"ultralytics cannot build {path} ({type(exc).__name__}: "
+                             f"{first_line(exc, 160)})") from None  # fmt: skip
 
 
 def yolo_preprocessing(size: int) -> Any:
@@ -226,16 +227,15 @@ class YoloRawHead(nn.Module):
     """
 
     output_names = (OUTPUT_NAME,)
-    output_kinds = {OUTPUT_NAME: "detection"}
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        detect_head(model)
+        self.output_kinds = {OUTPUT_NAME: "detection"}
         self.model = model
         names = getattr(model, "names", None) or {}
         self.class_names = tuple(str(names[i]) for i in sorted(names)) if isinstance(names, Mapping) else tuple(
             str(n) for n in names)  # fmt: skip
-        self.num_classes = int(detect_head(model).nc)
+        self.num_classes = int(detect_head(model).nc)  # also refuses a model that is not a YOLO detector
         self.strides = tuple(int(s) for s in getattr(model, "stride", torch.tensor([])).tolist())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -197,7 +197,7 @@ def export_loaded(
                          output_names=output_names, classifier=classifier)  # fmt: skip
     opts.validate()
     model, name = loaded.module, loaded.ref
-    if sources.kind(name) in ("file", "ultralytics", "module"):  # zoo and timm models were estimated before they were built
+    if sources.kind(name) in ("file", "ultralytics", "module"):  # zoo and timm: estimated before they were built
         from eca_deploy.memory import check_torch_memory
 
         work, (height, width) = max(batch or VERIFY_BATCH, 2), prep.hw
