@@ -106,6 +106,20 @@ def _name_batch_dim(model: onnx.ModelProto) -> None:
             dim.dim_param = "batch"
 
 
+def _fill_output_dims(model: onnx.ModelProto, specs: Sequence[OutputSpec]) -> None:
+    """Give every output dimension but the batch the size the probe measured where the graph left it unknown
+    (e.g. YOLO's 4 + classes after a concatenation): only the batch is dynamic in an export."""
+    probed = {s.name: s.shape for s in specs}
+    for value in model.graph.output:
+        shape = probed.get(value.name)
+        dims = value.type.tensor_type.shape.dim
+        if shape is None or len(dims) != len(shape):
+            continue
+        for dim, size in list(zip(dims, shape, strict=True))[1:]:
+            if not dim.HasField("dim_value") and isinstance(size, int):
+                dim.dim_value = size
+
+
 def _declared_classes(model: nn.Module) -> int:
     """A model without a logits output (a detector) may still say its class count (attribute `num_classes`, as
     timm's models do); the metadata keeps it so that `check` can rebuild a factory model with that count."""
@@ -129,6 +143,7 @@ def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions, weights_
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise EcaDeployError(f"torch.onnx.export ({opts.exporter}) failed: {first}") from None
         onnx_model = _clean(onnx.load(str(raw)))
+    _fill_output_dims(onnx_model, specs)
     _name_batch_dim(onnx_model)
     onnx_model.producer_name, onnx_model.producer_version = "eca-deploy", __version__
     prep = opts.preprocessing.at_hw(opts.hw)
