@@ -209,9 +209,9 @@ def load(
     if k == "file":
         prep = settle(preprocessing_of(module, img_size))
     elif k == "ultralytics":
-        from eca_deploy.models.ultralytics import default_img_size, yolo_preprocessing
+        from eca_deploy.models.ultralytics import DEFAULT_IMG_SIZE, yolo_preprocessing
 
-        prep = settle(yolo_preprocessing(img_size or default_img_size(module)))
+        prep = settle(yolo_preprocessing(img_size or getattr(module, "img_size", DEFAULT_IMG_SIZE)))
     if source == RANDOM_WEIGHTS and k == "timm":  # timm's own random initialisation only
         module = _recalibrated(ref, module, prep)
     return LoadedModel(ref, module.eval(), prep, source)

@@ -237,6 +237,7 @@ class YoloRawHead(nn.Module):
             str(n) for n in names)  # fmt: skip
         self.num_classes = int(detect_head(model).nc)  # also refuses a model that is not a YOLO detector
         self.strides = tuple(int(s) for s in getattr(model, "stride", torch.tensor([])).tolist())
+        self.img_size = default_img_size(model)  # the size it was trained at, else ultralytics' default
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model(x)
