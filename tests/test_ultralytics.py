@@ -196,12 +196,12 @@ def test_a_checkpoint_is_unpickled_only_on_request(cli, tmp_path: Path, checkpoi
     result = cli("export", "--model", path, "--trust-checkpoint", "--images", photos, "-o", out)
     assert result.code == 0, result.stderr
     assert "random" not in result.stderr
-    from eca_deploy.data.images import load_images
+    from eca_deploy.data.images import list_images, load_images
     from eca_deploy.exporters.metadata import read_metadata
 
     meta = read_metadata(onnx.load(str(out)))
     assert meta.detection.names == ("car", "bike", "person") and meta.preprocessing.size == SIZE  # train_args' imgsz
-    images = load_images(photos, meta.preprocessing).array
+    images = load_images(list_images(photos), meta.preprocessing).array
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     with torch.no_grad():  # the module as saved (half precision), in float32: what ultralytics itself loads
         expected = copy.deepcopy(module).half().float()(torch.from_numpy(images))[0].numpy()
