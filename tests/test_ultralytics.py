@@ -177,7 +177,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn
     torch.manual_seed(3)
     model = DetectionModel(str(YAML), nc=3, verbose=False).eval()
     model.names = {0: "car", 1: "bike", 2: "person"}
-    model.args = {"imgsz": SIZE}
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     torch.save({"epoch": -1, "model": copy.deepcopy(model).half(), "ema": None, "optimizer": None,
                 "train_args": {"imgsz": SIZE}}, path)  # fmt: skip

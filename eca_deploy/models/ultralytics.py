@@ -142,8 +142,9 @@ def refuse_untrusted(path: Path, trust_checkpoint: bool) -> None:
                          "where it came from")  # fmt: skip
 
 
-def load_checkpoint(path: Path) -> nn.Module:
-    """The module an ultralytics checkpoint holds (its EMA if saved, else `model`), in float32, eval mode.
+def load_checkpoint(path: Path) -> tuple[nn.Module, int]:
+    """The module an ultralytics checkpoint holds (its EMA if saved, else `model`), in float32, eval mode, and
+    the image size it was trained at (`train_args['imgsz']`, else the module's own args, else 640).
 
     Call only after the user opted in (`--trust-checkpoint`): this unpickles the file.
     """
@@ -159,7 +160,9 @@ def load_checkpoint(path: Path) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise EcaDeployError(f"{path} holds no ultralytics model (no 'model' or 'ema' module): pass a best.pt or "
                              "last.pt written by ultralytics' trainer")  # fmt: skip
-    return model.float().eval()
+    train_args = ckpt.get("train_args")  # type: ignore[union-attr]
+    size = _img_size(train_args.get("imgsz") if isinstance(train_args, Mapping) else None)
+    return model.float().eval(), size or default_img_size(model)
 
 
 def build_from_yaml(path: Path, num_classes: int | None = None) -> nn.Module:
@@ -191,13 +194,18 @@ def yolo_preprocessing(size: int) -> Any:
     return Preprocessing(size=size, resize=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
+def _img_size(value: object) -> int | None:
+    """ultralytics' imgsz (an int, or [h, w]: its first value), or None."""
+    if isinstance(value, list | tuple) and value:
+        value = value[0]
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def default_img_size(module: nn.Module) -> int:
     """The image size the model was trained at (its `args['imgsz']`), else ultralytics' default 640."""
     args = getattr(module, "args", None)
-    size = args.get("imgsz") if isinstance(args, Mapping) else getattr(args, "imgsz", None)
-    if isinstance(size, list | tuple) and size:
-        size = size[0]
-    return int(size) if isinstance(size, int) and size > 0 else DEFAULT_IMG_SIZE
+    return _img_size(args.get("imgsz") if isinstance(args, Mapping) else getattr(args, "imgsz", None)) or (
+        DEFAULT_IMG_SIZE)  # fmt: skip
 
 
 # -- the raw head -----------------------------------------------------------------------------------------------
@@ -228,7 +236,7 @@ class YoloRawHead(nn.Module):
 
     output_names = (OUTPUT_NAME,)
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, img_size: int | None = None) -> None:
         super().__init__()
         self.output_kinds = {OUTPUT_NAME: "detection"}
         self.model = model
@@ -237,7 +245,7 @@ class YoloRawHead(nn.Module):
             str(n) for n in names)  # fmt: skip
         self.num_classes = int(detect_head(model).nc)  # also refuses a model that is not a YOLO detector
         self.strides = tuple(int(s) for s in getattr(model, "stride", torch.tensor([])).tolist())
-        self.img_size = default_img_size(model)  # the size it was trained at, else ultralytics' default
+        self.img_size = img_size or default_img_size(model)  # the size it was trained at, else ultralytics' 640
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model(x)
@@ -255,7 +263,7 @@ def load(ref: str, *, num_classes: int | None = None, trust_checkpoint: bool = F
     path = Path(ref)
     validate(ref, trust_checkpoint)
     if is_checkpoint(ref):
-        raw = YoloRawHead(load_checkpoint(path))
+        raw = YoloRawHead(*load_checkpoint(path))
         if num_classes is not None and num_classes != raw.num_classes:
             raise EcaDeployError(f"--num-classes {num_classes} disagrees with {path.name}, a {raw.num_classes}-class "
                                  "model: drop the option")  # fmt: skip
