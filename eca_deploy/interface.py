@@ -280,6 +280,8 @@ def build_interface(
     detection = getattr(metadata, "detection", None)
     if detection is not None and not set(detection.outputs) <= {o.name for o in outputs}:
         detection = None  # the head's outputs are gone (a model cut or renamed after export)
+    for note in getattr(metadata, "notes", ()) or ():
+        warn(note)
     return ModelInterface((InputSpec(info.name, prep, batch, static is not None),), outputs, detection)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from eca_deploy.backends.base import Runner
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.exporters.metadata import PREFIX, ModelMetadata
+from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
 from eca_deploy.runtime.decoder import Boxes, Decoder
 from eca_deploy.runtime.labels import labels_for
 from eca_deploy.runtime.preprocess import CropBox, FramePreprocessor, Frames, as_frame_list
@@ -89,15 +89,13 @@ class FrameResult:
 
 
 def runner_metadata(runner: Runner) -> ModelMetadata | None:
-    """The model description a runner carries: ONNX metadata (ONNX Runtime) or the engine's sidecar."""
+    """The model description a runner carries: ONNX metadata (ONNX Runtime, OpenVINO) or the engine's sidecar."""
     session = getattr(runner, "session", None)
-    if session is not None:
-        props = session.get_modelmeta().custom_metadata_map
-        found = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
-        try:
-            return ModelMetadata.from_props(found) if found else None
-        except (KeyError, ValueError):
-            return None
+    props = (
+        session.get_modelmeta().custom_metadata_map if session is not None else getattr(runner, "metadata_props", None)
+    )
+    if props is not None:
+        return metadata_from_props(dict(props), runner.outputs)
     sidecar = getattr(runner, "sidecar", None)
     return getattr(sidecar, "metadata", None) if sidecar is not None else None
 
