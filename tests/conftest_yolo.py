@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,15 @@ needs_ultralytics = pytest.mark.skipif(ultralytics_reason() is not None, reason=
 YOLO_EXPORT_SIZE = 160
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ultralytics_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """ultralytics never downloads and keeps its settings file under tmp, never in the user's config folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YOLO_OFFLINE", "1")
+        patch.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics-config")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def ultralytics_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """yolov8n.onnx as ultralytics itself exports it (`YOLO("yolov8n.yaml").export(format="onnx")`, imgsz 160,
@@ -30,8 +40,6 @@ def ultralytics_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("ultralytics-export")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("YOLO_OFFLINE", "1")
-        patch.setenv("YOLO_CONFIG_DIR", str(folder / "config"))  # ultralytics' settings file, not the user's
         patch.chdir(folder)
         from ultralytics import YOLO
 

@@ -32,7 +32,7 @@ def test_ultralytics_export_is_recognised(ultralytics_onnx: Path) -> None:
     assert not any(p.key.startswith("eca_deploy.") for p in model.metadata_props)  # ultralytics' keys only
     meta = read_metadata(model)
     assert meta is not None
-    assert meta.model == "ultralytics:YOLOv8n" and meta.exporter.startswith("ultralytics 8.")
+    assert meta.model == "onnx:ultralytics-YOLOv8n" and meta.exporter.startswith("ultralytics 8.")
     assert meta.preprocessing == Preprocessing.yolo(YOLO_EXPORT_SIZE)
     assert meta.preprocessing.describe() == f"letterbox {YOLO_EXPORT_SIZE}x{YOLO_EXPORT_SIZE}, grey 114, RGB/255"
     assert meta.detection is not None and meta.detection.layout == "yolov8"

@@ -73,9 +73,9 @@ def test_letterbox_pads_with_grey_and_keeps_the_content() -> None:
 def test_describe_says_which_preprocessing() -> None:
     assert Preprocessing.yolo(320).describe() == "letterbox 320x320, grey 114, RGB/255"
     assert Preprocessing.yolo(320, 256).describe() == "letterbox 320x256, grey 114, RGB/255"
-    assert Preprocessing().describe() == "resize 256, centre crop 224, ImageNet mean/std"
+    assert Preprocessing().describe() == "resize 256, centre crop 224x224, ImageNet mean/std"
     bicubic = Preprocessing.for_size(288, crop_pct=0.95, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)
-    assert bicubic.describe() == "resize 303, centre crop 288, bicubic, RGB, mean 0.5,0.5,0.5 std 0.5,0.5,0.5"
+    assert bicubic.describe() == "resize 303, centre crop 288x288, bicubic, RGB, mean 0.5,0.5,0.5 std 0.5,0.5,0.5"
 
 
 def test_letterbox_sizes_and_bad_values() -> None:

@@ -120,17 +120,32 @@ class Preprocessing:
         return cls(size=size, resize=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize_mode="letterbox",
                    crop_width=width if width not in (None, size) else None, pad_value=pad_value)  # fmt: skip
 
+    def with_resize_mode(self, mode: str) -> Preprocessing:
+        """The same size, values and filter, letterboxed or cropped (crop: ImageNet's 256/224 resize ratio)."""
+        from dataclasses import replace
+
+        if mode == self.resize_mode:
+            return self
+        if mode == "letterbox":
+            return replace(self, resize_mode=mode, resize=self.size)
+        if mode not in RESIZE_MODES:
+            raise EcaDeployError(f"unknown resize mode {mode!r}: choose one of {', '.join(RESIZE_MODES)}")
+        cropped = Preprocessing.for_size(self.size, mean=self.mean, std=self.std, channel_order=self.channel_order,
+                                         interpolation=self.interpolation)  # fmt: skip
+        return cropped.at_hw(self.hw)
+
     @property
     def letterbox(self) -> bool:
         return self.resize_mode == "letterbox"
 
     def describe(self) -> str:
-        """The preprocessing in one short phrase, e.g. "letterbox 320x320, grey 114, RGB/255"."""
+        """The preprocessing in one short phrase: "letterbox 320x320, grey 114, RGB/255" or "resize 256, centre crop
+        224x224, ImageNet mean/std" (the one place this phrase is made)."""
         h, w = self.hw
         if self.letterbox:
             geometry = f"letterbox {h}x{w}, grey {self.pad_value}"
         else:
-            geometry = f"resize {self.resize}, centre crop {h if h == w else f'{h}x{w}'}"
+            geometry = f"resize {self.resize}, centre crop {h}x{w}"
         if self.interpolation != "bilinear":
             geometry += f", {self.interpolation}"
         order = self.channel_order.upper()

@@ -93,7 +93,7 @@ def ultralytics_metadata(props: Mapping[str, str], outputs: Sequence[Any] = ()) 
     description = props.get("description", "").strip().removeprefix("Ultralytics ").removesuffix(" model").strip()
     version = props.get("version", "")
     return ModelMetadata(
-        model=f"ultralytics:{description or task or 'model'}",
+        model=f"onnx:ultralytics-{description or task or 'model'}",  # made elsewhere: never rebuilt
         k_sizes=(),
         num_classes=len(names),
         preprocessing=prep,
