@@ -160,3 +160,15 @@ def test_crop_boxes_still_map_back_as_before() -> None:
     prep = Preprocessing.for_size(64)  # resize 73: 300x450 -> 73x110, crop offset (23, 4)
     box = to_frame_pixels(np.array([[0.0, 0.0, 64.0, 64.0]]), (300, 450), prep)
     assert np.allclose(box, [[23 * 450 / 110, 4 * 300 / 73, 87 * 450 / 110, 68 * 300 / 73]])
+
+
+def test_export_records_the_letterbox(cli, tmp_path: Path) -> None:
+    out, report = tmp_path / "m.onnx", tmp_path / "c.json"
+    result = cli("export", "--model", "eca_mobilenetv2", "--img-size", "64", "--resize-mode", "letterbox",
+                 "--mean", "0,0,0", "--std", "1,1,1", "--output", out)  # fmt: skip
+    assert result.code == 0, result.stderr
+    prep = read_metadata(onnx.load(str(out))).preprocessing
+    assert prep == Preprocessing.yolo(64)
+    checked = cli("check", "--onnx", out, "--json", report)  # the recorded letterbox, against PyTorch
+    assert checked.code == 0, checked.stderr
+    assert json.loads(report.read_text())["preprocessing"] == "letterbox 64x64, grey 114, RGB/255"

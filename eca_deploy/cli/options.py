@@ -179,11 +179,10 @@ class PreprocessingFlags:
         """`prep` with the flags given on the command line."""
         from dataclasses import replace
 
-        if self.resize_mode is not None:
-            prep = prep.with_resize_mode(self.resize_mode)
         changes = {k: v for k, v in (("mean", self.mean), ("std", self.std), ("interpolation", self.interpolation))
                    if v is not None}  # fmt: skip
-        return replace(prep, **changes) if changes else prep
+        prep = replace(prep, **changes) if changes else prep  # the filter first: the letterbox checks it
+        return prep.with_resize_mode(self.resize_mode) if self.resize_mode is not None else prep
 
     @property
     def adjust(self) -> Callable[[Preprocessing], Preprocessing] | None:
