@@ -131,6 +131,7 @@ def test_export_records_the_raw_head(exported: Path) -> None:
     dims = [d.dim_value or d.dim_param for d in model.graph.output[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 84, anchors]
     assert meta.preprocessing.mean == (0.0, 0.0, 0.0) and meta.preprocessing.std == (1.0, 1.0, 1.0)  # RGB / 255
+    assert meta.preprocessing.resize_mode == "letterbox" and meta.preprocessing.pad_value == 114
     assert meta.weights.startswith("random") and list(meta.k_sizes) == PAPER_K
 
 

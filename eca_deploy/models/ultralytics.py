@@ -188,10 +188,10 @@ def build_from_yaml(path: Path, num_classes: int | None = None) -> nn.Module:
 
 
 def yolo_preprocessing(size: int) -> Any:
-    """YOLO's input: RGB / 255, no mean/std, the image fitted into size x size (ultralytics letterboxes it)."""
+    """YOLO's input: letterboxed to size x size with ultralytics' grey, RGB / 255, no mean/std."""
     from eca_deploy.data.images import Preprocessing
 
-    return Preprocessing(size=size, resize=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return Preprocessing.yolo(size)
 
 
 def _img_size(value: object) -> int | None:

@@ -86,6 +86,7 @@ class CheckResult:
             "outputs": {name: c.as_dict(self.image_names) for name, c in self.checks.items()},
             "failed_outputs": [name for name, c in self.checks.items() if not c.passed],
             "input_size": list(self.interface.size) if self.interface is not None else None,
+            "preprocessing": self.interface.preprocessing.describe() if self.interface is not None else None,
             "interface": self.interface.as_dict() if self.interface is not None else None,
             "reference": self.reference,
             "reference_scale": self.reference_scale,
