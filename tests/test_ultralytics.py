@@ -1,5 +1,5 @@
 """ultralytics YOLO with ECA, without a fork: the ECA layer in model YAMLs, YOLOv8n-ECA (examples/yolov8n-eca.yaml,
-random weights, 128x128) through export, fuse, check, FP16, INT8, bench and deploy, checkpoints only on request,
+random weights, 96x96) through export, fuse, check, FP16, INT8, bench and deploy, checkpoints only on request,
 and the serving files for its raw head."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # no downloads: every model here is 
 
 ROOT = Path(__file__).resolve().parents[1]
 YAML = ROOT / "examples" / "yolov8n-eca.yaml"
-SIZE = 128  # ultralytics trains at 640; small keeps this file fast
+SIZE = 96  # ultralytics trains at 640; small keeps this file fast
 PAPER_K = [3, 3, 5, 5, 5, 3, 5, 5]  # k = |log2(C)/2 + 1/2|_odd for C = 32, 64, 128, 256 / 128, 64, 128, 256
 
 
@@ -193,7 +193,8 @@ def test_a_checkpoint_is_unpickled_only_on_request(cli, tmp_path: Path, checkpoi
     assert_one_line_error(refused, "ultralytics checkpoint", "runs code", "--trust-checkpoint")
     assert not out.exists()
 
-    result = cli("export", "--model", path, "--trust-checkpoint", "--images", photos, "-o", out)
+    # --no-verify: the comparison below is against the module itself, not eca-deploy's reload of it
+    result = cli("export", "--model", path, "--trust-checkpoint", "--no-verify", "-o", out)
     assert result.code == 0, result.stderr
     assert "random" not in result.stderr
     from eca_deploy.data.images import list_images, load_images
