@@ -152,6 +152,7 @@ def print_report(report: dict) -> None:
         f"tolerance ({report['precision']}): max abs {bound}, cosine >= {t['cosine_min']}"
         f"{top1}; worst images: {', '.join(worst['worst_images'])}"
     )
+    print_groups(outputs)
     print_detection(report.get("detection"))
     layers = report.get("per_layer")
     if layers:
@@ -168,6 +169,21 @@ def print_report(report: dict) -> None:
         console.print(f"failed outputs: {', '.join(failed)}")
     verdict = "[green]PASS[/green]" if report["passed"] else f"[red]FAIL[/red]: {'; '.join(report['failures'])}"
     console.print(verdict)
+
+
+def print_groups(outputs: dict) -> None:
+    """Per output judged by channel group: the worst group's errors against its own scale, and whether they decide."""
+    for name, a in outputs.items():
+        groups = a.get("groups") or []
+        if len(groups) < 2:
+            continue
+        shown = groups if len(groups) <= 3 else [max(groups, key=lambda g: g["max_abs_error"] / max(1.0, g["scale"]))]
+        parts = [f"{g['name']} max abs {g['max_abs_error']:.3g} (scale {g['scale']:.3g})" for g in shown]
+        more = "" if len(groups) <= 3 else f" (worst of {len(groups)} channels)"
+        note = "; advisory, the detections decide" if a.get("decided_by") == "detections" else ""
+        console.print(f"{name} by channel group: {', '.join(parts)}{more}{note}")
+        for line in a.get("advisory") or []:
+            console.print(f"  [yellow]{line}[/yellow]")
 
 
 def print_detection(found: dict | None) -> None:
