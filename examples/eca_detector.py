@@ -5,7 +5,9 @@ that shape a camera pipeline can deploy: a stem of two stride-2 conv-bn-relu lay
 residual blocks (`eca_deploy.models.eca_resnet.ECABasicBlock`, the ECA gate after the block's last BatchNorm),
 and a shared 3x3 conv with two 1x1 heads on the stride-16 feature map. The network returns the raw,
 fixed-shape tensors a TensorRT engine should compute, one row per anchor as torchvision's RetinaNet head
-lays them out; anchors, score threshold and NMS belong to the host code (`decode` below, plain numpy):
+lays them out; anchors, score threshold and NMS belong to the host code (`decode` below, plain numpy, from
+`eca_deploy.detection`, whose layout "eca_detector" is this head: `check --layout eca_detector` judges it
+by its detections):
 
     cls: [N, L, num_classes]  logits, one sigmoid per anchor and class (RetinaNet style)
     box: [N, L, 4]            (dx, dy, dw, dh) per anchor, the SSD/Faster R-CNN encoding
@@ -24,19 +26,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from eca_deploy.detection import DecodeOptions, Detections, box_iou, nms, select
+from eca_deploy.detection.decoders import delta_boxes, example_anchors, sigmoid
 from eca_deploy.models.eca import ECALayer, adaptive_kernel_size
 from eca_deploy.models.eca_resnet import ECABasicBlock, conv1x1
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BOX_CLAMP = math.log(1000.0 / 16)  # largest dw, dh before exp (torchvision's bound)
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -125,57 +127,9 @@ def eca_detector(num_classes: int = 80, img_size: int = 320, **kwargs: object) -
     return ECADetector(num_classes=num_classes, img_size=img_size, **kwargs)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class Detections:
-    """Boxes [K, 4] as (x1, y1, x2, y2) input pixels, scores [K] (sigmoid) and classes [K], best first."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-
 def anchors(height: int, width: int, stride: int, anchor_sizes: Sequence[float]) -> np.ndarray:
     """[H * W * A, 4] anchor boxes (cx, cy, w, h) in input pixels for an H x W map, in the rows' order."""
-    cy, cx = np.meshgrid((np.arange(height) + 0.5) * stride, (np.arange(width) + 0.5) * stride, indexing="ij")
-    sizes = np.asarray(anchor_sizes, dtype=np.float32)
-    out = np.empty((height, width, len(sizes), 4), dtype=np.float32)
-    out[..., 0], out[..., 1] = cx[..., None], cy[..., None]
-    out[..., 2], out[..., 3] = sizes, sizes
-    return out.reshape(-1, 4)
-
-
-def decode_boxes(deltas: np.ndarray, priors: np.ndarray) -> np.ndarray:
-    """(dx, dy, dw, dh) against anchors (cx, cy, w, h), both [..., 4] -> (x1, y1, x2, y2)."""
-    cx = priors[..., 0] + deltas[..., 0] * priors[..., 2]
-    cy = priors[..., 1] + deltas[..., 1] * priors[..., 3]
-    w = priors[..., 2] * np.exp(np.minimum(deltas[..., 2], BOX_CLAMP))
-    h = priors[..., 3] * np.exp(np.minimum(deltas[..., 3], BOX_CLAMP))
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a [N, 4] with every box in b [M, 4], (x1, y1, x2, y2): [N, M]."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices of the boxes greedy non-maximum suppression keeps, highest score first."""
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size:
-        best, order = order[0], order[1:]
-        keep.append(int(best))
-        if order.size:
-            order = order[box_iou(boxes[best : best + 1], boxes[order])[0] <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    return example_anchors(height * stride, width * stride, stride, anchor_sizes).astype(np.float32)
 
 
 def decode(
@@ -194,22 +148,17 @@ def decode(
     Scores above `score_threshold`, the best `top_k` of them, per-class NMS at `iou_threshold`, best first.
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    priors = anchors(math.ceil(height / stride), math.ceil(width / stride), stride, anchor_sizes)
+    priors = example_anchors(height, width, stride, anchor_sizes)
     if cls_rows.ndim != 2 or box_rows.shape != (len(cls_rows), 4):
         raise ValueError(f"decode takes one image's outputs ([L, C] and [L, 4]), got {cls_rows.shape} and "
                          f"{box_rows.shape}")  # fmt: skip
     if len(cls_rows) != len(priors):
         raise ValueError(f"{len(cls_rows)} rows do not fit {len(priors)} anchors of a {height}x{width} input")
-    num_classes = cls_rows.shape[1]
-    flat = (1.0 / (1.0 + np.exp(-cls_rows.astype(np.float64)))).ravel()
-    candidates = np.flatnonzero(flat > score_threshold)
-    candidates = candidates[np.argsort(-flat[candidates], kind="stable")[:top_k]]
-    row, classes = np.divmod(candidates, num_classes)
-    boxes = decode_boxes(box_rows[row].astype(np.float64), priors[row])
-    # per-class NMS in one pass: boxes lie within [-m, m]; shifting class k by k (2m + 1) keeps classes apart
-    offset = classes[:, None] * (2.0 * np.abs(boxes).max(initial=0.0) + 1.0)
-    keep = nms(boxes + offset, flat[candidates], iou_threshold)[:max_detections]
-    return Detections(boxes[keep].astype(np.float32), flat[candidates][keep].astype(np.float32), classes[keep])
+    options = DecodeOptions(score_threshold, iou_threshold, top_k, max_detections, multi_label=True)
+    return select(sigmoid(cls_rows), delta_boxes(box_rows, priors), options)
+
+
+__all__ = ["Detections", "ECADetector", "anchors", "box_iou", "decode", "decode_outputs", "eca_detector", "nms"]
 
 
 def decode_outputs(cls: np.ndarray, box: np.ndarray, image_size: tuple[int, int]) -> Detections:

@@ -38,6 +38,11 @@ def test_doc_commands_run(cli, doc: Path, tmp_path: Path, monkeypatch: pytest.Mo
     commands = console_commands(doc)
     if any("timm" in c for c in commands) and importlib.util.find_spec("timm") is None:
         pytest.skip(f"{doc.name} shows timm models and timm is not installed (make test installs it)")
+    uses_ultralytics = any(".yaml" in c or ".pt " in c for c in commands) or any(
+        "ultralytics" in t for t in doc_files(doc).values()
+    )
+    if uses_ultralytics and importlib.util.find_spec("ultralytics") is None:
+        pytest.skip(f"{doc.name} shows ultralytics models and ultralytics is not installed (make test installs it)")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     for name, text in doc_files(doc).items():

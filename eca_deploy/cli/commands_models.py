@@ -10,19 +10,21 @@ from rich.table import Table
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import (
-    INTERPOLATION_HELP,
-    MEAN_HELP,
     MODEL_HELP,
     PRETRAINED_HELP,
-    STD_HELP,
     WEIGHTS_HELP,
     JsonOutput,
+    PreprocessingFlags,
     img_size_option,
+    interpolation_option,
     json_option,
+    mean_option,
     parse_batch,
     parse_img_size,
     parse_k_sizes,
-    preprocessing_override,
+    resize_mode_option,
+    std_option,
+    trust_checkpoint_option,
 )
 from eca_deploy.data.images import Preprocessing
 
@@ -101,9 +103,12 @@ def export_command(
     opset: int = typer.Option(17, "--opset", help="ONNX opset, 13 to 20."),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
     img_size: str | None = img_size_option("Input size N or HxW to export at (default: the model's own)."),
-    mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP),
-    std: str | None = typer.Option(None, "--std", help=STD_HELP),
-    interpolation: str | None = typer.Option(None, "--interpolation", help=INTERPOLATION_HELP),
+    mean: str | None = mean_option(),
+    std: str | None = std_option(),
+    interpolation: str | None = interpolation_option(),
+    resize_mode: str | None = resize_mode_option(
+        "How images reach the input size, recorded in the metadata: crop (ImageNet) or letterbox (YOLO)."
+    ),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes (default: from the checkpoint)."),
     k_size: str | None = typer.Option(None, "--k-size", help="Per-stage ECA k for a random ResNet, e.g. 3,5,5,7."),
     exporter: str = typer.Option("torchscript", "--exporter", help="torchscript (default) or dynamo."),
@@ -115,17 +120,21 @@ def export_command(
     ),
     images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png for verification."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare against PyTorch after export."),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
     from eca_deploy.cli.options import check_at_least, check_file, check_image_folder, check_positive
     from eca_deploy.exporters.onnx_export import ExportOptions
     from eca_deploy.fileio import distinct_outputs
+    from eca_deploy.models import sources
     from eca_deploy.pipeline.export import run_export
 
-    model_file = model.rpartition(":")[0] if model.endswith(".py") or ".py:" in model else None
+    kind = sources.kind(model)
+    model_file = model.rpartition(":")[0] if kind == "file" else model if kind == "ultralytics" else None
     out = JsonOutput.of(json_out, inputs=[weights, model_file, images])
     size = parse_img_size(img_size)
+    flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     output = output or Path(f"{default_stem(model)}.onnx")
     distinct_outputs((output, "--output"), (out.path, "--json"))
     check_file(weights, "--weights")
@@ -136,7 +145,7 @@ def export_command(
 
     def adjust(prep: Preprocessing) -> Preprocessing:
         prep = prep.at_hw(size) if size is not None else prep
-        return preprocessing_override(prep, None, mean, std, interpolation)
+        return flags.apply(prep)
 
     result = run_export(
         model_name=model, weights=weights, output=output, opset=opset,
@@ -144,6 +153,7 @@ def export_command(
         k_size=parse_k_sizes(k_size),
         exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify,
         pretrained=pretrained, adjust=adjust, warn=warn, status=None if out.stdout else console.status,
+        trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     out.write(result.as_dict())
     result.print(console)
@@ -159,4 +169,6 @@ def default_stem(model: str) -> str:
     if kind == "file":
         path, _, factory = model.rpartition(":")
         return f"{Path(path).stem}_{factory}"
+    if kind == "ultralytics":
+        return Path(model).stem
     return model

@@ -251,7 +251,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["", f"> These are {summary['backend_label']} figures, not TensorRT engine figures: "
                       f"{summary.get('engine_note', 'no TensorRT engine was built')}."]  # fmt: skip
     size = summary.get("input_size")
-    lines += ["", "## Verdict", ""] + ([f"Input size: {size[0]}x{size[1]} (checks and benchmarks alike).", ""]
+    prep = f"; preprocessing: {summary['preprocessing']}" if summary.get("preprocessing") else ""
+    lines += ["", "## Verdict", ""] + ([f"Input size: {size[0]}x{size[1]}{prep} (checks and benchmarks alike).", ""]
                                        if size else [])  # fmt: skip
     lines += ["| precision | verdict | top-1 agreement | cosine (worst image) | max abs error | "
               + " | ".join(f"images/s @ {b}" for b in batches) + " |",

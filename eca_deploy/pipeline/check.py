@@ -8,19 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy.backends.base import Runner
+from eca_deploy.detection.judge import DETECTION_BOUNDS, DetectionCheck, judge_detections
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, has_random_weights
 from eca_deploy.interface import ModelInterface, build_interface
 from eca_deploy.metrics import Agreement, OutputCheck, Tolerance, compare_outputs, named_failures, per_image_all
 
 # Default tolerances by precision, for every output kind: FP32 tight; FP16 looser; INT8 judged by cosine and
-# top-1 agreement. Outputs of kind "logits" are held to all three bounds, "tensor" outputs to max abs and cosine
-# (max abs relative to that output's own largest |value|).
+# top-1 agreement. Outputs of kind "logits" are held to all three bounds; other outputs to cosine and, per
+# channel group against the group's own scale (metrics.py), to max abs and (INT8) mean abs error: a score
+# error of 0.29 on 0..1 scores fails every precision. A detector is judged by its detections too
+# (detection.judge.DETECTION_BOUNDS). The bounds and what they were chosen from: docs/check_bench.md.
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-3, cosine_min=0.9999, top1_agreement=1.0),
     "fp16": Tolerance(max_abs=2e-2, cosine_min=0.999, top1_agreement=0.9),
-    "int8": Tolerance(max_abs=math.inf, cosine_min=0.98, top1_agreement=0.8),
-}
+    "int8": Tolerance(max_abs=math.inf, cosine_min=0.98, top1_agreement=0.8, tensor_max_abs=0.2,
+                      tensor_mean_abs=0.05),
+}  # fmt: skip
 
 
 @dataclass
@@ -53,6 +57,7 @@ class CheckResult:
     random_weights: bool = False
     per_image: dict[str, list[float]] | None = None  # 1 - cosine and max abs error of each image (worst output)
     interface: ModelInterface | None = None
+    detection: DetectionCheck | None = None  # a detector's detection agreement (None: not a known detector)
 
     @property
     def passed(self) -> bool:
@@ -84,8 +89,10 @@ class CheckResult:
                 "top1_agreement": self.tolerance.top1_agreement,
             },
             "outputs": {name: c.as_dict(self.image_names) for name, c in self.checks.items()},
-            "failed_outputs": [name for name, c in self.checks.items() if not c.passed],
+            "failed_outputs": failed_outputs(self.checks, self.detection),
+            "detection": self.detection.as_dict(self.image_names) if self.detection is not None else None,
             "input_size": list(self.interface.size) if self.interface is not None else None,
+            "preprocessing": self.interface.preprocessing.describe() if self.interface is not None else None,
             "interface": self.interface.as_dict() if self.interface is not None else None,
             "reference": self.reference,
             "reference_scale": self.reference_scale,
@@ -97,6 +104,44 @@ class CheckResult:
             "random_weights": self.random_weights,
             "per_image": self.per_image,
         }
+
+
+def failed_outputs(checks: dict[str, OutputCheck], detection: DetectionCheck | None) -> list[str]:
+    """The outputs that fail: a tensor check, or the detection head's outputs when its detections disagree."""
+    failed = [name for name, c in checks.items() if not c.passed]
+    if detection is not None and not detection.passed:
+        failed += [o for o in detection.outputs if o not in failed]
+    return failed
+
+
+def detections_decide(checks: dict[str, OutputCheck], detection: DetectionCheck | None) -> dict[str, OutputCheck]:
+    """A detector's head outputs, once its detections were measured, are judged by them: their tensor bounds
+    (one background anchor of thousands can exceed a max-abs bound) are kept as advisory lines."""
+    if detection is None or not detection.measured:
+        return checks
+    return {name: replace(c, failures=[], advisory=list(c.failures), decided_by="detections")
+            if name in detection.outputs else c for name, c in checks.items()}  # fmt: skip
+
+
+def judge_detector(
+    reference: dict[str, Any],
+    output: dict[str, Any],
+    interface: ModelInterface,
+    precision: str,
+    decoder: Any = None,
+    warn: Any = lambda _m: None,
+) -> DetectionCheck | None:
+    """Detection agreement of a detector (interface.detection, or a user's `Decoder`), else None.
+
+    When the reference finds nothing on the images, the check says so (not measured) and the tensor checks decide.
+    """
+    if interface.detection is None and decoder is None:
+        return None
+    bounds = DETECTION_BOUNDS.get(precision, DETECTION_BOUNDS["fp32"])
+    found = judge_detections(reference, output, interface.size, bounds, interface.detection, decoder)
+    if found.not_measured:
+        warn(f"detection agreement was not measured: {found.not_measured}")
+    return found
 
 
 def open_target(
@@ -136,22 +181,29 @@ def reference_model(
     metadata: ModelMetadata | None,
     img_size: int,
     preprocessing: Any = None,
+    trust_checkpoint: bool = False,
 ) -> Any:
-    """The PyTorch model the target came from: the checkpoint, timm's pretrained weights, or export's seeded model."""
+    """The PyTorch model the target came from, built as export built it: the checkpoint, timm's pretrained
+    weights, the factory's module, the ultralytics checkpoint or YAML, or export's seeded model."""
     from eca_deploy.models import sources
     from eca_deploy.models.seeded import RANDOM_WEIGHTS
 
-    num_classes = (metadata.num_classes or None) if metadata else None  # 0: no logits output (a detector)
+    kind = sources.kind(model_name)
+    classes = (metadata.num_classes or None) if metadata else None  # 0: no logits output (a detector)
     pretrained = False
+    own = kind == "ultralytics" or (kind == "file" and weights is None)  # the model file holds its weights
     if weights is None and metadata is not None and metadata.weights and metadata.weights != RANDOM_WEIGHTS:
-        if not metadata.weights.startswith("timm pretrained"):
+        if metadata.weights.startswith("timm pretrained"):
+            pretrained = True
+        elif not own:
             raise EcaDeployError(
                 f"the model was exported from {metadata.weights.split(' ')[0]}: pass that checkpoint with --weights"
             )
-        pretrained = True
-    block_k = list(metadata.k_sizes) if metadata and sources.kind(model_name) == "zoo" else None
-    loaded = sources.load(model_name, weights=weights, pretrained=pretrained, num_classes=num_classes,
-                          img_size=img_size, block_k=block_k, preprocessing=preprocessing)  # fmt: skip
+    block_k = list(metadata.k_sizes) if metadata and kind == "zoo" else None
+    loaded = sources.load(model_name, weights=weights, pretrained=pretrained,
+                          num_classes=None if kind == "file" else classes, recorded_classes=classes,
+                          img_size=img_size, block_k=block_k, preprocessing=preprocessing,
+                          trust_checkpoint=trust_checkpoint)  # fmt: skip
     return loaded.module
 
 
@@ -198,8 +250,9 @@ def _onnx_reference(path: Path, warn: Any) -> Reference:
 
 
 def _torch_reference(
-    target: Target, name: str, weights: Path | None, prep: Any, warn: Any, interface: ModelInterface
-) -> Reference:
+    target: Target, name: str, weights: Path | None, prep: Any, warn: Any, interface: ModelInterface,
+    trust_checkpoint: bool = False,
+) -> Reference:  # fmt: skip
     """The PyTorch model `name`, refused in one line when the target's graph is another architecture."""
     from eca_deploy.backends.torch_runner import TorchRunner
     from eca_deploy.pipeline.architecture import mismatch
@@ -207,7 +260,8 @@ def _torch_reference(
     meta = target.metadata
     if weights is None and (meta is None or not meta.weights or meta.weights.startswith("random")):
         warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
-    torch_model = reference_model(name, weights, meta if meta is None or meta.model == name else None, prep.size, prep)
+    torch_model = reference_model(name, weights, meta if meta is None or meta.model == name else None, prep.size, prep,
+                                  trust_checkpoint)  # fmt: skip
     differs = mismatch(target.onnx, torch_model) if target.onnx is not None else None
     if differs:
         origin = f" (its metadata says {meta.model})" if meta is not None and meta.model != name else ""
@@ -240,6 +294,9 @@ def run_check(
     warn: Any = lambda _m: None,
     img_size: tuple[int, int] | None = None,
     interface: ModelInterface | None = None,
+    detection: Any = None,
+    decoder: Any = None,
+    trust_checkpoint: bool = False,
 ) -> CheckResult:
     """Compare `target` with its reference on real photographs.
 
@@ -247,7 +304,9 @@ def run_check(
     model `model_name` or the target's metadata names; a file with no rebuildable model falls back to the
     unfused ONNX next to it (X.onnx for X.fused.onnx, X.int8.onnx, ...). The model's interface (input size
     and preprocessing, named outputs and their kinds) is resolved once, from the ONNX, its metadata,
-    `img_size` (--img-size) and `adjust` (--mean/--std), unless given; every output is judged.
+    `img_size` (--img-size) and `adjust` (--mean/--std), unless given; every output is judged. A detector
+    (its metadata's head layout, `detection` from --layout, or a user's `decoder` from --decoder) is judged
+    by its detections too.
     """
     from eca_deploy.data.images import list_images, load_images
     from eca_deploy.models import sources
@@ -266,7 +325,7 @@ def run_check(
                 f"{target.label} carries no eca-deploy metadata: pass --reference-onnx FILE (the FP32 ONNX to compare "
                 "with) or --model NAME"
             )
-        sources.validate(name)
+        sources.validate(name, trust_checkpoint)
     if meta is not None and model_name and meta.model != model_name:
         warn(f"{target.label} was exported from {meta.model}, checking against --model {model_name}")
     described = meta or (onnx_reference.metadata if onnx_reference else None)
@@ -274,6 +333,8 @@ def run_check(
         own = _model_preprocessing(name) if described is None and onnx_reference is None else None
         interface = build_interface(target.runner, described, label=target.label, img_size=img_size,
                                     preprocessing=own, adjust=adjust, warn=warn)  # fmt: skip
+    if detection is not None:
+        interface = replace(interface, detection=detection)
     prep = interface.preprocessing
     fixed_batch = interface.input.batch
     if batch < 1:
@@ -294,7 +355,7 @@ def run_check(
         random_weights = has_random_weights(described)
     else:
         assert name is not None
-        reference = _torch_reference(target, name, weights, prep, warn, interface)
+        reference = _torch_reference(target, name, weights, prep, warn, interface, trust_checkpoint)
         random_weights = weights is None and (meta is None or not meta.weights or has_random_weights(meta))
     step = fixed_batch or batch
     out = target.runner.run_all(loaded.array, step, fixed_batch=fixed_batch is not None)
@@ -308,8 +369,10 @@ def run_check(
         )
     tol = tolerance or DEFAULT_TOLERANCES.get(target.precision, DEFAULT_TOLERANCES["fp32"])
     ordered = {n: ref[n] for n in interface.output_names}
-    checks = compare_outputs(ordered, out, interface.kinds, tol)
+    checks = compare_outputs(ordered, out, interface.kinds, tol, interface.detection)
     scale = max(c.reference_scale for c in checks.values())
+    detected = judge_detector(ordered, out, interface, target.precision, decoder, warn)
+    checks = detections_decide(checks, detected)
     result = CheckResult(
         target=target.label,
         backend=target.runner.name,
@@ -317,7 +380,7 @@ def run_check(
         precision=target.precision,
         tolerance=tol,
         checks=checks,
-        failures=named_failures(checks),
+        failures=named_failures(checks) + (detected.named_failures() if detected is not None else []),
         image_names=loaded.names,
         skipped_images=loaded.skipped,
         reference_scale=scale,
@@ -326,6 +389,7 @@ def run_check(
         random_weights=random_weights,
         per_image=per_image_all(ordered, out),
         interface=interface,
+        detection=detected,
     )
     if per_layer:
         from eca_deploy.pipeline.per_layer import compare_layers

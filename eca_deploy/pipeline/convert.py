@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.interface import ModelInterface
 from eca_deploy.metrics import Agreement, OutputCheck, Tolerance, compare_outputs, named_failures
@@ -25,6 +26,8 @@ class PrecisionCheck:
     image_names: list[str]
     reference_scale: float
     size: tuple[int, int] | None = None
+    detection: Any = None  # a detector's DetectionCheck (detection.judge), None otherwise
+    preprocessing: str | None = None  # Preprocessing.describe() of the images both models ran on
 
     @property
     def agreement(self) -> Agreement:
@@ -37,19 +40,21 @@ class PrecisionCheck:
         a = self.agreement.as_dict()
         a["worst_images"] = [self.image_names[i] for i in self.agreement.worst_images]
         return {"against": "fp32 onnx", **a, "passed": not self.failures, "failures": self.failures,
-                "input_size": list(self.size) if self.size else None,
-                "outputs": {n: c.as_dict(self.image_names) for n, c in self.checks.items()}}  # fmt: skip
+                "input_size": list(self.size) if self.size else None, "preprocessing": self.preprocessing,
+                "outputs": {n: c.as_dict(self.image_names) for n, c in self.checks.items()},
+                "detection": None if self.detection is None else self.detection.as_dict(self.image_names)}  # fmt: skip
 
 
 def compare_with_fp32(
     fp32: onnx.ModelProto, other: onnx.ModelProto, images: Path | None, tolerance: Tolerance, qdq: bool = False,
-    interface: ModelInterface | None = None,
+    interface: ModelInterface | None = None, precision: str = "fp32",
 ) -> PrecisionCheck:  # fmt: skip
     """Run both models on the same photographs (the sample photos, or a folder) and compare every output.
 
     Q/DQ models run with ONNX Runtime's graph optimisations off: plain quantize/dequantize arithmetic, as
     TensorRT computes it (ORT's fused int8 kernels give different results). `interface` (default: the FP32
-    model's own) gives the input size, preprocessing and output kinds.
+    model's own) gives the input size, preprocessing and output kinds; a detector (interface.detection) is
+    judged by its detections too, with `precision`'s bounds.
     """
     from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
     from eca_deploy.data.images import list_images, load_images
@@ -63,9 +68,15 @@ def compare_with_fp32(
     batch = fixed if isinstance(fixed, int) else 16
     ref = ref_runner.run_all(loaded.array, batch, fixed_batch=isinstance(fixed, int))
     out = {k: v.astype(np.float32) for k, v in runner.run_all(loaded.array, batch, isinstance(fixed, int)).items()}
-    checks = compare_outputs(ref, out, interface.kinds, tolerance)
+    from eca_deploy.pipeline.check import detections_decide, judge_detector
+
+    checks = compare_outputs(ref, out, interface.kinds, tolerance, interface.detection)
     scale = max(c.reference_scale for c in checks.values())
-    return PrecisionCheck(checks, named_failures(checks), loaded.names, scale, interface.size)
+    detected = judge_detector(ref, out, interface, precision)
+    checks = detections_decide(checks, detected)
+    failures = named_failures(checks) + (detected.named_failures() if detected is not None else [])
+    return PrecisionCheck(checks, failures, loaded.names, scale, interface.size, detected,
+                          interface.preprocessing.describe())  # fmt: skip
 
 
 @dataclass
@@ -123,6 +134,7 @@ def run_convert(
     images: Path | None = None,
     warn: Callable[[str], None] = lambda _m: None,
     img_size: tuple[int, int] | None = None,
+    adjust: Callable[[Preprocessing], Preprocessing] | None = None,
 ) -> ConvertResult:
     """Convert, compare with the FP32 model on real photographs, and write atomically if within tolerance.
 
@@ -135,11 +147,12 @@ def run_convert(
 
     model = load_onnx(source)
     claim_output_file(output, "--output", [source, images])
-    interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn)
+    interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn, adjust=adjust)
     converted, report = convert_model(model, keep_io_types, keep_fp32_ops, warn)
     check = None
     if verify:
-        check = compare_with_fp32(model, converted, images, DEFAULT_TOLERANCES["fp16"], interface=interface)
+        check = compare_with_fp32(model, converted, images, DEFAULT_TOLERANCES["fp16"], interface=interface,
+                                  precision="fp16")  # fmt: skip
     if check is not None and check.failures:
         raise CheckFailedError(f"the FP16 model disagrees with the FP32 one ({'; '.join(check.failures)}): "
                                f"{output} not written")  # fmt: skip

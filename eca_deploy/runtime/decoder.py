@@ -105,6 +105,22 @@ class Decoder:
         return as_boxes(value, self.label)
 
 
+class LayoutDecoder:
+    """The built-in decoder of a head layout (`eca_deploy.detection`): decode, keep scores >= 0.25, class-aware
+    NMS at IoU 0.7, at most 300 boxes (ultralytics' predict defaults); used when no --decoder is given."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.output_names = list(spec.outputs)
+        self.label = f"{spec.layout} (built in)"
+
+    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: tuple[int, int]) -> Boxes:
+        from eca_deploy.detection.decoders import JUDGE, decode
+
+        (found,) = decode(self.spec, {n: np.asarray(outputs[n])[None] for n in self.output_names}, image_size, JUDGE)
+        return Boxes(found.boxes, found.scores, found.classes)
+
+
 def _field(value: Any, names: Sequence[str]) -> Any:
     for name in names:
         if isinstance(value, Mapping) and name in value:

@@ -7,6 +7,7 @@
     model = Model.open("det.onnx", decoder="eca_detector.py:decode_outputs")
     for d in model.run(frame)[0].detections:                        # x1, y1, x2, y2 in frame pixels
         print(d.box, d.score, d.label)
+    model = Model.open("yolov8n.onnx")      # a head layout in the metadata (or layout="yolov8"): built-in decoder
 
 `Classifier` is a `Model` that reads the logits output as top-k predictions; both share the preprocessing
 (`FramePreprocessor`), the batching (split to the model's largest batch, padded to its smallest) and the
@@ -28,10 +29,10 @@ import numpy as np
 from eca_deploy.backends.base import Runner
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.exporters.metadata import PREFIX, ModelMetadata
-from eca_deploy.runtime.decoder import Boxes, Decoder
+from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
+from eca_deploy.runtime.decoder import Boxes, Decoder, LayoutDecoder
 from eca_deploy.runtime.labels import labels_for
-from eca_deploy.runtime.preprocess import CropBox, FramePreprocessor, Frames, as_frame_list
+from eca_deploy.runtime.preprocess import FramePreprocessor, Frames, as_frame_list
 
 M = TypeVar("M", bound="Model")
 PROBE_GREY = 114  # the grey frame a decoder is tried on before any frame is read
@@ -89,15 +90,13 @@ class FrameResult:
 
 
 def runner_metadata(runner: Runner) -> ModelMetadata | None:
-    """The model description a runner carries: ONNX metadata (ONNX Runtime) or the engine's sidecar."""
+    """The model description a runner carries: ONNX metadata (ONNX Runtime, OpenVINO) or the engine's sidecar."""
     session = getattr(runner, "session", None)
-    if session is not None:
-        props = session.get_modelmeta().custom_metadata_map
-        found = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
-        try:
-            return ModelMetadata.from_props(found) if found else None
-        except (KeyError, ValueError):
-            return None
+    props = (
+        session.get_modelmeta().custom_metadata_map if session is not None else getattr(runner, "metadata_props", None)
+    )
+    if props is not None:
+        return metadata_from_props(dict(props), runner.outputs)
     sidecar = getattr(runner, "sidecar", None)
     return getattr(sidecar, "metadata", None) if sidecar is not None else None
 
@@ -116,12 +115,10 @@ def batch_range(runner: Runner) -> tuple[int, int | None]:
 
 
 def to_frame_pixels(boxes: np.ndarray, frame_hw: tuple[int, int], prep: Preprocessing) -> np.ndarray:
-    """(x1, y1, x2, y2) in model-input pixels -> frame pixels: undo the centre crop and the resize, clip."""
+    """(x1, y1, x2, y2) in model-input pixels -> frame pixels: undo the centre crop (or the letterbox's padding)
+    and the resize, clip to the frame."""
     h, w = frame_hw
-    crop = CropBox.of(h, w, prep)
-    out = np.empty_like(boxes, dtype=np.float64)
-    out[:, 0::2] = (boxes[:, 0::2] + crop.left) * crop.scale_x
-    out[:, 1::2] = (boxes[:, 1::2] + crop.top) * crop.scale_y
+    out = prep.placement(h, w).to_source(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     out[:, 0::2] = out[:, 0::2].clip(0, w)
     out[:, 1::2] = out[:, 1::2].clip(0, h)
     return out
@@ -158,6 +155,9 @@ class Model:
         img_size: tuple[int, int] | None = None,
         decoder: str | Callable[..., Any] | None = None,
         decoder_label: str | None = None,
+        layout: str | None = None,
+        adjust: Callable[[Preprocessing], Preprocessing] | None = None,
+        warn: Callable[[str], None] = lambda _m: None,
     ) -> None:
         from eca_deploy.interface import build_interface, check_image_input, static_hw
 
@@ -169,7 +169,7 @@ class Model:
                 f"{name} carries no eca-deploy metadata and has a dynamic input size: export it with eca-deploy "
                 "or pass --img-size"
             )
-        self.interface = build_interface(runner, metadata, label=name, img_size=img_size)
+        self.interface = build_interface(runner, metadata, label=name, img_size=img_size, adjust=adjust, warn=warn)
         prep = self.interface.preprocessing
         if prep.width != prep.size:
             raise EcaDeployError(f"{name} runs at {self.interface.size_text}: {self._square_message()}")
@@ -187,7 +187,19 @@ class Model:
         self._lock: contextlib.AbstractContextManager = (
             threading.Lock() if runner.name in ("tensorrt", "openvino") else contextlib.nullcontext()
         )
-        self.decoder = None if decoder is None else Decoder.load(decoder, self.output_names, decoder_label)
+        self.decoder: Decoder | LayoutDecoder | None = None
+        if decoder is not None:
+            self.decoder = Decoder.load(decoder, self.output_names, decoder_label)
+        else:
+            spec = self.interface.detection
+            if layout is not None:
+                from eca_deploy.detection.decoders import spec_for
+
+                spec = spec_for(layout, self.output_names)
+            if spec is not None:  # a detector whose head layout is known: boxes out of the box
+                self.decoder = LayoutDecoder(spec)
+                if spec.names and labels is None:
+                    self.labels = tuple(spec.names)
         if self.decoder is not None:  # a decoder that cannot read this model fails now, not on frame 1
             size = self.input_size
             self.run(np.full((size, size, 3), PROBE_GREY, np.uint8))
@@ -219,7 +231,8 @@ class Model:
         """An ONNX model (ONNX Runtime, `provider` cpu/cuda/tensorrt; or `runtime` "openvino") or a TensorRT engine.
 
         `kind` ("onnx" or "engine") says how to read the file; by default its name and content decide. The
-        other options are the constructor's: channel_order, resize, labels, img_size, decoder.
+        other options are the constructor's: channel_order, resize, labels, img_size, decoder, adjust
+        (--mean/--std/--interpolation/--resize-mode over the model's preprocessing), warn.
         """
         target = open_target(path, provider=provider, plugin=plugin, kind=kind, runtime=runtime)
         return cls(target.runner, target.metadata, name=Path(path).name, precision=target.precision, **options)
@@ -314,7 +327,8 @@ def open_model(
     runtime: str = "onnxruntime",
     **options: Any,
 ) -> Model:
-    """What `eca-deploy run` runs: a `Classifier` for a model with logits and no `decoder`, else a `Model`.
+    """What `eca-deploy run` runs: a `Classifier` for a model with logits and no `decoder`, else a `Model`
+    (which draws a detector's boxes with the built-in decoder of its head layout: metadata or `layout`).
 
     A `FILE.py:FUNCTION` decoder is imported before the model loads (a missing file or function fails first)
     and tried on a grey frame once the model is open. `options` are the constructors' (resize, labels, ...).
@@ -326,8 +340,14 @@ def open_model(
     label = decoder if isinstance(decoder, str) else None
     function = import_function(decoder) if isinstance(decoder, str) else decoder
     target = open_target(path, provider=provider, plugin=plugin, kind=kind, runtime=runtime)
+    layout = options.pop("layout", None)
     common = {"name": Path(path).name, "precision": target.precision, **options}
     described = tuple(getattr(target.metadata, "outputs", ()) or ())
-    if function is None and any(o.kind == LOGITS for o in outputs_from_tensors(target.runner.outputs, described)):
+    detector = layout is not None or getattr(target.metadata, "detection", None) is not None
+    if (
+        function is None
+        and not detector
+        and any(o.kind == LOGITS for o in outputs_from_tensors(target.runner.outputs, described))
+    ):
         return Classifier(target.runner, target.metadata, **common)
-    return Model(target.runner, target.metadata, decoder=function, decoder_label=label, **common)
+    return Model(target.runner, target.metadata, decoder=function, decoder_label=label, layout=layout, **common)
