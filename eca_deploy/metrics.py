@@ -103,17 +103,30 @@ class OutputCheck:
     agreement: Agreement
     failures: list[str] = field(default_factory=list)
     reference_scale: float = 0.0  # max |reference value| of this output
+    reference_constant: float | None = None  # the one value of a constant reference output (a dead head), else None
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def note(self) -> str | None:
+        """Said aloud when the reference output is constant: agreement with it proves nothing about the model."""
+        if self.reference_constant is None:
+            return None
+        what = "all zeros" if self.reference_constant == 0 else f"constant ({self.reference_constant:.6g})"
+        return (
+            f"{self.name}: the reference's output is {what} on every image, so agreeing with it (cosine "
+            f"{self.agreement.cosine_min:.6f}) says nothing; a dead head or a broken export looks like this"
+        )
 
     def as_dict(self, image_names: list[str] | None = None) -> dict[str, object]:
         a = self.agreement.as_dict()
         if image_names is not None:
             a["worst_images"] = [image_names[i] for i in self.agreement.worst_images]
         return {**a, "kind": self.kind, "reference_scale": self.reference_scale, "passed": self.passed,
-                "failures": self.failures}  # fmt: skip
+                "failures": self.failures, "reference_constant": self.reference_constant,
+                "note": self.note}  # fmt: skip
 
 
 def compare_outputs(
@@ -148,8 +161,24 @@ def compare_outputs(
         kind = kinds.get(name, "tensor")
         agreement = compare(ref, out, logits=kind == "logits")
         scale = float(np.abs(np.asarray(ref, np.float64)).max()) if ref.size else 0.0
-        checks[name] = OutputCheck(name, kind, agreement, tolerance.failures(agreement, scale), scale)
+        failures = tolerance.failures(agreement, scale)
+        checks[name] = OutputCheck(name, kind, agreement, failures, scale, constant_value(ref))
     return checks
+
+
+def constant_value(reference: np.ndarray) -> float | None:
+    """The one value every element of a reference output holds, over every image (all zeros, a saturated or dead
+    head), else None. An output of a single element is not called constant."""
+    ref = np.asarray(reference)
+    if ref.size < 2:
+        return None
+    first = ref.flat[0]
+    return float(first) if bool(np.all(ref == first)) else None
+
+
+def output_notes(checks: Mapping[str, OutputCheck]) -> list[str]:
+    """What must be said aloud about the outputs (a constant reference output), one line each."""
+    return [c.note for c in checks.values() if c.note]
 
 
 def named_failures(checks: Mapping[str, OutputCheck]) -> list[str]:

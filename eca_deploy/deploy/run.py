@@ -169,10 +169,6 @@ def run_deploy(
         names = " and ".join(RUNTIME_LABELS[r] for r in runtimes)
         note(f"{trt_missing}: building no engines; every figure below is from {names} on the CPU")
     random_weights = opts.weights is None and opts.onnx is None and not opts.pretrained
-    if random_weights:
-        from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
-
-        note(f"{opts.model} has {RANDOM_WEIGHTS_NOTICE}")
 
     def stage(name: str, what: str, options: dict[str, Any], inputs: list[Path], outputs: list[Path],
               work: Callable[[], dict[str, Any] | None], command: str) -> StageOutcome:  # fmt: skip
@@ -199,6 +195,10 @@ def run_deploy(
               _cmd("eca-deploy export --model", opts.model, *_opt("--weights", opts.weights),
                    *(("--pretrained",) if opts.pretrained else ()), *_opt("--img-size", _size_flag(opts.img_size)),
                    "--opset", opts.opset, "--output", onnx_path))  # fmt: skip
+    if random_weights:  # worded for what the exported model predicts (classes, boxes)
+        from eca_deploy.exporters.metadata import random_weights_notice
+
+        note(f"{opts.model} has {random_weights_notice(model_interface(onnx_path).as_dict())}")
     reference = ("--reference-onnx", onnx_path) if opts.onnx is not None else ("--model", opts.model)
     fusion = stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused],
                    lambda: _fuse(onnx_path, fused), _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip
