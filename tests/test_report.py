@@ -16,7 +16,8 @@ from eca_deploy.models.eca import ECALayer
 
 
 class ThreeHeads(nn.Module):
-    """A detector-like network: boxes in pixels (0..~100), scores in 0..1, and a dead head (all zeros)."""
+    """A detector-like network: a dead head (all zeros, first: a summary of the first output would show cosine 1),
+    boxes in pixels (0..~100) and scores in 0..1."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -29,10 +30,10 @@ class ThreeHeads(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         y = self.trunk(x)
-        return self.boxes(y) * 100.0, torch.sigmoid(self.scores(y)), self.dead(y)
+        return self.dead(y), self.boxes(y) * 100.0, torch.sigmoid(self.scores(y))
 
 
-OUTPUTS = ("boxes", "scores", "dead")
+OUTPUTS = ("dead", "boxes", "scores")
 DEPLOY = ["--precisions", "fp32,fp16", "--batch", "1,2", "--duration", "0.2s", "--rounds", "2"]
 DEPLOY += ["--runtime", "onnxruntime"]
 
@@ -81,6 +82,8 @@ def test_summary_row_shows_the_worst_output_not_the_first(deployed: tuple[Path, 
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[3] == f"{outputs[worst]['cosine_min']:.6f}" and cells[5] == worst
     assert "| max abs error | worst output |" in report and "every output is in the table below" in report
+    fp16 = next(row for row in payload["rows"] if row["precision"] == "fp16")
+    assert fp16["output"] != "dead" and fp16["cosine_min"] < 1.0  # not the first output, whose cosine is 1
 
 
 def test_worst_output_prefers_a_failing_one_then_the_lowest_cosine() -> None:
