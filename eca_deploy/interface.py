@@ -32,6 +32,12 @@ DETECTION_LAYOUTS: dict[str, str] = {
     "retinanet": "torchvision RetinaNet's raw heads (eca_deploy.models.torchvision_detection), before anchors and NMS",
     "fcos": "torchvision FCOS's raw heads (eca_deploy.models.torchvision_detection), before NMS",
 }
+# Channels of one output that hold different quantities (boxes in pixels, scores in 0..1): (axis, groups), each
+# group (name, first, end) judged against its own scale; end None: to the last channel.
+LAYOUT_CHANNEL_GROUPS: dict[str, tuple[int, tuple[tuple[str, int, int | None], ...]]] = {
+    "yolov8": (1, (("box", 0, 4), ("scores", 4, None))),
+    "yolov5": (2, (("box", 0, 4), ("objectness", 4, 5), ("scores", 5, None))),
+}
 DEFAULT_SIZE = 224  # only for a dynamic-size model with no metadata and no --img-size (always said aloud)
 MAX_SIDE = 4096
 
@@ -75,6 +81,12 @@ class DetectionSpec:
             raise EcaDeployError(
                 f"unknown detection layout {self.layout!r}: choose one of {', '.join(DETECTION_LAYOUTS)}"
             )
+
+    def channel_groups(self, output: str) -> tuple[int, tuple[tuple[str, int, int | None], ...]] | None:
+        """(axis, groups) of one of the head's outputs whose channels mix scales (LAYOUT_CHANNEL_GROUPS), else None."""
+        if output in self.outputs[:1] and self.layout in LAYOUT_CHANNEL_GROUPS:
+            return LAYOUT_CHANNEL_GROUPS[self.layout]
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         return {"layout": self.layout, "outputs": list(self.outputs), "names": list(self.names),

@@ -2,14 +2,46 @@
 
 Every output is judged (by default all of them, as Polygraphy's comparator does): cosine of the worst image,
 max abs and max relative error; outputs of kind "logits" also by top-1/top-5 agreement and KL.
+
+Outputs of other kinds are judged per channel group, each group's error against its own scale, so a part
+of an output cannot hide behind another part's magnitude (scores in 0..1 beside box coordinates in pixels):
+
+- a detection head's output whose layout mixes quantities (interface.LAYOUT_CHANNEL_GROUPS: YOLOv8's 4 box
+  channels and C score channels) is judged per group;
+- any other rank-3 output [N, a, b] (one row of fields per anchor or location, the shape raw heads have) is
+  judged per channel along its smaller axis: each field against its own scale;
+- other outputs (feature maps [N, C, H, W], vectors) as one group.
+
+A group's scale is its largest |reference value|, at least 1 (an error of 0.01 on values near 0 is 0.01).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class GroupAgreement:
+    """The error of one channel group of an output (see the module docstring), against that group's own scale."""
+
+    name: str  # "box", "scores", "channel 3", or "all"
+    first: int  # channels first..end-1 along `axis` (0, 0 for "all")
+    end: int
+    scale: float  # largest |reference value| in the group
+    max_abs_error: float
+    mean_abs_error: float
+
+    @property
+    def label(self) -> str:
+        if self.name == "all":
+            return ""
+        span = f"channel {self.first}" if self.end - self.first == 1 else f"channels {self.first}-{self.end - 1}"
+        return span if self.name.startswith("channel") else f"{self.name}, {span}"
 
 
 @dataclass(frozen=True)
@@ -23,6 +55,7 @@ class Agreement:
     top5_agreement: float | None  # mean overlap of the top-5 sets (logits only)
     kl_divergence: float | None  # mean KL(softmax(ref) || softmax(out)) (logits only)
     worst_images: tuple[int, ...]  # indices, largest max-abs error first
+    groups: tuple[GroupAgreement, ...] = ()  # per channel group (outputs other than logits)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -33,8 +66,52 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def compare(reference: np.ndarray, output: np.ndarray, worst: int = 3, logits: bool = True) -> Agreement:
-    """Compare `output` against `reference` per image (both cast to float64); top-k/KL only for `logits`."""
+Groups = tuple[int, tuple[tuple[str, int, int | None], ...]]
+
+
+def channel_groups(
+    shape: tuple[int, ...], layout_groups: Groups | None = None
+) -> tuple[int, list[tuple[str, int, int]]]:
+    """(axis, [(name, first, end)]) of an output of this shape (see the module docstring); axis 0: one group."""
+    if layout_groups is not None:
+        axis, groups = layout_groups
+        if len(shape) > axis:
+            return axis, [(n, a, shape[axis] if b is None else b) for n, a, b in groups if a < shape[axis]]
+    if len(shape) == 3 and min(shape[1], shape[2]) > 1:
+        axis = 1 if shape[1] <= shape[2] else 2
+        return axis, [(f"channel {i}", i, i + 1) for i in range(shape[axis])]
+    return 0, [("all", 0, 0)]
+
+
+def group_errors(
+    reference: np.ndarray, output: np.ndarray, layout_groups: Groups | None = None
+) -> tuple[GroupAgreement, ...]:
+    """Max and mean abs error and scale of each channel group of one output (batched arrays)."""
+    ref = np.asarray(reference, np.float64)
+    diff = np.abs(np.asarray(output, np.float64) - ref)
+    axis, groups = channel_groups(ref.shape, layout_groups)
+    found = []
+    for name, first, end in groups:
+        if axis == 0:
+            r, d = ref, diff
+        else:
+            index = [slice(None)] * ref.ndim
+            index[axis] = slice(first, end)
+            r, d = ref[tuple(index)], diff[tuple(index)]
+        if not r.size:
+            continue
+        found.append(GroupAgreement(name, first, end, float(np.abs(r).max()), float(d.max()), float(d.mean())))
+    return tuple(found)
+
+
+def compare(
+    reference: np.ndarray, output: np.ndarray, worst: int = 3, logits: bool = True, layout_groups: Groups | None = None
+) -> Agreement:
+    """Compare `output` against `reference` per image (both cast to float64); top-k/KL only for `logits`,
+    channel groups for the others."""
+    if not logits and np.shape(reference) != np.shape(output):
+        raise ValueError(f"output shape {np.shape(output)} differs from reference shape {np.shape(reference)}")
+    groups = () if logits else group_errors(reference, output, layout_groups)
     ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
     out = np.asarray(output, np.float64).reshape(len(output), -1)
     if ref.shape != out.shape:
@@ -52,7 +129,7 @@ def compare(reference: np.ndarray, output: np.ndarray, worst: int = 3, logits: b
         "worst_images": tuple(int(i) for i in np.argsort(-per_image)[:worst]),
     }
     if not logits:
-        return Agreement(top1_agreement=None, top5_agreement=None, kl_divergence=None, **common)  # type: ignore[arg-type]
+        return Agreement(top1_agreement=None, top5_agreement=None, kl_divergence=None, groups=groups, **common)  # type: ignore[arg-type]
     k = min(5, ref.shape[1])
     top_ref = np.argsort(-ref, axis=1)[:, :k]
     top_out = np.argsort(-out, axis=1)[:, :k]
@@ -71,23 +148,47 @@ def compare(reference: np.ndarray, output: np.ndarray, worst: int = 3, logits: b
 class Tolerance:
     """Pass when every bound holds. `max_abs` is relative to the reference's largest |value| (at least 1).
 
-    One table serves every output kind: "logits" outputs are held to all three bounds, "tensor" outputs
-    (detection heads, features) to max abs and cosine (top-1 has no meaning for them).
+    One table serves every output kind: "logits" outputs are held to all three bounds; other outputs (detection
+    heads, features) to cosine and, per channel group against the group's own scale, to max abs
+    (`tensor_max_abs`, default `max_abs`) and mean abs (`tensor_mean_abs`); top-1 has no meaning for them.
     """
 
     max_abs: float = 1e-3
     cosine_min: float = 0.9999
     top1_agreement: float = 1.0
+    tensor_max_abs: float | None = None
+    tensor_mean_abs: float = math.inf
 
     def failures(self, agreement: Agreement, reference_scale: float) -> list[str]:
-        bound = self.max_abs * max(1.0, reference_scale)
         out = []
-        if agreement.max_abs_error > bound:
-            out.append(f"max abs error {agreement.max_abs_error:.3g} > {bound:.3g}")
+        if agreement.groups:
+            out += self._group_failures(agreement.groups)
+        else:
+            bound = self.max_abs * max(1.0, reference_scale)
+            if agreement.max_abs_error > bound:
+                out.append(f"max abs error {agreement.max_abs_error:.3g} > {bound:.3g}")
         if agreement.cosine_min < self.cosine_min:
             out.append(f"cosine {agreement.cosine_min:.6f} < {self.cosine_min}")
         if agreement.top1_agreement is not None and agreement.top1_agreement < self.top1_agreement:
             out.append(f"top-1 agreement {agreement.top1_agreement:.1%} < {self.top1_agreement:.1%}")
+        return out
+
+    def _group_failures(self, groups: tuple[GroupAgreement, ...]) -> list[str]:
+        """One line per failing bound: the worst group, how many groups fail, each against its own scale."""
+        max_rel = self.max_abs if self.tensor_max_abs is None else self.tensor_max_abs
+        out = []
+        for what, rel, value in (("max abs error", max_rel, lambda g: g.max_abs_error),
+                                 ("mean abs error", self.tensor_mean_abs, lambda g: g.mean_abs_error)):  # fmt: skip
+            if math.isinf(rel):
+                continue
+            failing = [g for g in groups if value(g) > rel * max(1.0, g.scale)]
+            if not failing:
+                continue
+            g = max(failing, key=lambda g: value(g) / max(1.0, g.scale))
+            where = f" on {g.label}" if g.label else ""
+            more = f" ({len(failing)} of {len(groups)} channel groups fail)" if len(failing) > 1 else ""
+            scale = f", {rel:g} x its scale {g.scale:.3g}" if g.label and g.scale > 1 else ""
+            out.append(f"{what}{where} {value(g):.3g} > {rel * max(1.0, g.scale):.3g}{scale}{more}")
         return out
 
 
@@ -103,6 +204,8 @@ class OutputCheck:
     agreement: Agreement
     failures: list[str] = field(default_factory=list)
     reference_scale: float = 0.0  # max |reference value| of this output
+    advisory: list[str] = field(default_factory=list)  # bounds outside tolerance that do not decide (see decided_by)
+    decided_by: str = "tensor"  # "tensor", or "detections": a detector's head whose detections were judged
     reference_constant: float | None = None  # the one value of a constant reference output (a dead head), else None
 
     @property
@@ -125,8 +228,8 @@ class OutputCheck:
         if image_names is not None:
             a["worst_images"] = [image_names[i] for i in self.agreement.worst_images]
         return {**a, "kind": self.kind, "reference_scale": self.reference_scale, "passed": self.passed,
-                "failures": self.failures, "reference_constant": self.reference_constant,
-                "note": self.note}  # fmt: skip
+                "failures": self.failures, "advisory": self.advisory, "decided_by": self.decided_by,
+                "reference_constant": self.reference_constant, "note": self.note}  # fmt: skip
 
 
 def compare_outputs(
@@ -134,8 +237,10 @@ def compare_outputs(
     output: Mapping[str, np.ndarray],
     kinds: Mapping[str, str],
     tolerance: Tolerance,
+    detection: Any = None,
 ) -> dict[str, OutputCheck]:
-    """Judge every output (by name: both must have the same names and shapes, or it is a one-line error)."""
+    """Judge every output (by name: both must have the same names and shapes, or it is a one-line error);
+    `detection`: the model's DetectionSpec, whose layout groups the channels of its outputs."""
     from eca_deploy.errors import EcaDeployError
 
     missing = [n for n in reference if n not in output]
@@ -159,10 +264,11 @@ def compare_outputs(
                 "check --model, --weights or --reference-onnx"
             )
         kind = kinds.get(name, "tensor")
-        agreement = compare(ref, out, logits=kind == "logits")
+        groups = detection.channel_groups(name) if detection is not None else None
+        agreement = compare(ref, out, logits=kind == "logits", layout_groups=groups)
         scale = float(np.abs(np.asarray(ref, np.float64)).max()) if ref.size else 0.0
         failures = tolerance.failures(agreement, scale)
-        checks[name] = OutputCheck(name, kind, agreement, failures, scale, constant_value(ref))
+        checks[name] = OutputCheck(name, kind, agreement, failures, scale, reference_constant=constant_value(ref))
     return checks
 
 

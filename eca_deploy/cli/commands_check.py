@@ -23,9 +23,13 @@ from eca_deploy.cli.options import (
     check_image_folder,
     check_onnx_file,
     check_positive,
+    decoder_option,
+    detector_options,
     img_size_option,
     json_option,
+    layout_option,
     parse_img_size,
+    parse_layout,
     parse_runtime,
     preprocessing_override,
     runtime_option,
@@ -56,6 +60,8 @@ def check_command(
         None, "--reference-onnx", help="Compare with this FP32 ONNX (e.g. the unfused export) instead of PyTorch."
     ),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
+    layout: str | None = layout_option(),
+    decoder: str | None = decoder_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
@@ -63,7 +69,8 @@ def check_command(
     Every output is judged (cosine, max abs/rel error; top-1/top-5 for logits); one failing output fails.
     An ONNX without eca-deploy metadata is preprocessed with --mean/--std, default ImageNet's (mean
     0.485,0.456,0.406, std 0.229,0.224,0.225, bilinear, resize 256/224 of the crop), at its static size or
-    --img-size. The size is printed in the table.
+    --img-size. The size is printed in the table. A detector (head layout in its metadata, --layout or
+    --decoder) is judged by its detections too: recall, precision, IoU, score drift, agreement mAP.
     """
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
@@ -77,10 +84,16 @@ def check_command(
     check_positive(max_abs, "--max-abs")
     check_between(min_cosine, "--min-cosine", -1.0, 1.0)
     check_between(min_top1, "--min-top1", 0.0, 1.0)
+    layout = parse_layout(layout)
+    if decoder is not None:
+        from eca_deploy.runtime.decoder import import_function
+
+        import_function(decoder)  # a missing file or function fails before any work
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, engine, weights, images, reference_onnx, plugin])
     size = parse_img_size(img_size)
     target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
+    spec, decode = detector_options(layout, decoder, [o.name for o in target.runner.outputs])
     adjust = None
     if any(v is not None for v in (mean, std, interpolation)):
 
@@ -91,12 +104,13 @@ def check_command(
         result = run_check(
             target, model_name=model, weights=weights, images=images, batch=batch, tolerance=tol,
             per_layer=per_layer, reference_onnx=reference_onnx, adjust=adjust, warn=warn, img_size=size,
+            detection=spec, decoder=decode,
         )  # fmt: skip
     report = result.as_dict()
     json_to.write(report)
     print_report(report)
     if not result.passed:
-        failed = ", ".join(n for n, c in result.checks.items() if not c.passed)
+        failed = ", ".join(report["failed_outputs"])
         raise CheckFailedError(f"{target.label} is outside tolerance on {failed}: {'; '.join(result.failures)}")
 
 
@@ -140,6 +154,7 @@ def print_report(report: dict) -> None:
         f"tolerance ({report['precision']}): max abs {bound}, cosine >= {t['cosine_min']}"
         f"{top1}; worst images: {', '.join(worst['worst_images'])}"
     )
+    print_detection(report.get("detection"))
     layers = report.get("per_layer")
     if layers:
         lt = Table(title=f"per block, against {layers['against']}")
@@ -155,6 +170,31 @@ def print_report(report: dict) -> None:
         console.print(f"failed outputs: {', '.join(failed)}")
     verdict = "[green]PASS[/green]" if report["passed"] else f"[red]FAIL[/red]: {'; '.join(report['failures'])}"
     console.print(verdict)
+
+
+def print_detection(found: dict | None) -> None:
+    """The detection agreement table of a detector (or why it was not measured)."""
+    if found is None:
+        return
+    head = f"{found['layout']} head on {', '.join(found['outputs'])}"
+    if not found["measured"]:
+        console.print(f"[yellow]detections ({head}): not measured: {found['not_measured']}[/yellow]")
+        return
+    a = found["agreement"]
+    table = Table(title=f"detections ({head}), scores >= {a['score_threshold']:g}, matched at IoU >= 0.5")
+    columns = ("images", "reference", "candidate", "recall", "precision", "F1", "mean IoU", "box offset px",
+               "score drift", "score bias", "mAP50-95", "mAP50", "verdict")  # fmt: skip
+    for col in columns:
+        table.add_column(col, justify="right")
+
+    def f(v: float | None, spec: str = ".3f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    table.add_row(str(a["images"]), str(a["reference_detections"]), str(a["candidate_detections"]), f(a["recall"]),
+                  f(a["precision"]), f(a["f1"]), f(a["mean_iou"]), f(a["box_bias"], ".2f"), f(a["max_score_drift"]),
+                  f(a["score_bias"], "+.3f"), f(a["map50_95"]), f(a["map50"]),
+                  "[green]pass[/green]" if found["passed"] else "[red]FAIL[/red]")  # fmt: skip
+    console.print(table)
 
 
 def _g(value: object) -> str:

@@ -17,6 +17,7 @@ from eca_deploy.cli.options import (
     check_choice,
     check_file,
     check_onnx_file,
+    decoder_option,
     img_size_option,
     json_option,
     parse_img_size,
@@ -43,9 +44,7 @@ def run_command(
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
     img_size: str | None = img_size_option(),
     json_out: str | None = json_option(),
-    decoder: str | None = typer.Option(
-        None, "--decoder", help="FILE.py:FUNCTION turning one frame's outputs into boxes, scores and class ids."
-    ),
+    decoder: str | None = decoder_option(),
 ) -> None:
     """Decode frames with OpenCV, classify them, overlay the top-1 label, score and FPS; summary at the end.
 

@@ -65,6 +65,45 @@ def runtime_option(default: str = "onnxruntime") -> Any:
     return typer.Option(default, "--runtime", help=RUNTIME_HELP)
 
 
+DECODER_HELP = "FILE.py:FUNCTION turning one frame's outputs into boxes, scores and class ids (a detector's decoder)."
+
+
+def decoder_option(help: str = DECODER_HELP) -> Any:
+    """--decoder FILE.py:FUNCTION (run draws its boxes; check/convert/quantize judge a detector by them)."""
+    return typer.Option(None, "--decoder", metavar="FILE.py:FUNCTION", help=help, show_default=False)
+
+
+def layout_option() -> Any:
+    """--layout NAME: a detector's raw head layout, for a model whose metadata does not record it."""
+    from eca_deploy.interface import DETECTION_LAYOUTS
+
+    names = ", ".join(DETECTION_LAYOUTS)
+    help = f"Detection head layout when the metadata has none: {names}."
+    return typer.Option(None, "--layout", metavar="NAME", show_default=False, help=help)
+
+
+def parse_layout(value: str | None) -> str | None:
+    """--layout NAME checked against the known layouts (before any work)."""
+    from eca_deploy.interface import DETECTION_LAYOUTS
+
+    return None if value is None else check_choice(value, "--layout", tuple(DETECTION_LAYOUTS))
+
+
+def detector_options(layout: str | None, decoder: str | None, output_names: Sequence[str]) -> tuple[Any, Any]:
+    """(DetectionSpec from --layout, Decoder from --decoder) for a model with these outputs; one of them at most."""
+    if layout is not None and decoder is not None:
+        raise EcaDeployError("pass --layout NAME or --decoder FILE.py:FUNCTION, not both")
+    if layout is not None:
+        from eca_deploy.detection.decoders import spec_for
+
+        return spec_for(layout, output_names), None
+    if decoder is not None:
+        from eca_deploy.runtime.decoder import Decoder
+
+        return None, Decoder.load(decoder, output_names)
+    return None, None
+
+
 def parse_runtime(value: str) -> str:
     from eca_deploy.backends.loader import RUNTIMES
 

@@ -10,7 +10,11 @@ Layout (TensorRT's Q/DQ rules, and what NVIDIA ModelOpt emits for CNNs):
 - symmetric int8, zero point 0; weights stay float32 in the file (QuantizeLinear -> DequantizeLinear),
   which TensorRT folds at build time;
 - the ECA gate (pool, 1-D conv, sigmoid, multiply) stays in float: the gate is a 0..1 value per channel that
-  scales the whole feature map, and a fused ECA node is a plugin that computes in float.
+  scales the whole feature map, and a fused ECA node is a plugin that computes in float;
+- a head's decoding stays in float (`decoding_nodes`): everything between the network's last learned layers
+  and its outputs. For YOLOv8 that is the DFL softmax and its fixed 1x16 conv, the Sub/Add that turn
+  distances into corners, the Mul by the strides, the sigmoid and the Concats: box coordinates of hundreds
+  of pixels and scores in 0..1 in one tensor, which a per-tensor int8 scale cannot hold both of.
 """
 
 from __future__ import annotations
@@ -31,6 +35,52 @@ MIN_SCALE = 1e-12
 MIN_GEMM_DIM = 16  # like ModelOpt: GEMMs with a dimension below 16 stay in float
 
 
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+SHAPE_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def decoding_nodes(model: onnx.ModelProto) -> set[int]:
+    """Indices of the nodes that decode a head: walking back from every graph output, each node up to (not
+    including) the last learned layers on that path.
+
+    A learned layer is a Conv/ConvTranspose/Gemm/MatMul with a constant weight, except one that reads a
+    Softmax's output (through reshapes/transposes): that is an expectation over a distribution with a fixed
+    kernel (YOLOv8's DFL 1x16 conv), decoding arithmetic. For a classifier whose logits come from a Gemm
+    the walk stops at once: nothing changes.
+    """
+    index = GraphIndex(model)
+    nodes = list(model.graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+
+    def constant(name: str) -> bool:
+        return name in index.initializers or index.constant(name) is not None
+
+    def reads_softmax(node: onnx.NodeProto) -> bool:
+        name = node.input[0]
+        while name in producer:
+            src = nodes[producer[name]]
+            if src.op_type == "Softmax":
+                return True
+            if src.op_type not in SHAPE_OPS:
+                return False
+            name = src.input[0]
+        return False
+
+    def learned(node: onnx.NodeProto) -> bool:
+        return (node.op_type in WEIGHTED_OPS and len(node.input) > 1 and constant(node.input[1])
+                and not reads_softmax(node))  # fmt: skip
+
+    tail: set[int] = set()
+    stack = [producer[o.name] for o in model.graph.output if o.name in producer]
+    while stack:
+        i = stack.pop()
+        if i in tail or learned(nodes[i]):
+            continue
+        tail.add(i)
+        stack += [producer[x] for x in nodes[i].input if x in producer]
+    return tail
+
+
 @dataclass
 class QuantPlan:
     """What to quantize: activation tensors per tensor, constant weights per channel, and who consumes them."""
@@ -39,6 +89,7 @@ class QuantPlan:
     weights: dict[tuple[int, int], int] = field(default_factory=dict)  # (node index, input) -> channel axis
     eca_blocks: int = 0  # unfused ECA blocks found
     eca_gate_quantized: bool = False
+    decoding_nodes: int = 0  # nodes of a head's decoding, kept in float
 
     def add_activation(self, name: str, node: int, pos: int) -> None:
         self.activations[name].append((node, pos))
@@ -69,6 +120,8 @@ def plan_quantization(model: onnx.ModelProto, quantize_eca_gate: bool = False) -
     blocks = eca_blocks(model)
     gate_nodes = {id(n) for b in blocks for n in b.nodes}
     plan = QuantPlan(eca_blocks=len(blocks), eca_gate_quantized=quantize_eca_gate and bool(blocks))
+    decoding = decoding_nodes(model)
+    plan.decoding_nodes = sum(1 for i in decoding if graph.node[i].op_type not in ("Constant", "Shape"))
 
     def constant(name: str) -> bool:
         return name in index.initializers or index.constant(name) is not None
@@ -78,7 +131,7 @@ def plan_quantization(model: onnx.ModelProto, quantize_eca_gate: bool = False) -
             plan.add_activation(name, node, pos)
 
     for i, node in enumerate(graph.node):
-        if id(node) in gate_nodes:
+        if id(node) in gate_nodes or i in decoding:
             continue
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):

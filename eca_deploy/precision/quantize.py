@@ -58,6 +58,7 @@ class QuantizeReport:
     eca_blocks_unfused: int
     eca_nodes_fused: int
     eca_gate_quantized: bool
+    decoding_nodes_float: int = 0  # a detection head's decoding, kept in float (qdq.decoding_nodes)
     calibration: dict[str, Any] | None = None  # how the images were streamed (None when the cache served)
     warnings: list[str] = field(default_factory=list)
 
@@ -151,6 +152,7 @@ def quantize_model(
         eca_blocks_unfused=plan.eca_blocks,
         eca_nodes_fused=count_eca_nodes(model),
         eca_gate_quantized=plan.eca_gate_quantized,
+        decoding_nodes_float=plan.decoding_nodes,
         calibration=streaming,
         warnings=warnings,
     )
