@@ -287,11 +287,16 @@ def build_interface(
     prep = (base or Preprocessing.for_size(size[0])).at_hw(size)
     if adjust is not None:
         prep = adjust(prep)
+    elif base is None:
+        warn(f"{label} carries no metadata saying how to preprocess its images: using ImageNet's ({prep.describe()}); "
+             "pass --resize-mode/--mean/--std if it expects others")  # fmt: skip
     batch = info.shape[0] if isinstance(info.shape[0], int) and info.shape[0] > 0 else None
     outputs = outputs_from_tensors(runner.outputs, tuple(getattr(metadata, "outputs", ()) or ()))
     detection = getattr(metadata, "detection", None)
     if detection is not None and not set(detection.outputs) <= {o.name for o in outputs}:
         detection = None  # the head's outputs are gone (a model cut or renamed after export)
+    for note in getattr(metadata, "notes", ()) or ():
+        warn(note)
     return ModelInterface((InputSpec(info.name, prep, batch, static is not None),), outputs, detection)
 
 
@@ -301,8 +306,9 @@ def onnx_interface(
     label: str,
     img_size: tuple[int, int] | None = None,
     warn: Callable[[str], None] = lambda _m: None,
+    adjust: Callable[[Preprocessing], Preprocessing] | None = None,
 ) -> ModelInterface:
-    """The interface of an in-memory onnx.ModelProto (its graph and eca-deploy metadata)."""
+    """The interface of an in-memory onnx.ModelProto (its graph and metadata); `adjust` as `build_interface`'s."""
     from types import SimpleNamespace
 
     from eca_deploy.exporters.metadata import read_metadata
@@ -317,7 +323,7 @@ def onnx_interface(
         inputs=[info(v) for v in model.graph.input if v.name not in weights],
         outputs=[info(v) for v in model.graph.output],
     )
-    return build_interface(graph, read_metadata(model), label=label, img_size=img_size, warn=warn)
+    return build_interface(graph, read_metadata(model), label=label, img_size=img_size, adjust=adjust, warn=warn)
 
 
 def with_size(interface: ModelInterface, size: tuple[int, int]) -> ModelInterface:

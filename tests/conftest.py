@@ -11,7 +11,7 @@ import pytest
 
 from eca_deploy.cli.main import main
 
-pytest_plugins = ["tests.conftest_precision", "tests.conftest_openvino"]
+pytest_plugins = ["tests.conftest_precision", "tests.conftest_openvino", "tests.conftest_yolo"]
 
 
 def tensorrt_gpu_reason() -> str | None:

@@ -38,6 +38,8 @@ def test_doc_commands_run(cli, doc: Path, tmp_path: Path, monkeypatch: pytest.Mo
     commands = console_commands(doc)
     if any("timm" in c for c in commands) and importlib.util.find_spec("timm") is None:
         pytest.skip(f"{doc.name} shows timm models and timm is not installed (make test installs it)")
+    if any("ultralytics" in t for t in doc_files(doc).values()) and importlib.util.find_spec("ultralytics") is None:
+        pytest.skip(f"{doc.name} shows ultralytics models and ultralytics is not installed (pip install ultralytics)")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     for name, text in doc_files(doc).items():

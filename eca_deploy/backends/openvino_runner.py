@@ -81,6 +81,7 @@ class OpenVINORunner(Runner):
             proto = onnx.load_from_string(model)
         else:
             proto = onnx.load(str(model), load_external_data=False)
+        self.metadata_props = {p.key: p.value for p in proto.metadata_props}  # the model's description
         self.core = ov.Core()
         self.extension = find_openvino_extension(extension, required=False)
         if has_eca_nodes(proto) and self.extension is None:

@@ -12,17 +12,26 @@ from rich.table import Table
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import (
+    INTERPOLATION_HELP,
+    MEAN_HELP,
+    RESIZE_MODE_HELP,
     RUNTIME_HELP,
+    STD_HELP,
     JsonOutput,
+    PreprocessingFlags,
     check_at_least,
     check_file,
     check_outputs,
     img_size_option,
+    interpolation_option,
     json_option,
+    mean_option,
     parse_duration,
     parse_img_size,
     parse_runtime,
     parse_sizes,
+    resize_mode_option,
+    std_option,
 )
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text
@@ -53,6 +62,10 @@ def bench_command(
     no_transfers: bool = typer.Option(False, "--no-transfers", help="TensorRT: time GPU compute alone."),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library for engines."),
     end_to_end: bool = typer.Option(False, "--end-to-end", help="Time preprocess + inference + postprocess on photos."),
+    mean: str | None = mean_option(MEAN_HELP + " With --end-to-end."),
+    std: str | None = std_option(STD_HELP + " With --end-to-end."),
+    interpolation: str | None = interpolation_option(INTERPOLATION_HELP + " With --end-to-end."),
+    resize_mode: str | None = resize_mode_option(RESIZE_MODE_HELP + " With --end-to-end."),
     lowering: str = typer.Option(
         "auto", "--lowering", help="OpenVINO, fused models: auto (time the candidates, use the fastest), op or opset."
     ),
@@ -70,6 +83,10 @@ def bench_command(
     from eca_deploy.pipeline.bench_report import LOWERING_CHOICES, run_bench, write_csv, write_plot
 
     size = parse_img_size(img_size)
+    flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
+    if flags.given and not end_to_end:
+        raise EcaDeployError("--mean/--std/--interpolation/--resize-mode preprocess photos: add --end-to-end (without "
+                             "it bench feeds random tensors)")  # fmt: skip
     check_file(onnx_path, "--onnx")
     check_file(engine, "--engine")
     for path in models_args or []:
@@ -104,6 +121,8 @@ def bench_command(
         step=StepOptions(transfers=not no_transfers, cuda_graph=cuda_graph, streams=streams),
         end_to_end=end_to_end,
         rounds=rounds,
+        adjust=flags.adjust,
+        warn=warn,
     )
     config.validate()
     twins = parse_twins(unfused or [])
@@ -201,10 +220,13 @@ def print_tables(report: dict[str, Any]) -> None:
 
 
 def settings_text(entry: dict[str, Any]) -> str:
-    """', input 224x224' and, for OpenVINO entries, ', INFERENCE_PRECISION_HINT f32, 2 threads'."""
+    """', input 224x224' (end to end: the preprocessing phrase) and, for OpenVINO entries,
+    ', INFERENCE_PRECISION_HINT f32, 2 threads'."""
     settings = entry.get("runtime_settings") or {}
     shape = settings.get("input")
     parts = [f"input {shape[-2]}x{shape[-1]}"] if shape and len(shape) >= 2 else []
+    if settings.get("preprocessing"):
+        parts.append(settings["preprocessing"])
     if settings.get("inference_precision"):
         parts.append(f"INFERENCE_PRECISION_HINT {settings['inference_precision']}")
     if settings.get("threads"):

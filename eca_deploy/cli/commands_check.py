@@ -10,12 +10,10 @@ from rich.table import Table
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import (
-    INTERPOLATION_HELP,
-    MEAN_HELP,
     MODEL_HELP,
     PROVIDERS,
-    STD_HELP,
     JsonOutput,
+    PreprocessingFlags,
     check_at_least,
     check_between,
     check_choice,
@@ -26,15 +24,17 @@ from eca_deploy.cli.options import (
     decoder_option,
     detector_options,
     img_size_option,
+    interpolation_option,
     json_option,
     layout_option,
+    mean_option,
     parse_img_size,
     parse_layout,
     parse_runtime,
-    preprocessing_override,
+    resize_mode_option,
     runtime_option,
+    std_option,
 )
-from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import CheckFailedError
 
 
@@ -47,9 +47,10 @@ def check_command(
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: the file's metadata."),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint the model came from."),
     img_size: str | None = img_size_option(),
-    mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP),
-    std: str | None = typer.Option(None, "--std", help=STD_HELP),
-    interpolation: str | None = typer.Option(None, "--interpolation", help=INTERPOLATION_HELP),
+    mean: str | None = mean_option(),
+    std: str | None = std_option(),
+    interpolation: str | None = interpolation_option(),
+    resize_mode: str | None = resize_mode_option(),
     images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png (default: sample photos)."),
     batch: int = typer.Option(8, "--batch", help="Images per inference."),
     max_abs: float | None = typer.Option(None, "--max-abs", help="Max abs error / max(1, max |logit|)."),
@@ -67,10 +68,11 @@ def check_command(
     """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
 
     Every output is judged (cosine, max abs/rel error; top-1/top-5 for logits); one failing output fails.
-    An ONNX without eca-deploy metadata is preprocessed with --mean/--std, default ImageNet's (mean
+    An ONNX without eca-deploy metadata is preprocessed with --mean/--std/--resize-mode, default ImageNet's (mean
     0.485,0.456,0.406, std 0.229,0.224,0.225, bilinear, resize 256/224 of the crop), at its static size or
-    --img-size. The size is printed in the table. A detector (head layout in its metadata, --layout or
-    --decoder) is judged by its detections too: recall, precision, IoU, score drift, agreement mAP.
+    --img-size; an ultralytics export with ultralytics' letterbox (its own metadata). The table says which.
+    A detector (head layout in its metadata, --layout or --decoder) is judged by its detections too: recall,
+    precision, IoU, score drift, agreement mAP.
     """
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
@@ -91,15 +93,11 @@ def check_command(
         import_function(decoder)  # a missing file or function fails before any work
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, engine, weights, images, reference_onnx, plugin])
     size = parse_img_size(img_size)
+    flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
     spec, decode = detector_options(layout, decoder, [o.name for o in target.runner.outputs])
-    adjust = None
-    if any(v is not None for v in (mean, std, interpolation)):
-
-        def adjust(prep: Preprocessing) -> Preprocessing:
-            return preprocessing_override(prep, None, mean, std, interpolation)
-
+    adjust = flags.adjust
     with console.status(f"checking {target.label} against {'its reference ONNX' if reference_onnx else 'PyTorch'}"):
         result = run_check(
             target, model_name=model, weights=weights, images=images, batch=batch, tolerance=tol,
@@ -123,7 +121,7 @@ def print_report(report: dict) -> None:
     t = report["tolerance"]
     against = report.get("reference") or f"PyTorch {report['model']}"
     size = report.get("input_size")
-    at = f", {size[0]}x{size[1]}" if size else ""
+    at = f", {report['preprocessing']}" if report.get("preprocessing") else f", {size[0]}x{size[1]}" if size else ""
     table = Table(title=f"{report['target']} ({report['backend']}, {report['precision']}{at}) vs {against}")
     table.add_column("output")
     several = len(outputs) > 1

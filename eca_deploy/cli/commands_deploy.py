@@ -11,16 +11,23 @@ from rich.table import Table
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import (
+    INTERPOLATION_HELP,
     MEAN_HELP,
     MODEL_HELP,
     PRETRAINED_HELP,
+    RESIZE_MODE_HELP,
     STD_HELP,
     WEIGHTS_HELP,
     JsonOutput,
+    PreprocessingFlags,
     img_size_option,
+    interpolation_option,
     json_option,
+    mean_option,
     parse_img_size,
+    resize_mode_option,
     runtime_option,
+    std_option,
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
@@ -34,8 +41,10 @@ def deploy_command(
     onnx_path: Path | None = typer.Option(
         None, "--onnx", help="Start from this ONNX (any exporter) instead of --model; checks compare with it."
     ),
-    mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP + " With --onnx."),
-    std: str | None = typer.Option(None, "--std", help=STD_HELP + " With --onnx."),
+    mean: str | None = mean_option(MEAN_HELP + " With --onnx."),
+    std: str | None = std_option(STD_HELP + " With --onnx."),
+    interpolation: str | None = interpolation_option(INTERPOLATION_HELP + " With --onnx."),
+    resize_mode: str | None = resize_mode_option(RESIZE_MODE_HELP + " With --onnx."),
     precisions: str = typer.Option("fp32,fp16", "--precisions", help="Any of fp32,fp16,int8."),
     calib_images: Path | None = typer.Option(None, "--calib-images", help="Folder of photos for INT8 calibration."),
     calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use at most."),
@@ -50,22 +59,26 @@ def deploy_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
-    from eca_deploy.cli.options import check_onnx_file, parse_duration, parse_sizes, preprocessing_override
+    from eca_deploy.cli.options import check_onnx_file, parse_duration, parse_sizes
     from eca_deploy.deploy.report import recommend, summary_rows
     from eca_deploy.deploy.run import DeployOptions, run_deploy
 
     check_onnx_file(onnx_path, "--onnx")
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, weights, images, calib_images])
     size = parse_img_size(img_size)
+    flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     prep = None
-    if onnx_path is not None and any(v is not None for v in (size, mean, std)):
+    if onnx_path is not None and (size is not None or flags.given):
         from eca_deploy.interface import onnx_interface
         from eca_deploy.onnx_io import load_onnx
 
-        interface = onnx_interface(load_onnx(onnx_path), label=str(onnx_path), img_size=size, warn=warn)
-        prep = preprocessing_override(interface.preprocessing, None, mean, std)
-    elif onnx_path is None and (mean is not None or std is not None):
-        raise EcaDeployError("--mean/--std describe an ONNX given with --onnx; --model takes the model's own")
+        interface = onnx_interface(load_onnx(onnx_path), label=str(onnx_path), img_size=size, warn=warn,
+                                   adjust=flags.adjust)  # fmt: skip
+        prep = interface.preprocessing
+    elif onnx_path is None and flags.given:
+        raise EcaDeployError(
+            "--mean/--std/--interpolation/--resize-mode describe an ONNX given with --onnx; --model takes its own"
+        )
     opts = DeployOptions(
         model=model, out=out, weights=weights, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
         calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batch),

@@ -14,20 +14,25 @@ from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import (
     JsonOutput,
+    PreprocessingFlags,
     check_at_least,
     check_image_folder,
     check_onnx_file,
     img_size_option,
+    interpolation_option,
     json_option,
+    mean_option,
     parse_img_size,
+    resize_mode_option,
+    std_option,
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.fileio import distinct_outputs
 
 
 def _check_table(check: dict[str, Any], title: str) -> Table:
-    size = check.get("input_size")
-    table = Table(title=f"{title}, {size[0]}x{size[1]}" if size else title)
+    size, prep = check.get("input_size"), check.get("preprocessing")
+    table = Table(title=f"{title}, {prep}" if prep else f"{title}, {size[0]}x{size[1]}" if size else title)
     outputs = check.get("outputs") or {"logits": check}
     table.add_column("output")
     for col in ("images", "max abs", "cosine (min)", "top-1", "top-5", "verdict"):
@@ -71,6 +76,10 @@ def convert_command(
     images: Path | None = typer.Option(None, "--images", help="Photos for the check (default: sample photos)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare with the FP32 model on ONNX Runtime."),
     img_size: str | None = img_size_option(),
+    mean: str | None = mean_option(),
+    std: str | None = std_option(),
+    interpolation: str | None = interpolation_option(),
+    resize_mode: str | None = resize_mode_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Write an FP16 copy of an ONNX model (TensorRT 11 builds FP16 engines only from FP16 ONNX)."""
@@ -79,6 +88,7 @@ def convert_command(
     if not fp16:
         raise EcaDeployError("choose the target precision: --fp16 (INT8 is `eca-deploy quantize`)")
     size = parse_img_size(img_size)
+    flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     ops = tuple(o.strip() for o in keep_fp32.split(",") if o.strip()) if keep_fp32 else ()
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.fp16.onnx")
     check_onnx_file(onnx_path, "--onnx")
@@ -88,7 +98,7 @@ def convert_command(
     status = console.status("converting to FP16 and comparing with FP32")
     with status if not json_to.stdout else contextlib.nullcontext():
         result = run_convert(onnx_path, out, keep_io_types=not fp16_io, keep_fp32_ops=ops, verify=verify,
-                             images=images, warn=warn, img_size=size)  # fmt: skip
+                             images=images, warn=warn, img_size=size, adjust=flags.adjust)  # fmt: skip
     data = result.as_dict()
     json_to.write(data)
     console.print(f"[green]wrote[/green] {out}: {data['fp16_nodes']} nodes in FP16, {len(data['fp32_nodes'])} kept in "
@@ -112,6 +122,10 @@ def quantize_command(
         False, "--keep-failed", help="Write the model even outside tolerance (marked failed in its metadata)."
     ),
     img_size: str | None = img_size_option(),
+    mean: str | None = mean_option(),
+    std: str | None = std_option(),
+    interpolation: str | None = interpolation_option(),
+    resize_mode: str | None = resize_mode_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Calibrate on real images and write a Q/DQ INT8 ONNX laid out for TensorRT (explicit quantization)."""
@@ -119,6 +133,7 @@ def quantize_command(
     from eca_deploy.precision.quantize import QuantizeOptions
 
     size = parse_img_size(img_size)
+    flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     options = QuantizeOptions(method=method, count=calib_count, quantize_eca_gate=quantize_eca_gate, use_cache=cache)
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.int8.onnx")
     check_at_least(calib_count, "--calib-count")
@@ -131,7 +146,7 @@ def quantize_command(
     with new_progress(json_to.stdout) as progress:
         result = run_quantize(onnx_path, calib_images, out, options, verify=verify, images=images, warn=warn,
                               progress=calibration_progress(progress), keep_failed=keep_failed,
-                              img_size=size)  # fmt: skip
+                              img_size=size, adjust=flags.adjust)  # fmt: skip
     data = result.as_dict()
     json_to.write(data)
     if data["check"]:
@@ -149,6 +164,8 @@ def quantize_command(
                   f"{q['weights_per_channel']} weights per channel (symmetric INT8)")  # fmt: skip
     source = "reused from the cache" if data["source"] == "cache" else "calibrated"
     at = f" at {data['input_size'][0]}x{data['input_size'][1]}" if data.get("input_size") else ""
+    if data.get("preprocessing"):
+        at = f", {data['preprocessing']}"
     console.print(f"calibration: {data['method']} on {data['images']} images{at} ({source}); "
                   f"cache: {data['cache_file']}")  # fmt: skip
     gate = "quantized" if data["eca_gate_quantized"] else "kept in float"

@@ -10,19 +10,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from eca_deploy.cli.app import app
-from eca_deploy.cli.console import console
+from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.options import (
     PROVIDERS,
     JsonOutput,
+    PreprocessingFlags,
     check_choice,
     check_file,
     check_onnx_file,
     decoder_option,
     img_size_option,
+    interpolation_option,
     json_option,
+    mean_option,
     parse_img_size,
     parse_runtime,
+    resize_mode_option,
     runtime_option,
+    std_option,
 )
 from eca_deploy.errors import EcaDeployError
 
@@ -43,6 +48,10 @@ def run_command(
     runtime: str = runtime_option(),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
     img_size: str | None = img_size_option(),
+    mean: str | None = mean_option(),
+    std: str | None = std_option(),
+    interpolation: str | None = interpolation_option(),
+    resize_mode: str | None = resize_mode_option(),
     json_out: str | None = json_option(),
     decoder: str | None = decoder_option(),
 ) -> None:
@@ -62,6 +71,7 @@ def run_command(
     from eca_deploy.fileio import same_file
 
     size = parse_img_size(img_size)
+    flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     model = onnx_path or engine
     options = RunOptions(batch=batch, max_frames=max_frames, output=output, display=display, log=log)
     options.validate()
@@ -80,7 +90,7 @@ def run_command(
     check_outputs((output, "--output"), (log, "--log"), (json_to.path, "--json"), inputs=[model, labels, plugin])
     classifier = open_model(model, decoder, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
                             kind="onnx" if onnx_path is not None else "engine",
-                            runtime=runtime, img_size=size)  # fmt: skip
+                            runtime=runtime, img_size=size, adjust=flags.adjust, warn=warn)  # fmt: skip
     if json_to.stdout:
         summary = run_stream(classifier, source, options)
     else:
@@ -110,7 +120,8 @@ def print_summary(report: dict[str, Any]) -> None:
     if report.get("random_weights"):
         console.print(f"[yellow]{report['model']}: {RANDOM_WEIGHTS_NOTICE}[/yellow]")
     ms = report["ms_per_frame"]
-    table = Table(title=f"{report['model']} on {report['source']} ({report['backend']}, batch {report['batch']})")
+    prep = f", {report['preprocessing']}" if report.get("preprocessing") else ""
+    table = Table(title=f"{report['model']} on {report['source']} ({report['backend']}, batch {report['batch']}{prep})")
     for col in ("frames", "FPS", *ms, "total ms", "ended"):
         table.add_column(col if col in ("frames", "FPS", "total ms", "ended") else f"{col} ms", justify="right")
     table.add_row(str(report["frames"]), f"{report['fps']:.1f}", *(f"{v:.2f}" for v in ms.values()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,81 @@ PRETRAINED_HELP = "timm:NAME only: timm's published weights, downloaded by timm 
 MEAN_HELP = "Normalisation mean per RGB channel (default: the model's; ImageNet 0.485,0.456,0.406)."
 STD_HELP = "Normalisation std per RGB channel (default: the model's; ImageNet 0.229,0.224,0.225)."
 INTERPOLATION_HELP = "Resize filter: bilinear or bicubic (default: the model's; bilinear without metadata)."
+RESIZE_MODE_HELP = (
+    "How images reach the input size: crop (shorter side resized, centre crop: ImageNet) or letterbox (scaled to "
+    "fit, padded with grey 114: ultralytics YOLO, with --mean 0,0,0 --std 1,1,1). Default: the model's; crop "
+    "without metadata."
+)
+
+
+# -- The preprocessing options: declared once, on every command that feeds images --------------------------
+
+
+def mean_option(help: str = MEAN_HELP) -> Any:
+    return typer.Option(None, "--mean", metavar="R,G,B", help=help, show_default=False)
+
+
+def std_option(help: str = STD_HELP) -> Any:
+    return typer.Option(None, "--std", metavar="R,G,B", help=help, show_default=False)
+
+
+def interpolation_option(help: str = INTERPOLATION_HELP) -> Any:
+    return typer.Option(None, "--interpolation", metavar="FILTER", help=help, show_default=False)
+
+
+def resize_mode_option(help: str = RESIZE_MODE_HELP) -> Any:
+    return typer.Option(None, "--resize-mode", metavar="crop|letterbox", help=help, show_default=False)
+
+
+@dataclass(frozen=True)
+class PreprocessingFlags:
+    """--mean/--std/--interpolation/--resize-mode as typed; `of` checks them all before any work starts."""
+
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None
+    resize_mode: str | None = None
+
+    @classmethod
+    def of(
+        cls, mean: str | None = None, std: str | None = None, interpolation: str | None = None,
+        resize_mode: str | None = None,
+    ) -> PreprocessingFlags:  # fmt: skip
+        from eca_deploy.data.images import INTERPOLATIONS, RESIZE_MODES
+
+        flags = cls(
+            parse_triplet(mean, "--mean"),
+            parse_triplet(std, "--std"),
+            None if interpolation is None else check_choice(interpolation, "--interpolation", INTERPOLATIONS),
+            None if resize_mode is None else check_choice(resize_mode, "--resize-mode", RESIZE_MODES),
+        )
+        if flags.resize_mode == "letterbox" and flags.interpolation is not None:
+            try:
+                Preprocessing(resize_mode="letterbox", interpolation=flags.interpolation)
+            except EcaDeployError as exc:
+                raise EcaDeployError(
+                    f"--interpolation {flags.interpolation} with --resize-mode letterbox: {exc}"
+                ) from None
+        return flags
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.mean, self.std, self.interpolation, self.resize_mode))
+
+    def apply(self, prep: Preprocessing) -> Preprocessing:
+        """`prep` with the flags given on the command line."""
+        from dataclasses import replace
+
+        if self.resize_mode is not None:
+            prep = prep.with_resize_mode(self.resize_mode)
+        changes = {k: v for k, v in (("mean", self.mean), ("std", self.std), ("interpolation", self.interpolation))
+                   if v is not None}  # fmt: skip
+        return replace(prep, **changes) if changes else prep
+
+    @property
+    def adjust(self) -> Callable[[Preprocessing], Preprocessing] | None:
+        """`apply` when any flag was given (what `build_interface(adjust=...)` takes), else None."""
+        return self.apply if self.given else None
 
 
 def preprocessing_override(
@@ -161,23 +236,15 @@ def preprocessing_override(
     mean: str | None,
     std: str | None,
     interpolation: str | None = None,
+    resize_mode: str | None = None,
 ) -> Preprocessing:
     """`base` (None: ImageNet's, at --img-size or 224) with the flags given on the command line."""
-    from dataclasses import replace
-
     from eca_deploy.interface import DEFAULT_SIZE
 
     prep = base if base is not None else Preprocessing.for_size(img_size or DEFAULT_SIZE)
     if img_size is not None:
         prep = prep.at_size(img_size)
-    changes: dict[str, object] = {}
-    if (m := parse_triplet(mean, "--mean")) is not None:
-        changes["mean"] = m
-    if (s := parse_triplet(std, "--std")) is not None:
-        changes["std"] = s
-    if interpolation is not None:
-        changes["interpolation"] = interpolation
-    return replace(prep, **changes) if changes else prep
+    return PreprocessingFlags.of(mean, std, interpolation, resize_mode).apply(prep)
 
 
 # -- --json: one option for every command ------------------------------------------------------------------

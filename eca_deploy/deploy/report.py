@@ -258,7 +258,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["", f"> These are {summary['backend_label']} figures, not TensorRT engine figures: "
                       f"{summary.get('engine_note', 'no TensorRT engine was built')}."]  # fmt: skip
     size = summary.get("input_size")
-    lines += ["", "## Verdict", ""] + ([f"Input size: {size[0]}x{size[1]} (checks and benchmarks alike).", ""]
+    prep = f"; preprocessing: {summary['preprocessing']}" if summary.get("preprocessing") else ""
+    lines += ["", "## Verdict", ""] + ([f"Input size: {size[0]}x{size[1]}{prep} (checks and benchmarks alike).", ""]
                                        if size else [])  # fmt: skip
     many, outputs = several_runtimes(rows), len(rows[0]["outputs"]) > 1 if rows else False
     runtime_head, runtime_rule = ("runtime | ", "--- | ") if many else ("", "")

@@ -268,6 +268,7 @@ def run_deploy(
     summary = {
         "model": f"onnx:{opts.onnx.name}" if opts.onnx is not None else opts.model,
         "input_size": list(interface.size),
+        "preprocessing": interface.preprocessing.describe(),
         "interface": interface.as_dict(),
         "precisions": list(opts.precisions),
         "backend": backend,
@@ -320,12 +321,10 @@ def _import_onnx(source: Path, prep: Preprocessing | None, output: Path, note: C
     model = load_onnx(source)
     meta = read_metadata(model)
     if meta is None or prep is not None:
-        if prep is None:
+        if prep is None:  # ImageNet's, said aloud (and the size, if guessed) by the interface
             from eca_deploy.interface import onnx_interface
 
-            note(f"{source.name} has no eca-deploy metadata and no --mean/--std were given: using ImageNet's "
-                 "(mean 0.485,0.456,0.406, std 0.229,0.224,0.225)")  # fmt: skip
-            prep = onnx_interface(model, label=source.name, warn=note).preprocessing  # says the size if it guesses
+            prep = onnx_interface(model, label=source.name, warn=note).preprocessing
         meta = describe_foreign(model, source, prep)
         write_metadata(model, meta)
     save_onnx(model, output)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import onnx
 
-from eca_deploy.data.images import Preprocessing
+from eca_deploy.data.images import LETTERBOX_GREY, Preprocessing
+from eca_deploy.errors import EcaDeployError
 from eca_deploy.interface import DetectionSpec, OutputSpec
 
 PREFIX = "eca_deploy."
@@ -28,6 +30,7 @@ class ModelMetadata:
     versions: dict[str, str]  # package -> version (eca_deploy, torch, onnx)
     outputs: tuple[OutputSpec, ...] = ()  # name, shape and kind of every output (key `outputs`, JSON)
     detection: DetectionSpec | None = None  # a detector's head layout (key `detection`, JSON)
+    notes: tuple[str, ...] = ()  # what a reader must say aloud about this description (not stored)
 
     def to_props(self) -> dict[str, str]:
         p = self.preprocessing
@@ -46,6 +49,8 @@ class ModelMetadata:
             "channel_order": p.channel_order,
             "interpolation": p.interpolation,
             "crop_pct": f"{p.crop_pct:.6g}",
+            "resize_mode": p.resize_mode,
+            **({"pad_value": str(p.pad_value)} if p.letterbox else {}),
             "layout": "NCHW",
             "opset": str(self.opset),
             "exporter": self.exporter,
@@ -63,6 +68,8 @@ class ModelMetadata:
             std=tuple(json.loads(props["std"])),
             channel_order=props.get("channel_order", "RGB"),
             interpolation=props.get("interpolation", "bilinear"),
+            resize_mode=props.get("resize_mode", "crop"),  # files written before letterbox existed: crop
+            pad_value=int(props.get("pad_value", LETTERBOX_GREY)),
         )
         if "input_width" in props and int(props["input_width"]) != size:
             prep = replace(prep, crop_width=int(props["input_width"]))
@@ -84,13 +91,37 @@ def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> None:
         model.metadata_props.add(key=PREFIX + key, value=value)
 
 
+def metadata_from_props(props: Mapping[str, str], outputs: Sequence[Any] = ()) -> ModelMetadata | None:
+    """The model description in an ONNX file's metadata_props (all of them, as written): eca-deploy's own keys,
+    else a description of a file another tool wrote (`foreign_metadata`, e.g. ultralytics' exports), else None.
+
+    `outputs` (name and shape of each graph output, e.g. a runner's TensorInfo) lets a foreign description check
+    the output layout it assumes.
+    """
+    own = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
+    if own:
+        try:
+            return ModelMetadata.from_props(own)
+        except (KeyError, ValueError, TypeError, json.JSONDecodeError, EcaDeployError):
+            return None
+    from eca_deploy.exporters.foreign_metadata import foreign_metadata
+
+    return foreign_metadata(props, outputs)
+
+
+def graph_outputs(model: onnx.ModelProto) -> list[SimpleNamespace]:
+    """Name and shape (None/str for dynamic dimensions) of each graph output."""
+    found = []
+    for value in model.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+        found.append(SimpleNamespace(name=value.name, shape=shape))
+    return found
+
+
 def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
-    """The eca-deploy metadata of `model`, or None for an ONNX file made elsewhere."""
-    props = {p.key[len(PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
-    try:
-        return ModelMetadata.from_props(props)
-    except (KeyError, ValueError, json.JSONDecodeError):
-        return None
+    """The description of `model` (eca-deploy's metadata or a known foreign one), or None for an unknown ONNX."""
+    return metadata_from_props({p.key: p.value for p in model.metadata_props}, graph_outputs(model))
 
 
 def describe_foreign(model: onnx.ModelProto, source: Path, prep: Preprocessing | None = None) -> ModelMetadata:
@@ -107,7 +138,7 @@ def describe_foreign(model: onnx.ModelProto, source: Path, prep: Preprocessing |
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelMetadata(f"onnx:{source.stem}", (), classes, prep, opset, model.producer_name or "",
                          f"{source.name} sha256:{sha256_file(source)}", {"eca_deploy": __version__},
-                         interface.outputs)  # fmt: skip
+                         interface.outputs, interface.detection)  # fmt: skip
 
 
 def static_input_size(model: onnx.ModelProto) -> int | None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.pipeline.bench_noise import median_rate
 
@@ -32,6 +33,10 @@ class BenchConfig:
     step: StepOptions = field(default_factory=StepOptions)
     end_to_end: bool = False  # time classify() on real photos: preprocess + inference + postprocess
     rounds: int = DEFAULT_ROUNDS  # measuring rounds per model and batch size, interleaved across models
+    # End to end: --mean/--std/--interpolation/--resize-mode over each model's own preprocessing, and where to say
+    # that a model without metadata is preprocessed as ImageNet's.
+    adjust: Callable[[Preprocessing], Preprocessing] | None = field(default=None, compare=False)
+    warn: Callable[[str], None] = field(default=lambda _m: None, compare=False)
 
     def validate(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -221,17 +226,30 @@ def make_steps(
     return steps
 
 
-def end_to_end_steps(runner: Runner, config: BenchConfig) -> dict[int, Callable[[], Any]]:
-    """`Classifier.classify` on batches of the sample photographs (uint8 frames of their own sizes)."""
-    from eca_deploy.data.images import read_rgb, sample_image_paths
-    from eca_deploy.runtime import Classifier
+def end_to_end_model(runner: Runner, config: BenchConfig, warn: Callable[[str], None] = lambda _m: None) -> Any:
+    """What `run` runs on `runner`: a `Classifier` for a model with logits, else a `Model` (raw outputs), with the
+    model's own preprocessing (its metadata, ONNX Runtime and OpenVINO alike) and `config.adjust`."""
+    from eca_deploy.interface import outputs_from_tensors
+    from eca_deploy.runtime import Classifier, Model
+    from eca_deploy.runtime.model import runner_metadata
 
-    classifier = Classifier.from_runner(runner, channel_order="RGB")
+    metadata = runner_metadata(runner)
+    outputs = outputs_from_tensors(runner.outputs, tuple(getattr(metadata, "outputs", ()) or ()))
+    kind = Classifier if any(o.kind == "logits" for o in outputs) else Model
+    return kind(runner, metadata, channel_order="RGB", adjust=config.adjust, warn=warn)
+
+
+def end_to_end_steps(runner: Runner, config: BenchConfig) -> dict[int, Callable[[], Any]]:
+    """`Classifier.classify` (or `Model.run`) on batches of the sample photographs (uint8 frames of their own sizes)."""
+    from eca_deploy.data.images import read_rgb, sample_image_paths
+
+    model = end_to_end_model(runner, config, config.warn)
+    timed = getattr(model, "classify_timed", model.run_timed)
     photos = [read_rgb(p) for p in sample_image_paths()]
     steps = {}
     for batch in config.batches:
         frames = [photos[i % len(photos)] for i in range(batch)]
-        steps[batch] = lambda frames=frames: classifier.classify_timed(frames)[1]
+        steps[batch] = lambda frames=frames: timed(frames)[1]
     return steps
 
 

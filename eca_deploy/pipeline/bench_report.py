@@ -163,6 +163,10 @@ def runtime_settings(runner: Any, config: BenchConfig, img_size: int | tuple[int
             settings["input"] = list(input_shape(runner, config.batches[0], img_size)[1:])
         except EcaDeployError:  # a description only: bench itself already ran with this runner
             settings["input"] = None
+    else:
+        from eca_deploy.pipeline.bench import end_to_end_model
+
+        settings["preprocessing"] = end_to_end_model(runner, config).interface.preprocessing.describe()
     for key in ("inference_precision", "threads", "eca_lowering"):
         value = getattr(runner, key, None)
         if value is not None and runner.name == "openvino":

@@ -100,6 +100,7 @@ class CheckResult:
             "failed_outputs": failed_outputs(self.checks, self.detection),
             "detection": self.detection.as_dict(self.image_names) if self.detection is not None else None,
             "input_size": list(self.interface.size) if self.interface is not None else None,
+            "preprocessing": self.interface.preprocessing.describe() if self.interface is not None else None,
             "interface": self.interface.as_dict() if self.interface is not None else None,
             "reference": self.reference,
             "reference_scale": self.reference_scale,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.interface import ModelInterface
 from eca_deploy.metrics import Agreement, OutputCheck, Tolerance, compare_outputs, named_failures
@@ -25,6 +26,7 @@ class PrecisionCheck:
     image_names: list[str]
     reference_scale: float
     size: tuple[int, int] | None = None
+    preprocessing: str | None = None  # Preprocessing.describe() of the images both models ran on
 
     @property
     def agreement(self) -> Agreement:
@@ -37,7 +39,7 @@ class PrecisionCheck:
         a = self.agreement.as_dict()
         a["worst_images"] = [self.image_names[i] for i in self.agreement.worst_images]
         return {"against": "fp32 onnx", **a, "passed": not self.failures, "failures": self.failures,
-                "input_size": list(self.size) if self.size else None,
+                "input_size": list(self.size) if self.size else None, "preprocessing": self.preprocessing,
                 "outputs": {n: c.as_dict(self.image_names) for n, c in self.checks.items()}}  # fmt: skip
 
 
@@ -65,7 +67,8 @@ def compare_with_fp32(
     out = {k: v.astype(np.float32) for k, v in runner.run_all(loaded.array, batch, isinstance(fixed, int)).items()}
     checks = compare_outputs(ref, out, interface.kinds, tolerance)
     scale = max(c.reference_scale for c in checks.values())
-    return PrecisionCheck(checks, named_failures(checks), loaded.names, scale, interface.size)
+    return PrecisionCheck(checks, named_failures(checks), loaded.names, scale, interface.size,
+                          interface.preprocessing.describe())  # fmt: skip
 
 
 @dataclass
@@ -123,6 +126,7 @@ def run_convert(
     images: Path | None = None,
     warn: Callable[[str], None] = lambda _m: None,
     img_size: tuple[int, int] | None = None,
+    adjust: Callable[[Preprocessing], Preprocessing] | None = None,
 ) -> ConvertResult:
     """Convert, compare with the FP32 model on real photographs, and write atomically if within tolerance.
 
@@ -135,7 +139,7 @@ def run_convert(
 
     model = load_onnx(source)
     claim_output_file(output, "--output", [source, images])
-    interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn)
+    interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn, adjust=adjust)
     converted, report = convert_model(model, keep_io_types, keep_fp32_ops, warn)
     check = None
     if verify:

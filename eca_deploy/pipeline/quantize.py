@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.pipeline.convert import PrecisionCheck
 from eca_deploy.precision.quantize import QuantizeOptions, QuantizeReport
 
@@ -52,6 +53,7 @@ def run_quantize(
     progress: Callable[[int, int], None] | None = None,
     keep_failed: bool = False,
     img_size: tuple[int, int] | None = None,
+    adjust: Callable[[Preprocessing], Preprocessing] | None = None,
 ) -> QuantizeResult:
     """Quantize and judge against FP32; outside tolerance nothing is written unless `keep_failed`.
 
@@ -62,13 +64,13 @@ def run_quantize(
     from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
     from eca_deploy.pipeline.convert import compare_with_fp32
-    from eca_deploy.precision.quantize import model_preprocessing, quantize_model
+    from eca_deploy.precision.quantize import quantize_model
 
     model = load_onnx(source)
     claim_output_file(output, "--output", [source, calib_images, images])
     options.validate()
-    interface = onnx_interface(model, label=str(source), img_size=img_size)  # said aloud by model_preprocessing
-    prep = model_preprocessing(model, warn, img_size)
+    interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn, adjust=adjust)
+    prep = interface.preprocessing
     quantized, report = quantize_model(model, calib_images, sha256_file(source), options, warn, progress,
                                        preprocessing=prep)  # fmt: skip
     check_model(quantized, "the Q/DQ model")

@@ -17,6 +17,7 @@ images are batched and the tensors grouped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -431,11 +432,12 @@ def cache_dir() -> Path:
 
 
 def cache_key(
-    onnx_sha256: str, files: Sequence[Path], method: str, count: int, size: tuple[int, int] | None = None
+    onnx_sha256: str, files: Sequence[Path], method: str, count: int, preprocessing: Preprocessing | None = None
 ) -> str:
-    """Model hash + method + count (+ input H x W) + each image's name and content hash: any change recalibrates."""
-    at = f"|{size[0]}x{size[1]}" if size is not None else ""
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{onnx_sha256}|{method}|{count}{at}".encode())
+    """Model hash + method + count (+ the whole preprocessing: size, resize mode, padding, mean/std, filter) + each
+    image's name and content hash: any change recalibrates."""
+    prep = "" if preprocessing is None else "|" + json.dumps(dataclasses.asdict(preprocessing), sort_keys=True)
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{onnx_sha256}|{method}|{count}{prep}".encode())
     for path in files:
         h.update(f"|{Path(path).name}:".encode())
         h.update(hashlib.sha256(Path(path).read_bytes()).digest())

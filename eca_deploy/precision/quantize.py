@@ -61,6 +61,7 @@ class QuantizeReport:
     decoding_nodes_float: int = 0  # a detection head's decoding, kept in float (qdq.decoding_nodes)
     calibration: dict[str, Any] | None = None  # how the images were streamed (None when the cache served)
     warnings: list[str] = field(default_factory=list)
+    preprocessing: str = ""  # Preprocessing.describe() of the calibration images
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -69,15 +70,11 @@ class QuantizeReport:
 def model_preprocessing(
     model: onnx.ModelProto, warn: Callable[[str], None], img_size: tuple[int, int] | None = None
 ) -> Preprocessing:
-    """The preprocessing of the model's interface: its metadata's, else ImageNet's, at its size (or `img_size`)."""
-    from eca_deploy.exporters.metadata import read_metadata
+    """The preprocessing of the model's interface: its metadata's, else ImageNet's (said aloud), at its size (or
+    `img_size`)."""
     from eca_deploy.interface import onnx_interface
 
-    interface = onnx_interface(model, label="the model", img_size=img_size, warn=warn)
-    if read_metadata(model) is None:
-        warn(f"the model carries no eca-deploy metadata: calibrating with ImageNet preprocessing at "
-             f"{interface.size_text}")  # fmt: skip
-    return interface.preprocessing
+    return onnx_interface(model, label="the model", img_size=img_size, warn=warn).preprocessing
 
 
 def quantize_model(
@@ -122,7 +119,7 @@ def quantize_model(
     plan = plan_quantization(model, quantize_eca_gate=options.quantize_eca_gate)
     tensors = sorted(full_plan.activations)
     cache = CalibrationCache(options.cache_folder or cache_dir())
-    key = cache_key(onnx_sha256, calib.files, options.method, options.count, prep.hw)
+    key = cache_key(onnx_sha256, calib.files, options.method, options.count, prep)
     ranges = cache.load(key, tensors) if options.use_cache else None
     source, cache_file = "cache", str(cache.path(key))
     streaming = None
@@ -155,5 +152,6 @@ def quantize_model(
         decoding_nodes_float=plan.decoding_nodes,
         calibration=streaming,
         warnings=warnings,
+        preprocessing=prep.describe(),
     )
     return quantized, report

@@ -16,12 +16,14 @@ preprocessing, batching and runners) that reads the logits output.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from eca_deploy.backends.base import Runner
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata
 from eca_deploy.runtime.labels import labels_for
@@ -57,12 +59,14 @@ class Classifier(Model):
         name: str = "model",
         precision: str = "fp32",
         img_size: tuple[int, int] | None = None,
+        adjust: Callable[[Preprocessing], Preprocessing] | None = None,
+        warn: Callable[[str], None] = lambda _m: None,
     ) -> None:
         if top_k < 1:
             raise EcaDeployError(f"top_k must be at least 1, got {top_k}")
         self.top_k = top_k
         super().__init__(runner, metadata, channel_order=channel_order, resize=resize, labels=labels, name=name,
-                         precision=precision, img_size=img_size)  # fmt: skip
+                         precision=precision, img_size=img_size, adjust=adjust, warn=warn)  # fmt: skip
         self.output_name = self.interface.logits.name  # type: ignore[union-attr]
 
     def _square_message(self) -> str:

@@ -28,10 +28,10 @@ import numpy as np
 from eca_deploy.backends.base import Runner
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.exporters.metadata import PREFIX, ModelMetadata
+from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
 from eca_deploy.runtime.decoder import Boxes, Decoder
 from eca_deploy.runtime.labels import labels_for
-from eca_deploy.runtime.preprocess import CropBox, FramePreprocessor, Frames, as_frame_list
+from eca_deploy.runtime.preprocess import FramePreprocessor, Frames, as_frame_list
 
 M = TypeVar("M", bound="Model")
 PROBE_GREY = 114  # the grey frame a decoder is tried on before any frame is read
@@ -89,15 +89,13 @@ class FrameResult:
 
 
 def runner_metadata(runner: Runner) -> ModelMetadata | None:
-    """The model description a runner carries: ONNX metadata (ONNX Runtime) or the engine's sidecar."""
+    """The model description a runner carries: ONNX metadata (ONNX Runtime, OpenVINO) or the engine's sidecar."""
     session = getattr(runner, "session", None)
-    if session is not None:
-        props = session.get_modelmeta().custom_metadata_map
-        found = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
-        try:
-            return ModelMetadata.from_props(found) if found else None
-        except (KeyError, ValueError):
-            return None
+    props = (
+        session.get_modelmeta().custom_metadata_map if session is not None else getattr(runner, "metadata_props", None)
+    )
+    if props is not None:
+        return metadata_from_props(dict(props), runner.outputs)
     sidecar = getattr(runner, "sidecar", None)
     return getattr(sidecar, "metadata", None) if sidecar is not None else None
 
@@ -116,12 +114,10 @@ def batch_range(runner: Runner) -> tuple[int, int | None]:
 
 
 def to_frame_pixels(boxes: np.ndarray, frame_hw: tuple[int, int], prep: Preprocessing) -> np.ndarray:
-    """(x1, y1, x2, y2) in model-input pixels -> frame pixels: undo the centre crop and the resize, clip."""
+    """(x1, y1, x2, y2) in model-input pixels -> frame pixels: undo the centre crop (or the letterbox's padding)
+    and the resize, clip to the frame."""
     h, w = frame_hw
-    crop = CropBox.of(h, w, prep)
-    out = np.empty_like(boxes, dtype=np.float64)
-    out[:, 0::2] = (boxes[:, 0::2] + crop.left) * crop.scale_x
-    out[:, 1::2] = (boxes[:, 1::2] + crop.top) * crop.scale_y
+    out = prep.placement(h, w).to_source(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     out[:, 0::2] = out[:, 0::2].clip(0, w)
     out[:, 1::2] = out[:, 1::2].clip(0, h)
     return out
@@ -158,6 +154,8 @@ class Model:
         img_size: tuple[int, int] | None = None,
         decoder: str | Callable[..., Any] | None = None,
         decoder_label: str | None = None,
+        adjust: Callable[[Preprocessing], Preprocessing] | None = None,
+        warn: Callable[[str], None] = lambda _m: None,
     ) -> None:
         from eca_deploy.interface import build_interface, check_image_input, static_hw
 
@@ -169,7 +167,7 @@ class Model:
                 f"{name} carries no eca-deploy metadata and has a dynamic input size: export it with eca-deploy "
                 "or pass --img-size"
             )
-        self.interface = build_interface(runner, metadata, label=name, img_size=img_size)
+        self.interface = build_interface(runner, metadata, label=name, img_size=img_size, adjust=adjust, warn=warn)
         prep = self.interface.preprocessing
         if prep.width != prep.size:
             raise EcaDeployError(f"{name} runs at {self.interface.size_text}: {self._square_message()}")
@@ -219,7 +217,8 @@ class Model:
         """An ONNX model (ONNX Runtime, `provider` cpu/cuda/tensorrt; or `runtime` "openvino") or a TensorRT engine.
 
         `kind` ("onnx" or "engine") says how to read the file; by default its name and content decide. The
-        other options are the constructor's: channel_order, resize, labels, img_size, decoder.
+        other options are the constructor's: channel_order, resize, labels, img_size, decoder, adjust
+        (--mean/--std/--interpolation/--resize-mode over the model's preprocessing), warn.
         """
         target = open_target(path, provider=provider, plugin=plugin, kind=kind, runtime=runtime)
         return cls(target.runner, target.metadata, name=Path(path).name, precision=target.precision, **options)

@@ -12,6 +12,10 @@ same way, centre crop of `size`), and only the crop is ever computed. Two resamp
   two grey levels from it on average; plain INTER_LINEAR is two to four times further away. "fast" is
   always linear, also for models whose metadata says bicubic.
 
+A letterboxing model (`Preprocessing.resize_mode` "letterbox", ultralytics' YOLO) is letterboxed with OpenCV
+in both modes, the very pixels of `Preprocessing` (and of ultralytics' predictor). `Preprocessing.placement`
+says where a frame landed, to map boxes back to frame pixels.
+
 `compare_with_reference` measures either against `Preprocessing` on real photographs.
 """
 
@@ -109,7 +113,9 @@ class FramePreprocessor:
         return self.channel_order != self.prep.channel_order.upper()
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
-        """Resize the shorter side and centre-crop one frame: SxSx3 uint8, channels untouched."""
+        """Resize the shorter side and centre-crop (or letterbox) one frame: HxWx3 uint8, channels untouched."""
+        if self.prep.letterbox:
+            return self.prep.letterboxed(frame)
         box = CropBox.of(frame.shape[0], frame.shape[1], self.prep)
         return self._crop_exact(frame, box) if self.resize == "exact" else self._crop_fast(frame, box)
 
@@ -145,10 +151,9 @@ class FramePreprocessor:
         return cv2.warpAffine(frame, matrix, (s, s), flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
     def crops(self, frames: Frames) -> np.ndarray:
-        """NxSxSx3 uint8 crops of `frames`."""
+        """NxHxWx3 uint8 crops (or letterboxed frames) of `frames`."""
         frames = as_frame_list(frames)
-        size = self.prep.size
-        out = np.empty((len(frames), size, size, 3), np.uint8)
+        out = np.empty((len(frames), *self.prep.hw, 3), np.uint8)
         for i, frame in enumerate(frames):
             out[i] = self.crop(frame)
         return out
@@ -160,7 +165,7 @@ class FramePreprocessor:
         scale = (1.0 / (255.0 * std))[:, None, None]
         bias = (-mean / std)[:, None, None]
         chw = crops[..., ::-1] if self.flips_channels else crops
-        out = np.empty((len(crops), 3, self.prep.size, self.prep.size), np.float32)
+        out = np.empty((len(crops), 3, *crops.shape[1:3]), np.float32)
         np.multiply(chw.transpose(0, 3, 1, 2), scale, out=out)
         out += bias
         return out

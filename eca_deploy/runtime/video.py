@@ -82,6 +82,7 @@ class RunSummary:
     output: str | None = None
     log: str | None = None
     random_weights: bool = False  # the model was exported without a checkpoint: its labels mean nothing
+    preprocessing: str = ""  # Preprocessing.describe() of the frames
     mode: str = "classify"  # "classify" (top-k), "outputs" (raw outputs) or "detect" (a decoder's boxes)
     output_shapes: dict[str, list[int]] = field(default_factory=dict)  # one frame's, batch dimension removed
     output_max: dict[str, float] = field(default_factory=dict)  # over the whole run
@@ -129,6 +130,7 @@ class RunSummary:
             "output": self.output,
             "log": self.log,
             "random_weights": self.random_weights,
+            "preprocessing": self.preprocessing,
             **self._model_outputs(),
         }
 
@@ -250,6 +252,7 @@ def _run(
 
     summary = RunSummary(source.label, classifier.name, classifier.backend, options.batch)
     summary.random_weights = has_random_weights(classifier.metadata)
+    summary.preprocessing = classifier.interface.preprocessing.describe()
     classifies = isinstance(classifier, Classifier)
     if not classifies:
         summary.mode = "detect" if classifier.decoder is not None else "outputs"
