@@ -41,8 +41,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 		|| echo "note: OpenVINO ECA extension not built (needs cmake and a C++ compiler); fused models skip OpenVINO"
 	touch $@
 
-# The test venv: the matched torch + torchvision pair unless both import, then timm with the installed
-# torch/torchvision pinned by a constraints file, so that pip can never swap them for other builds.
+# The test venv: the matched torch + torchvision pair unless both import, then timm and ultralytics with the
+# installed torch/torchvision pinned by a constraints file, so that pip can never swap them for other builds.
+# ultralytics pulls opencv-python beside the headless build eca-deploy uses: both install the one `cv2`
+# module, so the headless build's files are put back when cv2 no longer imports.
 $(TEST_VENV)/.installed: $(TEST_BIN)/python pyproject.toml
 	@$(TEST_BIN)/python -c "import torch, torchvision" 2>/dev/null || { \
 	  echo "pip install $(torch_source) torch==$(TEST_TORCH_VERSION) torchvision==$(TEST_TORCHVISION_VERSION)"; \
@@ -50,7 +52,9 @@ $(TEST_VENV)/.installed: $(TEST_BIN)/python pyproject.toml
 	    "torch==$(TEST_TORCH_VERSION)" "torchvision==$(TEST_TORCHVISION_VERSION)"; }
 	$(TEST_BIN)/python -c "from importlib.metadata import version as v; print(*(f'{p}=={v(p)}' for p in ('torch', 'torchvision')), sep='\n')" \
 	  > $(TEST_VENV)/torch-constraints.txt
-	$(TEST_BIN)/python -m pip install -q -c $(TEST_VENV)/torch-constraints.txt -e ".[dev,timm,openvino]"
+	$(TEST_BIN)/python -m pip install -q -c $(TEST_VENV)/torch-constraints.txt -e ".[dev,timm,openvino,ultralytics]"
+	$(TEST_BIN)/python -c "import cv2" 2>/dev/null || $(TEST_BIN)/python -m pip install -q --force-reinstall --no-deps \
+	  "opencv-python-headless==$$($(TEST_BIN)/python -c "from importlib.metadata import version; print(version('opencv-python-headless'))")"
 	$(TEST_BIN)/python -c "import onnxruntime" 2>/dev/null || $(TEST_BIN)/python -m pip install -q -e ".[cpu]"
 	touch $@
 

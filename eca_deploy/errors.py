@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from types import TracebackType
+
 
 class EcaDeployError(Exception):
     """An error caused by the user's input or environment, shown as one line without a traceback."""
@@ -28,3 +31,17 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (its type name when it has none), for one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def _one_line_excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """An EcaDeployError left uncaught in a script (the Python API) prints its one line, like the CLI."""
+    if isinstance(exc, EcaDeployError):
+        sys.stderr.write(f"error: {exc}\n")
+    else:
+        sys.__excepthook__(kind, exc, tb)
+
+
+def install_excepthook() -> None:
+    """Show uncaught EcaDeployErrors as one line (`error: ...`); leaves a hook someone else installed alone."""
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _one_line_excepthook

@@ -43,7 +43,9 @@ def test_reachable_index_is_used(tmp_path: Path, reachable_index: str) -> None:
     assert f'pip install -q --index-url {reachable_index} "torch==2.13.0"' in demo
     test = dry_run("setup-test", tmp_path, reachable_index)
     assert f'--index-url {reachable_index} \\\n    "torch==2.14.1" "torchvision==0.29.1"' in test
-    assert "-c " in test and '-e ".[dev,timm,openvino]"' in test  # timm installs with torch/torchvision pinned
+    # timm and ultralytics install with torch/torchvision pinned; cv2 is checked after ultralytics' opencv-python
+    assert "-c " in test and '-e ".[dev,timm,openvino,ultralytics]"' in test
+    assert "import cv2" in test and "opencv-python-headless==" in test
 
 
 def test_unreachable_index_falls_back_to_the_plain_name(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ class TorchRunner(Runner):
         from eca_deploy.interface import flatten_outputs
 
         x = torch.from_numpy(np.ascontiguousarray(feed[self._input.name], dtype=np.float32)).to(self.device)
-        with torch.inference_mode():
+        with torch.no_grad():
             tensors = flatten_outputs(self.model(x), self.label)
         if len(tensors) != len(self._outputs):
             raise EcaDeployError(

@@ -34,6 +34,7 @@ from eca_deploy.cli.options import (
     resize_mode_option,
     runtime_option,
     std_option,
+    trust_checkpoint_option,
 )
 from eca_deploy.errors import CheckFailedError
 
@@ -63,6 +64,7 @@ def check_command(
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
     layout: str | None = layout_option(),
     decoder: str | None = decoder_option(),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
@@ -102,7 +104,7 @@ def check_command(
         result = run_check(
             target, model_name=model, weights=weights, images=images, batch=batch, tolerance=tol,
             per_layer=per_layer, reference_onnx=reference_onnx, adjust=adjust, warn=warn, img_size=size,
-            detection=spec, decoder=decode,
+            detection=spec, decoder=decode, trust_checkpoint=trust_checkpoint,
         )  # fmt: skip
     report = result.as_dict()
     json_to.write(report)

@@ -28,6 +28,7 @@ from eca_deploy.cli.options import (
     resize_mode_option,
     runtime_option,
     std_option,
+    trust_checkpoint_option,
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
@@ -56,6 +57,7 @@ def deploy_command(
     out: Path = typer.Option(Path("deploy"), "--out", "-o", help="Output folder."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those up to date."),
     runtime: str = runtime_option("auto"),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
@@ -84,6 +86,7 @@ def deploy_command(
         calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batch),
         img_size=size, bench_seconds=parse_duration(duration, "--duration"), bench_rounds=rounds, force=force,
         pretrained=pretrained, onnx=onnx_path, preprocessing=prep, runtime=runtime.strip().lower(),
+        trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     # run_deploy validates every option (DeployOptions.validate) before the first stage and before --out exists
 

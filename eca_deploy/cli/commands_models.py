@@ -23,6 +23,7 @@ from eca_deploy.cli.options import (
     parse_img_size,
     parse_k_sizes,
     preprocessing_override,
+    trust_checkpoint_option,
 )
 from eca_deploy.data.images import Preprocessing
 
@@ -115,15 +116,18 @@ def export_command(
     ),
     images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png for verification."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare against PyTorch after export."),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     json_out: str | None = json_option(),
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
     from eca_deploy.cli.options import check_at_least, check_file, check_image_folder, check_positive
     from eca_deploy.exporters.onnx_export import ExportOptions
     from eca_deploy.fileio import distinct_outputs
+    from eca_deploy.models import sources
     from eca_deploy.pipeline.export import run_export
 
-    model_file = model.rpartition(":")[0] if model.endswith(".py") or ".py:" in model else None
+    kind = sources.kind(model)
+    model_file = model.rpartition(":")[0] if kind == "file" else model if kind == "ultralytics" else None
     out = JsonOutput.of(json_out, inputs=[weights, model_file, images])
     size = parse_img_size(img_size)
     output = output or Path(f"{default_stem(model)}.onnx")
@@ -144,6 +148,7 @@ def export_command(
         k_size=parse_k_sizes(k_size),
         exporter=exporter, fuse=fuse_eca, fuse_tolerance=tolerance, images=images, verify=verify,
         pretrained=pretrained, adjust=adjust, warn=warn, status=None if out.stdout else console.status,
+        trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     out.write(result.as_dict())
     result.print(console)
@@ -159,4 +164,6 @@ def default_stem(model: str) -> str:
     if kind == "file":
         path, _, factory = model.rpartition(":")
         return f"{Path(path).stem}_{factory}"
+    if kind == "ultralytics":
+        return Path(model).stem
     return model

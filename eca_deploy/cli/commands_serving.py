@@ -69,8 +69,12 @@ def _check_inputs(engine: Path | None, onnx_path: Path | None, plugin: Path | No
 
 
 def _labels(spec: Any, labels: Path | None) -> tuple[str, ...]:
+    """--labels, else a detector's class names from its metadata, else ImageNet's."""
     from eca_deploy.runtime.labels import labels_for
 
+    detection = getattr(spec.metadata, "detection", None)
+    if labels is None and detection is not None and len(detection.names) == spec.num_classes:
+        return tuple(detection.names)
     return labels_for(spec.num_classes, labels)
 
 

@@ -147,8 +147,22 @@ def parse_img_size(value: str | None) -> tuple[int, int] | None:
 
 
 # Help texts of options several commands share (declared once, used by export, check, deploy, serving).
-MODEL_HELP = "Zoo name (`eca-deploy models`), timm:NAME (`models --timm`) or path/to/file.py:factory."
+MODEL_HELP = (
+    "Zoo name (`eca-deploy models`), timm:NAME (`models --timm`), path/to/file.py:factory, or an "
+    "ultralytics model YAML (x.yaml) or checkpoint (best.pt, with --trust-checkpoint)."
+)
 WEIGHTS_HELP = "Checkpoint: .pth/.pth.tar/.safetensors (plain state_dict or wrapped in state_dict/model)."
+TRUST_CHECKPOINT_HELP = (
+    "Load an ultralytics checkpoint (--model best.pt), a pickle of a whole module: "
+    "unpickling runs code from the file, so pass this only for files you trust."
+)
+
+
+def trust_checkpoint_option() -> Any:
+    """The shared `--trust-checkpoint` flag of every command that takes --model (export, check, deploy)."""
+    return typer.Option(False, "--trust-checkpoint", help=TRUST_CHECKPOINT_HELP)
+
+
 PRETRAINED_HELP = "timm:NAME only: timm's published weights, downloaded by timm (Hugging Face Hub) and cached."
 MEAN_HELP = "Normalisation mean per RGB channel (default: the model's; ImageNet 0.485,0.456,0.406)."
 STD_HELP = "Normalisation std per RGB channel (default: the model's; ImageNet 0.229,0.224,0.225)."

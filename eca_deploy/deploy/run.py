@@ -49,6 +49,7 @@ class DeployOptions:
     pretrained: bool = False
     onnx: Path | None = None  # start from this ONNX instead of exporting `model`
     preprocessing: Preprocessing | None = None  # for `onnx` without eca-deploy metadata (--mean/--std/--img-size)
+    trust_checkpoint: bool = False  # --trust-checkpoint: unpickle an ultralytics checkpoint given as --model
 
     def validate(self) -> None:
         """Every option, before any stage runs and before --out is created."""
@@ -67,7 +68,7 @@ class DeployOptions:
             if self.weights is not None or self.pretrained:
                 raise EcaDeployError("--onnx starts from a finished model: drop --weights/--pretrained")
         else:
-            sources.validate(self.model)
+            sources.validate(self.model, self.trust_checkpoint)
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown or not self.precisions:
             raise EcaDeployError(
@@ -168,7 +169,9 @@ def run_deploy(
     if trt_missing:
         names = " and ".join(RUNTIME_LABELS[r] for r in runtimes)
         note(f"{trt_missing}: building no engines; every figure below is from {names} on the CPU")
-    random_weights = opts.weights is None and opts.onnx is None and not opts.pretrained
+    from eca_deploy.models import sources
+
+    random_weights = opts.onnx is None and sources.has_random_weights(opts.model, opts.weights, opts.pretrained)
 
     def stage(name: str, what: str, options: dict[str, Any], inputs: list[Path], outputs: list[Path],
               work: Callable[[], dict[str, Any] | None], command: str) -> StageOutcome:  # fmt: skip
@@ -181,6 +184,9 @@ def run_deploy(
         return outcome
 
     weights_in = [opts.weights] if opts.weights else []
+    if opts.onnx is None and sources.kind(opts.model) in ("file", "ultralytics"):  # the model file holds weights
+        weights_in.append(Path(opts.model.rpartition(":")[0] if sources.kind(opts.model) == "file" else opts.model))
+    trust = ("--trust-checkpoint",) if opts.trust_checkpoint else ()
     onnx_path, fused = out / "model.onnx", out / "model.fused.onnx"
     if opts.onnx is not None:
         prep = opts.preprocessing
@@ -194,6 +200,7 @@ def run_deploy(
               weights_in, [onnx_path], lambda: _export(opts, onnx_path),
               _cmd("eca-deploy export --model", opts.model, *_opt("--weights", opts.weights),
                    *(("--pretrained",) if opts.pretrained else ()), *_opt("--img-size", _size_flag(opts.img_size)),
+                   *trust,
                    "--opset", opts.opset, "--output", onnx_path))  # fmt: skip
     if random_weights:  # worded for what the exported model predicts (classes, boxes)
         from eca_deploy.exporters.metadata import random_weights_notice
@@ -226,7 +233,8 @@ def run_deploy(
                   [target_file, *weights_in], [cjson],
                   lambda t=target_file, k=kind, j=cjson, r=runtime: _check(opts, t, k, j, r),
                   _cmd("eca-deploy check", flag, target_file, *rt, *reference,
-                       *_opt("--weights", opts.weights), *_opt("--images", opts.images), "--json", cjson))  # fmt: skip
+                       *_opt("--weights", opts.weights), *trust, *_opt("--images", opts.images), "--json",
+                       cjson))  # fmt: skip
             checks[runtime] = json.loads(cjson.read_text())
             benched.append((precision, target_file, kind, None if kind == "engine" else runtime))
         checks_by_precision[precision] = checks
@@ -275,7 +283,9 @@ def run_deploy(
         "backend_label": f"{' and '.join(RUNTIME_LABELS[r] for r in runtimes)} (CPU)" if trt_missing else "TensorRT",
         "runtimes": runtimes,
         "engine_note": trt_missing,
-        "weights": str(opts.weights) if opts.weights else ("pretrained" if opts.pretrained else "random(seed=0)"),
+        "weights": str(opts.weights)
+        if opts.weights
+        else ("pretrained" if opts.pretrained else "random(seed=0)" if random_weights else "the model's own"),
         "random_weights": random_weights,
         "bench": {k: bench[k] for k in ("config", "noise")},
         "fused_blocks": fused_blocks,
@@ -301,7 +311,7 @@ def _export(opts: DeployOptions, output: Path) -> dict[str, Any]:
     adjust = (lambda p: p.at_hw(size)) if size is not None and size[0] != size[1] else None
     result = run_export(model_name=opts.model, weights=opts.weights, output=output, opset=opts.opset,
                         img_size=size[0] if size else None, adjust=adjust, images=opts.images,
-                        pretrained=opts.pretrained)  # fmt: skip
+                        pretrained=opts.pretrained, trust_checkpoint=opts.trust_checkpoint)  # fmt: skip
     return {"verification": result.verification, "verified_outputs": result.verified_outputs}
 
 
@@ -345,7 +355,8 @@ def _check(opts: DeployOptions, target: Path, kind: str, output: Path, runtime: 
     if opts.onnx is not None:  # no PyTorch model: compare with the imported FP32 ONNX
         result = run_check(tgt, model_name=None, images=opts.images, reference_onnx=opts.out / "model.onnx")
     else:
-        result = run_check(tgt, model_name=opts.model, weights=opts.weights, images=opts.images)
+        result = run_check(tgt, model_name=opts.model, weights=opts.weights, images=opts.images,
+                           trust_checkpoint=opts.trust_checkpoint)  # fmt: skip
     atomic_write_text(output, json.dumps(result.as_dict(), indent=2) + "\n")
     return {"passed": result.passed}
 

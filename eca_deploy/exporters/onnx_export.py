@@ -13,7 +13,7 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -24,7 +24,7 @@ from eca_deploy import __version__
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, write_metadata
-from eca_deploy.interface import OutputSpec, export_output_specs, flatten_outputs
+from eca_deploy.interface import DetectionSpec, OutputSpec, export_output_specs, flatten_outputs
 from eca_deploy.models.registry import block_k_sizes
 from eca_deploy.onnx_io import check_model
 
@@ -106,6 +106,20 @@ def _name_batch_dim(model: onnx.ModelProto) -> None:
             dim.dim_param = "batch"
 
 
+def _fill_output_dims(model: onnx.ModelProto, specs: Sequence[OutputSpec]) -> None:
+    """Give every output dimension but the batch the size the probe measured where the graph left it unknown
+    (e.g. YOLO's 4 + classes after a concatenation): only the batch is dynamic in an export."""
+    probed = {s.name: s.shape for s in specs}
+    for value in model.graph.output:
+        shape = probed.get(value.name)
+        dims = value.type.tensor_type.shape.dim
+        if shape is None or len(dims) != len(shape):
+            continue
+        for dim, size in list(zip(dims, shape, strict=True))[1:]:
+            if not dim.HasField("dim_value") and isinstance(size, int):
+                dim.dim_value = size
+
+
 def _declared_classes(model: nn.Module) -> int:
     """A model without a logits output (a detector) may still say its class count (attribute `num_classes`, as
     timm's models do); the metadata keeps it so that `check` can rebuild a factory model with that count."""
@@ -129,6 +143,7 @@ def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions, weights_
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise EcaDeployError(f"torch.onnx.export ({opts.exporter}) failed: {first}") from None
         onnx_model = _clean(onnx.load(str(raw)))
+    _fill_output_dims(onnx_model, specs)
     _name_batch_dim(onnx_model)
     onnx_model.producer_name, onnx_model.producer_version = "eca-deploy", __version__
     prep = opts.preprocessing.at_hw(opts.hw)
@@ -145,18 +160,34 @@ def export_onnx(model: nn.Module, model_name: str, opts: ExportOptions, weights_
         versions={"eca_deploy": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__},
         outputs=outputs,
     )
-    write_metadata(onnx_model, meta)
+    write_metadata(onnx_model, replace(meta, detection=_detection_spec(model, outputs)))
     check_model(onnx_model, "the exported model")
     onnx.shape_inference.infer_shapes(onnx_model, check_type=True, strict_mode=True)
     return onnx_model
+
+
+def _detection_spec(model: nn.Module, outputs: Sequence[OutputSpec]) -> DetectionSpec | None:
+    """The module's declared head layout (a `detection` DetectionSpec attribute or method, as
+    eca_deploy.models.ultralytics.YoloRawHead has), checked against the exported outputs."""
+    declared = getattr(model, "detection", None)
+    spec = declared() if callable(declared) else declared
+    if spec is None:
+        return None
+    if not isinstance(spec, DetectionSpec):
+        raise EcaDeployError(f"the module's detection must be an eca_deploy.interface.DetectionSpec, got {spec!r}")
+    names = {o.name for o in outputs}
+    if not set(spec.outputs) <= names:
+        raise EcaDeployError(f"the module's detection reads {', '.join(spec.outputs)}, not all outputs of the "
+                             f"model ({', '.join(sorted(names))})")  # fmt: skip
+    return spec
 
 
 def output_specs(model: nn.Module, label: str, example: torch.Tensor, opts: ExportOptions) -> tuple[OutputSpec, ...]:
     """Run the module once on `example`: its outputs' names, shapes and kinds (one-line refusal otherwise)."""
     from eca_deploy.errors import first_line
 
-    try:
-        with torch.inference_mode():
+    try:  # no_grad, not inference_mode: a module may cache tensors here (YOLO's anchors) that the tracer meets again
+        with torch.no_grad():
             value = model(example)
     except Exception as exc:  # the network's own forward: one line
         raise EcaDeployError(

@@ -106,16 +106,24 @@ def check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], m
         parts.append(f"{len(unexpected)} unexpected keys ({_preview(unexpected)})")
     if conflicts:
         parts.append(f"{len(conflicts)} shape conflicts (checkpoint vs model: {_preview(conflicts)})")
-    if not any(k.endswith(ECA_WEIGHT_SUFFIXES) for k in state):
+    guess = guess_architecture(state)  # a zoo model first: ECA-MobileNetV2's ECA weights are `conv.N.conv.weight`
+    if guess is None and not any(k.endswith(ECA_WEIGHT_SUFFIXES) for k in state):
         plain = guess_plain_network(state)
         looks = f"it looks like a plain {plain}" if plain else "it is not an ECA-Net"
         raise EcaDeployError(
             f"checkpoint has no ECA layers (no '*.eca.conv.weight' parameters): {looks}, not {model_name}; "
             "eca-deploy deploys ECA-Net models: pass an ECA-Net checkpoint"
         )
-    guess = guess_architecture(state)
-    hint = f"it looks like {guess}: try --model {guess}" if guess and guess != model_name else "check --model"
+    if guess and guess != model_name:
+        hint = f"it is the zoo's {display_name(guess)}: try --model {guess}"
+    else:
+        hint = "check --model"
     raise EcaDeployError(f"checkpoint does not fit {model_name}: {'; '.join(parts)}; {hint}")
+
+
+def display_name(name: str) -> str:
+    """'eca_mobilenetv2' -> 'ECA-MobileNetV2' (the paper's naming)."""
+    return f"ECA-{PLAIN_NAMES[name]}" if name in PLAIN_NAMES else name
 
 
 ECA_WEIGHT_SUFFIXES = (".eca.conv.weight", ".se.conv.weight")  # the zoo's (official) and timm's ECA layers
@@ -131,7 +139,9 @@ def guess_plain_network(state: Mapping[str, torch.Tensor]) -> str | None:
 
     keys = set(state)
     for name in ZOO:
-        own = {k for k in build_on_meta(name).state_dict() if ".eca." not in k}
+        model = build_on_meta(name)
+        gates = tuple(f"{layer}." for layer, _ in eca_layers(model))
+        own = {k for k in model.state_dict() if not k.startswith(gates)}
         if own == keys:
             return PLAIN_NAMES.get(name, name.removeprefix("eca_"))
     return None

@@ -5,15 +5,22 @@ A model reference is one of:
 - a zoo name: `eca_resnet50` (see `eca-deploy models`);
 - a timm name: `timm:ecaresnet50d` (needs the `timm` extra);
 - a Python file and a factory in it: `path/to/net.py:build` (a function returning an `nn.Module`);
+- an ultralytics model YAML (`yolov8n-eca.yaml`) or checkpoint (`best.pt`, with --trust-checkpoint): see
+  eca_deploy.models.ultralytics (the `ultralytics` extra);
 - `module:NAME` for a module handed to the Python API (`eca_deploy.export`) and `onnx:NAME` for an ONNX
   made elsewhere: they cannot be rebuilt, so `check` compares with the unfused ONNX instead.
 
-Without weights every rebuildable model is initialised with seed 0 and its BatchNorm statistics taken from
-the sample photos, so the same reference gives the same network in `export` and later in `check`.
+A factory's module is the user's model: eca-deploy calls the factory (seeded before the call, so that a
+factory building a random network builds the same one again), passes `num_classes` only when the factory
+takes it, and never changes the module's weights or BatchNorm statistics. Only the zoo's and timm's own
+random initialisation (no weights at all) is seeded and then given BatchNorm statistics of the sample
+photos; an ultralytics YAML is built seeded, as ultralytics initialises it. So the same reference gives the
+same network in `export` and later in `check`.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +37,7 @@ from eca_deploy.user_code import function_of, import_file
 
 MODULE_PREFIX = "module:"
 ONNX_PREFIX = "onnx:"  # an ONNX made elsewhere (deploy --onnx): compared with itself, never rebuilt
+FACTORY_WEIGHTS = "factory"  # weights "factory FILE.py:NAME": whatever the factory's module holds (its own)
 
 
 @dataclass
@@ -39,7 +47,7 @@ class LoadedModel:
     ref: str
     module: nn.Module
     preprocessing: Preprocessing
-    weights: str  # RANDOM_WEIGHTS, "<file> sha256:<hex>" or "timm pretrained <hub id>"
+    weights: str  # RANDOM_WEIGHTS, "<file> sha256:<hex>", "timm pretrained <hub id>" or "factory <ref>"
 
     @property
     def random(self) -> bool:
@@ -47,8 +55,9 @@ class LoadedModel:
 
 
 def kind(ref: str) -> str:
-    """'zoo', 'timm', 'file' or 'module'."""
+    """'zoo', 'timm', 'file', 'ultralytics' or 'module'."""
     from eca_deploy.models.timm_models import PREFIX
+    from eca_deploy.models.ultralytics import is_reference
 
     if ref.startswith((PREFIX, "timm/")):
         return "timm"
@@ -56,6 +65,8 @@ def kind(ref: str) -> str:
         return "module"
     if ".py:" in ref or ref.endswith(".py"):
         return "file"
+    if is_reference(ref):
+        return "ultralytics"
     return "zoo"
 
 
@@ -63,8 +74,8 @@ def rebuildable(ref: str) -> bool:
     return kind(ref) != "module"
 
 
-def validate(ref: str) -> None:
-    """Fail early, before any work, when `ref` names nothing that can be built here."""
+def validate(ref: str, trust_checkpoint: bool = False) -> None:
+    """Fail early, before any work, when `ref` names nothing that can be built here (or may not be unpickled)."""
     k = kind(ref)
     if k == "zoo":
         from eca_deploy.models.registry import ZOO
@@ -80,6 +91,10 @@ def validate(ref: str) -> None:
         check_name(timm_name(ref))
     elif k == "file":
         _split_file_ref(ref)
+    elif k == "ultralytics":
+        from eca_deploy.models import ultralytics
+
+        ultralytics.validate(ref, trust_checkpoint)
     else:
         raise EcaDeployError(f"{ref} was exported from a Python module and cannot be rebuilt: pass --reference-onnx")
 
@@ -96,6 +111,10 @@ def default_preprocessing(ref: str, img_size: int | None = None) -> Preprocessin
         from eca_deploy.models.timm_models import default_cfg, preprocessing_from_cfg, timm_name
 
         return preprocessing_from_cfg(default_cfg(timm_name(ref)), img_size)
+    if k == "ultralytics":
+        from eca_deploy.models.ultralytics import DEFAULT_IMG_SIZE, yolo_preprocessing
+
+        return yolo_preprocessing(img_size or DEFAULT_IMG_SIZE)
     return Preprocessing.for_size(img_size or DEFAULT_SIZE)
 
 
@@ -106,27 +125,34 @@ def load(
     pretrained: bool = False,
     pretrained_file: Path | None = None,
     num_classes: int | None = None,
+    recorded_classes: int | None = None,
     img_size: int | None = None,
     k_size: tuple[int, ...] | None = None,
     block_k: Sequence[int] | None = None,
     preprocessing: Preprocessing | None = None,
     adjust: Callable[[Preprocessing], Preprocessing] | None = None,
+    trust_checkpoint: bool = False,
 ) -> LoadedModel:
     """Build the model `ref` names, with `weights`, timm's pretrained weights or the seeded initialisation.
 
-    The preprocessing is the model's own (zoo spec, timm's pretrained config, or a file model's
-    `pretrained_cfg`) at `img_size`, then `adjust`ed (command-line --mean/--std); `preprocessing` replaces
-    it outright (as `check` does with an ONNX file's metadata). `block_k` gives a seeded zoo model the
-    per-block ECA kernel sizes recorded in an ONNX file's metadata.
+    The preprocessing is the model's own (zoo spec, timm's pretrained config, a file model's `pretrained_cfg`,
+    YOLO's letterbox for ultralytics models) at `img_size`, then `adjust`ed (command-line --mean/--std);
+    `preprocessing` replaces it outright (as `check` does with an ONNX file's metadata). `block_k` gives a
+    seeded zoo model the per-block ECA kernel sizes recorded in an ONNX file's metadata. `num_classes` is
+    the user's --num-classes; `recorded_classes` the metadata's, given to a factory only if it takes it.
+    `trust_checkpoint` allows unpickling an ultralytics checkpoint (--trust-checkpoint).
     """
     from eca_deploy.fileio import sha256_file
 
-    validate(ref)
+    validate(ref, trust_checkpoint)
     k = kind(ref)
     if (pretrained or pretrained_file) and k != "timm":
         raise EcaDeployError(f"--pretrained loads timm's published weights: use it with timm:NAME, not {ref}")
     if k_size is not None and k != "zoo":
         raise EcaDeployError("--k-size shapes a random zoo ResNet; a timm or own model sets its ECA k itself")
+    if weights is not None and k == "ultralytics":
+        raise EcaDeployError(f"--weights loads a state_dict into a zoo or file model; {ref} is an ultralytics "
+                             "model: pass a trained ultralytics checkpoint as --model best.pt")  # fmt: skip
     if weights is not None:
         source = f"{weights.name} sha256:{sha256_file(weights)}" if weights.is_file() else str(weights)
     elif pretrained_file is not None:
@@ -135,6 +161,10 @@ def load(
         from eca_deploy.models.timm_models import pretrained_source, timm_name
 
         source = pretrained_source(timm_name(ref))
+    elif k == "file":
+        source = f"{FACTORY_WEIGHTS} {ref}"  # the factory's module as it is: its own weights, never altered
+    elif k == "ultralytics" and Path(ref).suffix.lower() == ".pt":
+        source = f"{Path(ref).name} sha256:{sha256_file(Path(ref))}"
     else:
         source = RANDOM_WEIGHTS
 
@@ -161,22 +191,39 @@ def load(
         def build() -> nn.Module:
             return create_timm(timm_name(ref), weights=weights, pretrained=pretrained, pretrained_file=pretrained_file,
                                num_classes=num_classes, img_size=prep.size)  # fmt: skip
+    elif k == "ultralytics":
+        from eca_deploy.models import ultralytics
+
+        def build() -> nn.Module:
+            return ultralytics.load(ref, num_classes=num_classes or recorded_classes, trust_checkpoint=trust_checkpoint)
     else:
 
         def build() -> nn.Module:
-            return _load_file_model(ref, weights, num_classes)
+            return _load_file_model(ref, weights, num_classes, recorded_classes)
 
-    if source != RANDOM_WEIGHTS:
+    # Seeded before the call: a network initialised at random (timm's, a YAML's, a factory's) is the same one
+    # in export and check. Nothing is reseeded or changed after the call.
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
         module = build()
-    else:
-        with torch.random.fork_rng():
-            torch.manual_seed(SEED)
-            module = build()
     if k == "file":
         prep = settle(preprocessing_of(module, img_size))
-    if source == RANDOM_WEIGHTS:
+    elif k == "ultralytics":
+        from eca_deploy.models.ultralytics import DEFAULT_IMG_SIZE, yolo_preprocessing
+
+        prep = settle(yolo_preprocessing(img_size or getattr(module, "img_size", DEFAULT_IMG_SIZE)))
+    if source == RANDOM_WEIGHTS and k == "timm":  # timm's own random initialisation only
         module = _recalibrated(ref, module, prep)
     return LoadedModel(ref, module.eval(), prep, source)
+
+
+def has_random_weights(ref: str, weights: Path | None = None, pretrained: bool = False) -> bool:
+    """Whether `load(ref, weights=..., pretrained=...)` gives random weights: a zoo, timm or YAML model with
+    neither. A factory's module and an ultralytics checkpoint hold their own weights."""
+    k = kind(ref)
+    if weights is not None or pretrained or k in ("file", "module"):
+        return False
+    return not (k == "ultralytics" and Path(ref).suffix.lower() == ".pt")
 
 
 def _recalibrated(ref: str, module: nn.Module, prep: Preprocessing) -> nn.Module:
@@ -215,11 +262,27 @@ def _split_file_ref(ref: str) -> tuple[Path, str]:
     return path, factory
 
 
-def _load_file_model(ref: str, weights: Path | None, num_classes: int | None) -> nn.Module:
-    """Import the file, call its factory (with num_classes when given), load `weights` into the module."""
+def takes_num_classes(factory: Callable[..., Any]) -> bool:
+    """Whether `factory` accepts a `num_classes` keyword (named, or through **kwargs)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C extension without a signature
+        return False
+    return any(p.name == "num_classes" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _load_file_model(
+    ref: str, weights: Path | None, num_classes: int | None, recorded_classes: int | None = None
+) -> nn.Module:
+    """Import the file and call its factory: with num_classes only when it takes it (--num-classes, or the count
+    the metadata records); then load `weights` (--weights) into the module. Otherwise the module is untouched."""
     path, factory_name = _split_file_ref(ref)
     factory = function_of(import_file(path, "eca_deploy_user_"), path, factory_name)
-    kwargs: dict[str, Any] = {"num_classes": num_classes} if num_classes is not None else {}
+    takes = takes_num_classes(factory)
+    if num_classes is not None and not takes:
+        raise EcaDeployError(f"{ref}() takes no num_classes argument: drop --num-classes (the factory sets it)")
+    classes = num_classes if num_classes is not None else recorded_classes
+    kwargs: dict[str, Any] = {"num_classes": classes} if classes is not None and takes else {}
     try:
         model = factory(**kwargs)
     except Exception as exc:  # the user's factory

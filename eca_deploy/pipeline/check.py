@@ -189,22 +189,29 @@ def reference_model(
     metadata: ModelMetadata | None,
     img_size: int,
     preprocessing: Any = None,
+    trust_checkpoint: bool = False,
 ) -> Any:
-    """The PyTorch model the target came from: the checkpoint, timm's pretrained weights, or export's seeded model."""
+    """The PyTorch model the target came from, built as export built it: the checkpoint, timm's pretrained
+    weights, the factory's module, the ultralytics checkpoint or YAML, or export's seeded model."""
     from eca_deploy.models import sources
     from eca_deploy.models.seeded import RANDOM_WEIGHTS
 
-    num_classes = (metadata.num_classes or None) if metadata else None  # 0: no logits output (a detector)
+    kind = sources.kind(model_name)
+    classes = (metadata.num_classes or None) if metadata else None  # 0: no logits output (a detector)
     pretrained = False
+    own = kind == "ultralytics" or (kind == "file" and weights is None)  # the model file holds its weights
     if weights is None and metadata is not None and metadata.weights and metadata.weights != RANDOM_WEIGHTS:
-        if not metadata.weights.startswith("timm pretrained"):
+        if metadata.weights.startswith("timm pretrained"):
+            pretrained = True
+        elif not own:
             raise EcaDeployError(
                 f"the model was exported from {metadata.weights.split(' ')[0]}: pass that checkpoint with --weights"
             )
-        pretrained = True
-    block_k = list(metadata.k_sizes) if metadata and sources.kind(model_name) == "zoo" else None
-    loaded = sources.load(model_name, weights=weights, pretrained=pretrained, num_classes=num_classes,
-                          img_size=img_size, block_k=block_k, preprocessing=preprocessing)  # fmt: skip
+    block_k = list(metadata.k_sizes) if metadata and kind == "zoo" else None
+    loaded = sources.load(model_name, weights=weights, pretrained=pretrained,
+                          num_classes=None if kind == "file" else classes, recorded_classes=classes,
+                          img_size=img_size, block_k=block_k, preprocessing=preprocessing,
+                          trust_checkpoint=trust_checkpoint)  # fmt: skip
     return loaded.module
 
 
@@ -251,8 +258,9 @@ def _onnx_reference(path: Path, warn: Any) -> Reference:
 
 
 def _torch_reference(
-    target: Target, name: str, weights: Path | None, prep: Any, warn: Any, interface: ModelInterface
-) -> Reference:
+    target: Target, name: str, weights: Path | None, prep: Any, warn: Any, interface: ModelInterface,
+    trust_checkpoint: bool = False,
+) -> Reference:  # fmt: skip
     """The PyTorch model `name`, refused in one line when the target's graph is another architecture."""
     from eca_deploy.backends.torch_runner import TorchRunner
     from eca_deploy.pipeline.architecture import mismatch
@@ -260,7 +268,8 @@ def _torch_reference(
     meta = target.metadata
     if weights is None and (meta is None or not meta.weights or meta.weights.startswith("random")):
         warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
-    torch_model = reference_model(name, weights, meta if meta is None or meta.model == name else None, prep.size, prep)
+    torch_model = reference_model(name, weights, meta if meta is None or meta.model == name else None, prep.size, prep,
+                                  trust_checkpoint)  # fmt: skip
     differs = mismatch(target.onnx, torch_model) if target.onnx is not None else None
     if differs:
         origin = f" (its metadata says {meta.model})" if meta is not None and meta.model != name else ""
@@ -295,6 +304,7 @@ def run_check(
     interface: ModelInterface | None = None,
     detection: Any = None,
     decoder: Any = None,
+    trust_checkpoint: bool = False,
 ) -> CheckResult:
     """Compare `target` with its reference on real photographs.
 
@@ -323,7 +333,7 @@ def run_check(
                 f"{target.label} carries no eca-deploy metadata: pass --reference-onnx FILE (the FP32 ONNX to compare "
                 "with) or --model NAME"
             )
-        sources.validate(name)
+        sources.validate(name, trust_checkpoint)
     if meta is not None and model_name and meta.model != model_name:
         warn(f"{target.label} was exported from {meta.model}, checking against --model {model_name}")
     described = meta or (onnx_reference.metadata if onnx_reference else None)
@@ -353,7 +363,7 @@ def run_check(
         random_weights = has_random_weights(described)
     else:
         assert name is not None
-        reference = _torch_reference(target, name, weights, prep, warn, interface)
+        reference = _torch_reference(target, name, weights, prep, warn, interface, trust_checkpoint)
         random_weights = weights is None and (meta is None or not meta.weights or has_random_weights(meta))
     step = fixed_batch or batch
     out = target.runner.run_all(loaded.array, step, fixed_batch=fixed_batch is not None)

@@ -134,6 +134,7 @@ def run_export(
     warn: Callable[[str], None] = lambda _m: None,
     status: StatusFactory = None,
     output_names: tuple[str, ...] | None = None,
+    trust_checkpoint: bool = False,
 ) -> ExportResult:
     """Export the model `model_name` names (zoo, `timm:NAME`, `file.py:factory`) to `output`.
 
@@ -145,8 +146,9 @@ def run_export(
     from eca_deploy.fileio import claim_output_file
     from eca_deploy.models import sources
 
-    sources.validate(model_name)
-    model_file = model_name.rpartition(":")[0] if sources.kind(model_name) == "file" else None
+    sources.validate(model_name, trust_checkpoint)
+    kind = sources.kind(model_name)
+    model_file = model_name.rpartition(":")[0] if kind == "file" else model_name if kind == "ultralytics" else None
     claim_output_file(output, "--output", [weights, pretrained_file, model_file, images])
     if images:
         list_images(images)  # fail on a bad folder before any work
@@ -154,12 +156,11 @@ def run_export(
     with _status(status, f"building {model_name}"):
         loaded = sources.load(model_name, weights=weights, pretrained=pretrained, pretrained_file=pretrained_file,
                               num_classes=num_classes, img_size=img_size, k_size=k_size,
-                              preprocessing=preprocessing, adjust=adjust)  # fmt: skip
+                              preprocessing=preprocessing, adjust=adjust,
+                              trust_checkpoint=trust_checkpoint)  # fmt: skip
     if loaded.random:
-        warn(
-            f"no --weights given: exporting {model_name} with a seeded random initialisation "
-            "(seed 0, BatchNorm statistics from the sample photos)"
-        )
+        recalibrated = ", BatchNorm statistics from the sample photos" if kind in ("zoo", "timm") else ""
+        warn(f"no --weights given: exporting {model_name} with a seeded random initialisation (seed 0{recalibrated})")
     return export_loaded(loaded, output=output, opset=opset, batch=batch, exporter=exporter, fuse=fuse,
                          fuse_tolerance=fuse_tolerance, images=images, verify=verify, status=status,
                          output_names=output_names)  # fmt: skip
@@ -196,7 +197,7 @@ def export_loaded(
                          output_names=output_names, classifier=classifier)  # fmt: skip
     opts.validate()
     model, name = loaded.module, loaded.ref
-    if sources.kind(name) in ("file", "module"):  # zoo and timm models were estimated before they were built
+    if sources.kind(name) in ("file", "ultralytics", "module"):  # zoo and timm: estimated before they were built
         from eca_deploy.memory import check_torch_memory
 
         work, (height, width) = max(batch or VERIFY_BATCH, 2), prep.hw

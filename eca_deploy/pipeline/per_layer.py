@@ -132,7 +132,7 @@ def _run_torch(model: nn.Module, sources: dict[str, str], images: np.ndarray) ->
         for b, src in sources.items()
     ]
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             model(torch.from_numpy(images))
     finally:
         for h in hooks:

@@ -12,6 +12,9 @@ above `classifier-threshold` (and above 0) and its value as the confidence. Engi
 from an ONNX model the export appends a Softmax and nvinfer builds its engine from that; with an
 engine built from the logits model the labels are right whenever the top logit is positive but the
 confidence is a logit, not a probability.
+
+A YOLO raw head (layout yolov8 in the metadata) is a detector: nvinfer runs it with DeepStream-Yolo's
+bounding-box parser and clusters with NMS; see eca_deploy.serving.yolo for the parser and the output it reads.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -29,6 +33,7 @@ from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.serving.files import staged_dir
 from eca_deploy.serving.spec import ServingSpec, TensorSpec
+from eca_deploy.serving.yolo import yolo_detection
 
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
 COLOR_FORMAT = {"RGB": 0, "BGR": 1}
@@ -133,6 +138,8 @@ def nvinfer_config(
     prep = spec.metadata.preprocessing
     norm = nvinfer_normalisation(prep)
     c, h, w = spec.inputs[0].dims
+    if yolo_detection(spec.metadata) is not None:
+        return _yolo_config(spec, opts, norm, engine_file=engine_file, onnx_file=onnx_file, plugin_file=plugin_file)
     lines = [
         f"# nvinfer configuration for {spec.name} (eca-deploy export-deepstream)",
         f"# normalisation: one scale for all channels; worst relative error {norm.max_relative_error:.2%}, "
@@ -163,6 +170,94 @@ def nvinfer_config(
         f"scaling-filter={SCALING_FILTERS.get(prep.interpolation, 1)}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _yolo_config(
+    spec: ServingSpec,
+    opts: DeepStreamOptions,
+    norm: NvinferNormalisation,
+    *,
+    engine_file: str | None,
+    onnx_file: str | None,
+    plugin_file: str | None,
+) -> str:
+    """nvinfer as a detector on YOLO's head: DeepStream-Yolo's parser, NMS clustering, letterboxed input."""
+    from eca_deploy.serving.yolo import PARSER_FUNCTION, PARSER_LIBRARY, PARSER_SOURCE
+
+    c, h, w = spec.inputs[0].dims
+    lines = [
+        f"# nvinfer configuration for {spec.name}, a YOLO detector (eca-deploy export-deepstream)",
+        f"# input: RGB / 255, letterboxed to {w}x{h} (maintain-aspect-ratio, symmetric-padding), as ultralytics does",
+        f"# {PARSER_LIBRARY} (function {PARSER_FUNCTION}) is not part of eca-deploy or DeepStream: build it from",
+        f"# {PARSER_SOURCE} (CUDA_VER=<your CUDA> make -C nvdsinfer_custom_impl_Yolo) and copy it here",
+        "[property]",
+        f"gpu-id={opts.gpu_id}",
+    ]
+    if onnx_file:
+        lines.append(f"onnx-file={onnx_file}")
+    if engine_file:
+        lines.append(f"model-engine-file={engine_file}")
+    lines += [
+        "labelfile-path=labels.txt",
+        f"batch-size={opts.batch}",
+        f"network-mode={NETWORK_MODE.get(spec.precision, 0)}",
+        f"num-detected-classes={spec.num_classes}",
+        "network-type=0",
+        "process-mode=1",
+        f"gie-unique-id={opts.unique_id}",
+        f"model-color-format={norm.model_color_format}",
+        f"net-scale-factor={norm.net_scale_factor!r}",
+        f"infer-dims={c};{h};{w}",
+        f"output-blob-names={spec.outputs[0].name}",
+        "cluster-mode=2",
+        "maintain-aspect-ratio=1",
+        "symmetric-padding=1",
+        f"parse-bbox-func-name={PARSER_FUNCTION}",
+        f"custom-lib-path={PARSER_LIBRARY}",
+    ]
+    if plugin_file:
+        lines.append(f"# the ECA plugin {plugin_file} is loaded with LD_PRELOAD (custom-lib-path holds the parser)")
+    lines += [
+        "",
+        "[class-attrs-all]",
+        f"pre-cluster-threshold={opts.threshold or 0.25:g}",
+        "nms-iou-threshold=0.45",
+        "topk=300",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _yolo_readme(spec: ServingSpec, opts: DeepStreamOptions, plugin: str | None) -> str:
+    from eca_deploy.serving.yolo import PARSER_FUNCTION, PARSER_LIBRARY, PARSER_SOURCE
+
+    _, h, w = spec.inputs[0].dims
+    preload = f"LD_PRELOAD=$PWD/{plugin} " if plugin else ""
+    return "\n".join([
+        f"# DeepStream: {spec.name} as a primary detector (YOLO)",
+        "",
+        f"`{CONFIG_NAME}` configures nvinfer to detect objects ({w}x{h} input, letterboxed, batch {opts.batch}, "
+        f"{spec.num_classes} classes from `labels.txt`, one per line).",
+        "",
+        f"The model's raw head [4 + classes, anchors] ends here in `{spec.outputs[0].name}` [anchors, 6] (x1, y1, "
+        "x2, y2, best score, class index), the output that DeepStream-Yolo's parser reads. nvinfer needs that "
+        f"parser: build `{PARSER_LIBRARY}` from {PARSER_SOURCE} (`CUDA_VER=<your CUDA> make -C "
+        "nvdsinfer_custom_impl_Yolo`) and copy it into this folder; `parse-bbox-func-name="
+        f"{PARSER_FUNCTION}` calls it, `cluster-mode=2` runs NMS (`nms-iou-threshold`, `pre-cluster-threshold` "
+        "under [class-attrs-all]).",
+        "",
+        "```bash",
+        f"{preload}gst-launch-1.0 uridecodebin uri=file://$PWD/sample_720p.mp4 ! m.sink_0 \\",
+        f"  nvstreammux name=m batch-size={opts.batch} width=1280 height=720 ! \\",
+        f"  nvinfer config-file-path={CONFIG_NAME} ! nvvideoconvert ! nvdsosd ! \\",
+        "  nvvideoconvert ! x264enc ! mp4mux ! filesink location=annotated.mp4",
+        "```",
+        "",
+        "Differences from `eca-deploy run`: nvinfer letterboxes with its own padding value (ultralytics pads with "
+        "grey 114) and scales with its own filter."
+        + (f" The ECA plugin `{plugin}` is preloaded (LD_PRELOAD): custom-lib-path holds the parser." if plugin
+           else ""),
+        "",
+    ])  # fmt: skip
 
 
 def _readme(spec: ServingSpec, opts: DeepStreamOptions, probabilities: bool, plugin: str | None) -> str:
@@ -227,6 +322,10 @@ def export_deepstream(
     """
     if (engine is None) == (onnx_model is None):
         raise EcaDeployError("pass exactly one of --engine MODEL.plan or --onnx MODEL.onnx")
+    yolo = yolo_detection(spec.metadata)
+    if yolo is not None:
+        return _export_yolo(spec, out, opts, yolo, engine=engine, onnx_model=onnx_model, onnx_name=onnx_name,
+                            plugin=plugin, labels=labels, force=force, inputs=inputs)  # fmt: skip
     probabilities = onnx_model is not None
     onnx_file = None
     if onnx_model is not None:
@@ -250,6 +349,46 @@ def export_deepstream(
             shutil.copyfile(engine, stage / engine.name)
         if onnx_model is not None:
             onnx.save(with_softmax(onnx_model), str(stage / onnx_file))  # type: ignore[operator]
+        if plugin is not None:
+            shutil.copyfile(plugin, stage / plugin.name)
+            (stage / plugin.name).chmod(0o755)
+    return DeepStreamExport(out, out / CONFIG_NAME, nvinfer_normalisation(spec.metadata.preprocessing))  # type: ignore[union-attr]
+
+
+def _export_yolo(
+    spec: ServingSpec,
+    out: Path,
+    opts: DeepStreamOptions,
+    detection: Any,
+    *,
+    engine: Path | None,
+    onnx_model: onnx.ModelProto | None,
+    onnx_name: str,
+    plugin: Path | None,
+    labels: tuple[str, ...],
+    force: bool,
+    inputs: Iterable[Path | None],
+) -> DeepStreamExport:
+    """A YOLO detector: the ONNX with DeepStream-Yolo's output appended (nvinfer builds the engine), its config."""
+    from eca_deploy.serving.yolo import DEEPSTREAM_OUTPUT, labels_text, with_deepstream_yolo_output
+
+    if onnx_model is None:
+        raise EcaDeployError(
+            f"{engine.name if engine else 'the engine'} outputs YOLO's raw head, which DeepStream's YOLO parser does "
+            "not read: pass the ONNX model (--onnx) so that its output is converted and nvinfer builds the engine"
+        )
+    raw = detection.outputs[0]
+    anchors = next(t for t in spec.outputs if t.name == raw).dims[-1]
+    spec = dataclasses.replace(spec, outputs=(TensorSpec(DEEPSTREAM_OUTPUT, spec.outputs[0].dtype, (anchors, 6)),))
+    onnx_file = f"{onnx_name}.deepstream.onnx"
+    engine_file = f"{onnx_file}_b{opts.batch}_gpu{opts.gpu_id}_{spec.precision}.engine"
+    plugin_file = plugin.name if plugin is not None else None
+    text = nvinfer_config(spec, opts, engine_file=engine_file, onnx_file=onnx_file, plugin_file=plugin_file)
+    with staged_dir(out, force=force, option="--out", inputs=[plugin, *inputs], expected=(engine_file,)) as stage:
+        (stage / CONFIG_NAME).write_text(text)
+        (stage / "labels.txt").write_text(labels_text(detection, labels))
+        (stage / "README.md").write_text(_yolo_readme(spec, opts, plugin_file))
+        onnx.save(with_deepstream_yolo_output(onnx_model, raw), str(stage / onnx_file))
         if plugin is not None:
             shutil.copyfile(plugin, stage / plugin.name)
             (stage / plugin.name).chmod(0o755)

@@ -183,6 +183,10 @@ def _server_lines(plugins: Sequence[str], gpu: bool) -> list[str]:
 
 def _summary(spec: ServingSpec, opts: TritonOptions, config: TritonConfig) -> str:
     batching = f"max batch {config.max_batch_size}" if config.max_batch_size else f"fixed batch {spec.batch.min}"
+    from eca_deploy.serving.yolo import yolo_detection
+
+    if yolo_detection(spec.metadata) is not None:
+        batching += ", a YOLO detector (raw head, layout yolov8; decoding and NMS on the client)"
     if opts.platform != "tensorrt_plan":
         return f"ONNX model on ONNX Runtime (CPU), {batching}, {spec.num_classes} classes."
     built = spec.built_with or {}
@@ -218,8 +222,8 @@ def _readme(repo: Path, spec: ServingSpec, opts: TritonOptions, config: TritonCo
         f"Input `{spec.inputs[0].name}`: float32 {shape}, preprocessed as eca-deploy does it (resize the shorter "
         "side, centre crop, RGB scaled to [0, 1], normalised with the model's mean/std; see docs/runtime.md)"
         + (f": {_preprocessing_text(spec.metadata.preprocessing)}." if spec.metadata is not None else ".")
-        + f" Output `{spec.outputs[0].name}`: {spec.num_classes} logits per image (apply softmax for "
-        "probabilities). Ask for `class_count` to get the top classes with their labels.",
+        + " "
+        + _output_text(spec),
         "",
         "```bash",
         f"curl localhost:8000/v2/models/{name}/config",
@@ -229,6 +233,17 @@ def _readme(repo: Path, spec: ServingSpec, opts: TritonOptions, config: TritonCo
         "",
     ]
     return "\n".join(lines)
+
+
+def _output_text(spec: ServingSpec) -> str:
+    """What the output is and what decodes it: a classifier's logits, or a YOLO raw head."""
+    from eca_deploy.serving.yolo import layout_text, yolo_detection
+
+    detection = yolo_detection(spec.metadata)
+    if detection is not None:
+        return layout_text(detection, spec.num_classes)
+    return (f"Output `{spec.outputs[0].name}`: {spec.num_classes} logits per image (apply softmax for "
+            "probabilities). Ask for `class_count` to get the top classes with their labels.")  # fmt: skip
 
 
 def repository_readme(repo: Path) -> str:
