@@ -20,11 +20,13 @@ every ONNX is scored by ultralytics' own `val` on the held-out canvases (mAP50-9
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +117,9 @@ def make_dataset(folder: Path, train: int, val: int) -> Path:
 def _model_yaml() -> str:
     """The YOLOv8n-ECA YAML when the project ships one (ECA registered for ultralytics), else plain yolov8n."""
     if YAML.exists():
-        import eca_deploy.models.ultralytics  # noqa: F401  (registers ECA for ultralytics' YAML parser)
+        from eca_deploy.models.ultralytics import register
 
+        register()  # ECA for ultralytics' YAML parser
         return str(YAML)
     return "yolov8n.yaml"
 
@@ -211,21 +214,41 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def val_map(onnx_path: Path, data_yaml: Path) -> tuple[float, float]:
+@contextlib.contextmanager
+def plain_qdq_sessions() -> Iterator[None]:
+    """ONNX Runtime sessions with graph optimisations off while inside: Q/DQ pairs computed as written (TensorRT's
+    arithmetic) instead of ORT's own fused int8 kernels (docs/precision.md)."""
+    import onnxruntime as ort
+
+    original = ort.InferenceSession
+
+    def session(path: object, sess_options: object = None, *args: object, **kwargs: object) -> object:
+        options = sess_options or ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return original(path, options, *args, **kwargs)
+
+    ort.InferenceSession = session
+    try:
+        yield
+    finally:
+        ort.InferenceSession = original
+
+
+def val_map(onnx_path: Path, data_yaml: Path, plain_qdq: bool = False) -> tuple[float, float]:
     """ultralytics' own `val` of one ONNX on the held-out canvases: (mAP50-95, mAP50)."""
     from ultralytics import YOLO
 
-    metrics = YOLO(str(onnx_path), task="detect").val(
-        data=str(data_yaml), imgsz=CANVAS, batch=1, device="cpu", plots=False, verbose=False, workers=0
-    )
+    with plain_qdq_sessions() if plain_qdq else contextlib.nullcontext():
+        metrics = YOLO(str(onnx_path), task="detect").val(
+            data=str(data_yaml), imgsz=CANVAS, batch=1, device="cpu", plots=False, verbose=False, workers=0
+        )
     return float(metrics.box.map), float(metrics.box.map50)
 
 
 def check(reference: Path, candidate: Path, images: Path) -> dict:
     """`eca-deploy check --reference-onnx` of one artifact against the FP32 ONNX, as --json."""
-    result = cli(
-        "check", "--onnx", str(candidate), "--reference-onnx", str(reference), "--images", str(images), "--json"
-    )
+    result = cli("check", "--onnx", str(candidate), "--reference-onnx", str(reference), "--images", str(images),
+                 "--json")  # fmt: skip
     try:
         payload = json.loads(result.stdout)
     except json.JSONDecodeError:
@@ -234,48 +257,102 @@ def check(reference: Path, candidate: Path, images: Path) -> dict:
     return payload
 
 
+def head_quantized_int8(fused: Path, calib: Path, output: Path, imagenet: bool) -> None:
+    """INT8 as eca-deploy's quantizer made it before it kept a head's decoding in float: the same quantizer with
+    the decoding nodes quantized too; with `imagenet`, calibrated on ImageNet-preprocessed crops as well (what
+    quantize did with an ONNX whose YOLO preprocessing it could not read). For comparison only."""
+    import eca_deploy.precision.qdq as qdq
+    from eca_deploy.data.images import Preprocessing
+    from eca_deploy.pipeline.quantize import run_quantize
+    from eca_deploy.precision.quantize import QuantizeOptions
+
+    kept = qdq.decoding_nodes
+    qdq.decoding_nodes = lambda model: set()
+    try:
+        adjust = (lambda prep: Preprocessing.for_size(CANVAS)) if imagenet else None
+        run_quantize(fused, calib, output, QuantizeOptions(use_cache=False), verify=False, adjust=adjust)
+    finally:
+        qdq.decoding_nodes = kept
+
+
 def measure(out: Path, data_yaml: Path, weights: Path, calib_count: int | None) -> list[dict]:
     fp32 = export_onnx(weights, out)
+    calib = out / "data" / "images" / "train"
+    fused, fp16, int8 = out / "yolo.fused.onnx", out / "yolo.fused.fp16.onnx", out / "yolo.fused.int8.onnx"
     steps = [
-        ("fuse", str(fp32), "--output", str(out / "yolo.fused.onnx")),
-        ("convert", "--fp16", "--onnx", str(out / "yolo.fused.onnx"), "--output", str(out / "yolo.fused.fp16.onnx")),
-        ("quantize", "--onnx", str(out / "yolo.fused.onnx"), "--calib-images", str(out / "data" / "images" / "train"))
+        ("fuse", str(fp32), "--output", str(fused)),
+        ("convert", "--fp16", "--onnx", str(fused), "--output", str(fp16)),
+        ("quantize", "--onnx", str(fused), "--calib-images", str(calib))
         + (("--calib-count", str(calib_count)) if calib_count else ())
-        + ("--keep-failed", "--output", str(out / "yolo.fused.int8.onnx")),
+        + ("--keep-failed", "--output", str(int8)),
     ]
+    commands = []
     for step in steps:
         result = cli(*step)
+        commands.append({"command": "eca-deploy " + " ".join(step), "exit_code": result.returncode,
+                         "stdout": result.stdout[-2000:], "stderr": result.stderr[-2000:]})  # fmt: skip
         print(f"$ eca-deploy {' '.join(step)}  -> exit {result.returncode}", flush=True)
         if result.returncode not in (0, 1):
             print(result.stderr, file=sys.stderr)
+    head_yolo, head_imagenet = out / "yolo.fused.int8-head.onnx", out / "yolo.fused.int8-head-imagenet.onnx"
+    head_quantized_int8(fused, calib, head_yolo, imagenet=False)
+    head_quantized_int8(fused, calib, head_imagenet, imagenet=True)
     artifacts = [
-        ("ultralytics' ONNX (FP32)", fp32),
-        ("fused", out / "yolo.fused.onnx"),
-        ("FP16 (`convert --fp16`)", out / "yolo.fused.fp16.onnx"),
-        ("INT8 (`quantize`)", out / "yolo.fused.int8.onnx"),
+        ("ultralytics' ONNX (FP32)", fp32, False),
+        ("fused (`fuse`)", fused, False),
+        ("FP16 (`convert --fp16`)", fp16, False),
+        ("INT8 (`quantize`, default: head decoding in float, YOLO letterbox calibration)", int8, True),
+        ("INT8, head decoding quantized, YOLO letterbox calibration", head_yolo, True),
+        ("INT8, head decoding quantized, ImageNet calibration (the quantizer before)", head_imagenet, True),
     ]
     images = out / "data" / "images" / "val"
     rows = []
-    for label, path in artifacts:
+    for label, path, qdq_model in artifacts:
         if not path.exists():
             rows.append({"artifact": label, "path": path.name, "missing": True})
             continue
-        map5095, map50 = val_map(path, data_yaml)
-        verdict = check(fp32, path, images)
-        rows.append({"artifact": label, "path": path.name, "map50_95": map5095, "map50": map50, "check": verdict})
-        print(f"{label}: mAP50-95 {map5095:.3f} mAP50 {map50:.3f} check exit {verdict['exit_code']}", flush=True)
+        map5095, map50 = val_map(path, data_yaml, plain_qdq=qdq_model)
+        row = {"artifact": label, "path": path.name, "map50_95": map5095, "map50": map50}
+        if qdq_model:  # what ultralytics' val gives with ONNX Runtime's default (fused int8 kernel) session
+            row["map50_95_ort_default"], row["map50_ort_default"] = val_map(path, data_yaml)
+        row["check"] = check(fp32, path, images)
+        rows.append(row)
+        print(f"{label}: mAP50-95 {map5095:.3f} mAP50 {map50:.3f} check exit {row['check']['exit_code']}", flush=True)
+    rows.append({"commands": commands})
     return rows
 
 
+def verdict_text(verdict: dict) -> str:
+    """'PASS (F1 0.998, agreement mAP50-95 0.97)' or 'FAIL: the first failure'."""
+    code = verdict.get("exit_code")
+    if code not in (0, 1):
+        return f"error (exit {code}): {' '.join(verdict.get('error') or [])}"
+    detection = verdict.get("detection") or {}
+    found = detection.get("agreement") or {} if detection.get("measured") else {}
+    figures = [] if found or not detection else ["detections not measured: the reference found none"]
+    if found.get("f1") is not None:
+        figures.append(f"F1 {found['f1']:.3f}")
+    if found.get("map50_95") is not None:
+        figures.append(f"agreement mAP50-95 {found['map50_95']:.3f}")
+    if code == 0:
+        return "PASS" + (f" ({', '.join(figures)})" if figures else "")
+    failures = verdict.get("failures") or []
+    return "FAIL" + (f" ({', '.join(figures)})" if figures else "") + (f": {failures[0]}" if failures else "")
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| artifact | mAP50-95 | mAP50 | eca-deploy check |", "| --- | ---: | ---: | --- |"]
+    lines = ["| artifact | mAP50-95 | mAP50 | mAP50-95 / mAP50, ORT default session | eca-deploy check |",
+             "| --- | ---: | ---: | ---: | --- |"]  # fmt: skip
     for row in rows:
-        if row.get("missing"):
-            lines.append(f"| {row['artifact']} | - | - | not written |")
+        if "commands" in row:
             continue
-        verdict = row["check"]
-        word = {0: "PASS", 1: "FAIL"}.get(verdict["exit_code"], f"error (exit {verdict['exit_code']})")
-        lines.append(f"| {row['artifact']} | {row['map50_95']:.3f} | {row['map50']:.3f} | {word} |")
+        if row.get("missing"):
+            lines.append(f"| {row['artifact']} | - | - | - | not written |")
+            continue
+        ort = (f"{row['map50_95_ort_default']:.3f} / {row['map50_ort_default']:.3f}"
+               if "map50_95_ort_default" in row else "")  # fmt: skip
+        lines.append(f"| {row['artifact']} | {row['map50_95']:.3f} | {row['map50']:.3f} | {ort} | "
+                     f"{verdict_text(row['check'])} |")  # fmt: skip
     return "\n".join(lines)
 
 
