@@ -234,3 +234,18 @@ def test_random_weights_notice_says_what_the_model_predicts() -> None:
     heads = random_weights_notice({"outputs": [{"name": "boxes", "kind": "tensor"}]})
     assert "classifier" not in heads and "a trained model" in heads
     assert random_weights_notice() == RANDOM_WEIGHTS_NOTICE and "real classifier" in RANDOM_WEIGHTS_NOTICE
+
+
+def test_deploy_doc_lists_the_recommendation_fields() -> None:
+    """docs/deploy.md spells out `deploy --json`'s recommendation: the fields are the program's."""
+    import dataclasses
+    import re
+
+    from eca_deploy.deploy.recommend import Pick, Recommendation
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text().split())
+    listed = re.search(r'"per_batch": \[\{(.*?)\}\]', text)
+    assert listed is not None
+    assert re.findall(r'"(\w+)"', listed.group(1)) == [f.name for f in dataclasses.fields(Pick)]
+    sample = Recommendation((), (), (), "").as_dict()
+    assert all(f'"{key}"' in text for key in sample)
