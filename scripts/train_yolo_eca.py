@@ -270,7 +270,8 @@ def head_quantized_int8(fused: Path, calib: Path, output: Path, imagenet: bool) 
     qdq.decoding_nodes = lambda model: set()
     try:
         adjust = (lambda prep: Preprocessing.for_size(CANVAS)) if imagenet else None
-        run_quantize(fused, calib, output, QuantizeOptions(use_cache=False), verify=False, adjust=adjust)
+        options = QuantizeOptions(method="percentile", use_cache=False)  # `quantize`'s default method
+        run_quantize(fused, calib, output, options, verify=False, adjust=adjust)
     finally:
         qdq.decoding_nodes = kept
 
