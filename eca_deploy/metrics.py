@@ -206,17 +206,30 @@ class OutputCheck:
     reference_scale: float = 0.0  # max |reference value| of this output
     advisory: list[str] = field(default_factory=list)  # bounds outside tolerance that do not decide (see decided_by)
     decided_by: str = "tensor"  # "tensor", or "detections": a detector's head whose detections were judged
+    reference_constant: float | None = None  # the one value of a constant reference output (a dead head), else None
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def note(self) -> str | None:
+        """Said aloud when the reference output is constant: agreement with it proves nothing about the model."""
+        if self.reference_constant is None:
+            return None
+        what = "all zeros" if self.reference_constant == 0 else f"constant ({self.reference_constant:.6g})"
+        return (
+            f"{self.name}: the reference's output is {what} on every image, so agreeing with it (cosine "
+            f"{self.agreement.cosine_min:.6f}) says nothing; a dead head or a broken export looks like this"
+        )
 
     def as_dict(self, image_names: list[str] | None = None) -> dict[str, object]:
         a = self.agreement.as_dict()
         if image_names is not None:
             a["worst_images"] = [image_names[i] for i in self.agreement.worst_images]
         return {**a, "kind": self.kind, "reference_scale": self.reference_scale, "passed": self.passed,
-                "failures": self.failures, "advisory": self.advisory, "decided_by": self.decided_by}  # fmt: skip
+                "failures": self.failures, "advisory": self.advisory, "decided_by": self.decided_by,
+                "reference_constant": self.reference_constant, "note": self.note}  # fmt: skip
 
 
 def compare_outputs(
@@ -254,8 +267,24 @@ def compare_outputs(
         groups = detection.channel_groups(name) if detection is not None else None
         agreement = compare(ref, out, logits=kind == "logits", layout_groups=groups)
         scale = float(np.abs(np.asarray(ref, np.float64)).max()) if ref.size else 0.0
-        checks[name] = OutputCheck(name, kind, agreement, tolerance.failures(agreement, scale), scale)
+        failures = tolerance.failures(agreement, scale)
+        checks[name] = OutputCheck(name, kind, agreement, failures, scale, reference_constant=constant_value(ref))
     return checks
+
+
+def constant_value(reference: np.ndarray) -> float | None:
+    """The one value every element of a reference output holds, over every image (all zeros, a saturated or dead
+    head), else None. An output of a single element is not called constant."""
+    ref = np.asarray(reference)
+    if ref.size < 2:
+        return None
+    first = ref.flat[0]
+    return float(first) if bool(np.all(ref == first)) else None
+
+
+def output_notes(checks: Mapping[str, OutputCheck]) -> list[str]:
+    """What must be said aloud about the outputs (a constant reference output), one line each."""
+    return [c.note for c in checks.values() if c.note]
 
 
 def named_failures(checks: Mapping[str, OutputCheck]) -> list[str]:

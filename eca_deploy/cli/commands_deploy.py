@@ -62,7 +62,7 @@ def deploy_command(
 ) -> None:
     """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
     from eca_deploy.cli.options import check_onnx_file, parse_duration, parse_sizes
-    from eca_deploy.deploy.report import recommendation, summary_rows
+    from eca_deploy.deploy.report import recommend, summary_rows
     from eca_deploy.deploy.run import DeployOptions, run_deploy
 
     check_onnx_file(onnx_path, "--onnx")
@@ -106,8 +106,9 @@ def deploy_command(
     for message in result.summary["bench"]["noise"]["warnings"]:
         warn(message)
     stages = [{"name": s.name, "skipped": s.skipped, "seconds": s.seconds} for s in result.stages]
+    choice = recommend(rows)  # per batch size, the fastest runtime x precision that passed its check
     json_to.write({"out": str(out), "passed": result.passed, "random_weights": result.summary["random_weights"],
-                   "recommendation": recommendation(rows), "noise": result.summary["bench"]["noise"],
+                   "recommendation": choice.as_dict(), "noise": result.summary["bench"]["noise"],
                    "rows": rows, "stages": stages})  # fmt: skip
     print_summary(result.summary, rows, out)
     if not result.passed:
@@ -116,29 +117,35 @@ def deploy_command(
 
 
 def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
-    from eca_deploy.deploy.report import recommendation
-    from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+    """The verdict table of every precision on every runtime that ran (the title names them all), then the
+    side-by-side speed table, what to ship, and anything the checks say aloud."""
+    from eca_deploy.deploy.recommend import runtime_label, several_runtimes
+    from eca_deploy.deploy.report import recommendation, side_by_side_rows
+    from eca_deploy.exporters.metadata import random_weights_notice
 
     if summary.get("random_weights"):
-        console.print(f"[yellow]{summary['model']} has {RANDOM_WEIGHTS_NOTICE}[/yellow]")
+        console.print(f"[yellow]{summary['model']} has {random_weights_notice(summary.get('interface'))}[/yellow]")
     batches = sorted({b for r in rows for b in r["images_per_s"]})
     size = summary.get("input_size")
     at = f", {size[0]}x{size[1]}" if size else ""
+    many = several_runtimes(rows)
+    outputs = len(rows[0]["outputs"]) > 1 if rows else False
     table = Table(title=f"{summary['model']} on {summary['backend_label']}{at}")
-    for col in ["precision", "verdict", "top-1", "cosine", "max err", "p50 ms @1", "p99 ms @1"]:
+    columns = ["precision", *(["runtime"] if many else []), "verdict", "top-1", "cosine", "max err",
+               *(["worst output"] if outputs else []), "p50 ms @1", "p99 ms @1"]  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="right")
     for b in batches:
         table.add_column(f"img/s @{b}", justify="right")
     first = batches[0]
     for r in rows:
-        table.add_row(r["precision"], "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]",
+        table.add_row(r["precision"], *([runtime_label(r["runtime"])] if many else []),
+                      "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]",
                       "-" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}", f"{r['cosine_min']:.5f}",
-                      f"{r['max_abs_error']:.3g}",
+                      f"{r['max_abs_error']:.3g}", *([r["output"]] if outputs else []),
                       f"{r['p50_ms'][first]:.2f}", f"{r['p99_ms'][first]:.2f}",
-                      *(r["throughput"][b] for b in batches))  # fmt: skip
+                      *(r["throughput"].get(b, "n/a") for b in batches))  # fmt: skip
     console.print(table)
-    from eca_deploy.deploy.report import side_by_side_rows
-
     side = side_by_side_rows(summary)
     if side:
         names = summary["runtimes"]
@@ -148,5 +155,7 @@ def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
         for r in side:
             st.add_row(r["precision"], str(r["batch"]), *r["cells"], r["ratio"], *r["checks"])
         console.print(st)
+    for note in dict.fromkeys(n for r in rows for n in r["notes"]):
+        warn(note)
     console.print(recommendation(rows).replace("**", ""))
     console.print(f"report: {out / 'report.md'} (and report.html); manifest: {out / 'manifest.json'}")

@@ -8,8 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from eca_deploy.deploy.recommend import candidate_label, recommend, runtime_label, several_runtimes
+from eca_deploy.deploy.recommend import fastest_by_batch as fastest_by_batch  # re-exported
 from eca_deploy.fileio import atomic_write, atomic_write_text
-from eca_deploy.pipeline.bench_noise import Fastest, describe, fastest, speed_ratio
+from eca_deploy.pipeline.bench_noise import describe, speed_ratio
 
 PLOTS = ("throughput.png", "latency.png", "accuracy.png")
 
@@ -18,48 +20,76 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
+def worst_output(outputs: dict[str, dict[str, Any]]) -> str:
+    """The output a one-line summary shows: among the failing ones if any, the one with the lowest cosine (worst
+    image), so a detector's row shows its worst head, not its first."""
+    failed = [name for name, a in outputs.items() if not a.get("passed", True)]
+    return min(failed or list(outputs), key=lambda name: outputs[name]["cosine_min"])
+
+
+def output_notes(check: dict[str, Any]) -> list[str]:
+    """What the check says aloud about its outputs (a constant reference output: agreement with it proves nothing)."""
+    notes = [a["note"] for a in check["outputs"].values() if a.get("note")]
+    return notes + [n for n in check.get("notes") or [] if n not in notes]
+
+
 def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per precision: the numbers of the summary table, taken from the check and bench JSONs."""
+    """One row per precision and runtime (ONNX Runtime and OpenVINO both, when both ran), from the check and bench
+    JSONs. Accuracy columns are the worst output's (named in `output`); top-1 is the worst over logits outputs."""
     rows = []
     for precision, result in summary["results"].items():
-        check, bench = result["check"], result["bench"]
-        outputs = check["outputs"]
-        failed = [a for a in outputs.values() if not a.get("passed", True)]
-        logits = (failed or [a for a in outputs.values() if a.get("kind", "logits") == "logits"]
-                  or list(outputs.values()))[0]  # fmt: skip
-        by_batch = {r["batch"]: r for r in bench["models"][0]["results"]}
-        rows.append({
-            "precision": precision,
-            "passed": check["passed"],
-            "failures": check["failures"],
-            "top1_agreement": logits["top1_agreement"],
-            "cosine_min": logits["cosine_min"],
-            "max_abs_error": logits["max_abs_error"],
-            "p50_ms": {b: r["latency_ms"]["median"] for b, r in by_batch.items()},
-            "p99_ms": {b: r["latency_ms"]["p99"] for b, r in by_batch.items()},
-            "images_per_s": {b: r["images_per_s"] for b, r in by_batch.items()},
-            "rounds": {b: r.get("rounds") or [r["images_per_s"]] for b, r in by_batch.items()},
-            "throughput": {b: describe(r) for b, r in by_batch.items()},
-            "per_image": check.get("per_image"),
-            "outputs": outputs,
-            "input_size": check.get("input_size"),
-        })  # fmt: skip
+        checks = result.get("checks_by_runtime") or {summary.get("backend", ""): result["check"]}
+        for (runtime, check), entry in zip(checks.items(), result["bench"]["models"], strict=False):
+            outputs = check["outputs"]
+            name = worst_output(outputs)
+            worst = outputs[name]
+            top1 = [a["top1_agreement"] for a in outputs.values() if a.get("top1_agreement") is not None]
+            by_batch = {r["batch"]: r for r in entry["results"]}
+            rows.append({
+                "precision": precision,
+                "runtime": runtime,
+                "passed": check["passed"],
+                "failures": check["failures"],
+                "output": name,
+                "top1_agreement": min(top1) if top1 else None,
+                "cosine_min": worst["cosine_min"],
+                "max_abs_error": worst["max_abs_error"],
+                "mean_abs_error": worst.get("mean_abs_error"),
+                "notes": output_notes(check),
+                "p50_ms": {b: r["latency_ms"]["median"] for b, r in by_batch.items()},
+                "p99_ms": {b: r["latency_ms"]["p99"] for b, r in by_batch.items()},
+                "latency_ms": {b: r["latency_ms"] for b, r in by_batch.items()},
+                "images_per_s": {b: r["images_per_s"] for b, r in by_batch.items()},
+                "rounds": {b: r.get("rounds") or [r["images_per_s"]] for b, r in by_batch.items()},
+                "throughput": {b: describe(r) for b, r in by_batch.items()},
+                "per_image": check.get("per_image"),
+                "outputs": outputs,
+                "input_size": check.get("input_size"),
+            })  # fmt: skip
+    many = several_runtimes(rows)
+    for row in rows:
+        row["label"] = candidate_label(row, many)
     return rows
 
 
 def output_rows(rows: list[dict[str, Any]]) -> list[str]:
-    """Markdown lines of the per-output accuracy table, for a model with several outputs (else none)."""
+    """Markdown lines of the per-output accuracy table, for a model with several outputs (else none).
+
+    No max relative error: on values near zero (INT8 rounding a small score) it is huge and says nothing; the mean
+    abs error beside the max abs error says how widespread an error is."""
     if not rows or len(rows[0].get("outputs") or {}) < 2:
         return []
     lines = ["", "Every output, per precision (top-1 only for logits):", "",
              "| precision | output | kind | verdict | top-1 agreement | cosine (worst image) | max abs error | "
-             "max rel error |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+             "mean abs error |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for r in rows:
         for name, a in r["outputs"].items():
             verdict = "PASS" if a.get("passed", True) else "FAIL: " + "; ".join(a.get("failures", []))
-            lines.append(f"| {r['precision']} | {name} | {a.get('kind', '')} | {verdict} | "
+            if a.get("note"):
+                verdict += " (constant in the reference)"
+            lines.append(f"| {r['label']} | {name} | {a.get('kind', '')} | {verdict} | "
                          f"{_fmt(a['top1_agreement'], '.1%')} | {a['cosine_min']:.6f} | {_fmt(a['max_abs_error'])} | "
-                         f"{_fmt(a['max_rel_error'])} |")  # fmt: skip
+                         f"{_fmt(a.get('mean_abs_error'))} |")  # fmt: skip
     return lines
 
 
@@ -90,34 +120,9 @@ def _rates(result: dict[str, Any]) -> list[float]:
     return result.get("rounds") or [result["images_per_s"]]
 
 
-def fastest_by_batch(rows: list[dict[str, Any]]) -> list[tuple[int, Fastest]]:
-    """Per batch size, the fastest passing precision by median images/s, and whether its rounds beat every rival's."""
-    passing = [r for r in rows if r["passed"]]
-    batches = sorted({b for r in passing for b in r["rounds"]})
-    return [(b, fastest({r["precision"]: r["rounds"][b] for r in passing if b in r["rounds"]})) for b in batches]
-
-
 def recommendation(rows: list[dict[str, Any]]) -> str:
-    """The fastest passing precision at each batch size, named only where it beats every other one beyond the noise.
-
-    "Beyond the noise": at that batch size its slowest round is faster than each rival's fastest round.
-    """
-    passing = [r for r in rows if r["passed"]]
-    if not passing:
-        return "No precision passes its tolerance: ship none of these before finding out why (check --per-layer)."
-    per_batch = fastest_by_batch(rows)
-    if len(passing) == 1:
-        figures = "; ".join(f"batch {b}: {f.text()}" for b, f in per_batch)
-        return f"Only **{passing[0]['precision']}** passes its tolerance: {figures}."
-    parts = [f"batch {b}: **{f.name}** ({f.text()})" if f.beyond_noise else f"batch {b}: within noise ({f.text()})"
-             for b, f in per_batch]  # fmt: skip
-    text = "Fastest precision within tolerance, per batch size: " + "; ".join(parts) + "."
-    if any(not f.beyond_noise for _, f in per_batch):
-        one_round = any(len(r["rounds"][b]) < 2 for r in passing for b in r["rounds"])
-        why = "one round measures no spread" if one_round else "their rounds overlap"
-        text += (f" Where it says within noise ({why}), no precision is measurably faster: choose on accuracy "
-                 "there, or rerun with a longer --duration or on a quieter machine.")  # fmt: skip
-    return text
+    """The fastest passing runtime x precision per batch size, in one line (`recommend` gives it typed)."""
+    return recommend(rows).text
 
 
 FP16_ON_CPU = (
@@ -171,7 +176,8 @@ def measured_how(summary: dict[str, Any]) -> list[str]:
     lines += openvino_lines(summary, entries)
     if summary["backend"] != "tensorrt" and "fp16" in results:
         ratios = []
-        rows = {r["precision"]: r for r in summary_rows(summary)}
+        every = summary_rows(summary)  # the ratio on the first runtime (ONNX Runtime), whose FP16 this explains
+        rows = {r["precision"]: r for r in every if r["runtime"] == every[0]["runtime"]}
         if "fp32" in rows:
             for b in sorted(set(rows["fp16"]["rounds"]) & set(rows["fp32"]["rounds"])):
                 ratios.append(f"{speed_ratio(rows['fp16']['rounds'][b], rows['fp32']['rounds'][b]).text()} at "
@@ -233,9 +239,10 @@ def markdown(summary: dict[str, Any]) -> str:
     device = (env.get("gpu") or {}).get("name") or env["cpu"]
     lines = [f"# {summary['model']}: deployment report", ""]
     if summary.get("random_weights"):
-        from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+        from eca_deploy.exporters.metadata import random_weights_notice
 
-        lines += [f"> **Random weights**: {summary['model']} has {RANDOM_WEIGHTS_NOTICE}.", ""]
+        notice = random_weights_notice(summary.get("interface"))
+        lines += [f"> **Random weights**: {summary['model']} has {notice}.", ""]
     noise = (summary.get("bench") or {}).get("noise") or {}
     for warning in noise.get("warnings", []):
         lines += [f"> **Noisy figures**: {warning}.", ""]
@@ -254,28 +261,41 @@ def markdown(summary: dict[str, Any]) -> str:
     prep = f"; preprocessing: {summary['preprocessing']}" if summary.get("preprocessing") else ""
     lines += ["", "## Verdict", ""] + ([f"Input size: {size[0]}x{size[1]}{prep} (checks and benchmarks alike).", ""]
                                        if size else [])  # fmt: skip
-    lines += ["| precision | verdict | top-1 agreement | cosine (worst image) | max abs error | "
-              + " | ".join(f"images/s @ {b}" for b in batches) + " |",
-              "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in batches) + " |"]  # fmt: skip
+    many, outputs = several_runtimes(rows), len(rows[0]["outputs"]) > 1 if rows else False
+    runtime_head, runtime_rule = ("runtime | ", "--- | ") if many else ("", "")
+    output_head, output_rule = (" worst output |", " --- |") if outputs else ("", "")
+    lines += [f"| precision | {runtime_head}verdict | top-1 agreement | cosine (worst image) | max abs error |"
+              f"{output_head} " + " | ".join(f"images/s @ {b}" for b in batches) + " |",
+              f"| --- | {runtime_rule}--- | ---: | ---: | ---: |{output_rule} "
+              + " | ".join("---:" for _ in batches) + " |"]  # fmt: skip
     for r in rows:
         verdict = "PASS" if r["passed"] else "FAIL: " + "; ".join(r["failures"])
+        runtime = f"{runtime_label(r['runtime'])} | " if many else ""
+        output = f" {r['output']} |" if outputs else ""
         lines.append(
-            f"| {r['precision']} | {verdict} | {_fmt(r['top1_agreement'], '.1%')} | {r['cosine_min']:.6f} | "
-            f"{_fmt(r['max_abs_error'])} | " + " | ".join(r["throughput"].get(b, "n/a") for b in batches) + " |"
-        )
+            f"| {r['precision']} | {runtime}{verdict} | {_fmt(r['top1_agreement'], '.1%')} | {r['cosine_min']:.6f} | "
+            f"{_fmt(r['max_abs_error'])} |{output} " + " | ".join(r["throughput"].get(b, "n/a") for b in batches)
+            + " |"
+        )  # fmt: skip
+    if outputs:
+        lines += ["", "Accuracy columns show each row's worst output (a failing one first, else the lowest cosine); "
+                  "every output is in the table below."]  # fmt: skip
+    for note in dict.fromkeys(n for r in rows for n in r["notes"]):
+        lines += ["", f"> **Constant output**: {note}."]
     lines += output_rows(rows)
     lines += ["", recommendation(rows), "", "## Latency (ms)", "",
-              "| precision | " + " | ".join(f"p50 @ {b} | p99 @ {b}" for b in batches) + " |",
-              "| --- | " + " | ".join("---: | ---:" for _ in batches) + " |"]  # fmt: skip
+              f"| precision | {runtime_head}" + " | ".join(f"p50 @ {b} | p99 @ {b}" for b in batches) + " |",
+              f"| --- | {runtime_rule}" + " | ".join("---: | ---:" for _ in batches) + " |"]  # fmt: skip
     for r in rows:
         cells = " | ".join(f"{r['p50_ms'][b]:.3f} | {r['p99_ms'][b]:.3f}" for b in batches)
-        lines.append(f"| {r['precision']} | {cells} |")
+        runtime = f"{runtime_label(r['runtime'])} | " if many else ""
+        lines.append(f"| {r['precision']} | {runtime}{cells} |")
     side = side_by_side_rows(summary)
     if side:
         names = summary["runtimes"]
         lines += ["", f"## {' and '.join(names)} side by side", "",
-                  "Images/s, median of interleaved rounds (min..max), and the per-round ratio; the verdict table "
-                  f"above is {names[0]}'s.", "",
+                  "Images/s, median of interleaved rounds (min..max), and the per-round ratio; every runtime's "
+                  "verdict is in the table above.", "",
                   f"| precision | batch | {' | '.join(names)} | {names[1]} / {names[0]} | "
                   + " | ".join(f"check {n}" for n in names) + " |",
                   "| --- | ---: | " + " | ".join("---:" for _ in names) + " | ---: | "
@@ -352,8 +372,14 @@ def plots(summary: dict[str, Any], folder: Path) -> None:
         plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        ax.plot(batches, [r["images_per_s"][b] for b in batches], marker="o", label=r["precision"])
+    for r in rows:  # every runtime x precision; a failing one dashed (never recommended)
+        ax.plot(
+            batches,
+            [r["images_per_s"].get(b, math.nan) for b in batches],
+            marker="o",
+            linestyle="-" if r["passed"] else "--",
+            label=r["label"] + ("" if r["passed"] else " (FAIL)"),
+        )
     ax.set(xscale="log", xlabel="batch size", ylabel="images / s", title="Throughput vs batch")
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.grid(True, alpha=0.3)
@@ -361,12 +387,15 @@ def plots(summary: dict[str, Any], folder: Path) -> None:
     save(fig, "throughput.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (precision, result) in enumerate(summary["results"].items()):
-        for j, r in enumerate(result["bench"]["models"][0]["results"]):
-            lat = r["latency_ms"]
-            x = j + (i - (len(rows) - 1) / 2) * 0.2
+    width = 0.8 / max(1, len(rows))
+    for i, row in enumerate(rows):
+        for j, b in enumerate(batches):
+            lat = row["latency_ms"].get(b)
+            if lat is None:
+                continue
+            x = j + (i - (len(rows) - 1) / 2) * width
             ax.vlines(x, lat["min"], lat["max"], color=f"C{i}", alpha=0.4)
-            ax.vlines(x, lat["median"], lat["p99"], color=f"C{i}", linewidth=6, label=precision if j == 0 else None)
+            ax.vlines(x, lat["median"], lat["p99"], color=f"C{i}", linewidth=6, label=row["label"] if j == 0 else None)
             ax.plot(x, lat["median"], "o", color="black", markersize=3)
     ax.set_xticks(range(len(batches)), [str(b) for b in batches])
     ax.set(xlabel="batch size", ylabel="latency ms (log scale)", title="Latency: min-max, thick p50-p99", yscale="log")
@@ -378,7 +407,10 @@ def plots(summary: dict[str, Any], folder: Path) -> None:
 
 
 def accuracy_plot(rows: list[dict[str, Any]], save: Any) -> None:
-    """Per image, 1 - cosine and max abs error against PyTorch on log scales: 0.99985 and 1.0 look different."""
+    """Per image, 1 - cosine and max abs error against the reference on log scales: 0.99985 and 1.0 look different.
+
+    Per image the worst over the outputs (check's `per_image`), so the plot and the verdict table's worst output
+    tell the same story."""
     import matplotlib.pyplot as plt
 
     floor = 1e-12  # exact agreement (0) drawn at the floor of the log axis
@@ -387,10 +419,11 @@ def accuracy_plot(rows: list[dict[str, Any]], save: Any) -> None:
         per = r.get("per_image") or {}
         cos, err = per.get("one_minus_cosine") or [], per.get("max_abs_error") or []
         xs = range(1, len(cos) + 1)
-        ax_c.plot(xs, [max(v, floor) for v in cos], "o-", color=f"C{i}", label=r["precision"], markersize=4)
-        ax_e.plot(xs, [max(v, floor) for v in err], "o-", color=f"C{i}", label=r["precision"], markersize=4)
-    ax_c.set(yscale="log", xlabel="image", ylabel="1 - cosine similarity", title="Logits vs PyTorch: 1 - cosine")
-    ax_e.set(yscale="log", xlabel="image", ylabel="max abs error", title="Logits vs PyTorch: max abs error")
+        ax_c.plot(xs, [max(v, floor) for v in cos], "o-", color=f"C{i}", label=r["label"], markersize=4)
+        ax_e.plot(xs, [max(v, floor) for v in err], "o-", color=f"C{i}", label=r["label"], markersize=4)
+    what = "Worst output" if rows and len(rows[0]["outputs"]) > 1 else "Output"
+    ax_c.set(yscale="log", xlabel="image", ylabel="1 - cosine similarity", title=f"{what} vs reference: 1 - cosine")
+    ax_e.set(yscale="log", xlabel="image", ylabel="max abs error", title=f"{what} vs reference: max abs error")
     for ax in (ax_c, ax_e):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()

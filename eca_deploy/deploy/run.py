@@ -172,10 +172,6 @@ def run_deploy(
     from eca_deploy.models import sources
 
     random_weights = opts.onnx is None and sources.has_random_weights(opts.model, opts.weights, opts.pretrained)
-    if random_weights:
-        from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
-
-        note(f"{opts.model} has {RANDOM_WEIGHTS_NOTICE}")
 
     def stage(name: str, what: str, options: dict[str, Any], inputs: list[Path], outputs: list[Path],
               work: Callable[[], dict[str, Any] | None], command: str) -> StageOutcome:  # fmt: skip
@@ -206,6 +202,10 @@ def run_deploy(
                    *(("--pretrained",) if opts.pretrained else ()), *_opt("--img-size", _size_flag(opts.img_size)),
                    *trust,
                    "--opset", opts.opset, "--output", onnx_path))  # fmt: skip
+    if random_weights:  # worded for what the exported model predicts (classes, boxes)
+        from eca_deploy.exporters.metadata import random_weights_notice
+
+        note(f"{opts.model} has {random_weights_notice(model_interface(onnx_path).as_dict())}")
     reference = ("--reference-onnx", onnx_path) if opts.onnx is not None else ("--model", opts.model)
     fusion = stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused],
                    lambda: _fuse(onnx_path, fused), _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip

@@ -148,10 +148,25 @@ def static_input_size(model: onnx.ModelProto) -> int | None:
     return int(dims[2].dim_value) if fixed and dims[2].dim_value == dims[3].dim_value else None
 
 
-RANDOM_WEIGHTS_NOTICE = (
-    "random weights (no checkpoint): the predicted classes mean nothing; speed and agreement with PyTorch "
-    "are still real figures. Pass --weights CHECKPOINT for a real classifier"
-)
+def random_weights_notice(interface: Mapping[str, Any] | None = None) -> str:
+    """What a model without a checkpoint is worth, worded for what it predicts: a classifier's classes, a
+    detector's boxes and scores, else its outputs. `interface` is `ModelInterface.as_dict()` (check's and deploy's
+    JSON carry it); None words it for a classifier."""
+    outputs = (interface or {}).get("outputs") or [{"kind": "logits"}]
+    kinds = {o.get("kind") for o in outputs}
+    if (interface or {}).get("detection") or "detection" in kinds:
+        what, trained = "its boxes, classes and scores", "a real detector"
+    elif "logits" in kinds:
+        what, trained = "the predicted classes", "a real classifier"
+    else:
+        what, trained = "its outputs", "a trained model"
+    return (
+        f"random weights (no checkpoint): {what} mean nothing; speed and agreement with the reference are still "
+        f"real figures. Pass --weights CHECKPOINT for {trained}"
+    )
+
+
+RANDOM_WEIGHTS_NOTICE = random_weights_notice()  # a classifier's
 
 
 def has_random_weights(meta: ModelMetadata | None) -> bool:

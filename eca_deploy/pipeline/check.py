@@ -12,7 +12,15 @@ from eca_deploy.detection.judge import DETECTION_BOUNDS, DetectionCheck, judge_d
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, has_random_weights
 from eca_deploy.interface import ModelInterface, build_interface
-from eca_deploy.metrics import Agreement, OutputCheck, Tolerance, compare_outputs, named_failures, per_image_all
+from eca_deploy.metrics import (
+    Agreement,
+    OutputCheck,
+    Tolerance,
+    compare_outputs,
+    named_failures,
+    output_notes,
+    per_image_all,
+)
 
 # Default tolerances by precision, for every output kind: FP32 tight; FP16 looser; INT8 judged by cosine and
 # top-1 agreement. Outputs of kind "logits" are held to all three bounds; other outputs to cosine and, per
@@ -389,6 +397,7 @@ def run_check(
         random_weights=random_weights,
         per_image=per_image_all(ordered, out),
         interface=interface,
+        notes=output_notes(checks),
         detection=detected,
     )
     if per_layer:
