@@ -263,3 +263,14 @@ def test_serving_files_say_the_layout_and_what_decodes_it(cli, fused: Path, expo
     np.testing.assert_allclose(rows[..., :4], np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1), atol=1e-3)
     np.testing.assert_allclose(rows[..., 4], t[..., 4:].max(-1), atol=1e-6)
     np.testing.assert_array_equal(rows[..., 5], t[..., 4:].argmax(-1).astype(np.float32))
+
+
+def test_deepstream_refuses_a_yolo_engine_whose_raw_head_the_parser_cannot_read(exported: Path, tmp_path: Path) -> None:
+    from eca_deploy.errors import EcaDeployError
+    from eca_deploy.serving.deepstream import DeepStreamOptions, export_deepstream
+    from eca_deploy.serving.spec import spec_from_onnx
+
+    spec = spec_from_onnx(onnx.load(str(exported)))  # what an engine built from it describes: the raw head
+    with pytest.raises(EcaDeployError, match="pass the ONNX model"):
+        export_deepstream(spec, tmp_path / "ds", DeepStreamOptions(), engine=exported)
+    assert not (tmp_path / "ds").exists()

@@ -24,8 +24,10 @@ ultralytics is an optional extra, imported when one of these functions is called
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,19 @@ INSTALL_HINT = 'pip install -c <your torch pins> -e ".[ultralytics]" (README: In
 DEFAULT_IMG_SIZE = 640  # ultralytics' own default imgsz
 OUTPUT_NAME = "output0"  # the name ultralytics' own ONNX export gives the head
 TRUST_FLAG = "--trust-checkpoint"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ultralytics logs to stdout (e.g. "Overriding model.yaml nc=80"): silenced while it builds or loads a model,
+    so that stdout stays eca-deploy's (`--json -`)."""
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def import_ultralytics() -> Any:
@@ -151,7 +166,8 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, int]:
     import_ultralytics()
     register()  # a checkpoint of a YOLO-ECA refers to eca_deploy.models.ultralytics.ECA by name
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with _quiet():
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # the file's own code or data; the input's fault
         raise EcaDeployError(f"{path} cannot be loaded ({type(exc).__name__}: {first_line(exc, 160)})") from None
     model = None
@@ -172,7 +188,8 @@ def build_from_yaml(path: Path, num_classes: int | None = None) -> nn.Module:
     from ultralytics.nn.tasks import DetectionModel, guess_model_task, yaml_model_load
 
     try:
-        cfg = yaml_model_load(path)
+        with _quiet():
+            cfg = yaml_model_load(path)
         task = guess_model_task(cfg)
     except Exception as exc:  # YAML syntax, unknown keys
         raise EcaDeployError(f"{path} is not an ultralytics model YAML ({type(exc).__name__}: "
@@ -181,7 +198,8 @@ def build_from_yaml(path: Path, num_classes: int | None = None) -> nn.Module:
         raise EcaDeployError(f"{path} describes an ultralytics {task!r} model: eca-deploy exports detection models "
                              "(task 'detect', a Detect head)")  # fmt: skip
     try:
-        return DetectionModel(cfg, ch=3, nc=num_classes, verbose=False).eval()
+        with _quiet():
+            return DetectionModel(cfg, ch=3, nc=num_classes, verbose=False).eval()
     except Exception as exc:  # a layer the YAML names that ultralytics does not know, wrong arguments, ...
         raise EcaDeployError(f"ultralytics cannot build {path} ({type(exc).__name__}: "
                              f"{first_line(exc, 160)})") from None  # fmt: skip
