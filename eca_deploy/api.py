@@ -19,6 +19,7 @@ def export(
     std: Sequence[float] | None = None,
     interpolation: str | None = None,
     crop_pct: float | None = None,
+    resize_mode: str | None = None,
     opset: int = 17,
     batch: int | None = None,
     fuse: bool = False,
@@ -31,6 +32,8 @@ def export(
     `example_input` ([N, 3, S, S], or just S) sets the input size; without it a module carrying timm's
     `pretrained_cfg` gives its own, else 224. mean/std/interpolation/crop_pct default to the module's
     `pretrained_cfg`, else ImageNet's (mean 0.485,0.456,0.406, std 0.229,0.224,0.225, bilinear, 0.875).
+    `resize_mode` "letterbox" records YOLO's geometry instead of the centre crop (with mean 0 and std 1 for
+    ultralytics' RGB / 255).
     The file is what `eca-deploy fuse/convert/quantize/check/bench/deploy --onnx` take next; `check`
     compares its derivatives (X.fused.onnx, X.int8.onnx ...) with it, as the module itself is not rebuilt.
     Outputs are named by `output_names`, else the module's `output_names` attribute, else "logits" (one
@@ -61,6 +64,8 @@ def export(
         changes["interpolation"] = interpolation
     if changes:
         prep = dataclasses.replace(prep, **changes)
+    if resize_mode is not None:
+        prep = prep.with_resize_mode(resize_mode)
     loaded = sources.from_module(model, name, prep)
     return export_loaded(loaded, output=Path(output), opset=opset, batch=batch, fuse=fuse,
                          images=Path(images) if images else None, verify=verify,

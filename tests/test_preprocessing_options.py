@@ -22,14 +22,17 @@ SAMPLES = str(Path(sample_image_paths()[0]).parent)
 LETTERBOX = f"letterbox {YOLO_EXPORT_SIZE}x{YOLO_EXPORT_SIZE}, grey 114, RGB/255"
 
 
+def _net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()  # fmt: skip
+
+
 @pytest.fixture
 def plain(tmp_path: Path) -> Path:
     """A 64x64 classifier exported with plain torch.onnx.export: no metadata at all."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                              torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()  # fmt: skip
     path = tmp_path / "plain.onnx"
-    torch.onnx.export(net, (torch.randn(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17,
+    torch.onnx.export(_net(), (torch.randn(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17,
                       input_names=["x"], output_names=["logits"])  # fmt: skip
     return path
 
@@ -172,3 +175,31 @@ def test_export_records_the_letterbox(cli, tmp_path: Path) -> None:
     checked = cli("check", "--onnx", out, "--json", report)  # the recorded letterbox, against PyTorch
     assert checked.code == 0, checked.stderr
     assert json.loads(report.read_text())["preprocessing"] == "letterbox 64x64, grey 114, RGB/255"
+
+
+def test_api_export_records_the_letterbox(tmp_path: Path) -> None:
+    import eca_deploy
+
+    out = tmp_path / "api.onnx"
+    eca_deploy.export(_net(), 48, out, mean=(0, 0, 0), std=(1, 1, 1), resize_mode="letterbox")
+    assert read_metadata(onnx.load(str(out))).preprocessing == Preprocessing.yolo(48)
+
+
+@needs_ultralytics
+def test_a_rectangular_ultralytics_export_runs_on_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """imgsz [96, 128] (H, W): frames are letterboxed to 96x128 as ultralytics' predictor does it."""
+    from ultralytics import YOLO
+
+    from eca_deploy.runtime import Model
+
+    monkeypatch.chdir(tmp_path)
+    path = Path(YOLO("yolov8n.yaml").export(format="onnx", imgsz=[96, 128], simplify=False))
+    model = Model.open(tmp_path / path.name)
+    assert model.interface.preprocessing == Preprocessing.yolo(96, 128)
+    frame = read_rgb(sample_image_paths()[0])  # 512x512: scaled to 96x96, 16 columns of grey either side
+    x = model.preprocess(np.ascontiguousarray(frame[..., ::-1]))  # BGR, as cameras give it
+    assert x.shape == (1, 3, 96, 128)
+    assert np.allclose(x[0, :, :, :16], 114 / 255) and np.allclose(x[0, :, :, 112:], 114 / 255)
+    assert np.allclose(x[0], Preprocessing.yolo(96, 128)(frame), atol=1e-6)
+    (result,) = model.run(frame)
+    assert result.outputs["output0"].shape == (84, 12 * 16 + 6 * 8 + 3 * 4)

@@ -171,7 +171,7 @@ class Model:
             )
         self.interface = build_interface(runner, metadata, label=name, img_size=img_size, adjust=adjust, warn=warn)
         prep = self.interface.preprocessing
-        if prep.width != prep.size:
+        if prep.width != prep.size and not prep.letterbox:  # the letterbox takes any H x W
             raise EcaDeployError(f"{name} runs at {self.interface.size_text}: {self._square_message()}")
         self._check_outputs()
         self.preprocessor = FramePreprocessor(prep, channel_order, resize)
