@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,26 @@ def tensorrt_gpu_reason() -> str | None:
 needs_tensorrt_gpu = pytest.mark.skipif(tensorrt_gpu_reason() is not None, reason=tensorrt_gpu_reason() or "")
 
 
+def run_folder(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder that every pytest-xdist worker of this run shares (their base folders' parent), for work done
+    once per run whatever the number of workers: the first worker to need it makes it under `run_lock`."""
+    base = factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` (a file beside it), so parallel workers make its content once."""
+    with open(folder.with_name(folder.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test caches (calibration ranges, timing caches) under a temporary $ECA_DEPLOY_CACHE, never the user's."""
@@ -38,6 +61,38 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ECA_DEPLOY_CACHE", str(folder))
         yield folder
+
+
+# pytest-xdist (`make test`: -n 2, --dist loadgroup from pyproject.toml) gives every worker its own session, so a
+# module-scoped fixture shared by tests that land on both workers is made twice. Tests that use such a fixture run
+# on one worker (one xdist_group per module), except in the modules named here, whose module fixtures are cheap
+# and whose many tests are better spread over both workers.
+SPREAD_MODULES = {"test_write_rule", "test_bad_input"}
+# Long single tests and module groups start first, so that no worker is left with one at the end.
+FIRST = ("test_doc_commands_run",)
+
+
+def _module_fixture_group(item: pytest.Item) -> str | None:
+    module = getattr(item, "module", None)
+    if module is None or module.__name__.rpartition(".")[2] in SPREAD_MODULES:
+        return None
+    info = getattr(item, "_fixtureinfo", None)
+    for name in info.names_closure if info else ():
+        defs = info.name2fixturedefs.get(name) or ()
+        if any(d.scope == "module" and d.baseid and item.nodeid.startswith(d.baseid) for d in defs):
+            return module.__name__.rpartition(".")[2]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    grouped = set()
+    for item in items:
+        group = _module_fixture_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+            grouped.add(item.nodeid)
+    items.sort(key=lambda i: 0 if i.nodeid in grouped or i.originalname in FIRST else 1)  # type: ignore[attr-defined]
 
 
 @dataclass
