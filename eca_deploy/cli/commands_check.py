@@ -23,6 +23,7 @@ from eca_deploy.cli.options import (
     check_image_folder,
     check_onnx_file,
     check_positive,
+    force_option,
     img_size_option,
     json_option,
     parse_img_size,
@@ -32,6 +33,7 @@ from eca_deploy.cli.options import (
 )
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import CheckFailedError
+from eca_deploy.fileio import allow_replacing
 
 
 @app.command("check")
@@ -57,6 +59,7 @@ def check_command(
     ),
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
 ) -> None:
     """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
 
@@ -65,6 +68,7 @@ def check_command(
     0.485,0.456,0.406, std 0.229,0.224,0.225, bilinear, resize 256/224 of the crop), at its static size or
     --img-size. The size is printed in the table.
     """
+    allow_replacing(force)
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
     check_onnx_file(onnx_path, "--onnx")

@@ -17,6 +17,7 @@ from eca_deploy.cli.options import (
     check_choice,
     check_file,
     check_onnx_file,
+    force_option,
     img_size_option,
     json_option,
     parse_img_size,
@@ -24,6 +25,7 @@ from eca_deploy.cli.options import (
     runtime_option,
 )
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.fileio import allow_replacing
 
 
 @app.command("run")
@@ -43,6 +45,7 @@ def run_command(
     plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
     img_size: str | None = img_size_option(),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
     decoder: str | None = typer.Option(
         None, "--decoder", help="FILE.py:FUNCTION turning one frame's outputs into boxes, scores and class ids."
     ),
@@ -51,6 +54,7 @@ def run_command(
 
     A model without a logits output shows its raw outputs' shapes and max, or with --decoder the boxes.
     """
+    allow_replacing(force)
     from eca_deploy.runtime.classifier import Classifier
     from eca_deploy.runtime.model import open_model
     from eca_deploy.runtime.preprocess import RESIZE_MODES

@@ -25,7 +25,7 @@ from eca_deploy.deploy.stages import (
     StageSpec,
 )
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.fileio import atomic_write_text, claim_work_dir, sha256_file
+from eca_deploy.fileio import atomic_write_text, claim_work_dir, replacing, sha256_file
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -182,7 +182,7 @@ def run_deploy(
         commands[name] = spec.command() if spec is not None else command  # type: ignore[assignment]
         run = spec.run if spec is not None else work
         key = spec.key() if spec is not None else options
-        with on_stage(name, what) if on_stage else contextlib.nullcontext():
+        with on_stage(name, what) if on_stage else contextlib.nullcontext(), replacing():  # --out is deploy's own
             outcome = cache.run(name, key or {}, inputs, outputs, run)  # type: ignore[arg-type]
         stages.append(outcome)
         if on_done:
