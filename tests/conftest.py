@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import importlib.util
@@ -9,6 +10,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,36 +65,61 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
 
 
-# pytest-xdist (`make test`: -n 2, --dist loadgroup from pyproject.toml) gives every worker its own session, so a
-# module-scoped fixture shared by tests that land on both workers is made twice. Tests that use such a fixture run
-# on one worker (one xdist_group per module), except in the modules named here, whose module fixtures are cheap
-# and whose many tests are better spread over both workers.
-SPREAD_MODULES = {"test_write_rule", "test_bad_input"}
-# Long single tests and module groups start first, so that no worker is left with one at the end.
-FIRST = ("test_doc_commands_run",)
+# pytest-xdist (`make test`: -n 2) gives every worker its own session, so a module-scoped fixture whose tests land
+# on both workers is made twice. With the default distribution (`load`), the tests that use a module's
+# module-scoped fixtures (directly or through its other fixtures) go to one worker as one unit, largest units
+# first, except in the modules named here, whose module fixtures are cheap and whose many tests are better spread;
+# every other test goes on its own.
+SPREAD_MODULES = {"test_write_rule.py", "test_bad_input.py"}
+FIRST = ("test_doc_commands_run",)  # long single tests start early, so that no worker ends with one alone
 
 
-def _module_fixture_group(item: pytest.Item) -> str | None:
-    module = getattr(item, "module", None)
-    if module is None or module.__name__.rpartition(".")[2] in SPREAD_MODULES:
-        return None
-    info = getattr(item, "_fixtureinfo", None)
-    for name in info.names_closure if info else ():
-        defs = info.name2fixturedefs.get(name) or ()
-        if any(d.scope == "module" and d.baseid and item.nodeid.startswith(d.baseid) for d in defs):
-            return module.__name__.rpartition(".")[2]
-    return None
+def _is_module_fixture(node: ast.FunctionDef) -> bool:
+    return any(
+        isinstance(d, ast.Call)
+        and any(k.arg == "scope" and getattr(k.value, "value", None) == "module" for k in d.keywords)
+        for d in node.decorator_list
+    )
+
+
+def fixture_sharing_tests(tests: Path) -> dict[str, set[str]]:
+    """{'tests/test_x.py': names of its tests that use its module-scoped fixtures}, read from the sources."""
+    units: dict[str, set[str]] = {}
+    for path in sorted(tests.glob("test_*.py")):
+        if path.name in SPREAD_MODULES:
+            continue
+        functions = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)]
+        args = {f.name: {a.arg for a in f.args.args} for f in functions}
+        shared = {f.name for f in functions if _is_module_fixture(f)}
+        while True:  # fixtures of the module built on a shared one share it too
+            more = {f.name for f in functions if not f.name.startswith("test") and args[f.name] & shared} - shared
+            if not more:
+                break
+            shared |= more
+        users = {f.name for f in functions if f.name.startswith("test") and args[f.name] & shared}
+        if len(users) > 1:
+            units[f"tests/{path.name}"] = users
+    return units
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "load":
+        return None  # a mode asked for by name (--dist ...) is xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    units = fixture_sharing_tests(Path(__file__).parent)
+
+    class FixtureSharingScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module, _, test = nodeid.partition("::")
+            return module if test.partition("[")[0] in units.get(module, ()) else nodeid
+
+    return FixtureSharingScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    grouped = set()
-    for item in items:
-        group = _module_fixture_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-            grouped.add(item.nodeid)
-    items.sort(key=lambda i: 0 if i.nodeid in grouped or i.originalname in FIRST else 1)  # type: ignore[attr-defined]
+    items.sort(key=lambda i: 0 if getattr(i, "originalname", None) in FIRST else 1)
 
 
 @dataclass
