@@ -93,4 +93,5 @@ def test_the_drifts_that_were_found_are_recorded() -> None:
                       unfused={Path("a.onnx"): Path("u.onnx")})  # fmt: skip
     assert "--runtime" in bench.argv() and "a.onnx=u.onnx" in bench.argv()
     models, kinds, runtimes = bench.expanded()
-    assert runtimes == ["onnxruntime", "openvino"] * 2 and kinds == ["onnx"] * 4
+    assert [m.name for m in models] == ["a.onnx", "a.onnx", "b.onnx", "b.onnx"] and kinds == ["onnx"] * 4
+    assert runtimes == ["onnxruntime", "openvino"] * 2
