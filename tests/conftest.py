@@ -102,7 +102,7 @@ def fixture_sharing_tests(tests: Path) -> dict[str, set[str]]:
     return units
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: the suite also runs without pytest-xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "load":
         return None  # a mode asked for by name (--dist ...) is xdist's own
