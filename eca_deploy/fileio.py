@@ -4,8 +4,15 @@ The rule, applied by every command that writes (`git grep claim_output`):
 
 - It writes only the paths it was asked to write (an option's value, or a default name beside an input),
   each through a temporary file renamed into place (`atomic_path`, `atomic_write`, `publish`).
-- An output file may replace an existing file of that name, never a folder, a special file or one of the
-  command's own inputs (real paths compared, symlinks resolved): `claim_output_file`.
+- An output file may replace an existing file of that name only when eca-deploy wrote that file and it is
+  unchanged since, or with `--force` (`allow_replacing`); never a folder, a special file or one of the
+  command's own inputs (real paths compared, symlinks resolved): `claim_output_file`. So `bench --plot
+  cat.png` refuses to replace a photo, while rerunning a command replaces its own earlier output.
+- "eca-deploy wrote it" is known from one record, whatever the file's format: every file eca-deploy publishes
+  is listed by real path with its size and modification time in `written.json` of eca-deploy's cache folder
+  ($ECA_DEPLOY_CACHE, else $XDG_CACHE_HOME/eca-deploy, else ~/.cache/eca-deploy): `record_written`,
+  `wrote_it`. A file edited since, copied from elsewhere, or listed in a lost record counts as the user's:
+  the rule errs towards asking for `--force`, never towards replacing.
 - An output folder is created fresh. `--force` replaces only a folder that eca-deploy made itself (its
   `.eca-deploy` marker lists the files it wrote, with their sha256), and only while it holds nothing else:
   never a plain file, the current folder, a folder holding the command's inputs, a user's edits or files:
@@ -19,6 +26,8 @@ Refusals are one-line `EcaDeployError`s naming the option the user typed.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +41,87 @@ MARKER = ".eca-deploy"  # in every artifact folder eca-deploy makes: what it wro
 OWN_FOLDER_SIGNS = (MARKER, "manifest.json", ".stages")  # deploy folders of earlier releases had no marker
 
 PathLike = str | os.PathLike[str]
+WRITTEN = "written.json"  # in the cache folder: the files eca-deploy wrote, {real path: [size, mtime_ns]}
+WRITTEN_LIMIT = 5000  # entries kept; beyond it, those whose file is gone or changed go first, then the oldest
+_replacing: contextvars.ContextVar[bool] = contextvars.ContextVar("eca_deploy_replacing", default=False)
+
+
+def allow_replacing(force: bool) -> None:
+    """Whether this command (its `--force`) may replace existing files that eca-deploy did not write."""
+    _replacing.set(force)
+
+
+@contextlib.contextmanager
+def replacing(allowed: bool = True) -> Iterator[None]:
+    """Within the block, outputs may replace existing files (a folder eca-deploy already claimed as its own)."""
+    token = _replacing.set(allowed)
+    try:
+        yield
+    finally:
+        _replacing.reset(token)
+
+
+def cache_root() -> Path:
+    """$ECA_DEPLOY_CACHE, else $XDG_CACHE_HOME/eca-deploy, else ~/.cache/eca-deploy."""
+    root = os.environ.get("ECA_DEPLOY_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "eca-deploy"
+
+
+def _stamp(path: PathLike) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+@contextlib.contextmanager
+def _written_record() -> Iterator[tuple[Path, dict[str, list[int]]]]:
+    """The record of written files, locked while the block reads or updates it."""
+    path = cache_root() / WRITTEN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(WRITTEN + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            data = {}
+        yield path, data if isinstance(data, dict) else {}
+
+
+def wrote_it(path: PathLike) -> bool:
+    """Whether eca-deploy wrote the file at `path` and it is unchanged since (same size and modification time)."""
+    stamp = _stamp(path)
+    if stamp is None:
+        return False
+    try:
+        with _written_record() as (_, data):
+            return data.get(str(_real(path))) == stamp
+    except OSError:
+        return False
+
+
+def record_written(path: PathLike) -> None:
+    """List a file eca-deploy just wrote (best effort: an unwritable cache only means asking for --force later)."""
+    stamp = _stamp(path)
+    if stamp is None or not os.path.isfile(path):
+        return
+    try:
+        with _written_record() as (record, data):
+            data.pop(str(_real(path)), None)
+            data[str(_real(path))] = stamp  # the newest last: the oldest are dropped first
+            if len(data) > WRITTEN_LIMIT:
+                data = {p: s for p, s in data.items() if _stamp(p) == s}
+                data = dict(list(data.items())[-(WRITTEN_LIMIT * 4 // 5) :])
+            fd, tmp = tempfile.mkstemp(prefix=f".{WRITTEN}.", dir=record.parent)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(data, handle)
+            os.replace(tmp, record)
+    except OSError:
+        pass
 
 
 def _real(path: PathLike) -> Path:
@@ -89,11 +179,15 @@ def check_writable(path: PathLike, option: str = "--output") -> None:
         raise EcaDeployError(f"{option} {path} is not a regular file: choose another {option}")
 
 
-def claim_output_file(path: PathLike, option: str = "--output", inputs: Iterable[PathLike | None] = ()) -> Path:
+def claim_output_file(
+    path: PathLike, option: str = "--output", inputs: Iterable[PathLike | None] = (), updates: bool = False
+) -> Path:
     """Check, before any work, that `path` may be written as one file; return it.
 
-    It may replace an existing file of that name, but never a folder, a special file, or one of `inputs`
-    (the command's own input files and folders, compared by real path: a symlink to an input counts).
+    It may replace an existing file of that name that eca-deploy wrote (unchanged since), any file with
+    `--force` (`allow_replacing`) or when the output `updates` a file meant to be rewritten (a timing cache),
+    but never a folder, a special file, or one of `inputs` (the command's own input files and folders,
+    compared by real path: a symlink to an input counts).
     """
     path = Path(path)
     check_writable(path, option)
@@ -101,6 +195,11 @@ def claim_output_file(path: PathLike, option: str = "--output", inputs: Iterable
     for given in _inputs(inputs):
         if real == _real(given):
             raise EcaDeployError(f"{option} {path} is the input {given}: write the output to another file")
+    if path.is_file() and not (updates or _replacing.get() or wrote_it(path)):
+        raise EcaDeployError(
+            f"{option} {path} already exists and eca-deploy did not write it (or it changed since): pass --force "
+            f"to replace it, or choose another {option}"
+        )
     return path
 
 
@@ -281,6 +380,7 @@ def publish(tmp: Path, path: Path, mode: int = 0o666) -> Path:
     """
     os.chmod(tmp, mode & ~umask())
     os.replace(tmp, path)
+    record_written(path)
     return path
 
 

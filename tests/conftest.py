@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import fcntl
 import importlib.util
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +36,26 @@ def tensorrt_gpu_reason() -> str | None:
 needs_tensorrt_gpu = pytest.mark.skipif(tensorrt_gpu_reason() is not None, reason=tensorrt_gpu_reason() or "")
 
 
+def run_folder(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder that every pytest-xdist worker of this run shares (their base folders' parent), for work done
+    once per run whatever the number of workers: the first worker to need it makes it under `run_lock`."""
+    base = factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` (a file beside it), so parallel workers make its content once."""
+    with open(folder.with_name(folder.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test caches (calibration ranges, timing caches) under a temporary $ECA_DEPLOY_CACHE, never the user's."""
@@ -38,6 +63,63 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ECA_DEPLOY_CACHE", str(folder))
         yield folder
+
+
+# pytest-xdist (`make test`: -n 2) gives every worker its own session, so a module-scoped fixture whose tests land
+# on both workers is made twice. With the default distribution (`load`), the tests that use a module's
+# module-scoped fixtures (directly or through its other fixtures) go to one worker as one unit, largest units
+# first, except in the modules named here, whose module fixtures are cheap and whose many tests are better spread;
+# every other test goes on its own.
+SPREAD_MODULES = {"test_write_rule.py", "test_bad_input.py"}
+FIRST = ("test_doc_commands_run",)  # long single tests start early, so that no worker ends with one alone
+
+
+def _is_module_fixture(node: ast.FunctionDef) -> bool:
+    return any(
+        isinstance(d, ast.Call)
+        and any(k.arg == "scope" and getattr(k.value, "value", None) == "module" for k in d.keywords)
+        for d in node.decorator_list
+    )
+
+
+def fixture_sharing_tests(tests: Path) -> dict[str, set[str]]:
+    """{'tests/test_x.py': names of its tests that use its module-scoped fixtures}, read from the sources."""
+    units: dict[str, set[str]] = {}
+    for path in sorted(tests.glob("test_*.py")):
+        if path.name in SPREAD_MODULES:
+            continue
+        functions = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)]
+        args = {f.name: {a.arg for a in f.args.args} for f in functions}
+        shared = {f.name for f in functions if _is_module_fixture(f)}
+        while True:  # fixtures of the module built on a shared one share it too
+            more = {f.name for f in functions if not f.name.startswith("test") and args[f.name] & shared} - shared
+            if not more:
+                break
+            shared |= more
+        users = {f.name for f in functions if f.name.startswith("test") and args[f.name] & shared}
+        if len(users) > 1:
+            units[f"tests/{path.name}"] = users
+    return units
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: the suite also runs without pytest-xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "load":
+        return None  # a mode asked for by name (--dist ...) is xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    units = fixture_sharing_tests(Path(__file__).parent)
+
+    class FixtureSharingScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module, _, test = nodeid.partition("::")
+            return module if test.partition("[")[0] in units.get(module, ()) else nodeid
+
+    return FixtureSharingScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda i: 0 if getattr(i, "originalname", None) in FIRST else 1)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Fixtures for the OpenVINO tests: the ECA extension built once per test session with CMake, under tmp."""
+"""Fixtures for the OpenVINO tests: the ECA extension built once per test run with CMake, under tmp."""
 
 from __future__ import annotations
 
@@ -23,10 +23,15 @@ needs_openvino = pytest.mark.skipif(openvino_reason() is not None, reason=openvi
 
 @pytest.fixture(scope="session")
 def openvino_extension(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """libeca_openvino_extension.so, built from plugins/openvino against the installed wheel (once per session)."""
+    """libeca_openvino_extension.so, built from plugins/openvino against the installed wheel, once per run: the
+    first worker that needs it builds it, the others wait for it and load the same file."""
     reason = openvino_reason()
     if reason:
         pytest.skip(reason)
-    from eca_deploy.plugin.openvino_build import build_openvino_extension
+    from eca_deploy.plugin.openvino_build import EXTENSION_LIBRARY, build_openvino_extension
+    from tests.conftest import run_folder, run_lock
 
-    return build_openvino_extension(tmp_path_factory.mktemp("openvino-build")).extension
+    folder = run_folder(tmp_path_factory, "openvino-build")
+    with run_lock(folder):
+        library = folder / EXTENSION_LIBRARY
+        return library if library.is_file() else build_openvino_extension(folder).extension

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests import digits
+from tests.conftest import run_folder
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +18,8 @@ def digits_onnx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider: train into a temporary folder
     if cache is not None:
         folder = Path(cache.mkdir("eca_deploy_digits"))
-    else:  # parallel workers share their base folder's parent, so one trains and the others wait
-        base = tmp_path_factory.getbasetemp()
-        folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "eca_deploy_digits"
+    else:  # parallel workers share one folder, so one trains and the others wait (digits.trained_onnx locks it)
+        folder = run_folder(tmp_path_factory, "eca_deploy_digits")
     return digits.trained_onnx(folder)
 
 

@@ -90,9 +90,16 @@ def test_checkpoint_reference(cli, tmp_path: Path) -> None:
     torch.save(source.state_dict(), ckpt)
     out = tmp_path / "m.onnx"
     assert cli("export", "-m", "eca_resnet18", "-w", ckpt, "--img-size", "64", "-o", out).code == 0
-    missing = cli("check", "--onnx", out)
-    assert_one_line_error(missing, "pass that checkpoint with --weights", "ckpt.pth")
     assert cli("check", "--onnx", out, "--weights", ckpt).code == 0
+    found = cli("check", "--onnx", out)  # beside the ONNX, with the recorded sha256: found without --weights
+    assert found.code == 0 and "using " + str(ckpt) in found.stderr, found.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = elsewhere / "m.onnx"
+    out.rename(moved)
+    assert_one_line_error(cli("check", "--onnx", moved), "pass that checkpoint with --weights", "ckpt.pth")
+    torch.save(create_model("eca_resnet18", num_classes=10, seed=4).state_dict(), elsewhere / "ckpt.pth")
+    assert_one_line_error(cli("check", "--onnx", moved), "pass that checkpoint with --weights")  # another sha256
 
 
 def test_tolerance_overrides(cli, r18: Path, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Commands run in order, per document, in one temporary folder, so later lines may use earlier outputs.
 Code blocks opened as ```python file=NAME.py are written to that folder first, and `$ python NAME.py`
-runs such a file (in-process, as a script).
+runs such a file (in-process, as a script). Timing options run short here (`short_timing`): how long a figure
+is measured is for the reader to choose, every flag and file is still the document's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 def console_commands(path: Path) -> list[str]:
     blocks = re.findall(r"```console\n(.*?)```", path.read_text(), flags=re.S)
     return [line[2:].strip() for block in blocks for line in block.splitlines() if line.startswith("$ ")]
+
+
+# How long bench and deploy measure: the documents' values are for readers, the test's keep the suite short.
+SHORT_TIMING = {"--duration": "0.05s", "--warmup": "0s", "--iterations": "2"}
+
+
+def short_timing(argv: list[str]) -> list[str]:
+    """`argv` with the value of every timing option (SHORT_TIMING) made short."""
+    return [SHORT_TIMING.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
 
 
 def doc_files(path: Path) -> dict[str, str]:
@@ -54,8 +64,14 @@ def test_doc_commands_run(cli, doc: Path, tmp_path: Path, monkeypatch: pytest.Mo
             runpy.run_path(str(tmp_path / argv[1]), run_name="__main__")
             continue
         assert argv[0] == "eca-deploy", f"{doc.name}: only eca-deploy and python commands may appear in console blocks"
-        result = cli(*argv[1:])
+        result = cli(*short_timing(argv[1:]))
         assert result.code == 0, f"{doc.name}: `{command}` exited {result.code}: {result.stderr[-500:]}"
+
+
+def test_short_timing_changes_only_timing_values() -> None:
+    argv = ["bench", "--onnx", "m.onnx", "--batch", "1,8", "--duration", "2s", "--warmup", "1s", "--json", "b.json"]
+    assert short_timing(argv) == [*argv[:5], "--duration", "0.05s", "--warmup", "0s", "--json", "b.json"]
+    assert short_timing(["bench", "--iterations", "20"]) == ["bench", "--iterations", "2"]
 
 
 def test_readme_quotes_no_figures_of_its_own() -> None:

@@ -36,7 +36,7 @@ MODEL, VIDEO = "sub/m.onnx", "sub/clip.mp4"
 FILE, FOLDER, REPO, NAME, WORK = "file", "folder", "repo", "name", "work"
 TARGETS = ("input", "user_file", "user_dir", "cwd", "dir_with_input", "under_file", "missing_parent", "fresh")
 ACCEPTS = {
-    FILE: {"user_file", "fresh"},  # an output file may replace the file of that name the user asked for
+    FILE: {"user_file", "fresh"},  # an output file replaces a file eca-deploy did not write only with --force
     FOLDER: {"missing_parent", "fresh"},  # a new folder (its missing parents made)
     REPO: {"user_dir", "cwd", "dir_with_input", "missing_parent", "fresh"},  # adds a model folder to a repository
     NAME: {"fresh"},  # the model folder inside --repo .
@@ -87,16 +87,26 @@ SPECS = [
 ]  # fmt: skip
 
 
+def accepted(spec: Spec, target: str, force: bool) -> bool:
+    """Whether the command may write there: a user's file (which eca-deploy did not write) only with --force."""
+    return target in ACCEPTS[spec.kind] and (force or not (spec.kind == FILE and target == "user_file"))
+
+
+def _forces(spec: Spec, target: str) -> tuple[bool, ...]:
+    if spec.kind == FILE:  # every file output takes --force; it matters for a user's file and never for an input
+        return (False, True) if target in ("user_file", "input") else (False,)
+    return (False, True) if spec.takes_force and target not in ("input", "under_file") else (False,)
+
+
 def _cases() -> list[tuple[Spec, str, bool]]:
     cases = []
     for spec in SPECS:
         for target in TARGETS:
             if spec.kind == NAME and target in ("input", "cwd", "under_file", "missing_parent"):
                 continue  # --name is a folder name inside --repo, not a path
-            if spec.slow and target in ACCEPTS[spec.kind]:
-                continue
-            for force in (False, True) if spec.takes_force and target not in ("input", "under_file") else (False,):
-                cases.append((spec, target, force))
+            for force in _forces(spec, target):
+                if not (spec.slow and accepted(spec, target, force)):
+                    cases.append((spec, target, force))
     return cases
 
 
@@ -186,13 +196,13 @@ def _check_case(cli: Callable, spec: Spec, target: str, force: bool, root: Path)
     args = [*spec.args, spec.option, value, *(["--force"] if force else [])]
     result = cli(*args)
     after = snapshot(root)
-    accepted = target in ACCEPTS[spec.kind]
-    asked = os.path.normpath(value) if spec.kind == FILE else None  # the one existing file it may replace
+    ok = accepted(spec, target, force)
+    asked = os.path.normpath(value) if spec.kind == FILE and ok else None  # the one existing file it may replace
     for rel, digest in before.items():
         if rel == asked or (digest is None and rel in after):
             continue
         assert after.get(rel, "vanished") == digest, (args, rel, "changed" if rel in after else "vanished")
-    if not accepted:
+    if not ok:
         assert_one_line_error(result)
         assert sorted(set(after) - set(before)) == [], (args, "left behind")
         return
@@ -300,3 +310,56 @@ def test_claims_on_random_trees(tmp_path: Path, tree: list[tuple[list[str], byte
         (chosen / "later.txt").write_text("a user's file")
         with pytest.raises(EcaDeployError, match=r"later\.txt|holds the input|already exists"):
             claim_output_dir(chosen, "--out", [], force)
+
+
+# -- files: a user's file is replaced only with --force; eca-deploy's own outputs as often as asked ----------
+
+
+def _photo(path: Path) -> bytes:
+    from PIL import Image
+
+    Image.new("RGB", (24, 16), (200, 120, 40)).save(path)
+    return path.read_bytes()
+
+
+def test_bench_plot_never_replaces_a_users_photo_without_force(cli, inputs: Path, tmp_path: Path) -> None:
+    """`bench --plot cat.png` once replaced a user's photo silently; now it asks for --force, before any work."""
+    cat = tmp_path / "cat.png"
+    photo = _photo(cat)
+    bench = ("bench", "--onnx", inputs / "m.onnx", *BENCH[3:])
+    assert_one_line_error(cli(*bench, "--plot", cat), "--plot", "cat.png", "did not write it", "--force")
+    assert cat.read_bytes() == photo
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.png"]  # nothing else written either
+    result = cli(*bench, "--plot", cat, "--force")
+    assert result.code == 0, result.stderr
+    assert cat.read_bytes() != photo and cat.read_bytes().startswith(b"\x89PNG")
+
+
+def test_own_outputs_are_replaced_until_the_user_edits_them(cli, inputs: Path, tmp_path: Path) -> None:
+    bench = ("bench", "--onnx", inputs / "m.onnx", *BENCH[3:])
+    plot, table = tmp_path / "plot.png", tmp_path / "bench.csv"
+    for _ in range(2):  # the second run replaces what the first wrote, without --force
+        result = cli(*bench, "--plot", plot, "--csv", table)
+        assert result.code == 0, result.stderr
+    table.write_text("my notes\n")  # edited by the user: now the user's
+    assert_one_line_error(cli(*bench, "--csv", table), "--csv", "did not write it")
+    assert table.read_text() == "my notes\n"
+    assert cli(*bench, "--csv", table, "--force").code == 0
+
+
+def test_the_record_of_written_files(tmp_path: Path) -> None:
+    from eca_deploy.fileio import atomic_write_text, replacing, wrote_it
+
+    mine, theirs = tmp_path / "mine.json", tmp_path / "theirs.json"
+    atomic_write_text(mine, "{}\n")
+    theirs.write_text("{}\n")
+    assert wrote_it(mine) and not wrote_it(theirs) and not wrote_it(tmp_path / "missing.json")
+    assert claim_output_file(mine) == mine
+    with pytest.raises(EcaDeployError, match="did not write it"):
+        claim_output_file(theirs)
+    with replacing():
+        assert claim_output_file(theirs) == theirs
+    with pytest.raises(EcaDeployError, match="is the input"), replacing():  # --force never makes an input an output
+        claim_output_file(mine, "--output", [mine])
+    os.utime(mine, ns=(1, 1))  # touched since: no longer known as eca-deploy's
+    assert not wrote_it(mine)

@@ -22,6 +22,7 @@ from eca_deploy.cli.options import (
     check_at_least,
     check_file,
     check_outputs,
+    force_option,
     img_size_option,
     interpolation_option,
     json_option,
@@ -34,7 +35,7 @@ from eca_deploy.cli.options import (
     std_option,
 )
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.fileio import atomic_write, atomic_write_text
+from eca_deploy.fileio import allow_replacing, atomic_write, atomic_write_text
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 from eca_deploy.pipeline.bench_noise import speed_ratio
 
@@ -74,10 +75,12 @@ def bench_command(
     ),
     rounds: int = typer.Option(DEFAULT_ROUNDS, "--rounds", help="Measuring rounds per figure, interleaved."),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per model and batch size."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Draw latency and throughput vs batch (PNG)."),
 ) -> None:
     """Measure throughput and latency percentiles per batch size (like trtexec), on any backend."""
+    allow_replacing(force)
     from eca_deploy.backends.base import StepOptions
     from eca_deploy.pipeline.bench import BenchConfig
     from eca_deploy.pipeline.bench_report import LOWERING_CHOICES, run_bench, write_csv, write_plot

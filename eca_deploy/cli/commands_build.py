@@ -12,7 +12,8 @@ from rich.table import Table
 from eca_deploy.cli.app import app
 from eca_deploy.cli.commands_precision import calibration_progress
 from eca_deploy.cli.console import console, warn
-from eca_deploy.cli.options import JsonOutput, json_option
+from eca_deploy.cli.options import JsonOutput, force_option, json_option
+from eca_deploy.fileio import allow_replacing
 
 
 def _build_progress(progress: Progress) -> Any:
@@ -54,8 +55,10 @@ def build_command(
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Engine for later TensorRT releases."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Engine file (default: NAME.plan)."),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
 ) -> None:
     """Compile an ONNX model into a TensorRT engine (strongly typed: the ONNX decides the precision)."""
+    allow_replacing(force)
     from eca_deploy.cli.options import (
         check_at_least,
         check_image_folder,

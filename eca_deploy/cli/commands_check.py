@@ -23,6 +23,7 @@ from eca_deploy.cli.options import (
     check_positive,
     decoder_option,
     detector_options,
+    force_option,
     img_size_option,
     interpolation_option,
     json_option,
@@ -37,6 +38,7 @@ from eca_deploy.cli.options import (
     trust_checkpoint_option,
 )
 from eca_deploy.errors import CheckFailedError
+from eca_deploy.fileio import allow_replacing
 
 
 @app.command("check")
@@ -66,6 +68,7 @@ def check_command(
     decoder: str | None = decoder_option(),
     trust_checkpoint: bool = trust_checkpoint_option(),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
 ) -> None:
     """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
 
@@ -76,6 +79,7 @@ def check_command(
     A detector (head layout in its metadata, --layout or --decoder) is judged by its detections too: recall,
     precision, IoU, score drift, agreement mAP.
     """
+    allow_replacing(force)
     from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
 
     check_onnx_file(onnx_path, "--onnx")

@@ -31,6 +31,7 @@ from eca_deploy.cli.options import (
     trust_checkpoint_option,
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
+from eca_deploy.fileio import allow_replacing
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
 
@@ -61,6 +62,7 @@ def deploy_command(
     json_out: str | None = json_option(),
 ) -> None:
     """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
+    allow_replacing(force)
     from eca_deploy.cli.options import check_onnx_file, parse_duration, parse_sizes
     from eca_deploy.deploy.report import recommend, summary_rows
     from eca_deploy.deploy.run import DeployOptions, run_deploy

@@ -9,7 +9,8 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
-from eca_deploy.cli.options import JsonOutput, json_option
+from eca_deploy.cli.options import JsonOutput, force_option, json_option
+from eca_deploy.fileio import allow_replacing
 
 
 @app.command("fuse")
@@ -27,8 +28,10 @@ def fuse_command(
         None, "--tolerance", help="Largest fused-vs-unfused difference, fraction of the largest logit (1e-4)."
     ),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
 ) -> None:
     """Fuse every ECA block into one `eca_deploy.ECA` node (runs anywhere through an ONNX function)."""
+    allow_replacing(force)
     from eca_deploy.cli.options import check_onnx_file, check_positive
     from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, run_fuse
 

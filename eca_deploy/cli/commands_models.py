@@ -15,6 +15,7 @@ from eca_deploy.cli.options import (
     WEIGHTS_HELP,
     JsonOutput,
     PreprocessingFlags,
+    force_option,
     img_size_option,
     interpolation_option,
     json_option,
@@ -27,14 +28,17 @@ from eca_deploy.cli.options import (
     trust_checkpoint_option,
 )
 from eca_deploy.data.images import Preprocessing
+from eca_deploy.fileio import allow_replacing
 
 
 @app.command("models")
 def models_command(
     json_out: str | None = json_option(),
+    force: bool = force_option(),
     timm_models: bool = typer.Option(False, "--timm", help="List timm's ECA models instead (needs the timm extra)."),
 ) -> None:
     """List the model zoo: exact parameters, GFLOPs at 224, default k and published ImageNet accuracy."""
+    allow_replacing(force)
     out = JsonOutput.of(json_out)
     if timm_models:
         _list_timm(out)
@@ -122,8 +126,10 @@ def export_command(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare against PyTorch after export."),
     trust_checkpoint: bool = trust_checkpoint_option(),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
+    allow_replacing(force)
     from eca_deploy.cli.options import check_at_least, check_file, check_image_folder, check_positive
     from eca_deploy.exporters.onnx_export import ExportOptions
     from eca_deploy.fileio import distinct_outputs

@@ -9,8 +9,9 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, err_console, warn
-from eca_deploy.cli.options import JsonOutput, json_option
+from eca_deploy.cli.options import JsonOutput, force_option, json_option
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.fileio import allow_replacing
 
 plugin_app = typer.Typer(
     help="Build and inspect the ECA CUDA kernels (libeca_kernels.so) and TensorRT plugin (libeca_trt_plugin.so).",
@@ -92,6 +93,7 @@ def info_command(
         None, help="Library files or build folders (default: $ECA_DEPLOY_PLUGIN / $ECA_DEPLOY_KERNELS, build/plugins)."
     ),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
     bytes_out: bool = typer.Option(
         False, "--bytes", help="Instead: bytes each ECA formulation moves per ECA layer of the zoo models."
     ),
@@ -99,6 +101,7 @@ def info_command(
     img_size: int = typer.Option(224, "--img-size", help="With --bytes: input size."),
 ) -> None:
     """Show each library's file, checksum and the TensorRT, CUDA and GPU architectures it was built for."""
+    allow_replacing(force)
     if bytes_out:
         _print_traffic(dtype, img_size, JsonOutput.of(json_out))
         return

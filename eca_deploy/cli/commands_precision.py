@@ -18,6 +18,7 @@ from eca_deploy.cli.options import (
     check_at_least,
     check_image_folder,
     check_onnx_file,
+    force_option,
     img_size_option,
     interpolation_option,
     json_option,
@@ -27,7 +28,7 @@ from eca_deploy.cli.options import (
     std_option,
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
-from eca_deploy.fileio import distinct_outputs
+from eca_deploy.fileio import allow_replacing, distinct_outputs
 
 
 def _check_table(check: dict[str, Any], title: str) -> Table:
@@ -81,8 +82,10 @@ def convert_command(
     interpolation: str | None = interpolation_option(),
     resize_mode: str | None = resize_mode_option(),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
 ) -> None:
     """Write an FP16 copy of an ONNX model (TensorRT 11 builds FP16 engines only from FP16 ONNX)."""
+    allow_replacing(force)
     from eca_deploy.pipeline.convert import run_convert
 
     if not fp16:
@@ -127,8 +130,10 @@ def quantize_command(
     interpolation: str | None = interpolation_option(),
     resize_mode: str | None = resize_mode_option(),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
 ) -> None:
     """Calibrate on real images and write a Q/DQ INT8 ONNX laid out for TensorRT (explicit quantization)."""
+    allow_replacing(force)
     from eca_deploy.pipeline.quantize import run_quantize
     from eca_deploy.precision.quantize import QuantizeOptions
 

@@ -19,6 +19,7 @@ from eca_deploy.cli.options import (
     check_file,
     check_onnx_file,
     decoder_option,
+    force_option,
     img_size_option,
     interpolation_option,
     json_option,
@@ -32,6 +33,7 @@ from eca_deploy.cli.options import (
     std_option,
 )
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.fileio import allow_replacing
 
 
 @app.command("run")
@@ -55,6 +57,7 @@ def run_command(
     interpolation: str | None = interpolation_option(),
     resize_mode: str | None = resize_mode_option(),
     json_out: str | None = json_option(),
+    force: bool = force_option(),
     decoder: str | None = decoder_option(),
     layout: str | None = layout_option(),
 ) -> None:
@@ -63,6 +66,7 @@ def run_command(
     A model without a logits output shows its raw outputs' shapes and max; a detector whose head layout is
     known (metadata, or --layout) its boxes, decoded and NMS'd built in; --decoder FILE.py:FUNCTION overrides.
     """
+    allow_replacing(force)
     from eca_deploy.runtime.classifier import Classifier
     from eca_deploy.runtime.model import open_model
     from eca_deploy.runtime.preprocess import RESIZE_MODES

@@ -24,6 +24,7 @@ from eca_deploy.cli.options import (
     parse_sizes,
 )
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.fileio import allow_replacing
 
 
 def _one_model(engine: Path | None, onnx_path: Path | None) -> Path:
@@ -93,6 +94,7 @@ def export_triton_command(
     json_out: str | None = json_option(),
 ) -> None:
     """A Triton model repository: config.pbtxt, the model, labels, README with the tritonserver command."""
+    allow_replacing(force)
     from eca_deploy.fileio import claim_output_dir
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
     from eca_deploy.serving.triton import TritonOptions, export_triton, model_name, triton_config
@@ -158,6 +160,7 @@ def export_deepstream_command(
 
     mean/std/size come from the model's metadata; an ONNX made elsewhere needs --mean and --std.
     """
+    allow_replacing(force)
     from eca_deploy.fileio import claim_output_dir, distinct_outputs
     from eca_deploy.serving.deepstream import DeepStreamOptions, export_deepstream
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec

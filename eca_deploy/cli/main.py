@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from eca_deploy.cli.app import app
 from eca_deploy.cli.options import expand_bare_json
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.fileio import allow_replacing
 
 __all__ = ["app", "main"]
 
@@ -88,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted(args)
     finally:
         console.quiet = False  # --json on stdout silences tables for one invocation only
+        allow_replacing(False)  # and --force replaces files for one invocation only
     if code == INTERRUPTED:  # Typer turns KeyboardInterrupt inside a command into exit code 130
         return _interrupted(args)
     return code if isinstance(code, int) else 0

@@ -266,6 +266,14 @@ JSON_HELP = "Results as JSON: bare --json (or --json -) prints them on stdout, n
 MODEL_SUFFIXES = (".onnx", ".plan", ".engine", ".trt", ".pth", ".pt", ".tar", ".so")
 
 
+FORCE_HELP = "Replace existing output files that eca-deploy did not write (its own are replaced anyway)."
+
+
+def force_option(help: str = FORCE_HELP) -> Any:
+    """--force: the output rule's one exception (eca_deploy.fileio.allow_replacing)."""
+    return typer.Option(False, "--force", help=help)
+
+
 def json_option(help: str = JSON_HELP) -> Any:
     """The `--json [FILE]` option; the command reads its value with `JsonOutput.of`."""
     return typer.Option(None, "--json", metavar="FILE", help=help, show_default=False)

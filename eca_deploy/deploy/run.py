@@ -1,13 +1,12 @@
 """Run export -> fuse -> FP16 / INT8 -> engine build -> check -> bench into one folder, stage by stage.
 
-No stage is implemented twice: each one calls the same library function as its own command, and the
-manifest records that command line.
+No stage is implemented twice: each stage is a spec (deploy.stages) whose fields make both the library call
+its own command makes and the command line the manifest records.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,18 @@ from typing import Any
 
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.deploy.cache import StageCache, StageOutcome
+from eca_deploy.deploy.stages import (
+    BenchSpec,
+    BuildSpec,
+    CheckSpec,
+    ConvertSpec,
+    ExportSpec,
+    FuseSpec,
+    QuantizeSpec,
+    StageSpec,
+)
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.fileio import atomic_write_text, claim_work_dir, sha256_file
+from eca_deploy.fileio import atomic_write_text, claim_work_dir, replacing, sha256_file
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -140,14 +149,6 @@ def prepare_out(out: Path, inputs: Sequence[Path | None] = ()) -> None:
     claim_work_dir(out, "--out", inputs)
 
 
-def _cmd(*parts: object) -> str:
-    return " ".join(str(parts[0]).split() + [shlex.quote(str(p)) for p in parts[1:]])
-
-
-def _opt(flag: str, value: object) -> tuple[object, ...]:
-    return (flag, value) if value is not None else ()
-
-
 def run_deploy(
     opts: DeployOptions,
     on_stage: Callable[[str, str], Any] | None = None,
@@ -173,11 +174,15 @@ def run_deploy(
 
     random_weights = opts.onnx is None and sources.has_random_weights(opts.model, opts.weights, opts.pretrained)
 
-    def stage(name: str, what: str, options: dict[str, Any], inputs: list[Path], outputs: list[Path],
-              work: Callable[[], dict[str, Any] | None], command: str) -> StageOutcome:  # fmt: skip
-        commands[name] = command
-        with on_stage(name, what) if on_stage else contextlib.nullcontext():
-            outcome = cache.run(name, options, inputs, outputs, work)
+    def stage(name: str, what: str, spec: StageSpec | None, inputs: list[Path], outputs: list[Path],
+              work: Callable[[], dict[str, Any] | None] | None = None, options: dict[str, Any] | None = None,
+              command: str | None = None) -> StageOutcome:  # fmt: skip
+        """Run a stage: its spec's call (or `work`), recorded under its spec's key and command line."""
+        commands[name] = spec.command() if spec is not None else command  # type: ignore[assignment]
+        run = spec.run if spec is not None else work
+        key = spec.key() if spec is not None else options
+        with on_stage(name, what) if on_stage else contextlib.nullcontext(), replacing():  # --out is deploy's own
+            outcome = cache.run(name, key or {}, inputs, outputs, run)  # type: ignore[arg-type]
         stages.append(outcome)
         if on_done:
             on_done(outcome)
@@ -186,29 +191,22 @@ def run_deploy(
     weights_in = [opts.weights] if opts.weights else []
     if opts.onnx is None and sources.kind(opts.model) in ("file", "ultralytics"):  # the model file holds weights
         weights_in.append(Path(opts.model.rpartition(":")[0] if sources.kind(opts.model) == "file" else opts.model))
-    trust = ("--trust-checkpoint",) if opts.trust_checkpoint else ()
     onnx_path, fused = out / "model.onnx", out / "model.fused.onnx"
     if opts.onnx is not None:
         prep = opts.preprocessing
-        stage("import", f"copying {opts.onnx.name} (with its preprocessing in the metadata)",
-              {"preprocessing": repr(prep)}, [opts.onnx], [onnx_path],
-              lambda: _import_onnx(opts.onnx, prep, onnx_path, note),  # type: ignore[arg-type]
-              f"copy of {opts.onnx} with eca-deploy metadata")  # fmt: skip
+        stage("import", f"copying {opts.onnx.name} (with its preprocessing in the metadata)", None,
+              [opts.onnx], [onnx_path], lambda: _import_onnx(opts.onnx, prep, onnx_path, note),  # type: ignore[arg-type]
+              {"preprocessing": repr(prep)}, f"copy of {opts.onnx} with eca-deploy metadata")  # fmt: skip
     else:
-        stage("export", f"exporting {opts.model} and verifying it against PyTorch",
-              {"model": opts.model, "img_size": opts.img_size, "opset": opts.opset, "pretrained": opts.pretrained},
-              weights_in, [onnx_path], lambda: _export(opts, onnx_path),
-              _cmd("eca-deploy export --model", opts.model, *_opt("--weights", opts.weights),
-                   *(("--pretrained",) if opts.pretrained else ()), *_opt("--img-size", _size_flag(opts.img_size)),
-                   *trust,
-                   "--opset", opts.opset, "--output", onnx_path))  # fmt: skip
+        export = ExportSpec(model=opts.model, output=onnx_path, weights=opts.weights, pretrained=opts.pretrained,
+                            img_size=opts.img_size, opset=opts.opset, images=opts.images,
+                            trust_checkpoint=opts.trust_checkpoint)  # fmt: skip
+        stage("export", f"exporting {opts.model} and verifying it against PyTorch", export, weights_in, [onnx_path])
     if random_weights:  # worded for what the exported model predicts (classes, boxes)
         from eca_deploy.exporters.metadata import random_weights_notice
 
         note(f"{opts.model} has {random_weights_notice(model_interface(onnx_path).as_dict())}")
-    reference = ("--reference-onnx", onnx_path) if opts.onnx is not None else ("--model", opts.model)
-    fusion = stage("fuse", "fusing ECA blocks into ECA nodes", {}, [onnx_path], [fused],
-                   lambda: _fuse(onnx_path, fused), _cmd("eca-deploy fuse", onnx_path, "--output", fused))  # fmt: skip
+    fusion = stage("fuse", "fusing ECA blocks into ECA nodes", FuseSpec(onnx_path, fused), [onnx_path], [fused])
     fused_blocks = fusion.detail.get("fused")
     if fused_blocks == 0:
         note(NOTHING_FUSED)
@@ -221,20 +219,16 @@ def run_deploy(
         target_file, kind = model_file, "onnx"
         if not trt_missing:
             target_file, kind = _build_stage(precision, opts, model_file, stage), "engine"
-        flag = "--engine" if kind == "engine" else "--onnx"
         checks: dict[str, Any] = {}
         for i, runtime in enumerate(runtimes if kind == "onnx" else ["tensorrt"]):
             cjson = out / (f"check.{precision}.json" if i == 0 else f"check.{precision}.{runtime}.json")
-            rt = ("--runtime", runtime) if runtime not in ("onnxruntime", "tensorrt") else ()
             label = RUNTIME_LABELS.get(runtime, "TensorRT")
+            check = CheckSpec(target_file, kind, cjson, runtime=runtime, images=opts.images,
+                              **({"reference_onnx": onnx_path} if opts.onnx is not None
+                                 else {"model": opts.model, "weights": opts.weights}))  # fmt: skip
             stage(f"check-{precision}" + (f"-{runtime}" if i else ""),
-                  f"checking {precision} against PyTorch on real photos ({label})",
-                  {"images": str(opts.images or "")} | ({"runtime": runtime} if rt else {}),
-                  [target_file, *weights_in], [cjson],
-                  lambda t=target_file, k=kind, j=cjson, r=runtime: _check(opts, t, k, j, r),
-                  _cmd("eca-deploy check", flag, target_file, *rt, *reference,
-                       *_opt("--weights", opts.weights), *trust, *_opt("--images", opts.images), "--json",
-                       cjson))  # fmt: skip
+                  f"checking {precision} against PyTorch on real photos ({label})", check,
+                  [target_file, *weights_in], [cjson])  # fmt: skip
             checks[runtime] = json.loads(cjson.read_text())
             benched.append((precision, target_file, kind, None if kind == "engine" else runtime))
         checks_by_precision[precision] = checks
@@ -245,21 +239,15 @@ def run_deploy(
     bench_json = out / BENCH_JSON
     files = list(dict.fromkeys(f for _, f, _, _ in benched))
     on = f" on {' and '.join(RUNTIME_LABELS[r] for r in runtimes)}" if len(runtimes) > 1 else ""
-    rt_flag = ("--runtime", ",".join(runtimes)) if runtimes and runtimes != ["onnxruntime"] else ()
     # OpenVINO times the unfused model and both conversions of the fused FP32 model, and uses the fastest
-    twin = ("--unfused", f"{fused}={onnx_path}") if "openvino" in runtimes and fused_blocks else ()
-    bench_command = _cmd("eca-deploy bench --compare", *files, *rt_flag, *twin,
-                         "--batch", ",".join(map(str, opts.batches)),
-                         "--warmup", f"{bench_warmup(opts)}s", "--duration", f"{opts.bench_seconds}s",
-                         "--rounds", opts.bench_rounds, "--json", bench_json)  # fmt: skip
+    twin = {fused: onnx_path} if "openvino" in runtimes and fused_blocks else {}
+    bench_spec = BenchSpec(tuple(files), bench_json, runtimes=tuple(runtimes), unfused=twin, batches=opts.batches,
+                           warmup_s=bench_warmup(opts), duration_s=opts.bench_seconds, rounds=opts.bench_rounds,
+                           img_size=model_interface(onnx_path).size)  # fmt: skip
     stage("bench", f"benchmarking {', '.join(opts.precisions)}{on} at batch {','.join(map(str, opts.batches))}, "
           f"{opts.bench_rounds} interleaved rounds"
           + ("; OpenVINO times unfused and both ECA lowerings and uses the fastest" if "openvino" in runtimes else ""),
-          {"batches": list(opts.batches), "seconds": opts.bench_seconds, "rounds": opts.bench_rounds,
-           "precisions": list(opts.precisions)} | ({"runtimes": runtimes} if len(runtimes) > 1 else {}),
-          files + ([onnx_path] if twin else []), [bench_json],
-          lambda: _bench(opts, [(f, k, r) for _, f, k, r in benched], bench_json, {fused: onnx_path} if twin else {}),
-          bench_command)  # fmt: skip
+          bench_spec, files + ([onnx_path] if twin else []), [bench_json])  # fmt: skip
     bench = json.loads(bench_json.read_text())
     results: dict[str, Any] = {}
     for precision in opts.precisions:
@@ -300,21 +288,6 @@ def run_deploy(
     return DeployResult(summary, stages)
 
 
-def _size_flag(size: tuple[int, int] | None) -> str | None:
-    return None if size is None else (str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}")
-
-
-def _export(opts: DeployOptions, output: Path) -> dict[str, Any]:
-    from eca_deploy.pipeline.export import run_export
-
-    size = opts.img_size
-    adjust = (lambda p: p.at_hw(size)) if size is not None and size[0] != size[1] else None
-    result = run_export(model_name=opts.model, weights=opts.weights, output=output, opset=opts.opset,
-                        img_size=size[0] if size else None, adjust=adjust, images=opts.images,
-                        pretrained=opts.pretrained, trust_checkpoint=opts.trust_checkpoint)  # fmt: skip
-    return {"verification": result.verification, "verified_outputs": result.verified_outputs}
-
-
 def model_interface(onnx_path: Path) -> Any:
     """The interface of the deployed model (model.onnx, with its metadata): what every later stage runs at."""
     from eca_deploy.interface import onnx_interface
@@ -341,44 +314,9 @@ def _import_onnx(source: Path, prep: Preprocessing | None, output: Path, note: C
     return {"model": meta.model, "input_size": meta.preprocessing.size}
 
 
-def _fuse(source: Path, output: Path) -> dict[str, Any]:
-    from eca_deploy.pipeline.fuse import run_fuse
-
-    result = run_fuse(source, output, write_unchanged=True)
-    return {"fused": result.report.count, "max_abs_diff": result.max_abs_diff}
-
-
-def _check(opts: DeployOptions, target: Path, kind: str, output: Path, runtime: str = "onnxruntime") -> dict[str, Any]:
-    from eca_deploy.pipeline.check import open_target, run_check
-
-    tgt = open_target(target if kind == "onnx" else None, target if kind == "engine" else None, runtime=runtime)
-    if opts.onnx is not None:  # no PyTorch model: compare with the imported FP32 ONNX
-        result = run_check(tgt, model_name=None, images=opts.images, reference_onnx=opts.out / "model.onnx")
-    else:
-        result = run_check(tgt, model_name=opts.model, weights=opts.weights, images=opts.images,
-                           trust_checkpoint=opts.trust_checkpoint)  # fmt: skip
-    atomic_write_text(output, json.dumps(result.as_dict(), indent=2) + "\n")
-    return {"passed": result.passed}
-
-
 def bench_warmup(opts: DeployOptions) -> float:
     """Warm-up seconds per batch size: the measuring time, at most one second."""
     return min(1.0, opts.bench_seconds)
-
-
-def _bench(opts: DeployOptions, targets: list[tuple[Path, str, str | None]], output: Path,
-           unfused: dict[Path, Path]) -> dict[str, Any]:  # fmt: skip
-    from eca_deploy.pipeline.bench import BenchConfig
-    from eca_deploy.pipeline.bench_report import run_bench
-
-    config = BenchConfig(batches=opts.batches, warmup_s=bench_warmup(opts), duration_s=opts.bench_seconds,
-                         rounds=opts.bench_rounds)  # fmt: skip
-    size = model_interface(opts.out / "model.onnx").size
-    report = run_bench([t for t, _, _ in targets], config, kinds=[k for _, k, _ in targets],
-                       runtimes=[r or "onnxruntime" for _, _, r in targets], unfused=unfused,
-                       img_size=size)  # fmt: skip
-    atomic_write_text(output, json.dumps(report, indent=2) + "\n")
-    return {"warnings": report["noise"]["warnings"]}
 
 
 def _precision_stage(precision: str, opts: DeployOptions, fused: Path, stage: Callable[..., StageOutcome]) -> Path:
@@ -390,33 +328,15 @@ def _precision_stage(precision: str, opts: DeployOptions, fused: Path, stage: Ca
         return fused
     output = opts.out / f"model.{precision}.onnx"
     if precision == "fp16":
-        stage("convert-fp16", "converting to FP16 (float32 I/O)", {}, [fused], [output],
-              lambda: _convert(fused, output),
-              _cmd("eca-deploy convert --fp16 --onnx", fused, "--output", output))  # fmt: skip
+        stage("convert-fp16", "converting to FP16 (float32 I/O)", ConvertSpec(fused, output), [fused], [output])
         return output
     from eca_deploy.data.images import list_images
 
     calib = list_images(opts.calib_images)  # type: ignore[arg-type]  # the quantizer samples across all of them
     used = min(len(calib), opts.calib_count)
-    stage("quantize-int8", f"calibrating INT8 on {used} images", {"count": opts.calib_count}, [fused, *calib],
-          [output], lambda: _quantize(opts, fused, output),
-          _cmd("eca-deploy quantize --onnx", fused, "--calib-images", opts.calib_images, "--calib-count",
-               opts.calib_count, "--output", output))  # fmt: skip
+    spec = QuantizeSpec(fused, opts.calib_images, output, count=opts.calib_count)  # type: ignore[arg-type]
+    stage("quantize-int8", f"calibrating INT8 on {used} images", spec, [fused, *calib], [output])
     return output
-
-
-def _convert(source: Path, output: Path) -> dict[str, Any]:
-    from eca_deploy.pipeline.convert import run_convert
-
-    return {"fp16": run_convert(source, output, verify=False).as_dict()}
-
-
-def _quantize(opts: DeployOptions, source: Path, output: Path) -> dict[str, Any]:
-    from eca_deploy.pipeline.quantize import run_quantize
-    from eca_deploy.precision.quantize import QuantizeOptions
-
-    options = QuantizeOptions(count=opts.calib_count)
-    return {"int8": run_quantize(source, opts.calib_images, output, options, verify=False).as_dict()}  # type: ignore[arg-type]
 
 
 def _build_stage(precision: str, opts: DeployOptions, model_file: Path, stage: Callable[..., StageOutcome]) -> Path:
@@ -424,18 +344,14 @@ def _build_stage(precision: str, opts: DeployOptions, model_file: Path, stage: C
     engine = opts.out / f"model.{precision}.plan"
     sidecar = engine.with_name(engine.name + ".json")
     batches = f"{min(opts.batches)}:{sorted(opts.batches)[len(opts.batches) // 2]}:{max(opts.batches)}"
-    stage(f"build-{precision}", f"building the {precision} TensorRT engine (profile {batches})", {"batch": batches},
-          [model_file], [engine, sidecar], lambda: _build(model_file, engine, batches),
-          _cmd("eca-deploy build --onnx", model_file, "--batch", batches, "--output", engine))  # fmt: skip
+    stage(
+        f"build-{precision}",
+        f"building the {precision} TensorRT engine (profile {batches})",
+        BuildSpec(model_file, engine, batches),
+        [model_file],
+        [engine, sidecar],
+    )
     return engine
-
-
-def _build(source: Path, engine: Path, batches: str) -> dict[str, Any]:
-    from eca_deploy.engine.build import Profile
-    from eca_deploy.pipeline.build import BuildRequest, run_build
-
-    result = run_build(BuildRequest(onnx_path=source, output=engine, profile=Profile.parse(batches)))
-    return {"sidecar": result.as_dict()}
 
 
 def write_manifest(opts: DeployOptions, out: Path, stages: list[StageOutcome], commands: dict[str, str],

@@ -199,7 +199,7 @@ def claim_build_outputs(req: BuildRequest) -> None:
     inputs = [req.onnx_path, req.calib_images, req.timing_cache]
     cache = req.timing_cache  # read and updated; its missing folders are made
     if cache is not None and (cache.parent.exists() or file_in_the_way(cache) is not None):
-        claim_output_file(cache, "--timing-cache", [req.onnx_path, req.calib_images])
+        claim_output_file(cache, "--timing-cache", [req.onnx_path, req.calib_images], updates=True)
     claim_output_file(req.output, "--output", inputs)
     claim_output_file(req.output.with_name(req.output.name + ".json"), "--output (its sidecar)", inputs)
     stem = req.output.name.removesuffix(".plan").removesuffix(".engine")

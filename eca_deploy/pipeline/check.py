@@ -215,6 +215,21 @@ def reference_model(
     return loaded.module
 
 
+def find_checkpoint(recorded: str | None, beside: Path) -> Path | None:
+    """The checkpoint the metadata's `weights` ("<file name> sha256:<hex>") names, looked for beside the model
+    file and in the current folder; only a file whose sha256 matches the recorded one, else None."""
+    from eca_deploy.fileio import sha256_file
+
+    name, sep, digest = (recorded or "").rpartition(" sha256:")
+    if not sep or not name or Path(name).name != name:
+        return None
+    for folder in dict.fromkeys((beside, Path("."))):
+        candidate = folder / name
+        if candidate.is_file() and sha256_file(candidate) == digest:
+            return candidate
+    return None
+
+
 def unfused_sibling(path: Path) -> Path | None:
     """The FP32 ONNX a derived file was made from, by eca-deploy's naming (X.fused.onnx, X.fp16.onnx, ...)."""
     stem = path.name.removesuffix(".onnx")
@@ -363,6 +378,10 @@ def run_check(
         random_weights = has_random_weights(described)
     else:
         assert name is not None
+        if weights is None and meta is not None and meta.model == name:
+            weights = find_checkpoint(meta.weights, Path(target.label).parent)
+            if weights is not None:
+                warn(f"no --weights: using {weights}, the checkpoint the model was exported from (its sha256 matches)")
         reference = _torch_reference(target, name, weights, prep, warn, interface, trust_checkpoint)
         random_weights = weights is None and (meta is None or not meta.weights or has_random_weights(meta))
     step = fixed_batch or batch

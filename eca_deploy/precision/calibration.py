@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import onnx
 
 from eca_deploy.data.images import Preprocessing, list_images, read_rgb
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.fileio import atomic_write_text
+from eca_deploy.fileio import atomic_write_text, cache_root
 
 METHODS = ("entropy", "minmax", "percentile")
 HIST_BINS = 2048
@@ -424,11 +423,7 @@ def collect_ranges(
 
 def cache_dir() -> Path:
     """$ECA_DEPLOY_CACHE/calibration, else $XDG_CACHE_HOME/eca-deploy/calibration, else ~/.cache/..."""
-    root = os.environ.get("ECA_DEPLOY_CACHE")
-    if root:
-        return Path(root) / "calibration"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "eca-deploy" / "calibration"
+    return cache_root() / "calibration"
 
 
 def cache_key(
