@@ -11,6 +11,7 @@ import onnx
 import pytest
 
 from eca_deploy.deploy.stages import BenchSpec, CheckSpec, ConvertSpec, ExportSpec, FuseSpec, QuantizeSpec
+from eca_deploy.precision import DEFAULT_METHOD
 
 DEPLOY = ["deploy", "--model", "eca_mobilenetv2", "--img-size", "32", "--precisions", "fp32,fp16,int8",
           "--calib-count", "6", "--batch", "1", "--duration", "0.05s", "--rounds", "1", "--runtime", "onnxruntime",
@@ -76,13 +77,13 @@ def test_every_recorded_command_remakes_deploys_files(
 
 
 def test_the_drifts_that_were_found_are_recorded() -> None:
-    """--images on export, --method entropy, --no-verify (written whatever its accuracy), --write-unchanged."""
+    """--images on export, --method spelt out, --no-verify (written whatever its accuracy), --write-unchanged."""
     export = ExportSpec("eca_mobilenetv2", Path("out/model.onnx"), img_size=(64, 48), images=Path("photos"))
     assert shlex.split(export.command()) == ["eca-deploy", "export", "--model", "eca_mobilenetv2", "--img-size",
                                              "64x48", "--opset", "17", "--images", "photos", "--output",
                                              "out/model.onnx"]  # fmt: skip
     quantize = shlex.split(QuantizeSpec(Path("f.onnx"), Path("calib dir"), Path("q.onnx"), count=8).command())
-    assert quantize[quantize.index("--method") + 1] == "entropy" and "--no-verify" in quantize
+    assert quantize[quantize.index("--method") + 1] == DEFAULT_METHOD and "--no-verify" in quantize
     assert quantize[quantize.index("--calib-images") + 1] == "calib dir"
     assert "--keep-failed" in QuantizeSpec(Path("f"), Path("c"), Path("q"), verify=True, keep_failed=True).argv()
     assert "--write-unchanged" in FuseSpec(Path("m.onnx"), Path("f.onnx")).argv()

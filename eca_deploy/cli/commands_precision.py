@@ -29,6 +29,7 @@ from eca_deploy.cli.options import (
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.fileio import allow_replacing, distinct_outputs
+from eca_deploy.precision import DEFAULT_METHOD
 
 
 def _check_table(check: dict[str, Any], title: str) -> Table:
@@ -115,7 +116,7 @@ def quantize_command(
     onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX model to quantize."),
     calib_images: Path = typer.Option(..., "--calib-images", help="Folder of real jpg/png images for calibration."),
     calib_count: int = typer.Option(512, "--calib-count", help="Images to calibrate on (spread over the folder)."),
-    method: str = typer.Option("percentile", "--method", help="entropy, minmax or percentile (99.99%)."),
+    method: str = typer.Option(DEFAULT_METHOD, "--method", help="entropy, minmax or percentile (99.99%)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output (default: NAME.int8.onnx)."),
     quantize_eca_gate: bool = typer.Option(False, "--quantize-eca-gate", help="Also quantize the ECA gate (worse)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached calibration ranges."),

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy.fileio import atomic_write_text
-
-QUANTIZE_METHOD = "entropy"  # deploy's calibration (the quantize command's own default is percentile)
+from eca_deploy.precision import DEFAULT_METHOD
 
 
 def _size_flag(size: tuple[int, int] | None) -> str | None:
@@ -157,7 +156,7 @@ class QuantizeSpec(StageSpec):
     calib_images: Path
     output: Path
     count: int = 512
-    method: str = QUANTIZE_METHOD
+    method: str = DEFAULT_METHOD
     verify: bool = False
     keep_failed: bool = False
 

@@ -67,8 +67,8 @@ DETECTION_BOUNDS: dict[str, DetectionBounds] = {
                             max_box_bias=0.1, min_map50_95=0.95, margin=0.01),
     "fp16": DetectionBounds(min_f1=0.97, min_mean_iou=0.98, max_mean_drift=0.02, max_score_bias=0.01,
                             max_box_bias=0.5, min_map50_95=0.9, margin=0.02),
-    "int8": DetectionBounds(min_f1=0.8, min_mean_iou=0.85, max_mean_drift=0.08, max_score_bias=0.03,
-                            max_box_bias=1.0, min_map50_95=0.6, margin=0.05),
+    "int8": DetectionBounds(min_f1=0.9, min_mean_iou=0.85, max_mean_drift=0.08, max_score_bias=0.03,
+                            max_box_bias=1.0, min_map50_95=0.93, margin=0.05),
 }  # fmt: skip
 
 

@@ -31,8 +31,8 @@ import onnx
 from eca_deploy.data.images import Preprocessing, list_images, read_rgb
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_text, cache_root
+from eca_deploy.precision import METHODS
 
-METHODS = ("entropy", "minmax", "percentile")
 HIST_BINS = 2048
 QUANT_LEVELS = 128
 PERCENTILE = 99.99

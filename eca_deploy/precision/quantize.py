@@ -11,6 +11,7 @@ import onnx
 
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.precision import DEFAULT_METHOD
 from eca_deploy.precision.calibration import (
     MEMORY_BUDGET,
     METHODS,
@@ -28,7 +29,7 @@ from eca_deploy.precision.qdq import insert_qdq, plan_quantization, qdq_summary
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    method: str = "entropy"
+    method: str = DEFAULT_METHOD
     count: int = 512
     quantize_eca_gate: bool = False  # for comparison only: the gate belongs in float
     use_cache: bool = True
