@@ -13,6 +13,7 @@ from eca_deploy.exporters.foreign_metadata import level_strides, ultralytics_nam
 from eca_deploy.exporters.metadata import read_metadata
 from eca_deploy.interface import DETECTION, TENSOR, onnx_interface
 from eca_deploy.runtime.model import runner_metadata
+from tests.conftest import assert_one_line_error
 from tests.conftest_openvino import needs_openvino
 from tests.conftest_yolo import YOLO_EXPORT_SIZE
 
@@ -93,3 +94,12 @@ def test_property_parsing() -> None:
     assert level_strides(32, (640, 640), 8400) == (8, 16, 32)
     assert level_strides(64, (640, 640), 8400 + 100) == (8, 16, 32, 64)
     assert level_strides(32, (640, 640), 8399) == ()
+
+
+def test_check_without_a_reference_names_the_missing_one(cli, ultralytics_onnx: Path, tmp_path: Path) -> None:
+    """A lone ultralytics export has no PyTorch model eca-deploy could rebuild: check asks for --reference-onnx."""
+    alone = tmp_path / "alone" / "yolo.fused.onnx"  # no unfused sibling beside it
+    alone.parent.mkdir()
+    alone.write_bytes(ultralytics_onnx.read_bytes())
+    result = cli("check", "--onnx", alone)
+    assert_one_line_error(result, "--reference-onnx", "made outside eca-deploy")

@@ -95,6 +95,11 @@ def validate(ref: str, trust_checkpoint: bool = False) -> None:
         from eca_deploy.models import ultralytics
 
         ultralytics.validate(ref, trust_checkpoint)
+    elif ref.startswith(ONNX_PREFIX):
+        raise EcaDeployError(
+            f"{ref} is an ONNX file made outside eca-deploy, with no PyTorch model to rebuild: pass --reference-onnx "
+            "with its FP32 ONNX (e.g. the file before fuse/quantize)"
+        )
     else:
         raise EcaDeployError(f"{ref} was exported from a Python module and cannot be rebuilt: pass --reference-onnx")
 

@@ -15,6 +15,7 @@ import heapq
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -66,6 +67,8 @@ class RunOptions:
             check_output(self.output)
         if self.log is not None:
             check_writable(self.log, "--log")
+        if self.display and not has_screen():
+            raise EcaDeployError(f"{DISPLAY_NEEDS} (no DISPLAY or WAYLAND_DISPLAY is set)")
 
 
 @dataclass
@@ -175,16 +178,27 @@ class _FrameLog:
         self.tmp.unlink(missing_ok=True)
 
 
+DISPLAY_NEEDS = (
+    "--display needs OpenCV with a GUI and a screen: pip install opencv-python (not -headless), "
+    "or write the result with --output"
+)
+
+
+def has_screen() -> bool:
+    """Whether a window can open: on Linux an X11 or Wayland display must be named (OpenCV's Qt and GTK
+    back-ends abort the process, not raise, when they find none)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 class _Display:
     def __init__(self) -> None:
         self.cv2 = import_cv2()
         try:
             self.cv2.namedWindow(WINDOW, self.cv2.WINDOW_NORMAL)
         except self.cv2.error:
-            raise EcaDeployError(
-                "--display needs OpenCV with a GUI and a screen: pip install opencv-python (not -headless), "
-                "or write the result with --output"
-            ) from None
+            raise EcaDeployError(DISPLAY_NEEDS) from None
 
     def show(self, frame: np.ndarray) -> bool:
         """Show `frame`; False when the user pressed q or Esc, or closed the window."""
