@@ -276,7 +276,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, ImportError) as exc:
+        # ImportError: once ultralytics is imported, its patched Image.open looks for a HEIF plugin on any file
+        # PIL cannot identify, and raises ModuleNotFoundError where pi-heif is not installed
         raise EcaDeployError(f"cannot read image {path}: {exc}") from None
 
 

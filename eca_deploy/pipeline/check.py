@@ -378,7 +378,10 @@ def run_check(
         random_weights = has_random_weights(described)
     else:
         assert name is not None
-        if weights is None and meta is not None and meta.model == name:
+        from eca_deploy.models import sources
+
+        own_weights = sources.kind(name) == "ultralytics"  # the model file is the checkpoint: never --weights
+        if weights is None and meta is not None and meta.model == name and not own_weights:
             weights = find_checkpoint(meta.weights, Path(target.label).parent)
             if weights is not None:
                 warn(f"no --weights: using {weights}, the checkpoint the model was exported from (its sha256 matches)")

@@ -408,7 +408,7 @@ __global__ void __launch_bounds__(kThreads) ecaScaleKernel(T const* x, T const* 
 // L2): the two-pass traffic in one launch.
 constexpr int kQdpMaxTile = 32;
 constexpr int kQdpWeights = 64; // ECA_MAX_K rounded up to whole groups of 8 arguments
-constexpr int kQdpArguments = 5 + 2 + 2 * kQdpWeights + 3; // the int32 arguments between X and Y
+[[maybe_unused]] constexpr int kQdpArguments = 5 + 2 + 2 * kQdpWeights + 3; // int32 arguments between X and Y
 
 // A float from the high and low 16 bits of its bits (each 0 .. 65535).
 __device__ __forceinline__ float qdpFloat(int32_t high, int32_t low)
