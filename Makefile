@@ -67,7 +67,7 @@ demo: setup
 
 test: setup-test
 	$(TEST_BIN)/ruff check .
-	$(TEST_BIN)/python -m pytest -n 2 -q
+	$(TEST_BIN)/python -m pytest -n 2 -q --durations=25
 
 lint: setup
 	$(BIN)/ruff check .
