@@ -17,28 +17,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from eca_deploy.detection.boxes import Detections
 from eca_deploy.errors import EcaDeployError, first_line
 from eca_deploy.user_code import function_of, import_file
 
 CLASS_KEYS = ("classes", "class_ids", "labels")
-
-
-@dataclass(frozen=True)
-class Boxes:
-    """One image's detections: boxes [K, 4] (x1, y1, x2, y2), scores [K] and class ids [K]."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 def split_ref(ref: str) -> tuple[Path, str]:
@@ -59,7 +47,7 @@ def import_function(ref: str) -> Callable[..., Any]:
 
 
 class Decoder:
-    """A user's decode function bound to a model's output names; `decoder(outputs, (H, W)) -> Boxes`."""
+    """A user's decode function bound to a model's output names; `decoder(outputs, (H, W)) -> Detections`."""
 
     def __init__(self, function: Callable[..., Any], output_names: Sequence[str], label: str | None = None) -> None:
         self.function, self.output_names = function, list(output_names)
@@ -96,7 +84,7 @@ class Decoder:
             return [], {**{n: outputs[n] for n in self.output_names}, **kwargs}
         return [outputs[n] for n in self.output_names], kwargs
 
-    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: tuple[int, int]) -> Boxes:
+    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: tuple[int, int]) -> Detections:
         args, kwargs = self._arguments(outputs, image_size)
         try:
             value = self.function(*args, **kwargs)
@@ -114,11 +102,11 @@ class LayoutDecoder:
         self.output_names = list(spec.outputs)
         self.label = f"{spec.layout} (built in)"
 
-    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: tuple[int, int]) -> Boxes:
+    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: tuple[int, int]) -> Detections:
         from eca_deploy.detection.decoders import JUDGE, decode
 
         (found,) = decode(self.spec, {n: np.asarray(outputs[n])[None] for n in self.output_names}, image_size, JUDGE)
-        return Boxes(found.boxes, found.scores, found.classes)
+        return found
 
 
 def _field(value: Any, names: Sequence[str]) -> Any:
@@ -130,8 +118,8 @@ def _field(value: Any, names: Sequence[str]) -> Any:
     return None
 
 
-def as_boxes(value: Any, label: str = "decoder") -> Boxes:
-    """A decoder's return value (Detections-like object, dict or 3-tuple) -> checked `Boxes`."""
+def as_boxes(value: Any, label: str = "decoder") -> Detections:
+    """A decoder's return value (Detections-like object, dict or 3-tuple) -> checked `Detections`."""
     if isinstance(value, tuple | list):
         parts = list(value) if len(value) == 3 else [None]
     else:
@@ -154,4 +142,4 @@ def as_boxes(value: Any, label: str = "decoder") -> Boxes:
         )
     if classes.size and not np.all(np.equal(np.mod(classes.astype(np.float64), 1), 0)):
         raise EcaDeployError(f"decoder {label} returned class ids that are not integers")
-    return Boxes(boxes, scores, classes.astype(np.int64))
+    return Detections(boxes, scores, classes.astype(np.int64))

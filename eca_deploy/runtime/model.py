@@ -28,9 +28,10 @@ import numpy as np
 
 from eca_deploy.backends.base import Runner
 from eca_deploy.data.images import Preprocessing
+from eca_deploy.detection.boxes import Detections
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
-from eca_deploy.runtime.decoder import Boxes, Decoder, LayoutDecoder
+from eca_deploy.runtime.decoder import Decoder, LayoutDecoder
 from eca_deploy.runtime.labels import labels_for
 from eca_deploy.runtime.preprocess import FramePreprocessor, Frames, as_frame_list
 
@@ -292,7 +293,7 @@ class Model:
             found.append(FrameResult(row, detections))
         return found
 
-    def _detections(self, boxes: Boxes, frame_hw: tuple[int, int]) -> list[Detection]:
+    def _detections(self, boxes: Detections, frame_hw: tuple[int, int]) -> list[Detection]:
         mapped = to_frame_pixels(boxes.boxes, frame_hw, self.interface.preprocessing)
         return [
             Detection(tuple(float(v) for v in box), float(score), int(c), self.label(int(c)))  # type: ignore[arg-type]
