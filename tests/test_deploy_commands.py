@@ -10,8 +10,15 @@ import numpy as np
 import onnx
 import pytest
 
-from eca_deploy.deploy.stages import BenchSpec, CheckSpec, ConvertSpec, ExportSpec, FuseSpec, QuantizeSpec
-from eca_deploy.precision import DEFAULT_METHOD
+from eca_deploy.deploy.stages import (
+    DEPLOY_METHOD,
+    BenchSpec,
+    CheckSpec,
+    ConvertSpec,
+    ExportSpec,
+    FuseSpec,
+    QuantizeSpec,
+)
 
 DEPLOY = ["deploy", "--model", "eca_mobilenetv2", "--img-size", "32", "--precisions", "fp32,fp16,int8",
           "--calib-count", "6", "--batch", "1", "--duration", "0.05s", "--rounds", "1", "--runtime", "onnxruntime",
@@ -83,7 +90,7 @@ def test_the_drifts_that_were_found_are_recorded() -> None:
                                              "64x48", "--opset", "17", "--images", "photos", "--output",
                                              "out/model.onnx"]  # fmt: skip
     quantize = shlex.split(QuantizeSpec(Path("f.onnx"), Path("calib dir"), Path("q.onnx"), count=8).command())
-    assert quantize[quantize.index("--method") + 1] == DEFAULT_METHOD and "--no-verify" in quantize
+    assert quantize[quantize.index("--method") + 1] == DEPLOY_METHOD and "--no-verify" in quantize
     assert quantize[quantize.index("--calib-images") + 1] == "calib dir"
     assert "--keep-failed" in QuantizeSpec(Path("f"), Path("c"), Path("q"), verify=True, keep_failed=True).argv()
     assert "--write-unchanged" in FuseSpec(Path("m.onnx"), Path("f.onnx")).argv()

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy.fileio import atomic_write_text
-from eca_deploy.precision import DEFAULT_METHOD
+
+DEPLOY_METHOD = "entropy"  # deploy's calibration (quantize's own default is percentile; recorded with --method)
 
 
 def _size_flag(size: tuple[int, int] | None) -> str | None:
@@ -156,7 +157,7 @@ class QuantizeSpec(StageSpec):
     calib_images: Path
     output: Path
     count: int = 512
-    method: str = DEFAULT_METHOD
+    method: str = DEPLOY_METHOD
     verify: bool = False
     keep_failed: bool = False
 
