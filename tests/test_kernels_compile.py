@@ -16,6 +16,8 @@ import pytest
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.plugin.build import find_nvcc
 
+pytestmark = pytest.mark.slow  # `make test-all`: a long run, kept out of `make test`
+
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 C_ABI = {"eca_kernels_version", "eca_kernels_build_info", "eca_last_error", "eca_workspace_size",
          "eca_workspace_size_op", "eca_launch_plan", "eca_select_path", "eca_select_path_op", "eca_forward",

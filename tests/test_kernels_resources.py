@@ -18,6 +18,8 @@ import pytest
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.plugin.build import find_nvcc
 
+pytestmark = pytest.mark.slow  # `make test-all`: a long run, kept out of `make test`
+
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 ARCHS = ("87", "90")
 # The kernels of eca_kernels.cu: each for float and __half at three access widths.

@@ -17,6 +17,8 @@ import torch
 from eca_deploy.exporters.metadata import read_metadata
 from tests.conftest import assert_one_line_error
 
+pytestmark = pytest.mark.slow  # `make test-all`: a long run, kept out of `make test`
+
 timm = pytest.importorskip("timm", reason="timm is not installed: pip install -e '.[timm]' (make test does)")
 
 # ResNet-D (tiered stem), ByobNet ResNeXt and ResNet, and BoTNet (self-attention built for one input size,
