@@ -65,7 +65,8 @@ setup-test: $(TEST_VENV)/.installed
 demo: setup
 	$(BIN)/eca-deploy deploy --model $(MODEL) --out $(OUT)
 
-# make test: every test but those marked slow (the largest ResNets, CUDA compiles for every architecture, timm's
+# make test: every test but those marked slow (the largest ResNets, CUDA compiles for every architecture, the CUDA
+# kernels' full host runs, timm's
 # model family), so that CI stays well under 15 minutes on 2 cores; make test-all: every test.
 test: setup-test
 	$(TEST_BIN)/ruff check .

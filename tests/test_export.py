@@ -21,7 +21,9 @@ SIZES = {"eca_mobilenetv2": 224, "eca_resnet18": 96, "eca_resnet34": 64, "eca_re
          "eca_resnet101": 64, "eca_resnet152": 64}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", list(SIZES))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in ("eca_resnet101", "eca_resnet152") else n for n in SIZES]
+)
 def test_export_and_verify_every_zoo_model(cli, tmp_path: Path, name: str) -> None:
     out = tmp_path / f"{name}.onnx"
     result = cli("export", "--model", name, "--img-size", SIZES[name], "--output", out, "--json")

@@ -43,7 +43,9 @@ def copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-@pytest.mark.parametrize("name", list(BLOCKS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in ("eca_resnet101", "eca_resnet152") else n for n in BLOCKS]
+)
 def test_every_zoo_model_fuses_and_agrees_on_photographs(name: str) -> None:
     size = 224 if name == "eca_mobilenetv2" else 64
     unfused = export_onnx(create_model(name), name, ExportOptions(img_size=size))

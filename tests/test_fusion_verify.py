@@ -152,6 +152,7 @@ TIMM_CASES = {  # name: (input size, create_model arguments)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TIMM_CASES))
 def test_timm_fusions_pass_and_a_wrong_kernel_is_refused(name: str) -> None:
     size, kwargs = TIMM_CASES[name]

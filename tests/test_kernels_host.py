@@ -26,6 +26,8 @@ from tests.kernels_host import (
     why_not_buildable,
 )
 
+pytestmark = pytest.mark.slow  # `make test-all`: a long run, kept out of `make test`
+
 if why_not_buildable():
     pytest.skip(why_not_buildable(), allow_module_level=True)
 
@@ -202,7 +204,6 @@ def test_host_build_info(host: HostKernels) -> None:
     assert host.build_info["cuda"] == "host" and host.build_info["max_k"] == "63"
 
 
-@pytest.mark.slow
 def test_broken_halo_is_caught(tmp_path: Path) -> None:
     """The grid fails for a kernel whose halo indexing is off by one (the check of the check)."""
     source = SOURCE.read_text()
