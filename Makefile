@@ -66,8 +66,7 @@ demo: setup
 	$(BIN)/eca-deploy deploy --model $(MODEL) --out $(OUT)
 
 # make test: every test but those marked slow (the largest ResNets, CUDA compiles for every architecture, the CUDA
-# kernels' full host runs, timm's
-# model family), so that CI stays well under 15 minutes on 2 cores; make test-all: every test.
+# kernels' full host runs, timm's model family), so that CI stays under 15 minutes on 2 cores; make test-all: all.
 test: setup-test
 	$(TEST_BIN)/ruff check .
 	$(TEST_BIN)/python -m pytest -n 2 -q --durations=25 -m "not slow"
