@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -128,7 +129,9 @@ def per_layer(fp32: onnx.ModelProto, folder: Path, method: str, data: digits.Dig
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=digits.MODEL, choices=digits.NETWORKS, help="network to train")
-    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".pytest_cache" / "d" / "eca_deploy_digits")
+    kept = os.environ.get("ECA_DEPLOY_TEST_CACHE")  # the folder the tests keep their trained copy in, when set
+    default_cache = (Path(kept).expanduser() if kept else ROOT / "build" / "test-cache") / "eca_deploy_digits"
+    parser.add_argument("--cache-dir", type=Path, default=default_cache)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--tools", action="store_true", help="compare ONNX Runtime quantize_static and ModelOpt")
     parser.add_argument("--methods", default="percentile,entropy,minmax", help="calibration methods to measure")

@@ -45,6 +45,17 @@ def run_folder(factory: pytest.TempPathFactory, name: str) -> Path:
     return folder
 
 
+def download_folder(factory: pytest.TempPathFactory, name: str) -> Path:
+    """Where a test keeps what it downloads, installs or trains once: this run's shared temporary folder, or
+    $ECA_DEPLOY_TEST_CACHE/<name> when a developer opts in to keeping it across runs. Never the checkout."""
+    kept = os.environ.get("ECA_DEPLOY_TEST_CACHE")
+    if not kept:
+        return run_folder(factory, name)
+    folder = Path(kept).expanduser() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @contextlib.contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
     """An exclusive lock on `folder` (a file beside it), so parallel workers make its content once."""

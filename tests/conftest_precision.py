@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 
 from tests import digits
-from tests.conftest import run_folder
+from tests.conftest import download_folder
 
 
 @pytest.fixture(scope="session")
-def digits_onnx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ECA-ResNet-18 trained on scikit-learn's digits, exported to ONNX; cached across runs in pytest's cache."""
-    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider: train into a temporary folder
-    if cache is not None:
-        folder = Path(cache.mkdir("eca_deploy_digits"))
-    else:  # parallel workers share one folder, so one trains and the others wait (digits.trained_onnx locks it)
-        folder = run_folder(tmp_path_factory, "eca_deploy_digits")
-    return digits.trained_onnx(folder)
+def digits_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ECA-ResNet-18 trained on scikit-learn's digits, exported to ONNX, once per run: parallel workers share one
+    folder, so one trains and the others wait (digits.trained_onnx locks it)."""
+    return digits.trained_onnx(download_folder(tmp_path_factory, "eca_deploy_digits"))
 
 
 @pytest.fixture(scope="session")

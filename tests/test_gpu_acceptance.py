@@ -31,10 +31,11 @@ def test_refuses_without_a_gpu(tmp_path: Path) -> None:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file of the checkout (not .git) with its size and modification time."""
+    """Every file of the checkout with its size and modification time; not .git, nor the bytecode that Python
+    itself writes when a parallel test imports a module for the first time."""
     found = {}
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d != ".git"]
+        dirs[:] = [d for d in dirs if d not in (".git", "__pycache__")]
         for name in files:
             stat = (Path(folder) / name).stat()
             found[os.path.relpath(Path(folder) / name, root)] = (stat.st_size, stat.st_mtime_ns)

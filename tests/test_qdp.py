@@ -30,7 +30,7 @@ from eca_deploy.ops.contract import (
     ECA_PLUGIN_NAMESPACE,
 )
 from eca_deploy.plugin import qdp
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, download_folder, run_lock
 from tests.eca_variants import reference
 from tests.kernels_host import HostKernels, build_host_kernels, why_not_buildable
 
@@ -181,11 +181,6 @@ TENSORRT_WHEELS = ["10.15.1.29", "11.4.0.106"]  # the minimum for the AOT route,
 OLD_NUMPY = "numpy>=2.3,<2.4"  # TensorRT 10.9 .. 11.1 called float() on one-element arrays, which 2.4 refuses
 
 
-def _cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    cache = getattr(request.config, "cache", None)
-    return Path(cache.mkdir(name)) if cache is not None else tmp_path_factory.mktemp(name)
-
-
 def _pip(*args: str) -> str | None:
     """Run pip; None when it worked, else why not (the last line of its output)."""
     try:
@@ -201,25 +196,28 @@ def tensorrt_python(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     """A folder holding `tensorrt/`: the bindings wheel's Python files with the recorder as its core."""
     from tests.qdp_conformance import make_tensorrt_package
 
-    wheels = _cache(request, tmp_path_factory, "tensorrt-bindings-wheels")
+    wheels = download_folder(tmp_path_factory, "tensorrt-bindings-wheels")
     pattern = f"tensorrt_cu12_bindings-{request.param}-*.whl"
-    if not list(wheels.glob(pattern)):
-        why = _pip("download", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
-                   f"tensorrt-cu12-bindings=={request.param}")  # fmt: skip
-        if why is not None or not list(wheels.glob(pattern)):
-            pytest.skip(f"tensorrt-cu12-bindings=={request.param} cannot be downloaded: {why}")
+    wheel, why = f"tensorrt-cu12-bindings=={request.param}", None
+    with run_lock(wheels):
+        if not list(wheels.glob(pattern)):
+            why = _pip("download", "--no-deps", "--only-binary=:all:", "-d", str(wheels), wheel)
+    if why is not None or not list(wheels.glob(pattern)):
+        pytest.skip(f"{wheel} cannot be downloaded: {why}")
     root = tmp_path_factory.mktemp(f"trt-{request.param}")
     make_tensorrt_package(sorted(wheels.glob(pattern))[0], root)
     return root
 
 
-def _old_numpy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with NumPy 2.3 for PYTHONPATH (pip install --target, cached), or a skip saying why not."""
-    target = _cache(request, tmp_path_factory, "numpy-2.3")
-    if not (target / "numpy" / "__init__.py").is_file():
-        why = _pip("install", "--no-deps", "--only-binary=:all:", "--target", str(target), OLD_NUMPY)
-        if why is not None:
-            pytest.skip(f"{OLD_NUMPY} cannot be installed for the older-NumPy run: {why}")
+def _old_numpy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with NumPy 2.3 for PYTHONPATH (pip install --target, once per run), or a skip saying why not."""
+    target = download_folder(tmp_path_factory, "numpy-2.3")
+    why = None
+    with run_lock(target):
+        if not (target / "numpy" / "__init__.py").is_file():
+            why = _pip("install", "--no-deps", "--only-binary=:all:", "--target", str(target), OLD_NUMPY)
+    if why is not None:
+        pytest.skip(f"{OLD_NUMPY} cannot be installed for the older-NumPy run: {why}")
     return target
 
 
@@ -239,7 +237,7 @@ def _conformance(root: Path, out: Path, numpy_path: Path | None = None) -> dict:
 @pytest.fixture(scope="module", params=["numpy-current", "numpy-2.3"])
 def conformance(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                 tensorrt_python: Path) -> tuple[dict, Path]:  # fmt: skip
-    numpy_path = _old_numpy(request, tmp_path_factory) if request.param == "numpy-2.3" else None
+    numpy_path = _old_numpy(tmp_path_factory) if request.param == "numpy-2.3" else None
     out = tmp_path_factory.mktemp("conformance")
     result = _conformance(tensorrt_python, out, numpy_path)
     major, minor = (int(p) for p in result["numpy"].split(".")[:2])
