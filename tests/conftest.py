@@ -126,6 +126,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             module, _, test = nodeid.partition("::")
             return module if test.partition("[")[0] in units.get(module, ()) else nodeid
 
+        def remove_node(self, node: Any) -> str | None:
+            """xdist 3.8's own puts a crashed worker's finished units back on the queue, where they go out as empty
+            work that never completes, and the run hangs; it also reruns the test that crashed. Here only what is
+            unfinished goes back, without the crashed test (xdist reports it failed)."""
+            workload = self.assigned_work.pop(node)
+            unfinished = {scope: unit for scope, unit in workload.items() if not all(unit.values())}
+            if not unfinished:
+                return None
+            crashed = next(nodeid for unit in unfinished.values() for nodeid, done in unit.items() if not done)
+            for unit in unfinished.values():
+                unit.pop(crashed, None)
+            self.workqueue.update({scope: unit for scope, unit in unfinished.items() if not all(unit.values())})
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashed
+
     return FixtureSharingScheduling(config, log)
 
 
