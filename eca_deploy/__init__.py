@@ -3,8 +3,8 @@
 from typing import Any
 
 from eca_deploy.errors import install_excepthook
+from eca_deploy.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "export"]
 
 install_excepthook()  # a script's bad input (an EcaDeployError it does not catch) ends in one line, not a traceback

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.version import __version__
 
 MARKER = ".eca-deploy"  # in every artifact folder eca-deploy makes: what it wrote there
 OWN_FOLDER_SIGNS = (MARKER, "manifest.json", ".stages")  # deploy folders of earlier releases had no marker
@@ -352,8 +353,6 @@ def mark_artifact_dir(path: PathLike, files: dict[str, str | None] | None = None
             for p in sorted(folder.rglob("*"))
             if p.is_file() and not p.is_symlink() and p.name != MARKER
         }
-    from eca_deploy import __version__
-
     text = json.dumps({"written_by": "eca-deploy", "version": __version__, "files": files}, indent=1) + "\n"
     (folder / MARKER).write_text(text)
     return folder / MARKER

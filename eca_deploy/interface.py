@@ -300,32 +300,6 @@ def build_interface(
     return ModelInterface((InputSpec(info.name, prep, batch, static is not None),), outputs, detection)
 
 
-def onnx_interface(
-    model: Any,
-    *,
-    label: str,
-    img_size: tuple[int, int] | None = None,
-    warn: Callable[[str], None] = lambda _m: None,
-    adjust: Callable[[Preprocessing], Preprocessing] | None = None,
-) -> ModelInterface:
-    """The interface of an in-memory onnx.ModelProto (its graph and metadata); `adjust` as `build_interface`'s."""
-    from types import SimpleNamespace
-
-    from eca_deploy.exporters.metadata import read_metadata
-
-    def info(value: Any) -> SimpleNamespace:
-        dims = value.type.tensor_type.shape.dim
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
-        return SimpleNamespace(name=value.name, shape=shape)
-
-    weights = {i.name for i in model.graph.initializer}
-    graph = SimpleNamespace(
-        inputs=[info(v) for v in model.graph.input if v.name not in weights],
-        outputs=[info(v) for v in model.graph.output],
-    )
-    return build_interface(graph, read_metadata(model), label=label, img_size=img_size, adjust=adjust, warn=warn)
-
-
 def with_size(interface: ModelInterface, size: tuple[int, int]) -> ModelInterface:
     first = replace(interface.input, preprocessing=interface.preprocessing.at_hw(size))
     return replace(interface, inputs=(first, *interface.inputs[1:]))

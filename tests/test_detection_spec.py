@@ -8,8 +8,8 @@ from onnx import TensorProto, helper
 
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.exporters.metadata import ModelMetadata, read_metadata, write_metadata
-from eca_deploy.interface import DETECTION, DetectionSpec, OutputSpec, onnx_interface
+from eca_deploy.exporters.metadata import ModelMetadata, onnx_interface, read_metadata, write_metadata
+from eca_deploy.interface import DETECTION, DetectionSpec, OutputSpec
 
 
 def _yolo_like(anchors: int = 2100, classes: int = 3) -> onnx.ModelProto:

@@ -10,8 +10,8 @@ import pytest
 from eca_deploy.backends.loader import open_onnx
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.exporters.foreign_metadata import level_strides, ultralytics_names, ultralytics_size
-from eca_deploy.exporters.metadata import read_metadata
-from eca_deploy.interface import DETECTION, TENSOR, onnx_interface
+from eca_deploy.exporters.metadata import onnx_interface, read_metadata
+from eca_deploy.interface import DETECTION, TENSOR
 from eca_deploy.runtime.model import runner_metadata
 from tests.conftest import assert_one_line_error
 from tests.conftest_openvino import needs_openvino

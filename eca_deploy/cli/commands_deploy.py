@@ -73,7 +73,7 @@ def deploy_command(
     flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     prep = None
     if onnx_path is not None and (size is not None or flags.given):
-        from eca_deploy.interface import onnx_interface
+        from eca_deploy.exporters.metadata import onnx_interface
         from eca_deploy.onnx_io import load_onnx
 
         interface = onnx_interface(load_onnx(onnx_path), label=str(onnx_path), img_size=size, warn=warn,

@@ -290,7 +290,7 @@ def run_deploy(
 
 def model_interface(onnx_path: Path) -> Any:
     """The interface of the deployed model (model.onnx, with its metadata): what every later stage runs at."""
-    from eca_deploy.interface import onnx_interface
+    from eca_deploy.exporters.metadata import onnx_interface
     from eca_deploy.onnx_io import load_onnx
 
     return onnx_interface(load_onnx(onnx_path), label=str(onnx_path))
@@ -305,7 +305,7 @@ def _import_onnx(source: Path, prep: Preprocessing | None, output: Path, note: C
     meta = read_metadata(model)
     if meta is None or prep is not None:
         if prep is None:  # ImageNet's, said aloud (and the size, if guessed) by the interface
-            from eca_deploy.interface import onnx_interface
+            from eca_deploy.exporters.metadata import onnx_interface
 
             prep = onnx_interface(model, label=source.name, warn=note).preprocessing
         meta = describe_foreign(model, source, prep)

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eca_deploy.data.images import Preprocessing
+from eca_deploy.exporters.model_metadata import ModelMetadata
 from eca_deploy.interface import DETECTION, TENSOR, DetectionSpec, OutputSpec
-
-if TYPE_CHECKING:
-    from eca_deploy.exporters.metadata import ModelMetadata
 
 LETTERBOX_TASKS = ("detect", "segment", "pose", "obb")
 MAX_LEVELS = 5
@@ -77,8 +75,6 @@ def level_strides(stride: int, hw: tuple[int, int], anchors: int | None) -> tupl
 
 def ultralytics_metadata(props: Mapping[str, str], outputs: Sequence[Any] = ()) -> ModelMetadata | None:
     """ModelMetadata of an ultralytics ONNX export; None when its imgsz cannot be read."""
-    from eca_deploy.exporters.metadata import ModelMetadata
-
     hw = ultralytics_size(props)
     if hw is None:
         return None

@@ -3,84 +3,37 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx
-
-from eca_deploy.data.images import LETTERBOX_GREY, Preprocessing
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.interface import DetectionSpec, OutputSpec
+from eca_deploy.exporters.foreign_metadata import foreign_metadata
+from eca_deploy.exporters.model_metadata import ModelMetadata
+from eca_deploy.fileio import sha256_file
+from eca_deploy.interface import ModelInterface, build_interface
+from eca_deploy.version import __version__
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "PREFIX",
+    "ModelMetadata",
+    "describe_foreign",
+    "graph_outputs",
+    "has_random_weights",
+    "metadata_from_props",
+    "onnx_interface",
+    "random_weights_notice",
+    "read_metadata",
+    "static_input_size",
+    "write_metadata",
+]
 
 PREFIX = "eca_deploy."
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    model: str
-    k_sizes: tuple[int, ...]  # per block, forward order
-    num_classes: int
-    preprocessing: Preprocessing
-    opset: int
-    exporter: str
-    weights: str  # "random(seed=0)" or "<file name> sha256:<hex>"
-    versions: dict[str, str]  # package -> version (eca_deploy, torch, onnx)
-    outputs: tuple[OutputSpec, ...] = ()  # name, shape and kind of every output (key `outputs`, JSON)
-    detection: DetectionSpec | None = None  # a detector's head layout (key `detection`, JSON)
-    notes: tuple[str, ...] = ()  # what a reader must say aloud about this description (not stored)
-
-    def to_props(self) -> dict[str, str]:
-        p = self.preprocessing
-        logits = not self.outputs or any(o.kind == "logits" for o in self.outputs)
-        return {
-            "model": self.model,
-            "k_sizes": json.dumps(list(self.k_sizes)),
-            **({"num_classes": str(self.num_classes)} if logits or self.num_classes > 0 else {}),
-            **({"outputs": json.dumps([o.as_dict() for o in self.outputs])} if self.outputs else {}),
-            **({"detection": json.dumps(self.detection.as_dict())} if self.detection is not None else {}),
-            "input_size": str(p.size),
-            **({"input_width": str(p.width)} if p.width != p.size else {}),
-            "resize": str(p.resize),
-            "mean": json.dumps(list(p.mean)),
-            "std": json.dumps(list(p.std)),
-            "channel_order": p.channel_order,
-            "interpolation": p.interpolation,
-            "crop_pct": f"{p.crop_pct:.6g}",
-            "resize_mode": p.resize_mode,
-            **({"pad_value": str(p.pad_value)} if p.letterbox else {}),
-            "layout": "NCHW",
-            "opset": str(self.opset),
-            "exporter": self.exporter,
-            "weights": self.weights,
-            **{f"{name}_version": v for name, v in self.versions.items()},
-        }
-
-    @classmethod
-    def from_props(cls, props: dict[str, str]) -> ModelMetadata:
-        size = int(props["input_size"])
-        prep = Preprocessing(
-            size=size,
-            resize=int(props.get("resize", round(size * 256 / 224))),
-            mean=tuple(json.loads(props["mean"])),
-            std=tuple(json.loads(props["std"])),
-            channel_order=props.get("channel_order", "RGB"),
-            interpolation=props.get("interpolation", "bilinear"),
-            resize_mode=props.get("resize_mode", "crop"),  # files written before letterbox existed: crop
-            pad_value=int(props.get("pad_value", LETTERBOX_GREY)),
-        )
-        if "input_width" in props and int(props["input_width"]) != size:
-            prep = replace(prep, crop_width=int(props["input_width"]))
-        outputs = tuple(OutputSpec.from_dict(o) for o in json.loads(props.get("outputs", "[]")))
-        versions = {k[: -len("_version")]: v for k, v in props.items() if k.endswith("_version")}
-        detection = DetectionSpec.from_dict(json.loads(props["detection"])) if "detection" in props else None
-        return cls(
-            props["model"], tuple(json.loads(props["k_sizes"])), int(props.get("num_classes", 0)), prep,
-            int(props.get("opset", 0)), props.get("exporter", ""), props.get("weights", ""), versions, outputs,
-            detection,
-        )  # fmt: skip
 
 
 def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> None:
@@ -104,19 +57,19 @@ def metadata_from_props(props: Mapping[str, str], outputs: Sequence[Any] = ()) -
             return ModelMetadata.from_props(own)
         except (KeyError, ValueError, TypeError, json.JSONDecodeError, EcaDeployError):
             return None
-    from eca_deploy.exporters.foreign_metadata import foreign_metadata
-
     return foreign_metadata(props, outputs)
+
+
+def _value_info(value: Any) -> SimpleNamespace:
+    """Name and shape (None/str for dynamic dimensions) of a graph input or output."""
+    dims = value.type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+    return SimpleNamespace(name=value.name, shape=shape)
 
 
 def graph_outputs(model: onnx.ModelProto) -> list[SimpleNamespace]:
     """Name and shape (None/str for dynamic dimensions) of each graph output."""
-    found = []
-    for value in model.graph.output:
-        dims = value.type.tensor_type.shape.dim
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
-        found.append(SimpleNamespace(name=value.name, shape=shape))
-    return found
+    return [_value_info(v) for v in model.graph.output]
 
 
 def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
@@ -124,12 +77,25 @@ def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
     return metadata_from_props({p.key: p.value for p in model.metadata_props}, graph_outputs(model))
 
 
+def onnx_interface(
+    model: onnx.ModelProto,
+    *,
+    label: str,
+    img_size: tuple[int, int] | None = None,
+    warn: Callable[[str], None] = lambda _m: None,
+    adjust: Callable[[Preprocessing], Preprocessing] | None = None,
+) -> ModelInterface:
+    """The interface of an in-memory onnx.ModelProto (its graph and metadata); `adjust` as `build_interface`'s."""
+    weights = {i.name for i in model.graph.initializer}
+    graph = SimpleNamespace(
+        inputs=[_value_info(v) for v in model.graph.input if v.name not in weights],
+        outputs=graph_outputs(model),
+    )
+    return build_interface(graph, read_metadata(model), label=label, img_size=img_size, adjust=adjust, warn=warn)
+
+
 def describe_foreign(model: onnx.ModelProto, source: Path, prep: Preprocessing | None = None) -> ModelMetadata:
     """Metadata for an ONNX made elsewhere: its name, classes and size from the graph, `prep` or ImageNet's."""
-    from eca_deploy import __version__
-    from eca_deploy.fileio import sha256_file
-    from eca_deploy.interface import onnx_interface
-
     interface = onnx_interface(model, label=str(source), img_size=prep.hw if prep is not None else None)
     if prep is None:
         prep = interface.preprocessing

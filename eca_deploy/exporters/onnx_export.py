@@ -20,13 +20,13 @@ import onnx
 import torch
 from torch import nn
 
-from eca_deploy import __version__
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, write_metadata
 from eca_deploy.interface import DetectionSpec, OutputSpec, export_output_specs, flatten_outputs
 from eca_deploy.models.registry import block_k_sizes
 from eca_deploy.onnx_io import check_model
+from eca_deploy.version import __version__
 
 MIN_OPSET, MAX_OPSET = 13, 20
 EXPORTERS = ("torchscript", "dynamo")

@@ -58,7 +58,7 @@ def compare_with_fp32(
     """
     from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
     from eca_deploy.data.images import list_images, load_images
-    from eca_deploy.interface import onnx_interface
+    from eca_deploy.exporters.metadata import onnx_interface
 
     interface = interface or onnx_interface(fp32, label="the FP32 model")
     loaded = load_images(list_images(images) if images else None, interface.preprocessing, limit=64)
@@ -141,7 +141,7 @@ def run_convert(
     The comparison runs at the model's size (its static H/W or metadata), else `img_size` (--img-size).
     """
     from eca_deploy.fileio import claim_output_file
-    from eca_deploy.interface import onnx_interface
+    from eca_deploy.exporters.metadata import onnx_interface
     from eca_deploy.onnx_io import load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
 

@@ -79,7 +79,7 @@ class FuseResult:
 def _check_images(unfused: onnx.ModelProto) -> np.ndarray:
     """Every sample photograph (one photo must not decide the verdict), preprocessed as the metadata says."""
     from eca_deploy.data.images import load_images
-    from eca_deploy.interface import onnx_interface
+    from eca_deploy.exporters.metadata import onnx_interface
 
     return load_images(None, onnx_interface(unfused, label="the unfused model").preprocessing).array
 

@@ -60,7 +60,7 @@ def run_quantize(
     Calibration and verification share one interface: the model's size (static H/W, metadata) or `img_size`.
     """
     from eca_deploy.fileio import claim_output_file, sha256_file
-    from eca_deploy.interface import onnx_interface
+    from eca_deploy.exporters.metadata import onnx_interface
     from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
     from eca_deploy.pipeline.convert import compare_with_fp32

@@ -73,7 +73,7 @@ def model_preprocessing(
 ) -> Preprocessing:
     """The preprocessing of the model's interface: its metadata's, else ImageNet's (said aloud), at its size (or
     `img_size`)."""
-    from eca_deploy.interface import onnx_interface
+    from eca_deploy.exporters.metadata import onnx_interface
 
     return onnx_interface(model, label="the model", img_size=img_size, warn=warn).preprocessing
 
