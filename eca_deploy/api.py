@@ -67,9 +67,16 @@ def export(
     if resize_mode is not None:
         prep = prep.with_resize_mode(resize_mode)
     loaded = sources.from_module(model, name, prep)
-    return export_loaded(loaded, output=Path(output), opset=opset, batch=batch, fuse=fuse,
-                         images=Path(images) if images else None, verify=verify,
-                         output_names=tuple(output_names) if output_names is not None else None)  # fmt: skip
+    return export_loaded(
+        loaded,
+        output=Path(output),
+        opset=opset,
+        batch=batch,
+        fuse=fuse,
+        images=Path(images) if images else None,
+        verify=verify,
+        output_names=tuple(output_names) if output_names is not None else None,
+    )
 
 
 def _size_of(example_input: Any) -> int | None:

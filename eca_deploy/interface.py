@@ -22,6 +22,7 @@ from eca_deploy.errors import EcaDeployError
 
 LOGITS, TENSOR, DETECTION = "logits", "tensor", "detection"
 OUTPUT_KINDS = (LOGITS, TENSOR, DETECTION)
+INPUT_NAME, OUTPUT_NAME = "input", LOGITS  # the names export gives the image input and a single output
 
 # A detector's raw head, before NMS: the layouts eca-deploy decodes itself (eca_deploy.detection), by name.
 DETECTION_LAYOUTS: dict[str, str] = {
@@ -89,8 +90,12 @@ class DetectionSpec:
         return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"layout": self.layout, "outputs": list(self.outputs), "names": list(self.names),
-                "strides": list(self.strides)}  # fmt: skip
+        return {
+            "layout": self.layout,
+            "outputs": list(self.outputs),
+            "names": list(self.names),
+            "strides": list(self.strides),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DetectionSpec:
@@ -288,8 +293,10 @@ def build_interface(
     if adjust is not None:
         prep = adjust(prep)
     elif base is None:
-        warn(f"{label} carries no metadata saying how to preprocess its images: using ImageNet's ({prep.describe()}); "
-             "pass --resize-mode/--mean/--std if it expects others")  # fmt: skip
+        warn(
+            f"{label} carries no metadata saying how to preprocess its images: using ImageNet's ({prep.describe()}); "
+            "pass --resize-mode/--mean/--std if it expects others"
+        )
     batch = info.shape[0] if isinstance(info.shape[0], int) and info.shape[0] > 0 else None
     outputs = outputs_from_tensors(runner.outputs, tuple(getattr(metadata, "outputs", ()) or ()))
     detection = getattr(metadata, "detection", None)
@@ -349,7 +356,7 @@ def export_output_specs(
         if len(set(chosen)) != count:
             raise EcaDeployError(f"output_names must be distinct, got {chosen}")
     else:
-        chosen = [LOGITS] if count == 1 else [f"output{i}" for i in range(count)]
+        chosen = [OUTPUT_NAME] if count == 1 else [f"output{i}" for i in range(count)]
     kinds = [LOGITS] * count if classifier and count == 1 else default_kinds(shapes)
     declared = getattr(module, "output_kinds", None)
     if declared is not None:

@@ -177,8 +177,10 @@ class Tolerance:
         """One line per failing bound: the worst group, how many groups fail, each against its own scale."""
         max_rel = self.max_abs if self.tensor_max_abs is None else self.tensor_max_abs
         out = []
-        for what, rel, value in (("max abs error", max_rel, lambda g: g.max_abs_error),
-                                 ("mean abs error", self.tensor_mean_abs, lambda g: g.mean_abs_error)):  # fmt: skip
+        for what, rel, value in (
+            ("max abs error", max_rel, lambda g: g.max_abs_error),
+            ("mean abs error", self.tensor_mean_abs, lambda g: g.mean_abs_error),
+        ):
             if math.isinf(rel):
                 continue
             failing = [g for g in groups if value(g) > rel * max(1.0, g.scale)]
@@ -227,9 +229,17 @@ class OutputCheck:
         a = self.agreement.as_dict()
         if image_names is not None:
             a["worst_images"] = [image_names[i] for i in self.agreement.worst_images]
-        return {**a, "kind": self.kind, "reference_scale": self.reference_scale, "passed": self.passed,
-                "failures": self.failures, "advisory": self.advisory, "decided_by": self.decided_by,
-                "reference_constant": self.reference_constant, "note": self.note}  # fmt: skip
+        return {
+            **a,
+            "kind": self.kind,
+            "reference_scale": self.reference_scale,
+            "passed": self.passed,
+            "failures": self.failures,
+            "advisory": self.advisory,
+            "decided_by": self.decided_by,
+            "reference_constant": self.reference_constant,
+            "note": self.note,
+        }
 
 
 def compare_outputs(

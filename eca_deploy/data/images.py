@@ -117,8 +117,15 @@ class Preprocessing:
     @classmethod
     def yolo(cls, size: int, width: int | None = None, pad_value: int = LETTERBOX_GREY) -> Preprocessing:
         """ultralytics' detection preprocessing: letterbox to size x width, grey padding, RGB / 255."""
-        return cls(size=size, resize=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize_mode="letterbox",
-                   crop_width=width if width not in (None, size) else None, pad_value=pad_value)  # fmt: skip
+        return cls(
+            size=size,
+            resize=size,
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            resize_mode="letterbox",
+            crop_width=width if width not in (None, size) else None,
+            pad_value=pad_value,
+        )
 
     def with_resize_mode(self, mode: str) -> Preprocessing:
         """The same size, values and filter, letterboxed or cropped (crop: ImageNet's 256/224 resize ratio)."""
@@ -130,8 +137,9 @@ class Preprocessing:
             return replace(self, resize_mode=mode, resize=self.size)
         if mode not in RESIZE_MODES:
             raise EcaDeployError(f"unknown resize mode {mode!r}: choose one of {', '.join(RESIZE_MODES)}")
-        cropped = Preprocessing.for_size(self.size, mean=self.mean, std=self.std, channel_order=self.channel_order,
-                                         interpolation=self.interpolation)  # fmt: skip
+        cropped = Preprocessing.for_size(
+            self.size, mean=self.mean, std=self.std, channel_order=self.channel_order, interpolation=self.interpolation
+        )
         return cropped.at_hw(self.hw)
 
     @property
@@ -218,8 +226,14 @@ class Preprocessing:
             return replace(self, size=size, resize=size, crop_width=None)
         if crop_pct is None and self.resize * 224 != self.size * 256:
             crop_pct = self.crop_pct  # None keeps the zoo's 256/224, rounded as `for_size` rounds it
-        return Preprocessing.for_size(size, crop_pct=crop_pct, mean=self.mean, std=self.std,
-                                      channel_order=self.channel_order, interpolation=self.interpolation)  # fmt: skip
+        return Preprocessing.for_size(
+            size,
+            crop_pct=crop_pct,
+            mean=self.mean,
+            std=self.std,
+            channel_order=self.channel_order,
+            interpolation=self.interpolation,
+        )
 
     @property
     def pil_filter(self) -> int:

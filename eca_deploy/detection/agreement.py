@@ -176,10 +176,12 @@ def agreement(
     all_ious = np.concatenate(ious) if ious else np.zeros(0)
     all_drift = np.concatenate(drifts) if drifts else np.zeros(0)
     all_offsets = np.concatenate(offsets) if offsets else np.zeros((0, 4))
-    maps = mean_average_precision(np.concatenate(correct) if correct else np.zeros((0, 10), bool),
-                                  np.concatenate(scores) if scores else np.zeros(0),
-                                  np.concatenate(classes) if classes else np.zeros(0, np.int64),
-                                  np.concatenate(targets) if targets else np.zeros(0, np.int64))  # fmt: skip
+    maps = mean_average_precision(
+        np.concatenate(correct) if correct else np.zeros((0, 10), bool),
+        np.concatenate(scores) if scores else np.zeros(0),
+        np.concatenate(classes) if classes else np.zeros(0, np.int64),
+        np.concatenate(targets) if targets else np.zeros(0, np.int64),
+    )
     return DetectionAgreement(
         images=len(reference),
         reference_detections=found_ref,

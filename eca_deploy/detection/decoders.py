@@ -74,8 +74,9 @@ def select(scores: np.ndarray, boxes: np.ndarray, options: DecodeOptions = JUDGE
         classes, kept_scores = classes_all[rows], best[rows]
     chosen = np.asarray(boxes, np.float64)[rows]
     keep = class_nms(chosen, kept_scores, classes, options.iou_threshold)[: options.max_detections]
-    return Detections(chosen[keep].astype(np.float32), kept_scores[keep].astype(np.float32),
-                      classes[keep].astype(np.int64))  # fmt: skip
+    return Detections(
+        chosen[keep].astype(np.float32), kept_scores[keep].astype(np.float32), classes[keep].astype(np.int64)
+    )
 
 
 # -- per-layout raw decoding: batched outputs -> (scores [N, L, C], boxes [N, L, 4]) ------------------------

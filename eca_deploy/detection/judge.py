@@ -38,18 +38,23 @@ class DetectionBounds:
     def failures(self, a: DetectionAgreement) -> list[str]:
         out = []
         if a.f1 < self.min_f1:
-            out.append(f"F1 {a.f1:.3f} < {self.min_f1} (recall {_pct(a.recall)}, precision {_pct(a.precision)} "
-                       f"of {a.reference_detections} reference detections)")  # fmt: skip
+            out.append(
+                f"F1 {a.f1:.3f} < {self.min_f1} (recall {_pct(a.recall)}, precision {_pct(a.precision)} "
+                f"of {a.reference_detections} reference detections)"
+            )
         if not math.isnan(a.mean_iou) and a.mean_iou < self.min_mean_iou:
             out.append(f"mean IoU of matched boxes {a.mean_iou:.3f} < {self.min_mean_iou}")
         if a.box_bias > self.max_box_bias:
             out.append(f"boxes offset by {a.box_bias:.2f} px (median) > {self.max_box_bias} px")
         if a.mean_score_drift > self.max_mean_drift:
-            out.append(f"mean score drift {a.mean_score_drift:.3f} > {self.max_mean_drift} (largest "
-                       f"{a.max_score_drift:.3f})")  # fmt: skip
+            out.append(
+                f"mean score drift {a.mean_score_drift:.3f} > {self.max_mean_drift} (largest {a.max_score_drift:.3f})"
+            )
         if abs(a.score_bias) > self.max_score_bias:
-            out.append(f"scores {'lower' if a.score_bias < 0 else 'higher'} by {abs(a.score_bias):.3f} (median) "
-                       f"> {self.max_score_bias}")  # fmt: skip
+            out.append(
+                f"scores {'lower' if a.score_bias < 0 else 'higher'} by {abs(a.score_bias):.3f} (median) "
+                f"> {self.max_score_bias}"
+            )
         if not math.isnan(a.map50_95) and a.map50_95 < self.min_map50_95:
             out.append(f"agreement mAP50-95 {a.map50_95:.3f} < {self.min_map50_95}")
         return out
@@ -101,9 +106,15 @@ class DetectionCheck:
         a = self.agreement.as_dict() if self.agreement is not None else None
         if a is not None and image_names is not None:
             a["worst_images"] = [image_names[i] for i in self.agreement.worst_images]  # type: ignore[union-attr]
-        return {"layout": self.layout, "outputs": list(self.outputs), "measured": self.measured,
-                "not_measured": self.not_measured or None, "agreement": a, "passed": self.passed,
-                "failures": self.failures}  # fmt: skip
+        return {
+            "layout": self.layout,
+            "outputs": list(self.outputs),
+            "measured": self.measured,
+            "not_measured": self.not_measured or None,
+            "agreement": a,
+            "passed": self.passed,
+            "failures": self.failures,
+        }
 
 
 Decode = Callable[[Mapping[str, np.ndarray], tuple[int, int]], list[Detections]]
@@ -127,15 +138,20 @@ def judge_detections(
         assert spec is not None
         layout, outputs = spec.layout, spec.outputs
         threshold = JUDGE.score_threshold
-        loose = replace(JUDGE, score_threshold=max(threshold - bounds.margin, RANKED.score_threshold),
-                        max_detections=3 * JUDGE.max_detections)  # fmt: skip
+        loose = replace(
+            JUDGE,
+            score_threshold=max(threshold - bounds.margin, RANKED.score_threshold),
+            max_detections=3 * JUDGE.max_detections,
+        )
         ref = decode(spec, reference, image_size, loose)
         cand = decode(spec, candidate, image_size, loose)
         ranked = decode(spec, candidate, image_size, RANKED)
     result = agreement(ref, cand, ranked, threshold, bounds.margin, max_detections=JUDGE.max_detections)
     if not result.measured:
-        why = (f"the reference finds no detection scoring >= {threshold:g} on these {result.images} images "
-               "(random weights or empty scenes): pass --images with objects; the tensor checks decide")  # fmt: skip
+        why = (
+            f"the reference finds no detection scoring >= {threshold:g} on these {result.images} images "
+            "(random weights or empty scenes): pass --images with objects; the tensor checks decide"
+        )
         return DetectionCheck(layout, outputs, result, [], why)
     return DetectionCheck(layout, outputs, result, bounds.failures(result))
 

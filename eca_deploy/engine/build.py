@@ -215,8 +215,13 @@ def _engine_information(trt: Any, engine_bytes: bytes, logger: Any, opts: BuildO
             with tempfile.TemporaryDirectory() as tmp:
                 plan = Path(tmp) / "engine.plan"
                 plan.write_bytes(engine_bytes)
-                done = subprocess.run([sys.executable, "-c", _INSPECT_IN_A_FRESH_PROCESS, str(plan)],
-                                      capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
+                done = subprocess.run(
+                    [sys.executable, "-c", _INSPECT_IN_A_FRESH_PROCESS, str(plan)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=600,
+                )
             return json.loads(done.stdout) if done.returncode == 0 else None
         runtime = trt.Runtime(logger)
         if opts.version_compatible:
@@ -309,8 +314,11 @@ def build_engine(
     if plugin_layers != opts.eca_nodes:
         from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT
 
-        fix = (f"TensorRT {MIN_TENSORRT_TEXT} or newer parses nodes for the AOT plugin" if opts.aot
-               else "rebuild the plugin for this TensorRT")  # fmt: skip
+        fix = (
+            f"TensorRT {MIN_TENSORRT_TEXT} or newer parses nodes for the AOT plugin"
+            if opts.aot
+            else "rebuild the plugin for this TensorRT"
+        )
         raise EcaDeployError(
             f"the network has {plugin_layers} plugin layers for {opts.eca_nodes} fused ECA nodes: the parser did not "
             f"map every ECA node to the plugin ({fix}, or use --plugin off)"
@@ -356,9 +364,18 @@ def build_engine(
         opts.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
     layers, per_precision = _layer_precisions(_engine_information(trt, data, logger, opts))
-    return BuiltEngine(data, shapes, layers, per_precision, plugin_layers, residual_layers, seconds,
-                       str(trt.__version__), opts.timing_cache,
-                       cache_status if opts.timing_cache is not None else "none")  # fmt: skip
+    return BuiltEngine(
+        data,
+        shapes,
+        layers,
+        per_precision,
+        plugin_layers,
+        residual_layers,
+        seconds,
+        str(trt.__version__),
+        opts.timing_cache,
+        cache_status if opts.timing_cache is not None else "none",
+    )
 
 
 def cuda_and_gpu() -> dict[str, str | None]:

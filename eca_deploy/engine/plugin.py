@@ -158,8 +158,12 @@ def has_eca_creator(trt: Any) -> bool:
     except (AttributeError, TypeError):
         pass
     creators = getattr(registry, "all_creators", None) or getattr(registry, "plugin_creator_list", None) or []
-    return any(getattr(c, "name", None) == ECA_OP_TYPE and getattr(c, "plugin_namespace", "") == ECA_PLUGIN_NAMESPACE
-               and getattr(c, "plugin_version", None) == ECA_PLUGIN_VERSION for c in creators)  # fmt: skip
+    return any(
+        getattr(c, "name", None) == ECA_OP_TYPE
+        and getattr(c, "plugin_namespace", "") == ECA_PLUGIN_NAMESPACE
+        and getattr(c, "plugin_version", None) == ECA_PLUGIN_VERSION
+        for c in creators
+    )
 
 
 def load_and_check(trt: Any, path: Path) -> None:

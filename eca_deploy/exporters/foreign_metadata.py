@@ -112,14 +112,18 @@ def _detect_head(
     first = outputs[0]
     shape = tuple(first.shape)
     if props.get("end2end", "False").strip().lower() == "true":
-        note = (f"{first.name} is an end-to-end ultralytics export (boxes after NMS, shape {list(shape)}): "
-                "eca-deploy judges raw heads, so it is compared as a plain tensor; export with end2end=False "
-                "for the raw head")  # fmt: skip
+        note = (
+            f"{first.name} is an end-to-end ultralytics export (boxes after NMS, shape {list(shape)}): "
+            "eca-deploy judges raw heads, so it is compared as a plain tensor; export with end2end=False "
+            "for the raw head"
+        )
         return (OutputSpec(first.name, shape, TENSOR),), None, (note,)
     channels = shape[1] if len(shape) == 3 else None
     if not names or channels != 4 + len(names):
-        note = (f"{first.name} has shape {list(shape)}, not the [N, 4 + {len(names)} classes, anchors] of a YOLOv8/11 "
-                "head: compared as a plain tensor, no boxes decoded")  # fmt: skip
+        note = (
+            f"{first.name} has shape {list(shape)}, not the [N, 4 + {len(names)} classes, anchors] of a YOLOv8/11 "
+            "head: compared as a plain tensor, no boxes decoded"
+        )
         return (OutputSpec(first.name, shape, TENSOR),), None, (note,)
     anchors = shape[2] if isinstance(shape[2], int) and shape[2] > 0 else None
     strides = level_strides(int(_literal(props.get("stride"), 32) or 32), hw, anchors)

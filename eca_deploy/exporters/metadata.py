@@ -102,9 +102,18 @@ def describe_foreign(model: onnx.ModelProto, source: Path, prep: Preprocessing |
     logits = interface.logits
     classes = logits.classes or 0 if logits is not None else 0
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return ModelMetadata(f"onnx:{source.stem}", (), classes, prep, opset, model.producer_name or "",
-                         f"{source.name} sha256:{sha256_file(source)}", {"eca_deploy": __version__},
-                         interface.outputs, interface.detection)  # fmt: skip
+    return ModelMetadata(
+        f"onnx:{source.stem}",
+        (),
+        classes,
+        prep,
+        opset,
+        model.producer_name or "",
+        f"{source.name} sha256:{sha256_file(source)}",
+        {"eca_deploy": __version__},
+        interface.outputs,
+        interface.detection,
+    )
 
 
 def static_input_size(model: onnx.ModelProto) -> int | None:

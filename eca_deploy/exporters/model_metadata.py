@@ -68,7 +68,14 @@ class ModelMetadata:
         versions = {k[: -len("_version")]: v for k, v in props.items() if k.endswith("_version")}
         detection = DetectionSpec.from_dict(json.loads(props["detection"])) if "detection" in props else None
         return cls(
-            props["model"], tuple(json.loads(props["k_sizes"])), int(props.get("num_classes", 0)), prep,
-            int(props.get("opset", 0)), props.get("exporter", ""), props.get("weights", ""), versions, outputs,
+            props["model"],
+            tuple(json.loads(props["k_sizes"])),
+            int(props.get("num_classes", 0)),
+            prep,
+            int(props.get("opset", 0)),
+            props.get("exporter", ""),
+            props.get("weights", ""),
+            versions,
+            outputs,
             detection,
-        )  # fmt: skip
+        )

@@ -23,14 +23,19 @@ from torch import nn
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, write_metadata
-from eca_deploy.interface import DetectionSpec, OutputSpec, export_output_specs, flatten_outputs
+from eca_deploy.interface import (
+    INPUT_NAME,
+    DetectionSpec,
+    OutputSpec,
+    export_output_specs,
+    flatten_outputs,
+)
 from eca_deploy.models.registry import block_k_sizes
 from eca_deploy.onnx_io import check_model
 from eca_deploy.version import __version__
 
 MIN_OPSET, MAX_OPSET = 13, 20
 EXPORTERS = ("torchscript", "dynamo")
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,16 @@ def _export_torchscript(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (example,), str(path), input_names=[INPUT_NAME], output_names=list(names),
-            opset_version=opts.opset, dynamo=False, dynamic_axes=dynamic_axes, do_constant_folding=True,
-        )  # fmt: skip
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(names),
+            opset_version=opts.opset,
+            dynamo=False,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
 
 
 def _export_dynamo(
@@ -85,10 +97,16 @@ def _export_dynamo(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), input_names=[INPUT_NAME], output_names=list(names),
-            opset_version=opts.opset, dynamo=True, dynamic_shapes=dynamic_shapes, external_data=False,
+            model,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=list(names),
+            opset_version=opts.opset,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
             verbose=False,
-        )  # fmt: skip
+        )
         program.save(str(path), external_data=False)
 
 
@@ -177,8 +195,10 @@ def _detection_spec(model: nn.Module, outputs: Sequence[OutputSpec]) -> Detectio
         raise EcaDeployError(f"the module's detection must be an eca_deploy.interface.DetectionSpec, got {spec!r}")
     names = {o.name for o in outputs}
     if not set(spec.outputs) <= names:
-        raise EcaDeployError(f"the module's detection reads {', '.join(spec.outputs)}, not all outputs of the "
-                             f"model ({', '.join(sorted(names))})")  # fmt: skip
+        raise EcaDeployError(
+            f"the module's detection reads {', '.join(spec.outputs)}, not all outputs of the "
+            f"model ({', '.join(sorted(names))})"
+        )
     return spec
 
 

@@ -128,9 +128,13 @@ def display_name(name: str) -> str:
 
 ECA_WEIGHT_SUFFIXES = (".eca.conv.weight", ".se.conv.weight")  # the zoo's (official) and timm's ECA layers
 PLAIN_NAMES = {
-    "eca_resnet18": "ResNet-18", "eca_resnet34": "ResNet-34", "eca_resnet50": "ResNet-50",
-    "eca_resnet101": "ResNet-101", "eca_resnet152": "ResNet-152", "eca_mobilenetv2": "MobileNetV2",
-}  # fmt: skip
+    "eca_resnet18": "ResNet-18",
+    "eca_resnet34": "ResNet-34",
+    "eca_resnet50": "ResNet-50",
+    "eca_resnet101": "ResNet-101",
+    "eca_resnet152": "ResNet-152",
+    "eca_mobilenetv2": "MobileNetV2",
+}
 
 
 def guess_plain_network(state: Mapping[str, torch.Tensor]) -> str | None:

@@ -156,8 +156,10 @@ def load(
     if k_size is not None and k != "zoo":
         raise EcaDeployError("--k-size shapes a random zoo ResNet; a timm or own model sets its ECA k itself")
     if weights is not None and k == "ultralytics":
-        raise EcaDeployError(f"--weights loads a state_dict into a zoo or file model; {ref} is an ultralytics "
-                             "model: pass a trained ultralytics checkpoint as --model best.pt")  # fmt: skip
+        raise EcaDeployError(
+            f"--weights loads a state_dict into a zoo or file model; {ref} is an ultralytics "
+            "model: pass a trained ultralytics checkpoint as --model best.pt"
+        )
     if weights is not None:
         source = f"{weights.name} sha256:{sha256_file(weights)}" if weights.is_file() else str(weights)
     elif pretrained_file is not None:
@@ -194,8 +196,14 @@ def load(
         prep = settle(default_preprocessing(ref, img_size))
 
         def build() -> nn.Module:
-            return create_timm(timm_name(ref), weights=weights, pretrained=pretrained, pretrained_file=pretrained_file,
-                               num_classes=num_classes, img_size=prep.size)  # fmt: skip
+            return create_timm(
+                timm_name(ref),
+                weights=weights,
+                pretrained=pretrained,
+                pretrained_file=pretrained_file,
+                num_classes=num_classes,
+                img_size=prep.size,
+            )
     elif k == "ultralytics":
         from eca_deploy.models import ultralytics
 

@@ -31,8 +31,10 @@ from torch import nn
 from eca_deploy.errors import EcaDeployError, first_line
 
 BACKBONES = ("eca_resnet18", "eca_resnet34", "eca_resnet50", "eca_resnet101", "eca_resnet152")
-HEAD_OUTPUTS = {"retinanet": ("cls_logits", "bbox_regression"), "fcos": ("cls_logits", "bbox_regression",
-                                                                        "bbox_ctrness")}  # fmt: skip
+HEAD_OUTPUTS = {
+    "retinanet": ("cls_logits", "bbox_regression"),
+    "fcos": ("cls_logits", "bbox_regression", "bbox_ctrness"),
+}
 INSTALL_HINT = "pip install the torchvision released with your torch, from the same index as torch"
 
 
@@ -42,11 +44,13 @@ def import_torchvision() -> Any:
         import torchvision
         import torchvision.models.detection
     except ImportError:
-        raise EcaDeployError(f"torchvision detection models need torchvision, which is not installed: "
-                             f"{INSTALL_HINT}") from None  # fmt: skip
+        raise EcaDeployError(
+            f"torchvision detection models need torchvision, which is not installed: {INSTALL_HINT}"
+        ) from None
     except RuntimeError as exc:  # built for another torch: "operator torchvision::nms does not exist"
-        raise EcaDeployError(f"torchvision does not work with torch {torch.__version__} ({first_line(exc, 120)}): "
-                             f"{INSTALL_HINT}") from None  # fmt: skip
+        raise EcaDeployError(
+            f"torchvision does not work with torch {torch.__version__} ({first_line(exc, 120)}): {INSTALL_HINT}"
+        ) from None
     return torchvision
 
 
@@ -69,8 +73,9 @@ def eca_fpn_backbone(backbone: str = "eca_resnet50", fpn_channels: int = 256, ex
     width = body.fc.in_features  # 512 (basic blocks) or 2048 (bottlenecks)
     in_channels = [width // 4, width // 2, width]
     blocks = LastLevelP6P7(fpn_channels, fpn_channels) if extra == "p6p7" else LastLevelMaxPool()
-    return BackboneWithFPN(body, {"layer2": "0", "layer3": "1", "layer4": "2"}, in_channels, fpn_channels,
-                           extra_blocks=blocks)  # fmt: skip
+    return BackboneWithFPN(
+        body, {"layer2": "0", "layer3": "1", "layer4": "2"}, in_channels, fpn_channels, extra_blocks=blocks
+    )
 
 
 def eca_retinanet(num_classes: int = 91, backbone: str = "eca_resnet50", fpn_channels: int = 256) -> nn.Module:
@@ -124,16 +129,21 @@ class RawDetector(nn.Module):
         self.output_names = HEAD_OUTPUTS[self.kind]
         self.output_kinds = dict.fromkeys(self.output_names, "tensor")
         transform = detector.transform
-        self.pretrained_cfg = {"mean": tuple(transform.image_mean), "std": tuple(transform.image_std),
-                               "crop_pct": 1.0, "interpolation": "bilinear"}  # fmt: skip
+        self.pretrained_cfg = {
+            "mean": tuple(transform.image_mean),
+            "std": tuple(transform.image_std),
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
+        }
         self.eval()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = list(self.backbone(x).values())
         out = self.head(features)
         # torchvision reshapes with computed sizes; fixed sizes give the ONNX static shapes (batch aside)
-        return tuple(out[name].reshape(-1, int(out[name].shape[1]), int(out[name].shape[2]))
-                     for name in self.output_names)  # fmt: skip
+        return tuple(
+            out[name].reshape(-1, int(out[name].shape[1]), int(out[name].shape[2])) for name in self.output_names
+        )
 
 
 def anchor_boxes(raw: RawDetector, height: int, width: int | None = None) -> torch.Tensor:
@@ -148,8 +158,9 @@ def anchor_boxes(raw: RawDetector, height: int, width: int | None = None) -> tor
         return raw.anchor_generator(ImageList(images, [(height, width)]), features)[0]
 
 
-def raw_detector(kind: str = "retinanet", num_classes: int = 91, backbone: str = "eca_resnet50",
-                 fpn_channels: int = 256) -> RawDetector:  # fmt: skip
+def raw_detector(
+    kind: str = "retinanet", num_classes: int = 91, backbone: str = "eca_resnet50", fpn_channels: int = 256
+) -> RawDetector:
     """`RawDetector` of a new RetinaNet ("retinanet") or FCOS ("fcos") on an ECA-ResNet + FPN."""
     builders = {"retinanet": eca_retinanet, "fcos": eca_fcos}
     if kind not in builders:

@@ -64,8 +64,9 @@ def import_ultralytics() -> Any:
         import ultralytics
         import ultralytics.nn.tasks
     except ImportError:
-        raise EcaDeployError(f"ultralytics models need the ultralytics package, which is not installed: "
-                             f"{INSTALL_HINT}") from None  # fmt: skip
+        raise EcaDeployError(
+            f"ultralytics models need the ultralytics package, which is not installed: {INSTALL_HINT}"
+        ) from None
     return ultralytics
 
 
@@ -144,17 +145,22 @@ def refuse_untrusted(path: Path, trust_checkpoint: bool) -> None:
     """One line when `path` cannot or may not be loaded as an ultralytics checkpoint."""
     classes = _checkpoint_classes(path)
     if classes is None:
-        raise EcaDeployError(f"{path} is not a PyTorch checkpoint (torch.load cannot read it): pass an ultralytics "
-                             "best.pt/last.pt or a model YAML")  # fmt: skip
+        raise EcaDeployError(
+            f"{path} is not a PyTorch checkpoint (torch.load cannot read it): pass an ultralytics "
+            "best.pt/last.pt or a model YAML"
+        )
     if not classes:
-        raise EcaDeployError(f"{path} holds only tensors (a state_dict), not an ultralytics model: build the network "
-                             "with --model MODEL.yaml or FILE.py:factory and pass this file as --weights")  # fmt: skip
+        raise EcaDeployError(
+            f"{path} holds only tensors (a state_dict), not an ultralytics model: build the network "
+            "with --model MODEL.yaml or FILE.py:factory and pass this file as --weights"
+        )
     if trust_checkpoint:
         return
     models = [c.rpartition(".")[2] for c in classes if c.startswith("ultralytics.nn.tasks.")]
     what = f"an ultralytics checkpoint (a pickled {models[0]})" if models else "a pickled Python object"
-    raise EcaDeployError(f"{path} is {what}: loading it runs code from the file; pass {TRUST_FLAG} if you trust "
-                         "where it came from")  # fmt: skip
+    raise EcaDeployError(
+        f"{path} is {what}: loading it runs code from the file; pass {TRUST_FLAG} if you trust where it came from"
+    )
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, int]:
@@ -174,8 +180,10 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, int]:
     if isinstance(ckpt, Mapping):
         model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
     if not isinstance(model, nn.Module):
-        raise EcaDeployError(f"{path} holds no ultralytics model (no 'model' or 'ema' module): pass a best.pt or "
-                             "last.pt written by ultralytics' trainer")  # fmt: skip
+        raise EcaDeployError(
+            f"{path} holds no ultralytics model (no 'model' or 'ema' module): pass a best.pt or "
+            "last.pt written by ultralytics' trainer"
+        )
     train_args = ckpt.get("train_args")  # type: ignore[union-attr]
     size = _img_size(train_args.get("imgsz") if isinstance(train_args, Mapping) else None)
     return model.float().eval(), size or default_img_size(model)
@@ -192,17 +200,21 @@ def build_from_yaml(path: Path, num_classes: int | None = None) -> nn.Module:
             cfg = yaml_model_load(path)
         task = guess_model_task(cfg)
     except Exception as exc:  # YAML syntax, unknown keys
-        raise EcaDeployError(f"{path} is not an ultralytics model YAML ({type(exc).__name__}: "
-                             f"{first_line(exc, 160)})") from None  # fmt: skip
+        raise EcaDeployError(
+            f"{path} is not an ultralytics model YAML ({type(exc).__name__}: {first_line(exc, 160)})"
+        ) from None
     if task != "detect":
-        raise EcaDeployError(f"{path} describes an ultralytics {task!r} model: eca-deploy exports detection models "
-                             "(task 'detect', a Detect head)")  # fmt: skip
+        raise EcaDeployError(
+            f"{path} describes an ultralytics {task!r} model: eca-deploy exports detection models "
+            "(task 'detect', a Detect head)"
+        )
     try:
         with _quiet():
             return DetectionModel(cfg, ch=3, nc=num_classes, verbose=False).eval()
     except Exception as exc:  # a layer the YAML names that ultralytics does not know, wrong arguments, ...
-        raise EcaDeployError(f"ultralytics cannot build {path} ({type(exc).__name__}: "
-                             f"{first_line(exc, 160)})") from None  # fmt: skip
+        raise EcaDeployError(
+            f"ultralytics cannot build {path} ({type(exc).__name__}: {first_line(exc, 160)})"
+        ) from None
 
 
 def yolo_preprocessing(size: int) -> Any:
@@ -223,7 +235,8 @@ def default_img_size(module: nn.Module) -> int:
     """The image size the model was trained at (its `args['imgsz']`), else ultralytics' default 640."""
     args = getattr(module, "args", None)
     return _img_size(args.get("imgsz") if isinstance(args, Mapping) else getattr(args, "imgsz", None)) or (
-        DEFAULT_IMG_SIZE)  # fmt: skip
+        DEFAULT_IMG_SIZE
+    )
 
 
 # -- the raw head -----------------------------------------------------------------------------------------------
@@ -237,11 +250,15 @@ def detect_head(model: nn.Module) -> nn.Module:
     head = layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
     if head is None or type(head) is not Detect:
         found = type(head).__name__ if head is not None else type(model).__name__
-        raise EcaDeployError(f"the ultralytics model ends in {found}, not a Detect head: eca-deploy exports "
-                             "detection models (task 'detect')")  # fmt: skip
+        raise EcaDeployError(
+            f"the ultralytics model ends in {found}, not a Detect head: eca-deploy exports "
+            "detection models (task 'detect')"
+        )
     if getattr(head, "end2end", False):
-        raise EcaDeployError("the ultralytics model has an end-to-end (NMS-free) head, whose output is not the "
-                             "[N, 4 + classes, anchors] raw head: train or export it with end2end=False")  # fmt: skip
+        raise EcaDeployError(
+            "the ultralytics model has an end-to-end (NMS-free) head, whose output is not the "
+            "[N, 4 + classes, anchors] raw head: train or export it with end2end=False"
+        )
     return head
 
 
@@ -259,8 +276,9 @@ class YoloRawHead(nn.Module):
         self.output_kinds = {OUTPUT_NAME: "detection"}
         self.model = model
         names = getattr(model, "names", None) or {}
-        self.class_names = tuple(str(names[i]) for i in sorted(names)) if isinstance(names, Mapping) else tuple(
-            str(n) for n in names)  # fmt: skip
+        self.class_names = (
+            tuple(str(names[i]) for i in sorted(names)) if isinstance(names, Mapping) else tuple(str(n) for n in names)
+        )
         self.num_classes = int(detect_head(model).nc)  # also refuses a model that is not a YOLO detector
         self.strides = tuple(int(s) for s in getattr(model, "stride", torch.tensor([])).tolist())
         self.img_size = img_size or default_img_size(model)  # the size it was trained at, else ultralytics' 640
@@ -283,7 +301,9 @@ def load(ref: str, *, num_classes: int | None = None, trust_checkpoint: bool = F
     if is_checkpoint(ref):
         raw = YoloRawHead(*load_checkpoint(path))
         if num_classes is not None and num_classes != raw.num_classes:
-            raise EcaDeployError(f"--num-classes {num_classes} disagrees with {path.name}, a {raw.num_classes}-class "
-                                 "model: drop the option")  # fmt: skip
+            raise EcaDeployError(
+                f"--num-classes {num_classes} disagrees with {path.name}, a {raw.num_classes}-class "
+                "model: drop the option"
+            )
         return raw
     return YoloRawHead(build_from_yaml(path, num_classes))

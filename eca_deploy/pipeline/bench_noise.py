@@ -106,6 +106,8 @@ VERDICTS = ("faster", "within noise", "slower")  # compare_rounds' +1, 0, -1 in 
 def verdict(a: Sequence[float], b: Sequence[float]) -> str:
     """'faster', 'within noise' or 'slower': how `a`'s rounds (images/s) compare with `b`'s (see compare_rounds)."""
     return {1: VERDICTS[0], 0: VERDICTS[1], -1: VERDICTS[2]}[compare_rounds(a, b)]
+
+
 def median_rate(rounds: Sequence[float]) -> float:
     """The one figure of a set of rounds (images/s of each): their median. `bench` reports this as images_per_s."""
     return float(statistics.median(rounds)) if rounds else math.nan

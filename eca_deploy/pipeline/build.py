@@ -109,8 +109,14 @@ class BuildResult:
     details: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"engine": str(self.engine), "sidecar": str(self.sidecar), "onnx": str(self.compiled_onnx),
-                "precision": self.precision, "messages": self.messages, **self.details}  # fmt: skip
+        return {
+            "engine": str(self.engine),
+            "sidecar": str(self.sidecar),
+            "onnx": str(self.compiled_onnx),
+            "precision": self.precision,
+            "messages": self.messages,
+            **self.details,
+        }
 
 
 def unfuse(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -140,9 +146,12 @@ def default_timing_cache(tensorrt_version: str, gpu_name: str | None, compute_ca
 
 
 def prepare_onnx(
-    req: BuildRequest, say: Callable[[str], None], warn: Callable[[str], None],
-    progress: Callable[[int, int], None] | None, residual: bool = True,
-) -> tuple[onnx.ModelProto, Path, int]:  # fmt: skip
+    req: BuildRequest,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+    progress: Callable[[int, int], None] | None,
+    residual: bool = True,
+) -> tuple[onnx.ModelProto, Path, int]:
     """Fuse or unfuse ECA blocks (`residual`: with their residual Add), convert or quantize: the model to compile,
     its file, and its ECA node count."""
     from eca_deploy.fileio import sha256_file
@@ -181,8 +190,9 @@ def prepare_onnx(
                 f"{req.onnx_path} has no Q/DQ nodes: pass --calib-images DIR, or quantize it first with "
                 "eca-deploy quantize"
             )
-        model, qreport = quantize_model(model, req.calib_images, sha256_file(req.onnx_path), req.quantize, warn,
-                                        progress)  # fmt: skip
+        model, qreport = quantize_model(
+            model, req.calib_images, sha256_file(req.onnx_path), req.quantize, warn, progress
+        )
         compiled = req.output.with_name(f"{stem}.int8.onnx")
         save_onnx(model, compiled)
         say(f"wrote the INT8 Q/DQ ONNX {compiled} (calibration: {qreport.source}, {qreport.images} images)")
@@ -254,18 +264,27 @@ def run_build(
         parsed = qdp.prepare_for_aot(parsed)
         use = qdp.compiler()
         isa = qdp.ptx_isa(qdp.compile_ptx(use=use))
-        ptx = {"ptx_compiler": use, "ptx_compiler_version": qdp.compiler_version(use),
-               "ptx_arch": f"compute_{qdp.PTX_ARCH}", "ptx_isa": ".".join(map(str, isa)) if isa else None}  # fmt: skip
+        ptx = {
+            "ptx_compiler": use,
+            "ptx_compiler_version": qdp.compiler_version(use),
+            "ptx_arch": f"compute_{qdp.PTX_ARCH}",
+            "ptx_isa": ".".join(map(str, isa)) if isa else None,
+        }
         say(f"the {eca_nodes} ECA nodes are served by the ahead-of-time plugin {qdp.PLUGIN_ID} (PTX by {use})")
     opts = BuildOptions(
-        profile=req.profile, img_size=req.img_size, workspace=req.workspace,
-        timing_cache=req.timing_cache or default_timing_cache(str(trt.__version__), gpu["gpu_name"],
-                                                              gpu["compute_capability"]),
+        profile=req.profile,
+        img_size=req.img_size,
+        workspace=req.workspace,
+        timing_cache=req.timing_cache
+        or default_timing_cache(str(trt.__version__), gpu["gpu_name"], gpu["compute_capability"]),
         replace_foreign_cache=req.timing_cache is None,
         dla_core=req.dla_core,
-        gpu_fallback=req.gpu_fallback, version_compatible=req.version_compatible, plugin=plugin, eca_nodes=eca_nodes,
+        gpu_fallback=req.gpu_fallback,
+        version_compatible=req.version_compatible,
+        plugin=plugin,
+        eca_nodes=eca_nodes,
         aot=route.kind == "aot",
-    )  # fmt: skip
+    )
     start = time.perf_counter()
     built = build_engine(parsed, opts, build_progress, say)
     atomic_write_bytes(req.output, built.data)

@@ -33,22 +33,35 @@ class PrecisionCheck:
     def agreement(self) -> Agreement:
         """The first failing output's, else the logits', else the first output's agreement."""
         checks = list(self.checks.values())
-        return (next((c for c in checks if not c.passed), None)
-                or next((c for c in checks if c.kind == "logits"), checks[0])).agreement  # fmt: skip
+        return (
+            next((c for c in checks if not c.passed), None)
+            or next((c for c in checks if c.kind == "logits"), checks[0])
+        ).agreement
 
     def as_dict(self) -> dict[str, Any]:
         a = self.agreement.as_dict()
         a["worst_images"] = [self.image_names[i] for i in self.agreement.worst_images]
-        return {"against": "fp32 onnx", **a, "passed": not self.failures, "failures": self.failures,
-                "input_size": list(self.size) if self.size else None, "preprocessing": self.preprocessing,
-                "outputs": {n: c.as_dict(self.image_names) for n, c in self.checks.items()},
-                "detection": None if self.detection is None else self.detection.as_dict(self.image_names)}  # fmt: skip
+        return {
+            "against": "fp32 onnx",
+            **a,
+            "passed": not self.failures,
+            "failures": self.failures,
+            "input_size": list(self.size) if self.size else None,
+            "preprocessing": self.preprocessing,
+            "outputs": {n: c.as_dict(self.image_names) for n, c in self.checks.items()},
+            "detection": None if self.detection is None else self.detection.as_dict(self.image_names),
+        }
 
 
 def compare_with_fp32(
-    fp32: onnx.ModelProto, other: onnx.ModelProto, images: Path | None, tolerance: Tolerance, qdq: bool = False,
-    interface: ModelInterface | None = None, precision: str = "fp32",
-) -> PrecisionCheck:  # fmt: skip
+    fp32: onnx.ModelProto,
+    other: onnx.ModelProto,
+    images: Path | None,
+    tolerance: Tolerance,
+    qdq: bool = False,
+    interface: ModelInterface | None = None,
+    precision: str = "fp32",
+) -> PrecisionCheck:
     """Run both models on the same photographs (the sample photos, or a folder) and compare every output.
 
     Q/DQ models run with ONNX Runtime's graph optimisations off: plain quantize/dequantize arithmetic, as
@@ -75,8 +88,9 @@ def compare_with_fp32(
     detected = judge_detector(ref, out, interface, precision)
     checks = detections_decide(checks, detected)
     failures = named_failures(checks) + (detected.named_failures() if detected is not None else [])
-    return PrecisionCheck(checks, failures, loaded.names, scale, interface.size, detected,
-                          interface.preprocessing.describe())  # fmt: skip
+    return PrecisionCheck(
+        checks, failures, loaded.names, scale, interface.size, detected, interface.preprocessing.describe()
+    )
 
 
 @dataclass
@@ -99,9 +113,11 @@ class ConvertResult:
 
 
 def convert_model(
-    model: onnx.ModelProto, keep_io_types: bool = True, keep_fp32_ops: Sequence[str] = (),
+    model: onnx.ModelProto,
+    keep_io_types: bool = True,
+    keep_fp32_ops: Sequence[str] = (),
     warn: Callable[[str], None] = lambda _m: None,
-) -> tuple[onnx.ModelProto, Fp16Report]:  # fmt: skip
+) -> tuple[onnx.ModelProto, Fp16Report]:
     """FP16 copy of an FP32 model (one-line errors for models that are not FP32)."""
     from eca_deploy.fusion import count_eca_nodes
     from eca_deploy.fusion.fuse import default_opset
@@ -140,8 +156,8 @@ def run_convert(
 
     The comparison runs at the model's size (its static H/W or metadata), else `img_size` (--img-size).
     """
-    from eca_deploy.fileio import claim_output_file
     from eca_deploy.exporters.metadata import onnx_interface
+    from eca_deploy.fileio import claim_output_file
     from eca_deploy.onnx_io import load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
 
@@ -151,10 +167,12 @@ def run_convert(
     converted, report = convert_model(model, keep_io_types, keep_fp32_ops, warn)
     check = None
     if verify:
-        check = compare_with_fp32(model, converted, images, DEFAULT_TOLERANCES["fp16"], interface=interface,
-                                  precision="fp16")  # fmt: skip
+        check = compare_with_fp32(
+            model, converted, images, DEFAULT_TOLERANCES["fp16"], interface=interface, precision="fp16"
+        )
     if check is not None and check.failures:
-        raise CheckFailedError(f"the FP16 model disagrees with the FP32 one ({'; '.join(check.failures)}): "
-                               f"{output} not written")  # fmt: skip
+        raise CheckFailedError(
+            f"the FP16 model disagrees with the FP32 one ({'; '.join(check.failures)}): {output} not written"
+        )
     save_onnx(converted, output)
     return ConvertResult(source, output, report, keep_io_types, check)

@@ -45,16 +45,23 @@ class ExportResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "output": str(self.output), "opset": self.opset, "batch": self.batch,
-            "img_size": self.img_size, "input_size": list(self.input_size or (self.img_size, self.img_size)),
-            "random_weights": self.random_weights, "fused_eca_blocks": self.fused_blocks, "outputs": self.outputs,
-            "verification": self.verification, "verified_outputs": self.verified_outputs,
-            "passed": not self.failures, "failures": self.failures,
-        }  # fmt: skip
+            "model": self.model,
+            "output": str(self.output),
+            "opset": self.opset,
+            "batch": self.batch,
+            "img_size": self.img_size,
+            "input_size": list(self.input_size or (self.img_size, self.img_size)),
+            "random_weights": self.random_weights,
+            "fused_eca_blocks": self.fused_blocks,
+            "outputs": self.outputs,
+            "verification": self.verification,
+            "verified_outputs": self.verified_outputs,
+            "passed": not self.failures,
+            "failures": self.failures,
+        }
 
     def print(self, console: Console) -> None:
-        console.print(f"[green]wrote[/green] {self.output} (opset {self.opset}, batch {self.batch}, "
-                      f"{self.size_text})")  # fmt: skip
+        console.print(f"[green]wrote[/green] {self.output} (opset {self.opset}, batch {self.batch}, {self.size_text})")
         if self.fused_blocks is not None:
             console.print(f"fused {self.fused_blocks} ECA blocks into ECA nodes")
         if self.verified_outputs:
@@ -64,8 +71,14 @@ class ExportResult:
                 table.add_column(col, justify="right")
             for name, v in self.verified_outputs.items():
                 top1 = "-" if v["top1_agreement"] is None else f"{v['top1_agreement']:.1%}"
-                table.add_row(name, str(v["images"]), f"{v['max_abs_error']:.3g}", f"{v['cosine_min']:.6f}", top1,
-                              "[green]pass[/green]" if v["passed"] else "[red]FAIL[/red]")  # fmt: skip
+                table.add_row(
+                    name,
+                    str(v["images"]),
+                    f"{v['max_abs_error']:.3g}",
+                    f"{v['cosine_min']:.6f}",
+                    top1,
+                    "[green]pass[/green]" if v["passed"] else "[red]FAIL[/red]",
+                )
             console.print(table)
 
 
@@ -154,16 +167,34 @@ def run_export(
         list_images(images)  # fail on a bad folder before any work
     check_export_memory(model_name, img_size, batch, random=weights is None and not pretrained)
     with _status(status, f"building {model_name}"):
-        loaded = sources.load(model_name, weights=weights, pretrained=pretrained, pretrained_file=pretrained_file,
-                              num_classes=num_classes, img_size=img_size, k_size=k_size,
-                              preprocessing=preprocessing, adjust=adjust,
-                              trust_checkpoint=trust_checkpoint)  # fmt: skip
+        loaded = sources.load(
+            model_name,
+            weights=weights,
+            pretrained=pretrained,
+            pretrained_file=pretrained_file,
+            num_classes=num_classes,
+            img_size=img_size,
+            k_size=k_size,
+            preprocessing=preprocessing,
+            adjust=adjust,
+            trust_checkpoint=trust_checkpoint,
+        )
     if loaded.random:
         recalibrated = ", BatchNorm statistics from the sample photos" if kind in ("zoo", "timm") else ""
         warn(f"no --weights given: exporting {model_name} with a seeded random initialisation (seed 0{recalibrated})")
-    return export_loaded(loaded, output=output, opset=opset, batch=batch, exporter=exporter, fuse=fuse,
-                         fuse_tolerance=fuse_tolerance, images=images, verify=verify, status=status,
-                         output_names=output_names)  # fmt: skip
+    return export_loaded(
+        loaded,
+        output=output,
+        opset=opset,
+        batch=batch,
+        exporter=exporter,
+        fuse=fuse,
+        fuse_tolerance=fuse_tolerance,
+        images=images,
+        verify=verify,
+        status=status,
+        output_names=output_names,
+    )
 
 
 def export_loaded(
@@ -193,16 +224,24 @@ def export_loaded(
     from eca_deploy.exporters.metadata import read_metadata
 
     classifier = sources.kind(loaded.ref) in ("zoo", "timm")
-    opts = ExportOptions(opset=opset, batch=batch, img_size=prep.size, exporter=exporter, preprocessing=prep,
-                         output_names=output_names, classifier=classifier)  # fmt: skip
+    opts = ExportOptions(
+        opset=opset,
+        batch=batch,
+        img_size=prep.size,
+        exporter=exporter,
+        preprocessing=prep,
+        output_names=output_names,
+        classifier=classifier,
+    )
     opts.validate()
     model, name = loaded.module, loaded.ref
     if sources.kind(name) in ("file", "ultralytics", "module"):  # zoo and timm: estimated before they were built
         from eca_deploy.memory import check_torch_memory
 
         work, (height, width) = max(batch or VERIFY_BATCH, 2), prep.hw
-        check_torch_memory(model, height, width, work, SAMPLE_PHOTOS,
-                           f"exporting {name} at {height}x{width}, batch {work}")  # fmt: skip
+        check_torch_memory(
+            model, height, width, work, SAMPLE_PHOTOS, f"exporting {name} at {height}x{width}, batch {work}"
+        )
     result = ExportResult(name, output, opset, batch or "dynamic", prep.size, loaded.random, input_size=prep.hw)
     with _status(status, f"exporting {name} to ONNX (opset {opset}, {exporter})"):
         onnx_model = export_onnx(model, name, opts, weights_source=loaded.weights)
@@ -228,8 +267,9 @@ def export_loaded(
     if verify:
         with _status(status, "verifying against PyTorch on real photographs"):
             batch_images = load_images(image_paths, opts.preprocessing)
-            verified = verify_onnx(model, onnx_model.SerializeToString(), batch_images, batch,
-                                   kinds={o.name: o.kind for o in specs})  # fmt: skip
+            verified = verify_onnx(
+                model, onnx_model.SerializeToString(), batch_images, batch, kinds={o.name: o.kind for o in specs}
+            )
         result.verification = verified.agreement.as_dict()
         result.verification["worst_images"] = [batch_images.names[i] for i in verified.agreement.worst_images]
         result.verified_outputs = {n: c.as_dict(batch_images.names) for n, c in verified.outputs.items()}

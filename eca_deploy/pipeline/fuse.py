@@ -41,10 +41,17 @@ class FusionCheck:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "images": self.images, "max_abs_diff": self.max_abs_diff, "relative_diff": self.relative_diff,
-            "float32_noise": self.float32_noise, "tolerance": self.tolerance, "noise_factor": NOISE_FACTOR,
-            "bound": self.bound, "passed": self.passed, "worst_output": self.output, "outputs": self.per_output,
-        }  # fmt: skip
+            "images": self.images,
+            "max_abs_diff": self.max_abs_diff,
+            "relative_diff": self.relative_diff,
+            "float32_noise": self.float32_noise,
+            "tolerance": self.tolerance,
+            "noise_factor": NOISE_FACTOR,
+            "bound": self.bound,
+            "passed": self.passed,
+            "worst_output": self.output,
+            "outputs": self.per_output,
+        }
 
     def refusal(self, output: Path | str, option: str = "--tolerance") -> str:
         which = f"output {self.output!r} of the " if self.per_output and len(self.per_output) > 1 else ""
@@ -154,8 +161,14 @@ def validate_tolerance(tolerance: float) -> None:
         )
 
 
-def run_fuse(source: Path, output: Path, write_unchanged: bool = False, verify: bool = True,
-             tolerance: float = FUSION_TOLERANCE, residual: bool = True) -> FuseResult:  # fmt: skip
+def run_fuse(
+    source: Path,
+    output: Path,
+    write_unchanged: bool = False,
+    verify: bool = True,
+    tolerance: float = FUSION_TOLERANCE,
+    residual: bool = True,
+) -> FuseResult:
     validate_tolerance(tolerance)
     model = load_onnx(source)
     claim_output_file(output, "--output", [source])

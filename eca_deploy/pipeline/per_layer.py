@@ -174,8 +174,10 @@ def compare_layers(
         reference = _run_torch(torch_model, torch_source(torch_model, blocks, set(tensors)), images)
         against = "pytorch"
     if not tensors:
-        raise EcaDeployError("no block of the model could be found in the ONNX graph: --per-layer needs scope names "
-                             "from the TorchScript exporter (eca-deploy export's default)")  # fmt: skip
+        raise EcaDeployError(
+            "no block of the model could be found in the ONNX graph: --per-layer needs scope names "
+            "from the TorchScript exporter (eca-deploy export's default)"
+        )
     outputs = _run_onnx(target.onnx, list(tensors.values()), images, optimize=target.precision != "int8")
     floor = JUMP_FLOOR.get(target.precision, JUMP_FLOOR["fp32"])
     rows, first_jump, worst_before = [], None, 0.0

@@ -59,8 +59,8 @@ def run_quantize(
 
     Calibration and verification share one interface: the model's size (static H/W, metadata) or `img_size`.
     """
-    from eca_deploy.fileio import claim_output_file, sha256_file
     from eca_deploy.exporters.metadata import onnx_interface
+    from eca_deploy.fileio import claim_output_file, sha256_file
     from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
     from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
     from eca_deploy.pipeline.convert import compare_with_fp32
@@ -71,13 +71,15 @@ def run_quantize(
     options.validate()
     interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn, adjust=adjust)
     prep = interface.preprocessing
-    quantized, report = quantize_model(model, calib_images, sha256_file(source), options, warn, progress,
-                                       preprocessing=prep)  # fmt: skip
+    quantized, report = quantize_model(
+        model, calib_images, sha256_file(source), options, warn, progress, preprocessing=prep
+    )
     check_model(quantized, "the Q/DQ model")
     check = None
     if verify:
-        check = compare_with_fp32(model, quantized, images, DEFAULT_TOLERANCES["int8"], qdq=True, interface=interface,
-                                  precision="int8")  # fmt: skip
+        check = compare_with_fp32(
+            model, quantized, images, DEFAULT_TOLERANCES["int8"], qdq=True, interface=interface, precision="int8"
+        )
         if check.failures and not keep_failed:
             return QuantizeResult(source, output, report, check, written=False, input_size=interface.size)
         if check.failures:

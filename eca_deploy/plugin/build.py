@@ -106,9 +106,16 @@ def build_plugins(
     except OSError as exc:
         raise EcaDeployError(f"cannot create the build folder {build_dir}: {exc.strerror}") from None
 
-    configure = [cmake, "-S", str(sources), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DECA_BUILD_EXAMPLES={'ON' if examples else 'OFF'}",
-                 f"-DECA_REQUIRE_TENSORRT={'ON' if tensorrt_root or examples else 'OFF'}"]  # fmt: skip
+    configure = [
+        cmake,
+        "-S",
+        str(sources),
+        "-B",
+        str(build_dir),
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DECA_BUILD_EXAMPLES={'ON' if examples else 'OFF'}",
+        f"-DECA_REQUIRE_TENSORRT={'ON' if tensorrt_root or examples else 'OFF'}",
+    ]
     if not (build_dir / "CMakeCache.txt").is_file():
         configure.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")  # changing it later would need a fresh cache
     if tensorrt_root is not None:

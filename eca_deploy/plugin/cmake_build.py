@@ -39,9 +39,14 @@ def first_error(log: str) -> str:
 
 
 def run_cmake(
-    sources: Path, build_dir: Path, configure_args: Sequence[str], jobs: int | None, progress: Progress | None,
-    label: str, library: str,
-) -> Path:  # fmt: skip
+    sources: Path,
+    build_dir: Path,
+    configure_args: Sequence[str],
+    jobs: int | None,
+    progress: Progress | None,
+    label: str,
+    library: str,
+) -> Path:
     """Configure and build `sources` into `build_dir`; the built `library`, or a one-line EcaDeployError."""
     cmake = require_cmake(jobs)
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:

@@ -126,5 +126,7 @@ def plugin_route(plugin: Path | None) -> str:
     ok, why = qdp_status()
     if not ok:
         return f"none: no C++ library is built, and no AOT Python plugin: {why}"
-    return (f"the AOT Python plugin ({why}; `build --plugin aot`, or auto): one-input ECA nodes only (fuse with "
-            "--no-residual), PTX from a compiler no newer than the driver that runs the engine")  # fmt: skip
+    return (
+        f"the AOT Python plugin ({why}; `build --plugin aot`, or auto): one-input ECA nodes only (fuse with "
+        "--no-residual), PTX from a compiler no newer than the driver that runs the engine"
+    )

@@ -27,12 +27,21 @@ class _Op(ctypes.Structure):
 
 
 def _op(weights: np.ndarray, bias: float, padding: str, gate: str, activation: str) -> _Op:
-    for name, value, allowed in (("padding", padding, _PADDINGS), ("gate", gate, _GATES),
-                                 ("activation", activation, _ACTIVATIONS)):  # fmt: skip
+    for name, value, allowed in (
+        ("padding", padding, _PADDINGS),
+        ("gate", gate, _GATES),
+        ("activation", activation, _ACTIVATIONS),
+    ):
         if value not in allowed:
             raise EcaDeployError(f"ECA {name} {value!r}: one of {', '.join(allowed)}")
-    return _Op(weights.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), weights.size, float(bias),
-               _PADDINGS.index(padding), _GATES.index(gate), _ACTIVATIONS.index(activation))  # fmt: skip
+    return _Op(
+        weights.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+        weights.size,
+        float(bias),
+        _PADDINGS.index(padding),
+        _GATES.index(gate),
+        _ACTIVATIONS.index(activation),
+    )
 
 
 class EcaKernels:
@@ -77,8 +86,9 @@ class EcaKernels:
         """Workspace bytes of `path` for an NCHW shape; the two-pass size covers every path."""
         return int(self._lib.eca_workspace_size(*shape, k, _DTYPES[dtype], PATHS[path]))
 
-    def select_path(self, shape: Sequence[int], k: int, dtype: torch.dtype, residual: bool = False,
-                    padding: str = "zeros") -> str:  # fmt: skip
+    def select_path(
+        self, shape: Sequence[int], k: int, dtype: torch.dtype, residual: bool = False, padding: str = "zeros"
+    ) -> str:
         """The path 'auto' takes for this shape (and op) on the current device: 'fused' or 'two_pass'."""
         op = _op(np.zeros(k, np.float32), 0.0, padding, "sigmoid", "none")
         chosen = self._lib.eca_select_path_op(*shape, ctypes.byref(op), int(residual), _DTYPES[dtype])
@@ -112,17 +122,28 @@ class EcaKernels:
         y = torch.empty_like(x) if out is None else out
         if y.shape != x.shape or y.dtype != x.dtype or y.device != x.device or not y.is_contiguous():
             raise EcaDeployError("out must be a contiguous tensor of x's shape, dtype and device")
-        if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype
-                                     or residual.device != x.device or not residual.is_contiguous()):  # fmt: skip
+        if residual is not None and (
+            residual.shape != x.shape
+            or residual.dtype != x.dtype
+            or residual.device != x.device
+            or not residual.is_contiguous()
+        ):
             raise EcaDeployError("residual must be a contiguous tensor of x's shape, dtype and device")
         op = _op(w, bias, padding, gate, activation)
         # The two-pass workspace covers every path; the caching allocator keeps it valid for work on this stream.
         workspace = torch.empty(max(1, self.workspace_size(x.shape, w.size, x.dtype) // 4), device=x.device)
         with torch.cuda.device(x.device):
             status = self._lib.eca_forward_op(
-                x.data_ptr(), None if residual is None else residual.data_ptr(), y.data_ptr(), ctypes.byref(op),
-                *x.shape, _DTYPES[x.dtype], PATHS[path], workspace.data_ptr(), torch.cuda.current_stream().cuda_stream,
-            )  # fmt: skip
+                x.data_ptr(),
+                None if residual is None else residual.data_ptr(),
+                y.data_ptr(),
+                ctypes.byref(op),
+                *x.shape,
+                _DTYPES[x.dtype],
+                PATHS[path],
+                workspace.data_ptr(),
+                torch.cuda.current_stream().cuda_stream,
+            )
         if status != 0:
             raise EcaDeployError(f"ECA kernel failed: {self.last_error()}")
         return y

@@ -61,8 +61,9 @@ def build_openvino_extension(
     ov_dir, version = openvino_cmake_dir()
     build_dir = (build_dir or default_build_dir()).resolve()
     start = time.monotonic()
-    library = run_cmake(sources, build_dir, [f"-DOpenVINO_DIR={ov_dir}"], jobs, progress, "OpenVINO extension",
-                        EXTENSION_LIBRARY)  # fmt: skip
+    library = run_cmake(
+        sources, build_dir, [f"-DOpenVINO_DIR={ov_dir}"], jobs, progress, "OpenVINO extension", EXTENSION_LIBRARY
+    )
     return OpenVINOBuildResult(
         build_dir, library, version, round(time.monotonic() - start, 1), build_dir / "eca-build.log"
     )

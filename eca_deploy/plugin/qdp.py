@@ -89,8 +89,9 @@ def enum_code(name: str, value: Any) -> int:
     raise EcaDeployError(f"ECA {name} {value!r}: one of {', '.join(allowed)} (codes {codes})")
 
 
-def kernel_arguments(n: Any, channels: int, hw: Any, weights: Sequence[float], bias: float, padding: Any, gate: Any,
-                     activation: Any) -> list[Any]:  # fmt: skip
+def kernel_arguments(
+    n: Any, channels: int, hw: Any, weights: Sequence[float], bias: float, padding: Any, gate: Any, activation: Any
+) -> list[Any]:
     """The values of QDP_ARGUMENTS (n and hw may be TensorRT shape expressions; enums as names or codes); checks
     the attributes. Every value is a non-negative int or an expression."""
     k = len(weights)
@@ -118,8 +119,17 @@ class QdpLaunch:
     arguments: list[Any]
 
 
-def qdp_launch(dtype: str, n: Any, channels: int, hw: Any, weights: Sequence[float], bias: float, padding: Any,
-               gate: Any, activation: Any) -> QdpLaunch:  # fmt: skip
+def qdp_launch(
+    dtype: str,
+    n: Any,
+    channels: int,
+    hw: Any,
+    weights: Sequence[float],
+    bias: float,
+    padding: Any,
+    gate: Any,
+    activation: Any,
+) -> QdpLaunch:
     """The launch of one ECA layer ('float32' | 'float16'); aot_impl gives TensorRT exactly this (with shape
     expressions for n and hw), and the checks launch it with numbers."""
     values = kernel_arguments(n, channels, hw, weights, bias, padding, gate, activation)
@@ -378,9 +388,17 @@ def define(ptx: Any = None) -> None:
             raise EcaDeployError("the ahead-of-time ECA plugin needs a 4-D NCHW input with a fixed channel count")
         channels = int(dims[1].constant_value())
         w = [float(v) for v in np.asarray(weights, dtype=np.float32).reshape(-1)]
-        launch = qdp_launch("float16" if x.dtype == trt.float16 else "float32", dims[0], channels,
-                            dims[2] * dims[3], w, _one(bias, "bias"), _one(padding, "padding"),
-                            _one(gate, "gate"), _one(activation, "activation"))  # fmt: skip
+        launch = qdp_launch(
+            "float16" if x.dtype == trt.float16 else "float32",
+            dims[0],
+            channels,
+            dims[2] * dims[3],
+            w,
+            _one(bias, "bias"),
+            _one(padding, "padding"),
+            _one(gate, "gate"),
+            _one(activation, "activation"),
+        )
         extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(v) for v in launch.arguments])
         params = trtp.KernelLaunchParams()
         params.grid_x = trtp.SymInt32(launch.grid_x)

@@ -63,20 +63,25 @@ def eca_layers(model: str, img_size: int = 224) -> list[EcaLayer]:
             for m in inner:
                 follows[id(m)] = "add+relu"
     shapes: list[tuple[ECALayer, tuple[int, ...]]] = []
-    hooks = [m.register_forward_hook(lambda mod, args, _out: shapes.append((mod, tuple(args[0].shape))))
-             for m in net.modules() if isinstance(m, ECALayer)]  # fmt: skip
+    hooks = [
+        m.register_forward_hook(lambda mod, args, _out: shapes.append((mod, tuple(args[0].shape))))
+        for m in net.modules()
+        if isinstance(m, ECALayer)
+    ]
     try:
         with torch.no_grad():
             net(torch.empty(1, 3, img_size, img_size, device="meta"))
     finally:
         for hook in hooks:
             hook.remove()
-    return [EcaLayer(model, i, s[1], s[2], s[3], m.k_size, follows.get(id(m), "none"))
-            for i, (m, s) in enumerate(shapes)]  # fmt: skip
+    return [
+        EcaLayer(model, i, s[1], s[2], s[3], m.k_size, follows.get(id(m), "none")) for i, (m, s) in enumerate(shapes)
+    ]
 
 
-def traffic_rows(models: tuple[str, ...] = MODELS, batches: tuple[int, ...] = (1, 32), dtype: str = "fp16",
-                 img_size: int = 224) -> list[dict[str, object]]:  # fmt: skip
+def traffic_rows(
+    models: tuple[str, ...] = MODELS, batches: tuple[int, ...] = (1, 32), dtype: str = "fp16", img_size: int = 224
+) -> list[dict[str, object]]:
     """One row per ECA layer: its shape and, per batch, the bytes of each formulation."""
     rows = []
     for model in models:
@@ -94,8 +99,9 @@ def _mb(value: float) -> str:
     return f"{value / 1e6:.2f}"
 
 
-def traffic_markdown(models: tuple[str, ...] = MODELS, batches: tuple[int, ...] = (1, 32), dtype: str = "fp16",
-                     img_size: int = 224) -> str:  # fmt: skip
+def traffic_markdown(
+    models: tuple[str, ...] = MODELS, batches: tuple[int, ...] = (1, 32), dtype: str = "fp16", img_size: int = 224
+) -> str:
     """Per model: identical consecutive layers on one row (with their count), MB per formulation and batch, total."""
     out = []
     short = {"native": "native", "plugin": "plugin", "plugin_residual": "plugin+res", "floor": "floor"}
@@ -111,11 +117,19 @@ def traffic_markdown(models: tuple[str, ...] = MODELS, batches: tuple[int, ...] 
                 groups.append((layer, 1))
         head = ["layers", "C x H x W", "k", "then"]
         head += [f"{short[f]} b{b}" for b in batches for f in FORMULATIONS]
-        lines = [f"**{model}** at {img_size}x{img_size}, {dtype}, MB per layer (total: all {len(layers)} layers)",
-                 "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]  # fmt: skip
+        lines = [
+            f"**{model}** at {img_size}x{img_size}, {dtype}, MB per layer (total: all {len(layers)} layers)",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + " --- |" * len(head),
+        ]
         for layer, count in groups:
-            cells = [f"{layer.index + 1}-{layer.index + count}" if count > 1 else str(layer.index + 1),
-                     f"{layer.channels}x{layer.height}x{layer.width}", str(layer.k), layer.residual]  # fmt: skip
+            cells = [
+                f"{layer.index + 1}-{layer.index + count}" if count > 1 else str(layer.index + 1),
+                f"{layer.channels}x{layer.height}x{layer.width}",
+                str(layer.k),
+                layer.residual,
+            ]
             cells += [_mb(layer.bytes(b, dtype)[f]) for b in batches for f in FORMULATIONS]
             lines.append("| " + " | ".join(cells) + " |")
         totals = [_mb(sum(x.bytes(b, dtype)[f] for x in layers)) for b in batches for f in FORMULATIONS]

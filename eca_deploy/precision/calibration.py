@@ -170,8 +170,9 @@ def percentile_threshold(counts: np.ndarray, limit: float, amax: float, q: float
     return min(amax, (i + 1) * limit / len(counts))
 
 
-def entropy_threshold(counts: np.ndarray, limit: float, amax: float, levels: int = QUANT_LEVELS,
-                      stride: int = 2) -> float:  # fmt: skip
+def entropy_threshold(
+    counts: np.ndarray, limit: float, amax: float, levels: int = QUANT_LEVELS, stride: int = 2
+) -> float:
     """TensorRT's calibration: the threshold whose `levels`-level quantization loses least information."""
     counts = counts.astype(np.float64)
     if counts.size > 1:
@@ -277,8 +278,9 @@ def activation_bytes(model: onnx.ModelProto) -> tuple[dict[str, int], bool]:
     return sizes, fixed
 
 
-def plan_calibration(model: onnx.ModelProto, tensors: Sequence[str], images: int, method: str,
-                     budget: int = MEMORY_BUDGET) -> CalibrationPlan:  # fmt: skip
+def plan_calibration(
+    model: onnx.ModelProto, tensors: Sequence[str], images: int, method: str, budget: int = MEMORY_BUDGET
+) -> CalibrationPlan:
     """Split `tensors` (in graph order) into groups that fit `budget` and pick each group's batch size.
 
     A run holds the group's exposed tensors for a batch plus ORT's own working set, estimated as four times

@@ -194,8 +194,9 @@ def convert_to_fp16(
         for node in graph.node:
             node.input[:] = [inner if i == name else i for i in node.input]
             node.output[:] = [inner if o == name else o for o in node.output]
-        graph.node.append(helper.make_node("Cast", [inner], [name], name=f"Cast_{name}_out",
-                                           to=FLOAT if keep_io_types else HALF))  # fmt: skip
+        graph.node.append(
+            helper.make_node("Cast", [inner], [name], name=f"Cast_{name}_out", to=FLOAT if keep_io_types else HALF)
+        )
         report.casts += 1
 
     # 4. Declared types: graph inputs/outputs when not kept, and drop stale value_info.

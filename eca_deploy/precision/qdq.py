@@ -67,8 +67,9 @@ def decoding_nodes(model: onnx.ModelProto) -> set[int]:
         return False
 
     def learned(node: onnx.NodeProto) -> bool:
-        return (node.op_type in WEIGHTED_OPS and len(node.input) > 1 and constant(node.input[1])
-                and not reads_softmax(node))  # fmt: skip
+        return (
+            node.op_type in WEIGHTED_OPS and len(node.input) > 1 and constant(node.input[1]) and not reads_softmax(node)
+        )
 
     tail: set[int] = set()
     stack = [producer[o.name] for o in model.graph.output if o.name in producer]
@@ -197,8 +198,9 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantPlan, ranges: dict[str, float]
         scale, zp = f"{base}_qscale", f"{base}_qzero"
         new_inits += [_scalar(scale, max(amax, MIN_SCALE * INT8_MAX) / INT8_MAX), _zero_point(zp)]
         q = helper.make_node("QuantizeLinear", [tensor, scale, zp], [f"{base}_q"], name=f"{base}_QuantizeLinear")
-        dq = helper.make_node("DequantizeLinear", [f"{base}_q", scale, zp], [f"{base}_dq"],
-                              name=f"{base}_DequantizeLinear")  # fmt: skip
+        dq = helper.make_node(
+            "DequantizeLinear", [f"{base}_q", scale, zp], [f"{base}_dq"], name=f"{base}_DequantizeLinear"
+        )
         first = min(i for i, _ in uses)
         pending[first] += [q, dq]
         for i, pos in uses:
@@ -214,8 +216,9 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantPlan, ranges: dict[str, float]
         q = helper.make_node(
             "QuantizeLinear", [name, scale, zp], [f"{base}_wq"], name=f"{base}_QuantizeLinear", axis=axis
         )
-        dq = helper.make_node("DequantizeLinear", [f"{base}_wq", scale, zp], [f"{base}_wdq"],
-                              name=f"{base}_DequantizeLinear", axis=axis)  # fmt: skip
+        dq = helper.make_node(
+            "DequantizeLinear", [f"{base}_wq", scale, zp], [f"{base}_wdq"], name=f"{base}_DequantizeLinear", axis=axis
+        )
         pending[i] += [q, dq]
         nodes[i].input[pos] = dq.output[0]
 

@@ -134,8 +134,12 @@ def quantize_model(
             "memory_budget_mib": options.memory_budget >> 20,
         }
         ranges = collect_ranges(model, tensors, calib, options.method, progress=progress, plan=stream)
-        info = {"onnx_sha256": onnx_sha256, "method": options.method, "count": options.count,
-                "images": [p.name for p in calib.files]}  # fmt: skip
+        info = {
+            "onnx_sha256": onnx_sha256,
+            "method": options.method,
+            "count": options.count,
+            "images": [p.name for p in calib.files],
+        }
         written = cache.store(key, ranges, info) if options.use_cache else None
         cache_file = str(written) if written else None
     quantized = insert_qdq(model, plan, ranges)

@@ -232,32 +232,37 @@ def _yolo_readme(spec: ServingSpec, opts: DeepStreamOptions, plugin: str | None)
 
     _, h, w = spec.inputs[0].dims
     preload = f"LD_PRELOAD=$PWD/{plugin} " if plugin else ""
-    return "\n".join([
-        f"# DeepStream: {spec.name} as a primary detector (YOLO)",
-        "",
-        f"`{CONFIG_NAME}` configures nvinfer to detect objects ({w}x{h} input, letterboxed, batch {opts.batch}, "
-        f"{spec.num_classes} classes from `labels.txt`, one per line).",
-        "",
-        f"The model's raw head [4 + classes, anchors] ends here in `{spec.outputs[0].name}` [anchors, 6] (x1, y1, "
-        "x2, y2, best score, class index), the output that DeepStream-Yolo's parser reads. nvinfer needs that "
-        f"parser: build `{PARSER_LIBRARY}` from {PARSER_SOURCE} (`CUDA_VER=<your CUDA> make -C "
-        "nvdsinfer_custom_impl_Yolo`) and copy it into this folder; `parse-bbox-func-name="
-        f"{PARSER_FUNCTION}` calls it, `cluster-mode=2` runs NMS (`nms-iou-threshold`, `pre-cluster-threshold` "
-        "under [class-attrs-all]).",
-        "",
-        "```bash",
-        f"{preload}gst-launch-1.0 uridecodebin uri=file://$PWD/sample_720p.mp4 ! m.sink_0 \\",
-        f"  nvstreammux name=m batch-size={opts.batch} width=1280 height=720 ! \\",
-        f"  nvinfer config-file-path={CONFIG_NAME} ! nvvideoconvert ! nvdsosd ! \\",
-        "  nvvideoconvert ! x264enc ! mp4mux ! filesink location=annotated.mp4",
-        "```",
-        "",
-        "Differences from `eca-deploy run`: nvinfer letterboxes with its own padding value (ultralytics pads with "
-        "grey 114) and scales with its own filter."
-        + (f" The ECA plugin `{plugin}` is preloaded (LD_PRELOAD): custom-lib-path holds the parser." if plugin
-           else ""),
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"# DeepStream: {spec.name} as a primary detector (YOLO)",
+            "",
+            f"`{CONFIG_NAME}` configures nvinfer to detect objects ({w}x{h} input, letterboxed, batch {opts.batch}, "
+            f"{spec.num_classes} classes from `labels.txt`, one per line).",
+            "",
+            f"The model's raw head [4 + classes, anchors] ends here in `{spec.outputs[0].name}` [anchors, 6] (x1, y1, "
+            "x2, y2, best score, class index), the output that DeepStream-Yolo's parser reads. nvinfer needs that "
+            f"parser: build `{PARSER_LIBRARY}` from {PARSER_SOURCE} (`CUDA_VER=<your CUDA> make -C "
+            "nvdsinfer_custom_impl_Yolo`) and copy it into this folder; `parse-bbox-func-name="
+            f"{PARSER_FUNCTION}` calls it, `cluster-mode=2` runs NMS (`nms-iou-threshold`, `pre-cluster-threshold` "
+            "under [class-attrs-all]).",
+            "",
+            "```bash",
+            f"{preload}gst-launch-1.0 uridecodebin uri=file://$PWD/sample_720p.mp4 ! m.sink_0 \\",
+            f"  nvstreammux name=m batch-size={opts.batch} width=1280 height=720 ! \\",
+            f"  nvinfer config-file-path={CONFIG_NAME} ! nvvideoconvert ! nvdsosd ! \\",
+            "  nvvideoconvert ! x264enc ! mp4mux ! filesink location=annotated.mp4",
+            "```",
+            "",
+            "Differences from `eca-deploy run`: nvinfer letterboxes with its own padding value (ultralytics pads with "
+            "grey 114) and scales with its own filter."
+            + (
+                f" The ECA plugin `{plugin}` is preloaded (LD_PRELOAD): custom-lib-path holds the parser."
+                if plugin
+                else ""
+            ),
+            "",
+        ]
+    )
 
 
 def _readme(spec: ServingSpec, opts: DeepStreamOptions, probabilities: bool, plugin: str | None) -> str:
@@ -324,8 +329,19 @@ def export_deepstream(
         raise EcaDeployError("pass exactly one of --engine MODEL.plan or --onnx MODEL.onnx")
     yolo = yolo_detection(spec.metadata)
     if yolo is not None:
-        return _export_yolo(spec, out, opts, yolo, engine=engine, onnx_model=onnx_model, onnx_name=onnx_name,
-                            plugin=plugin, labels=labels, force=force, inputs=inputs)  # fmt: skip
+        return _export_yolo(
+            spec,
+            out,
+            opts,
+            yolo,
+            engine=engine,
+            onnx_model=onnx_model,
+            onnx_name=onnx_name,
+            plugin=plugin,
+            labels=labels,
+            force=force,
+            inputs=inputs,
+        )
     probabilities = onnx_model is not None
     onnx_file = None
     if onnx_model is not None:

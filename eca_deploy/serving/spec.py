@@ -19,6 +19,7 @@ import onnx
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, read_metadata
+from eca_deploy.interface import OUTPUT_NAME
 
 
 @dataclass(frozen=True)
@@ -147,18 +148,27 @@ def spec_from_sidecar(sidecar: Mapping[str, Any], engine: Path | None = None, na
     if source is not None:
         outputs = spec_from_onnx(source, label).outputs
     elif meta is not None and meta.outputs:  # every output the export recorded (name, shape; -1: dynamic)
-        outputs = tuple(TensorSpec(o.name, "float32", tuple(d if isinstance(d, int) else -1 for d in o.shape[1:]))
-                        for o in meta.outputs)  # fmt: skip
+        outputs = tuple(
+            TensorSpec(o.name, "float32", tuple(d if isinstance(d, int) else -1 for d in o.shape[1:]))
+            for o in meta.outputs
+        )
     elif meta is not None:
-        from eca_deploy.exporters.onnx_export import OUTPUT_NAME
-
         outputs = (TensorSpec(OUTPUT_NAME, "float32", (meta.num_classes,)),)
     else:
         raise EcaDeployError(
             f"{label} does not describe the outputs and the ONNX it names is gone: rebuild with eca-deploy build"
         )
-    built = {k: sidecar.get(k) for k in ("tensorrt_version", "gpu_name", "compute_capability", "version_compatible",
-                                         "plugin_path", "plugin_route")}  # fmt: skip
+    built = {
+        k: sidecar.get(k)
+        for k in (
+            "tensorrt_version",
+            "gpu_name",
+            "compute_capability",
+            "version_compatible",
+            "plugin_path",
+            "plugin_route",
+        )
+    }
     return ServingSpec(
         name=name or (meta.model if meta else (engine.stem if engine else "model")),
         inputs=tuple(inputs),

@@ -124,14 +124,18 @@ def triton_config(spec: ServingSpec, opts: TritonOptions) -> TritonConfig:
     for i, t in enumerate(spec.inputs):
         fmt = "    format: FORMAT_NCHW\n" if max_batch and len(t.dims) == 3 else ""
         sep = "," if i < len(spec.inputs) - 1 else ""
-        lines.append(f'  {{\n    name: "{t.name}"\n    data_type: {_dtype(t.dtype)}\n{fmt}'
-                     f"    dims: {_dims(lead + t.dims)}\n  }}{sep}")  # fmt: skip
+        lines.append(
+            f'  {{\n    name: "{t.name}"\n    data_type: {_dtype(t.dtype)}\n{fmt}'
+            f"    dims: {_dims(lead + t.dims)}\n  }}{sep}"
+        )
     lines += ["]", "output ["]
     for i, t in enumerate(spec.outputs):
         label = '    label_filename: "labels.txt"\n' if opts.labels and i == 0 else ""
         sep = "," if i < len(spec.outputs) - 1 else ""
-        lines.append(f'  {{\n    name: "{t.name}"\n    data_type: {_dtype(t.dtype)}\n'
-                     f"    dims: {_dims(lead + t.dims)}\n{label}  }}{sep}")  # fmt: skip
+        lines.append(
+            f'  {{\n    name: "{t.name}"\n    data_type: {_dtype(t.dtype)}\n'
+            f"    dims: {_dims(lead + t.dims)}\n{label}  }}{sep}"
+        )
     lines.append("]")
     if max_batch > 1:
         pref = f"  preferred_batch_size: {_dims(preferred)}\n" if preferred else ""
@@ -242,8 +246,10 @@ def _output_text(spec: ServingSpec) -> str:
     detection = yolo_detection(spec.metadata)
     if detection is not None:
         return layout_text(detection, spec.num_classes)
-    return (f"Output `{spec.outputs[0].name}`: {spec.num_classes} logits per image (apply softmax for "
-            "probabilities). Ask for `class_count` to get the top classes with their labels.")  # fmt: skip
+    return (
+        f"Output `{spec.outputs[0].name}`: {spec.num_classes} logits per image (apply softmax for "
+        "probabilities). Ask for `class_count` to get the top classes with their labels."
+    )
 
 
 def repository_readme(repo: Path) -> str:

@@ -58,8 +58,13 @@ def with_deepstream_yolo_output(model: onnx.ModelProto, raw: str) -> onnx.ModelP
     dtype = helper.tensor_dtype_to_np_dtype(elem)
     p = "eca_deploy_deepstream_"
     out.graph.initializer.append(numpy_helper.from_array(XYXY.astype(dtype), f"{p}xyxy"))
-    for name, data in (("start0", [0]), ("end4", [4]), ("start4", [4]), ("end", [np.iinfo(np.int64).max]),
-                       ("axis2", [2])):  # fmt: skip
+    for name, data in (
+        ("start0", [0]),
+        ("end4", [4]),
+        ("start4", [4]),
+        ("end", [np.iinfo(np.int64).max]),
+        ("axis2", [2]),
+    ):
         out.graph.initializer.append(numpy_helper.from_array(np.array(data, np.int64), f"{p}{name}"))
     out.graph.node.extend([
         helper.make_node("Transpose", [raw], [f"{p}rows"], perm=[0, 2, 1], name=f"{p}transpose"),
