@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.models import sources
+from eca_deploy.pipeline.export import export_loaded
 
 
 def export(
@@ -45,9 +47,6 @@ def export(
     import dataclasses
 
     from torch import nn
-
-    from eca_deploy.models import sources
-    from eca_deploy.pipeline.export import export_loaded
 
     if not isinstance(model, nn.Module):
         raise EcaDeployError(f"export takes a torch.nn.Module, got {type(model).__name__}")

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from eca_deploy.errors import EcaDeployError
+
 
 @dataclass(frozen=True)
 class GroupAgreement:
@@ -251,8 +253,6 @@ def compare_outputs(
 ) -> dict[str, OutputCheck]:
     """Judge every output (by name: both must have the same names and shapes, or it is a one-line error);
     `detection`: the model's DetectionSpec, whose layout groups the channels of its outputs."""
-    from eca_deploy.errors import EcaDeployError
-
     missing = [n for n in reference if n not in output]
     if missing:
         raise EcaDeployError(

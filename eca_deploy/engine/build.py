@@ -23,9 +23,11 @@ import onnx
 
 from eca_deploy.engine.plugin import check_model_nodes, load_and_check, require_current
 from eca_deploy.engine.trt_import import create_builder, import_tensorrt
+from eca_deploy.environment import gpu_info
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_bytes
 from eca_deploy.plugin.locate import plugin_vc_library
+from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT, PLUGIN_ID, register
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,6 @@ def parse_error_hint(first: str, aot: bool) -> str:
     if "ECA" not in first and "plugin" not in first.lower():
         return ""
     if aot:
-        from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT, PLUGIN_ID
-
         return (
             f": TensorRT's ONNX parser did not reach the ahead-of-time plugin {PLUGIN_ID} (it needs TensorRT >= "
             f"{MIN_TENSORRT_TEXT}; `eca-deploy plugin info` says why not here), or use --plugin off"
@@ -301,8 +301,6 @@ def build_engine(
     if opts.plugin is not None:
         load_and_check(trt, opts.plugin)
     if opts.aot:
-        from eca_deploy.plugin.qdp import register
-
         register()  # before the parser looks up eca_deploy_aot::ECA
     flags = 0
     strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -312,8 +310,6 @@ def build_engine(
     _parser = _parse(trt, network, logger, model, opts.aot)  # the parser must outlive the build (it owns the weights)
     plugin_layers, residual_layers = _plugin_layers(trt, network)
     if plugin_layers != opts.eca_nodes:
-        from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT
-
         fix = (
             f"TensorRT {MIN_TENSORRT_TEXT} or newer parses nodes for the AOT plugin"
             if opts.aot
@@ -408,7 +404,6 @@ def cuda_and_gpu() -> dict[str, str | None]:
         return info
     except Exception:  # not there or no device: try nvidia-smi
         pass
-    from eca_deploy.environment import gpu_info
 
     gpu = gpu_info()
     if gpu:

@@ -18,7 +18,10 @@ from typing import Any
 
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.ops import ECA_OP_TYPE, ECA_PLUGIN_NAMESPACE, ECA_PLUGIN_VERSION
-from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT
+from eca_deploy.ops.contract import ECA_DOMAIN, ECA_FIELD_SET_ATTR, plugin_field_set_hash
+from eca_deploy.plugin.info import REBUILD, read_build_info, stale_reason
+from eca_deploy.plugin.locate import find_plugin_library, source_dir
+from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT, qdp_status
 
 PLUGIN_MODES = ("auto", "aot", "off")
 AOT_NEEDS = (
@@ -62,9 +65,6 @@ def choose_route(choice: str, library: Path | None, qdp: tuple[bool, str], no_li
 
 def resolve_route(choice: str) -> PluginRoute:
     """choose_route() for this machine: the library found (for `auto` or a path) and the AOT plugin's status."""
-    from eca_deploy.plugin.locate import find_plugin_library
-    from eca_deploy.plugin.qdp import qdp_status
-
     if choice == "off":
         return PluginRoute("none")
     if choice not in PLUGIN_MODES:
@@ -84,8 +84,6 @@ def resolve_route(choice: str) -> PluginRoute:
 def resolve_plugin(choice: str, needed: bool) -> Path | None:
     """The C++ library of resolve_route() (None: off, or the AOT route); kept for callers that load a library."""
     if not needed and choice == "auto":
-        from eca_deploy.plugin.locate import find_plugin_library
-
         return find_plugin_library(required=False)
     return resolve_route(choice).path
 
@@ -93,9 +91,6 @@ def resolve_plugin(choice: str, needed: bool) -> Path | None:
 def load_plugin(path: Path) -> None:
     """dlopen the library globally (its static registration adds the ECA creator to TensorRT's registry), after
     checking that it is built from this eca-deploy's op contract and sources (a one-line refusal otherwise)."""
-    from eca_deploy.plugin.info import REBUILD, read_build_info, stale_reason
-    from eca_deploy.plugin.locate import source_dir
-
     try:
         library = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
         build = read_build_info(path, library)
@@ -113,9 +108,6 @@ def require_current(path: Path) -> None:
     """Refuse (one line) a plugin library built from another op contract or other sources than this eca-deploy's.
 
     For libeca_trt_plugin_vc.so, which registers nothing when loaded; load_plugin() checks the other one."""
-    from eca_deploy.plugin.info import REBUILD, read_build_info, stale_reason
-    from eca_deploy.plugin.locate import source_dir
-
     try:
         build = read_build_info(path)
     except OSError as exc:
@@ -129,8 +121,6 @@ def check_model_nodes(model: Any) -> None:
     """Refuse ECA nodes fused for another plugin version or field set (the library would refuse them, or an old
     one read only the fields it knows): one line that says to fuse again."""
     from onnx import helper
-
-    from eca_deploy.ops.contract import ECA_DOMAIN, ECA_FIELD_SET_ATTR, plugin_field_set_hash
 
     want = (ECA_PLUGIN_VERSION, plugin_field_set_hash())
     for node in model.graph.node:

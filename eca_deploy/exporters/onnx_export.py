@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, first_line
 from eca_deploy.exporters.metadata import ModelMetadata, write_metadata
 from eca_deploy.interface import (
     INPUT_NAME,
@@ -204,8 +204,6 @@ def _detection_spec(model: nn.Module, outputs: Sequence[OutputSpec]) -> Detectio
 
 def output_specs(model: nn.Module, label: str, example: torch.Tensor, opts: ExportOptions) -> tuple[OutputSpec, ...]:
     """Run the module once on `example`: its outputs' names, shapes and kinds (one-line refusal otherwise)."""
-    from eca_deploy.errors import first_line
-
     try:  # no_grad, not inference_mode: a module may cache tensors here (YOLO's anchors) that the tracer meets again
         with torch.no_grad():
             value = model(example)

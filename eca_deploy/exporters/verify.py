@@ -11,6 +11,7 @@ from torch import nn
 from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
 from eca_deploy.backends.torch_runner import TorchRunner
 from eca_deploy.data.images import ImageBatch
+from eca_deploy.interface import outputs_from_tensors
 from eca_deploy.metrics import FP32_TOLERANCE, Agreement, OutputCheck, Tolerance, compare_outputs, named_failures
 
 
@@ -40,8 +41,6 @@ def verify_onnx(
     kinds: Mapping[str, str] | None = None,
 ) -> VerifyReport:
     """Run PyTorch and ONNX Runtime (CPU) on the same images and judge every output; `batch`: static ONNX batch."""
-    from eca_deploy.interface import outputs_from_tensors
-
     runner = OnnxRuntimeRunner(onnx_model, "cpu")
     names = [o.name for o in runner.outputs]
     if kinds is None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from eca_deploy.errors import EcaDeployError, first_line
 from eca_deploy.models.eca import eca_layers
-from eca_deploy.models.registry import create_model, get_spec
+from eca_deploy.models.registry import ZOO, build_on_meta, create_model, get_spec
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 _CLASSIFIER_KEYS = ("fc.weight", "classifier.1.weight")
@@ -139,8 +139,6 @@ PLAIN_NAMES = {
 
 def guess_plain_network(state: Mapping[str, torch.Tensor]) -> str | None:
     """The plain network (torchvision naming) whose ECA variant, less its ECA layers, has `state`'s parameters."""
-    from eca_deploy.models.registry import ZOO, build_on_meta
-
     keys = set(state)
     for name in ZOO:
         model = build_on_meta(name)
@@ -153,8 +151,6 @@ def guess_plain_network(state: Mapping[str, torch.Tensor]) -> str | None:
 
 def guess_architecture(state: Mapping[str, torch.Tensor]) -> str | None:
     """The zoo model whose parameter names match `state` exactly, if any."""
-    from eca_deploy.models.registry import ZOO, build_on_meta
-
     keys = set(state)
     for name in ZOO:
         if set(build_on_meta(name).state_dict()) == keys:

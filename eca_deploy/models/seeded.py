@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from eca_deploy.data.images import Preprocessing
+from eca_deploy.data.images import Preprocessing, load_images
 from eca_deploy.models.eca import eca_layers
-from eca_deploy.models.registry import create_model, recalibrate_batchnorm
+from eca_deploy.models.registry import create_model, get_spec, recalibrate_batchnorm
 
 SEED = 0
 RANDOM_WEIGHTS = "random(seed=0)"
@@ -26,9 +26,6 @@ def seeded_model(
 
     Same arguments, same weights: so an ONNX exported without a checkpoint can still be checked later.
     """
-    from eca_deploy.data.images import load_images
-    from eca_deploy.models.registry import get_spec
-
     model = create_model(name, num_classes=num_classes, seed=SEED)
     if block_k is not None:
         layers = eca_layers(model)

@@ -29,10 +29,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from eca_deploy.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from eca_deploy.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, load_images
 from eca_deploy.errors import EcaDeployError, first_line
+from eca_deploy.fileio import sha256_file
 from eca_deploy.interface import DEFAULT_SIZE
-from eca_deploy.models.seeded import RANDOM_WEIGHTS, SEED
+from eca_deploy.memory import check_torch_memory
+from eca_deploy.models import ultralytics
+from eca_deploy.models.checkpoint import check_state_dict_fits, load_model, read_checkpoint
+from eca_deploy.models.registry import ZOO, block_k_sizes, create_model, get_spec, recalibrate_batchnorm
+from eca_deploy.models.seeded import RANDOM_WEIGHTS, SEED, seeded_model
+from eca_deploy.models.timm_models import (
+    PREFIX,
+    check_name,
+    create_timm,
+    default_cfg,
+    preprocessing_from_cfg,
+    pretrained_source,
+    timm_name,
+)
+from eca_deploy.models.ultralytics import DEFAULT_IMG_SIZE, is_reference, yolo_preprocessing
 from eca_deploy.user_code import function_of, import_file
 
 MODULE_PREFIX = "module:"
@@ -56,9 +71,6 @@ class LoadedModel:
 
 def kind(ref: str) -> str:
     """'zoo', 'timm', 'file', 'ultralytics' or 'module'."""
-    from eca_deploy.models.timm_models import PREFIX
-    from eca_deploy.models.ultralytics import is_reference
-
     if ref.startswith((PREFIX, "timm/")):
         return "timm"
     if ref.startswith((MODULE_PREFIX, ONNX_PREFIX)):
@@ -78,22 +90,16 @@ def validate(ref: str, trust_checkpoint: bool = False) -> None:
     """Fail early, before any work, when `ref` names nothing that can be built here (or may not be unpickled)."""
     k = kind(ref)
     if k == "zoo":
-        from eca_deploy.models.registry import ZOO
-
         if ref not in ZOO:
             raise EcaDeployError(
                 f"unknown model {ref!r}: choose one of {', '.join(ZOO)}, a timm model as timm:NAME "
                 "(e.g. timm:ecaresnet50d) or your own as path/to/file.py:factory"
             )
     elif k == "timm":
-        from eca_deploy.models.timm_models import check_name, timm_name
-
         check_name(timm_name(ref))
     elif k == "file":
         _split_file_ref(ref)
     elif k == "ultralytics":
-        from eca_deploy.models import ultralytics
-
         ultralytics.validate(ref, trust_checkpoint)
     elif ref.startswith(ONNX_PREFIX):
         raise EcaDeployError(
@@ -108,17 +114,11 @@ def default_preprocessing(ref: str, img_size: int | None = None) -> Preprocessin
     """The preprocessing `ref` is evaluated with, without building it (zoo and timm), at `img_size`."""
     k = kind(ref)
     if k == "zoo":
-        from eca_deploy.models.registry import get_spec
-
         spec = get_spec(ref)
         return Preprocessing.for_size(img_size or spec.input_size, mean=spec.mean, std=spec.std)
     if k == "timm":
-        from eca_deploy.models.timm_models import default_cfg, preprocessing_from_cfg, timm_name
-
         return preprocessing_from_cfg(default_cfg(timm_name(ref)), img_size)
     if k == "ultralytics":
-        from eca_deploy.models.ultralytics import DEFAULT_IMG_SIZE, yolo_preprocessing
-
         return yolo_preprocessing(img_size or DEFAULT_IMG_SIZE)
     return Preprocessing.for_size(img_size or DEFAULT_SIZE)
 
@@ -147,8 +147,6 @@ def load(
     the user's --num-classes; `recorded_classes` the metadata's, given to a factory only if it takes it.
     `trust_checkpoint` allows unpickling an ultralytics checkpoint (--trust-checkpoint).
     """
-    from eca_deploy.fileio import sha256_file
-
     validate(ref, trust_checkpoint)
     k = kind(ref)
     if (pretrained or pretrained_file) and k != "timm":
@@ -165,8 +163,6 @@ def load(
     elif pretrained_file is not None:
         source = f"{pretrained_file.name} sha256:{sha256_file(pretrained_file)}"
     elif pretrained:
-        from eca_deploy.models.timm_models import pretrained_source, timm_name
-
         source = pretrained_source(timm_name(ref))
     elif k == "file":
         source = f"{FACTORY_WEIGHTS} {ref}"  # the factory's module as it is: its own weights, never altered
@@ -179,10 +175,6 @@ def load(
         return preprocessing or (adjust(prep) if adjust else prep)
 
     if k == "zoo":
-        from eca_deploy.models.checkpoint import load_model
-        from eca_deploy.models.registry import block_k_sizes, create_model
-        from eca_deploy.models.seeded import seeded_model
-
         prep = settle(default_preprocessing(ref, img_size))
         if weights is not None:
             return LoadedModel(ref, load_model(ref, weights, num_classes), prep, source)
@@ -191,8 +183,6 @@ def load(
         return LoadedModel(ref, seeded_model(ref, num_classes or 1000, block_k, prep.size, prep), prep, source)
 
     if k == "timm":
-        from eca_deploy.models.timm_models import create_timm, timm_name
-
         prep = settle(default_preprocessing(ref, img_size))
 
         def build() -> nn.Module:
@@ -205,7 +195,6 @@ def load(
                 img_size=prep.size,
             )
     elif k == "ultralytics":
-        from eca_deploy.models import ultralytics
 
         def build() -> nn.Module:
             return ultralytics.load(ref, num_classes=num_classes or recorded_classes, trust_checkpoint=trust_checkpoint)
@@ -222,8 +211,6 @@ def load(
     if k == "file":
         prep = settle(preprocessing_of(module, img_size))
     elif k == "ultralytics":
-        from eca_deploy.models.ultralytics import DEFAULT_IMG_SIZE, yolo_preprocessing
-
         prep = settle(yolo_preprocessing(img_size or getattr(module, "img_size", DEFAULT_IMG_SIZE)))
     if source == RANDOM_WEIGHTS and k == "timm":  # timm's own random initialisation only
         module = _recalibrated(ref, module, prep)
@@ -240,10 +227,6 @@ def has_random_weights(ref: str, weights: Path | None = None, pretrained: bool =
 
 
 def _recalibrated(ref: str, module: nn.Module, prep: Preprocessing) -> nn.Module:
-    from eca_deploy.data.images import load_images
-    from eca_deploy.memory import check_torch_memory
-    from eca_deploy.models.registry import recalibrate_batchnorm
-
     size = prep.size  # the sample photos at this size go through the network in batches of 8
     check_torch_memory(module, size, size, 8, 12, f"recalibrating the random {ref} at {size}x{size}, batch 8")
     try:
@@ -259,8 +242,6 @@ def preprocessing_of(module: nn.Module, img_size: int | None = None) -> Preproce
     """A module's own preprocessing if it carries timm's `pretrained_cfg`, else ImageNet's at `img_size` (224)."""
     cfg = getattr(module, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("mean"):
-        from eca_deploy.models.timm_models import preprocessing_from_cfg
-
         return preprocessing_from_cfg(cfg, img_size)
     return Preprocessing.for_size(img_size or DEFAULT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
@@ -303,8 +284,6 @@ def _load_file_model(
     if not isinstance(model, nn.Module):
         raise EcaDeployError(f"{ref}() returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
-        from eca_deploy.models.checkpoint import check_state_dict_fits, read_checkpoint
-
         state = read_checkpoint(weights)
         check_state_dict_fits(model, state, ref)
         model.load_state_dict(state, strict=True)

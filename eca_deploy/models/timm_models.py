@@ -16,6 +16,9 @@ from torch import nn
 
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError, first_line
+from eca_deploy.models.checkpoint import check_state_dict_fits, read_checkpoint
+from eca_deploy.models.eca import eca_gates
+from eca_deploy.models.timm_results import TIMM_IMAGENET
 
 PREFIX = "timm:"
 INSTALL_HINT = "pip install 'eca-deploy[timm]' with the installed torch pinned (README: Install)"
@@ -135,7 +138,6 @@ def create_timm(
         return _create(name, img_size, pretrained=True, **kwargs).eval()
     if weights is None:
         return _create(name, img_size, **kwargs).eval()
-    from eca_deploy.models.checkpoint import check_state_dict_fits, read_checkpoint
 
     state = read_checkpoint(weights)
     model = _create(name, img_size, **kwargs)
@@ -172,9 +174,6 @@ def eca_model_names() -> list[str]:
 
 def describe(name: str) -> dict[str, Any]:
     """Parameters and ECA gates (counted on the meta device: no weights allocated), input size, accuracy."""
-    from eca_deploy.models.eca import eca_gates
-    from eca_deploy.models.timm_results import TIMM_IMAGENET
-
     timm = import_timm()
     cfg = default_cfg(name)
     with torch.device("meta"):

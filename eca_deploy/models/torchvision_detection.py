@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from eca_deploy.errors import EcaDeployError, first_line
+from eca_deploy.models.registry import create_model
 
 BACKBONES = ("eca_resnet18", "eca_resnet34", "eca_resnet50", "eca_resnet101", "eca_resnet152")
 HEAD_OUTPUTS = {
@@ -62,8 +63,6 @@ def eca_fpn_backbone(backbone: str = "eca_resnet50", fpn_channels: int = 256, ex
     import_torchvision()
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
-
-    from eca_deploy.models.registry import create_model
 
     if backbone not in BACKBONES:
         raise EcaDeployError(f"unknown detection backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")

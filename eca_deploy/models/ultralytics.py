@@ -34,7 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError, first_line
+from eca_deploy.interface import DetectionSpec
 from eca_deploy.models.eca import ECALayer, adaptive_kernel_size
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -219,8 +221,6 @@ def build_from_yaml(path: Path, num_classes: int | None = None) -> nn.Module:
 
 def yolo_preprocessing(size: int) -> Any:
     """YOLO's input: letterboxed to size x size with ultralytics' grey, RGB / 255, no mean/std."""
-    from eca_deploy.data.images import Preprocessing
-
     return Preprocessing.yolo(size)
 
 
@@ -289,8 +289,6 @@ class YoloRawHead(nn.Module):
 
     def detection(self) -> Any:
         """The DetectionSpec recorded in the metadata: layout yolov8, output0, class names, strides."""
-        from eca_deploy.interface import DetectionSpec
-
         return DetectionSpec("yolov8", (OUTPUT_NAME,), self.class_names, self.strides)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import onnx
 from torch import nn
 
+from eca_deploy.models.eca import eca_gates
+
 _PASS_THROUGH = {"DequantizeLinear", "QuantizeLinear", "Cast", "Identity"}
 
 
@@ -28,8 +30,6 @@ class Structure:
 
 
 def torch_structure(model: nn.Module) -> Structure:
-    from eca_deploy.models.eca import eca_gates
-
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     return Structure(len(convs), sum(m.weight.numel() for m in convs), len(eca_gates(model)))
 

@@ -11,9 +11,23 @@ from typing import Any
 
 import onnx
 
-from eca_deploy.engine.build import BuildOptions, Profile, check_dla
+from eca_deploy.engine.build import BuildOptions, Profile, build_engine, check_dla, cuda_and_gpu
+from eca_deploy.engine.plugin import PluginRoute, check_model_nodes, resolve_route
+from eca_deploy.engine.sidecar import Sidecar, write_sidecar
+from eca_deploy.engine.trt_import import import_tensorrt
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.precision.quantize import QuantizeOptions
+from eca_deploy.exporters.metadata import PREFIX
+from eca_deploy.fileio import atomic_write_bytes, claim_output_file, file_in_the_way, sha256_file
+from eca_deploy.fusion import count_eca_nodes, fuse_eca, strip_eca_functions
+from eca_deploy.onnx_io import load_onnx, save_onnx
+from eca_deploy.ops import ECA_DOMAIN
+from eca_deploy.pipeline.convert import convert_model
+from eca_deploy.plugin import qdp
+from eca_deploy.plugin.qdp import aot_refusal
+from eca_deploy.precision.calibration import cache_dir
+from eca_deploy.precision.detect import detect_precision
+from eca_deploy.precision.quantize import QuantizeOptions, quantize_model
+from eca_deploy.version import __version__
 
 AOT_NOT_VERSION_COMPATIBLE = (
     "--version-compatible with the AOT plugin is not supported: a version-compatible engine carries its plugin as "
@@ -57,14 +71,11 @@ class BuildRequest:
     def validate_model(self, model: onnx.ModelProto) -> None:
         """Checks that need the model (its structure only) and no TensorRT."""
         if self.plugin == "aot":
-            from eca_deploy.plugin.qdp import aot_refusal
-
             reason = aot_refusal(_fused_copy(model, residual=False))
             if reason is not None:
                 raise EcaDeployError(reason)
         if self.dla_core is None:
             return
-        from eca_deploy.precision.detect import detect_precision
 
         if not (self.fp16 or self.int8) and detect_precision(model) == "fp32":
             raise EcaDeployError(
@@ -79,15 +90,11 @@ class BuildRequest:
 
 def _eca_nodes_after_fusion(model: onnx.ModelProto) -> int:
     """ECA nodes the model has, or will have once its ECA blocks are fused (on a copy)."""
-    from eca_deploy.fusion import count_eca_nodes
-
     return count_eca_nodes(model) or count_eca_nodes(_fused_copy(model))
 
 
 def _fused_copy(model: onnx.ModelProto, residual: bool = True) -> onnx.ModelProto:
     """The model, or a copy with its ECA blocks fused as the build fuses them (unchanged where fusion fails)."""
-    from eca_deploy.fusion import count_eca_nodes, fuse_eca
-
     if count_eca_nodes(model):
         return model
     copy = onnx.ModelProto()
@@ -121,8 +128,6 @@ class BuildResult:
 
 def unfuse(model: onnx.ModelProto) -> onnx.ModelProto:
     """Inline the ECA function: standard ops only, so no parser release can look for the plugin."""
-    from eca_deploy.ops import ECA_DOMAIN
-
     try:
         import onnx.inliner
     except ImportError:  # onnx < 1.16
@@ -138,8 +143,6 @@ def unfuse(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def default_timing_cache(tensorrt_version: str, gpu_name: str | None, compute_capability: str | None) -> Path:
     """One cache per TensorRT version and GPU: tactic timings hold for that pair only."""
-    from eca_deploy.precision.calibration import cache_dir
-
     gpu = re.sub(r"[^a-z0-9]+", "-", (gpu_name or "unknown-gpu").lower()).strip("-") or "unknown-gpu"
     sm = "sm" + (compute_capability or "unknown").replace(".", "")
     return cache_dir().parent / "tensorrt" / f"timing-trt{tensorrt_version}-{gpu}-{sm}.cache"
@@ -154,13 +157,6 @@ def prepare_onnx(
 ) -> tuple[onnx.ModelProto, Path, int]:
     """Fuse or unfuse ECA blocks (`residual`: with their residual Add), convert or quantize: the model to compile,
     its file, and its ECA node count."""
-    from eca_deploy.fileio import sha256_file
-    from eca_deploy.fusion import count_eca_nodes, fuse_eca
-    from eca_deploy.onnx_io import load_onnx, save_onnx
-    from eca_deploy.pipeline.convert import convert_model
-    from eca_deploy.precision.detect import detect_precision
-    from eca_deploy.precision.quantize import quantize_model
-
     model = load_onnx(req.onnx_path)
     compiled = req.onnx_path
     changed = False
@@ -204,8 +200,6 @@ def prepare_onnx(
 
 def claim_build_outputs(req: BuildRequest) -> None:
     """The engine, its sidecar and (with --fp16/--int8) the ONNX compiled: writable, none an input."""
-    from eca_deploy.fileio import claim_output_file, file_in_the_way
-
     inputs = [req.onnx_path, req.calib_images, req.timing_cache]
     cache = req.timing_cache  # read and updated; its missing folders are made
     if cache is not None and (cache.parent.exists() or file_in_the_way(cache) is not None):
@@ -225,17 +219,6 @@ def run_build(
     calib_progress: Callable[[int, int], None] | None = None,
     build_progress: Callable[[str, int, int], None] | None = None,
 ) -> BuildResult:
-    from eca_deploy import __version__
-    from eca_deploy.engine.build import build_engine, cuda_and_gpu
-    from eca_deploy.engine.plugin import PluginRoute, check_model_nodes, resolve_route
-    from eca_deploy.engine.sidecar import Sidecar, write_sidecar
-    from eca_deploy.engine.trt_import import import_tensorrt
-    from eca_deploy.exporters.metadata import PREFIX
-    from eca_deploy.fileio import atomic_write_bytes, sha256_file
-    from eca_deploy.fusion import strip_eca_functions
-    from eca_deploy.onnx_io import load_onnx
-    from eca_deploy.precision.detect import detect_precision
-
     req.validate()
     header = load_onnx(req.onnx_path, load_external_data=False)  # a missing or broken file: one line
     req.validate_model(header)
@@ -258,8 +241,6 @@ def run_build(
     plugin, ptx = route.path, {}
     parsed = strip_eca_functions(model)
     if route.kind == "aot":
-        from eca_deploy.plugin import qdp
-
         check_model_nodes(model)  # fused for this eca-deploy's op contract
         parsed = qdp.prepare_for_aot(parsed)
         use = qdp.compiler()

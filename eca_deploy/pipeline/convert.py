@@ -10,11 +10,20 @@ from typing import Any
 import numpy as np
 import onnx
 
-from eca_deploy.data.images import Preprocessing
+from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
+from eca_deploy.data.images import Preprocessing, list_images, load_images
 from eca_deploy.errors import CheckFailedError, EcaDeployError
+from eca_deploy.exporters.metadata import onnx_interface
+from eca_deploy.fileio import claim_output_file
+from eca_deploy.fusion import count_eca_nodes
+from eca_deploy.fusion.fuse import default_opset
 from eca_deploy.interface import ModelInterface
 from eca_deploy.metrics import Agreement, OutputCheck, Tolerance, compare_outputs, named_failures
-from eca_deploy.precision.fp16 import Fp16Report
+from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
+from eca_deploy.ops.onnx_function import CASTLIKE_OPSET
+from eca_deploy.pipeline.check import DEFAULT_TOLERANCES, detections_decide, judge_detector
+from eca_deploy.precision.detect import detect_precision
+from eca_deploy.precision.fp16 import Fp16Report, convert_to_fp16
 
 
 @dataclass
@@ -69,10 +78,6 @@ def compare_with_fp32(
     model's own) gives the input size, preprocessing and output kinds; a detector (interface.detection) is
     judged by its detections too, with `precision`'s bounds.
     """
-    from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
-    from eca_deploy.data.images import list_images, load_images
-    from eca_deploy.exporters.metadata import onnx_interface
-
     interface = interface or onnx_interface(fp32, label="the FP32 model")
     loaded = load_images(list_images(images) if images else None, interface.preprocessing, limit=64)
     ref_runner = OnnxRuntimeRunner(fp32.SerializeToString(), "cpu")
@@ -81,7 +86,6 @@ def compare_with_fp32(
     batch = fixed if isinstance(fixed, int) else 16
     ref = ref_runner.run_all(loaded.array, batch, fixed_batch=isinstance(fixed, int))
     out = {k: v.astype(np.float32) for k, v in runner.run_all(loaded.array, batch, isinstance(fixed, int)).items()}
-    from eca_deploy.pipeline.check import detections_decide, judge_detector
 
     checks = compare_outputs(ref, out, interface.kinds, tolerance, interface.detection)
     scale = max(c.reference_scale for c in checks.values())
@@ -119,13 +123,6 @@ def convert_model(
     warn: Callable[[str], None] = lambda _m: None,
 ) -> tuple[onnx.ModelProto, Fp16Report]:
     """FP16 copy of an FP32 model (one-line errors for models that are not FP32)."""
-    from eca_deploy.fusion import count_eca_nodes
-    from eca_deploy.fusion.fuse import default_opset
-    from eca_deploy.onnx_io import check_model
-    from eca_deploy.ops.onnx_function import CASTLIKE_OPSET
-    from eca_deploy.precision.detect import detect_precision
-    from eca_deploy.precision.fp16 import convert_to_fp16
-
     precision = detect_precision(model)
     if precision != "fp32":
         raise EcaDeployError(f"the model is already {precision.upper()}: convert the FP32 model it came from")
@@ -156,11 +153,6 @@ def run_convert(
 
     The comparison runs at the model's size (its static H/W or metadata), else `img_size` (--img-size).
     """
-    from eca_deploy.exporters.metadata import onnx_interface
-    from eca_deploy.fileio import claim_output_file
-    from eca_deploy.onnx_io import load_onnx, save_onnx
-    from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
-
     model = load_onnx(source)
     claim_output_file(output, "--output", [source, images])
     interface = onnx_interface(model, label=str(source), img_size=img_size, warn=warn, adjust=adjust)

@@ -12,9 +12,19 @@ import onnx
 from rich.console import Console
 from rich.table import Table
 
-from eca_deploy.data.images import Preprocessing
+from eca_deploy.data.images import Preprocessing, list_images, load_images
 from eca_deploy.errors import CheckFailedError
+from eca_deploy.exporters import ExportOptions, export_onnx, verify_onnx
+from eca_deploy.exporters.metadata import read_metadata
+from eca_deploy.fileio import check_writable, claim_output_file
+from eca_deploy.fusion import fuse_eca
+from eca_deploy.memory import check_torch_memory, image_bytes, require, torch_activation_bytes
+from eca_deploy.models import sources
+from eca_deploy.models.registry import get_spec
 from eca_deploy.models.sources import LoadedModel
+from eca_deploy.models.timm_models import timm_name
+from eca_deploy.onnx_io import save_onnx
+from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, check_fusion, validate_tolerance
 
 StatusFactory = Callable[[str], contextlib.AbstractContextManager[Any]] | None
 
@@ -97,9 +107,6 @@ def check_export_memory(
     """
     import torch
 
-    from eca_deploy.memory import image_bytes, require, torch_activation_bytes
-    from eca_deploy.models import sources
-
     k = sources.kind(model_name)
     if k not in ("zoo", "timm"):
         return
@@ -110,13 +117,9 @@ def check_export_memory(
     try:
         with torch.device("meta"):
             if k == "zoo":
-                from eca_deploy.models.registry import get_spec
-
                 module = get_spec(model_name).build()
             else:
                 import timm
-
-                from eca_deploy.models.timm_models import timm_name
 
                 module = timm.create_model(timm_name(model_name), pretrained=False)
         needed = torch_activation_bytes(module, height, width, work) + image_bytes(height, width, SAMPLE_PHOTOS)
@@ -155,10 +158,6 @@ def run_export(
     file is written atomically after export and verification of an in-memory copy, so an existing file is
     only replaced by a model that passed. `img_size` None means the model's own input size.
     """
-    from eca_deploy.data.images import list_images
-    from eca_deploy.fileio import claim_output_file
-    from eca_deploy.models import sources
-
     sources.validate(model_name, trust_checkpoint)
     kind = sources.kind(model_name)
     model_file = model_name.rpartition(":")[0] if kind == "file" else model_name if kind == "ultralytics" else None
@@ -212,16 +211,9 @@ def export_loaded(
     output_names: tuple[str, ...] | None = None,
 ) -> ExportResult:
     """Export a built model (see `run_export`), verify it against PyTorch, write it atomically."""
-    from eca_deploy.data.images import list_images, load_images
-    from eca_deploy.exporters import ExportOptions, export_onnx, verify_onnx
-    from eca_deploy.fileio import check_writable
-    from eca_deploy.models import sources
-    from eca_deploy.onnx_io import save_onnx
-
     check_writable(output)
     image_paths = list_images(images) if images else None
     prep = loaded.preprocessing
-    from eca_deploy.exporters.metadata import read_metadata
 
     classifier = sources.kind(loaded.ref) in ("zoo", "timm")
     opts = ExportOptions(
@@ -236,8 +228,6 @@ def export_loaded(
     opts.validate()
     model, name = loaded.module, loaded.ref
     if sources.kind(name) in ("file", "ultralytics", "module"):  # zoo and timm: estimated before they were built
-        from eca_deploy.memory import check_torch_memory
-
         work, (height, width) = max(batch or VERIFY_BATCH, 2), prep.hw
         check_torch_memory(
             model, height, width, work, SAMPLE_PHOTOS, f"exporting {name} at {height}x{width}, batch {work}"
@@ -248,9 +238,6 @@ def export_loaded(
     specs = read_metadata(onnx_model).outputs  # type: ignore[union-attr]
     result.outputs = [o.as_dict() for o in specs]
     if fuse:
-        from eca_deploy.fusion import fuse_eca
-        from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, check_fusion, validate_tolerance
-
         tolerance = FUSION_TOLERANCE if fuse_tolerance is None else fuse_tolerance
         validate_tolerance(tolerance)
         unfused = onnx.ModelProto()

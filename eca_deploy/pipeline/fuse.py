@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
+from eca_deploy.data.images import load_images
 from eca_deploy.errors import CheckFailedError, EcaDeployError
+from eca_deploy.exporters.metadata import onnx_interface
 from eca_deploy.fileio import claim_output_file
 from eca_deploy.fusion import FusionReport, fuse_eca
 from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
@@ -85,15 +88,10 @@ class FuseResult:
 
 def _check_images(unfused: onnx.ModelProto) -> np.ndarray:
     """Every sample photograph (one photo must not decide the verdict), preprocessed as the metadata says."""
-    from eca_deploy.data.images import load_images
-    from eca_deploy.exporters.metadata import onnx_interface
-
     return load_images(None, onnx_interface(unfused, label="the unfused model").preprocessing).array
 
 
 def _outputs(model: onnx.ModelProto, images: np.ndarray, optimize: bool = True) -> dict[str, np.ndarray]:
-    from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
-
     # Never the native ECA kernel: the check judges the file's own ONNX function, which every runtime without the
     # custom-op library runs.
     runner = OnnxRuntimeRunner(model.SerializeToString(), "cpu", optimize=optimize, eca_op=False)

@@ -16,7 +16,9 @@ import numpy as np
 import onnx
 from torch import nn
 
+from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.onnx_io import load_onnx
 
 # A block "jumps" when its relative error exceeds this floor and 10x every error before it.
 JUMP_FLOOR = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
@@ -91,8 +93,6 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
 
 
 def _run_onnx(model: onnx.ModelProto, names: list[str], images: np.ndarray, optimize: bool) -> dict[str, np.ndarray]:
-    from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
-
     runner = OnnxRuntimeRunner(_with_outputs(model, names), "cpu", optimize=optimize)
     batch = runner.inputs[0].shape[0]
     fixed = isinstance(batch, int)
@@ -156,8 +156,6 @@ def compare_layers(
         raise EcaDeployError("--per-layer needs an ONNX model (--onnx): engine layers are fused beyond recognition")
     images = np.ascontiguousarray(images, dtype=np.float32)
     if target.precision == "int8" or reference_onnx is not None or torch_model is None:
-        from eca_deploy.onnx_io import load_onnx
-
         if reference_onnx is None:
             raise EcaDeployError("--per-layer on a Q/DQ model compares against its FP32 ONNX: pass --reference-onnx")
         ref_model = load_onnx(reference_onnx)

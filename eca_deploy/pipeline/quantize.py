@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.pipeline.convert import PrecisionCheck
-from eca_deploy.precision.quantize import QuantizeOptions, QuantizeReport
+from eca_deploy.exporters.metadata import onnx_interface
+from eca_deploy.fileio import claim_output_file, sha256_file
+from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
+from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
+from eca_deploy.pipeline.convert import PrecisionCheck, compare_with_fp32
+from eca_deploy.precision.quantize import QuantizeOptions, QuantizeReport, quantize_model
 
 # The Q/DQ model is judged against the FP32 model with the same INT8 tolerance as `check` and `deploy`
 # (pipeline.check.DEFAULT_TOLERANCES); outside it, the model is written only on request, marked as failed.
@@ -59,13 +63,6 @@ def run_quantize(
 
     Calibration and verification share one interface: the model's size (static H/W, metadata) or `img_size`.
     """
-    from eca_deploy.exporters.metadata import onnx_interface
-    from eca_deploy.fileio import claim_output_file, sha256_file
-    from eca_deploy.onnx_io import check_model, load_onnx, save_onnx
-    from eca_deploy.pipeline.check import DEFAULT_TOLERANCES
-    from eca_deploy.pipeline.convert import compare_with_fp32
-    from eca_deploy.precision.quantize import quantize_model
-
     model = load_onnx(source)
     claim_output_file(output, "--output", [source, calib_images, images])
     options.validate()

@@ -10,6 +10,9 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from eca_deploy.ops.contract import ECA_OP_TYPE, ECA_PLUGIN_NAMESPACE, ECA_PLUGIN_VERSION, plugin_field_set_hash
+from eca_deploy.plugin.locate import source_dir
+
 # Exported by libeca_trt_plugin.so and libeca_kernels.so: "key=value ..." (no TensorRT or GPU needed to call them).
 _BUILD_INFO_SYMBOLS = ("eca_plugin_build_info", "eca_kernels_build_info")
 # The files plugins/tensorrt/source_hash.cmake hashes into the library (relative to plugins/).
@@ -55,13 +58,6 @@ def stale_reason(build: dict[str, str], sources: Path | None) -> str | None:
     The plugin version and field set come from the op contract; `sources` (plugins/ of a checkout, None for an
     installed package) must hash to the library's `sources` too.
     """
-    from eca_deploy.ops.contract import (
-        ECA_OP_TYPE,
-        ECA_PLUGIN_NAMESPACE,
-        ECA_PLUGIN_VERSION,
-        plugin_field_set_hash,
-    )
-
     plugin = f"{ECA_PLUGIN_NAMESPACE}::{ECA_OP_TYPE}/{ECA_PLUGIN_VERSION}"
     if build.get("plugin") != plugin:
         return f"it is the plugin {build.get('plugin', '(unknown)')}, this eca-deploy needs {plugin}"
@@ -109,8 +105,6 @@ def library_info(path: Path) -> LibraryInfo:
 def plugin_route(plugin: Path | None) -> str:
     """Which TensorRT plugin this machine gets, and why: the C++ library (`plugin`, checked against the sources),
     or TensorRT's ahead-of-time Python plugin (eca_deploy.plugin.qdp, where present), or none."""
-    from eca_deploy.plugin.locate import source_dir
-
     if plugin is not None:
         try:
             reason = stale_reason(read_build_info(plugin.with_name("libeca_trt_plugin_vc.so")), source_dir())

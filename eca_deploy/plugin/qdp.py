@@ -38,12 +38,16 @@ from typing import Any
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.ops.contract import (
     ECA_ACTIVATIONS,
+    ECA_DOMAIN,
+    ECA_FIELD_SET_ATTR,
     ECA_GATES,
     ECA_MAX_K,
     ECA_OP_TYPE,
     ECA_PADDINGS,
     ECA_PLUGIN_NAMESPACE,
 )
+from eca_deploy.plugin.build import find_nvcc
+from eca_deploy.plugin.locate import cuda_include_dir, source_dir
 
 AOT_NAMESPACE = f"{ECA_PLUGIN_NAMESPACE}_aot"  # never the C++ library's: a stale library can serve no AOT node
 AOT_VERSION = "1"  # what tensorrt.plugin gives every creator (_TemplatePluginCreator.plugin_version)
@@ -137,8 +141,6 @@ def qdp_launch(
 
 
 def _source() -> Path:
-    from eca_deploy.plugin.locate import source_dir
-
     plugins = source_dir()
     if plugins is None:
         raise EcaDeployError("the kernel sources (plugins/kernels) come with a checkout of eca-deploy, not the wheel")
@@ -163,8 +165,6 @@ def _nvrtc() -> Any | None:
 
 def compiler() -> str | None:
     """'nvcc', 'nvrtc' or None: what compile_ptx would use."""
-    from eca_deploy.plugin.build import find_nvcc
-
     try:
         find_nvcc()
         return "nvcc"
@@ -184,8 +184,6 @@ def _ptx_nvcc(nvcc: str, source: Path, arch: str) -> str:
 
 
 def _ptx_nvrtc(nvrtc: Any, source: Path, arch: str) -> str:
-    from eca_deploy.plugin.locate import cuda_include_dir
-
     def check(result: Any, what: str, program: Any = None) -> None:
         if int(result) != 0:
             log = ""
@@ -219,8 +217,6 @@ def _ptx_nvrtc(nvrtc: Any, source: Path, arch: str) -> str:
 def compile_ptx(arch: str = PTX_ARCH, use: str | None = None) -> str:
     """PTX of eca_kernels.cu's ahead-of-time kernels for compute_<arch>, by nvcc if present, else NVRTC (or `use`:
     'nvcc' | 'nvrtc')."""
-    from eca_deploy.plugin.build import find_nvcc
-
     source = _source()
     use = use or compiler()
     if use == "nvcc":
@@ -466,7 +462,6 @@ def _channel_counts(model: Any, nodes: list[Any]) -> list[int | None]:
 
 def aot_refusal(model: Any) -> str | None:
     """Why the ahead-of-time kernel cannot run one of the model's ECA nodes (None: it runs them all)."""
-    from eca_deploy.ops.contract import ECA_DOMAIN
     from eca_deploy.ops.onnx_function import node_attributes
 
     nodes = [n for n in model.graph.node if n.domain == ECA_DOMAIN and n.op_type == ECA_OP_TYPE]
@@ -506,7 +501,6 @@ def prepare_for_aot(model: Any) -> Any:
     import onnx
     from onnx import helper
 
-    from eca_deploy.ops.contract import ECA_DOMAIN, ECA_FIELD_SET_ATTR
     from eca_deploy.ops.onnx_function import node_attributes
 
     reason = aot_refusal(model)
@@ -529,8 +523,6 @@ def prepare_for_aot(model: Any) -> Any:
 
 def compiler_version(use: str | None = None) -> str | None:
     """The version of the PTX compiler `use` ('nvcc' | 'nvrtc', default compiler()), e.g. '12.6'; None: none."""
-    from eca_deploy.plugin.build import find_nvcc
-
     use = use or compiler()
     if use == "nvcc":
         out = subprocess.run([find_nvcc(), "--version"], capture_output=True, text=True, check=False).stdout

@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 import onnx
 
+from eca_deploy.backends.onnxruntime_runner import import_onnxruntime
 from eca_deploy.data.images import Preprocessing, list_images, read_rgb
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_text, cache_root
@@ -348,8 +349,6 @@ def _group_model(model: onnx.ModelProto, tensors: Sequence[str]) -> bytes:
 def _session(model: bytes) -> object:
     """A CPU session without ONNX Runtime's memory arena, which would keep its largest batch's activations
     (rounded up to powers of two) for the whole run."""
-    from eca_deploy.backends.onnxruntime_runner import import_onnxruntime
-
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3

@@ -11,6 +11,8 @@ import onnx
 
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.exporters.metadata import onnx_interface
+from eca_deploy.fusion import count_eca_nodes
 from eca_deploy.precision import DEFAULT_METHOD
 from eca_deploy.precision.calibration import (
     MEMORY_BUDGET,
@@ -73,8 +75,6 @@ def model_preprocessing(
 ) -> Preprocessing:
     """The preprocessing of the model's interface: its metadata's, else ImageNet's (said aloud), at its size (or
     `img_size`)."""
-    from eca_deploy.exporters.metadata import onnx_interface
-
     return onnx_interface(model, label="the model", img_size=img_size, warn=warn).preprocessing
 
 
@@ -91,8 +91,6 @@ def quantize_model(
 
     `preprocessing` (default: the model's interface) is the one the verification uses too: same size.
     """
-    from eca_deploy.fusion import count_eca_nodes
-
     options.validate()
     precision = detect_precision(model)
     if precision != "fp32":

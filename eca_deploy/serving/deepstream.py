@@ -33,7 +33,15 @@ from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.serving.files import staged_dir
 from eca_deploy.serving.spec import ServingSpec, TensorSpec
-from eca_deploy.serving.yolo import yolo_detection
+from eca_deploy.serving.yolo import (
+    DEEPSTREAM_OUTPUT,
+    PARSER_FUNCTION,
+    PARSER_LIBRARY,
+    PARSER_SOURCE,
+    labels_text,
+    with_deepstream_yolo_output,
+    yolo_detection,
+)
 
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
 COLOR_FORMAT = {"RGB": 0, "BGR": 1}
@@ -182,8 +190,6 @@ def _yolo_config(
     plugin_file: str | None,
 ) -> str:
     """nvinfer as a detector on YOLO's head: DeepStream-Yolo's parser, NMS clustering, letterboxed input."""
-    from eca_deploy.serving.yolo import PARSER_FUNCTION, PARSER_LIBRARY, PARSER_SOURCE
-
     c, h, w = spec.inputs[0].dims
     lines = [
         f"# nvinfer configuration for {spec.name}, a YOLO detector (eca-deploy export-deepstream)",
@@ -228,8 +234,6 @@ def _yolo_config(
 
 
 def _yolo_readme(spec: ServingSpec, opts: DeepStreamOptions, plugin: str | None) -> str:
-    from eca_deploy.serving.yolo import PARSER_FUNCTION, PARSER_LIBRARY, PARSER_SOURCE
-
     _, h, w = spec.inputs[0].dims
     preload = f"LD_PRELOAD=$PWD/{plugin} " if plugin else ""
     return "\n".join(
@@ -386,8 +390,6 @@ def _export_yolo(
     inputs: Iterable[Path | None],
 ) -> DeepStreamExport:
     """A YOLO detector: the ONNX with DeepStream-Yolo's output appended (nvinfer builds the engine), its config."""
-    from eca_deploy.serving.yolo import DEEPSTREAM_OUTPUT, labels_text, with_deepstream_yolo_output
-
     if onnx_model is None:
         raise EcaDeployError(
             f"{engine.name if engine else 'the engine'} outputs YOLO's raw head, which DeepStream's YOLO parser does "

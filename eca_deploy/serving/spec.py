@@ -16,10 +16,15 @@ from typing import Any
 
 import onnx
 
+from eca_deploy.backends.loader import looks_like_onnx
 from eca_deploy.data.images import Preprocessing
+from eca_deploy.engine.sidecar import read_sidecar, sidecar_path
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, read_metadata
+from eca_deploy.fileio import sha256_file
 from eca_deploy.interface import OUTPUT_NAME
+from eca_deploy.onnx_io import load_onnx
+from eca_deploy.precision.detect import detect_precision
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,6 @@ def spec_from_onnx(model: onnx.ModelProto, label: str = "the ONNX model", name: 
         raise EcaDeployError(f"{label} has no inputs or no outputs")
     first = ins[0][2][0] if ins[0][2] else None
     batch = BatchRange(first, first, first) if first is not None else BatchRange(1, 1, None)
-    from eca_deploy.precision.detect import detect_precision
 
     meta = read_metadata(model)
     return ServingSpec(
@@ -107,8 +111,6 @@ def spec_from_onnx(model: onnx.ModelProto, label: str = "the ONNX model", name: 
 
 def _source_onnx(sidecar: Mapping[str, Any], engine: Path | None) -> onnx.ModelProto | None:
     """The ONNX the engine was compiled from, if it is still where the sidecar says and unchanged."""
-    from eca_deploy.fileio import sha256_file
-
     recorded = sidecar.get("onnx_path")
     if not recorded:
         return None
@@ -183,9 +185,6 @@ def spec_from_sidecar(sidecar: Mapping[str, Any], engine: Path | None = None, na
 
 def read_engine_spec(engine: Path) -> ServingSpec:
     """The spec of an engine file from the sidecar beside it; one-line errors for what is missing."""
-    from eca_deploy.backends.loader import looks_like_onnx
-    from eca_deploy.engine.sidecar import read_sidecar, sidecar_path
-
     if not engine.is_file():
         raise EcaDeployError(f"engine file {engine} does not exist: build one with eca-deploy build")
     if looks_like_onnx(engine):
@@ -208,8 +207,6 @@ def uses_external_data(path: Path) -> bool:
 
 
 def read_onnx_spec(path: Path) -> tuple[ServingSpec, onnx.ModelProto]:
-    from eca_deploy.onnx_io import load_onnx
-
     model = load_onnx(path)
     return spec_from_onnx(model, str(path)), model
 

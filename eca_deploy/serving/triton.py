@@ -28,6 +28,7 @@ from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write, atomic_write_text, claim_output_dir, sha256_file
 from eca_deploy.serving.files import staged_dir
 from eca_deploy.serving.spec import ServingSpec, uses_external_data
+from eca_deploy.serving.yolo import layout_text, yolo_detection
 
 PLATFORMS = {"tensorrt_plan": ("model.plan", "KIND_GPU"), "onnxruntime_onnx": ("model.onnx", "KIND_CPU")}
 TRITON_TYPES = {
@@ -187,7 +188,6 @@ def _server_lines(plugins: Sequence[str], gpu: bool) -> list[str]:
 
 def _summary(spec: ServingSpec, opts: TritonOptions, config: TritonConfig) -> str:
     batching = f"max batch {config.max_batch_size}" if config.max_batch_size else f"fixed batch {spec.batch.min}"
-    from eca_deploy.serving.yolo import yolo_detection
 
     if yolo_detection(spec.metadata) is not None:
         batching += ", a YOLO detector (raw head, layout yolov8; decoding and NMS on the client)"
@@ -241,8 +241,6 @@ def _readme(repo: Path, spec: ServingSpec, opts: TritonOptions, config: TritonCo
 
 def _output_text(spec: ServingSpec) -> str:
     """What the output is and what decodes it: a classifier's logits, or a YOLO raw head."""
-    from eca_deploy.serving.yolo import layout_text, yolo_detection
-
     detection = yolo_detection(spec.metadata)
     if detection is not None:
         return layout_text(detection, spec.num_classes)
