@@ -101,11 +101,11 @@ def test_fuse_cli_refuses_a_wrong_fusion_and_tolerance_overrides(cli, r18: Path,
 
 
 def test_export_fuse_eca_checks_the_fusion(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import eca_deploy.fusion
+    import eca_deploy.pipeline.export as export_stage
 
     out = tmp_path / "m.onnx"
     args = ("export", "--model", "eca_resnet18", "--img-size", "64", "--fuse-eca", "-o", out)
-    _corrupting_fuse(monkeypatch, eca_deploy.fusion)
+    _corrupting_fuse(monkeypatch, export_stage)
     assert_one_line_error(cli(*args), "fused model differs", "--tolerance 0.0001")
     assert not out.exists()
     monkeypatch.undo()
