@@ -6,8 +6,8 @@
     opened.runner.run_all(x, 8); opened.metadata; opened.precision; opened.batch_range
 
 An ONNX model runs on ONNX Runtime (`provider` cpu/cuda/tensorrt) or OpenVINO (CPU); a TensorRT engine on
-TensorRT. Adding a runtime means its runner (`eca_deploy.backends`), its name in RUNTIMES and one branch in
-`_open_runner`.
+TensorRT. Adding a runtime means its runner (`eca_deploy.backends`), its name in RUNTIMES and RUNTIME_LABELS, and
+one branch in `_open_runner`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from eca_deploy.interface import ModelInterface
 
 RUNTIMES = ("onnxruntime", "openvino")  # what runs an ONNX model (--runtime)
+RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}  # for people
 KINDS = ("onnx", "engine")
 
 
