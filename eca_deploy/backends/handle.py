@@ -17,15 +17,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eca_deploy.backends.base import Runner
-from eca_deploy.backends.onnxruntime_runner import PROVIDERS
-from eca_deploy.backends.openvino_runner import LOWERINGS
+from eca_deploy.backends.onnxruntime_runner import PROVIDERS, OnnxRuntimeRunner
+from eca_deploy.backends.openvino_runner import LOWERINGS, OpenVINORunner
+from eca_deploy.backends.tensorrt_runner import TensorRTRunner
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.interface import ModelInterface, build_interface
+from eca_deploy.onnx_io import load_onnx
+from eca_deploy.precision.detect import detect_precision
 
 if TYPE_CHECKING:
     import onnx
 
     from eca_deploy.exporters.metadata import ModelMetadata
-    from eca_deploy.interface import ModelInterface
 
 RUNTIMES = ("onnxruntime", "openvino")  # what runs an ONNX model (--runtime)
 RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}  # for people
@@ -107,8 +110,6 @@ class OpenedModel:
     def interface(self, *, metadata: ModelMetadata | None = None, **options: Any) -> ModelInterface:
         """The model's interface (input size and preprocessing, named outputs) from its description, or
         `metadata` when given; `options` are build_interface's (preprocessing, adjust, warn)."""
-        from eca_deploy.interface import build_interface
-
         described = metadata if metadata is not None else self.metadata
         return build_interface(self.runner, described, label=self.label, img_size=self.spec.img_size, **options)
 
@@ -118,9 +119,6 @@ def open_model(spec: ModelSpec) -> OpenedModel:
     if spec.resolved_kind == "engine":
         runner = _open_engine(spec)
         return OpenedModel(spec, runner, runner.metadata, runner.precision)
-    from eca_deploy.onnx_io import load_onnx
-    from eca_deploy.precision.detect import detect_precision
-
     model = load_onnx(spec.path)
     precision = detect_precision(model)
     runner = _open_runner(spec, precision)
@@ -130,11 +128,7 @@ def open_model(spec: ModelSpec) -> OpenedModel:
 def _open_runner(spec: ModelSpec, precision: str) -> Runner:
     """The runner of an ONNX model on `spec.runtime`."""
     if spec.runtime == "openvino":
-        from eca_deploy.backends.openvino_runner import OpenVINORunner
-
         return OpenVINORunner(spec.path, threads=spec.threads, eca_lowering=spec.eca_lowering)
-    from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
-
     optimize = not (spec.qdq_arithmetic and precision == "int8")
     return OnnxRuntimeRunner(spec.path, spec.provider, threads=spec.threads, optimize=optimize, eca_op=spec.eca_op)
 
@@ -145,8 +139,6 @@ def _open_engine(spec: ModelSpec) -> Runner:
         raise EcaDeployError(f"engine file {path} does not exist: build one with eca-deploy build")
     if looks_like_onnx(path):
         raise EcaDeployError(f"{path} is an ONNX model, not a TensorRT engine: pass it with --onnx")
-    from eca_deploy.backends.tensorrt_runner import TensorRTRunner
-
     return TensorRTRunner(path, plugin=spec.plugin)
 
 

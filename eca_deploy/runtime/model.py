@@ -30,10 +30,12 @@ from eca_deploy.backends.base import Runner
 from eca_deploy.backends.handle import ModelSpec, OpenedModel, open_model
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.detection.boxes import Detections
+from eca_deploy.detection.decoders import spec_for
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata
+from eca_deploy.interface import build_interface, check_image_input, static_hw
 from eca_deploy.runtime.decoder import Decoder, LayoutDecoder
-from eca_deploy.runtime.labels import labels_for
+from eca_deploy.runtime.labels import labels_for, read_labels
 from eca_deploy.runtime.preprocess import FramePreprocessor, Frames, as_frame_list
 
 M = TypeVar("M", bound="Model")
@@ -121,8 +123,6 @@ class Model:
         adjust: Callable[[Preprocessing], Preprocessing] | None = None,
         warn: Callable[[str], None] = lambda _m: None,
     ) -> None:
-        from eca_deploy.interface import build_interface, check_image_input, static_hw
-
         self.runner, self.metadata, self.name, self.precision = runner, metadata, name, precision
         info = runner.inputs[0]
         check_image_input(info.name, tuple(info.shape))
@@ -155,8 +155,6 @@ class Model:
         else:
             spec = self.interface.detection
             if layout is not None:
-                from eca_deploy.detection.decoders import spec_for
-
                 spec = spec_for(layout, self.output_names)
             if spec is not None:  # a detector whose head layout is known: boxes out of the box
                 self.decoder = LayoutDecoder(spec)
@@ -174,8 +172,6 @@ class Model:
 
     def _class_names(self, labels: str | Path | None) -> None:
         if self.num_classes is None and labels is not None:
-            from eca_deploy.runtime.labels import read_labels
-
             self.num_classes = len(read_labels(labels))
         self.labels: tuple[str, ...] = labels_for(self.num_classes, labels) if self.num_classes else ()
 
