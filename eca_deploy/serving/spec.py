@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from eca_deploy.backends.loader import looks_like_onnx
+from eca_deploy.backends.handle import looks_like_onnx
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.engine.sidecar import read_sidecar, sidecar_path
 from eca_deploy.errors import EcaDeployError
