@@ -19,12 +19,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "onnxruntime", "openvino", "tensorrt", "timm", "ultralytics", "cupy", "onnx")
 
-# Cycles inside the CLI, deploy and runtime packages, left to the rewrite of those packages: none may be added,
-# and none may grow.
+# Cycles inside the CLI and deploy packages, left to the rewrite of those packages: none may be added, and none
+# may grow (each cycle found lies within one of these).
 KNOWN_CYCLES = [
     {"eca_deploy.cli.commands_run", "eca_deploy.cli.main"},
-    {"eca_deploy.deploy.recommend", "eca_deploy.deploy.report", "eca_deploy.deploy.run"},
-    {"eca_deploy.runtime.classifier", "eca_deploy.runtime.model"},
+    {"eca_deploy.deploy.report", "eca_deploy.deploy.run"},
 ]
 
 # Modules that work without torch (a Jetson with TensorRT only; `eca-deploy plugin ...`; serving configs).
@@ -68,7 +67,7 @@ def test_cycle_finder_finds_a_cycle() -> None:
 def test_no_import_cycles() -> None:
     found = _code_metrics().measure()
     assert found["cycles_top_imports"] == []
-    unknown = [c for c in found["cycles_all_imports"] if set(c) not in KNOWN_CYCLES]
+    unknown = [c for c in found["cycles_all_imports"] if not any(set(c) <= known for known in KNOWN_CYCLES)]
     assert unknown == [], f"import cycles (a lower-level module imports a higher one): {unknown}"
 
 
