@@ -22,7 +22,7 @@ from torch import nn
 
 from eca_deploy import __version__
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.exporters.metadata import ModelMetadata, write_metadata
 from eca_deploy.interface import DetectionSpec, OutputSpec, export_output_specs, flatten_outputs
 from eca_deploy.models.registry import block_k_sizes
@@ -51,15 +51,15 @@ class ExportOptions:
 
     def validate(self) -> None:
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise EcaDeployError(f"--opset {self.opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
+            raise SettingError(f"{{opset}} {self.opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
         if self.exporter not in EXPORTERS:
-            raise EcaDeployError(f"unknown exporter {self.exporter!r} (--exporter): one of {', '.join(EXPORTERS)}")
+            raise SettingError(f"unknown exporter {self.exporter!r} ({{exporter}}): one of {', '.join(EXPORTERS)}")
         if self.exporter == "dynamo" and self.opset < 18:
             raise EcaDeployError(
                 f"the dynamo exporter emits opset 18 or newer, not {self.opset}: use --exporter torchscript"
             )
         if self.batch is not None and self.batch < 1:
-            raise EcaDeployError(f"--batch must be 'dynamic' or a positive integer, got {self.batch}")
+            raise SettingError(f"{{batch}} must be 'dynamic' or a positive integer, got {self.batch}")
         if min(self.hw) < 32:
             raise EcaDeployError(f"image size {self.img_size} is too small for a 32x-downsampling network: use >= 32")
 

@@ -44,7 +44,12 @@ class EcaLayer:
         return {"native": (3 + r) * s, "plugin": (2 + 3 * r) * s, "plugin_residual": (2 + r) * s, "floor": (2 + r) * s}
 
 
-def eca_layers(model: str, img_size: int = 224) -> list[EcaLayer]:
+def _hw(img_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of an input size given as N (square) or (H, W)."""
+    return (img_size, img_size) if isinstance(img_size, int) else img_size
+
+
+def eca_layers(model: str, img_size: int | tuple[int, int] = 224) -> list[EcaLayer]:
     """The ECA layers of a zoo model in forward order, found by running it on the meta device (no weights)."""
     import torch
 
@@ -67,7 +72,7 @@ def eca_layers(model: str, img_size: int = 224) -> list[EcaLayer]:
              for m in net.modules() if isinstance(m, ECALayer)]  # fmt: skip
     try:
         with torch.no_grad():
-            net(torch.empty(1, 3, img_size, img_size, device="meta"))
+            net(torch.empty(1, 3, *_hw(img_size), device="meta"))
     finally:
         for hook in hooks:
             hook.remove()
@@ -76,7 +81,7 @@ def eca_layers(model: str, img_size: int = 224) -> list[EcaLayer]:
 
 
 def traffic_rows(models: tuple[str, ...] = MODELS, batches: tuple[int, ...] = (1, 32), dtype: str = "fp16",
-                 img_size: int = 224) -> list[dict[str, object]]:  # fmt: skip
+                 img_size: int | tuple[int, int] = 224) -> list[dict[str, object]]:  # fmt: skip
     """One row per ECA layer: its shape and, per batch, the bytes of each formulation."""
     rows = []
     for model in models:
@@ -95,7 +100,7 @@ def _mb(value: float) -> str:
 
 
 def traffic_markdown(models: tuple[str, ...] = MODELS, batches: tuple[int, ...] = (1, 32), dtype: str = "fp16",
-                     img_size: int = 224) -> str:  # fmt: skip
+                     img_size: int | tuple[int, int] = 224) -> str:  # fmt: skip
     """Per model: identical consecutive layers on one row (with their count), MB per formulation and batch, total."""
     out = []
     short = {"native": "native", "plugin": "plugin", "plugin_residual": "plugin+res", "floor": "floor"}
@@ -111,7 +116,8 @@ def traffic_markdown(models: tuple[str, ...] = MODELS, batches: tuple[int, ...] 
                 groups.append((layer, 1))
         head = ["layers", "C x H x W", "k", "then"]
         head += [f"{short[f]} b{b}" for b in batches for f in FORMULATIONS]
-        lines = [f"**{model}** at {img_size}x{img_size}, {dtype}, MB per layer (total: all {len(layers)} layers)",
+        size = "x".join(map(str, _hw(img_size)))
+        lines = [f"**{model}** at {size}, {dtype}, MB per layer (total: all {len(layers)} layers)",
                  "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]  # fmt: skip
         for layer, count in groups:
             cells = [f"{layer.index + 1}-{layer.index + count}" if count > 1 else str(layer.index + 1),
