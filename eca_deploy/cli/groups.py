@@ -58,7 +58,7 @@ OptionalOnnx = Annotated[Path | None, _ONNX]
 Engine = Annotated[Path | None, typer.Option("--engine", help=ENGINE_HELP, show_default=False)]
 Runtime = Annotated[str, typer.Option("--runtime", help=RUNTIME_HELP)]
 Provider = Annotated[str, typer.Option("--provider", help=PROVIDER_HELP)]
-_PLUGIN = typer.Option("--plugin", metavar="LIBRARY", help=PLUGIN_HELP, show_default=False)
+_PLUGIN = typer.Option("--plugin", metavar="LIBRARY", help=PLUGIN_HELP)
 Plugin = Annotated[str | None, _PLUGIN]
 PluginFile = Annotated[Path | None, _PLUGIN]
 Threads = Annotated[int | None, typer.Option("--threads", help=THREADS_HELP, show_default=False)]
