@@ -352,10 +352,11 @@ def check_file(path: Path | None, option: str) -> None:
 
 
 def one_model(onnx_path: Path | None, engine: Path | None) -> Path:
-    """The one model file of a command that takes `--onnx` or `--engine`: exactly one of them."""
-    if (onnx_path is None) == (engine is None):
-        raise EcaDeployError("pass exactly one of --onnx MODEL.onnx or --engine MODEL.plan")
-    return onnx_path or engine  # type: ignore[return-value]
+    """The one model file of a command that takes `--onnx` or `--engine`, checked before any other work (the rule
+    itself is `ModelSpec.of`'s)."""
+    from eca_deploy.backends.handle import ModelSpec
+
+    return ModelSpec.of(onnx_path, engine).path
 
 
 def check_onnx_file(path: Path | None, option: str = "--onnx") -> None:
