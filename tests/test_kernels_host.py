@@ -23,6 +23,7 @@ from tests.kernels_host import (
     build_host_kernels,
     launch_geometry_table,
     offset_array,
+    shared_host_build,
     why_not_buildable,
 )
 
@@ -50,7 +51,7 @@ TOLERANCE = {np.float32: 2e-5, np.float16: 2e-3}
 
 @pytest.fixture(scope="session")
 def host(tmp_path_factory: pytest.TempPathFactory) -> HostKernels:
-    kernels = HostKernels(build_host_kernels(tmp_path_factory.mktemp("host_kernels")))
+    kernels = HostKernels(shared_host_build(tmp_path_factory, "host_kernels"))
     kernels.use_device(SMALL_GPU)
     return kernels
 
