@@ -66,8 +66,9 @@ setup-test: $(TEST_VENV)/.installed
 demo: setup
 	$(BIN)/eca-deploy deploy --model $(MODEL) --out $(OUT)
 
-# make test: every test but those marked slow (the largest ResNets, CUDA compiles for every architecture, the CUDA
-# kernels' full host runs, timm's model family), so that CI stays under 15 minutes on 2 cores; make test-all: all.
+# make test: every test but those marked slow (the largest ResNets, CUDA compiles for every architecture, a second
+# host compile of the CUDA kernels, timm's model family), for CI's whole run under 10 minutes on 2 cores; make test-all:
+# all. The tests' xdist units and their order: tests/conftest.py.
 test: setup-test
 	$(TEST_BIN)/ruff check .
 	$(TEST_BIN)/python -m pytest -n 2 -q --durations=25 -m "not slow"

@@ -27,7 +27,6 @@ from tests.kernels_host import (
     why_not_buildable,
 )
 
-pytestmark = pytest.mark.slow  # `make test-all`: a long run, kept out of `make test`
 
 if why_not_buildable():
     pytest.skip(why_not_buildable(), allow_module_level=True)
@@ -205,6 +204,7 @@ def test_host_build_info(host: HostKernels) -> None:
     assert host.build_info["cuda"] == "host" and host.build_info["max_k"] == "63"
 
 
+@pytest.mark.slow  # `make test-all`: a second compile of the whole kernel file, for the check of the check
 def test_broken_halo_is_caught(tmp_path: Path) -> None:
     """The grid fails for a kernel whose halo indexing is off by one (the check of the check)."""
     source = SOURCE.read_text()
