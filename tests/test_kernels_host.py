@@ -27,7 +27,6 @@ from tests.kernels_host import (
     why_not_buildable,
 )
 
-
 if why_not_buildable():
     pytest.skip(why_not_buildable(), allow_module_level=True)
 
