@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from eca_deploy.deploy.run import RUNTIME_LABELS
+from eca_deploy.backends.handle import RUNTIME_LABELS
 from eca_deploy.pipeline.bench_noise import Fastest, fastest
 
 
 def runtime_label(runtime: str) -> str:
     """'ONNX Runtime', 'OpenVINO', 'TensorRT'."""
-    return {**RUNTIME_LABELS, "tensorrt": "TensorRT"}.get(runtime, runtime)
+    return RUNTIME_LABELS.get(runtime, runtime)
 
 
 def candidate_label(row: dict[str, Any], several_runtimes: bool) -> str:

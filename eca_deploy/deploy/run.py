@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eca_deploy.backends.handle import RUNTIME_LABELS as ALL_RUNTIME_LABELS
+from eca_deploy.backends.handle import RUNTIMES
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.deploy.cache import StageCache, StageOutcome
 from eca_deploy.deploy.stages import (
@@ -29,8 +31,8 @@ from eca_deploy.fileio import atomic_write_text, claim_work_dir, replacing, sha2
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
 PRECISIONS = ("fp32", "fp16", "int8")
-CPU_RUNTIME_CHOICES = ("auto", "onnxruntime", "openvino")
-RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+CPU_RUNTIME_CHOICES = ("auto", *RUNTIMES)
+RUNTIME_LABELS = {r: ALL_RUNTIME_LABELS[r] for r in RUNTIMES}  # the runtimes of ONNX models
 BENCH_JSON = "bench.json"  # every precision and CPU runtime, timed together (docs/deploy.md, docs/openvino.md)
 DEFAULT_BENCH_ROUNDS = DEFAULT_ROUNDS
 NOTHING_FUSED = (
