@@ -42,7 +42,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 # The test venv: the matched torch + torchvision pair unless both import, then timm and ultralytics with the
-# installed torch/torchvision pinned by a constraints file, so that pip can never swap them for other builds.
+# installed torch/torchvision pinned by a constraints file, so that pip can never swap them for other builds, in one
+# pip run with ONNX Runtime's CPU wheel unless an onnxruntime / onnxruntime-gpu already imports.
 # ultralytics pulls opencv-python beside the headless build eca-deploy uses: both install the one `cv2`
 # module, so the headless build's files are put back when cv2 no longer imports.
 $(TEST_VENV)/.installed: $(TEST_BIN)/python pyproject.toml
@@ -52,10 +53,10 @@ $(TEST_VENV)/.installed: $(TEST_BIN)/python pyproject.toml
 	    "torch==$(TEST_TORCH_VERSION)" "torchvision==$(TEST_TORCHVISION_VERSION)"; }
 	$(TEST_BIN)/python -c "from importlib.metadata import version as v; print(*(f'{p}=={v(p)}' for p in ('torch', 'torchvision')), sep='\n')" \
 	  > $(TEST_VENV)/torch-constraints.txt
-	$(TEST_BIN)/python -m pip install -q -c $(TEST_VENV)/torch-constraints.txt -e ".[dev,timm,openvino,ultralytics]"
+	$(TEST_BIN)/python -m pip install -q -c $(TEST_VENV)/torch-constraints.txt \
+	  -e ".[dev,timm,openvino,ultralytics$$($(TEST_BIN)/python -c "import onnxruntime" 2>/dev/null || echo ,cpu)]"
 	$(TEST_BIN)/python -c "import cv2" 2>/dev/null || $(TEST_BIN)/python -m pip install -q --force-reinstall --no-deps \
 	  "opencv-python-headless==$$($(TEST_BIN)/python -c "from importlib.metadata import version; print(version('opencv-python-headless'))")"
-	$(TEST_BIN)/python -c "import onnxruntime" 2>/dev/null || $(TEST_BIN)/python -m pip install -q -e ".[cpu]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -65,8 +66,9 @@ setup-test: $(TEST_VENV)/.installed
 demo: setup
 	$(BIN)/eca-deploy deploy --model $(MODEL) --out $(OUT)
 
-# make test: every test but those marked slow (the largest ResNets, CUDA compiles for every architecture, the CUDA
-# kernels' full host runs, timm's model family), so that CI stays under 15 minutes on 2 cores; make test-all: all.
+# make test: every test but those marked slow (the largest ResNets, CUDA compiles for every architecture, a second
+# host compile of the CUDA kernels, timm's model family), for CI's whole run under 10 minutes on 2 cores; make test-all:
+# all. The tests' xdist units and their order: tests/conftest.py.
 test: setup-test
 	$(TEST_BIN)/ruff check .
 	$(TEST_BIN)/python -m pytest -n 2 -q --durations=25 -m "not slow"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
 from types import TracebackType
 
 
@@ -15,6 +17,19 @@ class EcaDeployError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+class SettingError(EcaDeployError):
+    """A bad value of a setting. The message names settings as `{name}` (the API's field or argument name); the
+    CLI shows each as the option that sets it (`{batch_sizes}` -> `--batch-sizes`), the API as the bare name."""
+
+    def __init__(self, template: str, exit_code: int | None = None) -> None:
+        self.template = template
+        super().__init__(self.spell(lambda name: name), exit_code)
+
+    def spell(self, name_of: Callable[[str], str]) -> str:
+        """The message with each `{name}` replaced by `name_of(name)`."""
+        return re.sub(r"\{(\w+)\}", lambda m: name_of(m.group(1)), self.template)
 
 
 class MissingDependencyError(EcaDeployError):

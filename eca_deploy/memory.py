@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import SettingError
 
 PROBE_SIZE = 64  # side of the small probe image for a model with real weights
 FLOAT_BYTES = 4
@@ -41,14 +41,15 @@ def _gib(n: int) -> str:
     return f"{n / GiB:,.1f} GiB" if n >= GiB / 10 else f"{n / (1 << 20):,.0f} MiB"
 
 
-def require(needed: int, what: str, available: int | None = None, lower: str = "--img-size or --batch") -> None:
-    """Refuse, with the estimate and what to lower, when `needed` bytes exceed the memory available."""
+def require(needed: int, what: str, available: int | None = None, lower: str = "{img_size} or {batch}") -> None:
+    """Refuse, with the estimate and what to lower (settings as `SettingError` names them), when `needed` bytes
+    exceed the memory available."""
     free = available_bytes() if available is None else available
     if free is None or needed <= free:
         return
-    raise EcaDeployError(
+    raise SettingError(
         f"{what} needs about {_gib(needed)} of activation memory (estimate), this machine has {_gib(free)} "
-        f"available: lower {lower}"
+        f"available: lower " + lower
     )
 
 

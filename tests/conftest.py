@@ -77,12 +77,26 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 # pytest-xdist (`make test`: -n 2) gives every worker its own session, so a module-scoped fixture whose tests land
-# on both workers is made twice. With the default distribution (`load`), the tests that use a module's
-# module-scoped fixtures (directly or through its other fixtures) go to one worker as one unit, largest units
-# first, except in the modules named here, whose module fixtures are cheap and whose many tests are better spread;
-# every other test goes on its own.
+# on both workers is made twice, and a worker that needs what the other is making (a lock in run_folder) waits idle.
+# So the tests go out in units: the tests that use a module's module-scoped fixtures (directly or through its other
+# fixtures) go to one worker as one unit, except in the modules named in SPREAD_MODULES, whose module fixtures are
+# cheap and whose many tests are better spread; the tests of every module that use one of SHARED_WORK's costly
+# once-per-run fixtures join that work's unit (one worker makes it, while the other runs other tests); every other
+# test goes on its own. Units start longest first: LONG's, in its order (measured, `--durations`), then the others by
+# number of tests, so that no worker ends with a long unit alone.
 SPREAD_MODULES = {"test_write_rule.py", "test_bad_input.py"}
-FIRST = ("test_doc_commands_run",)  # long single tests start early, so that no worker ends with one alone
+SHARED_WORK = {
+    "digits network": {"digits_onnx", "digits_fused"},  # trains a network (tests/digits.py)
+    "host kernels": {"host"},  # compiles the CUDA kernels for the host (tests/kernels_host.py)
+}
+LONG = (  # unit names, or test names that start a unit's name
+    "digits network",
+    "host kernels",
+    "tests/test_docs.py::test_doc_commands_run[detectors.md]",
+    "tests/test_docs.py::test_doc_commands_run[byom.md]",
+    "tests/test_deploy_commands.py::test_every_recorded_command_remakes_deploys_files",
+    "tests/test_docs.py::test_doc_commands_run",
+)
 
 
 def _is_module_fixture(node: ast.FunctionDef) -> bool:
@@ -93,24 +107,48 @@ def _is_module_fixture(node: ast.FunctionDef) -> bool:
     )
 
 
-def fixture_sharing_tests(tests: Path) -> dict[str, set[str]]:
-    """{'tests/test_x.py': names of its tests that use its module-scoped fixtures}, read from the sources."""
-    units: dict[str, set[str]] = {}
+def _users(functions: list[ast.FunctionDef], shared: set[str]) -> set[str]:
+    """The tests among `functions` that use a fixture named in `shared`, directly or through the module's fixtures."""
+    args = {f.name: {a.arg for a in f.args.args} for f in functions}
+    fixtures = [f.name for f in functions if not f.name.startswith("test")]
+    while True:  # fixtures of the module built on a shared one share it too
+        more = {name for name in fixtures if args[name] & shared} - shared
+        if not more:
+            break
+        shared = shared | more
+    return {f.name for f in functions if f.name.startswith("test") and args[f.name] & shared}
+
+
+def fixture_sharing_tests(tests: Path) -> dict[str, dict[str, str]]:
+    """{'tests/test_x.py': {test name: its unit}} for the tests that share costly fixtures, read from the sources:
+    the unit is the name of the SHARED_WORK they use, or else their module's path."""
+    units: dict[str, dict[str, str]] = {}
     for path in sorted(tests.glob("test_*.py")):
-        if path.name in SPREAD_MODULES:
-            continue
+        module = f"tests/{path.name}"
         functions = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)]
-        args = {f.name: {a.arg for a in f.args.args} for f in functions}
-        shared = {f.name for f in functions if _is_module_fixture(f)}
-        while True:  # fixtures of the module built on a shared one share it too
-            more = {f.name for f in functions if not f.name.startswith("test") and args[f.name] & shared} - shared
-            if not more:
-                break
-            shared |= more
-        users = {f.name for f in functions if f.name.startswith("test") and args[f.name] & shared}
-        if len(users) > 1:
-            units[f"tests/{path.name}"] = users
+        found: dict[str, str] = {}
+        if path.name not in SPREAD_MODULES:
+            module_users = _users(functions, {f.name for f in functions if _is_module_fixture(f)})
+            if len(module_users) > 1:
+                found = dict.fromkeys(module_users, module)
+        for work, names in SHARED_WORK.items():
+            work_users = _users(functions, set(names))
+            if work_users:  # the module's shared unit follows its tests into the work's unit
+                found = {test: work if unit == module else unit for test, unit in found.items()}
+                found.update(dict.fromkeys(work_users, work))
+        if found:
+            units[module] = found
     return units
+
+
+def unit_of(nodeid: str, units: dict[str, dict[str, str]]) -> str:
+    """The unit a test goes out in: its shared unit's name, or its own node id."""
+    module, _, test = nodeid.partition("::")
+    return units.get(module, {}).get(test.partition("[")[0], nodeid)
+
+
+def _long_rank(unit: str) -> int:
+    return next((i for i, name in enumerate(LONG) if unit.startswith(name)), len(LONG))
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: the suite also runs without pytest-xdist
@@ -120,11 +158,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     units = fixture_sharing_tests(Path(__file__).parent)
+    config.option.loadscopereorder = False  # the collection's order is the units' (pytest_collection_modifyitems)
 
     class FixtureSharingScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module, _, test = nodeid.partition("::")
-            return module if test.partition("[")[0] in units.get(module, ()) else nodeid
+            return unit_of(nodeid, units)
 
         def remove_node(self, node: Any) -> str | None:
             """xdist 3.8's own puts a crashed worker's finished units back on the queue, where they go out as empty
@@ -146,7 +184,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda i: 0 if getattr(i, "originalname", None) in FIRST else 1)
+    """Each unit's tests together, the units longest first (LONG, then by number of tests), else in file order."""
+    units = fixture_sharing_tests(Path(__file__).parent)
+    of = [unit_of(item.nodeid, units) for item in items]
+    size: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for i, unit in enumerate(of):
+        size[unit] = size.get(unit, 0) + 1
+        first.setdefault(unit, i)
+    order = sorted(range(len(items)), key=lambda i: (_long_rank(of[i]), -size[of[i]], first[of[i]], i))
+    items[:] = [items[i] for i in order]
 
 
 @dataclass

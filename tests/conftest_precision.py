@@ -14,9 +14,9 @@ from tests.conftest import download_folder
 
 @pytest.fixture(scope="session")
 def digits_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ECA-ResNet-18 trained on scikit-learn's digits, exported to ONNX, once per run: parallel workers share one
-    folder, so one trains and the others wait (digits.trained_onnx locks it)."""
-    return digits.trained_onnx(download_folder(tmp_path_factory, "eca_deploy_digits"))
+    """ECA-ResNet-18 trained on scikit-learn's digits (digits.TEST_EPOCHS), exported to ONNX, once per run: parallel
+    workers share one folder, so one trains and the others wait (digits.trained_onnx locks it)."""
+    return digits.trained_onnx(download_folder(tmp_path_factory, "eca_deploy_digits"), epochs=digits.TEST_EPOCHS)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_folder, run_lock
+
 
 def ultralytics_reason() -> str | None:
     """Why ultralytics models cannot be built here, or None."""
@@ -34,17 +36,23 @@ def ultralytics_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
 @pytest.fixture(scope="session")
 def ultralytics_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """yolov8n.onnx as ultralytics itself exports it (`YOLO("yolov8n.yaml").export(format="onnx")`, imgsz 160,
-    not simplified, random weights): its metadata_props are ultralytics' own."""
+    not simplified, random weights): its metadata_props are ultralytics' own. Exported once per run: parallel
+    workers share the folder, the first exports, the others wait and read the same file."""
     reason = ultralytics_reason()
     if reason:
         pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("ultralytics-export")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        from ultralytics import YOLO
+    folder = run_folder(tmp_path_factory, "ultralytics-export")
+    with run_lock(folder):
+        done = folder / "exported.txt"  # the export's path, written last
+        if done.is_file():
+            return Path(done.read_text())
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(folder)
+            from ultralytics import YOLO
 
-        written = YOLO("yolov8n.yaml").export(format="onnx", imgsz=YOLO_EXPORT_SIZE, simplify=False)
-    path = Path(written)
-    path = path if path.is_absolute() else folder / path
-    assert path.is_file() and os.path.getsize(path) > 0
+            written = YOLO("yolov8n.yaml").export(format="onnx", imgsz=YOLO_EXPORT_SIZE, simplify=False)
+        path = Path(written)
+        path = path if path.is_absolute() else folder / path
+        assert path.is_file() and os.path.getsize(path) > 0
+        done.write_text(str(path))
     return path

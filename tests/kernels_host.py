@@ -11,6 +11,9 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from tests.conftest import run_folder, run_lock
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 SOURCE = PLUGINS / "kernels" / "eca_kernels.cu"
@@ -65,6 +68,20 @@ def build_host_kernels(out_dir: Path, source: Path = SOURCE) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"host build of {source.name} failed:\n{done.stderr[-4000:]}")
     return library
+
+
+def shared_host_build(factory: pytest.TempPathFactory, user: str) -> Path:
+    """The host build of the unchanged kernel source, compiled once per test run (parallel workers share it: the
+    first to need it builds, the others wait), copied into a folder of `user`'s own so that every user loads its own
+    instance of the library (the current host device is the library's state)."""
+    folder = run_folder(factory, "host_kernels_build")
+    with run_lock(folder):
+        built = folder / "libeca_kernels_host.so"
+        if not built.is_file():
+            build_host_kernels(folder)
+    copy = factory.mktemp(user) / built.name
+    shutil.copyfile(built, copy)
+    return copy
 
 
 class HostKernels:

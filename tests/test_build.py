@@ -67,7 +67,7 @@ def test_option_errors_come_first(cli, digits_fused: Path, tmp_path: Path) -> No
 def test_dla_refusals_come_before_tensorrt(cli, digits_fused: Path, digits_onnx: Path, tmp_path: Path) -> None:
     """DLA: a fixed batch, FP16/INT8, and the plugin only with GPU fallback; checked without TensorRT."""
     base = ("build", "--output", tmp_path / "m.plan", "--dla-core", "0")
-    assert_one_line_error(cli(*base, "--onnx", digits_fused, "--fp16"), "fixed batch", "--batch 8")
+    assert_one_line_error(cli(*base, "--onnx", digits_fused, "--fp16"), "fixed batch", "--batch-range 8")
     assert_one_line_error(cli(*base, "--onnx", digits_fused, "--fp16", "--batch", "1:8:32"), "dynamic")
     assert_one_line_error(cli(*base, "--onnx", digits_fused, "--batch", "8"), "FP16 and INT8", "--fp16 or --int8")
     for model in (digits_fused, digits_onnx):  # fused, or to be fused: plugin layers that DLA cannot run

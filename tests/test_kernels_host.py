@@ -23,10 +23,9 @@ from tests.kernels_host import (
     build_host_kernels,
     launch_geometry_table,
     offset_array,
+    shared_host_build,
     why_not_buildable,
 )
-
-pytestmark = pytest.mark.slow  # `make test-all`: a long run, kept out of `make test`
 
 if why_not_buildable():
     pytest.skip(why_not_buildable(), allow_module_level=True)
@@ -50,7 +49,7 @@ TOLERANCE = {np.float32: 2e-5, np.float16: 2e-3}
 
 @pytest.fixture(scope="session")
 def host(tmp_path_factory: pytest.TempPathFactory) -> HostKernels:
-    kernels = HostKernels(build_host_kernels(tmp_path_factory.mktemp("host_kernels")))
+    kernels = HostKernels(shared_host_build(tmp_path_factory, "host_kernels"))
     kernels.use_device(SMALL_GPU)
     return kernels
 
@@ -204,6 +203,7 @@ def test_host_build_info(host: HostKernels) -> None:
     assert host.build_info["cuda"] == "host" and host.build_info["max_k"] == "63"
 
 
+@pytest.mark.slow  # `make test-all`: a second compile of the whole kernel file, for the check of the check
 def test_broken_halo_is_caught(tmp_path: Path) -> None:
     """The grid fails for a kernel whose halo indexing is off by one (the check of the check)."""
     source = SOURCE.read_text()

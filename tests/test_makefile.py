@@ -44,7 +44,8 @@ def test_reachable_index_is_used(tmp_path: Path, reachable_index: str) -> None:
     test = dry_run("setup-test", tmp_path, reachable_index)
     assert f'--index-url {reachable_index} \\\n    "torch==2.14.1" "torchvision==0.29.1"' in test
     # timm and ultralytics install with torch/torchvision pinned; cv2 is checked after ultralytics' opencv-python
-    assert "-c " in test and '-e ".[dev,timm,openvino,ultralytics]"' in test
+    assert "-c " in test and '-e ".[dev,timm,openvino,ultralytics$(' in test
+    assert 'import onnxruntime" 2>/dev/null || echo ,cpu)]"' in test  # ONNX Runtime in the same pip run
     assert "import cv2" in test and "opencv-python-headless==" in test
 
 

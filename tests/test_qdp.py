@@ -32,7 +32,7 @@ from eca_deploy.ops.contract import (
 from eca_deploy.plugin import qdp
 from tests.conftest import assert_one_line_error, download_folder, run_lock
 from tests.eca_variants import reference
-from tests.kernels_host import HostKernels, build_host_kernels, why_not_buildable
+from tests.kernels_host import HostKernels, shared_host_build, why_not_buildable
 
 _NVCC_MISSING = "nvcc is not installed (pip install nvidia-cuda-nvcc, or the CUDA toolkit): no PTX to check"
 
@@ -122,7 +122,7 @@ def test_arguments_follow_the_contract() -> None:
 def host(tmp_path_factory: pytest.TempPathFactory) -> HostKernels:
     if why_not_buildable():
         pytest.skip(why_not_buildable())
-    kernels = HostKernels(build_host_kernels(tmp_path_factory.mktemp("qdp_host")))
+    kernels = HostKernels(shared_host_build(tmp_path_factory, "qdp_host"))
     kernels._lib.eca_host_qdp_launch.restype = ctypes.c_int32
     i32 = ctypes.c_int32
     kernels._lib.eca_host_qdp_launch.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32,

@@ -182,7 +182,7 @@ def test_display_needs_a_screen(cli, model: Path, video: Path, tmp_path: Path, m
 
 
 def test_run_options_validate(tmp_path: Path) -> None:
-    with pytest.raises(EcaDeployError, match="--max-frames"):
+    with pytest.raises(EcaDeployError, match="max_frames"):
         RunOptions(max_frames=0).validate()
     with pytest.raises(EcaDeployError, match="does not exist"):
         RunOptions(output=tmp_path / "no" / "out.mp4").validate()

@@ -20,7 +20,7 @@ from eca_deploy.backends.base import Runner
 from eca_deploy.backends.onnxruntime_runner import PROVIDERS, OnnxRuntimeRunner
 from eca_deploy.backends.openvino_runner import LOWERINGS, OpenVINORunner
 from eca_deploy.backends.tensorrt_runner import TensorRTRunner
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.interface import ModelInterface, build_interface
 from eca_deploy.onnx_io import load_onnx
 from eca_deploy.precision.detect import detect_precision
@@ -69,7 +69,7 @@ class ModelSpec:
     def of(cls, onnx: Path | None, engine: Path | None, **options: Any) -> ModelSpec:
         """The spec of exactly one of an ONNX model or an engine (what --onnx / --engine give)."""
         if (onnx is None) == (engine is None):
-            raise EcaDeployError("pass exactly one of --onnx MODEL.onnx or --engine MODEL.plan")
+            raise SettingError("pass exactly one of {onnx} MODEL.onnx or {engine} MODEL.plan")
         return cls(onnx or engine, kind="onnx" if onnx is not None else "engine", **options)  # type: ignore[arg-type]
 
     @property

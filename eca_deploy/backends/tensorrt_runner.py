@@ -103,7 +103,7 @@ class _Lane:
                 lo, _, hi = engine.get_tensor_profile_shape(info.name, 0)
                 raise EcaDeployError(
                     f"input {info.name} of shape {list(array.shape)} is outside the engine's profile "
-                    f"{list(lo)} .. {list(hi)}: rebuild with a wider --batch range"
+                    f"{list(lo)} .. {list(hi)}: rebuild it with a wider range (build --batch-range)"
                 )
             self.hosts[info.name] = host = self.buffers[info.name].ensure(tuple(array.shape))
             np.copyto(host, array, casting="same_kind")

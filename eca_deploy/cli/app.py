@@ -7,6 +7,8 @@ import typer.core
 
 from eca_deploy import __version__
 
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C
+
 
 def _flags_show_no_type(option_class: type) -> None:
     """Help lists `--per-layer` alone, not `--per-layer <bool>`: a flag takes no value to describe."""

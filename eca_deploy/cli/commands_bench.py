@@ -11,28 +11,34 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.groups import (
+    BatchSizes,
+    Duration,
+    Engine,
+    Force,
+    ImgSize,
+    Interpolation,
+    Json,
+    Mean,
+    OptionalOnnx,
+    Plugin,
+    Provider,
+    ResizeMode,
+    Rounds,
+    Runtime,
+    Std,
+    Threads,
+)
 from eca_deploy.cli.options import (
-    INTERPOLATION_HELP,
-    MEAN_HELP,
-    RESIZE_MODE_HELP,
-    RUNTIME_HELP,
-    STD_HELP,
     JsonOutput,
     PreprocessingFlags,
     check_at_least,
     check_file,
     check_outputs,
-    force_option,
-    img_size_option,
-    interpolation_option,
-    json_option,
-    mean_option,
     parse_duration,
     parse_img_size,
     parse_runtime,
     parse_sizes,
-    resize_mode_option,
-    std_option,
 )
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import allow_replacing, atomic_write, atomic_write_text
@@ -42,44 +48,45 @@ from eca_deploy.pipeline.bench_noise import speed_ratio
 
 @app.command("bench")
 def bench_command(
-    onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model (ONNX Runtime)."),
-    engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine."),
+    onnx_path: OptionalOnnx = None,
+    engine: Engine = None,
     compare: bool = typer.Option(False, "--compare", help="Side-by-side table of the models given as arguments."),
     models_args: list[Path] | None = typer.Argument(
         None, help="Models to compare (with --compare).", show_default=False
     ),
-    provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
-    runtime: str = typer.Option(
-        "onnxruntime", "--runtime", help=RUNTIME_HELP + " Several (onnxruntime,openvino): each ONNX model on each."
-    ),
-    batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes, comma-separated."),
-    img_size: str | None = img_size_option(),
+    provider: Provider = "cpu",
+    runtime: Runtime = "onnxruntime",
+    batches: BatchSizes = "1,8,32",
+    img_size: ImgSize = None,
     warmup: str = typer.Option("2s", "--warmup", help="Warm-up time per batch size."),
-    duration: str = typer.Option("10s", "--duration", help="Measuring time per batch size."),
+    duration: Duration = "10s",
     iterations: int | None = typer.Option(None, "--iterations", help="Measure exactly N iterations instead."),
-    threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime intra-op (or OpenVINO) threads."),
+    threads: Threads = None,
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: replay the step as a CUDA graph."),
     streams: int = typer.Option(1, "--streams", help="TensorRT: concurrent streams."),
     no_transfers: bool = typer.Option(False, "--no-transfers", help="TensorRT: time GPU compute alone."),
-    plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library for engines."),
+    plugin: Plugin = None,
     end_to_end: bool = typer.Option(False, "--end-to-end", help="Time preprocess + inference + postprocess on photos."),
-    mean: str | None = mean_option(MEAN_HELP + " With --end-to-end."),
-    std: str | None = std_option(STD_HELP + " With --end-to-end."),
-    interpolation: str | None = interpolation_option(INTERPOLATION_HELP + " With --end-to-end."),
-    resize_mode: str | None = resize_mode_option(RESIZE_MODE_HELP + " With --end-to-end."),
+    mean: Mean = None,
+    std: Std = None,
+    interpolation: Interpolation = None,
+    resize_mode: ResizeMode = None,
     lowering: str = typer.Option(
         "auto", "--lowering", help="OpenVINO, fused models: auto (time the candidates, use the fastest), op or opset."
     ),
     unfused: list[str] | None = typer.Option(
         None, "--unfused", help="FUSED=UNFUSED: with --lowering auto, time the unfused twin as a candidate too."
     ),
-    rounds: int = typer.Option(DEFAULT_ROUNDS, "--rounds", help="Measuring rounds per figure, interleaved."),
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
+    rounds: Rounds = DEFAULT_ROUNDS,
+    json_out: Json = None,
+    force: Force = False,
     csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per model and batch size."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Draw latency and throughput vs batch (PNG)."),
 ) -> None:
-    """Measure throughput and latency percentiles per batch size (like trtexec), on any backend."""
+    """Measure throughput and latency percentiles per batch size (like trtexec), on any backend.
+
+    --mean/--std/--interpolation/--resize-mode preprocess the photos of --end-to-end.
+    """
     allow_replacing(force)
     from eca_deploy.backends.base import StepOptions
     from eca_deploy.pipeline.bench import BenchConfig
@@ -117,7 +124,7 @@ def bench_command(
     if len(runtimes) > 1:  # every ONNX model on each runtime, one after the other, all in the same rounds
         models, kinds, per_model = expand_runtimes(models, kinds, runtimes)
     config = BenchConfig(
-        batches=parse_sizes(batch),
+        batches=parse_sizes(batches),
         warmup_s=parse_duration(warmup, "--warmup", allow_zero=True),
         duration_s=parse_duration(duration, "--duration") if iterations is None else None,
         iterations=iterations,

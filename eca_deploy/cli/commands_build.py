@@ -12,7 +12,20 @@ from rich.table import Table
 from eca_deploy.cli.app import app
 from eca_deploy.cli.commands_precision import calibration_progress
 from eca_deploy.cli.console import console, warn
-from eca_deploy.cli.options import JsonOutput, force_option, json_option
+from eca_deploy.cli.groups import (
+    BatchRange,
+    CalibCount,
+    Force,
+    Fp16,
+    ImgSize,
+    Json,
+    Method,
+    Onnx,
+    OptionalCalibImages,
+    Plugin,
+    output_file,
+)
+from eca_deploy.cli.options import JsonOutput
 from eca_deploy.fileio import allow_replacing
 
 
@@ -35,17 +48,15 @@ def _plugin_cell(data: dict[str, Any]) -> str:
 
 @app.command("build")
 def build_command(
-    onnx_path: Path = typer.Option(..., "--onnx", help="ONNX model (FP32, FP16 or Q/DQ INT8)."),
-    fp16: bool = typer.Option(False, "--fp16", help="Convert to FP16 ONNX first, then build."),
+    onnx_path: Onnx,
+    fp16: Fp16 = False,
     int8: bool = typer.Option(False, "--int8", help="Build from a Q/DQ model (quantized first with --calib-images)."),
-    calib_images: Path | None = typer.Option(None, "--calib-images", help="Calibration images for --int8."),
-    calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use."),
-    method: str = typer.Option("percentile", "--method", help="Calibration: entropy, minmax or percentile."),
-    plugin: str = typer.Option(
-        "auto", "--plugin", help="ECA plugin: auto (C++ library, else AOT plugin), aot, a library path, or off."
-    ),
-    batch: str = typer.Option("1:8:32", "--batch", help="Optimisation profile batch sizes min:opt:max."),
-    img_size: int | None = typer.Option(None, "--img-size", help="Image size for models with dynamic H, W."),
+    calib_images: OptionalCalibImages = None,
+    calib_count: CalibCount = 512,
+    method: Method = "percentile",
+    plugin: Plugin = "auto",
+    profile: BatchRange = "1:8:32",
+    img_size: ImgSize = None,
     workspace: str | None = typer.Option(None, "--workspace", help="Builder workspace limit, e.g. 2G."),
     timing_cache: Path | None = typer.Option(
         None, "--timing-cache", help="Timing cache file, read and updated (default: one per TensorRT version and GPU)."
@@ -53,9 +64,9 @@ def build_command(
     dla_core: int | None = typer.Option(None, "--dla-core", help="Jetson: build for this DLA core."),
     gpu_fallback: bool = typer.Option(False, "--gpu-fallback", help="DLA: run unsupported layers on the GPU."),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Engine for later TensorRT releases."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Engine file (default: NAME.plan)."),
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
+    output: output_file("NAME.plan") = None,
+    json_out: Json = None,
+    force: Force = False,
 ) -> None:
     """Compile an ONNX model into a TensorRT engine (strongly typed: the ONNX decides the precision)."""
     allow_replacing(force)
@@ -63,6 +74,7 @@ def build_command(
         check_at_least,
         check_image_folder,
         check_onnx_file,
+        parse_img_size,
     )
     from eca_deploy.engine.build import Profile, parse_size
     from eca_deploy.fileio import claim_output_file, distinct_outputs
@@ -72,6 +84,7 @@ def build_command(
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, calib_images, timing_cache])
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx')}.plan")
     check_onnx_file(onnx_path, "--onnx")
+    size = parse_img_size(img_size)
     check_image_folder(calib_images, "--calib-images")
     check_at_least(calib_count, "--calib-count")
     check_at_least(dla_core, "--dla-core", 0)
@@ -81,8 +94,8 @@ def build_command(
                      (json_to.path, "--json"))  # fmt: skip
     req = BuildRequest(
         onnx_path=onnx_path, output=out, fp16=fp16, int8=int8, calib_images=calib_images,
-        quantize=QuantizeOptions(method=method, count=calib_count), plugin=plugin, profile=Profile.parse(batch),
-        img_size=img_size, workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache,
+        quantize=QuantizeOptions(method=method, count=calib_count), plugin=plugin, profile=Profile.parse(profile),
+        img_size=size, workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache,
         dla_core=dla_core, gpu_fallback=gpu_fallback, version_compatible=version_compatible,
     )  # fmt: skip
     say = (lambda _m: None) if json_to.stdout else console.print

@@ -9,8 +9,28 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.groups import (
+    Batch,
+    Decoder,
+    Engine,
+    Force,
+    Images,
+    ImgSize,
+    Interpolation,
+    Json,
+    Layout,
+    Mean,
+    ModelOrMetadata,
+    OptionalOnnx,
+    Plugin,
+    Provider,
+    ResizeMode,
+    Runtime,
+    Std,
+    TrustCheckpoint,
+    Weights,
+)
 from eca_deploy.cli.options import (
-    MODEL_HELP,
     PROVIDERS,
     JsonOutput,
     PreprocessingFlags,
@@ -21,21 +41,11 @@ from eca_deploy.cli.options import (
     check_image_folder,
     check_onnx_file,
     check_positive,
-    decoder_option,
     detector_options,
-    force_option,
-    img_size_option,
-    interpolation_option,
-    json_option,
-    layout_option,
-    mean_option,
+    one_model,
     parse_img_size,
     parse_layout,
     parse_runtime,
-    resize_mode_option,
-    runtime_option,
-    std_option,
-    trust_checkpoint_option,
 )
 from eca_deploy.errors import CheckFailedError
 from eca_deploy.fileio import allow_replacing
@@ -43,19 +53,19 @@ from eca_deploy.fileio import allow_replacing
 
 @app.command("check")
 def check_command(
-    onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model to check (ONNX Runtime)."),
-    engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine to check."),
-    provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
-    runtime: str = runtime_option(),
-    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: the file's metadata."),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Checkpoint the model came from."),
-    img_size: str | None = img_size_option(),
-    mean: str | None = mean_option(),
-    std: str | None = std_option(),
-    interpolation: str | None = interpolation_option(),
-    resize_mode: str | None = resize_mode_option(),
-    images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png (default: sample photos)."),
-    batch: int = typer.Option(8, "--batch", help="Images per inference."),
+    onnx_path: OptionalOnnx = None,
+    engine: Engine = None,
+    provider: Provider = "cpu",
+    runtime: Runtime = "onnxruntime",
+    model: ModelOrMetadata = None,
+    weights: Weights = None,
+    img_size: ImgSize = None,
+    mean: Mean = None,
+    std: Std = None,
+    interpolation: Interpolation = None,
+    resize_mode: ResizeMode = None,
+    images: Images = None,
+    batch: Batch = 8,
     max_abs: float | None = typer.Option(None, "--max-abs", help="Max abs error / max(1, max |logit|)."),
     min_cosine: float | None = typer.Option(None, "--min-cosine", help="Lowest per-image cosine similarity."),
     min_top1: float | None = typer.Option(None, "--min-top1", help="Lowest top-1 agreement (0..1)."),
@@ -63,12 +73,12 @@ def check_command(
     reference_onnx: Path | None = typer.Option(
         None, "--reference-onnx", help="Compare with this FP32 ONNX (e.g. the unfused export) instead of PyTorch."
     ),
-    plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
-    layout: str | None = layout_option(),
-    decoder: str | None = decoder_option(),
-    trust_checkpoint: bool = trust_checkpoint_option(),
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
+    plugin: Plugin = None,
+    layout: Layout = None,
+    decoder: Decoder = None,
+    trust_checkpoint: TrustCheckpoint = False,
+    json_out: Json = None,
+    force: Force = False,
 ) -> None:
     """Run the model and its reference (PyTorch or --reference-onnx) on the same photos; exit 1 outside tolerance.
 
@@ -83,6 +93,7 @@ def check_command(
     from eca_deploy.backends.handle import ModelSpec, open_model
     from eca_deploy.pipeline.check import run_check, tolerance_for
 
+    one_model(onnx_path, engine)
     check_onnx_file(onnx_path, "--onnx")
     check_file(engine, "--engine")
     check_file(weights, "--weights")

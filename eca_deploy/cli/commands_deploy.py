@@ -10,25 +10,32 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.groups import (
+    BatchSizes,
+    CalibCount,
+    Duration,
+    Force,
+    Images,
+    ImgSize,
+    Interpolation,
+    Json,
+    Mean,
+    Model,
+    OptionalCalibImages,
+    OptionalOnnx,
+    OutFolder,
+    Pretrained,
+    ResizeMode,
+    Rounds,
+    Runtime,
+    Std,
+    TrustCheckpoint,
+    Weights,
+)
 from eca_deploy.cli.options import (
-    INTERPOLATION_HELP,
-    MEAN_HELP,
-    MODEL_HELP,
-    PRETRAINED_HELP,
-    RESIZE_MODE_HELP,
-    STD_HELP,
-    WEIGHTS_HELP,
     JsonOutput,
     PreprocessingFlags,
-    img_size_option,
-    interpolation_option,
-    json_option,
-    mean_option,
     parse_img_size,
-    resize_mode_option,
-    runtime_option,
-    std_option,
-    trust_checkpoint_option,
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.fileio import allow_replacing
@@ -37,31 +44,33 @@ from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
 @app.command("deploy")
 def deploy_command(
-    model: str = typer.Option("eca_mobilenetv2", "--model", "-m", help=MODEL_HELP),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP),
-    pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
-    onnx_path: Path | None = typer.Option(
-        None, "--onnx", help="Start from this ONNX (any exporter) instead of --model; checks compare with it."
-    ),
-    mean: str | None = mean_option(MEAN_HELP + " With --onnx."),
-    std: str | None = std_option(STD_HELP + " With --onnx."),
-    interpolation: str | None = interpolation_option(INTERPOLATION_HELP + " With --onnx."),
-    resize_mode: str | None = resize_mode_option(RESIZE_MODE_HELP + " With --onnx."),
+    model: Model = "eca_mobilenetv2",
+    weights: Weights = None,
+    pretrained: Pretrained = False,
+    onnx_path: OptionalOnnx = None,
+    mean: Mean = None,
+    std: Std = None,
+    interpolation: Interpolation = None,
+    resize_mode: ResizeMode = None,
     precisions: str = typer.Option("fp32,fp16", "--precisions", help="Any of fp32,fp16,int8."),
-    calib_images: Path | None = typer.Option(None, "--calib-images", help="Folder of photos for INT8 calibration."),
-    calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use at most."),
-    images: Path | None = typer.Option(None, "--images", help="Photos for checks (default: sample photos)."),
-    batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes to benchmark (the largest is the profile max)."),
-    img_size: str | None = img_size_option(),
-    duration: str = typer.Option("3s", "--duration", help="Benchmark time per batch size and precision."),
-    rounds: int = typer.Option(DEFAULT_ROUNDS, "--rounds", help="Benchmark rounds, interleaved across precisions."),
-    out: Path = typer.Option(Path("deploy"), "--out", "-o", help="Output folder."),
-    force: bool = typer.Option(False, "--force", help="Redo every stage, even those up to date."),
-    runtime: str = runtime_option("auto"),
-    trust_checkpoint: bool = trust_checkpoint_option(),
-    json_out: str | None = json_option(),
+    calib_images: OptionalCalibImages = None,
+    calib_count: CalibCount = 512,
+    images: Images = None,
+    batches: BatchSizes = "1,8,32",
+    img_size: ImgSize = None,
+    duration: Duration = "3s",
+    rounds: Rounds = DEFAULT_ROUNDS,
+    out: OutFolder = Path("deploy"),
+    force: Force = False,
+    runtime: Runtime = "auto",
+    trust_checkpoint: TrustCheckpoint = False,
+    json_out: Json = None,
 ) -> None:
-    """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md."""
+    """Export, fuse, convert/quantize, build (with TensorRT), check and bench; cached; with report.md.
+
+    --onnx starts from an ONNX made by any exporter instead of --model (checks compare with it); --mean/--std/
+    --interpolation/--resize-mode describe that ONNX. --force redoes every stage, even those up to date.
+    """
     allow_replacing(force)
     from eca_deploy.cli.options import check_onnx_file, parse_duration, parse_sizes
     from eca_deploy.deploy.report import recommend, summary_rows
@@ -85,7 +94,7 @@ def deploy_command(
         )
     opts = DeployOptions(
         model=model, out=out, weights=weights, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
-        calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batch),
+        calib_images=calib_images, calib_count=calib_count, images=images, batches=parse_sizes(batches),
         img_size=size, bench_seconds=parse_duration(duration, "--duration"), bench_rounds=rounds, force=force,
         pretrained=pretrained, onnx=onnx_path, preprocessing=prep, runtime=runtime.strip().lower(),
         trust_checkpoint=trust_checkpoint,

@@ -9,26 +9,25 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
-from eca_deploy.cli.options import JsonOutput, force_option, json_option
+from eca_deploy.cli.groups import Force, Json, Tolerance, Verify, output_file
+from eca_deploy.cli.options import JsonOutput
 from eca_deploy.fileio import allow_replacing
 
 
 @app.command("fuse")
 def fuse_command(
     onnx_path: Path = typer.Argument(..., help="ONNX model to fuse."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Fused model (default: NAME.fused.onnx)."),
+    output: output_file("NAME.fused.onnx") = None,
     write_unchanged: bool = typer.Option(
         False, "--write-unchanged", help="Write the output even when there is no ECA block to fuse."
     ),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare fused and unfused outputs in ORT."),
+    verify: Verify = True,
     residual: bool = typer.Option(
         True, "--residual/--no-residual", help="Move each block's residual Add (and ReLU) into its ECA node."
     ),
-    tolerance: float | None = typer.Option(
-        None, "--tolerance", help="Largest fused-vs-unfused difference, fraction of the largest logit (1e-4)."
-    ),
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
+    tolerance: Tolerance = None,
+    json_out: Json = None,
+    force: Force = False,
 ) -> None:
     """Fuse every ECA block into one `eca_deploy.ECA` node (runs anywhere through an ONNX function)."""
     allow_replacing(force)

@@ -9,23 +9,30 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.groups import (
+    BatchDim,
+    Force,
+    Images,
+    ImgSize,
+    Interpolation,
+    Json,
+    Mean,
+    Model,
+    Pretrained,
+    ResizeMode,
+    Std,
+    Tolerance,
+    TrustCheckpoint,
+    Verify,
+    Weights,
+    output_file,
+)
 from eca_deploy.cli.options import (
-    MODEL_HELP,
-    PRETRAINED_HELP,
-    WEIGHTS_HELP,
     JsonOutput,
     PreprocessingFlags,
-    force_option,
-    img_size_option,
-    interpolation_option,
-    json_option,
-    mean_option,
     parse_batch,
     parse_img_size,
     parse_k_sizes,
-    resize_mode_option,
-    std_option,
-    trust_checkpoint_option,
 )
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.fileio import allow_replacing
@@ -33,8 +40,8 @@ from eca_deploy.fileio import allow_replacing
 
 @app.command("models")
 def models_command(
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
+    json_out: Json = None,
+    force: Force = False,
     timm_models: bool = typer.Option(False, "--timm", help="List timm's ECA models instead (needs the timm extra)."),
 ) -> None:
     """List the model zoo: exact parameters, GFLOPs at 224, default k and published ImageNet accuracy."""
@@ -100,33 +107,27 @@ def _list_timm(out: JsonOutput) -> None:
 
 @app.command("export")
 def export_command(
-    model: str = typer.Option("eca_mobilenetv2", "--model", "-m", help=MODEL_HELP),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP),
-    pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
-    output: Path | None = typer.Option(None, "--output", "-o", help="ONNX file to write (default: MODEL.onnx)."),
+    model: Model = "eca_mobilenetv2",
+    weights: Weights = None,
+    pretrained: Pretrained = False,
+    output: output_file("MODEL.onnx") = None,
     opset: int = typer.Option(17, "--opset", help="ONNX opset, 13 to 20."),
-    batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
-    img_size: str | None = img_size_option("Input size N or HxW to export at (default: the model's own)."),
-    mean: str | None = mean_option(),
-    std: str | None = std_option(),
-    interpolation: str | None = interpolation_option(),
-    resize_mode: str | None = resize_mode_option(
-        "How images reach the input size, recorded in the metadata: crop (ImageNet) or letterbox (YOLO)."
-    ),
+    batch: BatchDim = "dynamic",
+    img_size: ImgSize = None,
+    mean: Mean = None,
+    std: Std = None,
+    interpolation: Interpolation = None,
+    resize_mode: ResizeMode = None,
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes (default: from the checkpoint)."),
     k_size: str | None = typer.Option(None, "--k-size", help="Per-stage ECA k for a random ResNet, e.g. 3,5,5,7."),
     exporter: str = typer.Option("torchscript", "--exporter", help="torchscript (default) or dynamo."),
     fuse_eca: bool = typer.Option(False, "--fuse-eca", help="Fuse every ECA block into one ECA node."),
-    tolerance: float | None = typer.Option(
-        None,
-        "--tolerance",
-        help="With --fuse-eca: largest fused-vs-unfused difference, fraction of the top logit (1e-4).",
-    ),
-    images: Path | None = typer.Option(None, "--images", help="Folder of jpg/png for verification."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare against PyTorch after export."),
-    trust_checkpoint: bool = trust_checkpoint_option(),
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
+    tolerance: Tolerance = None,
+    images: Images = None,
+    verify: Verify = True,
+    trust_checkpoint: TrustCheckpoint = False,
+    json_out: Json = None,
+    force: Force = False,
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
     allow_replacing(force)

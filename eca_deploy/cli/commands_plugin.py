@@ -9,7 +9,8 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, err_console, warn
-from eca_deploy.cli.options import JsonOutput, force_option, json_option
+from eca_deploy.cli.groups import Force, ImgSize, Json
+from eca_deploy.cli.options import JsonOutput, parse_img_size
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import allow_replacing
 
@@ -92,15 +93,18 @@ def info_command(
     paths: list[Path] | None = typer.Argument(
         None, help="Library files or build folders (default: $ECA_DEPLOY_PLUGIN / $ECA_DEPLOY_KERNELS, build/plugins)."
     ),
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
+    json_out: Json = None,
+    force: Force = False,
     bytes_out: bool = typer.Option(
         False, "--bytes", help="Instead: bytes each ECA formulation moves per ECA layer of the zoo models."
     ),
     dtype: str = typer.Option("fp16", "--dtype", help="With --bytes: fp16 or fp32."),
-    img_size: int = typer.Option(224, "--img-size", help="With --bytes: input size."),
+    img_size: ImgSize = "224",
 ) -> None:
-    """Show each library's file, checksum and the TensorRT, CUDA and GPU architectures it was built for."""
+    """Show each library's file, checksum and the TensorRT, CUDA and GPU architectures it was built for.
+
+    --bytes: the zoo models' ECA layers at --img-size instead.
+    """
     allow_replacing(force)
     if bytes_out:
         _print_traffic(dtype, img_size, JsonOutput.of(json_out))
@@ -153,14 +157,15 @@ def info_command(
     console.print(f"TensorRT plugin for this machine: {route}")
 
 
-def _print_traffic(dtype: str, img_size: int, json_to: JsonOutput) -> None:
+def _print_traffic(dtype: str, size: str | None, json_to: JsonOutput) -> None:
     """The byte accounting of docs/plugin.md (native decomposition, plugin, plugin with residual, floor)."""
     from eca_deploy.plugin.traffic import ELEMENT_BYTES, traffic_markdown, traffic_rows
 
     if dtype not in ELEMENT_BYTES:
         raise EcaDeployError(f"--dtype {dtype!r}: one of {', '.join(ELEMENT_BYTES)}")
-    if img_size < 32:
-        raise EcaDeployError(f"--img-size must be at least 32, got {img_size}")
+    img_size = parse_img_size(size) or (224, 224)
+    if min(img_size) < 32:
+        raise EcaDeployError(f"--img-size must be at least 32, got {size}")
     json_to.write(traffic_rows(dtype=dtype, img_size=img_size))
     if not json_to.stdout:
         console.print(traffic_markdown(dtype=dtype, img_size=img_size), markup=False, highlight=False, soft_wrap=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -12,20 +11,30 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.groups import (
+    CalibCount,
+    CalibImages,
+    Force,
+    Fp16,
+    Images,
+    ImgSize,
+    Interpolation,
+    Json,
+    Mean,
+    Method,
+    Onnx,
+    ResizeMode,
+    Std,
+    Verify,
+    output_file,
+)
 from eca_deploy.cli.options import (
     JsonOutput,
     PreprocessingFlags,
     check_at_least,
     check_image_folder,
     check_onnx_file,
-    force_option,
-    img_size_option,
-    interpolation_option,
-    json_option,
-    mean_option,
     parse_img_size,
-    resize_mode_option,
-    std_option,
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.fileio import allow_replacing, distinct_outputs
@@ -70,20 +79,20 @@ def new_progress(json_out: bool = False) -> Progress:
 
 @app.command("convert")
 def convert_command(
-    onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX model to convert."),
-    fp16: bool = typer.Option(False, "--fp16", help="Convert to FP16 (the only conversion so far)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Output (default: NAME.fp16.onnx)."),
+    onnx_path: Onnx,
+    fp16: Fp16 = False,
+    output: output_file("NAME.fp16.onnx") = None,
     keep_fp32: str | None = typer.Option(None, "--keep-fp32", help="Op types to keep in FP32, e.g. Sigmoid,Softmax."),
     fp16_io: bool = typer.Option(False, "--fp16-io", help="Float16 inputs/outputs (default: float32, cast inside)."),
-    images: Path | None = typer.Option(None, "--images", help="Photos for the check (default: sample photos)."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare with the FP32 model on ONNX Runtime."),
-    img_size: str | None = img_size_option(),
-    mean: str | None = mean_option(),
-    std: str | None = std_option(),
-    interpolation: str | None = interpolation_option(),
-    resize_mode: str | None = resize_mode_option(),
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
+    images: Images = None,
+    verify: Verify = True,
+    img_size: ImgSize = None,
+    mean: Mean = None,
+    std: Std = None,
+    interpolation: Interpolation = None,
+    resize_mode: ResizeMode = None,
+    json_out: Json = None,
+    force: Force = False,
 ) -> None:
     """Write an FP16 copy of an ONNX model (TensorRT 11 builds FP16 engines only from FP16 ONNX)."""
     allow_replacing(force)
@@ -113,25 +122,25 @@ def convert_command(
 
 @app.command("quantize")
 def quantize_command(
-    onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX model to quantize."),
-    calib_images: Path = typer.Option(..., "--calib-images", help="Folder of real jpg/png images for calibration."),
-    calib_count: int = typer.Option(512, "--calib-count", help="Images to calibrate on (spread over the folder)."),
-    method: str = typer.Option(DEFAULT_METHOD, "--method", help="entropy, minmax or percentile (99.99%)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Output (default: NAME.int8.onnx)."),
+    onnx_path: Onnx,
+    calib_images: CalibImages,
+    calib_count: CalibCount = 512,
+    method: Method = DEFAULT_METHOD,
+    output: output_file("NAME.int8.onnx") = None,
     quantize_eca_gate: bool = typer.Option(False, "--quantize-eca-gate", help="Also quantize the ECA gate (worse)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached calibration ranges."),
-    images: Path | None = typer.Option(None, "--images", help="Photos for the check (default: sample photos)."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare with the FP32 model on ONNX Runtime."),
+    images: Images = None,
+    verify: Verify = True,
     keep_failed: bool = typer.Option(
         False, "--keep-failed", help="Write the model even outside tolerance (marked failed in its metadata)."
     ),
-    img_size: str | None = img_size_option(),
-    mean: str | None = mean_option(),
-    std: str | None = std_option(),
-    interpolation: str | None = interpolation_option(),
-    resize_mode: str | None = resize_mode_option(),
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
+    img_size: ImgSize = None,
+    mean: Mean = None,
+    std: Std = None,
+    interpolation: Interpolation = None,
+    resize_mode: ResizeMode = None,
+    json_out: Json = None,
+    force: Force = False,
 ) -> None:
     """Calibrate on real images and write a Q/DQ INT8 ONNX laid out for TensorRT (explicit quantization)."""
     allow_replacing(force)

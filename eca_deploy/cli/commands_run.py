@@ -9,8 +9,27 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from eca_deploy.cli.app import app
+from eca_deploy.cli.app import INTERRUPTED, app
 from eca_deploy.cli.console import console, warn
+from eca_deploy.cli.groups import (
+    Batch,
+    Decoder,
+    Engine,
+    Force,
+    ImgSize,
+    Interpolation,
+    Json,
+    Labels,
+    Layout,
+    Mean,
+    OptionalOnnx,
+    Plugin,
+    Provider,
+    ResizeMode,
+    Runtime,
+    Std,
+    output_file,
+)
 from eca_deploy.cli.options import (
     PROVIDERS,
     JsonOutput,
@@ -18,19 +37,10 @@ from eca_deploy.cli.options import (
     check_choice,
     check_file,
     check_onnx_file,
-    decoder_option,
-    force_option,
-    img_size_option,
-    interpolation_option,
-    json_option,
-    layout_option,
-    mean_option,
+    one_model,
     parse_img_size,
     parse_layout,
     parse_runtime,
-    resize_mode_option,
-    runtime_option,
-    std_option,
 )
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import allow_replacing
@@ -39,27 +49,27 @@ from eca_deploy.fileio import allow_replacing
 @app.command("run")
 def run_command(
     source: str = typer.Option(..., "--source", "-s", help="Video file, camera index (0), URL, or GStreamer pipeline."),
-    engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine."),
-    onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model (ONNX Runtime)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write the annotated video (.mp4, .mkv, .avi)."),
+    engine: Engine = None,
+    onnx_path: OptionalOnnx = None,
+    output: output_file() = None,
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after N frames."),
-    batch: int = typer.Option(1, "--batch", help="Frames per inference."),
+    batch: Batch = 1,
     display: bool = typer.Option(False, "--display", help="Show the annotated frames in a window (q to stop)."),
     resize: str = typer.Option("exact", "--resize", help="exact (same pixels as check) or fast (OpenCV)."),
-    labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line (default: ImageNet)."),
+    labels: Labels = None,
     log: Path | None = typer.Option(None, "--log", help="Write each frame's top-5 as JSON lines."),
-    provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
-    runtime: str = runtime_option(),
-    plugin: str | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
-    img_size: str | None = img_size_option(),
-    mean: str | None = mean_option(),
-    std: str | None = std_option(),
-    interpolation: str | None = interpolation_option(),
-    resize_mode: str | None = resize_mode_option(),
-    json_out: str | None = json_option(),
-    force: bool = force_option(),
-    decoder: str | None = decoder_option(),
-    layout: str | None = layout_option(),
+    provider: Provider = "cpu",
+    runtime: Runtime = "onnxruntime",
+    plugin: Plugin = None,
+    img_size: ImgSize = None,
+    mean: Mean = None,
+    std: Std = None,
+    interpolation: Interpolation = None,
+    resize_mode: ResizeMode = None,
+    json_out: Json = None,
+    force: Force = False,
+    decoder: Decoder = None,
+    layout: Layout = None,
 ) -> None:
     """Decode frames with OpenCV, classify them, overlay the top-1 label, score and FPS; summary at the end.
 
@@ -74,8 +84,7 @@ def run_command(
     from eca_deploy.runtime.sources import parse_source
     from eca_deploy.runtime.video import RunOptions, run_stream
 
-    if (onnx_path is None) == (engine is None):
-        raise EcaDeployError("pass exactly one of --onnx MODEL.onnx or --engine MODEL.plan")
+    one_model(onnx_path, engine)
     from eca_deploy.cli.options import check_outputs
     from eca_deploy.fileio import same_file
 
@@ -123,8 +132,6 @@ def run_command(
     json_to.write(report)
     print_summary(report)
     if summary.ended == "interrupted":  # the output is finished; Ctrl-C still exits 130 like every command
-        from eca_deploy.cli.main import INTERRUPTED
-
         raise typer.Exit(INTERRUPTED)
 
 

@@ -10,27 +10,31 @@ from rich.table import Table
 
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
+from eca_deploy.cli.groups import (
+    Batch,
+    Engine,
+    Force,
+    Interpolation,
+    Json,
+    Labels,
+    Mean,
+    OptionalOnnx,
+    OutFolder,
+    PluginFile,
+    Std,
+)
 from eca_deploy.cli.options import (
-    INTERPOLATION_HELP,
-    MEAN_HELP,
-    STD_HELP,
     JsonOutput,
     check_at_least,
     check_between,
     check_file,
     check_onnx_file,
     check_out_folder,
-    json_option,
+    one_model,
     parse_sizes,
 )
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import allow_replacing
-
-
-def _one_model(engine: Path | None, onnx_path: Path | None) -> Path:
-    if (engine is None) == (onnx_path is None):
-        raise EcaDeployError("pass exactly one of --engine MODEL.plan or --onnx MODEL.onnx")
-    return engine or onnx_path  # type: ignore[return-value]
 
 
 def _inputs(model: Path, engine: Path | None, plugin: Path | None, labels: Path | None) -> list[Path]:
@@ -81,25 +85,28 @@ def _labels(spec: Any, labels: Path | None) -> tuple[str, ...]:
 
 @app.command("export-triton")
 def export_triton_command(
-    engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine (platform tensorrt_plan, GPU)."),
-    onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model (platform onnxruntime_onnx, CPU)."),
+    engine: Engine = None,
+    onnx_path: OptionalOnnx = None,
     repo: Path = typer.Option(..., "--repo", help="Model repository folder (created if missing)."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: the file name without extension)."),
-    plugin: Path | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
+    plugin: PluginFile = None,
     max_batch: int | None = typer.Option(None, "--max-batch", help="max_batch_size (default: the profile's max)."),
     instances: int = typer.Option(1, "--instances", help="Model instances (instance_group count)."),
     preferred: str | None = typer.Option(None, "--preferred-batch", help="Preferred batch sizes, e.g. 8,16."),
-    labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line (default: ImageNet)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing model folder of that name."),
-    json_out: str | None = json_option(),
+    labels: Labels = None,
+    force: Force = False,
+    json_out: Json = None,
 ) -> None:
-    """A Triton model repository: config.pbtxt, the model, labels, README with the tritonserver command."""
+    """A Triton model repository: config.pbtxt, the model, labels, README with the tritonserver command.
+
+    An engine is served on the GPU (platform tensorrt_plan), an ONNX model on the CPU (onnxruntime_onnx).
+    """
     allow_replacing(force)
     from eca_deploy.fileio import claim_output_dir
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
     from eca_deploy.serving.triton import TritonOptions, export_triton, model_name, triton_config
 
-    model = _one_model(engine, onnx_path)
+    model = one_model(onnx_path, engine)
     _check_inputs(engine, onnx_path, plugin, labels)
     check_at_least(max_batch, "--max-batch")
     check_at_least(instances, "--instances")
@@ -143,29 +150,30 @@ def export_triton_command(
 
 @app.command("export-deepstream")
 def export_deepstream_command(
-    engine: Path | None = typer.Option(None, "--engine", help="TensorRT engine (copied; outputs logits)."),
-    onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX model: a Softmax is added, nvinfer builds it."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (must not exist unless --force)."),
-    plugin: Path | None = typer.Option(None, "--plugin", help="ECA plugin library (default: from the sidecar)."),
-    batch: int = typer.Option(1, "--batch", help="nvinfer batch-size (frames inferred together)."),
+    engine: Engine = None,
+    onnx_path: OptionalOnnx = None,
+    out: OutFolder = ...,
+    plugin: PluginFile = None,
+    batch: Batch = 1,
     threshold: float = typer.Option(0.0, "--threshold", help="classifier-threshold (probability)."),
-    labels: Path | None = typer.Option(None, "--labels", help="Class names, one per line (default: ImageNet)."),
-    mean: str | None = typer.Option(None, "--mean", help=MEAN_HELP + " Needed for an ONNX without metadata."),
-    std: str | None = typer.Option(None, "--std", help=STD_HELP + " Needed for an ONNX without metadata."),
-    interpolation: str | None = typer.Option(None, "--interpolation", help=INTERPOLATION_HELP),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
-    json_out: str | None = json_option(),
+    labels: Labels = None,
+    mean: Mean = None,
+    std: Std = None,
+    interpolation: Interpolation = None,
+    force: Force = False,
+    json_out: Json = None,
 ) -> None:
     """A DeepStream nvinfer config (net-scale-factor/offsets from mean/std), labels and a sample pipeline.
 
-    mean/std/size come from the model's metadata; an ONNX made elsewhere needs --mean and --std.
+    mean/std/size come from the model's metadata; an ONNX made elsewhere needs --mean and --std. An engine is
+    copied (it outputs logits); an ONNX model gets a Softmax and nvinfer builds it. --batch is nvinfer's batch-size.
     """
     allow_replacing(force)
     from eca_deploy.fileio import claim_output_dir, distinct_outputs
     from eca_deploy.serving.deepstream import DeepStreamOptions, export_deepstream
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
 
-    model = _one_model(engine, onnx_path)
+    model = one_model(onnx_path, engine)
     _check_inputs(engine, onnx_path, plugin, labels)
     check_at_least(batch, "--batch")
     check_between(threshold, "--threshold", 0.0, 1.0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from eca_deploy.cli.app import app
-from eca_deploy.cli.options import expand_bare_json
+from eca_deploy.cli.app import INTERRUPTED, app
+from eca_deploy.cli.options import error_message, expand_bare_json, rename_old_spellings
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import allow_replacing
 
@@ -14,7 +14,6 @@ __all__ = ["app", "main"]
 
 # Commands that pick up where an interrupted run stopped.
 RESUMABLE = frozenset({"deploy"})
-INTERRUPTED = 130
 
 
 def _register() -> None:
@@ -70,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (user errors: one line on stderr, no traceback)."""
     from eca_deploy.cli.console import console
 
-    args = expand_bare_json(app, list(sys.argv[1:] if argv is None else argv))
+    args = expand_bare_json(app, rename_old_spellings(list(sys.argv[1:] if argv is None else argv)))
     no_args_help, usage_errors, abort = _click_exceptions()
     try:
         code = app(args=args, prog_name="eca-deploy", standalone_mode=False)
@@ -83,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except EcaDeployError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {error_message(exc, app, args)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return _interrupted(args)

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
-
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 
 
 def parse_batch(value: str) -> int | None:
@@ -23,9 +21,9 @@ def parse_batch(value: str) -> int | None:
     try:
         batch = int(value)
     except ValueError:
-        raise EcaDeployError(f"--batch must be 'dynamic' or a positive integer, got {value!r}") from None
+        raise EcaDeployError(f"--batch-dim must be 'dynamic' or a positive integer, got {value!r}") from None
     if batch < 1:
-        raise EcaDeployError(f"--batch must be 'dynamic' or a positive integer, got {value!r}")
+        raise EcaDeployError(f"--batch-dim must be 'dynamic' or a positive integer, got {value!r}")
     return batch
 
 
@@ -43,7 +41,7 @@ def parse_k_sizes(value: str | None) -> tuple[int, ...] | None:
     return ks
 
 
-def parse_sizes(value: str, option: str = "--batch", example: str = "1,8,32") -> tuple[int, ...]:
+def parse_sizes(value: str, option: str = "--batch-sizes", example: str = "1,8,32") -> tuple[int, ...]:
     """'1,8,32' -> (1, 8, 32): positive integers, comma-separated."""
     try:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())
@@ -55,31 +53,6 @@ def parse_sizes(value: str, option: str = "--batch", example: str = "1,8,32") ->
 
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")  # ONNX Runtime's --provider choices
-RUNTIME_HELP = "What runs an ONNX model: onnxruntime or openvino (CPU; fused models need the ECA extension)."
-
-
-def runtime_option(default: str = "onnxruntime") -> Any:
-    """The shared `--runtime` option of check, bench, run and deploy (validated by `parse_runtime`)."""
-    import typer
-
-    return typer.Option(default, "--runtime", help=RUNTIME_HELP)
-
-
-DECODER_HELP = "FILE.py:FUNCTION turning one frame's outputs into boxes, scores and class ids (a detector's decoder)."
-
-
-def decoder_option(help: str = DECODER_HELP) -> Any:
-    """--decoder FILE.py:FUNCTION (run draws its boxes; check/convert/quantize judge a detector by them)."""
-    return typer.Option(None, "--decoder", metavar="FILE.py:FUNCTION", help=help, show_default=False)
-
-
-def layout_option() -> Any:
-    """--layout NAME: a detector's raw head layout, for a model whose metadata does not record it."""
-    from eca_deploy.interface import DETECTION_LAYOUTS
-
-    names = ", ".join(DETECTION_LAYOUTS)
-    help = f"Detection head layout when the metadata has none: {names}."
-    return typer.Option(None, "--layout", metavar="NAME", show_default=False, help=help)
 
 
 def parse_layout(value: str | None) -> str | None:
@@ -128,69 +101,11 @@ def parse_triplet(value: str | None, option: str) -> tuple[float, float, float] 
     return values  # type: ignore[return-value]
 
 
-IMG_SIZE_HELP = (
-    "Input size N or HxW (e.g. 320 or 320x256): for a model with a dynamic size, the size to run, calibrate and "
-    "verify at (default: its metadata's); a static model's own size is used and a different one is an error."
-)
-
-
-def img_size_option(help: str = IMG_SIZE_HELP) -> Any:
-    """The shared `--img-size N|HxW` option of check, convert, quantize, bench, deploy and run (`parse_img_size`)."""
-    return typer.Option(None, "--img-size", metavar="N|HxW", help=help, show_default=False)
-
-
 def parse_img_size(value: str | None) -> tuple[int, int] | None:
     """'320' -> (320, 320), '96x64' -> (96, 64); <= 0 or > 4096 per side is a one-line error naming --img-size."""
     from eca_deploy.interface import parse_img_size as parse
 
     return parse(value, "--img-size")
-
-
-# Help texts of options several commands share (declared once, used by export, check, deploy, serving).
-MODEL_HELP = (
-    "Zoo name (`eca-deploy models`), timm:NAME (`models --timm`), path/to/file.py:factory, or an "
-    "ultralytics model YAML (x.yaml) or checkpoint (best.pt, with --trust-checkpoint)."
-)
-WEIGHTS_HELP = "Checkpoint: .pth/.pth.tar/.safetensors (plain state_dict or wrapped in state_dict/model)."
-TRUST_CHECKPOINT_HELP = (
-    "Load an ultralytics checkpoint (--model best.pt), a pickle of a whole module: "
-    "unpickling runs code from the file, so pass this only for files you trust."
-)
-
-
-def trust_checkpoint_option() -> Any:
-    """The shared `--trust-checkpoint` flag of every command that takes --model (export, check, deploy)."""
-    return typer.Option(False, "--trust-checkpoint", help=TRUST_CHECKPOINT_HELP)
-
-
-PRETRAINED_HELP = "timm:NAME only: timm's published weights, downloaded by timm (Hugging Face Hub) and cached."
-MEAN_HELP = "Normalisation mean per RGB channel (default: the model's; ImageNet 0.485,0.456,0.406)."
-STD_HELP = "Normalisation std per RGB channel (default: the model's; ImageNet 0.229,0.224,0.225)."
-INTERPOLATION_HELP = "Resize filter: bilinear or bicubic (default: the model's; bilinear without metadata)."
-RESIZE_MODE_HELP = (
-    "How images reach the input size: crop (shorter side resized, centre crop: ImageNet) or letterbox (scaled to "
-    "fit, padded with grey 114: ultralytics YOLO, with --mean 0,0,0 --std 1,1,1). Default: the model's; crop "
-    "without metadata."
-)
-
-
-# -- The preprocessing options: declared once, on every command that feeds images --------------------------
-
-
-def mean_option(help: str = MEAN_HELP) -> Any:
-    return typer.Option(None, "--mean", metavar="R,G,B", help=help, show_default=False)
-
-
-def std_option(help: str = STD_HELP) -> Any:
-    return typer.Option(None, "--std", metavar="R,G,B", help=help, show_default=False)
-
-
-def interpolation_option(help: str = INTERPOLATION_HELP) -> Any:
-    return typer.Option(None, "--interpolation", metavar="FILTER", help=help, show_default=False)
-
-
-def resize_mode_option(help: str = RESIZE_MODE_HELP) -> Any:
-    return typer.Option(None, "--resize-mode", metavar="crop|letterbox", help=help, show_default=False)
 
 
 @dataclass(frozen=True)
@@ -262,21 +177,7 @@ def preprocessing_override(
 
 # -- --json: one option for every command ------------------------------------------------------------------
 
-JSON_HELP = "Results as JSON: bare --json (or --json -) prints them on stdout, nothing else; --json FILE writes FILE."
 MODEL_SUFFIXES = (".onnx", ".plan", ".engine", ".trt", ".pth", ".pt", ".tar", ".so")
-
-
-FORCE_HELP = "Replace existing output files that eca-deploy did not write (its own are replaced anyway)."
-
-
-def force_option(help: str = FORCE_HELP) -> Any:
-    """--force: the output rule's one exception (eca_deploy.fileio.allow_replacing)."""
-    return typer.Option(False, "--force", help=help)
-
-
-def json_option(help: str = JSON_HELP) -> Any:
-    """The `--json [FILE]` option; the command reads its value with `JsonOutput.of`."""
-    return typer.Option(None, "--json", metavar="FILE", help=help, show_default=False)
 
 
 @dataclass(frozen=True)
@@ -333,8 +234,8 @@ def check_outputs(*items: tuple[Path | None, str], inputs: Sequence[Path | str |
     distinct_outputs(*items)
 
 
-def _json_takes_value(app: Any, args: Sequence[str]) -> bool:
-    """Whether the command that `args` name has a `--json` option taking a value (`json_option`)."""
+def command_of(app: Any, args: Sequence[str]) -> Any:
+    """The Click command that `args` name (the group itself while they name none), None for an unknown name."""
     import typer.main
 
     command = typer.main.get_command(app)
@@ -343,10 +244,43 @@ def _json_takes_value(app: Any, args: Sequence[str]) -> bool:
         if not sub:
             break  # a command: the remaining tokens are its arguments
         if token not in sub:
-            return False  # an unknown command: the parser will say so
+            return None  # an unknown command: the parser will say so
         command = sub[token]
-    option = next((p for p in getattr(command, "params", []) if "--json" in getattr(p, "opts", ())), None)
+    return command
+
+
+def _json_takes_value(app: Any, args: Sequence[str]) -> bool:
+    """Whether the command that `args` name has a `--json` option taking a value (`groups.Json`)."""
+    params = getattr(command_of(app, args), "params", [])
+    option = next((p for p in params if "--json" in getattr(p, "opts", ())), None)
     return option is not None and not getattr(option, "is_flag", False)
+
+
+def error_message(exc: EcaDeployError, app: Any, args: Sequence[str]) -> str:
+    """`exc`'s one line; a `SettingError` names each setting by the option of this command that sets it."""
+    if not isinstance(exc, SettingError):
+        return str(exc)
+    params = getattr(command_of(app, args), "params", [])
+    flags = {p.name: next((o for o in p.opts if o.startswith("--")), p.opts[0]) for p in params if p.opts}
+    return exc.spell(lambda name: flags.get(name, "--" + name.replace("_", "-")))
+
+
+def rename_old_spellings(args: list[str]) -> list[str]:
+    """Old option names (`groups.RENAMED`, hidden from --help) replaced by today's, for the command `args` name."""
+    from eca_deploy.cli.groups import RENAMED
+
+    command = next((a for a in args if not a.startswith("-")), None)
+    renamed = {old: new for (name, old), new in RENAMED.items() if name == command}
+    if not renamed:
+        return args
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        flag, equals, value = arg.partition("=")
+        if flag in renamed:
+            out[i] = renamed[flag] + equals + value
+    return out
 
 
 def expand_bare_json(app: Any, args: list[str]) -> list[str]:
@@ -415,6 +349,14 @@ def check_file(path: Path | None, option: str) -> None:
         raise EcaDeployError(f"{option} {path} does not exist: check the path")
     if not os.access(path, os.R_OK):
         raise EcaDeployError(f"{option} {path} cannot be read (permission denied)")
+
+
+def one_model(onnx_path: Path | None, engine: Path | None) -> Path:
+    """The one model file of a command that takes `--onnx` or `--engine`, checked before any other work (the rule
+    itself is `ModelSpec.of`'s)."""
+    from eca_deploy.backends.handle import ModelSpec
+
+    return ModelSpec.of(onnx_path, engine).path
 
 
 def check_onnx_file(path: Path | None, option: str = "--onnx") -> None:

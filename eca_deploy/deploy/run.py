@@ -26,7 +26,7 @@ from eca_deploy.deploy.stages import (
     QuantizeSpec,
     StageSpec,
 )
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.fileio import atomic_write_text, claim_work_dir, replacing, sha256_file
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
@@ -77,7 +77,7 @@ class DeployOptions:
         if self.onnx is not None:
             check_onnx_file(self.onnx, "--onnx")
             if self.weights is not None or self.pretrained:
-                raise EcaDeployError("--onnx starts from a finished model: drop --weights/--pretrained")
+                raise SettingError("{onnx} starts from a finished model: drop {weights}/{pretrained}")
         else:
             sources.validate(self.model, self.trust_checkpoint)
         unknown = [p for p in self.precisions if p not in PRECISIONS]
@@ -86,19 +86,19 @@ class DeployOptions:
                 f"unknown precision {', '.join(unknown) or '(none)'}: choose from {', '.join(PRECISIONS)}"
             )
         if "int8" in self.precisions and self.calib_images is None:
-            raise EcaDeployError("int8 needs calibration images: pass --calib-images DIR (a few hundred real photos)")
+            raise SettingError("int8 needs calibration images: pass {calib_images} DIR (a few hundred real photos)")
         check_file(self.weights, "--weights")
         check_image_folder(self.calib_images if "int8" in self.precisions else None, "--calib-images")
         check_image_folder(self.images, "--images")
         check_at_least(self.calib_count, "--calib-count")
         if not self.bench_seconds > 0:
-            raise EcaDeployError(f"--duration must be positive, got {self.bench_seconds:g} s")
+            raise SettingError(f"{{duration}} must be positive, got {self.bench_seconds:g} s")
         if self.runtime not in CPU_RUNTIME_CHOICES:
-            raise EcaDeployError(f"--runtime must be one of {', '.join(CPU_RUNTIME_CHOICES)}, got {self.runtime!r}")
+            raise SettingError(f"{{runtime}} must be one of {', '.join(CPU_RUNTIME_CHOICES)}, got {self.runtime!r}")
         if any(b < 1 for b in self.batches):
-            raise EcaDeployError(f"--batch takes positive batch sizes, got {list(self.batches)}")
+            raise SettingError(f"{{batches}} takes positive batch sizes, got {list(self.batches)}")
         if self.bench_rounds < 1:
-            raise EcaDeployError(f"--rounds must be at least 1, got {self.bench_rounds}")
+            raise SettingError(f"{{rounds}} must be at least 1, got {self.bench_rounds}")
         if self.onnx is None:  # the export stage's activations at --img-size fit in memory (zoo and timm models)
             from eca_deploy.pipeline.export import check_export_memory
 

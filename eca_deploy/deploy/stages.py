@@ -267,7 +267,7 @@ class BenchSpec(StageSpec):
             *map(str, self.models),
             *runtimes,
             *twins,
-            "--batch",
+            "--batch-sizes",
             ",".join(map(str, self.batches)),
             *_opt("--img-size", _size_flag(self.img_size)),
             "--warmup",
@@ -332,7 +332,7 @@ class BuildSpec(StageSpec):
     batch: str  # the profile, MIN:OPT:MAX
 
     def argv(self) -> list[str]:
-        return ["build", "--onnx", str(self.source), "--batch", self.batch, "--output", str(self.output)]
+        return ["build", "--onnx", str(self.source), "--batch-range", self.batch, "--output", str(self.output)]
 
     def run(self) -> dict[str, Any]:
         from eca_deploy.engine.build import Profile

@@ -24,7 +24,7 @@ import onnx
 from eca_deploy.engine.plugin import check_model_nodes, load_and_check, require_current
 from eca_deploy.engine.trt_import import create_builder, import_tensorrt
 from eca_deploy.environment import gpu_info
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.fileio import atomic_write_bytes
 from eca_deploy.plugin.locate import plugin_vc_library
 from eca_deploy.plugin.qdp import MIN_TENSORRT_TEXT, PLUGIN_ID, register
@@ -45,18 +45,18 @@ class Profile:
         try:
             values = [int(p) for p in parts]
         except ValueError:
-            raise EcaDeployError(f"--batch takes min:opt:max such as 1:8:32 (or one size), got {text!r}") from None
+            raise SettingError(f"{{profile}} takes min:opt:max such as 1:8:32 (or one size), got {text!r}") from None
         if len(values) == 1:
             values *= 3
         if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
-            raise EcaDeployError(f"--batch needs 1 <= min <= opt <= max, as in 1:8:32, got {text!r}")
+            raise SettingError(f"{{profile}} needs 1 <= min <= opt <= max, as in 1:8:32, got {text!r}")
         return cls(*values)
 
 
 @dataclass(frozen=True)
 class BuildOptions:
     profile: Profile = Profile()
-    img_size: int | None = None  # for models whose H, W are dynamic
+    img_size: tuple[int, int] | int | None = None  # (H, W), or N for N x N: for models whose H, W are dynamic
     workspace: int | None = None  # bytes; None: TensorRT's default (the device memory)
     timing_cache: Path | None = None
     replace_foreign_cache: bool = False  # the default (keyed) cache file: replace one TensorRT refuses
@@ -88,9 +88,9 @@ def check_dla(opts: BuildOptions) -> None:
         return
     p = opts.profile
     if not p.min == p.opt == p.max:
-        raise EcaDeployError(
-            f"--dla-core needs one fixed batch size (DLA supports no dynamic dimensions), got --batch "
-            f"{p.min}:{p.opt}:{p.max}: pass --batch N, e.g. --batch {p.opt}"
+        raise SettingError(
+            f"{{dla_core}} needs one fixed batch size (DLA supports no dynamic dimensions), got {{profile}} "
+            f"{p.min}:{p.opt}:{p.max}: pass {{profile}} N, e.g. {{profile}} {p.opt}"
         )
     if opts.eca_nodes and not opts.gpu_fallback:
         raise EcaDeployError(
@@ -175,16 +175,18 @@ def _set_profile(trt: Any, builder: Any, network: Any, config: Any, opts: BuildO
         if len(dims) != 4:
             raise EcaDeployError(f"input {tensor.name!r} has shape {dims}: eca-deploy engines take [N, 3, H, W]")
         h, w = dims[2], dims[3]
+        size = (opts.img_size, opts.img_size) if isinstance(opts.img_size, int) else opts.img_size
         if h < 0 or w < 0:
-            if opts.img_size is None:
+            if size is None:
                 raise EcaDeployError(f"input {tensor.name!r} has a dynamic image size: pass --img-size")
-            h = w = opts.img_size
-        elif opts.img_size is not None and (h, w) != (opts.img_size, opts.img_size):
-            raise EcaDeployError(f"the model takes {h}x{w} images, not --img-size {opts.img_size}: drop --img-size")
+            h, w = size
+        elif size is not None and (h, w) != size:
+            raise EcaDeployError(f"the model takes {h}x{w} images, not --img-size {size[0]}x{size[1]}: drop --img-size")
         p = opts.profile
         if dims[0] >= 0 and (p.min, p.opt, p.max) != (dims[0],) * 3:
-            raise EcaDeployError(
-                f"the model has a fixed batch of {dims[0]}: pass --batch {dims[0]} or export with --batch dynamic"
+            raise SettingError(
+                f"the model has a fixed batch of {dims[0]}: pass {{profile}} {dims[0]} or export with --batch-dim "
+                "dynamic"
             )
         batches = (p.min, p.opt, p.max)
         chosen = [[b, dims[1], h, w] for b in batches]

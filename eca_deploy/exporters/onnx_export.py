@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.errors import EcaDeployError, first_line
+from eca_deploy.errors import EcaDeployError, SettingError, first_line
 from eca_deploy.exporters.metadata import ModelMetadata, write_metadata
 from eca_deploy.interface import (
     INPUT_NAME,
@@ -56,15 +56,15 @@ class ExportOptions:
 
     def validate(self) -> None:
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise EcaDeployError(f"--opset {self.opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
+            raise SettingError(f"{{opset}} {self.opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
         if self.exporter not in EXPORTERS:
-            raise EcaDeployError(f"unknown exporter {self.exporter!r} (--exporter): one of {', '.join(EXPORTERS)}")
+            raise SettingError(f"unknown exporter {self.exporter!r} ({{exporter}}): one of {', '.join(EXPORTERS)}")
         if self.exporter == "dynamo" and self.opset < 18:
             raise EcaDeployError(
                 f"the dynamo exporter emits opset 18 or newer, not {self.opset}: use --exporter torchscript"
             )
         if self.batch is not None and self.batch < 1:
-            raise EcaDeployError(f"--batch must be 'dynamic' or a positive integer, got {self.batch}")
+            raise SettingError(f"{{batch}} must be 'dynamic' or a positive integer, got {self.batch}")
         if min(self.hw) < 32:
             raise EcaDeployError(f"image size {self.img_size} is too small for a 32x-downsampling network: use >= 32")
 

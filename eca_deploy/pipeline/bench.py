@@ -15,7 +15,7 @@ import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import SettingError
 from eca_deploy.pipeline.bench_noise import median_rate
 
 PERCENTILES = (50, 90, 95, 99)
@@ -40,15 +40,15 @@ class BenchConfig:
 
     def validate(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
-            raise EcaDeployError(f"--batch needs positive integers such as 1,8,32, got {list(self.batches)}")
+            raise SettingError(f"{{batches}} needs positive integers such as 1,8,32, got {list(self.batches)}")
         if self.iterations is not None and self.iterations < 1:
-            raise EcaDeployError(f"--iterations must be at least 1, got {self.iterations}")
+            raise SettingError(f"{{iterations}} must be at least 1, got {self.iterations}")
         if self.iterations is None and (self.duration_s is None or self.duration_s <= 0):
-            raise EcaDeployError("--duration must be positive (or give --iterations)")
+            raise SettingError("{duration} must be positive (or give {iterations})")
         if self.warmup_s < 0:
-            raise EcaDeployError("--warmup must not be negative")
+            raise SettingError("{warmup} must not be negative")
         if self.rounds < 1:
-            raise EcaDeployError(f"--rounds must be at least 1, got {self.rounds}")
+            raise SettingError(f"{{rounds}} must be at least 1, got {self.rounds}")
 
     def round_budgets(self) -> list[tuple[float | None, int | None]]:
         """(seconds, iterations) of each round: the total split evenly, every round at least one iteration."""
@@ -201,11 +201,11 @@ def input_shape(runner: Runner, batch: int, img_size: int | tuple[int, int] | No
     info = runner.inputs[0]
     n, c, _, _ = info.shape
     if isinstance(n, int) and n != batch:
-        raise EcaDeployError(f"{runner.name} model has a static batch of {n}: use --batch {n}")
+        raise SettingError(f"{runner.name} model has a static batch of {n}: use {{batches}} {n}")
     requested = (img_size, img_size) if isinstance(img_size, int) else img_size
     static = static_hw(info.shape)
     if static is None and requested is None:
-        raise EcaDeployError("the model's input size is dynamic: pass --img-size")
+        raise SettingError("the model's input size is dynamic: pass {img_size}")
     size_h, size_w = resolve_size(static, None, requested, f"the {runner.name} model")
     return (batch, c if isinstance(c, int) else 3, size_h, size_w)
 

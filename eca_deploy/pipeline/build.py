@@ -15,7 +15,7 @@ from eca_deploy.engine.build import BuildOptions, Profile, build_engine, check_d
 from eca_deploy.engine.plugin import PluginRoute, check_model_nodes, resolve_route
 from eca_deploy.engine.sidecar import Sidecar, write_sidecar
 from eca_deploy.engine.trt_import import import_tensorrt
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.exporters.metadata import PREFIX
 from eca_deploy.fileio import atomic_write_bytes, claim_output_file, file_in_the_way, sha256_file
 from eca_deploy.fusion import count_eca_nodes, fuse_eca, strip_eca_functions
@@ -45,7 +45,7 @@ class BuildRequest:
     quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
     plugin: str = "auto"  # auto (library, else AOT) | aot | off | PATH
     profile: Profile = field(default_factory=Profile)
-    img_size: int | None = None
+    img_size: tuple[int, int] | int | None = None  # (H, W), or N for N x N
     workspace: int | None = None
     timing_cache: Path | None = None
     dla_core: int | None = None
@@ -58,11 +58,11 @@ class BuildRequest:
                 "--fp16 and --int8 together are not supported: an INT8 (Q/DQ) model keeps its other layers in FP32"
             )
         if self.calib_images is not None and not self.int8:
-            raise EcaDeployError("--calib-images is for INT8: add --int8")
+            raise SettingError("{calib_images} is for INT8: add {int8}")
         if self.gpu_fallback and self.dla_core is None:
-            raise EcaDeployError("--gpu-fallback applies to DLA builds: add --dla-core N")
+            raise SettingError("{gpu_fallback} applies to DLA builds: add {dla_core} N")
         if self.dla_core is not None and self.dla_core < 0:
-            raise EcaDeployError(f"--dla-core must be 0 or more, got {self.dla_core}")
+            raise SettingError(f"{{dla_core}} must be 0 or more, got {self.dla_core}")
         if self.dla_core is not None:
             check_dla(BuildOptions(profile=self.profile, dla_core=self.dla_core, gpu_fallback=self.gpu_fallback))
         if self.plugin == "aot" and self.version_compatible:
@@ -174,7 +174,7 @@ def prepare_onnx(
     stem = req.output.name.removesuffix(".plan").removesuffix(".engine")
     if req.fp16 and precision != "fp16":
         if precision == "int8":
-            raise EcaDeployError(f"{req.onnx_path} is an INT8 (Q/DQ) model: drop --fp16, or pass the FP32 model")
+            raise SettingError(f"{req.onnx_path} is an INT8 (Q/DQ) model: drop {{fp16}}, or pass the FP32 model")
         model, _ = convert_model(model, warn=warn)
         compiled = req.output.with_name(f"{stem}.fp16.onnx")
         save_onnx(model, compiled)

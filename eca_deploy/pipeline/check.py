@@ -10,7 +10,7 @@ from typing import Any
 from eca_deploy.backends.base import Runner
 from eca_deploy.backends.handle import ModelSpec, OpenedModel, open_model
 from eca_deploy.detection.judge import DETECTION_BOUNDS, DetectionCheck, judge_detections
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.exporters.metadata import ModelMetadata, has_random_weights
 from eca_deploy.interface import ModelInterface
 from eca_deploy.metrics import (
@@ -326,7 +326,7 @@ def run_check(
     prep = interface.preprocessing
     fixed_batch = interface.input.batch
     if batch < 1:
-        raise EcaDeployError(f"--batch must be a positive integer, got {batch}")
+        raise SettingError(f"{{batch}} must be a positive integer, got {batch}")
     paths = list_images(images) if images else None
     if target.onnx is not None:  # the target and its reference run at once; images are held as float32
         from eca_deploy.memory import check_onnx_memory

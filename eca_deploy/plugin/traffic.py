@@ -44,7 +44,12 @@ class EcaLayer:
         return {"native": (3 + r) * s, "plugin": (2 + 3 * r) * s, "plugin_residual": (2 + r) * s, "floor": (2 + r) * s}
 
 
-def eca_layers(model: str, img_size: int = 224) -> list[EcaLayer]:
+def _hw(img_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of an input size given as N (square) or (H, W)."""
+    return (img_size, img_size) if isinstance(img_size, int) else img_size
+
+
+def eca_layers(model: str, img_size: int | tuple[int, int] = 224) -> list[EcaLayer]:
     """The ECA layers of a zoo model in forward order, found by running it on the meta device (no weights)."""
     import torch
 
@@ -70,7 +75,7 @@ def eca_layers(model: str, img_size: int = 224) -> list[EcaLayer]:
     ]
     try:
         with torch.no_grad():
-            net(torch.empty(1, 3, img_size, img_size, device="meta"))
+            net(torch.empty(1, 3, *_hw(img_size), device="meta"))
     finally:
         for hook in hooks:
             hook.remove()
@@ -80,7 +85,10 @@ def eca_layers(model: str, img_size: int = 224) -> list[EcaLayer]:
 
 
 def traffic_rows(
-    models: tuple[str, ...] = MODELS, batches: tuple[int, ...] = (1, 32), dtype: str = "fp16", img_size: int = 224
+    models: tuple[str, ...] = MODELS,
+    batches: tuple[int, ...] = (1, 32),
+    dtype: str = "fp16",
+    img_size: int | tuple[int, int] = 224,
 ) -> list[dict[str, object]]:
     """One row per ECA layer: its shape and, per batch, the bytes of each formulation."""
     rows = []
@@ -100,7 +108,10 @@ def _mb(value: float) -> str:
 
 
 def traffic_markdown(
-    models: tuple[str, ...] = MODELS, batches: tuple[int, ...] = (1, 32), dtype: str = "fp16", img_size: int = 224
+    models: tuple[str, ...] = MODELS,
+    batches: tuple[int, ...] = (1, 32),
+    dtype: str = "fp16",
+    img_size: int | tuple[int, int] = 224,
 ) -> str:
     """Per model: identical consecutive layers on one row (with their count), MB per formulation and batch, total."""
     out = []
@@ -117,8 +128,9 @@ def traffic_markdown(
                 groups.append((layer, 1))
         head = ["layers", "C x H x W", "k", "then"]
         head += [f"{short[f]} b{b}" for b in batches for f in FORMULATIONS]
+        size = "x".join(map(str, _hw(img_size)))
         lines = [
-            f"**{model}** at {img_size}x{img_size}, {dtype}, MB per layer (total: all {len(layers)} layers)",
+            f"**{model}** at {size}, {dtype}, MB per layer (total: all {len(layers)} layers)",
             "",
             "| " + " | ".join(head) + " |",
             "|" + " --- |" * len(head),

@@ -10,7 +10,7 @@ from typing import Any
 import onnx
 
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.exporters.metadata import onnx_interface
 from eca_deploy.fusion import count_eca_nodes
 from eca_deploy.precision import DEFAULT_METHOD
@@ -40,9 +40,9 @@ class QuantizeOptions:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise EcaDeployError(f"unknown calibration method {self.method!r} (--method): one of {', '.join(METHODS)}")
+            raise SettingError(f"unknown calibration method {self.method!r} ({{method}}): one of {', '.join(METHODS)}")
         if self.count < 1:
-            raise EcaDeployError(f"--calib-count must be a positive number of images, got {self.count}")
+            raise SettingError(f"{{calib_count}} must be a positive number of images, got {self.count}")
         if self.memory_budget < 1 << 20:
             raise EcaDeployError(
                 f"the calibration memory budget must be at least 1 MiB, not {self.memory_budget} bytes"

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.fileio import check_writable, publish
 from eca_deploy.runtime.classifier import Classifier, Prediction
 from eca_deploy.runtime.model import FrameResult, Model
@@ -60,9 +60,9 @@ class RunOptions:
 
     def validate(self) -> None:
         if self.batch < 1:
-            raise EcaDeployError(f"--batch must be at least 1, got {self.batch}")
+            raise SettingError(f"{{batch}} must be at least 1, got {self.batch}")
         if self.max_frames is not None and self.max_frames < 1:
-            raise EcaDeployError(f"--max-frames must be at least 1, got {self.max_frames}")
+            raise SettingError(f"{{max_frames}} must be at least 1, got {self.max_frames}")
         if self.output is not None:
             check_output(self.output)
         if self.log is not None:

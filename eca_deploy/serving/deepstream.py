@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.serving.files import staged_dir
 from eca_deploy.serving.spec import ServingSpec, TensorSpec
 from eca_deploy.serving.yolo import (
@@ -115,7 +115,7 @@ class DeepStreamOptions:
 def _check_batch(spec: ServingSpec, batch: int) -> None:
     b = spec.batch
     if batch < 1:
-        raise EcaDeployError(f"--batch must be at least 1, got {batch}")
+        raise SettingError(f"{{batch}} must be at least 1, got {batch}")
     if batch < b.min or (b.max is not None and batch > b.max):
         top = "any" if b.max is None else str(b.max)
         raise EcaDeployError(

@@ -24,7 +24,7 @@ from pathlib import Path
 import onnx
 
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.errors import EcaDeployError
+from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.fileio import atomic_write, atomic_write_text, claim_output_dir, sha256_file
 from eca_deploy.serving.files import staged_dir
 from eca_deploy.serving.spec import ServingSpec, uses_external_data
@@ -62,7 +62,7 @@ def model_name(text: str) -> str:
     """A Triton model name (a folder name) from a file stem."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-")
     if not name:
-        raise EcaDeployError(f"cannot make a model name from {text!r}: pass --name")
+        raise SettingError(f"cannot make a model name from {text!r}: pass {{name}}")
     return name
 
 
@@ -84,7 +84,7 @@ def _batching(spec: ServingSpec, opts: TritonOptions) -> tuple[int, tuple[int, .
     limit = b.max
     max_batch = opts.max_batch if opts.max_batch is not None else (limit or DEFAULT_ONNX_MAX_BATCH)
     if max_batch < 1:
-        raise EcaDeployError(f"--max-batch must be at least 1, got {max_batch}")
+        raise SettingError(f"{{max_batch}} must be at least 1, got {max_batch}")
     if limit is not None and max_batch > limit:
         raise EcaDeployError(
             f"--max-batch {max_batch} exceeds the engine profile's max batch {limit}: Triton would refuse the model; "
@@ -118,7 +118,7 @@ def triton_config(spec: ServingSpec, opts: TritonOptions) -> TritonConfig:
     if opts.platform not in PLATFORMS:
         raise EcaDeployError(f"unknown Triton platform {opts.platform!r}: {', '.join(PLATFORMS)}")
     if opts.instances < 1:
-        raise EcaDeployError(f"--instances must be at least 1, got {opts.instances}")
+        raise SettingError(f"{{instances}} must be at least 1, got {opts.instances}")
     max_batch, preferred = _batching(spec, opts)
     lead = () if max_batch else (spec.batch.min,)  # without batching, dims carry the batch dimension
     lines = [f'name: "{opts.name}"', f'platform: "{opts.platform}"', f"max_batch_size: {max_batch}", "input ["]
