@@ -15,7 +15,16 @@ from eca_deploy.deploy.recommend import fastest_by_batch as fastest_by_batch  # 
 from eca_deploy.deploy.summary import NOTHING_FUSED, DeploySummary, runtime_label
 from eca_deploy.fileio import atomic_write, atomic_write_text
 from eca_deploy.pipeline.bench_noise import describe, speed_ratio
-from eca_deploy.pipeline.records import INT_KEYS, JSON, BenchEntry, CheckRecord, OutputRecord, Record
+from eca_deploy.pipeline.records import (
+    BY_BATCH,
+    JSON,
+    BenchEntry,
+    CheckRecord,
+    Latency,
+    OutputRecord,
+    Record,
+    nested,
+)
 
 PLOTS = ("throughput.png", "latency.png", "accuracy.png")
 
@@ -46,14 +55,14 @@ class SummaryRow(Record):
     max_abs_error: float | None
     mean_abs_error: float | None
     notes: tuple[str, ...]
-    p50_ms: dict[int, float] = field(metadata=INT_KEYS)
-    p99_ms: dict[int, float] = field(metadata=INT_KEYS)
-    latency_ms: dict[int, dict[str, float]] = field(metadata=INT_KEYS)
-    images_per_s: dict[int, float] = field(metadata=INT_KEYS)
-    rounds: dict[int, tuple[float, ...]] = field(metadata=INT_KEYS)
-    throughput: dict[int, str] = field(metadata=INT_KEYS)  # median (min-max of the rounds)
+    p50_ms: dict[int, float] = field(metadata=BY_BATCH)
+    p99_ms: dict[int, float] = field(metadata=BY_BATCH)
+    latency_ms: dict[int, Latency] = field(metadata=nested(Latency, "by_batch"))
+    images_per_s: dict[int, float] = field(metadata=BY_BATCH)
+    rounds: dict[int, tuple[float, ...]] = field(metadata=BY_BATCH)
+    throughput: dict[int, str] = field(metadata=BY_BATCH)  # median (min-max of the rounds)
     per_image: JSON
-    outputs: dict[str, OutputRecord]
+    outputs: dict[str, OutputRecord] = field(metadata=nested(OutputRecord, "map"))
     input_size: tuple[int, int] | None
     label: str  # 'fp16', or 'fp16 on OpenVINO' where several runtimes ran
 
@@ -75,8 +84,8 @@ class SummaryRow(Record):
             max_abs_error=worst.max_abs_error,
             mean_abs_error=worst.mean_abs_error,
             notes=tuple(check.output_notes()),
-            p50_ms={b: r.latency_ms["median"] for b, r in by_batch.items()},
-            p99_ms={b: r.latency_ms["p99"] for b, r in by_batch.items()},
+            p50_ms={b: r.latency_ms.median for b, r in by_batch.items()},
+            p99_ms={b: r.latency_ms.p99 for b, r in by_batch.items()},
             latency_ms={b: r.latency_ms for b, r in by_batch.items()},
             images_per_s={b: r.images_per_s for b, r in by_batch.items()},
             rounds={b: tuple(r.round_rates) for b, r in by_batch.items()},
@@ -423,9 +432,9 @@ def plots(summary: DeploySummary, folder: Path) -> None:
             if lat is None:
                 continue
             x = j + (i - (len(rows) - 1) / 2) * width
-            ax.vlines(x, lat["min"], lat["max"], color=f"C{i}", alpha=0.4)
-            ax.vlines(x, lat["median"], lat["p99"], color=f"C{i}", linewidth=6, label=row.label if j == 0 else None)
-            ax.plot(x, lat["median"], "o", color="black", markersize=3)
+            ax.vlines(x, lat.min, lat.max, color=f"C{i}", alpha=0.4)
+            ax.vlines(x, lat.median, lat.p99, color=f"C{i}", linewidth=6, label=row.label if j == 0 else None)
+            ax.plot(x, lat.median, "o", color="black", markersize=3)
     ax.set_xticks(range(len(batches)), [str(b) for b in batches])
     ax.set(xlabel="batch size", ylabel="latency ms (log scale)", title="Latency: min-max, thick p50-p99", yscale="log")
     ax.grid(True, alpha=0.3)

@@ -181,4 +181,4 @@ def describe(result: BatchRecord) -> str:
     """'123.4 (118.0-130.2)': the median images/s and the range of the rounds."""
     spread = result.spread
     text = f"{result.images_per_s:.1f}"
-    return text + (f" ({spread['min']:.1f}-{spread['max']:.1f})" if spread else "")
+    return text + (f" ({spread.min:.1f}-{spread.max:.1f})" if spread else "")

@@ -20,13 +20,13 @@ JSON = Any  # a plain JSON value: dict, list, str, number, bool or None
 
 
 def nested(record: type[Record], shape: str = "one", *, optional: bool = False) -> dict[str, Any]:
-    """Field metadata: the field holds a record ("one"), a tuple of them ("list") or a dict of them by name ("map");
-    `optional`: see OPTIONAL."""
+    """Field metadata: the field holds a record ("one"), a tuple of them ("list"), a dict of them by name ("map") or
+    by batch size ("by_batch": int keys here, string keys in JSON); `optional`: see OPTIONAL."""
     return {"record": record, "shape": shape, "optional": optional}
 
 
 OPTIONAL = {"optional": True}  # field metadata: the writer leaves the key out when there is nothing to say (None)
-INT_KEYS = {"int_keys": True}  # field metadata: a dict by batch size, int keys here and string keys in JSON
+BY_BATCH = {"shape": "by_batch"}  # field metadata: plain values by batch size (see `nested`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,18 +49,17 @@ class Record:
 
 
 def _read(f: dataclasses.Field, value: Any) -> Any:
-    record, shape = f.metadata.get("record"), f.metadata.get("shape")
+    record, shape = f.metadata.get("record"), f.metadata.get("shape", "one")
     if value is None:
         return None
-    if record is not None:
-        if shape == "list":
-            return tuple(record.from_dict(v) for v in value)
-        if shape == "map":
-            return {k: record.from_dict(v) for k, v in value.items()}
-        return record.from_dict(value)
-    if f.metadata.get("int_keys"):
-        return {int(k): _tuple(v) for k, v in value.items()}
-    return _tuple(value)
+    convert = record.from_dict if record is not None else _tuple
+    if shape == "list":
+        return tuple(convert(v) for v in value)
+    if shape == "map":
+        return {k: convert(v) for k, v in value.items()}
+    if shape == "by_batch":
+        return {int(k): convert(v) for k, v in value.items()}
+    return convert(value)
 
 
 def _tuple(value: Any) -> Any:
@@ -112,6 +111,60 @@ class ToleranceRecord(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DetectionAgreementRecord(Record):
+    """detection.agreement.DetectionAgreement.as_dict (None where a figure has no value)."""
+
+    images: int
+    reference_detections: int
+    candidate_detections: int
+    recall: float | None = None
+    precision: float | None = None
+    f1: float | None = None
+    mean_iou: float | None = None
+    max_score_drift: float | None = None
+    mean_score_drift: float | None = None
+    score_bias: float | None = None
+    box_bias: float | None = None
+    map50_95: float | None = None
+    map50: float | None = None
+    worst_images: tuple[Any, ...] = ()
+    score_threshold: float
+    margin: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectionRecord(Record):
+    """A detector's detection verdict (detection.judge.DetectionCheck.as_dict)."""
+
+    layout: str
+    outputs: tuple[str, ...] = ()
+    measured: bool = False
+    not_measured: str | None = None  # why not
+    agreement: DetectionAgreementRecord | None = field(default=None, metadata=nested(DetectionAgreementRecord))
+    passed: bool = True
+    failures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockError(Record):
+    block: str
+    tensor: str
+    rel_error: float
+    cosine: float
+    jump: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerLayerRecord(Record):
+    """`check --per-layer`: the error after every ECA block (pipeline.per_layer)."""
+
+    against: str
+    floor: float
+    first_jump: str | None = None
+    blocks: tuple[BlockError, ...] = field(default=(), metadata=nested(BlockError, "list"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckRecord(Record):
     """`check --json` and deploy's check.<precision>.json (pipeline.check.CheckResult.as_dict)."""
 
@@ -124,7 +177,7 @@ class CheckRecord(Record):
     tolerance: ToleranceRecord | None = field(default=None, metadata=nested(ToleranceRecord))
     outputs: dict[str, OutputRecord] = field(default_factory=dict, metadata=nested(OutputRecord, "map"))
     failed_outputs: tuple[str, ...] = ()
-    detection: JSON = None
+    detection: DetectionRecord | None = field(default=None, metadata=nested(DetectionRecord))
     input_size: tuple[int, int] | None = None
     preprocessing: str | None = None
     interface: JSON = None
@@ -132,7 +185,7 @@ class CheckRecord(Record):
     reference_scale: float | None = None
     images: tuple[str, ...] = ()
     skipped_images: tuple[str, ...] = ()
-    per_layer: JSON = None
+    per_layer: PerLayerRecord | None = field(default=None, metadata=nested(PerLayerRecord))
     notes: tuple[str, ...] = ()
     weights: str = ""
     random_weights: bool = False
@@ -168,6 +221,28 @@ class TacticRecord(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Latency(Record):
+    """Milliseconds per timed call, over every round (pipeline.bench.latency_stats)."""
+
+    min: float
+    mean: float
+    median: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spread(Record):
+    """Images/s of the slowest and the fastest round, and (max - min) / median."""
+
+    min: float
+    max: float
+    relative: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class BatchRecord(Record):
     """The figures of one model at one batch size (pipeline.bench.BatchResult.as_dict, with `tactic` and the ratio
     to the first entry where bench adds them)."""
@@ -177,11 +252,11 @@ class BatchRecord(Record):
     total_s: float
     images_per_s: float
     inferences_per_s: float
-    latency_ms: dict[str, float]
+    latency_ms: Latency = field(metadata=nested(Latency))
     split_ms: dict[str, float] | None = None
     stages_ms: dict[str, float] | None = None
     rounds: tuple[float, ...] = ()
-    spread: dict[str, float] | None = None
+    spread: Spread | None = field(default=None, metadata=nested(Spread))
     tactic: TacticRecord | None = field(default=None, metadata=nested(TacticRecord, optional=True))
     ratio_to_first: tuple[float, ...] | None = field(default=None, metadata=OPTIONAL)
     ratio: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
@@ -232,3 +307,81 @@ class BenchRecord(Record):
     environment: JSON = None
     noise: NoiseRecord = field(metadata=nested(NoiseRecord))
     models: tuple[BenchEntry, ...] = field(metadata=nested(BenchEntry, "list"))
+
+
+# --- convert and quantize --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrecisionCheckRecord(Record):
+    """How the converted model follows the FP32 model (pipeline.convert.PrecisionCheck.as_dict): the deciding
+    output's agreement, then every output's."""
+
+    against: str = "fp32 onnx"
+    images: int
+    max_abs_error: float | None
+    mean_abs_error: float | None = None
+    max_rel_error: float | None = None
+    cosine_min: float
+    top1_agreement: float | None = None
+    top5_agreement: float | None = None
+    kl_divergence: float | None = None
+    worst_images: tuple[Any, ...] = ()
+    groups: tuple[JSON, ...] = ()
+    passed: bool
+    failures: tuple[str, ...] = ()
+    input_size: tuple[int, int] | None = None
+    preprocessing: str | None = None
+    outputs: dict[str, OutputRecord] = field(default_factory=dict, metadata=nested(OutputRecord, "map"))
+    detection: DetectionRecord | None = field(default=None, metadata=nested(DetectionRecord))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertRecord(Record):
+    """`convert --fp16 --json` (pipeline.convert.ConvertResult.as_dict)."""
+
+    source: str
+    output: str
+    precision: str = "fp16"
+    io_types: str  # "float32" or "float16"
+    fp16_nodes: int
+    fp32_nodes: tuple[str, ...] = ()
+    casts: int
+    clipped_initializers: tuple[str, ...] = ()  # values beyond the float16 range
+    check: PrecisionCheckRecord | None = field(default=None, metadata=nested(PrecisionCheckRecord))
+
+
+@dataclass(frozen=True, kw_only=True)
+class QdqCounts(Record):
+    """QuantizeLinear nodes of a Q/DQ model (precision.qdq)."""
+
+    quantize_linear: int
+    weights_per_channel: int
+    activations_per_tensor: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeRecord(Record):
+    """`quantize --json` (pipeline.quantize.QuantizeResult.as_dict). `source` says where the calibration ranges
+    came from ("calibrated" or "cache"): the calibration report's key replaces the source model's path there."""
+
+    source: str
+    output: str
+    precision: str = "int8"
+    method: str
+    images: int
+    found: int
+    skipped: tuple[str, ...] = ()
+    cache_file: str | None = None
+    qdq: QdqCounts = field(metadata=nested(QdqCounts))
+    eca_blocks_unfused: int
+    eca_nodes_fused: int
+    eca_gate_quantized: bool
+    decoding_nodes_float: int = 0
+    calibration: JSON = None
+    warnings: tuple[str, ...] = ()
+    preprocessing: str = ""
+    check: PrecisionCheckRecord | None = field(default=None, metadata=nested(PrecisionCheckRecord))
+    input_size: tuple[int, int] | None = None
+    passed: bool
+    written: bool = True
