@@ -208,7 +208,7 @@ def measured_how(summary: DeploySummary) -> list[str]:
         lines.append(f"- Fusion: {NOTHING_FUSED}.")
     elif blocks is not None:
         lines.append(f"- Fusion: {blocks} ECA blocks fused into eca_deploy.ECA nodes.")
-    versions = summary.environment["versions"]
+    versions = summary.environment.versions
     used = [k for k in ("onnxruntime", "openvino", "tensorrt") if versions.get(k) and (k in summary.runtimes or (
         k == "tensorrt" and summary.backend == "tensorrt"))]  # fmt: skip
     lines.append(f"- Runtimes: {', '.join(f'{runtime_label(k)} {versions[k]}' for k in used) or 'n/a'}.")
@@ -263,7 +263,7 @@ def openvino_lines(summary: DeploySummary, entries: list[BenchEntry]) -> list[st
         return []
     hints = sorted({str(s.get("inference_precision")) for s in settings})
     threads = sorted({str(s.get("threads")) for s in settings if s.get("threads")})
-    bf16 = summary.environment.get("cpu_bf16")
+    bf16 = summary.environment.cpu_bf16
     cpu = {True: "this CPU has them, so OpenVINO's default here would be bf16",
            False: "this CPU has neither, so its default here is f32", None: "unknown for this CPU"}[bf16]  # fmt: skip
     return [f"- OpenVINO: every OpenVINO figure used INFERENCE_PRECISION_HINT {' / '.join(hints)}"
@@ -275,7 +275,7 @@ def markdown(summary: DeploySummary) -> str:
     rows = summary_rows(summary)
     batches = sorted({b for r in rows for b in r.images_per_s})
     env = summary.environment
-    device = (env.get("gpu") or {}).get("name") or env["cpu"]
+    device = env.device
     lines = [f"# {summary.model}: deployment report", ""]
     if summary.random_weights:
         from eca_deploy.exporters.metadata import random_weights_notice
@@ -287,7 +287,7 @@ def markdown(summary: DeploySummary) -> str:
     if summary.fused_blocks == 0:
         lines += [f"> **Nothing fused**: {NOTHING_FUSED}.", ""]
     rounds = summary.bench.config.rounds
-    lines.append(f"Measured on **{device}** ({env['os']}, {env['machine']}) with **{summary.backend_label}**"
+    lines.append(f"Measured on **{device}** ({env.os}, {env.machine}) with **{summary.backend_label}**"
                  + (f"; images/s are medians of {rounds} rounds interleaved across precisions, with the range "
                     "of the rounds in parentheses." if rounds else "."))  # fmt: skip
     if summary.backend != "tensorrt":
@@ -340,9 +340,9 @@ def markdown(summary: DeploySummary) -> str:
     lines += tactic_lines(summary)
     lines += measured_how(summary)
     lines += ["", "## Plots", ""] + [f"![{name[:-4]}]({name})" for name in PLOTS]
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    lines += ["", "## Environment", "", f"- CPU: {env['cpu']} ({env['cpu_count']} cores)",
-              f"- GPU: {device if env.get('gpu') else 'none'}", f"- Versions: {versions}",
+    versions = ", ".join(f"{k} {v}" for k, v in env.versions.items() if v)
+    lines += ["", "## Environment", "", f"- CPU: {env.cpu} ({env.cpu_count} cores)",
+              f"- GPU: {device if env.gpu else 'none'}", f"- Versions: {versions}",
               "", "Every number above comes from the check and bench JSON files beside this report; "
               "`manifest.json` lists the command line of every stage."]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -36,7 +36,7 @@ from eca_deploy.deploy.summary import (
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write_text, claim_work_dir, replacing, sha256_file
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
-from eca_deploy.pipeline.records import BenchRecord, CheckRecord
+from eca_deploy.pipeline.records import BenchRecord, CheckRecord, EnvironmentRecord
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CPU_RUNTIME_CHOICES = ("auto", "onnxruntime", "openvino")
@@ -287,7 +287,7 @@ def run_deploy(
         bench=BenchSetup(config=bench.config, noise=bench.noise),
         fused_blocks=fused_blocks,
         images=str(opts.images) if opts.images else None,
-        environment=environment.collect(),
+        environment=EnvironmentRecord.from_dict(environment.collect()),
         results=results,
     )
     reports = write_report(summary, out)
@@ -362,7 +362,7 @@ def _build_stage(precision: str, opts: DeployOptions, model_file: Path, stage: C
 
 
 def write_manifest(opts: DeployOptions, out: Path, stages: list[StageOutcome], commands: dict[str, str],
-                   reports: list[Path], env: dict[str, Any]) -> None:  # fmt: skip
+                   reports: list[Path], env: EnvironmentRecord) -> None:  # fmt: skip
     artifacts = sorted({p for s in stages for p in s.outputs} | set(reports))
     manifest = {
         "inputs": {
@@ -381,7 +381,16 @@ def write_manifest(opts: DeployOptions, out: Path, stages: list[StageOutcome], c
             {"name": s.name, "skipped": s.skipped, "seconds": round(s.seconds, 3), "command": commands.get(s.name)}
             for s in stages
         ],
-        "versions": env["versions"],
-        "environment": {k: env[k] for k in ("host", "os", "machine", "python", "cpu", "cpu_count", "gpu", "jetson")},
+        "versions": env.versions,
+        "environment": {
+            "host": env.host,
+            "os": env.os,
+            "machine": env.machine,
+            "python": env.python,
+            "cpu": env.cpu,
+            "cpu_count": env.cpu_count,
+            "gpu": env.gpu,
+            "jetson": env.jetson,
+        },
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")

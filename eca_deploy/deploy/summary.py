@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eca_deploy.pipeline.records import JSON, BenchConfigRecord, BenchEntry, CheckRecord, NoiseRecord, Record, nested
+from eca_deploy.pipeline.records import (
+    JSON,
+    BenchConfigRecord,
+    BenchEntry,
+    CheckRecord,
+    EnvironmentRecord,
+    NoiseRecord,
+    Record,
+    nested,
+)
 
 RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 NOTHING_FUSED = (
@@ -65,7 +74,7 @@ class DeploySummary(Record):
     bench: BenchSetup = field(default_factory=BenchSetup, metadata=nested(BenchSetup))
     fused_blocks: int | None = None
     images: str | None = None
-    environment: JSON = field(default_factory=dict)
+    environment: EnvironmentRecord = field(default_factory=EnvironmentRecord, metadata=nested(EnvironmentRecord))
     results: dict[str, PrecisionResult] = field(metadata=nested(PrecisionResult, "map"))
 
     @property

@@ -240,8 +240,7 @@ def write_plot(report: BenchRecord, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
     ax_t.legend(fontsize=8)
-    env = report.environment
-    fig.suptitle(f"eca-deploy bench on {(env.get('gpu') or {}).get('name') or env['cpu']}", fontsize=10)
+    fig.suptitle(f"eca-deploy bench on {report.environment.device}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)

@@ -76,6 +76,29 @@ def _write(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True, kw_only=True)
+class EnvironmentRecord(Record):
+    """Where a result was measured (environment.collect)."""
+
+    host: str = ""
+    os: str = ""
+    machine: str = ""
+    python: str = ""
+    cpu: str = ""
+    cpu_count: int | None = None
+    threads: int | None = None
+    gpu: JSON = None  # {"name": ..., ...} of the NVIDIA GPU, None without one
+    jetson: JSON = None
+    versions: dict[str, str | None] = field(default_factory=dict)  # by package: eca_deploy, torch, onnxruntime, ...
+    onnxruntime_providers: tuple[str, ...] | None = None
+    cpu_bf16: bool | None = None
+
+    @property
+    def device(self) -> str:
+        """The GPU's name, else the CPU's."""
+        return (self.gpu or {}).get("name") or self.cpu
+
+
 # --- check -----------------------------------------------------------------------------------------------------
 
 
@@ -304,7 +327,7 @@ class BenchRecord(Record):
     """`bench --json` and deploy's bench.json (pipeline.bench_report.run_bench)."""
 
     config: BenchConfigRecord = field(metadata=nested(BenchConfigRecord))
-    environment: JSON = None
+    environment: EnvironmentRecord = field(default_factory=EnvironmentRecord, metadata=nested(EnvironmentRecord))
     noise: NoiseRecord = field(metadata=nested(NoiseRecord))
     models: tuple[BenchEntry, ...] = field(metadata=nested(BenchEntry, "list"))
 
