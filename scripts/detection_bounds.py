@@ -18,8 +18,9 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eca_deploy.backends.handle import ModelSpec, open_model
 from eca_deploy.onnx_io import save_onnx
-from eca_deploy.pipeline.check import open_target, run_check
+from eca_deploy.pipeline.check import run_check
 from eca_deploy.pipeline.quantize import run_quantize
 from eca_deploy.precision.fp16 import convert_to_fp16
 from tests.detection_scenes import describe_yolov8, scaled_scores, shifted_boxes, write_canvases, yolov8_onnx
@@ -52,7 +53,12 @@ def main() -> None:
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for label, path in artifacts.items():
-        result = run_check(open_target(path, None), model_name=None, images=images, reference_onnx=fp32)
+        result = run_check(
+            open_model(ModelSpec(path, kind="onnx", qdq_arithmetic=True)),
+            model_name=None,
+            images=images,
+            reference_onnx=fp32,
+        )
         a = result.detection.agreement
         print(
             f"| {label} | {result.precision} | {a.reference_detections} | {a.f1:.3f} | {a.mean_iou:.3f} | "

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 import pytest
 
-from eca_deploy.pipeline.check import DEFAULT_TOLERANCES, open_target, run_check
+from eca_deploy.backends.handle import ModelSpec, open_model
+from eca_deploy.pipeline.check import DEFAULT_TOLERANCES, run_check
 from tests.conftest import assert_one_line_error
 from tests.detection_scenes import (
     describe_yolov8,
@@ -42,7 +43,7 @@ def yolo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _check(files: dict[str, Path], name: str, precision: str | None = None, **kwargs):
-    target = open_target(files[name], None)
+    target = open_model(ModelSpec(files[name], kind="onnx", qdq_arithmetic=True))
     if precision is not None:  # judge the model as if it were an engine of this precision
         target = replace(target, precision=precision)
     tolerance = DEFAULT_TOLERANCES[target.precision]
@@ -170,7 +171,7 @@ def test_a_reference_that_finds_nothing_is_said_and_the_tensors_decide(example: 
     result = _check_example(example, "prior", "prior", None) if False else None
     from eca_deploy.detection.decoders import spec_for
 
-    target = open_target(example["prior"], None)
+    target = open_model(ModelSpec(example["prior"], kind="onnx", qdq_arithmetic=True))
     result = run_check(target, model_name=None, images=example["images"], reference_onnx=example["prior"],
                        detection=spec_for("eca_detector", ["cls", "box"]), warn=warnings.append)  # fmt: skip
     assert result.passed and result.detection is not None and not result.detection.measured

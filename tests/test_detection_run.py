@@ -20,11 +20,13 @@ def yolo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_recorded_layout_gives_boxes_in_frame_pixels_with_class_names(yolo: Path) -> None:
+    from eca_deploy.backends.handle import ModelSpec
+    from eca_deploy.runtime.choose import open_for_run
     from eca_deploy.runtime.decoder import LayoutDecoder
-    from eca_deploy.runtime.model import Model, open_model
+    from eca_deploy.runtime.model import Model
     from eca_deploy.runtime.overlay import annotate_result
 
-    model = open_model(yolo)
+    model = open_for_run(ModelSpec(yolo))
     assert type(model) is Model and isinstance(model.decoder, LayoutDecoder)
     frame = np.ascontiguousarray(canvases(1, 128, seed=3)[0][:96, :, ::-1])  # a 96x128 BGR frame
     (result,) = model.run(frame)
@@ -38,11 +40,12 @@ def test_a_recorded_layout_gives_boxes_in_frame_pixels_with_class_names(yolo: Pa
 
 
 def test_a_user_decoder_still_overrides_the_layout(yolo: Path, tmp_path: Path) -> None:
-    from eca_deploy.runtime.model import open_model
+    from eca_deploy.backends.handle import ModelSpec
+    from eca_deploy.runtime.choose import open_for_run
 
     file = tmp_path / "mine.py"
     file.write_text("def decode(output0, image_size):\n    return [[1, 2, 3, 4]], [0.5], [7]\n")
-    model = open_model(yolo, f"{file}:decode")
+    model = open_for_run(ModelSpec(yolo), f"{file}:decode")
     (result,) = model.run(np.zeros((SIZE, SIZE, 3), np.uint8))
     assert [d.class_id for d in result.detections] == [7]
 
@@ -50,15 +53,16 @@ def test_a_user_decoder_still_overrides_the_layout(yolo: Path, tmp_path: Path) -
 def test_layout_option_draws_boxes_for_a_model_without_metadata(yolo: Path, tmp_path: Path) -> None:
     import onnx
 
-    from eca_deploy.runtime.model import open_model
+    from eca_deploy.backends.handle import ModelSpec
+    from eca_deploy.runtime.choose import open_for_run
 
     bare = onnx.load(yolo)
     del bare.metadata_props[:]
     path = tmp_path / "bare.onnx"
     onnx.save(bare, path)
-    model = open_model(path, layout="yolov8")
+    model = open_for_run(ModelSpec(path), layout="yolov8")
     assert model.decoder is not None and model.decoder.spec.layout == "yolov8"
-    assert open_model(path).decoder is None  # without it: raw outputs, as before
+    assert open_for_run(ModelSpec(path)).decoder is None  # without it: raw outputs, as before
 
 
 def test_run_command_draws_a_yolos_boxes_on_a_clip(cli, yolo: Path, tmp_path: Path) -> None:

@@ -7,12 +7,11 @@ from pathlib import Path
 import onnx
 import pytest
 
-from eca_deploy.backends.loader import open_onnx
+from eca_deploy.backends.handle import ModelSpec, open_model
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.exporters.foreign_metadata import level_strides, ultralytics_names, ultralytics_size
 from eca_deploy.exporters.metadata import read_metadata
 from eca_deploy.interface import DETECTION, TENSOR, onnx_interface
-from eca_deploy.runtime.model import runner_metadata
 from tests.conftest import assert_one_line_error
 from tests.conftest_openvino import needs_openvino
 from tests.conftest_yolo import YOLO_EXPORT_SIZE
@@ -51,8 +50,8 @@ def test_ultralytics_export_is_recognised(ultralytics_onnx: Path) -> None:
 @pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
 def test_runners_read_the_same_description(ultralytics_onnx: Path, runtime: str) -> None:
     """What `run` and `bench --end-to-end` read from an open runner: ONNX Runtime's and OpenVINO's alike."""
-    runner, model, _ = open_onnx(ultralytics_onnx, runtime=runtime)
-    assert runner_metadata(runner) == read_metadata(model)
+    opened = open_model(ModelSpec(ultralytics_onnx, runtime=runtime))
+    assert opened.runner.metadata == opened.metadata == read_metadata(opened.onnx)
 
 
 def test_end_to_end_exports_are_tensors_said_aloud(ultralytics_onnx: Path) -> None:

@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from eca_deploy.backends.handle import ModelSpec
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.runtime import Classifier, Model
+from eca_deploy.runtime.choose import open_for_run
 from eca_deploy.runtime.decoder import Decoder, as_boxes
-from eca_deploy.runtime.model import open_model, to_frame_pixels
+from eca_deploy.runtime.model import to_frame_pixels
 from eca_deploy.runtime.preprocess import FramePreprocessor
 from tests.conftest import assert_one_line_error
 from tests.test_detector_example import EXAMPLE, det
@@ -156,7 +158,7 @@ def test_model_with_a_decoder_maps_fixed_boxes(detector: Path, tmp_path: Path) -
     from tests.test_runtime import solid
 
     decoders = _decoder_file(tmp_path, FIXED)
-    model = open_model(detector, f"{decoders}:fixed")
+    model = open_for_run(ModelSpec(detector), f"{decoders}:fixed")
     assert isinstance(model, Model) and not isinstance(model, Classifier)
     (result,) = model.run(solid((10, 20, 30), FRAME_H, FRAME_W))
     # 160x120 -> shorter side to 64: 85x64, centre crop from x = 10; frame px = (input px + offset) * scale
@@ -225,7 +227,7 @@ def test_bad_decoders_are_one_line_errors_before_any_frame(cli, detector: Path, 
 
 def test_classifier_run_is_unchanged(cli, clip: Path, tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "tiny.onnx")
-    assert isinstance(open_model(model), Classifier)
+    assert isinstance(open_for_run(ModelSpec(model)), Classifier)
     result = cli("run", "--onnx", model, "--source", clip, "--max-frames", "2", "--json")
     assert result.code == 0, result.stderr
     report = _json(result.stdout)

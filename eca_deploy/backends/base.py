@@ -5,8 +5,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from eca_deploy.exporters.metadata import ModelMetadata
 
 
 @dataclass(frozen=True)
@@ -17,9 +21,42 @@ class TensorInfo:
 
 
 class Runner(abc.ABC):
-    """Runs one model: `infer({name: array}) -> {name: array}`."""
+    """Runs one model: `infer({name: array}) -> {name: array}`.
+
+    Besides running, a runner says what it knows of its model, so that nobody looks at its internals: the model
+    description (`metadata`), the precision an engine was built in (`precision`), the batch sizes it takes
+    (`batch_range`), whether `infer` may be called from several threads at once (`thread_safe`) and the settings a
+    timing was measured with (`settings`).
+    """
 
     name: str = "runner"
+    provider: str | None = None  # the execution provider or device, where the runtime has a choice
+    thread_safe: bool = False  # whether two threads may call infer() at once (else callers serialise)
+
+    @property
+    def backend(self) -> str:
+        """The runtime and its provider, e.g. "onnxruntime-cpu", "openvino-cpu", "tensorrt"."""
+        return f"{self.name}-{self.provider}" if self.provider else self.name
+
+    @property
+    def metadata(self) -> ModelMetadata | None:
+        """The model description it carries: the ONNX metadata, or an engine's sidecar; None when there is none."""
+        return None
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the runner itself records (an engine's sidecar); None: the model file decides."""
+        return None
+
+    def batch_range(self) -> tuple[int, int | None]:
+        """(smallest, largest) batch the image input takes: a static batch (n, n), else (1, None): any."""
+        info = self.inputs[0]
+        n = info.shape[0] if info.shape else None
+        return (n, n) if isinstance(n, int) and n > 0 else (1, None)
+
+    def settings(self) -> dict[str, Any]:
+        """What a timing depends on beyond the model and batch (e.g. OpenVINO's precision hint and threads)."""
+        return {}
 
     @property
     @abc.abstractmethod

@@ -5,12 +5,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
+
+if TYPE_CHECKING:  # exporters imports the runners (verify.py)
+    from eca_deploy.exporters.metadata import ModelMetadata
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -58,6 +61,7 @@ class OnnxRuntimeRunner(Runner):
     """
 
     name = "onnxruntime"
+    thread_safe = True  # InferenceSession.run may be called from several threads
 
     def __init__(self, model: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
                  optimize: bool = True, eca_op: bool | str | Path = True) -> None:  # fmt: skip
@@ -91,6 +95,12 @@ class OnnxRuntimeRunner(Runner):
     @staticmethod
     def _info(args: Sequence[Any]) -> list[TensorInfo]:
         return [TensorInfo(a.name, tuple(a.shape), a.type) for a in args]
+
+    @property
+    def metadata(self) -> ModelMetadata | None:
+        from eca_deploy.exporters.metadata import metadata_from_props
+
+        return metadata_from_props(dict(self.session.get_modelmeta().custom_metadata_map), self.outputs)
 
     @property
     def inputs(self) -> list[TensorInfo]:

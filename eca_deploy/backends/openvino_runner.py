@@ -7,12 +7,15 @@ import io
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
+
+if TYPE_CHECKING:  # exporters imports the runners (verify.py)
+    from eca_deploy.exporters.metadata import ModelMetadata
 
 # OpenVINO element types -> the ONNX-style type strings the other runners report.
 _TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "i32": "tensor(int32)"}
@@ -132,6 +135,18 @@ class OpenVINORunner(Runner):
     @property
     def inputs(self) -> list[TensorInfo]:
         return self._info(self.compiled.inputs)
+
+    @property
+    def metadata(self) -> ModelMetadata | None:
+        from eca_deploy.exporters.metadata import metadata_from_props
+
+        return metadata_from_props(self.metadata_props, self.outputs)
+
+    def settings(self) -> dict[str, Any]:
+        """The precision hint and threads OpenVINO compiled with, and the conversion of its ECA nodes (if any)."""
+        chosen = {"inference_precision": self.inference_precision, "threads": self.threads,
+                  "eca_lowering": self.eca_lowering}  # fmt: skip
+        return {k: v for k, v in chosen.items() if v is not None}
 
     @property
     def outputs(self) -> list[TensorInfo]:

@@ -16,13 +16,16 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
 from eca_deploy.backends.cuda_memory import GRAPHS_NEED_CUDA_PYTHON, CudaMemory, cuda_memory
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
+
+if TYPE_CHECKING:  # exporters imports the runners (verify.py)
+    from eca_deploy.exporters.metadata import ModelMetadata
 
 
 class _Buffers:
@@ -229,6 +232,23 @@ class TensorRTRunner(Runner):
     @property
     def inputs(self) -> list[TensorInfo]:
         return self._inputs
+
+    @property
+    def metadata(self) -> ModelMetadata | None:
+        """The ONNX's description, recorded in the sidecar at build time."""
+        return self.sidecar.metadata if self.sidecar is not None else None
+
+    @property
+    def precision(self) -> str | None:
+        return self.sidecar.precision if self.sidecar is not None else None
+
+    def batch_range(self) -> tuple[int, int | None]:
+        """A static batch, else the engine's optimisation profile 0."""
+        static = super().batch_range()
+        if static[1] is not None:
+            return static
+        lo, _, hi = self.engine.get_tensor_profile_shape(self._inputs[0].name, 0)
+        return int(lo[0]), int(hi[0])
 
     @property
     def outputs(self) -> list[TensorInfo]:

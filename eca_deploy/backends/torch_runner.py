@@ -13,6 +13,7 @@ from eca_deploy.backends.base import Runner, TensorInfo
 
 class TorchRunner(Runner):
     name = "torch"
+    thread_safe = True  # a forward pass under no_grad keeps no state between calls
 
     def __init__(self, model: nn.Module, input_name: str = "input", output_names: Sequence[str] = ("logits",),
                  device: str = "cpu", label: str = "the PyTorch model") -> None:  # fmt: skip

@@ -173,11 +173,11 @@ def parse_twins(values: list[str]) -> dict[str, Path]:
 
 def expand_runtimes(models: list[Path], kinds: list[str | None], runtimes: list[str]) -> tuple[list, list, list]:
     """(models, kinds, runtime per model): each ONNX model once per runtime, in order; engines once."""
-    from eca_deploy.backends.loader import looks_like_onnx
+    from eca_deploy.backends.handle import guess_kind
 
     out: tuple[list[Path], list[str | None], list[str]] = ([], [], [])
     for path, kind in zip(models, kinds, strict=True):
-        onnx_model = kind == "onnx" or (kind is None and (looks_like_onnx(path) or not path.exists()))
+        onnx_model = (kind or guess_kind(path)) == "onnx"
         for rt in runtimes if onnx_model else runtimes[:1]:
             out[0].append(path)
             out[1].append(kind)

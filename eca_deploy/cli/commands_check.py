@@ -81,7 +81,8 @@ def check_command(
     precision, IoU, score drift, agreement mAP.
     """
     allow_replacing(force)
-    from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
+    from eca_deploy.backends.handle import ModelSpec, open_model
+    from eca_deploy.pipeline.check import run_check, tolerance_for
 
     check_onnx_file(onnx_path, "--onnx")
     check_file(engine, "--engine")
@@ -101,14 +102,16 @@ def check_command(
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, engine, weights, images, reference_onnx, plugin])
     size = parse_img_size(img_size)
     flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
-    target = open_target(onnx_path, engine, provider, plugin, runtime=parse_runtime(runtime))
+    model_spec = ModelSpec.of(onnx_path, engine, provider=provider, plugin=plugin, runtime=parse_runtime(runtime),
+                              qdq_arithmetic=True, img_size=size)  # fmt: skip
+    target = open_model(model_spec)
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
     spec, decode = detector_options(layout, decoder, [o.name for o in target.runner.outputs])
     adjust = flags.adjust
     with console.status(f"checking {target.label} against {'its reference ONNX' if reference_onnx else 'PyTorch'}"):
         result = run_check(
             target, model_name=model, weights=weights, images=images, batch=batch, tolerance=tol,
-            per_layer=per_layer, reference_onnx=reference_onnx, adjust=adjust, warn=warn, img_size=size,
+            per_layer=per_layer, reference_onnx=reference_onnx, adjust=adjust, warn=warn,
             detection=spec, decoder=decode, trust_checkpoint=trust_checkpoint,
         )  # fmt: skip
     report = result.as_dict()

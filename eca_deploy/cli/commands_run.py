@@ -67,8 +67,9 @@ def run_command(
     known (metadata, or --layout) its boxes, decoded and NMS'd built in; --decoder FILE.py:FUNCTION overrides.
     """
     allow_replacing(force)
+    from eca_deploy.backends.handle import ModelSpec
+    from eca_deploy.runtime.choose import open_for_run
     from eca_deploy.runtime.classifier import Classifier
-    from eca_deploy.runtime.model import open_model
     from eca_deploy.runtime.preprocess import RESIZE_MODES
     from eca_deploy.runtime.sources import parse_source
     from eca_deploy.runtime.video import RunOptions, run_stream
@@ -99,9 +100,11 @@ def run_command(
         if sink is not None and video_in is not None and same_file(sink, video_in):
             raise EcaDeployError(f"{sink} is the source video: write the output to another file")
     check_outputs((output, "--output"), (log, "--log"), (json_to.path, "--json"), inputs=[model, labels, plugin])
-    classifier = open_model(model, decoder, provider=provider, plugin=plugin, resize=resize, labels=labels,  # type: ignore[arg-type]
-                            kind="onnx" if onnx_path is not None else "engine",
-                            runtime=runtime, img_size=size, adjust=flags.adjust, warn=warn, layout=layout)  # fmt: skip
+    spec = ModelSpec.of(onnx_path, engine, provider=provider, plugin=plugin, runtime=runtime, qdq_arithmetic=True,
+                        img_size=size)  # fmt: skip
+    classifier = open_for_run(
+        spec, decoder, resize=resize, labels=labels, adjust=flags.adjust, warn=warn, layout=layout
+    )
     if json_to.stdout:
         summary = run_stream(classifier, source, options)
     else:

@@ -105,7 +105,7 @@ def detector_options(layout: str | None, decoder: str | None, output_names: Sequ
 
 
 def parse_runtime(value: str) -> str:
-    from eca_deploy.backends.loader import RUNTIMES
+    from eca_deploy.backends.handle import RUNTIMES
 
     runtime = value.strip().lower()
     if runtime not in RUNTIMES:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eca_deploy.backends.handle import RUNTIMES
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.deploy.cache import StageCache, StageOutcome
 from eca_deploy.deploy.report import write_report
@@ -39,7 +40,7 @@ from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 from eca_deploy.pipeline.records import BenchRecord, CheckRecord, EnvironmentRecord
 
 PRECISIONS = ("fp32", "fp16", "int8")
-CPU_RUNTIME_CHOICES = ("auto", "onnxruntime", "openvino")
+CPU_RUNTIME_CHOICES = ("auto", *RUNTIMES)
 BENCH_JSON = "bench.json"  # every precision and CPU runtime, timed together (docs/deploy.md, docs/openvino.md)
 DEFAULT_BENCH_ROUNDS = DEFAULT_ROUNDS
 

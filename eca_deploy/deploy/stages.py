@@ -223,10 +223,11 @@ class CheckSpec(StageSpec):
         ]
 
     def run(self) -> dict[str, Any]:
-        from eca_deploy.pipeline.check import open_target, run_check, tolerance_for
+        from eca_deploy.backends.handle import ModelSpec, open_model
+        from eca_deploy.pipeline.check import run_check, tolerance_for
 
-        onnx, engine = (self.target, None) if self.kind == "onnx" else (None, self.target)
-        target = open_target(onnx, engine, runtime="onnxruntime" if self.runtime == "tensorrt" else self.runtime)
+        runtime = "onnxruntime" if self.runtime == "tensorrt" else self.runtime
+        target = open_model(ModelSpec(self.target, kind=self.kind, runtime=runtime, qdq_arithmetic=True))
         result = run_check(
             target,
             model_name=self.model,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from eca_deploy.backends.handle import RUNTIME_LABELS as ALL_RUNTIME_LABELS
+from eca_deploy.backends.handle import RUNTIMES
 from eca_deploy.pipeline.records import (
     JSON,
     BenchConfigRecord,
@@ -19,7 +21,7 @@ from eca_deploy.pipeline.records import (
     nested,
 )
 
-RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+RUNTIME_LABELS = {r: ALL_RUNTIME_LABELS[r] for r in RUNTIMES}  # the runtimes of ONNX models
 NOTHING_FUSED = (
     "no ECA block found: nothing was fused, model.fused.onnx is the exported graph unchanged, and every "
     "precision runs without the ECA op"
@@ -28,7 +30,7 @@ NOTHING_FUSED = (
 
 def runtime_label(runtime: str) -> str:
     """'ONNX Runtime', 'OpenVINO', 'TensorRT'."""
-    return {**RUNTIME_LABELS, "tensorrt": "TensorRT"}.get(runtime, runtime)
+    return ALL_RUNTIME_LABELS.get(runtime, runtime)
 
 
 @dataclass(frozen=True, kw_only=True)

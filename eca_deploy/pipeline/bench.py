@@ -231,9 +231,8 @@ def end_to_end_model(runner: Runner, config: BenchConfig, warn: Callable[[str], 
     model's own preprocessing (its metadata, ONNX Runtime and OpenVINO alike) and `config.adjust`."""
     from eca_deploy.interface import outputs_from_tensors
     from eca_deploy.runtime import Classifier, Model
-    from eca_deploy.runtime.model import runner_metadata
 
-    metadata = runner_metadata(runner)
+    metadata = runner.metadata
     outputs = outputs_from_tensors(runner.outputs, tuple(getattr(metadata, "outputs", ()) or ()))
     kind = Classifier if any(o.kind == "logits" for o in outputs) else Model
     return kind(runner, metadata, channel_order="RGB", adjust=config.adjust, warn=warn)

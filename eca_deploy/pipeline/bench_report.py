@@ -9,34 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy import environment
+from eca_deploy.backends.base import Runner
+from eca_deploy.backends.handle import ModelSpec, open_model
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.pipeline.bench import BenchConfig, bench_runners
 from eca_deploy.pipeline.records import BenchRecord, Spread
 
 LOWERING_CHOICES = ("auto", "op", "opset")  # bench --lowering: OpenVINO's conversion of eca_deploy.ECA nodes
 CANDIDATES = {"unfused": None, "fused-op": "op", "fused-opset": "opset"}  # auto: name -> lowering timed
-
-
-def open_model(path: Path, kind: str | None, provider: str, threads: int | None, plugin: str | None,
-               runtime: str = "onnxruntime", lowering: str | None = None) -> tuple:  # fmt: skip
-    """(runner, backend, precision): `kind` "onnx" or "engine" as the user said; None guesses from the file."""
-    from eca_deploy.backends.loader import looks_like_onnx, open_engine, open_onnx
-
-    if kind is None:
-        kind = "onnx" if looks_like_onnx(path) or not path.exists() else "engine"
-    if kind == "onnx" and runtime == "openvino" and lowering is not None:
-        from eca_deploy.backends.openvino_runner import OpenVINORunner
-        from eca_deploy.onnx_io import load_onnx
-        from eca_deploy.precision.detect import detect_precision
-
-        precision = detect_precision(load_onnx(path))
-        runner = OpenVINORunner(path, threads=threads, eca_lowering=lowering)
-        return runner, f"{runner.name}-{provider}", precision
-    if kind == "onnx":
-        runner, _, precision = open_onnx(path, provider, threads=threads, runtime=runtime)
-        return runner, f"{runner.name}-{provider}", precision
-    runner = open_engine(path, plugin)
-    return runner, "tensorrt", getattr(getattr(runner, "sidecar", None), "precision", "unknown")
 
 
 def candidates(path: Path, kind: str | None, runtime: str, lowering: str, unfused: Path | None) -> list[tuple]:
@@ -111,20 +91,22 @@ def run_bench(
     twins = {str(k): v for k, v in (unfused or {}).items()}
     specs = [(i, *c) for i, (p, k, r) in enumerate(zip(models, kinds, per_model, strict=True))
              for c in candidates(p, k, r, lowering, twins.get(str(p)))]  # fmt: skip
-    opened = [open_model(path, kinds[i], provider, threads, plugin, per_model[i], low)
+    opened = [open_model(ModelSpec(path, kind=kinds[i], runtime=per_model[i], provider=provider, threads=threads,
+                                   plugin=None if plugin is None else Path(plugin), eca_lowering=low))
               for i, _, path, low in specs]  # fmt: skip
     callbacks = (
         [on_batch(models[i].name + (f" [{name}]" if name else "")) for i, name, _, _ in specs] if on_batch else None
     )
     before = cpu_sample()
-    results = bench_runners([o[0] for o in opened], config, img_size, callbacks)
+    results = bench_runners([o.runner for o in opened], config, img_size, callbacks)
     load = machine_load(before, cpu_sample())
     entries = []
     for i, path in enumerate(models):
         mine = [j for j, spec in enumerate(specs) if spec[0] == i]
-        runner, backend, precision = opened[mine[-1]]  # the model itself (the unfused twin comes first)
-        entry: dict[str, Any] = {"model": path.name, "path": str(path), "backend": backend, "precision": precision,
-                                 "runtime_settings": runtime_settings(runner, config, img_size)}  # fmt: skip
+        model = opened[mine[-1]]  # the model itself (the unfused twin comes first)
+        entry: dict[str, Any] = {"model": path.name, "path": str(path), "backend": model.backend,
+                                 "precision": model.precision or "unknown",
+                                 "runtime_settings": runtime_settings(model.runner, config, img_size)}  # fmt: skip
         if len(mine) > 1:
             entry["runtime_settings"]["eca_lowering"] = "fastest of " + ", ".join(specs[j][1] for j in mine)
             entry["results"] = choose_fastest({specs[j][1]: [r.as_dict() for r in results[j]] for j in mine})
@@ -154,7 +136,7 @@ def run_bench(
     }
 
 
-def runtime_settings(runner: Any, config: BenchConfig, img_size: int | tuple[int, int] | None) -> dict[str, Any]:
+def runtime_settings(runner: Runner, config: BenchConfig, img_size: int | tuple[int, int] | None) -> dict[str, Any]:
     """What a figure was measured with: the input shape (C, H, W) and, on OpenVINO, its precision hint and threads."""
     from eca_deploy.pipeline.bench import input_shape
 
@@ -168,11 +150,7 @@ def runtime_settings(runner: Any, config: BenchConfig, img_size: int | tuple[int
         from eca_deploy.pipeline.bench import end_to_end_model
 
         settings["preprocessing"] = end_to_end_model(runner, config).interface.preprocessing.describe()
-    for key in ("inference_precision", "threads", "eca_lowering"):
-        value = getattr(runner, key, None)
-        if value is not None and runner.name == "openvino":
-            settings[key] = value
-    return settings
+    return settings | runner.settings()
 
 
 def add_ratios(entries: list[dict[str, Any]]) -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from eca_deploy.backends.base import Runner
+from eca_deploy.backends.handle import ModelSpec, OpenedModel, open_model
 from eca_deploy.detection.judge import DETECTION_BOUNDS, DetectionCheck, judge_detections
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata, has_random_weights
-from eca_deploy.interface import ModelInterface, build_interface
+from eca_deploy.interface import ModelInterface
 from eca_deploy.metrics import (
     Agreement,
     OutputCheck,
@@ -33,17 +34,6 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "int8": Tolerance(max_abs=math.inf, cosine_min=0.98, top1_agreement=0.8, tensor_max_abs=0.2,
                       tensor_mean_abs=0.05),
 }  # fmt: skip
-
-
-@dataclass
-class Target:
-    """What is checked: the runner, its model description and its precision."""
-
-    runner: Runner
-    label: str
-    metadata: ModelMetadata | None
-    precision: str
-    onnx: Any = None  # the onnx.ModelProto for ONNX targets (used by --per-layer)
 
 
 @dataclass
@@ -152,27 +142,6 @@ def judge_detector(
     return found
 
 
-def open_target(
-    onnx_path: Path | None, engine: Path | None, provider: str = "cpu", plugin: str | None = None,
-    runtime: str = "onnxruntime",
-) -> Target:  # fmt: skip
-    """Open an ONNX model on ONNX Runtime (or OpenVINO) or a TensorRT engine, with its metadata and precision."""
-    from eca_deploy.backends.loader import open_engine, open_onnx
-
-    if (onnx_path is None) == (engine is None):
-        raise EcaDeployError("pass exactly one of --onnx MODEL.onnx or --engine MODEL.plan")
-    if onnx_path is not None:
-        from eca_deploy.exporters.metadata import read_metadata
-
-        runner, model, precision = open_onnx(onnx_path, provider, qdq_arithmetic=True, runtime=runtime)
-        return Target(runner, str(onnx_path), read_metadata(model), precision, model)
-    runner = open_engine(engine, plugin)  # type: ignore[arg-type]
-    sidecar = getattr(runner, "sidecar", None)
-    metadata = getattr(sidecar, "metadata", None) if sidecar is not None else None
-    precision = getattr(sidecar, "precision", "fp32") if sidecar is not None else "fp32"
-    return Target(runner, str(engine), metadata, precision)
-
-
 def tolerance_for(precision: str, max_abs: float | None, min_cosine: float | None, min_top1: float | None) -> Tolerance:
     base = DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
     return replace(
@@ -263,17 +232,14 @@ class Reference:
 
 
 def _onnx_reference(path: Path, warn: Any) -> Reference:
-    from eca_deploy.backends.loader import open_onnx
-    from eca_deploy.exporters.metadata import read_metadata
-
-    runner, model, precision = open_onnx(path)
-    if precision != "fp32":
-        warn(f"--reference-onnx {path} is {precision}, not FP32: the comparison inherits its error")
-    return Reference(runner, f"ONNX {path.name}", onnx_path=path, metadata=read_metadata(model))
+    opened = open_model(ModelSpec(path, kind="onnx"))
+    if opened.precision != "fp32":
+        warn(f"--reference-onnx {path} is {opened.precision}, not FP32: the comparison inherits its error")
+    return Reference(opened.runner, f"ONNX {path.name}", onnx_path=path, metadata=opened.metadata)
 
 
 def _torch_reference(
-    target: Target, name: str, weights: Path | None, prep: Any, warn: Any, interface: ModelInterface,
+    target: OpenedModel, name: str, weights: Path | None, prep: Any, warn: Any, interface: ModelInterface,
     trust_checkpoint: bool = False,
 ) -> Reference:  # fmt: skip
     """The PyTorch model `name`, refused in one line when the target's graph is another architecture."""
@@ -304,7 +270,7 @@ def _model_preprocessing(name: str | None) -> Any:
 
 
 def run_check(
-    target: Target,
+    target: OpenedModel,
     *,
     model_name: str | None,
     weights: Path | None = None,
@@ -315,7 +281,6 @@ def run_check(
     reference_onnx: Path | None = None,
     adjust: Any = None,
     warn: Any = lambda _m: None,
-    img_size: tuple[int, int] | None = None,
     interface: ModelInterface | None = None,
     detection: Any = None,
     decoder: Any = None,
@@ -327,7 +292,7 @@ def run_check(
     model `model_name` or the target's metadata names; a file with no rebuildable model falls back to the
     unfused ONNX next to it (X.onnx for X.fused.onnx, X.int8.onnx, ...). The model's interface (input size
     and preprocessing, named outputs and their kinds) is resolved once, from the ONNX, its metadata,
-    `img_size` (--img-size) and `adjust` (--mean/--std), unless given; every output is judged. A detector
+    the spec's `img_size` (--img-size) and `adjust` (--mean/--std), unless given; every output is judged. A detector
     (its metadata's head layout, `detection` from --layout, or a user's `decoder` from --decoder) is judged
     by its detections too.
     """
@@ -335,6 +300,7 @@ def run_check(
     from eca_deploy.models import sources
 
     meta = target.metadata
+    precision = target.precision or "fp32"  # an engine without a sidecar is judged as FP32
     name = model_name or (meta.model if meta else None)
     if reference_onnx is None and model_name is None and (name is None or not sources.rebuildable(name)):
         reference_onnx = unfused_sibling(Path(target.label))
@@ -354,8 +320,7 @@ def run_check(
     described = meta or (onnx_reference.metadata if onnx_reference else None)
     if interface is None:
         own = _model_preprocessing(name) if described is None and onnx_reference is None else None
-        interface = build_interface(target.runner, described, label=target.label, img_size=img_size,
-                                    preprocessing=own, adjust=adjust, warn=warn)  # fmt: skip
+        interface = target.interface(metadata=described, preprocessing=own, adjust=adjust, warn=warn)
     if detection is not None:
         interface = replace(interface, detection=detection)
     prep = interface.preprocessing
@@ -397,17 +362,17 @@ def run_check(
             f"{target.label} has outputs {', '.join(out)}, {reference.label} has {', '.join(ref)}: "
             "check --model, --weights or --reference-onnx"
         )
-    tol = tolerance or DEFAULT_TOLERANCES.get(target.precision, DEFAULT_TOLERANCES["fp32"])
+    tol = tolerance or DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
     ordered = {n: ref[n] for n in interface.output_names}
     checks = compare_outputs(ordered, out, interface.kinds, tol, interface.detection)
     scale = max(c.reference_scale for c in checks.values())
-    detected = judge_detector(ordered, out, interface, target.precision, decoder, warn)
+    detected = judge_detector(ordered, out, interface, precision, decoder, warn)
     checks = detections_decide(checks, detected)
     result = CheckResult(
         target=target.label,
         backend=target.runner.name,
         model=name,
-        precision=target.precision,
+        precision=precision,
         tolerance=tol,
         checks=checks,
         failures=named_failures(checks) + (detected.named_failures() if detected is not None else []),

@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from eca_deploy.backends.base import Runner
+from eca_deploy.backends.handle import ModelSpec, open_model
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.exporters.metadata import ModelMetadata
 from eca_deploy.runtime.labels import labels_for
-from eca_deploy.runtime.model import Model, StageTimes, batch_range, open_target, runner_metadata
+from eca_deploy.runtime.model import Model, StageTimes
 from eca_deploy.runtime.postprocess import softmax, top_k
 from eca_deploy.runtime.preprocess import Frames
 
-__all__ = ["Classifier", "Prediction", "StageTimes", "batch_range", "runner_metadata"]
+__all__ = ["Classifier", "Prediction", "StageTimes"]
 
 
 @dataclass(frozen=True)
@@ -106,15 +107,14 @@ class Classifier(Model):
         `channel_order` is the frames' (OpenCV gives BGR); `resize` is "exact" (the pixels `check` used) or
         "fast" (OpenCV, about three times faster on HD frames); `labels` a file with one class name per line.
         """
-        path = Path(path)
-        target = open_target(path, provider=provider, plugin=plugin, kind=kind, runtime=runtime)
-        return cls(target.runner, target.metadata, top_k=top_k, channel_order=channel_order, resize=resize,
-                   labels=labels, name=path.name, precision=target.precision, img_size=img_size)  # fmt: skip
+        spec = ModelSpec(Path(path), kind=kind, runtime=runtime, provider=provider, plugin=plugin, qdq_arithmetic=True,
+                         img_size=img_size)  # fmt: skip
+        return cls.from_opened(open_model(spec), top_k=top_k, channel_order=channel_order, resize=resize, labels=labels)
 
     @classmethod
     def from_runner(cls, runner: Runner, **kwargs: object) -> Classifier:
         """Wrap an open runner; the model description comes from its ONNX metadata or engine sidecar."""
-        return cls(runner, runner_metadata(runner), **kwargs)  # type: ignore[arg-type]
+        return cls(runner, runner.metadata, **kwargs)  # type: ignore[arg-type]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Nx3xSxS input -> N rows of logits: split to the model's largest batch, padded to its smallest."""

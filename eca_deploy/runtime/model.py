@@ -27,12 +27,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from eca_deploy.backends.base import Runner
+from eca_deploy.backends.handle import ModelSpec, OpenedModel, open_model
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.detection.boxes import Detections
+from eca_deploy.detection.decoders import spec_for
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
+from eca_deploy.exporters.metadata import ModelMetadata
+from eca_deploy.interface import build_interface, check_image_input, static_hw
 from eca_deploy.runtime.decoder import Decoder, LayoutDecoder
-from eca_deploy.runtime.labels import labels_for
+from eca_deploy.runtime.labels import labels_for, read_labels
 from eca_deploy.runtime.preprocess import FramePreprocessor, Frames, as_frame_list
 
 M = TypeVar("M", bound="Model")
@@ -90,31 +93,6 @@ class FrameResult:
         return out
 
 
-def runner_metadata(runner: Runner) -> ModelMetadata | None:
-    """The model description a runner carries: ONNX metadata (ONNX Runtime, OpenVINO) or the engine's sidecar."""
-    session = getattr(runner, "session", None)
-    props = (
-        session.get_modelmeta().custom_metadata_map if session is not None else getattr(runner, "metadata_props", None)
-    )
-    if props is not None:
-        return metadata_from_props(dict(props), runner.outputs)
-    sidecar = getattr(runner, "sidecar", None)
-    return getattr(sidecar, "metadata", None) if sidecar is not None else None
-
-
-def batch_range(runner: Runner) -> tuple[int, int | None]:
-    """(smallest, largest) batch the runner takes: static batch (n, n), engine profile, or (1, None)."""
-    info = runner.inputs[0]
-    n = info.shape[0] if info.shape else None
-    if isinstance(n, int) and n > 0:
-        return n, n
-    engine = getattr(runner, "engine", None)
-    if engine is not None:
-        lo, _, hi = engine.get_tensor_profile_shape(info.name, 0)
-        return int(lo[0]), int(hi[0])
-    return 1, None
-
-
 def to_frame_pixels(boxes: np.ndarray, frame_hw: tuple[int, int], prep: Preprocessing) -> np.ndarray:
     """(x1, y1, x2, y2) in model-input pixels -> frame pixels: undo the centre crop (or the letterbox's padding)
     and the resize, clip to the frame."""
@@ -123,21 +101,6 @@ def to_frame_pixels(boxes: np.ndarray, frame_hw: tuple[int, int], prep: Preproce
     out[:, 0::2] = out[:, 0::2].clip(0, w)
     out[:, 1::2] = out[:, 1::2].clip(0, h)
     return out
-
-
-def open_target(
-    path: str | Path, *, provider: str = "cpu", plugin: str | Path | None = None, kind: str | None = None,
-    runtime: str = "onnxruntime",
-) -> Any:  # fmt: skip
-    """The runner and description of an ONNX model (ONNX Runtime or OpenVINO) or a TensorRT engine."""
-    from eca_deploy.backends.loader import looks_like_onnx
-    from eca_deploy.pipeline.check import open_target as open_check_target
-
-    path = Path(path)
-    is_onnx = kind == "onnx" if kind else path.suffix == ".onnx" or (path.is_file() and looks_like_onnx(path))
-    if is_onnx:
-        return open_check_target(path, None, provider, runtime=runtime)
-    return open_check_target(None, path, plugin=None if plugin is None else str(plugin))
 
 
 class Model:
@@ -160,8 +123,6 @@ class Model:
         adjust: Callable[[Preprocessing], Preprocessing] | None = None,
         warn: Callable[[str], None] = lambda _m: None,
     ) -> None:
-        from eca_deploy.interface import build_interface, check_image_input, static_hw
-
         self.runner, self.metadata, self.name, self.precision = runner, metadata, name, precision
         info = runner.inputs[0]
         check_image_input(info.name, tuple(info.shape))
@@ -176,7 +137,7 @@ class Model:
             raise EcaDeployError(f"{name} runs at {self.interface.size_text}: {self._square_message()}")
         self._check_outputs()
         self.preprocessor = FramePreprocessor(prep, channel_order, resize)
-        self.min_batch, self.max_batch = batch_range(runner)
+        self.min_batch, self.max_batch = runner.batch_range()
         self.input_name = info.name
         self.output_names = self.interface.output_names
         self.input_dtype = np.float16 if "float16" in info.dtype else np.float32
@@ -186,7 +147,7 @@ class Model:
         self._class_names(labels)
         # A TensorRT execution context or OpenVINO infer request is not thread-safe; ONNX Runtime's run() is.
         self._lock: contextlib.AbstractContextManager = (
-            threading.Lock() if runner.name in ("tensorrt", "openvino") else contextlib.nullcontext()
+            contextlib.nullcontext() if runner.thread_safe else threading.Lock()
         )
         self.decoder: Decoder | LayoutDecoder | None = None
         if decoder is not None:
@@ -194,8 +155,6 @@ class Model:
         else:
             spec = self.interface.detection
             if layout is not None:
-                from eca_deploy.detection.decoders import spec_for
-
                 spec = spec_for(layout, self.output_names)
             if spec is not None:  # a detector whose head layout is known: boxes out of the box
                 self.decoder = LayoutDecoder(spec)
@@ -213,8 +172,6 @@ class Model:
 
     def _class_names(self, labels: str | Path | None) -> None:
         if self.num_classes is None and labels is not None:
-            from eca_deploy.runtime.labels import read_labels
-
             self.num_classes = len(read_labels(labels))
         self.labels: tuple[str, ...] = labels_for(self.num_classes, labels) if self.num_classes else ()
 
@@ -235,18 +192,25 @@ class Model:
         other options are the constructor's: channel_order, resize, labels, img_size, decoder, adjust
         (--mean/--std/--interpolation/--resize-mode over the model's preprocessing), warn.
         """
-        target = open_target(path, provider=provider, plugin=plugin, kind=kind, runtime=runtime)
-        return cls(target.runner, target.metadata, name=Path(path).name, precision=target.precision, **options)
+        img_size = options.pop("img_size", None)
+        spec = ModelSpec(Path(path), kind=kind, runtime=runtime, provider=provider, plugin=plugin, qdq_arithmetic=True,
+                         img_size=img_size)  # fmt: skip
+        return cls.from_opened(open_model(spec), **options)
+
+    @classmethod
+    def from_opened(cls: type[M], opened: OpenedModel, **options: Any) -> M:
+        """Wrap an opened model (`eca_deploy.backends.handle.open_model`); `options` are the constructor's."""
+        return cls(opened.runner, opened.metadata, name=opened.name, precision=opened.precision or "fp32",
+                   img_size=opened.spec.img_size, **options)  # fmt: skip
 
     @classmethod
     def from_runner(cls: type[M], runner: Runner, **kwargs: Any) -> M:
         """Wrap an open runner; the model description comes from its ONNX metadata or engine sidecar."""
-        return cls(runner, runner_metadata(runner), **kwargs)
+        return cls(runner, runner.metadata, **kwargs)
 
     @property
     def backend(self) -> str:
-        provider = getattr(self.runner, "provider", None)
-        return f"{self.runner.name}-{provider}" if provider else self.runner.name
+        return self.runner.backend
 
     @property
     def input_size(self) -> int:
@@ -316,39 +280,3 @@ class Model:
     def run(self, frames: Frames) -> list[FrameResult]:
         """One frame or a batch (list or NxHxWx3 array) of uint8 frames -> one `FrameResult` per frame."""
         return self.run_timed(frames)[0]
-
-
-def open_model(
-    path: str | Path,
-    decoder: str | Callable[..., Any] | None = None,
-    *,
-    provider: str = "cpu",
-    plugin: str | Path | None = None,
-    kind: str | None = None,
-    runtime: str = "onnxruntime",
-    **options: Any,
-) -> Model:
-    """What `eca-deploy run` runs: a `Classifier` for a model with logits and no `decoder`, else a `Model`
-    (which draws a detector's boxes with the built-in decoder of its head layout: metadata or `layout`).
-
-    A `FILE.py:FUNCTION` decoder is imported before the model loads (a missing file or function fails first)
-    and tried on a grey frame once the model is open. `options` are the constructors' (resize, labels, ...).
-    """
-    from eca_deploy.interface import LOGITS, outputs_from_tensors
-    from eca_deploy.runtime.classifier import Classifier
-    from eca_deploy.runtime.decoder import import_function
-
-    label = decoder if isinstance(decoder, str) else None
-    function = import_function(decoder) if isinstance(decoder, str) else decoder
-    target = open_target(path, provider=provider, plugin=plugin, kind=kind, runtime=runtime)
-    layout = options.pop("layout", None)
-    common = {"name": Path(path).name, "precision": target.precision, **options}
-    described = tuple(getattr(target.metadata, "outputs", ()) or ())
-    detector = layout is not None or getattr(target.metadata, "detection", None) is not None
-    if (
-        function is None
-        and not detector
-        and any(o.kind == LOGITS for o in outputs_from_tensors(target.runner.outputs, described))
-    ):
-        return Classifier(target.runner, target.metadata, **common)
-    return Model(target.runner, target.metadata, decoder=function, decoder_label=label, layout=layout, **common)

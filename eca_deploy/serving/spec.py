@@ -173,7 +173,7 @@ def spec_from_sidecar(sidecar: Mapping[str, Any], engine: Path | None = None, na
 
 def read_engine_spec(engine: Path) -> ServingSpec:
     """The spec of an engine file from the sidecar beside it; one-line errors for what is missing."""
-    from eca_deploy.backends.loader import looks_like_onnx
+    from eca_deploy.backends.handle import looks_like_onnx
     from eca_deploy.engine.sidecar import read_sidecar, sidecar_path
 
     if not engine.is_file():
