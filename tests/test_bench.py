@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -174,25 +175,22 @@ def test_within_noise_decision_both_ways() -> None:
     """Fake timings: a clear difference is reported, one smaller than the rounds' spread is not."""
     from eca_deploy.deploy.report import recommendation
     from eca_deploy.pipeline.bench import bench_interleaved
-    from eca_deploy.pipeline.bench_noise import compare_rounds, describe
+    from eca_deploy.pipeline.bench_noise import compare_rounds
 
-    def rows_for(durations: dict[str, list[float]]) -> list[dict]:
+    def rows_for(durations: dict[str, list[float]]) -> list[SimpleNamespace]:
         clock = FakeClock()
         config = BenchConfig(batches=(8,), warmup_s=0, iterations=20, rounds=5)
         results = bench_interleaved(fake_steps(clock, durations, []), 8, config, clock=clock)
-        return [
-            {"precision": p, "passed": True, "images_per_s": {8: r.images_per_s}, "rounds": {8: r.rounds},
-             "throughput": {8: describe(r.as_dict())}}
-            for p, r in zip(durations, results, strict=True)
-        ]  # fmt: skip
+        return [SimpleNamespace(precision=p, runtime=None, passed=True, rounds={8: r.rounds})
+                for p, r in zip(durations, results, strict=True)]  # fmt: skip
 
     # fp16 twice as fast, with jitter of a few percent (the step times cycle with period 3, rounds are 4 long)
     clear = rows_for({"fp32": [0.020, 0.021, 0.019], "fp16": [0.010, 0.0105, 0.0095]})
-    assert compare_rounds(clear[1]["rounds"][8], clear[0]["rounds"][8]) == 1
+    assert compare_rounds(clear[1].rounds[8], clear[0].rounds[8]) == 1
     assert recommendation(clear).startswith("Fastest precision within tolerance, per batch size: batch 8: **fp16**")
     # 2% apart with a 20% jitter: within noise, no precision named as faster
     noisy = rows_for({"fp32": [0.010, 0.012, 0.008], "fp16": [0.0098, 0.0118, 0.0078]})
-    assert compare_rounds(noisy[1]["rounds"][8], noisy[0]["rounds"][8]) == 0
+    assert compare_rounds(noisy[1].rounds[8], noisy[0].rounds[8]) == 0
     text = recommendation(noisy)
     assert "batch 8: within noise" in text and "**" not in text
     # one round measures no spread: never a claim
@@ -270,11 +268,9 @@ def test_cli_shows_the_spread_of_each_figure(cli, models: tuple[Path, Path], tmp
     assert json.loads(single.stdout)["models"][0]["results"][0]["spread"] is None
 
 
-def _row(precision: str, rounds: dict[int, list[float]], passed: bool = True) -> dict:
-    from eca_deploy.pipeline.bench_noise import median_rate
-
-    return {"precision": precision, "passed": passed, "rounds": rounds,
-            "images_per_s": {b: median_rate(r) for b, r in rounds.items()}}  # fmt: skip
+def _row(precision: str, rounds: dict[int, list[float]], passed: bool = True) -> SimpleNamespace:
+    """A candidate of the recommendation (deploy.recommend.Candidate): one runtime, so labelled by precision."""
+    return SimpleNamespace(precision=precision, runtime=None, passed=passed, rounds=rounds)
 
 
 def test_fastest_precision_is_judged_per_batch_size() -> None:
@@ -312,16 +308,22 @@ def test_ratio_agrees_with_the_medians_beside_it() -> None:
 
 def test_side_by_side_ratio_is_the_ratio_of_the_cells() -> None:
     from eca_deploy.deploy.report import side_by_side_rows
+    from eca_deploy.deploy.summary import PrecisionBench
     from eca_deploy.pipeline.bench_noise import median_rate
+    from eca_deploy.pipeline.records import BatchRecord, BenchEntry
 
-    def entry(rounds: list[float]) -> dict:
-        return {"results": [{"batch": 1, "images_per_s": median_rate(rounds), "rounds": rounds}]}
+    def entry(rounds: list[float]) -> BenchEntry:
+        rate = median_rate(rounds)
+        figures = BatchRecord(batch=1, iterations=5, total_s=1.0, images_per_s=rate, inferences_per_s=rate,
+                              latency_ms={}, rounds=tuple(rounds))  # fmt: skip
+        return BenchEntry(model="m.onnx", path="m.onnx", backend="cpu", precision="fp32", results=(figures,))
 
     ort, ov = [95.0, 105.0, 129.7, 151.0, 162.0], [90.0, 100.0, 142.0, 150.0, 160.0]
-    result = {"bench": {"models": [entry(ort), entry(ov)]}, "checks_by_runtime": {}}
-    summary = {"runtimes": ["onnxruntime", "openvino"], "results": {"fp32": result}}
+    result = SimpleNamespace(bench=PrecisionBench(models=(entry(ort), entry(ov))), checks_by_runtime={})
+    summary = SimpleNamespace(runtimes=("onnxruntime", "openvino"), results={"fp32": result})
     (row,) = side_by_side_rows(summary)
-    assert row["cells"] == ["129.7 (95.0..162.0)", "142.0 (90.0..160.0)"] and row["ratio"].startswith("1.09x")
+    assert row.cells == ["129.7 (95.0..162.0)", "142.0 (90.0..160.0)"] and row.ratio.startswith("1.09x")
+    assert row.checks == ["n/a", "n/a"]
 
 
 def test_fastest_of_given_rounds() -> None:

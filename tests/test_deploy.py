@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from eca_deploy.pipeline.bench_noise import describe
+from eca_deploy.pipeline.records import BatchRecord
 from tests.conftest import assert_one_line_error
 
 # One CPU runtime whatever is installed here (OpenVINO side by side: tests/test_openvino_runner.py).
@@ -71,7 +72,7 @@ def test_report_numbers_come_from_the_jsons(deployed: tuple[Path, str]) -> None:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2] == f"{logits['top1_agreement']:.1%}"
         assert cells[3] == f"{logits['cosine_min']:.6f}"
-        assert cells[5:] == [describe(r) for r in bench["models"][0]["results"]]
+        assert cells[5:] == [describe(BatchRecord.from_dict(r)) for r in bench["models"][0]["results"]]
         latency = next(line for line in report.splitlines() if re.match(rf"\| {precision} \| \d", line))
         p50 = bench["models"][0]["results"][0]["latency_ms"]["median"]
         assert f"| {precision} | {p50:.3f} |" in latency

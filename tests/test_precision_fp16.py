@@ -13,6 +13,7 @@ from eca_deploy.exporters import ExportOptions, export_onnx
 from eca_deploy.fusion import count_eca_nodes, fuse_eca
 from eca_deploy.models.seeded import RANDOM_WEIGHTS, seeded_model
 from eca_deploy.onnx_io import save_onnx
+from eca_deploy.pipeline.records import ConvertRecord
 from eca_deploy.precision.detect import detect_precision
 from eca_deploy.precision.fp16 import convert_to_fp16
 from tests import digits
@@ -58,9 +59,11 @@ def test_convert_cli_on_photos_keeps_fused_eca(cli, mbv2: Path, tmp_path: Path) 
     result = cli("convert", "--fp16", "--onnx", mbv2, "--output", out, "--json")
     assert result.code == 0, result.stderr
     data = json.loads(result.stdout)
-    check = data["check"]
-    assert check["passed"] and check["images"] >= 10 and check["cosine_min"] > 0.999
-    assert data["io_types"] == "float32"
+    record = ConvertRecord.from_dict(data)
+    assert record.as_dict() == data and ConvertRecord.from_dict(record.as_dict()) == record  # the JSON is the format
+    check = record.check
+    assert check is not None and check.passed and check.images >= 10 and check.cosine_min > 0.999
+    assert record.io_types == "float32" and record.fp16_nodes > 0 and check.outputs["logits"].kind == "logits"
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
     assert count_eca_nodes(model) == count_eca_nodes(onnx.load(str(mbv2))) == 17

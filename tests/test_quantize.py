@@ -12,6 +12,7 @@ from onnx import numpy_helper
 
 from eca_deploy.fileio import sha256_file
 from eca_deploy.fusion import count_eca_nodes
+from eca_deploy.pipeline.records import QuantizeRecord
 from eca_deploy.precision.calibration import (
     HIST_BINS,
     PERCENTILE,
@@ -123,6 +124,10 @@ def test_quantize_cli_on_sample_photos_and_cache_reuse(cli, digits_fused: Path, 
     first_bytes = out.read_bytes()
     second = json.loads(cli(*args).stdout)
     assert second["source"] == "cache" and out.read_bytes() == first_bytes
+    for report in (data, second):  # the JSON is the format: every key read back and written again
+        record = QuantizeRecord.from_dict(report)
+        assert record.as_dict() == report and QuantizeRecord.from_dict(record.as_dict()) == record
+    assert record.source == "cache" and record.qdq.weights_per_channel > 0 and record.check is not None
     other = json.loads(cli(*args, "--method", "minmax").stdout)
     assert other["source"] == "calibrated"
     assert json.loads(cli(*args, "--no-cache").stdout)["source"] == "calibrated"

@@ -4,14 +4,17 @@ output, a constant (dead) output said aloud, every runtime's figures, no unexpla
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from eca_deploy.deploy.summary import DeploySummary
 from eca_deploy.models.eca import ECALayer
 
 
@@ -49,7 +52,7 @@ def heads_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def deployed(heads_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+def deployed(heads_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, DeploySummary]:
     """`deploy --onnx heads.onnx --json` (fp32 and fp16 on ONNX Runtime), then the summary of the same folder from
     a rerun whose stages are all up to date."""
     import contextlib
@@ -70,7 +73,7 @@ def deployed(heads_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return out, json.loads(report.read_text()), result.summary
 
 
-def test_summary_row_shows_the_worst_output_not_the_first(deployed: tuple[Path, dict, dict]) -> None:
+def test_summary_row_shows_the_worst_output_not_the_first(deployed: tuple[Path, dict, DeploySummary]) -> None:
     out, payload, _ = deployed
     report = (out / "report.md").read_text()
     for row in payload["rows"]:
@@ -88,14 +91,16 @@ def test_summary_row_shows_the_worst_output_not_the_first(deployed: tuple[Path, 
 
 def test_worst_output_prefers_a_failing_one_then_the_lowest_cosine() -> None:
     from eca_deploy.deploy.report import worst_output
+    from eca_deploy.pipeline.records import OutputRecord
 
-    outputs = {"cls": {"cosine_min": 0.999999, "passed": True}, "box": {"cosine_min": 0.993382, "passed": True}}
+    outputs = {"cls": OutputRecord(images=2, max_abs_error=0.0, cosine_min=0.999999),
+               "box": OutputRecord(images=2, max_abs_error=0.0, cosine_min=0.993382)}  # fmt: skip
     assert worst_output(outputs) == "box"
-    outputs["cls"]["passed"] = False
+    outputs["cls"] = dataclasses.replace(outputs["cls"], passed=False)
     assert worst_output(outputs) == "cls"
 
 
-def test_constant_reference_output_is_said_aloud(deployed: tuple[Path, dict, dict]) -> None:
+def test_constant_reference_output_is_said_aloud(deployed: tuple[Path, dict, DeploySummary]) -> None:
     out, payload, _ = deployed
     check = json.loads((out / "check.fp16.json").read_text())
     dead = check["outputs"]["dead"]
@@ -133,13 +138,13 @@ def test_constant_value_of_a_reference_output() -> None:
     assert note.startswith("sat: the reference's output is constant (1) on every image")
 
 
-def test_report_drops_max_relative_error(deployed: tuple[Path, dict, dict]) -> None:
+def test_report_drops_max_relative_error(deployed: tuple[Path, dict, DeploySummary]) -> None:
     out, _, _ = deployed
     report = (out / "report.md").read_text()
     assert "max rel" not in report and "| mean abs error |" in report
 
 
-def test_recommendation_in_json_is_typed(deployed: tuple[Path, dict, dict]) -> None:
+def test_recommendation_in_json_is_typed(deployed: tuple[Path, dict, DeploySummary]) -> None:
     _, payload, summary = deployed
     from eca_deploy.deploy.report import recommend, summary_rows
 
@@ -152,11 +157,8 @@ def test_recommendation_in_json_is_typed(deployed: tuple[Path, dict, dict]) -> N
         assert pick.images_per_s == pytest.approx(max(rates.values()))
 
 
-def _rows(figures: dict[tuple[str, str], tuple[bool, list[float]]]) -> list[dict]:
-    from eca_deploy.pipeline.bench_noise import median_rate
-
-    return [{"precision": p, "runtime": rt, "passed": ok, "rounds": {1: rounds, 8: [v * 6 for v in rounds]},
-             "images_per_s": {1: median_rate(rounds), 8: median_rate(rounds) * 6}}
+def _rows(figures: dict[tuple[str, str], tuple[bool, list[float]]]) -> list[SimpleNamespace]:
+    return [SimpleNamespace(precision=p, runtime=rt, passed=ok, rounds={1: rounds, 8: [v * 6 for v in rounds]})
             for (p, rt), (ok, rounds) in figures.items()]  # fmt: skip
 
 
@@ -178,13 +180,13 @@ def test_fastest_passing_runtime_and_precision_is_named() -> None:
         "**int8 on OpenVINO** (int8 on OpenVINO 95.0 images/s, 2.38x fp32 on OpenVINO"
     )
     assert json.loads(json.dumps(choice.as_dict()))["per_batch"][1]["runtime"] == "openvino"
-    rows[3]["passed"] = False  # INT8 on OpenVINO outside tolerance: OpenVINO FP32 next
+    rows[3].passed = False  # INT8 on OpenVINO outside tolerance: OpenVINO FP32 next
     assert recommend(rows).picks[0].label == "fp32 on OpenVINO"
 
 
-def two_runtimes(summary: dict) -> dict:
+def two_runtimes(summary: DeploySummary) -> DeploySummary:
     """The deployed summary as if OpenVINO had run beside ONNX Runtime, 4x faster, with its own (copied) checks."""
-    both = copy.deepcopy(summary)
+    both = summary.as_dict()
     both["runtimes"] = ["onnxruntime", "openvino"]
     both["backend_label"] = "ONNX Runtime and OpenVINO (CPU)"
     for result in both["results"].values():
@@ -196,25 +198,23 @@ def two_runtimes(summary: dict) -> dict:
             r["images_per_s"] *= 4
         result["bench"]["models"].append(faster)
         result["checks_by_runtime"] = {"onnxruntime": result["check"], "openvino": copy.deepcopy(result["check"])}
-    return both
+    return DeploySummary.from_dict(both)
 
 
-def test_report_and_terminal_show_every_runtime(deployed: tuple[Path, dict, dict], capsys) -> None:
+def test_report_and_terminal_show_every_runtime(deployed: tuple[Path, dict, DeploySummary], capsys) -> None:
     from eca_deploy.cli.commands_deploy import print_summary
     from eca_deploy.deploy.report import markdown, summary_rows
 
     out, _, summary = deployed
     both = two_runtimes(summary)
     rows = summary_rows(both)
-    assert [(r["precision"], r["runtime"]) for r in rows] == [
+    assert [(r.precision, r.runtime) for r in rows] == [
         ("fp32", "onnxruntime"), ("fp32", "openvino"), ("fp16", "onnxruntime"), ("fp16", "openvino")]  # fmt: skip
     text = markdown(both)
     for r in rows:
-        label = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}[r["runtime"]]
-        assert f"| {r['precision']} | {label} | PASS |" in text
-        assert any(
-            line.startswith(f"| {r['precision']} | {label} | {r['p50_ms'][1]:.3f} |") for line in text.split("\n")
-        )
+        label = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}[r.runtime]
+        assert f"| {r.precision} | {label} | PASS |" in text
+        assert any(line.startswith(f"| {r.precision} | {label} | {r.p50_ms[1]:.3f} |") for line in text.split("\n"))
     assert "on OpenVINO" in text[text.index("Fastest runtime and precision") :].split("\n")[0]
     capsys.readouterr()
     print_summary(both, rows, out)
@@ -249,3 +249,48 @@ def test_deploy_doc_lists_the_recommendation_fields() -> None:
     assert re.findall(r'"(\w+)"', listed.group(1)) == [f.name for f in dataclasses.fields(Pick)]
     sample = Recommendation((), (), (), "").as_dict()
     assert all(f'"{key}"' in text for key in sample)
+
+
+def test_records_read_back_what_deploy_wrote(deployed: tuple[Path, dict, DeploySummary]) -> None:
+    """The check and bench JSON files, the summary and `deploy --json`'s rows, each through its type and back: the
+    JSON is the format, every key kept; and the report made from the records is the one deploy wrote."""
+    from eca_deploy.deploy.report import SummaryRow, markdown
+    from eca_deploy.pipeline.records import BenchRecord, CheckRecord
+
+    out, payload, summary = deployed
+    for name, record in [("check.fp32.json", CheckRecord), ("check.fp16.json", CheckRecord),
+                         ("bench.json", BenchRecord)]:  # fmt: skip
+        data = json.loads((out / name).read_text())
+        typed = record.from_dict(data)
+        assert typed.as_dict() == data and record.from_dict(typed.as_dict()) == typed
+    check = CheckRecord.from_dict(json.loads((out / "check.fp16.json").read_text()))
+    assert check.precision == "fp16" and check.outputs["dead"].reference_constant == 0
+    assert DeploySummary.from_dict(summary.as_dict()) == summary
+    assert summary.results["fp16"].check == check
+    for row in payload["rows"]:
+        typed = SummaryRow.from_dict(row)
+        assert json.loads(json.dumps(typed.as_dict())) == row and SummaryRow.from_dict(typed.as_dict()) == typed
+        assert set(typed.images_per_s) == {1, 2}  # batch sizes: ints again
+    assert (
+        markdown(DeploySummary.from_dict(json.loads(json.dumps(summary.as_dict())))) == (out / "report.md").read_text()
+    )
+
+
+def test_deploy_passes_on_its_primary_runtime() -> None:
+    """`passed` (and deploy's exit code) follow each precision's check on the first runtime; a second runtime
+    outside tolerance is said aloud and shown FAIL in the report, but does not decide it."""
+    from eca_deploy.deploy.summary import PrecisionResult
+    from eca_deploy.pipeline.records import CheckRecord
+
+    def check(runtime: str, passed: bool) -> CheckRecord:
+        return CheckRecord(target="model.onnx", backend=f"{runtime}-cpu", model="m", precision="fp32", passed=passed,
+                           failures=() if passed else ("cosine 0.5 < 0.9999",))  # fmt: skip
+
+    def summary(first: bool, second: bool) -> DeploySummary:
+        checks = {"onnxruntime": check("onnxruntime", first), "openvino": check("openvino", second)}
+        result = PrecisionResult(artifact="model.fused.onnx", check=checks["onnxruntime"], checks_by_runtime=checks)
+        return DeploySummary(model="m", backend="onnxruntime-cpu", backend_label="ONNX Runtime and OpenVINO (CPU)",
+                             runtimes=("onnxruntime", "openvino"), results={"fp32": result})  # fmt: skip
+
+    assert summary(True, True).passed and summary(True, False).passed
+    assert not summary(False, True).passed

@@ -44,6 +44,7 @@ from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import allow_replacing, atomic_write, atomic_write_text
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 from eca_deploy.pipeline.bench_noise import speed_ratio
+from eca_deploy.pipeline.records import BenchEntry, BenchRecord
 
 
 @app.command("bench")
@@ -152,14 +153,15 @@ def bench_command(
                            plugin=plugin, on_batch=on_batch, runtime=runtimes[0],
                            runtimes=per_model or None, lowering=lowering.strip().lower(),
                            unfused=twins)  # fmt: skip
-    print_tables(report)
-    for message in report["noise"]["warnings"]:
+    record = BenchRecord.from_dict(report)
+    print_tables(record)
+    for message in record.noise.warnings:
         warn(message)
     json_to.write(report)
     if csv_path:
-        atomic_write_text(csv_path, write_csv(report))
+        atomic_write_text(csv_path, write_csv(record))
     if plot_path:
-        atomic_write(plot_path, lambda tmp: write_plot(report, tmp))
+        atomic_write(plot_path, lambda tmp: write_plot(record, tmp))
 
 
 def parse_twins(values: list[str]) -> dict[str, Path]:
@@ -190,49 +192,49 @@ def expand_runtimes(models: list[Path], kinds: list[str | None], runtimes: list[
     return out
 
 
-def print_tables(report: dict[str, Any]) -> None:
-    for entry in report["models"]:
-        table = Table(title=f"{entry['model']} ({entry['backend']}, {entry['precision']}{settings_text(entry)})")
+def print_tables(report: BenchRecord) -> None:
+    for entry in report.models:
+        table = Table(title=f"{entry.model} ({entry.backend}, {entry.precision}{settings_text(entry)})")
         cols = ["batch", "images/s", "rounds min-max", "infer/s", "min", "mean", "median", "p90", "p95", "p99", "max"]
         for col in cols:
             table.add_column(col + (" ms" if col in ("min", "mean", "median", "p90", "p95", "p99", "max") else ""),
                              justify="right")  # fmt: skip
-        for r in entry["results"]:
-            lat = r["latency_ms"]
-            spread = r.get("spread")
-            span = f"{spread['min']:.1f}-{spread['max']:.1f} ({spread['relative']:.0%})" if spread else "one round"
-            row = [str(r["batch"]), f"{r['images_per_s']:.1f}", span, f"{r['inferences_per_s']:.1f}"]
-            row += [f"{lat[k]:.3f}" for k in ("min", "mean", "median", "p90", "p95", "p99", "max")]
+        for r in entry.results:
+            lat = r.latency_ms
+            spread = r.spread
+            span = f"{spread.min:.1f}-{spread.max:.1f} ({spread.relative:.0%})" if spread else "one round"
+            row = [str(r.batch), f"{r.images_per_s:.1f}", span, f"{r.inferences_per_s:.1f}"]
+            row += [f"{v:.3f}" for v in (lat.min, lat.mean, lat.median, lat.p90, lat.p95, lat.p99, lat.max)]
             table.add_row(*row)
         console.print(table)
-        for r in entry["results"]:
-            if r.get("tactic"):
-                console.print(f"  batch {r['batch']}: ECA lowering chosen by measurement: {r['tactic']['text']}")
+        for r in entry.results:
+            if r.tactic:
+                console.print(f"  batch {r.batch}: ECA lowering chosen by measurement: {r.tactic.text}")
         print_stages(entry)
-    if len(report["models"]) > 1:
-        first = report["models"][0]
-        console.print(f"throughput (images/s, median of rounds), speed-up against {first['model']}:")
+    if len(report.models) > 1:
+        first = report.models[0]
+        console.print(f"throughput (images/s, median of rounds), speed-up against {first.model}:")
         table = Table()
         table.add_column("batch", justify="right")
-        for entry in report["models"]:
-            table.add_column(entry["model"], justify="right")
-        for i, r0 in enumerate(first["results"]):
-            cells = [str(r0["batch"])]
-            for entry in report["models"]:
-                r = entry["results"][i]
+        for entry in report.models:
+            table.add_column(entry.model, justify="right")
+        for i, r0 in enumerate(first.results):
+            cells = [str(r0.batch)]
+            for entry in report.models:
+                r = entry.results[i]
                 # the ratio of the medians shown, its per-round range, and the within-noise verdict
-                ratio = "1.00x" if entry is first else speed_ratio(r["rounds"], r0["rounds"]).text()
-                cells.append(f"{r['images_per_s']:.1f} ({ratio})")
+                ratio = "1.00x" if entry is first else speed_ratio(r.rounds, r0.rounds).text()
+                cells.append(f"{r.images_per_s:.1f} ({ratio})")
             table.add_row(*cells)
         console.print(table)
-        console.print(f"{report['config']['rounds']} interleaved rounds per figure; 'within noise': the rounds of "
+        console.print(f"{report.config.rounds} interleaved rounds per figure; 'within noise': the rounds of "
                       "the two models overlap, so neither is measurably faster")  # fmt: skip
 
 
-def settings_text(entry: dict[str, Any]) -> str:
+def settings_text(entry: BenchEntry) -> str:
     """', input 224x224' (end to end: the preprocessing phrase) and, for OpenVINO entries,
     ', INFERENCE_PRECISION_HINT f32, 2 threads'."""
-    settings = entry.get("runtime_settings") or {}
+    settings = entry.runtime_settings
     shape = settings.get("input")
     parts = [f"input {shape[-2]}x{shape[-1]}"] if shape and len(shape) >= 2 else []
     if settings.get("preprocessing"):
@@ -246,19 +248,18 @@ def settings_text(entry: dict[str, Any]) -> str:
     return "".join(f", {p}" for p in parts)
 
 
-def print_stages(entry: dict[str, Any]) -> None:
+def print_stages(entry: BenchEntry) -> None:
     """Mean time per stage: H2D / compute / D2H (TensorRT) and preprocess / inference / postprocess (end to end)."""
-    groups = [("split_ms", ("h2d_ms", "compute_ms", "d2h_ms"), ("H2D", "compute", "D2H")),
-              ("stages_ms", ("preprocess_ms", "inference_ms", "postprocess_ms"),
+    groups = [([r.split_ms for r in entry.results], ("h2d_ms", "compute_ms", "d2h_ms"), ("H2D", "compute", "D2H")),
+              ([r.stages_ms for r in entry.results], ("preprocess_ms", "inference_ms", "postprocess_ms"),
                ("preprocess", "inference", "postprocess"))]  # fmt: skip
-    for key, fields, names in groups:
-        if not any(r.get(key) for r in entry["results"]):
+    for per_batch, fields, names in groups:
+        if not any(per_batch):
             continue
-        table = Table(title=f"{entry['model']}: mean ms per stage")
+        table = Table(title=f"{entry.model}: mean ms per stage")
         table.add_column("batch", justify="right")
         for name in names:
             table.add_column(f"{name} ms", justify="right")
-        for r in entry["results"]:
-            values = r.get(key) or {}
-            table.add_row(str(r["batch"]), *(f"{values.get(f, float('nan')):.3f}" for f in fields))
+        for r, values in zip(entry.results, per_batch, strict=True):
+            table.add_row(str(r.batch), *(f"{(values or {}).get(f, float('nan')):.3f}" for f in fields))
         console.print(table)

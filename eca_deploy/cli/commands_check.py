@@ -49,6 +49,7 @@ from eca_deploy.cli.options import (
 )
 from eca_deploy.errors import CheckFailedError
 from eca_deploy.fileio import allow_replacing
+from eca_deploy.pipeline.records import CheckRecord, DetectionRecord, ToleranceRecord
 
 
 @app.command("check")
@@ -126,23 +127,24 @@ def check_command(
         )  # fmt: skip
     report = result.as_dict()
     json_to.write(report)
-    print_report(report)
+    record = CheckRecord.from_dict(report)
+    print_report(record)
     if not result.passed:
-        failed = ", ".join(report["failed_outputs"])
+        failed = ", ".join(record.failed_outputs)
         raise CheckFailedError(f"{target.label} is outside tolerance on {failed}: {'; '.join(result.failures)}")
 
 
-def print_report(report: dict) -> None:
+def print_report(report: CheckRecord) -> None:
     from eca_deploy.exporters.metadata import random_weights_notice
 
-    if report.get("random_weights"):
-        console.print(f"[yellow]{report['target']}: {random_weights_notice(report.get('interface'))}[/yellow]")
-    outputs = report["outputs"]
-    t = report["tolerance"]
-    against = report.get("reference") or f"PyTorch {report['model']}"
-    size = report.get("input_size")
-    at = f", {report['preprocessing']}" if report.get("preprocessing") else f", {size[0]}x{size[1]}" if size else ""
-    table = Table(title=f"{report['target']} ({report['backend']}, {report['precision']}{at}) vs {against}")
+    if report.random_weights:
+        console.print(f"[yellow]{report.target}: {random_weights_notice(report.interface)}[/yellow]")
+    outputs = report.outputs
+    t = report.tolerance or ToleranceRecord()
+    against = report.reference or f"PyTorch {report.model}"
+    size = report.input_size
+    at = f", {report.preprocessing}" if report.preprocessing else f", {size[0]}x{size[1]}" if size else ""
+    table = Table(title=f"{report.target} ({report.backend}, {report.precision}{at}) vs {against}")
     table.add_column("output")
     several = len(outputs) > 1
     # no max relative error: on values near zero it says nothing (it stays in --json, as max_rel_error)
@@ -154,52 +156,51 @@ def print_report(report: dict) -> None:
         return "-" if v is None else f"{v:.1%}"
 
     for name, a in outputs.items():
-        cells = [str(a["images"]), f"{a['max_abs_error']:.3g}", f"{a['mean_abs_error']:.3g}",
-                 f"{a['cosine_min']:.6f}", pct(a["top1_agreement"]),
-                 pct(a["top5_agreement"]),
-                 "-" if a["kl_divergence"] is None else f"{a['kl_divergence']:.3g}"]  # fmt: skip
+        cells = [str(a.images), f"{a.max_abs_error:.3g}", f"{a.mean_abs_error:.3g}", f"{a.cosine_min:.6f}",
+                 pct(a.top1_agreement), pct(a.top5_agreement),
+                 "-" if a.kl_divergence is None else f"{a.kl_divergence:.3g}"]  # fmt: skip
         if several:
-            cells = [a.get("kind", ""), *cells, "[green]pass[/green]" if a.get("passed", True) else "[red]FAIL[/red]"]
+            cells = [a.kind, *cells, "[green]pass[/green]" if a.passed else "[red]FAIL[/red]"]
         table.add_row(name, *cells)
     console.print(table)
-    for note in report.get("notes") or []:
+    for note in report.notes:
         console.print(f"[yellow]note: {note}[/yellow]")
-    worst = next((a for a in outputs.values() if not a.get("passed", True)), next(iter(outputs.values())))
-    scale = report["reference_scale"] if not several else "that output's max |value|"
-    bound = "none" if t["max_abs"] is None else f"{t['max_abs']:g} x max(1, {_g(scale)})"
-    top1 = f", top-1 >= {t['top1_agreement']:.0%}" + (" (logits)" if several else "")
+    worst = next((a for a in outputs.values() if not a.passed), next(iter(outputs.values())))
+    scale = report.reference_scale if not several else "that output's max |value|"
+    bound = "none" if t.max_abs is None else f"{t.max_abs:g} x max(1, {_g(scale)})"
+    top1 = f", top-1 >= {t.top1_agreement:.0%}" + (" (logits)" if several else "")
     console.print(
-        f"tolerance ({report['precision']}): max abs {bound}, cosine >= {t['cosine_min']}"
-        f"{top1}; worst images: {', '.join(worst['worst_images'])}"
+        f"tolerance ({report.precision}): max abs {bound}, cosine >= {t.cosine_min}"
+        f"{top1}; worst images: {', '.join(worst.worst_images)}"
     )
-    print_detection(report.get("detection"))
-    layers = report.get("per_layer")
+    print_detection(report.detection)
+    layers = report.per_layer
     if layers:
-        lt = Table(title=f"per block, against {layers['against']}")
+        lt = Table(title=f"per block, against {layers.against}")
         for col in ("block", "rel error", "cosine", ""):
             lt.add_column(col)
-        for row in layers["blocks"]:
-            lt.add_row(row["block"], f"{row['rel_error']:.3g}", f"{row['cosine']:.6f}",
-                       "[red]<- error jumps here[/red]" if row["jump"] else "")  # fmt: skip
+        for row in layers.blocks:
+            lt.add_row(row.block, f"{row.rel_error:.3g}", f"{row.cosine:.6f}",
+                       "[red]<- error jumps here[/red]" if row.jump else "")  # fmt: skip
         console.print(lt)
-        console.print(f"first block where error jumps: {layers['first_jump'] or 'none'}")
-    failed = report.get("failed_outputs") or []
+        console.print(f"first block where error jumps: {layers.first_jump or 'none'}")
+    failed = report.failed_outputs
     if failed and len(outputs) > 1:
         console.print(f"failed outputs: {', '.join(failed)}")
-    verdict = "[green]PASS[/green]" if report["passed"] else f"[red]FAIL[/red]: {'; '.join(report['failures'])}"
+    verdict = "[green]PASS[/green]" if report.passed else f"[red]FAIL[/red]: {'; '.join(report.failures)}"
     console.print(verdict)
 
 
-def print_detection(found: dict | None) -> None:
+def print_detection(found: DetectionRecord | None) -> None:
     """The detection agreement table of a detector (or why it was not measured)."""
     if found is None:
         return
-    head = f"{found['layout']} head on {', '.join(found['outputs'])}"
-    if not found["measured"]:
-        console.print(f"[yellow]detections ({head}): not measured: {found['not_measured']}[/yellow]")
+    head = f"{found.layout} head on {', '.join(found.outputs)}"
+    if not found.measured or found.agreement is None:
+        console.print(f"[yellow]detections ({head}): not measured: {found.not_measured}[/yellow]")
         return
-    a = found["agreement"]
-    table = Table(title=f"detections ({head}), scores >= {a['score_threshold']:g}, matched at IoU >= 0.5")
+    a = found.agreement
+    table = Table(title=f"detections ({head}), scores >= {a.score_threshold:g}, matched at IoU >= 0.5")
     columns = ("images", "reference", "candidate", "recall", "precision", "F1", "mean IoU", "box offset px",
                "score drift", "score bias", "mAP50-95", "mAP50", "verdict")  # fmt: skip
     for col in columns:
@@ -208,10 +209,10 @@ def print_detection(found: dict | None) -> None:
     def f(v: float | None, spec: str = ".3f") -> str:
         return "-" if v is None else format(v, spec)
 
-    table.add_row(str(a["images"]), str(a["reference_detections"]), str(a["candidate_detections"]), f(a["recall"]),
-                  f(a["precision"]), f(a["f1"]), f(a["mean_iou"]), f(a["box_bias"], ".2f"), f(a["max_score_drift"]),
-                  f(a["score_bias"], "+.3f"), f(a["map50_95"]), f(a["map50"]),
-                  "[green]pass[/green]" if found["passed"] else "[red]FAIL[/red]")  # fmt: skip
+    table.add_row(str(a.images), str(a.reference_detections), str(a.candidate_detections), f(a.recall),
+                  f(a.precision), f(a.f1), f(a.mean_iou), f(a.box_bias, ".2f"), f(a.max_score_drift),
+                  f(a.score_bias, "+.3f"), f(a.map50_95), f(a.map50),
+                  "[green]pass[/green]" if found.passed else "[red]FAIL[/red]")  # fmt: skip
     console.print(table)
 
 

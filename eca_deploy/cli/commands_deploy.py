@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -40,6 +40,10 @@ from eca_deploy.cli.options import (
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.fileio import allow_replacing
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
+
+if TYPE_CHECKING:
+    from eca_deploy.deploy.report import SummaryRow
+    from eca_deploy.deploy.summary import DeploySummary
 
 
 @app.command("deploy")
@@ -113,35 +117,37 @@ def deploy_command(
     quiet = json_to.stdout
     result = run_deploy(opts, on_stage=None if quiet else on_stage, on_done=None if quiet else on_done,
                         note=warn)  # fmt: skip
-    rows = summary_rows(result.summary)
-    for message in result.summary["bench"]["noise"]["warnings"]:
+    summary = result.summary
+    rows = summary_rows(summary)
+    for message in summary.bench.noise.warnings:
         warn(message)
     stages = [{"name": s.name, "skipped": s.skipped, "seconds": s.seconds} for s in result.stages]
     choice = recommend(rows)  # per batch size, the fastest runtime x precision that passed its check
-    json_to.write({"out": str(out), "passed": result.passed, "random_weights": result.summary["random_weights"],
-                   "recommendation": choice.as_dict(), "noise": result.summary["bench"]["noise"],
-                   "rows": rows, "stages": stages})  # fmt: skip
-    print_summary(result.summary, rows, out)
+    json_to.write({"out": str(out), "passed": result.passed, "random_weights": summary.random_weights,
+                   "recommendation": choice.as_dict(), "noise": summary.bench.noise.as_dict(),
+                   "rows": [r.as_dict() for r in rows], "stages": stages})  # fmt: skip
+    print_summary(summary, rows, out)
     if not result.passed:
-        failed = [r["precision"] for r in rows if not r["passed"]]
+        failed = [r.precision for r in rows if not r.passed]
         raise CheckFailedError(f"{', '.join(failed)} outside tolerance: see {out / 'report.md'}")
 
 
-def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
+def print_summary(summary: DeploySummary, rows: list[SummaryRow], out: Path) -> None:
     """The verdict table of every precision on every runtime that ran (the title names them all), then the
     side-by-side speed table, what to ship, and anything the checks say aloud."""
-    from eca_deploy.deploy.recommend import runtime_label, several_runtimes
+    from eca_deploy.deploy.recommend import several_runtimes
     from eca_deploy.deploy.report import recommendation, side_by_side_rows
+    from eca_deploy.deploy.summary import runtime_label
     from eca_deploy.exporters.metadata import random_weights_notice
 
-    if summary.get("random_weights"):
-        console.print(f"[yellow]{summary['model']} has {random_weights_notice(summary.get('interface'))}[/yellow]")
-    batches = sorted({b for r in rows for b in r["images_per_s"]})
-    size = summary.get("input_size")
+    if summary.random_weights:
+        console.print(f"[yellow]{summary.model} has {random_weights_notice(summary.interface)}[/yellow]")
+    batches = sorted({b for r in rows for b in r.images_per_s})
+    size = summary.input_size
     at = f", {size[0]}x{size[1]}" if size else ""
     many = several_runtimes(rows)
-    outputs = len(rows[0]["outputs"]) > 1 if rows else False
-    table = Table(title=f"{summary['model']} on {summary['backend_label']}{at}")
+    outputs = len(rows[0].outputs) > 1 if rows else False
+    table = Table(title=f"{summary.model} on {summary.backend_label}{at}")
     columns = ["precision", *(["runtime"] if many else []), "verdict", "top-1", "cosine", "max err",
                *(["worst output"] if outputs else []), "p50 ms @1", "p99 ms @1"]  # fmt: skip
     for col in columns:
@@ -150,23 +156,23 @@ def print_summary(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
         table.add_column(f"img/s @{b}", justify="right")
     first = batches[0]
     for r in rows:
-        table.add_row(r["precision"], *([runtime_label(r["runtime"])] if many else []),
-                      "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]",
-                      "-" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}", f"{r['cosine_min']:.5f}",
-                      f"{r['max_abs_error']:.3g}", *([r["output"]] if outputs else []),
-                      f"{r['p50_ms'][first]:.2f}", f"{r['p99_ms'][first]:.2f}",
-                      *(r["throughput"].get(b, "n/a") for b in batches))  # fmt: skip
+        table.add_row(r.precision, *([runtime_label(r.runtime or "")] if many else []),
+                      "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
+                      "-" if r.top1_agreement is None else f"{r.top1_agreement:.1%}", f"{r.cosine_min:.5f}",
+                      f"{r.max_abs_error:.3g}", *([r.output] if outputs else []),
+                      f"{r.p50_ms[first]:.2f}", f"{r.p99_ms[first]:.2f}",
+                      *(r.throughput.get(b, "n/a") for b in batches))  # fmt: skip
     console.print(table)
     side = side_by_side_rows(summary)
     if side:
-        names = summary["runtimes"]
+        names = summary.runtimes
         st = Table(title=f"{' vs '.join(names)}: images/s, interleaved rounds (median, min..max)")
         for col in ("precision", "batch", *names, f"{names[1]} / {names[0]}", *(f"check {n}" for n in names)):
             st.add_column(col, justify="right")
         for r in side:
-            st.add_row(r["precision"], str(r["batch"]), *r["cells"], r["ratio"], *r["checks"])
+            st.add_row(r.precision, str(r.batch), *r.cells, r.ratio, *r.checks)
         console.print(st)
-    for note in dict.fromkeys(n for r in rows for n in r["notes"]):
+    for note in dict.fromkeys(n for r in rows for n in r.notes):
         warn(note)
     console.print(recommendation(rows).replace("**", ""))
     console.print(f"report: {out / 'report.md'} (and report.html); manifest: {out / 'manifest.json'}")

@@ -38,13 +38,14 @@ from eca_deploy.cli.options import (
 )
 from eca_deploy.errors import CheckFailedError, EcaDeployError
 from eca_deploy.fileio import allow_replacing, distinct_outputs
+from eca_deploy.pipeline.records import ConvertRecord, PrecisionCheckRecord, QuantizeRecord
 from eca_deploy.precision import DEFAULT_METHOD
 
 
-def _check_table(check: dict[str, Any], title: str) -> Table:
-    size, prep = check.get("input_size"), check.get("preprocessing")
+def _check_table(check: PrecisionCheckRecord, title: str) -> Table:
+    size, prep = check.input_size, check.preprocessing
     table = Table(title=f"{title}, {prep}" if prep else f"{title}, {size[0]}x{size[1]}" if size else title)
-    outputs = check.get("outputs") or {"logits": check}
+    outputs: dict[str, Any] = dict(check.outputs) or {"logits": check}  # OutputRecords, or the check's own figures
     table.add_column("output")
     for col in ("images", "max abs", "cosine (min)", "top-1", "top-5", "verdict"):
         table.add_column(col, justify="right")
@@ -53,10 +54,9 @@ def _check_table(check: dict[str, Any], title: str) -> Table:
         return "-" if v is None else f"{v:.1%}"
 
     for name, a in outputs.items():
-        passed = a.get("passed", check["passed"])
-        verdict = "[green]pass[/green]" if passed else "[red]FAIL: " + "; ".join(a["failures"]) + "[/red]"
-        table.add_row(name, str(a["images"]), f"{a['max_abs_error']:.3g}", f"{a['cosine_min']:.6f}",
-                      pct(a["top1_agreement"]), pct(a["top5_agreement"]), verdict)  # fmt: skip
+        verdict = "[green]pass[/green]" if a.passed else "[red]FAIL: " + "; ".join(a.failures) + "[/red]"
+        table.add_row(name, str(a.images), f"{a.max_abs_error:.3g}", f"{a.cosine_min:.6f}",
+                      pct(a.top1_agreement), pct(a.top5_agreement), verdict)  # fmt: skip
     return table
 
 
@@ -114,10 +114,11 @@ def convert_command(
                              images=images, warn=warn, img_size=size, adjust=flags.adjust)  # fmt: skip
     data = result.as_dict()
     json_to.write(data)
-    console.print(f"[green]wrote[/green] {out}: {data['fp16_nodes']} nodes in FP16, {len(data['fp32_nodes'])} kept in "
-                  f"FP32, {data['casts']} casts, {data['io_types']} inputs/outputs")  # fmt: skip
-    if data["check"]:
-        console.print(_check_table(data["check"], "FP16 vs FP32 (ONNX Runtime, CPU)"))
+    done = ConvertRecord.from_dict(data)
+    console.print(f"[green]wrote[/green] {out}: {done.fp16_nodes} nodes in FP16, {len(done.fp32_nodes)} kept in "
+                  f"FP32, {done.casts} casts, {done.io_types} inputs/outputs")  # fmt: skip
+    if done.check:
+        console.print(_check_table(done.check, "FP16 vs FP32 (ONNX Runtime, CPU)"))
 
 
 @app.command("quantize")
@@ -164,26 +165,27 @@ def quantize_command(
                               img_size=size, adjust=flags.adjust)  # fmt: skip
     data = result.as_dict()
     json_to.write(data)
-    if data["check"]:
-        console.print(_check_table(data["check"], "INT8 (Q/DQ arithmetic) vs FP32 (ONNX Runtime, CPU)"))
+    done = QuantizeRecord.from_dict(data)
+    if done.check:
+        console.print(_check_table(done.check, "INT8 (Q/DQ arithmetic) vs FP32 (ONNX Runtime, CPU)"))
     if not result.passed:
-        failures = "; ".join(data["check"]["failures"])
+        failures = "; ".join(done.check.failures if done.check else ())
         fix = "calibrate with more, more representative images, or try another --method"
         if result.written:
             raise CheckFailedError(f"INT8 model outside tolerance ({failures}): {out} kept as asked, marked failed "
                                    f"in its metadata; {fix}")  # fmt: skip
         raise CheckFailedError(f"INT8 model outside tolerance ({failures}): {out} not written; {fix}, "
                                "or pass --keep-failed to keep it anyway")  # fmt: skip
-    q = data["qdq"]
-    console.print(f"[green]wrote[/green] {out}: {q['activations_per_tensor']} activations per tensor, "
-                  f"{q['weights_per_channel']} weights per channel (symmetric INT8)")  # fmt: skip
-    source = "reused from the cache" if data["source"] == "cache" else "calibrated"
-    at = f" at {data['input_size'][0]}x{data['input_size'][1]}" if data.get("input_size") else ""
-    if data.get("preprocessing"):
-        at = f", {data['preprocessing']}"
-    console.print(f"calibration: {data['method']} on {data['images']} images{at} ({source}); "
-                  f"cache: {data['cache_file']}")  # fmt: skip
-    gate = "quantized" if data["eca_gate_quantized"] else "kept in float"
-    blocks = data["eca_blocks_unfused"] + data["eca_nodes_fused"]
-    console.print(f"ECA gates: {gate} ({data['eca_nodes_fused']} fused nodes, {data['eca_blocks_unfused']} unfused "
+    q = done.qdq
+    console.print(f"[green]wrote[/green] {out}: {q.activations_per_tensor} activations per tensor, "
+                  f"{q.weights_per_channel} weights per channel (symmetric INT8)")  # fmt: skip
+    source = "reused from the cache" if done.source == "cache" else "calibrated"
+    at = f" at {done.input_size[0]}x{done.input_size[1]}" if done.input_size else ""
+    if done.preprocessing:
+        at = f", {done.preprocessing}"
+    console.print(f"calibration: {done.method} on {done.images} images{at} ({source}); "
+                  f"cache: {done.cache_file}")  # fmt: skip
+    gate = "quantized" if done.eca_gate_quantized else "kept in float"
+    blocks = done.eca_blocks_unfused + done.eca_nodes_fused
+    console.print(f"ECA gates: {gate} ({done.eca_nodes_fused} fused nodes, {done.eca_blocks_unfused} unfused "
                   f"blocks)" if blocks else "no ECA blocks")  # fmt: skip

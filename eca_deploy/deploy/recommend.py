@@ -4,29 +4,40 @@ beyond the noise of the benchmark's rounds."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from eca_deploy.backends.handle import RUNTIME_LABELS
+from eca_deploy.deploy.summary import runtime_label
 from eca_deploy.pipeline.bench_noise import Fastest, fastest
 
 
-def runtime_label(runtime: str) -> str:
-    """'ONNX Runtime', 'OpenVINO', 'TensorRT'."""
-    return RUNTIME_LABELS.get(runtime, runtime)
+class Candidate(Protocol):
+    """One precision on one runtime, as the report's rows (deploy.report.SummaryRow) describe it."""
+
+    @property
+    def precision(self) -> str: ...
+    @property
+    def runtime(self) -> str | None: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def rounds(self) -> Mapping[int, Sequence[float]]: ...  # images/s of every round, by batch size
 
 
-def candidate_label(row: dict[str, Any], several_runtimes: bool) -> str:
+def candidate_label(precision: str, runtime: str | None, several_runtimes: bool) -> str:
     """'int8 on OpenVINO' where several runtimes were measured, else just the precision ('int8')."""
-    runtime = row.get("runtime")
     if not several_runtimes or not runtime:
-        return str(row["precision"])
-    return f"{row['precision']} on {runtime_label(runtime)}"
+        return precision
+    return f"{precision} on {runtime_label(runtime)}"
 
 
-def several_runtimes(rows: Sequence[dict[str, Any]]) -> bool:
-    return len({r.get("runtime") for r in rows}) > 1
+def several_runtimes(rows: Sequence[Candidate]) -> bool:
+    return len({r.runtime for r in rows}) > 1
+
+
+def _label(row: Candidate, many: bool) -> str:
+    return candidate_label(row.precision, row.runtime, many)
 
 
 @dataclass(frozen=True)
@@ -62,27 +73,27 @@ class Recommendation:
                 "failing": list(self.failing)}  # fmt: skip
 
 
-def fastest_by_batch(rows: Sequence[dict[str, Any]]) -> list[tuple[int, Fastest]]:
+def fastest_by_batch(rows: Sequence[Candidate]) -> list[tuple[int, Fastest]]:
     """Per batch size, the fastest passing candidate by median images/s, and whether its rounds beat every rival's.
 
     A row is one precision on one runtime (`precision`, `runtime`, `passed`, `rounds` per batch size)."""
     many = several_runtimes(rows)
-    passing = [r for r in rows if r["passed"]]
-    batches = sorted({b for r in passing for b in r["rounds"]})
-    return [(b, fastest({candidate_label(r, many): r["rounds"][b] for r in passing if b in r["rounds"]}))
+    passing = [r for r in rows if r.passed]
+    batches = sorted({b for r in passing for b in r.rounds})
+    return [(b, fastest({_label(r, many): list(r.rounds[b]) for r in passing if b in r.rounds}))
             for b in batches]  # fmt: skip
 
 
-def recommend(rows: Sequence[dict[str, Any]]) -> Recommendation:
+def recommend(rows: Sequence[Candidate]) -> Recommendation:
     """The fastest passing runtime x precision at each batch size, named in bold only where it beats every other
     passing candidate beyond the noise ("beyond the noise": its slowest round is faster than each rival's fastest)."""
     many = several_runtimes(rows)
-    by_label = {candidate_label(r, many): r for r in rows}
-    passing = tuple(label for label, r in by_label.items() if r["passed"])
-    failing = tuple(label for label, r in by_label.items() if not r["passed"])
+    by_label = {_label(r, many): r for r in rows}
+    passing = tuple(label for label, r in by_label.items() if r.passed)
+    failing = tuple(label for label, r in by_label.items() if not r.passed)
     per_batch = fastest_by_batch(rows)
     picks = tuple(
-        Pick(batch=b, label=f.name, precision=by_label[f.name]["precision"], runtime=by_label[f.name].get("runtime"),
+        Pick(batch=b, label=f.name, precision=by_label[f.name].precision, runtime=by_label[f.name].runtime,
              images_per_s=f.medians[f.name], beyond_noise=f.beyond_noise, runner_up=f.runner_up,
              margin=None if math.isnan(f.margin) else f.margin, tied=f.tied, text=f.text())
         for b, f in per_batch
@@ -90,7 +101,7 @@ def recommend(rows: Sequence[dict[str, Any]]) -> Recommendation:
     return Recommendation(picks, passing, failing, _text(picks, passing, rows, many))
 
 
-def _text(picks: Sequence[Pick], passing: Sequence[str], rows: Sequence[dict[str, Any]], many: bool) -> str:
+def _text(picks: Sequence[Pick], passing: Sequence[str], rows: Sequence[Candidate], many: bool) -> str:
     what = "runtime and precision" if many else "precision"
     if not passing:
         return f"No {what} passes its tolerance: ship none of these before finding out why (check --per-layer)."
@@ -101,7 +112,7 @@ def _text(picks: Sequence[Pick], passing: Sequence[str], rows: Sequence[dict[str
              f"({p.text})" for p in picks]  # fmt: skip
     text = f"Fastest {what} within tolerance, per batch size: " + "; ".join(parts) + "."
     if any(not p.beyond_noise for p in picks):
-        one_round = any(len(r["rounds"][b]) < 2 for r in rows if r["passed"] for b in r["rounds"])
+        one_round = any(len(rates) < 2 for r in rows if r.passed for rates in r.rounds.values())
         why = "one round measures no spread" if one_round else "their rounds overlap"
         text += (f" Where it says within noise ({why}), no {what} is measurably faster: choose on accuracy "
                  "there, or rerun with a longer --duration or on a quieter machine.")  # fmt: skip

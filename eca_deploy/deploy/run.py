@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eca_deploy.backends.handle import RUNTIME_LABELS as ALL_RUNTIME_LABELS
 from eca_deploy.backends.handle import RUNTIMES
 from eca_deploy.data.images import Preprocessing
 from eca_deploy.deploy.cache import StageCache, StageOutcome
+from eca_deploy.deploy.report import write_report
 from eca_deploy.deploy.stages import (
     BenchSpec,
     BuildSpec,
@@ -26,19 +26,23 @@ from eca_deploy.deploy.stages import (
     QuantizeSpec,
     StageSpec,
 )
+from eca_deploy.deploy.summary import (
+    NOTHING_FUSED,
+    RUNTIME_LABELS,
+    BenchSetup,
+    DeploySummary,
+    PrecisionBench,
+    PrecisionResult,
+)
 from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.fileio import atomic_write_text, claim_work_dir, replacing, sha256_file
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
+from eca_deploy.pipeline.records import BenchRecord, CheckRecord, EnvironmentRecord
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CPU_RUNTIME_CHOICES = ("auto", *RUNTIMES)
-RUNTIME_LABELS = {r: ALL_RUNTIME_LABELS[r] for r in RUNTIMES}  # the runtimes of ONNX models
 BENCH_JSON = "bench.json"  # every precision and CPU runtime, timed together (docs/deploy.md, docs/openvino.md)
 DEFAULT_BENCH_ROUNDS = DEFAULT_ROUNDS
-NOTHING_FUSED = (
-    "no ECA block found: nothing was fused, model.fused.onnx is the exported graph unchanged, and every "
-    "precision runs without the ECA op"
-)
 
 
 @dataclass(frozen=True)
@@ -105,14 +109,18 @@ class DeployOptions:
             check_export_memory(self.model, self.img_size, None, random=self.weights is None and not self.pretrained)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DeployResult:
-    summary: dict[str, Any]
-    stages: list[StageOutcome] = field(default_factory=list)
+    """What deploy measured (the report's every figure) and what each stage did."""
+
+    summary: DeploySummary
+    stages: tuple[StageOutcome, ...] = ()
 
     @property
     def passed(self) -> bool:
-        return all(r["check"]["passed"] for r in self.summary["results"].values())
+        """Every precision passed on the primary runtime (DeploySummary.passed): the other CPU runtimes' verdicts
+        are in the report and said aloud, but do not decide it."""
+        return self.summary.passed
 
 
 def tensorrt_status() -> str | None:
@@ -215,13 +223,13 @@ def run_deploy(
 
     # (precision, file, kind, runtime) of everything benchmarked; engines run on TensorRT (runtime None).
     benched: list[tuple[str, Path, str, str | None]] = []
-    checks_by_precision: dict[str, dict[str, Any]] = {}
+    checks_by_precision: dict[str, dict[str, CheckRecord]] = {}
     for precision in opts.precisions:
         model_file = _precision_stage(precision, opts, fused, stage)
         target_file, kind = model_file, "onnx"
         if not trt_missing:
             target_file, kind = _build_stage(precision, opts, model_file, stage), "engine"
-        checks: dict[str, Any] = {}
+        checks: dict[str, CheckRecord] = {}
         for i, runtime in enumerate(runtimes if kind == "onnx" else ["tensorrt"]):
             cjson = out / (f"check.{precision}.json" if i == 0 else f"check.{precision}.{runtime}.json")
             label = RUNTIME_LABELS.get(runtime, "TensorRT")
@@ -231,12 +239,12 @@ def run_deploy(
             stage(f"check-{precision}" + (f"-{runtime}" if i else ""),
                   f"checking {precision} against PyTorch on real photos ({label})", check,
                   [target_file, *weights_in], [cjson])  # fmt: skip
-            checks[runtime] = json.loads(cjson.read_text())
+            checks[runtime] = CheckRecord.from_dict(json.loads(cjson.read_text()))
             benched.append((precision, target_file, kind, None if kind == "engine" else runtime))
         checks_by_precision[precision] = checks
         for runtime, report in list(checks.items())[1:]:
-            if not report["passed"]:
-                note(f"{precision} on {RUNTIME_LABELS[runtime]} is outside tolerance: {'; '.join(report['failures'])}")
+            if not report.passed:
+                note(f"{precision} on {RUNTIME_LABELS[runtime]} is outside tolerance: {'; '.join(report.failures)}")
     # One benchmark of every precision (and CPU runtime), in interleaved rounds: drift and load hit all alike.
     bench_json = out / BENCH_JSON
     files = list(dict.fromkeys(f for _, f, _, _ in benched))
@@ -250,44 +258,42 @@ def run_deploy(
           f"{opts.bench_rounds} interleaved rounds"
           + ("; OpenVINO times unfused and both ECA lowerings and uses the fastest" if "openvino" in runtimes else ""),
           bench_spec, files + ([onnx_path] if twin else []), [bench_json])  # fmt: skip
-    bench = json.loads(bench_json.read_text())
-    results: dict[str, Any] = {}
+    bench = BenchRecord.from_dict(json.loads(bench_json.read_text()))
+    results: dict[str, PrecisionResult] = {}
     for precision in opts.precisions:
-        entries = [e for (p, *_), e in zip(benched, bench["models"], strict=True) if p == precision]
+        entries = tuple(e for (p, *_), e in zip(benched, bench.models, strict=True) if p == precision)
         checks = checks_by_precision[precision]
-        results[precision] = {
-            "artifact": str(benched[[p for p, *_ in benched].index(precision)][1].relative_to(out)),
-            "check": next(iter(checks.values())),
-            "bench": {"models": entries},
-            "checks_by_runtime": checks,
-        }
+        results[precision] = PrecisionResult(
+            artifact=str(benched[[p for p, *_ in benched].index(precision)][1].relative_to(out)),
+            check=next(iter(checks.values())),
+            bench=PrecisionBench(models=entries),
+            checks_by_runtime=checks,
+        )
     backend = f"{runtimes[0]}-cpu" if trt_missing else "tensorrt"
     interface = model_interface(onnx_path)
-    summary = {
-        "model": f"onnx:{opts.onnx.name}" if opts.onnx is not None else opts.model,
-        "input_size": list(interface.size),
-        "preprocessing": interface.preprocessing.describe(),
-        "interface": interface.as_dict(),
-        "precisions": list(opts.precisions),
-        "backend": backend,
-        "backend_label": f"{' and '.join(RUNTIME_LABELS[r] for r in runtimes)} (CPU)" if trt_missing else "TensorRT",
-        "runtimes": runtimes,
-        "engine_note": trt_missing,
-        "weights": str(opts.weights)
+    summary = DeploySummary(
+        model=f"onnx:{opts.onnx.name}" if opts.onnx is not None else opts.model,
+        input_size=tuple(interface.size),
+        preprocessing=interface.preprocessing.describe(),
+        interface=interface.as_dict(),
+        precisions=tuple(opts.precisions),
+        backend=backend,
+        backend_label=f"{' and '.join(RUNTIME_LABELS[r] for r in runtimes)} (CPU)" if trt_missing else "TensorRT",
+        runtimes=tuple(runtimes),
+        engine_note=trt_missing,
+        weights=str(opts.weights)
         if opts.weights
         else ("pretrained" if opts.pretrained else "random(seed=0)" if random_weights else "the model's own"),
-        "random_weights": random_weights,
-        "bench": {k: bench[k] for k in ("config", "noise")},
-        "fused_blocks": fused_blocks,
-        "images": str(opts.images) if opts.images else None,
-        "environment": environment.collect(),
-        "results": results,
-    }
-    from eca_deploy.deploy.report import write_report
-
+        random_weights=random_weights,
+        bench=BenchSetup(config=bench.config, noise=bench.noise),
+        fused_blocks=fused_blocks,
+        images=str(opts.images) if opts.images else None,
+        environment=EnvironmentRecord.from_dict(environment.collect()),
+        results=results,
+    )
     reports = write_report(summary, out)
-    write_manifest(opts, out, stages, commands, reports, summary["environment"])
-    return DeployResult(summary, stages)
+    write_manifest(opts, out, stages, commands, reports, summary.environment)
+    return DeployResult(summary, tuple(stages))
 
 
 def model_interface(onnx_path: Path) -> Any:
@@ -357,7 +363,7 @@ def _build_stage(precision: str, opts: DeployOptions, model_file: Path, stage: C
 
 
 def write_manifest(opts: DeployOptions, out: Path, stages: list[StageOutcome], commands: dict[str, str],
-                   reports: list[Path], env: dict[str, Any]) -> None:  # fmt: skip
+                   reports: list[Path], env: EnvironmentRecord) -> None:  # fmt: skip
     artifacts = sorted({p for s in stages for p in s.outputs} | set(reports))
     manifest = {
         "inputs": {
@@ -376,7 +382,16 @@ def write_manifest(opts: DeployOptions, out: Path, stages: list[StageOutcome], c
             {"name": s.name, "skipped": s.skipped, "seconds": round(s.seconds, 3), "command": commands.get(s.name)}
             for s in stages
         ],
-        "versions": env["versions"],
-        "environment": {k: env[k] for k in ("host", "os", "machine", "python", "cpu", "cpu_count", "gpu", "jetson")},
+        "versions": env.versions,
+        "environment": {
+            "host": env.host,
+            "os": env.os,
+            "machine": env.machine,
+            "python": env.python,
+            "cpu": env.cpu,
+            "cpu_count": env.cpu_count,
+            "gpu": env.gpu,
+            "jetson": env.jetson,
+        },
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")

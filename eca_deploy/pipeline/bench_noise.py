@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eca_deploy.pipeline.records import BatchRecord
+
 BUSY_OTHER_CPU = 0.25  # other processes used more than this fraction of all CPUs: the machine is busy
 NOISY_SPREAD = 0.10  # rounds of one figure differ by more than this fraction of its median: noisy
 
@@ -175,8 +177,8 @@ def fastest(candidates: Mapping[str, Sequence[float]]) -> Fastest:
     return Fastest(best, medians, runner_up, margin, bool(rivals) and not tied, tied)
 
 
-def describe(result: dict[str, Any]) -> str:
+def describe(result: BatchRecord) -> str:
     """'123.4 (118.0-130.2)': the median images/s and the range of the rounds."""
-    spread = result.get("spread")
-    text = f"{result['images_per_s']:.1f}"
-    return text + (f" ({spread['min']:.1f}-{spread['max']:.1f})" if spread else "")
+    spread = result.spread
+    text = f"{result.images_per_s:.1f}"
+    return text + (f" ({spread.min:.1f}-{spread.max:.1f})" if spread else "")

@@ -13,6 +13,7 @@ from eca_deploy.backends.base import Runner
 from eca_deploy.backends.handle import ModelSpec, open_model
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.pipeline.bench import BenchConfig, bench_runners
+from eca_deploy.pipeline.records import BenchRecord, Spread
 
 LOWERING_CHOICES = ("auto", "op", "opset")  # bench --lowering: OpenVINO's conversion of eca_deploy.ECA nodes
 CANDIDATES = {"unfused": None, "fused-op": "op", "fused-opset": "opset"}  # auto: name -> lowering timed
@@ -172,24 +173,24 @@ CSV_FIELDS = ["model", "backend", "precision", "batch", "iterations", "images_pe
               "p99_ms", "max_ms", "h2d_ms", "compute_ms", "d2h_ms"]  # fmt: skip
 
 
-def write_csv(report: dict[str, Any]) -> str:
+def write_csv(report: BenchRecord) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
-    for entry in report["models"]:
-        for r in entry["results"]:
-            row = {"model": entry["model"], "backend": entry["backend"], "precision": entry["precision"]}
-            row |= {k: r[k] for k in ("batch", "iterations", "images_per_s", "inferences_per_s")}
-            spread = r.get("spread") or {}
-            row |= {"rounds": len(r.get("rounds") or [1]), "images_per_s_min": spread.get("min"),
-                    "images_per_s_max": spread.get("max")}  # fmt: skip
-            row |= {f"{k}_ms": v for k, v in r["latency_ms"].items()}
-            row |= r["split_ms"] or {}
+    for entry in report.models:
+        for r in entry.results:
+            spread = r.spread
+            row = {"model": entry.model, "backend": entry.backend, "precision": entry.precision, "batch": r.batch,
+                   "iterations": r.iterations, "images_per_s": r.images_per_s, "inferences_per_s": r.inferences_per_s,
+                   "rounds": len(r.rounds) or 1, "images_per_s_min": spread.min if spread else None,
+                   "images_per_s_max": spread.max if spread else None}  # fmt: skip
+            row |= {f"{k}_ms": v for k, v in r.latency_ms.as_dict().items()}
+            row |= r.split_ms or {}
             writer.writerow(row)
     return buf.getvalue()
 
 
-def write_plot(report: dict[str, Any], path: Path) -> None:
+def write_plot(report: BenchRecord, path: Path) -> None:
     """Throughput and latency (median, p99 whisker) against batch size, one line per model."""
     import matplotlib
 
@@ -197,18 +198,18 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for entry in report["models"]:
-        batches = [r["batch"] for r in entry["results"]]
-        label = f"{entry['model']} ({entry['precision']})"
-        ips = [r["images_per_s"] for r in entry["results"]]
-        spreads = [r.get("spread") or {"min": v, "max": v} for r, v in zip(entry["results"], ips, strict=True)]
-        yerr = [[v - s["min"] for v, s in zip(ips, spreads, strict=True)],
-                [s["max"] - v for v, s in zip(ips, spreads, strict=True)]]  # fmt: skip
+    for entry in report.models:
+        batches = [r.batch for r in entry.results]
+        label = f"{entry.model} ({entry.precision})"
+        ips = [r.images_per_s for r in entry.results]
+        spreads = [r.spread or Spread(min=v, max=v, relative=0.0) for r, v in zip(entry.results, ips, strict=True)]
+        yerr = [[v - s.min for v, s in zip(ips, spreads, strict=True)],
+                [s.max - v for v, s in zip(ips, spreads, strict=True)]]  # fmt: skip
         ax_t.errorbar(batches, ips, yerr=yerr, marker="o", capsize=3, label=label)
-        median = [r["latency_ms"]["median"] for r in entry["results"]]
-        p99 = [r["latency_ms"]["p99"] - r["latency_ms"]["median"] for r in entry["results"]]
+        median = [r.latency_ms.median for r in entry.results]
+        p99 = [r.latency_ms.p99 - r.latency_ms.median for r in entry.results]
         ax_l.errorbar(batches, median, yerr=[[0] * len(p99), p99], marker="o", capsize=3, label=label)
-    all_batches = sorted({r["batch"] for e in report["models"] for r in e["results"]})
+    all_batches = sorted({r.batch for e in report.models for r in e.results})
     labels = ((ax_t, "images / s (median, bars: min-max of rounds)"), (ax_l, "latency ms (median, whisker to p99)"))
     for ax, ylabel in labels:
         ax.set_xscale("log", base=2)
@@ -217,8 +218,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
     ax_t.legend(fontsize=8)
-    env = report["environment"]
-    fig.suptitle(f"eca-deploy bench on {(env.get('gpu') or {}).get('name') or env['cpu']}", fontsize=10)
+    fig.suptitle(f"eca-deploy bench on {report.environment.device}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
