@@ -5,15 +5,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
-
-if TYPE_CHECKING:  # exporters imports the runners (verify.py)
-    from eca_deploy.exporters.metadata import ModelMetadata
+from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
+from eca_deploy.plugin.onnxruntime_build import find_onnxruntime_op, register
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -34,8 +33,6 @@ def import_onnxruntime() -> Any:
 
 def _register_eca_op(options: Any, eca_op: bool | str | Path) -> tuple[Path | None, str | None]:
     """(the ECA custom-op library registered in `options` or None, why a library found could not be loaded)."""
-    from eca_deploy.plugin.onnxruntime_build import find_onnxruntime_op, register
-
     if eca_op is False:
         return None, None
     library = find_onnxruntime_op(None if eca_op is True else eca_op, required=eca_op is not True)
@@ -98,8 +95,6 @@ class OnnxRuntimeRunner(Runner):
 
     @property
     def metadata(self) -> ModelMetadata | None:
-        from eca_deploy.exporters.metadata import metadata_from_props
-
         return metadata_from_props(dict(self.session.get_modelmeta().custom_metadata_map), self.outputs)
 
     @property

@@ -7,15 +7,15 @@ import io
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
-
-if TYPE_CHECKING:  # exporters imports the runners (verify.py)
-    from eca_deploy.exporters.metadata import ModelMetadata
+from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
+from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE
+from eca_deploy.plugin.openvino_build import find_openvino_extension
 
 # OpenVINO element types -> the ONNX-style type strings the other runners report.
 _TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "i32": "tensor(int32)"}
@@ -40,8 +40,6 @@ def import_openvino() -> Any:
 
 def has_eca_nodes(model: Any) -> bool:
     """True when an onnx.ModelProto holds eca_deploy.ECA nodes (a fused model)."""
-    from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE
-
     return any(n.op_type == ECA_OP_TYPE and n.domain == ECA_DOMAIN for n in model.graph.node)
 
 
@@ -72,8 +70,6 @@ class OpenVINORunner(Runner):
     ) -> None:
         ov = import_openvino()
         import onnx
-
-        from eca_deploy.plugin.openvino_build import find_openvino_extension
 
         if eca_lowering is not None and eca_lowering not in LOWERINGS:
             raise EcaDeployError(f"unknown ECA lowering {eca_lowering!r}: choose {', '.join(LOWERINGS)}")
@@ -138,8 +134,6 @@ class OpenVINORunner(Runner):
 
     @property
     def metadata(self) -> ModelMetadata | None:
-        from eca_deploy.exporters.metadata import metadata_from_props
-
         return metadata_from_props(self.metadata_props, self.outputs)
 
     def settings(self) -> dict[str, Any]:

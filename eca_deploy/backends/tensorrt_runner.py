@@ -16,16 +16,19 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
 from eca_deploy.backends.cuda_memory import GRAPHS_NEED_CUDA_PYTHON, CudaMemory, cuda_memory
+from eca_deploy.engine.plugin import load_plugin
+from eca_deploy.engine.sidecar import check_compatible, find_sidecar
+from eca_deploy.engine.trt_import import import_tensorrt
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
-
-if TYPE_CHECKING:  # exporters imports the runners (verify.py)
-    from eca_deploy.exporters.metadata import ModelMetadata
+from eca_deploy.exporters.metadata import ModelMetadata
+from eca_deploy.plugin.locate import find_plugin_library
+from eca_deploy.plugin.qdp import driver_cuda_version, driver_refusal
 
 
 class _Buffers:
@@ -138,11 +141,6 @@ class TensorRTRunner(Runner):
     name = "tensorrt"
 
     def __init__(self, engine_path: str | Path, plugin: str | Path | None = None) -> None:
-        from eca_deploy.engine.plugin import load_plugin
-        from eca_deploy.engine.sidecar import check_compatible, find_sidecar
-        from eca_deploy.engine.trt_import import import_tensorrt
-        from eca_deploy.plugin.locate import find_plugin_library
-
         trt = import_tensorrt()  # before the plugin library: it registers with the TensorRT in the process
         self.cuda = cuda_memory()  # the primary context current before any TensorRT object exists
         self.path = Path(engine_path)
@@ -153,8 +151,6 @@ class TensorRTRunner(Runner):
         # of the AOT plugin carries its kernel as PTX: no library to look for.
         aot = self.sidecar is not None and self.sidecar.plugin_route == "aot"
         if aot and self.sidecar.ptx_isa:  # the engine's PTX: this driver must load it
-            from eca_deploy.plugin.qdp import driver_cuda_version, driver_refusal
-
             isa = tuple(int(p) for p in self.sidecar.ptx_isa.split(".")[:2])
             if reason := driver_refusal((isa[0], isa[1]), driver_cuda_version()):
                 raise EcaDeployError(f"{self.path}: {reason}, and rebuild the engine")

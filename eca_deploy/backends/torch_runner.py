@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from eca_deploy.backends.base import Runner, TensorInfo
+from eca_deploy.errors import EcaDeployError
+from eca_deploy.interface import flatten_outputs
 
 
 class TorchRunner(Runner):
@@ -32,9 +34,6 @@ class TorchRunner(Runner):
         return list(self._outputs)
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from eca_deploy.errors import EcaDeployError
-        from eca_deploy.interface import flatten_outputs
-
         x = torch.from_numpy(np.ascontiguousarray(feed[self._input.name], dtype=np.float32)).to(self.device)
         with torch.no_grad():
             tensors = flatten_outputs(self.model(x), self.label)

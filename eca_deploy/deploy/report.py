@@ -13,6 +13,7 @@ from typing import Any
 from eca_deploy.deploy.recommend import candidate_label, recommend, several_runtimes
 from eca_deploy.deploy.recommend import fastest_by_batch as fastest_by_batch  # re-exported
 from eca_deploy.deploy.summary import NOTHING_FUSED, DeploySummary, runtime_label
+from eca_deploy.exporters.metadata import random_weights_notice
 from eca_deploy.fileio import atomic_write, atomic_write_text
 from eca_deploy.pipeline.bench_noise import describe, speed_ratio
 from eca_deploy.pipeline.records import (
@@ -278,8 +279,6 @@ def markdown(summary: DeploySummary) -> str:
     device = env.device
     lines = [f"# {summary.model}: deployment report", ""]
     if summary.random_weights:
-        from eca_deploy.exporters.metadata import random_weights_notice
-
         notice = random_weights_notice(summary.interface)
         lines += [f"> **Random weights**: {summary.model} has {notice}.", ""]
     for warning in summary.bench.noise.warnings:

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions
-from eca_deploy.data.images import Preprocessing
+from eca_deploy.data.images import Preprocessing, read_rgb, sample_image_paths
 from eca_deploy.errors import SettingError
+from eca_deploy.interface import outputs_from_tensors, resolve_size, static_hw
 from eca_deploy.pipeline.bench_noise import median_rate
 
 PERCENTILES = (50, 90, 95, 99)
@@ -196,8 +197,6 @@ def bench_interleaved(
 
 def input_shape(runner: Runner, batch: int, img_size: int | tuple[int, int] | None) -> tuple[int, ...]:
     """[batch, C, H, W] of the runner's image input: its static H/W, else `img_size` (--img-size)."""
-    from eca_deploy.interface import resolve_size, static_hw
-
     info = runner.inputs[0]
     n, c, _, _ = info.shape
     if isinstance(n, int) and n != batch:
@@ -229,8 +228,7 @@ def make_steps(
 def end_to_end_model(runner: Runner, config: BenchConfig, warn: Callable[[str], None] = lambda _m: None) -> Any:
     """What `run` runs on `runner`: a `Classifier` for a model with logits, else a `Model` (raw outputs), with the
     model's own preprocessing (its metadata, ONNX Runtime and OpenVINO alike) and `config.adjust`."""
-    from eca_deploy.interface import outputs_from_tensors
-    from eca_deploy.runtime import Classifier, Model
+    from eca_deploy.runtime import Classifier, Model  # local: it imports onnx, and `bench --help` imports this module
 
     metadata = runner.metadata
     outputs = outputs_from_tensors(runner.outputs, tuple(getattr(metadata, "outputs", ()) or ()))
@@ -240,8 +238,6 @@ def end_to_end_model(runner: Runner, config: BenchConfig, warn: Callable[[str], 
 
 def end_to_end_steps(runner: Runner, config: BenchConfig) -> dict[int, Callable[[], Any]]:
     """`Classifier.classify` (or `Model.run`) on batches of the sample photographs (uint8 frames of their own sizes)."""
-    from eca_deploy.data.images import read_rgb, sample_image_paths
-
     model = end_to_end_model(runner, config, config.warn)
     timed = getattr(model, "classify_timed", model.run_timed)
     photos = [read_rgb(p) for p in sample_image_paths()]

@@ -11,8 +11,10 @@ from typing import Any
 from eca_deploy import environment
 from eca_deploy.backends.base import Runner
 from eca_deploy.backends.handle import ModelSpec, open_model
+from eca_deploy.backends.openvino_runner import has_eca_nodes
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.pipeline.bench import BenchConfig, bench_runners
+from eca_deploy.pipeline.bench import BenchConfig, bench_runners, end_to_end_model, input_shape
+from eca_deploy.pipeline.bench_noise import busy_warning, cpu_sample, fastest, machine_load, speed_ratio, spread_warning
 from eca_deploy.pipeline.records import BenchRecord, Spread
 
 LOWERING_CHOICES = ("auto", "op", "opset")  # bench --lowering: OpenVINO's conversion of eca_deploy.ECA nodes
@@ -25,8 +27,6 @@ def candidates(path: Path, kind: str | None, runtime: str, lowering: str, unfuse
     if runtime != "openvino" or kind == "engine" or not path.is_file():
         return [(None, path, None)]
     import onnx
-
-    from eca_deploy.backends.openvino_runner import has_eca_nodes
 
     try:
         fused = has_eca_nodes(onnx.load(str(path), load_external_data=False))
@@ -43,8 +43,6 @@ def candidates(path: Path, kind: str | None, runtime: str, lowering: str, unfuse
 def choose_fastest(by_candidate: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per batch size, the result of the fastest candidate (by median of its rounds), with a `tactic` record:
     which won, by how much over the runner-up, and whether beyond the noise (`bench_noise.fastest`)."""
-    from eca_deploy.pipeline.bench_noise import fastest
-
     names = list(by_candidate)
     chosen = []
     for i in range(len(by_candidate[names[0]])):
@@ -82,8 +80,6 @@ def run_bench(
     unfused twin from `unfused`, keyed by the fused file's path, and both ECA conversions); its figures are the
     fastest candidate's per batch size, with a `tactic` record saying which and by how much.
     """
-    from eca_deploy.pipeline.bench_noise import busy_warning, cpu_sample, machine_load, spread_warning
-
     if lowering not in LOWERING_CHOICES:
         raise EcaDeployError(f"--lowering must be one of {', '.join(LOWERING_CHOICES)}, got {lowering!r}")
     per_model = list(runtimes) if runtimes else [runtime] * len(models)
@@ -138,8 +134,6 @@ def run_bench(
 
 def runtime_settings(runner: Runner, config: BenchConfig, img_size: int | tuple[int, int] | None) -> dict[str, Any]:
     """What a figure was measured with: the input shape (C, H, W) and, on OpenVINO, its precision hint and threads."""
-    from eca_deploy.pipeline.bench import input_shape
-
     settings: dict[str, Any] = {}
     if not config.end_to_end:
         try:
@@ -147,8 +141,6 @@ def runtime_settings(runner: Runner, config: BenchConfig, img_size: int | tuple[
         except EcaDeployError:  # a description only: bench itself already ran with this runner
             settings["input"] = None
     else:
-        from eca_deploy.pipeline.bench import end_to_end_model
-
         settings["preprocessing"] = end_to_end_model(runner, config).interface.preprocessing.describe()
     return settings | runner.settings()
 
@@ -159,8 +151,6 @@ def add_ratios(entries: list[dict[str, Any]]) -> None:
     `ratio_to_first` holds the round-by-round ratios, `ratio` the ratio of the medians (the figure shown), their
     range and the within-noise verdict.
     """
-    from eca_deploy.pipeline.bench_noise import speed_ratio
-
     first = entries[0]["results"] if entries else []
     for entry in entries:
         for result, base in zip(entry["results"], first, strict=True):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from eca_deploy.detection.boxes import Detections
+from eca_deploy.detection.decoders import JUDGE, decode
 from eca_deploy.errors import EcaDeployError, first_line
 from eca_deploy.user_code import function_of, import_file
 
@@ -103,8 +104,6 @@ class LayoutDecoder:
         self.label = f"{spec.layout} (built in)"
 
     def __call__(self, outputs: Mapping[str, np.ndarray], image_size: tuple[int, int]) -> Detections:
-        from eca_deploy.detection.decoders import JUDGE, decode
-
         (found,) = decode(self.spec, {n: np.asarray(outputs[n])[None] for n in self.output_names}, image_size, JUDGE)
         return found
 

@@ -28,10 +28,11 @@ from typing import IO, Any
 import numpy as np
 
 from eca_deploy.errors import EcaDeployError, SettingError
+from eca_deploy.exporters.metadata import has_random_weights
 from eca_deploy.fileio import check_writable, publish
 from eca_deploy.runtime.classifier import Classifier, Prediction
 from eca_deploy.runtime.model import FrameResult, Model
-from eca_deploy.runtime.overlay import annotate, annotate_result
+from eca_deploy.runtime.overlay import RANDOM_WEIGHTS_OVERLAY, annotate, annotate_result
 from eca_deploy.runtime.preprocess import import_cv2
 from eca_deploy.runtime.sources import (
     AtomicVideoWriter,
@@ -261,9 +262,6 @@ def _run(
     on_frame: Callable[[int, int | None, float], None] | None,
 ) -> RunSummary:
     clock = time.perf_counter
-    from eca_deploy.exporters.metadata import has_random_weights
-    from eca_deploy.runtime.overlay import RANDOM_WEIGHTS_OVERLAY
-
     summary = RunSummary(source.label, classifier.name, classifier.backend, options.batch)
     summary.random_weights = has_random_weights(classifier.metadata)
     summary.preprocessing = classifier.interface.preprocessing.describe()
