@@ -282,9 +282,10 @@ def test_overlay_notice_is_in_the_written_video(cli, small_onnx: Path, tmp_path:
 
 def test_bench_warns_when_the_machine_is_busy(cli, small_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import eca_deploy.pipeline.bench_noise as noise
+    import eca_deploy.pipeline.bench_report as bench_report
 
     samples = iter([noise.CpuSample(0.0, 0.0, 0.0), noise.CpuSample(9.0, 10.0, 1.0)])  # others: 8 of 10 CPU-s
-    monkeypatch.setattr(noise, "cpu_sample", lambda: next(samples))
+    monkeypatch.setattr(bench_report, "cpu_sample", lambda: next(samples))
     result = cli("bench", "--onnx", small_onnx, "--batch", "1", "--warmup", "0s", "--iterations", "4", "--json")
     assert result.code == 0, result.stderr
     assert "warning: the machine was busy while measuring (other processes used 80% of" in result.stderr

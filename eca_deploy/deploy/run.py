@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eca_deploy import environment
 from eca_deploy.backends.handle import RUNTIMES
-from eca_deploy.data.images import Preprocessing
+from eca_deploy.cli.options import (
+    check_at_least,
+    check_file,
+    check_image_folder,
+    check_onnx_file,
+    check_out_folder,
+)
+from eca_deploy.data.images import Preprocessing, list_images
 from eca_deploy.deploy.cache import StageCache, StageOutcome
 from eca_deploy.deploy.report import write_report
 from eca_deploy.deploy.stages import (
@@ -34,10 +42,20 @@ from eca_deploy.deploy.summary import (
     PrecisionBench,
     PrecisionResult,
 )
+from eca_deploy.environment import gpu_info
 from eca_deploy.errors import EcaDeployError, SettingError
+from eca_deploy.exporters.metadata import (
+    describe_foreign,
+    onnx_interface,
+    random_weights_notice,
+    read_metadata,
+    write_metadata,
+)
 from eca_deploy.fileio import atomic_write_text, claim_work_dir, replacing, sha256_file
+from eca_deploy.onnx_io import load_onnx, save_onnx
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 from eca_deploy.pipeline.records import BenchRecord, CheckRecord, EnvironmentRecord
+from eca_deploy.plugin.openvino_build import find_openvino_extension
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CPU_RUNTIME_CHOICES = ("auto", *RUNTIMES)
@@ -68,13 +86,6 @@ class DeployOptions:
 
     def validate(self) -> None:
         """Every option, before any stage runs and before --out is created."""
-        from eca_deploy.cli.options import (
-            check_at_least,
-            check_file,
-            check_image_folder,
-            check_onnx_file,
-            check_out_folder,
-        )
         from eca_deploy.models import sources
 
         check_out_folder(self.out, "--out")
@@ -129,8 +140,6 @@ def tensorrt_status() -> str | None:
         import tensorrt  # noqa: F401
     except ImportError:
         return "TensorRT is not installed"
-    from eca_deploy.environment import gpu_info
-
     if gpu_info() is None:
         return "no NVIDIA GPU found"
     return None
@@ -141,8 +150,6 @@ def cpu_runtimes(choice: str, note: Callable[[str], None]) -> list[str]:
     if choice != "auto":
         return [choice]
     import importlib.util
-
-    from eca_deploy.plugin.openvino_build import find_openvino_extension
 
     if importlib.util.find_spec("openvino") is None:
         note("OpenVINO is not installed (pip install 'eca-deploy[openvino]'): ONNX Runtime figures only")
@@ -167,8 +174,6 @@ def run_deploy(
 ) -> DeployResult:
     """Run every stage for `opts`; `on_stage(name, what)` gives a context manager shown while it works."""
     import contextlib
-
-    from eca_deploy import environment
 
     opts.validate()
     prepare_out(opts.out, [opts.onnx, opts.weights])
@@ -213,8 +218,6 @@ def run_deploy(
                             trust_checkpoint=opts.trust_checkpoint)  # fmt: skip
         stage("export", f"exporting {opts.model} and verifying it against PyTorch", export, weights_in, [onnx_path])
     if random_weights:  # worded for what the exported model predicts (classes, boxes)
-        from eca_deploy.exporters.metadata import random_weights_notice
-
         note(f"{opts.model} has {random_weights_notice(model_interface(onnx_path).as_dict())}")
     fusion = stage("fuse", "fusing ECA blocks into ECA nodes", FuseSpec(onnx_path, fused), [onnx_path], [fused])
     fused_blocks = fusion.detail.get("fused")
@@ -298,23 +301,15 @@ def run_deploy(
 
 def model_interface(onnx_path: Path) -> Any:
     """The interface of the deployed model (model.onnx, with its metadata): what every later stage runs at."""
-    from eca_deploy.exporters.metadata import onnx_interface
-    from eca_deploy.onnx_io import load_onnx
-
     return onnx_interface(load_onnx(onnx_path), label=str(onnx_path))
 
 
 def _import_onnx(source: Path, prep: Preprocessing | None, output: Path, note: Callable[[str], None]) -> dict[str, Any]:
     """Copy an ONNX made elsewhere, giving it eca-deploy metadata (preprocessing) if it has none."""
-    from eca_deploy.exporters.metadata import describe_foreign, read_metadata, write_metadata
-    from eca_deploy.onnx_io import load_onnx, save_onnx
-
     model = load_onnx(source)
     meta = read_metadata(model)
     if meta is None or prep is not None:
         if prep is None:  # ImageNet's, said aloud (and the size, if guessed) by the interface
-            from eca_deploy.exporters.metadata import onnx_interface
-
             prep = onnx_interface(model, label=source.name, warn=note).preprocessing
         meta = describe_foreign(model, source, prep)
         write_metadata(model, meta)
@@ -338,8 +333,6 @@ def _precision_stage(precision: str, opts: DeployOptions, fused: Path, stage: Ca
     if precision == "fp16":
         stage("convert-fp16", "converting to FP16 (float32 I/O)", ConvertSpec(fused, output), [fused], [output])
         return output
-    from eca_deploy.data.images import list_images
-
     calib = list_images(opts.calib_images)  # type: ignore[arg-type]  # the quantizer samples across all of them
     used = min(len(calib), opts.calib_count)
     spec = QuantizeSpec(fused, opts.calib_images, output, count=opts.calib_count)  # type: ignore[arg-type]

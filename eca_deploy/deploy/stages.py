@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eca_deploy.backends.handle import ModelSpec, open_model
+from eca_deploy.engine.build import Profile
 from eca_deploy.fileio import atomic_write_text
+from eca_deploy.pipeline.bench import BenchConfig
+from eca_deploy.pipeline.bench_report import run_bench
+from eca_deploy.pipeline.build import BuildRequest, run_build
+from eca_deploy.pipeline.check import run_check, tolerance_for
+from eca_deploy.pipeline.convert import run_convert
+from eca_deploy.pipeline.fuse import run_fuse
+from eca_deploy.pipeline.quantize import run_quantize
+from eca_deploy.precision.quantize import QuantizeOptions
 
 DEPLOY_METHOD = "entropy"  # deploy's calibration (quantize's own default is percentile; recorded with --method)
 
@@ -118,8 +128,6 @@ class FuseSpec(StageSpec):
         ]
 
     def run(self) -> dict[str, Any]:
-        from eca_deploy.pipeline.fuse import run_fuse
-
         result = run_fuse(self.source, self.output, write_unchanged=self.write_unchanged)
         return {"fused": result.report.count, "max_abs_diff": result.max_abs_diff}
 
@@ -144,8 +152,6 @@ class ConvertSpec(StageSpec):
         ]
 
     def run(self) -> dict[str, Any]:
-        from eca_deploy.pipeline.convert import run_convert
-
         return {"fp16": run_convert(self.source, self.output, verify=self.verify).as_dict()}
 
 
@@ -179,9 +185,6 @@ class QuantizeSpec(StageSpec):
         ]
 
     def run(self) -> dict[str, Any]:
-        from eca_deploy.pipeline.quantize import run_quantize
-        from eca_deploy.precision.quantize import QuantizeOptions
-
         options = QuantizeOptions(method=self.method, count=self.count)
         result = run_quantize(
             self.source, self.calib_images, self.output, options, verify=self.verify, keep_failed=self.keep_failed
@@ -223,9 +226,6 @@ class CheckSpec(StageSpec):
         ]
 
     def run(self) -> dict[str, Any]:
-        from eca_deploy.backends.handle import ModelSpec, open_model
-        from eca_deploy.pipeline.check import run_check, tolerance_for
-
         runtime = "onnxruntime" if self.runtime == "tensorrt" else self.runtime
         target = open_model(ModelSpec(self.target, kind=self.kind, runtime=runtime, qdq_arithmetic=True))
         result = run_check(
@@ -281,9 +281,6 @@ class BenchSpec(StageSpec):
         ]
 
     def run(self) -> dict[str, Any]:
-        from eca_deploy.pipeline.bench import BenchConfig
-        from eca_deploy.pipeline.bench_report import run_bench
-
         config = BenchConfig(
             batches=self.batches, warmup_s=self.warmup_s, duration_s=self.duration_s, rounds=self.rounds
         )
@@ -335,8 +332,5 @@ class BuildSpec(StageSpec):
         return ["build", "--onnx", str(self.source), "--batch-range", self.batch, "--output", str(self.output)]
 
     def run(self) -> dict[str, Any]:
-        from eca_deploy.engine.build import Profile
-        from eca_deploy.pipeline.build import BuildRequest, run_build
-
         result = run_build(BuildRequest(onnx_path=self.source, output=self.output, profile=Profile.parse(self.batch)))
         return {"sidecar": result.as_dict()}

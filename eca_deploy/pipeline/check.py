@@ -9,10 +9,13 @@ from typing import Any
 
 from eca_deploy.backends.base import Runner
 from eca_deploy.backends.handle import ModelSpec, OpenedModel, open_model
+from eca_deploy.data.images import list_images, load_images
 from eca_deploy.detection.judge import DETECTION_BOUNDS, DetectionCheck, judge_detections
 from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.exporters.metadata import ModelMetadata, has_random_weights
+from eca_deploy.fileio import sha256_file
 from eca_deploy.interface import ModelInterface
+from eca_deploy.memory import check_onnx_memory
 from eca_deploy.metrics import (
     Agreement,
     OutputCheck,
@@ -187,8 +190,6 @@ def reference_model(
 def find_checkpoint(recorded: str | None, beside: Path) -> Path | None:
     """The checkpoint the metadata's `weights` ("<file name> sha256:<hex>") names, looked for beside the model
     file and in the current folder; only a file whose sha256 matches the recorded one, else None."""
-    from eca_deploy.fileio import sha256_file
-
     name, sep, digest = (recorded or "").rpartition(" sha256:")
     if not sep or not name or Path(name).name != name:
         return None
@@ -296,7 +297,6 @@ def run_check(
     (its metadata's head layout, `detection` from --layout, or a user's `decoder` from --decoder) is judged
     by its detections too.
     """
-    from eca_deploy.data.images import list_images, load_images
     from eca_deploy.models import sources
 
     meta = target.metadata
@@ -329,8 +329,6 @@ def run_check(
         raise SettingError(f"{{batch}} must be a positive integer, got {batch}")
     paths = list_images(images) if images else None
     if target.onnx is not None:  # the target and its reference run at once; images are held as float32
-        from eca_deploy.memory import check_onnx_memory
-
         work = fixed_batch or batch
         what = f"checking {Path(target.label).name} at {prep.height}x{prep.width}, batch {work}"
         check_onnx_memory(target.onnx, prep.height, prep.width, work, len(paths or range(12)), what)
