@@ -91,12 +91,12 @@ def test_ctrl_c_says_interrupted(cli, monkeypatch: pytest.MonkeyPatch, small_onn
 
 
 def test_ctrl_c_in_deploy_says_rerun_to_resume(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import eca_deploy.pipeline.export as export
+    import eca_deploy.deploy.stages as stages
 
     def interrupt(**_kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export, "run_export", interrupt)
+    monkeypatch.setattr(stages, "run_export", interrupt)
     result = cli("deploy", "--model", "eca_resnet18", "--img-size", "64", "--out", tmp_path / "out")
     assert result.code == 130
     assert result.stderr.splitlines()[-1] == "interrupted; rerun the same command to resume"

@@ -52,8 +52,10 @@ from eca_deploy.exporters.metadata import (
     write_metadata,
 )
 from eca_deploy.fileio import atomic_write_text, claim_work_dir, replacing, sha256_file
+from eca_deploy.models import sources
 from eca_deploy.onnx_io import load_onnx, save_onnx
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
+from eca_deploy.pipeline.export import check_export_memory
 from eca_deploy.pipeline.records import BenchRecord, CheckRecord, EnvironmentRecord
 from eca_deploy.plugin.openvino_build import find_openvino_extension
 
@@ -86,8 +88,6 @@ class DeployOptions:
 
     def validate(self) -> None:
         """Every option, before any stage runs and before --out is created."""
-        from eca_deploy.models import sources
-
         check_out_folder(self.out, "--out")
         if self.onnx is not None:
             check_onnx_file(self.onnx, "--onnx")
@@ -115,8 +115,6 @@ class DeployOptions:
         if self.bench_rounds < 1:
             raise SettingError(f"{{rounds}} must be at least 1, got {self.bench_rounds}")
         if self.onnx is None:  # the export stage's activations at --img-size fit in memory (zoo and timm models)
-            from eca_deploy.pipeline.export import check_export_memory
-
             check_export_memory(self.model, self.img_size, None, random=self.weights is None and not self.pretrained)
 
 
@@ -185,8 +183,6 @@ def run_deploy(
     if trt_missing:
         names = " and ".join(RUNTIME_LABELS[r] for r in runtimes)
         note(f"{trt_missing}: building no engines; every figure below is from {names} on the CPU")
-    from eca_deploy.models import sources
-
     random_weights = opts.onnx is None and sources.has_random_weights(opts.model, opts.weights, opts.pretrained)
 
     def stage(name: str, what: str, spec: StageSpec | None, inputs: list[Path], outputs: list[Path],

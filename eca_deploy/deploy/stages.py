@@ -25,6 +25,7 @@ from eca_deploy.pipeline.bench_report import run_bench
 from eca_deploy.pipeline.build import BuildRequest, run_build
 from eca_deploy.pipeline.check import run_check, tolerance_for
 from eca_deploy.pipeline.convert import run_convert
+from eca_deploy.pipeline.export import run_export
 from eca_deploy.pipeline.fuse import run_fuse
 from eca_deploy.pipeline.quantize import run_quantize
 from eca_deploy.precision.quantize import QuantizeOptions
@@ -95,8 +96,6 @@ class ExportSpec(StageSpec):
         ]
 
     def run(self) -> dict[str, Any]:
-        from eca_deploy.pipeline.export import run_export
-
         size = self.img_size
         result = run_export(
             model_name=self.model,

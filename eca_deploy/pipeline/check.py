@@ -26,6 +26,9 @@ from eca_deploy.metrics import (
     per_image_all,
 )
 
+# models, torch_runner, architecture and per_layer import torch: imported in the functions that compare against
+# PyTorch, so checking an ONNX or an engine needs no torch.
+
 # Default tolerances by precision, for every output kind: FP32 tight; FP16 looser; INT8 judged by cosine and
 # top-1 agreement. Outputs of kind "logits" are held to all three bounds; other outputs to cosine and, per
 # channel group against the group's own scale (metrics.py), to max abs and (INT8) mean abs error: a score
