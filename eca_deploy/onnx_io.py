@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import atomic_write
 
+if TYPE_CHECKING:  # onnx is imported when a model is read or written: `eca-deploy --help` imports this module
+    import onnx
+
 
 def load_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
+    import onnx
+
     path = Path(path)
     if not path.is_file():
         raise EcaDeployError(f"ONNX file {path} does not exist: check the path")
@@ -28,6 +32,8 @@ def load_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelPr
 
 def check_model(model: onnx.ModelProto, label: str = "the ONNX model") -> None:
     """onnx.checker full check (with strict shape inference); one-line error when it fails."""
+    import onnx
+
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -37,4 +43,6 @@ def check_model(model: onnx.ModelProto, label: str = "the ONNX model") -> None:
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write `model` atomically (a failed write leaves any existing file untouched)."""
+    import onnx
+
     return atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))

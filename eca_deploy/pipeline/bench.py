@@ -18,6 +18,7 @@ from eca_deploy.data.images import Preprocessing, read_rgb, sample_image_paths
 from eca_deploy.errors import SettingError
 from eca_deploy.interface import outputs_from_tensors, resolve_size, static_hw
 from eca_deploy.pipeline.bench_noise import median_rate
+from eca_deploy.runtime import Classifier, Model  # local: it imports onnx, and `bench --help` imports this module
 
 PERCENTILES = (50, 90, 95, 99)
 DEFAULT_ROUNDS = 5  # measuring rounds per figure (bench --rounds, deploy --rounds)
@@ -228,8 +229,6 @@ def make_steps(
 def end_to_end_model(runner: Runner, config: BenchConfig, warn: Callable[[str], None] = lambda _m: None) -> Any:
     """What `run` runs on `runner`: a `Classifier` for a model with logits, else a `Model` (raw outputs), with the
     model's own preprocessing (its metadata, ONNX Runtime and OpenVINO alike) and `config.adjust`."""
-    from eca_deploy.runtime import Classifier, Model  # local: it imports onnx, and `bench --help` imports this module
-
     metadata = runner.metadata
     outputs = outputs_from_tensors(runner.outputs, tuple(getattr(metadata, "outputs", ()) or ()))
     kind = Classifier if any(o.kind == "logits" for o in outputs) else Model

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import onnx
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # onnx is imported when a model is read: `eca-deploy --help` imports this module
+    import onnx
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
@@ -11,6 +14,8 @@ def detect_precision(model: onnx.ModelProto) -> str:
     """'int8' if the graph has Q/DQ nodes, 'fp16' if it computes in float16, else 'fp32'."""
     if any(node.op_type in QDQ_OPS for node in model.graph.node):
         return "int8"
+    import onnx
+
     fp16 = onnx.TensorProto.FLOAT16
     if any(t.data_type == fp16 for t in model.graph.initializer):
         return "fp16"
