@@ -18,7 +18,7 @@ from eca_deploy.data.images import Preprocessing, read_rgb, sample_image_paths
 from eca_deploy.errors import SettingError
 from eca_deploy.interface import outputs_from_tensors, resolve_size, static_hw
 from eca_deploy.pipeline.bench_noise import median_rate
-from eca_deploy.runtime import Classifier, Model  # local: it imports onnx, and `bench --help` imports this module
+from eca_deploy.runtime import Classifier, Model
 
 PERCENTILES = (50, 90, 95, 99)
 DEFAULT_ROUNDS = 5  # measuring rounds per figure (bench --rounds, deploy --rounds)
