@@ -80,12 +80,12 @@ def test_usage_errors_are_one_line(cli, args: list[str], needle: str) -> None:
 
 
 def test_ctrl_c_says_interrupted(cli, monkeypatch: pytest.MonkeyPatch, small_onnx: Path) -> None:
-    import eca_deploy.pipeline.bench_report as bench_report
+    import eca_deploy.cli.commands_bench as commands_bench
 
     def interrupt(*_args: object, **_kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench_report, "run_bench", interrupt)
+    monkeypatch.setattr(commands_bench, "run_bench", interrupt)
     result = cli("bench", "--onnx", small_onnx)  # a real file: options are checked before the work
     assert result.code == 130 and result.stderr == "interrupted\n"
 
@@ -150,12 +150,12 @@ def test_json_never_overwrites_a_model(cli, small_onnx: Path, tmp_path: Path) ->
 
 def test_output_paths_are_checked_before_the_work(cli, small_onnx: Path, monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:  # fmt: skip
-    import eca_deploy.pipeline.bench_report as bench_report
+    import eca_deploy.cli.commands_bench as commands_bench
 
     def never(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the benchmark ran before its outputs were checked")
 
-    monkeypatch.setattr(bench_report, "run_bench", never)
+    monkeypatch.setattr(commands_bench, "run_bench", never)
     missing = tmp_path / "no" / "such"
     for option in ("--json", "--csv", "--plot"):
         result = cli("bench", "--onnx", small_onnx, option, missing / "out.x")

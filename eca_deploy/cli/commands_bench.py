@@ -9,6 +9,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from eca_deploy.backends.base import StepOptions
+from eca_deploy.backends.handle import guess_kind
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.groups import (
@@ -42,8 +44,9 @@ from eca_deploy.cli.options import (
 )
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import allow_replacing, atomic_write, atomic_write_text
-from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
+from eca_deploy.pipeline.bench import DEFAULT_ROUNDS, BenchConfig
 from eca_deploy.pipeline.bench_noise import speed_ratio
+from eca_deploy.pipeline.bench_report import LOWERING_CHOICES, run_bench, write_csv, write_plot
 from eca_deploy.pipeline.records import BenchEntry, BenchRecord
 
 
@@ -89,10 +92,6 @@ def bench_command(
     --mean/--std/--interpolation/--resize-mode preprocess the photos of --end-to-end.
     """
     allow_replacing(force)
-    from eca_deploy.backends.base import StepOptions
-    from eca_deploy.pipeline.bench import BenchConfig
-    from eca_deploy.pipeline.bench_report import LOWERING_CHOICES, run_bench, write_csv, write_plot
-
     size = parse_img_size(img_size)
     flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     if flags.given and not end_to_end:
@@ -180,8 +179,6 @@ def parse_twins(values: list[str]) -> dict[str, Path]:
 
 def expand_runtimes(models: list[Path], kinds: list[str | None], runtimes: list[str]) -> tuple[list, list, list]:
     """(models, kinds, runtime per model): each ONNX model once per runtime, in order; engines once."""
-    from eca_deploy.backends.handle import guess_kind
-
     out: tuple[list[Path], list[str | None], list[str]] = ([], [], [])
     for path, kind in zip(models, kinds, strict=True):
         onnx_model = (kind or guess_kind(path)) == "onnx"

@@ -25,8 +25,16 @@ from eca_deploy.cli.groups import (
     Plugin,
     output_file,
 )
-from eca_deploy.cli.options import JsonOutput
-from eca_deploy.fileio import allow_replacing
+from eca_deploy.cli.options import (
+    JsonOutput,
+    check_at_least,
+    check_image_folder,
+    check_onnx_file,
+    parse_img_size,
+)
+from eca_deploy.fileio import allow_replacing, claim_output_file, distinct_outputs
+
+# engine.build, pipeline.build and precision.quantize import onnx: imported in the command, so `--help` stays light.
 
 
 def _build_progress(progress: Progress) -> Any:
@@ -70,14 +78,7 @@ def build_command(
 ) -> None:
     """Compile an ONNX model into a TensorRT engine (strongly typed: the ONNX decides the precision)."""
     allow_replacing(force)
-    from eca_deploy.cli.options import (
-        check_at_least,
-        check_image_folder,
-        check_onnx_file,
-        parse_img_size,
-    )
     from eca_deploy.engine.build import Profile, parse_size
-    from eca_deploy.fileio import claim_output_file, distinct_outputs
     from eca_deploy.pipeline.build import BuildRequest, run_build
     from eca_deploy.precision.quantize import QuantizeOptions
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from eca_deploy.backends.handle import ModelSpec, open_model
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.groups import (
@@ -48,8 +49,11 @@ from eca_deploy.cli.options import (
     parse_runtime,
 )
 from eca_deploy.errors import CheckFailedError
+from eca_deploy.exporters.metadata import random_weights_notice
 from eca_deploy.fileio import allow_replacing
+from eca_deploy.pipeline.check import run_check, tolerance_for
 from eca_deploy.pipeline.records import CheckRecord, DetectionRecord, ToleranceRecord
+from eca_deploy.runtime.decoder import import_function
 
 
 @app.command("check")
@@ -91,9 +95,6 @@ def check_command(
     precision, IoU, score drift, agreement mAP.
     """
     allow_replacing(force)
-    from eca_deploy.backends.handle import ModelSpec, open_model
-    from eca_deploy.pipeline.check import run_check, tolerance_for
-
     one_model(onnx_path, engine)
     check_onnx_file(onnx_path, "--onnx")
     check_file(engine, "--engine")
@@ -107,8 +108,6 @@ def check_command(
     check_between(min_top1, "--min-top1", 0.0, 1.0)
     layout = parse_layout(layout)
     if decoder is not None:
-        from eca_deploy.runtime.decoder import import_function
-
         import_function(decoder)  # a missing file or function fails before any work
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, engine, weights, images, reference_onnx, plugin])
     size = parse_img_size(img_size)
@@ -135,8 +134,6 @@ def check_command(
 
 
 def print_report(report: CheckRecord) -> None:
-    from eca_deploy.exporters.metadata import random_weights_notice
-
     if report.random_weights:
         console.print(f"[yellow]{report.target}: {random_weights_notice(report.interface)}[/yellow]")
     outputs = report.outputs

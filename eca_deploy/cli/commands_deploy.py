@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -35,15 +35,21 @@ from eca_deploy.cli.groups import (
 from eca_deploy.cli.options import (
     JsonOutput,
     PreprocessingFlags,
+    check_onnx_file,
+    parse_duration,
     parse_img_size,
+    parse_sizes,
 )
+from eca_deploy.deploy.recommend import several_runtimes
+from eca_deploy.deploy.report import SummaryRow, recommend, recommendation, side_by_side_rows, summary_rows
+from eca_deploy.deploy.summary import DeploySummary, runtime_label
 from eca_deploy.errors import CheckFailedError, EcaDeployError
+from eca_deploy.exporters.metadata import onnx_interface, random_weights_notice
 from eca_deploy.fileio import allow_replacing
+from eca_deploy.onnx_io import load_onnx
 from eca_deploy.pipeline.bench import DEFAULT_ROUNDS
 
-if TYPE_CHECKING:
-    from eca_deploy.deploy.report import SummaryRow
-    from eca_deploy.deploy.summary import DeploySummary
+# deploy.run imports torch and onnx: imported in the command, so `--help` stays light.
 
 
 @app.command("deploy")
@@ -76,8 +82,6 @@ def deploy_command(
     --interpolation/--resize-mode describe that ONNX. --force redoes every stage, even those up to date.
     """
     allow_replacing(force)
-    from eca_deploy.cli.options import check_onnx_file, parse_duration, parse_sizes
-    from eca_deploy.deploy.report import recommend, summary_rows
     from eca_deploy.deploy.run import DeployOptions, run_deploy
 
     check_onnx_file(onnx_path, "--onnx")
@@ -86,9 +90,6 @@ def deploy_command(
     flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     prep = None
     if onnx_path is not None and (size is not None or flags.given):
-        from eca_deploy.exporters.metadata import onnx_interface
-        from eca_deploy.onnx_io import load_onnx
-
         interface = onnx_interface(load_onnx(onnx_path), label=str(onnx_path), img_size=size, warn=warn,
                                    adjust=flags.adjust)  # fmt: skip
         prep = interface.preprocessing
@@ -135,11 +136,6 @@ def deploy_command(
 def print_summary(summary: DeploySummary, rows: list[SummaryRow], out: Path) -> None:
     """The verdict table of every precision on every runtime that ran (the title names them all), then the
     side-by-side speed table, what to ship, and anything the checks say aloud."""
-    from eca_deploy.deploy.recommend import several_runtimes
-    from eca_deploy.deploy.report import recommendation, side_by_side_rows
-    from eca_deploy.deploy.summary import runtime_label
-    from eca_deploy.exporters.metadata import random_weights_notice
-
     if summary.random_weights:
         console.print(f"[yellow]{summary.model} has {random_weights_notice(summary.interface)}[/yellow]")
     batches = sorted({b for r in rows for b in r.images_per_s})

@@ -10,8 +10,10 @@ from rich.table import Table
 from eca_deploy.cli.app import app
 from eca_deploy.cli.console import console
 from eca_deploy.cli.groups import Force, Json, Tolerance, Verify, output_file
-from eca_deploy.cli.options import JsonOutput
-from eca_deploy.fileio import allow_replacing
+from eca_deploy.cli.options import JsonOutput, check_onnx_file, check_positive
+from eca_deploy.fileio import allow_replacing, distinct_outputs
+
+# pipeline.fuse imports onnx: imported in the command, so `--help` stays light.
 
 
 @app.command("fuse")
@@ -31,13 +33,10 @@ def fuse_command(
 ) -> None:
     """Fuse every ECA block into one `eca_deploy.ECA` node (runs anywhere through an ONNX function)."""
     allow_replacing(force)
-    from eca_deploy.cli.options import check_onnx_file, check_positive
     from eca_deploy.pipeline.fuse import FUSION_TOLERANCE, run_fuse
 
     check_positive(tolerance, "--tolerance")
     tolerance = FUSION_TOLERANCE if tolerance is None else tolerance
-    from eca_deploy.fileio import distinct_outputs
-
     check_onnx_file(onnx_path, "ONNX")
     out = JsonOutput.of(json_out, inputs=[onnx_path])
     output = output or onnx_path.with_name(f"{onnx_path.stem}.fused.onnx")

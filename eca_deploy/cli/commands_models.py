@@ -30,12 +30,18 @@ from eca_deploy.cli.groups import (
 from eca_deploy.cli.options import (
     JsonOutput,
     PreprocessingFlags,
+    check_at_least,
+    check_file,
+    check_image_folder,
+    check_positive,
     parse_batch,
     parse_img_size,
     parse_k_sizes,
 )
 from eca_deploy.data.images import Preprocessing
-from eca_deploy.fileio import allow_replacing
+from eca_deploy.fileio import allow_replacing, distinct_outputs
+
+# models, exporters.onnx_export and pipeline.export import torch: imported in the commands, so `--help` stays light.
 
 
 @app.command("models")
@@ -131,9 +137,7 @@ def export_command(
 ) -> None:
     """Export a model (zoo, timm or your own) to ONNX and verify it against PyTorch on real photographs."""
     allow_replacing(force)
-    from eca_deploy.cli.options import check_at_least, check_file, check_image_folder, check_positive
     from eca_deploy.exporters.onnx_export import ExportOptions
-    from eca_deploy.fileio import distinct_outputs
     from eca_deploy.models import sources
     from eca_deploy.pipeline.export import run_export
 

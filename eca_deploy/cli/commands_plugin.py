@@ -8,11 +8,22 @@ import typer
 from rich.table import Table
 
 from eca_deploy.cli.app import app
+from eca_deploy.cli.commands_plugin_cpu import build_onnxruntime, build_openvino
 from eca_deploy.cli.console import console, err_console, warn
 from eca_deploy.cli.groups import Force, ImgSize, Json
-from eca_deploy.cli.options import JsonOutput, parse_img_size
+from eca_deploy.cli.options import JsonOutput, check_at_least, parse_img_size
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.fileio import allow_replacing
+from eca_deploy.fileio import allow_replacing, claim_work_dir
+from eca_deploy.plugin.build import build_plugins
+from eca_deploy.plugin.info import library_info, plugin_route
+from eca_deploy.plugin.locate import (
+    KERNELS_LIBRARY,
+    PLUGIN_LIBRARY,
+    PLUGIN_VC_LIBRARY,
+    find_kernels_library,
+    find_plugin_library,
+)
+from eca_deploy.plugin.traffic import ELEMENT_BYTES, traffic_markdown, traffic_rows
 
 plugin_app = typer.Typer(
     help="Build and inspect the ECA CUDA kernels (libeca_kernels.so) and TensorRT plugin (libeca_trt_plugin.so).",
@@ -42,28 +53,18 @@ def build_command(
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs (default: CPU count)."),
 ) -> None:
     """Build the CUDA kernels, and the TensorRT plugin when TensorRT is found, with CMake (or a --target for CPUs)."""
-    from eca_deploy.cli.options import check_at_least
-
     check_at_least(jobs, "--jobs")
     if build_dir is not None:  # a new or empty folder, or an earlier build's: never a folder of the user's files
-        from eca_deploy.fileio import claim_work_dir
-
         claim_work_dir(build_dir, "--build-dir", own_signs=("CMakeCache.txt", "eca-build.log"), create=False)
     if tensorrt_root is not None and not tensorrt_root.is_dir():
         raise EcaDeployError(f"--tensorrt-root {tensorrt_root} is not a folder: give TensorRT's install prefix")
     if target == "openvino":
-        from eca_deploy.cli.commands_plugin_cpu import build_openvino
-
         return build_openvino(build_dir, jobs)
     if target == "onnxruntime":
-        from eca_deploy.cli.commands_plugin_cpu import build_onnxruntime
-
         return build_onnxruntime(build_dir, jobs)
     if target != "tensorrt":
         raise EcaDeployError(f"--target must be tensorrt, openvino or onnxruntime, got {target!r}")
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
-
-    from eca_deploy.plugin.build import build_plugins
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[step]}"))
     with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
@@ -109,15 +110,6 @@ def info_command(
     if bytes_out:
         _print_traffic(dtype, img_size, JsonOutput.of(json_out))
         return
-    from eca_deploy.plugin.info import library_info, plugin_route
-    from eca_deploy.plugin.locate import (
-        KERNELS_LIBRARY,
-        PLUGIN_LIBRARY,
-        PLUGIN_VC_LIBRARY,
-        find_kernels_library,
-        find_plugin_library,
-    )
-
     json_to = JsonOutput.of(json_out)
     libraries: list[Path] = []
     for path in paths or []:
@@ -159,8 +151,6 @@ def info_command(
 
 def _print_traffic(dtype: str, size: str | None, json_to: JsonOutput) -> None:
     """The byte accounting of docs/plugin.md (native decomposition, plugin, plugin with residual, floor)."""
-    from eca_deploy.plugin.traffic import ELEMENT_BYTES, traffic_markdown, traffic_rows
-
     if dtype not in ELEMENT_BYTES:
         raise EcaDeployError(f"--dtype {dtype!r}: one of {', '.join(ELEMENT_BYTES)}")
     img_size = parse_img_size(size) or (224, 224)

@@ -11,6 +11,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from eca_deploy.cli.console import console, err_console
+from eca_deploy.plugin.onnxruntime_build import build_onnxruntime_op
+from eca_deploy.plugin.openvino_build import build_openvino_extension
 
 Result = TypeVar("Result")
 
@@ -34,8 +36,6 @@ def _print(build_dir: Path, seconds: float, rows: list[tuple[str, str]]) -> None
 
 
 def build_openvino(build_dir: Path | None, jobs: int | None) -> None:
-    from eca_deploy.plugin.openvino_build import build_openvino_extension
-
     result = _with_progress("OpenVINO extension", lambda progress: build_openvino_extension(build_dir, jobs, progress))
     _print(result.build_dir, result.seconds, [
         ("OpenVINO extension", str(result.extension)),
@@ -45,8 +45,6 @@ def build_openvino(build_dir: Path | None, jobs: int | None) -> None:
 
 
 def build_onnxruntime(build_dir: Path | None, jobs: int | None) -> None:
-    from eca_deploy.plugin.onnxruntime_build import build_onnxruntime_op
-
     result = _with_progress("ONNX Runtime custom op", lambda progress: build_onnxruntime_op(build_dir, jobs, progress))
     _print(result.build_dir, result.seconds, [
         ("ONNX Runtime custom op", str(result.library)),

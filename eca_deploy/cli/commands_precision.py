@@ -41,6 +41,8 @@ from eca_deploy.fileio import allow_replacing, distinct_outputs
 from eca_deploy.pipeline.records import ConvertRecord, PrecisionCheckRecord, QuantizeRecord
 from eca_deploy.precision import DEFAULT_METHOD
 
+# pipeline.convert, pipeline.quantize and precision.quantize import onnx: imported in the commands (light `--help`).
+
 
 def _check_table(check: PrecisionCheckRecord, title: str) -> Table:
     size, prep = check.input_size, check.preprocessing

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from eca_deploy.backends.handle import ModelSpec
 from eca_deploy.cli.app import INTERRUPTED, app
 from eca_deploy.cli.console import console, warn
 from eca_deploy.cli.groups import (
@@ -37,13 +38,20 @@ from eca_deploy.cli.options import (
     check_choice,
     check_file,
     check_onnx_file,
+    check_outputs,
     one_model,
     parse_img_size,
     parse_layout,
     parse_runtime,
 )
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.fileio import allow_replacing
+from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
+from eca_deploy.fileio import allow_replacing, same_file
+from eca_deploy.runtime.choose import open_for_run
+from eca_deploy.runtime.classifier import Classifier
+from eca_deploy.runtime.preprocess import RESIZE_MODES
+from eca_deploy.runtime.sources import parse_source
+from eca_deploy.runtime.video import RunOptions, run_stream
 
 
 @app.command("run")
@@ -77,17 +85,7 @@ def run_command(
     known (metadata, or --layout) its boxes, decoded and NMS'd built in; --decoder FILE.py:FUNCTION overrides.
     """
     allow_replacing(force)
-    from eca_deploy.backends.handle import ModelSpec
-    from eca_deploy.runtime.choose import open_for_run
-    from eca_deploy.runtime.classifier import Classifier
-    from eca_deploy.runtime.preprocess import RESIZE_MODES
-    from eca_deploy.runtime.sources import parse_source
-    from eca_deploy.runtime.video import RunOptions, run_stream
-
     one_model(onnx_path, engine)
-    from eca_deploy.cli.options import check_outputs
-    from eca_deploy.fileio import same_file
-
     size = parse_img_size(img_size)
     flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     model = onnx_path or engine
@@ -136,8 +134,6 @@ def run_command(
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    from eca_deploy.exporters.metadata import RANDOM_WEIGHTS_NOTICE
-
     if report.get("random_weights"):
         console.print(f"[yellow]{report['model']}: {RANDOM_WEIGHTS_NOTICE}[/yellow]")
     ms = report["ms_per_frame"]

@@ -32,9 +32,14 @@ from eca_deploy.cli.options import (
     check_out_folder,
     one_model,
     parse_sizes,
+    preprocessing_override,
 )
 from eca_deploy.errors import EcaDeployError
-from eca_deploy.fileio import allow_replacing
+from eca_deploy.fileio import allow_replacing, claim_output_dir, distinct_outputs
+from eca_deploy.plugin.locate import find_plugin_library
+from eca_deploy.runtime.labels import labels_for
+
+# serving.spec, serving.triton and serving.deepstream import onnx: imported in the commands (light `--help`).
 
 
 def _inputs(model: Path, engine: Path | None, plugin: Path | None, labels: Path | None) -> list[Path]:
@@ -45,8 +50,6 @@ def _inputs(model: Path, engine: Path | None, plugin: Path | None, labels: Path 
 
 def _engine_plugin(spec: Any, plugin: Path | None) -> Path | None:
     """The plugin library an engine needs: --plugin, the sidecar's, or the default build; None if none needed."""
-    from eca_deploy.plugin.locate import find_plugin_library
-
     if plugin is not None:
         return find_plugin_library(plugin)
     built = spec.built_with or {}
@@ -75,8 +78,6 @@ def _check_inputs(engine: Path | None, onnx_path: Path | None, plugin: Path | No
 
 def _labels(spec: Any, labels: Path | None) -> tuple[str, ...]:
     """--labels, else a detector's class names from its metadata, else ImageNet's."""
-    from eca_deploy.runtime.labels import labels_for
-
     detection = getattr(spec.metadata, "detection", None)
     if labels is None and detection is not None and len(detection.names) == spec.num_classes:
         return tuple(detection.names)
@@ -102,7 +103,6 @@ def export_triton_command(
     An engine is served on the GPU (platform tensorrt_plan), an ONNX model on the CPU (onnxruntime_onnx).
     """
     allow_replacing(force)
-    from eca_deploy.fileio import claim_output_dir
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
     from eca_deploy.serving.triton import TritonOptions, export_triton, model_name, triton_config
 
@@ -169,7 +169,6 @@ def export_deepstream_command(
     copied (it outputs logits); an ONNX model gets a Softmax and nvinfer builds it. --batch is nvinfer's batch-size.
     """
     allow_replacing(force)
-    from eca_deploy.fileio import claim_output_dir, distinct_outputs
     from eca_deploy.serving.deepstream import DeepStreamOptions, export_deepstream
     from eca_deploy.serving.spec import read_engine_spec, read_onnx_spec
 
@@ -183,8 +182,6 @@ def export_deepstream_command(
     distinct_outputs((out, "--out"), (json_to.path, "--json"))
     opts = DeepStreamOptions(batch=batch, threshold=threshold)
     if onnx_path is not None:
-        from eca_deploy.plugin.locate import find_plugin_library
-
         spec, onnx_model = read_onnx_spec(onnx_path)
         spec = _flag_preprocessing(spec, mean, std, interpolation)
         library = find_plugin_library(plugin) if plugin is not None else None
@@ -215,7 +212,6 @@ def export_deepstream_command(
 
 def _flag_preprocessing(spec: Any, mean: str | None, std: str | None, interpolation: str | None) -> Any:
     """The spec with --mean/--std/--interpolation applied (over its metadata, or for an ONNX without it)."""
-    from eca_deploy.cli.options import preprocessing_override
     from eca_deploy.serving.spec import with_preprocessing
 
     if mean is None and std is None and interpolation is None:

@@ -5,7 +5,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from eca_deploy.cli import (  # noqa: F401  (each module adds its commands to `app`)
+    commands_bench,
+    commands_build,
+    commands_check,
+    commands_deploy,
+    commands_fuse,
+    commands_models,
+    commands_plugin,
+    commands_precision,
+    commands_run,
+    commands_serving,
+)
 from eca_deploy.cli.app import INTERRUPTED, app
+from eca_deploy.cli.console import console
 from eca_deploy.cli.options import error_message, expand_bare_json, rename_old_spellings
 from eca_deploy.errors import EcaDeployError
 from eca_deploy.fileio import allow_replacing
@@ -14,25 +27,6 @@ __all__ = ["app", "main"]
 
 # Commands that pick up where an interrupted run stopped.
 RESUMABLE = frozenset({"deploy"})
-
-
-def _register() -> None:
-    # Each module adds its commands to `app`; imports stay light (torch etc. load inside commands).
-    from eca_deploy.cli import (  # noqa: F401
-        commands_bench,
-        commands_build,
-        commands_check,
-        commands_deploy,
-        commands_fuse,
-        commands_models,
-        commands_plugin,
-        commands_precision,
-        commands_run,
-        commands_serving,
-    )
-
-
-_register()
 
 
 def _command_name(args: Sequence[str]) -> str | None:
@@ -67,8 +61,6 @@ def _click_exceptions() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (user errors: one line on stderr, no traceback)."""
-    from eca_deploy.cli.console import console
-
     args = expand_bare_json(app, rename_old_spellings(list(sys.argv[1:] if argv is None else argv)))
     no_args_help, usage_errors, abort = _click_exceptions()
     try:

@@ -10,8 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eca_deploy.data.images import Preprocessing
+from eca_deploy.backends.handle import RUNTIMES, ModelSpec
+from eca_deploy.cli.console import console, print_json
+from eca_deploy.cli.groups import RENAMED
+from eca_deploy.data.images import IMAGE_SUFFIXES, INTERPOLATIONS, RESIZE_MODES, Preprocessing, list_images
+from eca_deploy.detection.decoders import spec_for
 from eca_deploy.errors import EcaDeployError, SettingError
+from eca_deploy.fileio import atomic_write_text, claim_output_file, distinct_outputs
+from eca_deploy.interface import DEFAULT_SIZE, DETECTION_LAYOUTS
+from eca_deploy.interface import parse_img_size as parse
+from eca_deploy.onnx_io import load_onnx
+from eca_deploy.runtime.decoder import Decoder
 
 
 def parse_batch(value: str) -> int | None:
@@ -57,8 +66,6 @@ PROVIDERS = ("cpu", "cuda", "tensorrt")  # ONNX Runtime's --provider choices
 
 def parse_layout(value: str | None) -> str | None:
     """--layout NAME checked against the known layouts (before any work)."""
-    from eca_deploy.interface import DETECTION_LAYOUTS
-
     return None if value is None else check_choice(value, "--layout", tuple(DETECTION_LAYOUTS))
 
 
@@ -67,19 +74,13 @@ def detector_options(layout: str | None, decoder: str | None, output_names: Sequ
     if layout is not None and decoder is not None:
         raise EcaDeployError("pass --layout NAME or --decoder FILE.py:FUNCTION, not both")
     if layout is not None:
-        from eca_deploy.detection.decoders import spec_for
-
         return spec_for(layout, output_names), None
     if decoder is not None:
-        from eca_deploy.runtime.decoder import Decoder
-
         return None, Decoder.load(decoder, output_names)
     return None, None
 
 
 def parse_runtime(value: str) -> str:
-    from eca_deploy.backends.handle import RUNTIMES
-
     runtime = value.strip().lower()
     if runtime not in RUNTIMES:
         raise EcaDeployError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {value!r}")
@@ -103,8 +104,6 @@ def parse_triplet(value: str | None, option: str) -> tuple[float, float, float] 
 
 def parse_img_size(value: str | None) -> tuple[int, int] | None:
     """'320' -> (320, 320), '96x64' -> (96, 64); <= 0 or > 4096 per side is a one-line error naming --img-size."""
-    from eca_deploy.interface import parse_img_size as parse
-
     return parse(value, "--img-size")
 
 
@@ -122,8 +121,6 @@ class PreprocessingFlags:
         cls, mean: str | None = None, std: str | None = None, interpolation: str | None = None,
         resize_mode: str | None = None,
     ) -> PreprocessingFlags:  # fmt: skip
-        from eca_deploy.data.images import INTERPOLATIONS, RESIZE_MODES
-
         flags = cls(
             parse_triplet(mean, "--mean"),
             parse_triplet(std, "--std"),
@@ -167,8 +164,6 @@ def preprocessing_override(
     resize_mode: str | None = None,
 ) -> Preprocessing:
     """`base` (None: ImageNet's, at --img-size or 224) with the flags given on the command line."""
-    from eca_deploy.interface import DEFAULT_SIZE
-
     prep = base if base is not None else Preprocessing.for_size(img_size or DEFAULT_SIZE)
     if img_size is not None:
         prep = prep.at_size(img_size)
@@ -197,9 +192,6 @@ class JsonOutput:
     @classmethod
     def of(cls, value: str | Path | None, inputs: Sequence[Path | str | None] = ()) -> JsonOutput:
         """Check a file target (never one of `inputs`) before any work; silence tables when JSON goes to stdout."""
-        from eca_deploy.cli.console import console
-        from eca_deploy.fileio import claim_output_file
-
         if value is None:
             return cls(False)
         if str(value) == "-":
@@ -215,9 +207,6 @@ class JsonOutput:
         return cls(True, path)
 
     def write(self, data: Any) -> None:
-        from eca_deploy.cli.console import print_json
-        from eca_deploy.fileio import atomic_write_text
-
         if self.path is not None:
             atomic_write_text(self.path, json.dumps(data, indent=2, default=str) + "\n")
         elif self.requested:
@@ -226,8 +215,6 @@ class JsonOutput:
 
 def check_outputs(*items: tuple[Path | None, str], inputs: Sequence[Path | str | None] = ()) -> None:
     """Fail before any work when an output file (given with its option) cannot be written or is an input."""
-    from eca_deploy.fileio import claim_output_file, distinct_outputs
-
     for path, option in items:
         if path is not None:
             claim_output_file(path, option, inputs)
@@ -267,8 +254,6 @@ def error_message(exc: EcaDeployError, app: Any, args: Sequence[str]) -> str:
 
 def rename_old_spellings(args: list[str]) -> list[str]:
     """Old option names (`groups.RENAMED`, hidden from --help) replaced by today's, for the command `args` name."""
-    from eca_deploy.cli.groups import RENAMED
-
     command = next((a for a in args if not a.startswith("-")), None)
     renamed = {old: new for (name, old), new in RENAMED.items() if name == command}
     if not renamed:
@@ -354,8 +339,6 @@ def check_file(path: Path | None, option: str) -> None:
 def one_model(onnx_path: Path | None, engine: Path | None) -> Path:
     """The one model file of a command that takes `--onnx` or `--engine`, checked before any other work (the rule
     itself is `ModelSpec.of`'s)."""
-    from eca_deploy.backends.handle import ModelSpec
-
     return ModelSpec.of(onnx_path, engine).path
 
 
@@ -364,8 +347,6 @@ def check_onnx_file(path: Path | None, option: str = "--onnx") -> None:
     if path is None:
         return
     check_file(path, option)
-    from eca_deploy.onnx_io import load_onnx
-
     try:
         load_onnx(path, load_external_data=False)
     except EcaDeployError:
@@ -391,8 +372,6 @@ def check_image_folder(path: Path | None, option: str) -> None:
     """A folder of images of which at least one opens (unreadable ones are skipped and counted later)."""
     if path is None:
         return
-    from eca_deploy.data.images import IMAGE_SUFFIXES, list_images
-
     if not path.is_dir():
         what = "is a file" if path.exists() else "does not exist"
         raise EcaDeployError(f"{option} {path} {what}: pass a folder of jpg/png files")
