@@ -49,6 +49,9 @@ from eca_deploy.ops.contract import (
 from eca_deploy.plugin.build import find_nvcc
 from eca_deploy.plugin.locate import cuda_include_dir, source_dir
 
+# ops.onnx_function imports onnx: imported where a model's nodes are read (this module is on the TensorRT runner's
+# import path, which `eca-deploy --help` takes).
+
 AOT_NAMESPACE = f"{ECA_PLUGIN_NAMESPACE}_aot"  # never the C++ library's: a stale library can serve no AOT node
 AOT_VERSION = "1"  # what tensorrt.plugin gives every creator (_TemplatePluginCreator.plugin_version)
 PLUGIN_ID = f"{AOT_NAMESPACE}::{ECA_OP_TYPE}"

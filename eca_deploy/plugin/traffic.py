@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+# eca_deploy.models imports torch: imported in eca_layers alone (`plugin traffic --help` imports this module).
+
 MODELS = ("eca_mobilenetv2", "eca_resnet50")
 FORMULATIONS = ("native", "plugin", "plugin_residual", "floor")
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2}
