@@ -148,8 +148,9 @@ def test_json_never_overwrites_a_model(cli, small_onnx: Path, tmp_path: Path) ->
     assert small_onnx.read_bytes() == before
 
 
-def test_output_paths_are_checked_before_the_work(cli, small_onnx: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_output_paths_are_checked_before_the_work(
+    cli, small_onnx: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import eca_deploy.cli.commands_bench as commands_bench
 
     def never(*_args: object, **_kwargs: object) -> None:

@@ -60,8 +60,14 @@ class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
     thread_safe = True  # InferenceSession.run may be called from several threads
 
-    def __init__(self, model: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
-                 optimize: bool = True, eca_op: bool | str | Path = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        provider: str = "cpu",
+        threads: int | None = None,
+        optimize: bool = True,
+        eca_op: bool | str | Path = True,
+    ) -> None:
         ort = import_onnxruntime()
         if provider not in PROVIDERS:
             raise EcaDeployError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")

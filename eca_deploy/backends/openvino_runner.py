@@ -165,8 +165,14 @@ class OpenVINORunner(Runner):
         for info in self.request.profiling_info:
             if info.status != info.Status.EXECUTED:
                 continue
-            rows.append({"name": info.node_name, "type": info.node_type, "exec_type": info.exec_type,
-                         "ms": info.real_time.total_seconds() * 1e3})  # fmt: skip
+            rows.append(
+                {
+                    "name": info.node_name,
+                    "type": info.node_type,
+                    "exec_type": info.exec_type,
+                    "ms": info.real_time.total_seconds() * 1e3,
+                }
+            )
         return rows
 
 

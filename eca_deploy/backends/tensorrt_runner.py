@@ -186,8 +186,9 @@ class TensorRTRunner(Runner):
         self._tensors = _Tensors(dtypes, self._inputs, self._outputs)
         self.lanes = [self._new_lane()]
         self._events: list[Any] = []  # of the last make_step
-        self._finalizer = weakref.finalize(self, TensorRTRunner._release, self.cuda, self.lanes, self._events,
-                                           self._objects)  # fmt: skip
+        self._finalizer = weakref.finalize(
+            self, TensorRTRunner._release, self.cuda, self.lanes, self._events, self._objects
+        )
 
     def _new_lane(self) -> _Lane:
         return _Lane(self.engine, self.cuda, self._tensors)

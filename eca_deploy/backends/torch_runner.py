@@ -17,8 +17,14 @@ class TorchRunner(Runner):
     name = "torch"
     thread_safe = True  # a forward pass under no_grad keeps no state between calls
 
-    def __init__(self, model: nn.Module, input_name: str = "input", output_names: Sequence[str] = ("logits",),
-                 device: str = "cpu", label: str = "the PyTorch model") -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        input_name: str = "input",
+        output_names: Sequence[str] = ("logits",),
+        device: str = "cpu",
+        label: str = "the PyTorch model",
+    ) -> None:
         self.model = model.eval().to(device)
         self.device = device
         self.label = label

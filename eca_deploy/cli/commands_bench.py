@@ -95,8 +95,10 @@ def bench_command(
     size = parse_img_size(img_size)
     flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     if flags.given and not end_to_end:
-        raise EcaDeployError("--mean/--std/--interpolation/--resize-mode preprocess photos: add --end-to-end (without "
-                             "it bench feeds random tensors)")  # fmt: skip
+        raise EcaDeployError(
+            "--mean/--std/--interpolation/--resize-mode preprocess photos: add --end-to-end (without "
+            "it bench feeds random tensors)"
+        )
     check_file(onnx_path, "--onnx")
     check_file(engine, "--engine")
     for path in models_args or []:
@@ -138,8 +140,14 @@ def bench_command(
     twins = parse_twins(unfused or [])
     if lowering.strip().lower() not in LOWERING_CHOICES:
         raise EcaDeployError(f"--lowering must be one of {', '.join(LOWERING_CHOICES)}, got {lowering!r}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
-                  transient=True, disable=json_to.stdout) as progress:  # fmt: skip
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=json_to.stdout,
+    ) as progress:
 
         def on_batch(label: str) -> Any:
             def start(b: int) -> Any:
@@ -194,8 +202,9 @@ def print_tables(report: BenchRecord) -> None:
         table = Table(title=f"{entry.model} ({entry.backend}, {entry.precision}{settings_text(entry)})")
         cols = ["batch", "images/s", "rounds min-max", "infer/s", "min", "mean", "median", "p90", "p95", "p99", "max"]
         for col in cols:
-            table.add_column(col + (" ms" if col in ("min", "mean", "median", "p90", "p95", "p99", "max") else ""),
-                             justify="right")  # fmt: skip
+            table.add_column(
+                col + (" ms" if col in ("min", "mean", "median", "p90", "p95", "p99", "max") else ""), justify="right"
+            )
         for r in entry.results:
             lat = r.latency_ms
             spread = r.spread
@@ -224,8 +233,10 @@ def print_tables(report: BenchRecord) -> None:
                 cells.append(f"{r.images_per_s:.1f} ({ratio})")
             table.add_row(*cells)
         console.print(table)
-        console.print(f"{report.config.rounds} interleaved rounds per figure; 'within noise': the rounds of "
-                      "the two models overlap, so neither is measurably faster")  # fmt: skip
+        console.print(
+            f"{report.config.rounds} interleaved rounds per figure; 'within noise': the rounds of "
+            "the two models overlap, so neither is measurably faster"
+        )
 
 
 def settings_text(entry: BenchEntry) -> str:

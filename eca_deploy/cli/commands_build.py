@@ -91,8 +91,9 @@ def build_command(
     check_at_least(dla_core, "--dla-core", 0)
     QuantizeOptions(method=method, count=calib_count).validate()
     claim_output_file(out, "--output", [onnx_path, calib_images, timing_cache])
-    distinct_outputs((out, "--output"), (out.with_name(out.name + ".json"), "--output's sidecar"),
-                     (json_to.path, "--json"))  # fmt: skip
+    distinct_outputs(
+        (out, "--output"), (out.with_name(out.name + ".json"), "--output's sidecar"), (json_to.path, "--json")
+    )
     req = BuildRequest(
         onnx_path=onnx_path, output=out, fp16=fp16, int8=int8, calib_images=calib_images,
         quantize=QuantizeOptions(method=method, count=calib_count), plugin=plugin, profile=Profile.parse(profile),
@@ -100,10 +101,22 @@ def build_command(
         dla_core=dla_core, gpu_fallback=gpu_fallback, version_compatible=version_compatible,
     )  # fmt: skip
     say = (lambda _m: None) if json_to.stdout else console.print
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=json_to.stdout) as progress:  # fmt: skip
-        result = run_build(req, say=say, warn=warn, calib_progress=calibration_progress(progress),
-                           build_progress=_build_progress(progress))  # fmt: skip
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=json_to.stdout,
+    ) as progress:
+        result = run_build(
+            req,
+            say=say,
+            warn=warn,
+            calib_progress=calibration_progress(progress),
+            build_progress=_build_progress(progress),
+        )
     data = result.as_dict()
     json_to.write(data)
     table = Table(title=f"{out} ({data['precision']}, TensorRT {data['tensorrt_version']})")

@@ -112,8 +112,15 @@ def check_command(
     json_to = JsonOutput.of(json_out, inputs=[onnx_path, engine, weights, images, reference_onnx, plugin])
     size = parse_img_size(img_size)
     flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
-    model_spec = ModelSpec.of(onnx_path, engine, provider=provider, plugin=plugin, runtime=parse_runtime(runtime),
-                              qdq_arithmetic=True, img_size=size)  # fmt: skip
+    model_spec = ModelSpec.of(
+        onnx_path,
+        engine,
+        provider=provider,
+        plugin=plugin,
+        runtime=parse_runtime(runtime),
+        qdq_arithmetic=True,
+        img_size=size,
+    )
     target = open_model(model_spec)
     tol = tolerance_for(target.precision, max_abs, min_cosine, min_top1)
     spec, decode = detector_options(layout, decoder, [o.name for o in target.runner.outputs])
@@ -177,8 +184,12 @@ def print_report(report: CheckRecord) -> None:
         for col in ("block", "rel error", "cosine", ""):
             lt.add_column(col)
         for row in layers.blocks:
-            lt.add_row(row.block, f"{row.rel_error:.3g}", f"{row.cosine:.6f}",
-                       "[red]<- error jumps here[/red]" if row.jump else "")  # fmt: skip
+            lt.add_row(
+                row.block,
+                f"{row.rel_error:.3g}",
+                f"{row.cosine:.6f}",
+                "[red]<- error jumps here[/red]" if row.jump else "",
+            )
         console.print(lt)
         console.print(f"first block where error jumps: {layers.first_jump or 'none'}")
     failed = report.failed_outputs

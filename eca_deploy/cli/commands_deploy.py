@@ -90,8 +90,9 @@ def deploy_command(
     flags = PreprocessingFlags.of(mean, std, interpolation, resize_mode)
     prep = None
     if onnx_path is not None and (size is not None or flags.given):
-        interface = onnx_interface(load_onnx(onnx_path), label=str(onnx_path), img_size=size, warn=warn,
-                                   adjust=flags.adjust)  # fmt: skip
+        interface = onnx_interface(
+            load_onnx(onnx_path), label=str(onnx_path), img_size=size, warn=warn, adjust=flags.adjust
+        )
         prep = interface.preprocessing
     elif onnx_path is None and flags.given:
         raise EcaDeployError(
@@ -116,17 +117,24 @@ def deploy_command(
             console.print(f"[green]✓[/green] {outcome.name} ({outcome.seconds:.1f} s)")
 
     quiet = json_to.stdout
-    result = run_deploy(opts, on_stage=None if quiet else on_stage, on_done=None if quiet else on_done,
-                        note=warn)  # fmt: skip
+    result = run_deploy(opts, on_stage=None if quiet else on_stage, on_done=None if quiet else on_done, note=warn)
     summary = result.summary
     rows = summary_rows(summary)
     for message in summary.bench.noise.warnings:
         warn(message)
     stages = [{"name": s.name, "skipped": s.skipped, "seconds": s.seconds} for s in result.stages]
     choice = recommend(rows)  # per batch size, the fastest runtime x precision that passed its check
-    json_to.write({"out": str(out), "passed": result.passed, "random_weights": summary.random_weights,
-                   "recommendation": choice.as_dict(), "noise": summary.bench.noise.as_dict(),
-                   "rows": [r.as_dict() for r in rows], "stages": stages})  # fmt: skip
+    json_to.write(
+        {
+            "out": str(out),
+            "passed": result.passed,
+            "random_weights": summary.random_weights,
+            "recommendation": choice.as_dict(),
+            "noise": summary.bench.noise.as_dict(),
+            "rows": [r.as_dict() for r in rows],
+            "stages": stages,
+        }
+    )
     print_summary(summary, rows, out)
     if not result.passed:
         failed = [r.precision for r in rows if not r.passed]
@@ -152,12 +160,18 @@ def print_summary(summary: DeploySummary, rows: list[SummaryRow], out: Path) -> 
         table.add_column(f"img/s @{b}", justify="right")
     first = batches[0]
     for r in rows:
-        table.add_row(r.precision, *([runtime_label(r.runtime or "")] if many else []),
-                      "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
-                      "-" if r.top1_agreement is None else f"{r.top1_agreement:.1%}", f"{r.cosine_min:.5f}",
-                      f"{r.max_abs_error:.3g}", *([r.output] if outputs else []),
-                      f"{r.p50_ms[first]:.2f}", f"{r.p99_ms[first]:.2f}",
-                      *(r.throughput.get(b, "n/a") for b in batches))  # fmt: skip
+        table.add_row(
+            r.precision,
+            *([runtime_label(r.runtime or "")] if many else []),
+            "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
+            "-" if r.top1_agreement is None else f"{r.top1_agreement:.1%}",
+            f"{r.cosine_min:.5f}",
+            f"{r.max_abs_error:.3g}",
+            *([r.output] if outputs else []),
+            f"{r.p50_ms[first]:.2f}",
+            f"{r.p99_ms[first]:.2f}",
+            *(r.throughput.get(b, "n/a") for b in batches),
+        )
     console.print(table)
     side = side_by_side_rows(summary)
     if side:

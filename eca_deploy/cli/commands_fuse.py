@@ -46,8 +46,10 @@ def fuse_command(
     report = result.report
     if report.count:
         residuals = f" ({report.with_residual} took their residual add)" if report.with_residual else ""
-        console.print(f"[green]fused {report.count} ECA blocks[/green] into {report.count} ECA nodes: "
-                      f"{report.nodes_before} -> {report.nodes_after} nodes{residuals}")  # fmt: skip
+        console.print(
+            f"[green]fused {report.count} ECA blocks[/green] into {report.count} ECA nodes: "
+            f"{report.nodes_before} -> {report.nodes_after} nodes{residuals}"
+        )
     elif report.already_fused:
         console.print(f"{onnx_path} is already fused ({report.already_fused} ECA nodes): nothing to do")
     else:
@@ -61,9 +63,11 @@ def fuse_command(
         console.print(table)
     if result.check is not None:
         c = result.check
-        console.print(f"fused vs unfused on ONNX Runtime ({c.images} photos): max abs difference {c.max_abs_diff:.3g}, "
-                      f"{c.relative_diff:.3g} of the largest logit (bound {c.bound:.3g}: tolerance {c.tolerance:g}, "
-                      f"unfused float32 noise {c.float32_noise:.3g})")  # fmt: skip
+        console.print(
+            f"fused vs unfused on ONNX Runtime ({c.images} photos): max abs difference {c.max_abs_diff:.3g}, "
+            f"{c.relative_diff:.3g} of the largest logit (bound {c.bound:.3g}: tolerance {c.tolerance:g}, "
+            f"unfused float32 noise {c.float32_noise:.3g})"
+        )
     if result.written:
         console.print(f"[green]wrote[/green] {result.output}")
     elif not report.count:

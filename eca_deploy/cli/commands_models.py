@@ -62,16 +62,18 @@ def models_command(
     rows = []
     for name, spec in ZOO.items():
         model = build_on_meta(name)
-        rows.append({
-            "name": name,
-            "params": count_parameters(model),
-            "gflops_224": round(count_macs(model, 224) / 1e9, 3),
-            "k_size": list(stage_k_sizes(model)),
-            "eca_blocks": len(block_k_sizes(model)),
-            "checkpoint": spec.checkpoint,
-            "top1": spec.top1,
-            "top5": spec.top5,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "params": count_parameters(model),
+                "gflops_224": round(count_macs(model, 224) / 1e9, 3),
+                "k_size": list(stage_k_sizes(model)),
+                "eca_blocks": len(block_k_sizes(model)),
+                "checkpoint": spec.checkpoint,
+                "top1": spec.top1,
+                "top5": spec.top5,
+            }
+        )
     out.write(rows)
     table = Table(title="ECA-Net model zoo (ImageNet-1k, 224x224)")
     for col, justify in [("model", "left"), ("params", "right"), ("GFLOPs", "right"), ("k per stage", "left"),
@@ -79,8 +81,16 @@ def models_command(
                          ("top-5 %", "right")]:  # fmt: skip
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
-        table.add_row(r["name"], f"{r['params']:,}", f"{r['gflops_224']:.2f}", ",".join(map(str, r["k_size"])),
-                      str(r["eca_blocks"]), r["checkpoint"], f"{r['top1']:.2f}", f"{r['top5']:.2f}")  # fmt: skip
+        table.add_row(
+            r["name"],
+            f"{r['params']:,}",
+            f"{r['gflops_224']:.2f}",
+            ",".join(map(str, r["k_size"])),
+            str(r["eca_blocks"]),
+            r["checkpoint"],
+            f"{r['top1']:.2f}",
+            f"{r['top5']:.2f}",
+        )
     console.print(table)
     console.print("GFLOPs are multiply-accumulates of conv and linear layers; accuracy is the official README's.")
     console.print("timm's ECA models: `eca-deploy models --timm`; your own: --model path/to/file.py:factory.")
@@ -100,9 +110,16 @@ def _list_timm(out: JsonOutput) -> None:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         acc = (f"{r['top1']:.2f}", f"{r['top5']:.2f}") if r["top1"] is not None else ("-", "-")
-        table.add_row(r["name"], f"{r['params']:,}", str(r["eca_blocks"]), ",".join(map(str, r["k_sizes"])),
-                      str(r["input_size"]), f"{r['crop_pct']:g}" if r["crop_pct"] else "-", r["pretrained"] or "none",
-                      *acc)  # fmt: skip
+        table.add_row(
+            r["name"],
+            f"{r['params']:,}",
+            str(r["eca_blocks"]),
+            ",".join(map(str, r["k_sizes"])),
+            str(r["input_size"]),
+            f"{r['crop_pct']:g}" if r["crop_pct"] else "-",
+            r["pretrained"] or "none",
+            *acc,
+        )
     console.print(table)
     console.print(
         "Accuracy: timm's ImageNet-1k evaluation of the default pretrained tag at its input size and crop "

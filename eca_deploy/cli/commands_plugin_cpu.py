@@ -37,17 +37,25 @@ def _print(build_dir: Path, seconds: float, rows: list[tuple[str, str]]) -> None
 
 def build_openvino(build_dir: Path | None, jobs: int | None) -> None:
     result = _with_progress("OpenVINO extension", lambda progress: build_openvino_extension(build_dir, jobs, progress))
-    _print(result.build_dir, result.seconds, [
-        ("OpenVINO extension", str(result.extension)),
-        ("OpenVINO", result.openvino),
-        ("load it", f"openvino.Core().add_extension({str(result.extension)!r})"),
-    ])  # fmt: skip
+    _print(
+        result.build_dir,
+        result.seconds,
+        [
+            ("OpenVINO extension", str(result.extension)),
+            ("OpenVINO", result.openvino),
+            ("load it", f"openvino.Core().add_extension({str(result.extension)!r})"),
+        ],
+    )
 
 
 def build_onnxruntime(build_dir: Path | None, jobs: int | None) -> None:
     result = _with_progress("ONNX Runtime custom op", lambda progress: build_onnxruntime_op(build_dir, jobs, progress))
-    _print(result.build_dir, result.seconds, [
-        ("ONNX Runtime custom op", str(result.library)),
-        ("used by", "eca-deploy's ONNX Runtime runner (CPU), found automatically"),
-        ("in your code", f"session_options.register_custom_ops_library({str(result.library)!r})"),
-    ])  # fmt: skip
+    _print(
+        result.build_dir,
+        result.seconds,
+        [
+            ("ONNX Runtime custom op", str(result.library)),
+            ("used by", "eca-deploy's ONNX Runtime runner (CPU), found automatically"),
+            ("in your code", f"session_options.register_custom_ops_library({str(result.library)!r})"),
+        ],
+    )

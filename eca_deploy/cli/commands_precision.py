@@ -57,8 +57,15 @@ def _check_table(check: PrecisionCheckRecord, title: str) -> Table:
 
     for name, a in outputs.items():
         verdict = "[green]pass[/green]" if a.passed else "[red]FAIL: " + "; ".join(a.failures) + "[/red]"
-        table.add_row(name, str(a.images), f"{a.max_abs_error:.3g}", f"{a.cosine_min:.6f}",
-                      pct(a.top1_agreement), pct(a.top5_agreement), verdict)  # fmt: skip
+        table.add_row(
+            name,
+            str(a.images),
+            f"{a.max_abs_error:.3g}",
+            f"{a.cosine_min:.6f}",
+            pct(a.top1_agreement),
+            pct(a.top5_agreement),
+            verdict,
+        )
     return table
 
 
@@ -75,8 +82,15 @@ def calibration_progress(progress: Progress) -> Any:
 
 
 def new_progress(json_out: bool = False) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True, disable=json_out)  # fmt: skip
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=json_out,
+    )
 
 
 @app.command("convert")
@@ -117,8 +131,10 @@ def convert_command(
     data = result.as_dict()
     json_to.write(data)
     done = ConvertRecord.from_dict(data)
-    console.print(f"[green]wrote[/green] {out}: {done.fp16_nodes} nodes in FP16, {len(done.fp32_nodes)} kept in "
-                  f"FP32, {done.casts} casts, {done.io_types} inputs/outputs")  # fmt: skip
+    console.print(
+        f"[green]wrote[/green] {out}: {done.fp16_nodes} nodes in FP16, {len(done.fp32_nodes)} kept in "
+        f"FP32, {done.casts} casts, {done.io_types} inputs/outputs"
+    )
     if done.check:
         console.print(_check_table(done.check, "FP16 vs FP32 (ONNX Runtime, CPU)"))
 
@@ -174,20 +190,27 @@ def quantize_command(
         failures = "; ".join(done.check.failures if done.check else ())
         fix = "calibrate with more, more representative images, or try another --method"
         if result.written:
-            raise CheckFailedError(f"INT8 model outside tolerance ({failures}): {out} kept as asked, marked failed "
-                                   f"in its metadata; {fix}")  # fmt: skip
-        raise CheckFailedError(f"INT8 model outside tolerance ({failures}): {out} not written; {fix}, "
-                               "or pass --keep-failed to keep it anyway")  # fmt: skip
+            raise CheckFailedError(
+                f"INT8 model outside tolerance ({failures}): {out} kept as asked, marked failed in its metadata; {fix}"
+            )
+        raise CheckFailedError(
+            f"INT8 model outside tolerance ({failures}): {out} not written; {fix}, "
+            "or pass --keep-failed to keep it anyway"
+        )
     q = done.qdq
-    console.print(f"[green]wrote[/green] {out}: {q.activations_per_tensor} activations per tensor, "
-                  f"{q.weights_per_channel} weights per channel (symmetric INT8)")  # fmt: skip
+    console.print(
+        f"[green]wrote[/green] {out}: {q.activations_per_tensor} activations per tensor, "
+        f"{q.weights_per_channel} weights per channel (symmetric INT8)"
+    )
     source = "reused from the cache" if done.source == "cache" else "calibrated"
     at = f" at {done.input_size[0]}x{done.input_size[1]}" if done.input_size else ""
     if done.preprocessing:
         at = f", {done.preprocessing}"
-    console.print(f"calibration: {done.method} on {done.images} images{at} ({source}); "
-                  f"cache: {done.cache_file}")  # fmt: skip
+    console.print(f"calibration: {done.method} on {done.images} images{at} ({source}); cache: {done.cache_file}")
     gate = "quantized" if done.eca_gate_quantized else "kept in float"
     blocks = done.eca_blocks_unfused + done.eca_nodes_fused
-    console.print(f"ECA gates: {gate} ({done.eca_nodes_fused} fused nodes, {done.eca_blocks_unfused} unfused "
-                  f"blocks)" if blocks else "no ECA blocks")  # fmt: skip
+    console.print(
+        f"ECA gates: {gate} ({done.eca_nodes_fused} fused nodes, {done.eca_blocks_unfused} unfused blocks)"
+        if blocks
+        else "no ECA blocks"
+    )

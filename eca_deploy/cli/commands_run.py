@@ -107,8 +107,9 @@ def run_command(
         if sink is not None and video_in is not None and same_file(sink, video_in):
             raise EcaDeployError(f"{sink} is the source video: write the output to another file")
     check_outputs((output, "--output"), (log, "--log"), (json_to.path, "--json"), inputs=[model, labels, plugin])
-    spec = ModelSpec.of(onnx_path, engine, provider=provider, plugin=plugin, runtime=runtime, qdq_arithmetic=True,
-                        img_size=size)  # fmt: skip
+    spec = ModelSpec.of(
+        onnx_path, engine, provider=provider, plugin=plugin, runtime=runtime, qdq_arithmetic=True, img_size=size
+    )
     classifier = open_for_run(
         spec, decoder, resize=resize, labels=labels, adjust=flags.adjust, warn=warn, layout=layout
     )
@@ -119,8 +120,9 @@ def run_command(
                    TextColumn("{task.fields[fps]}"), TimeElapsedColumn()]  # fmt: skip
         with Progress(*columns, console=console, transient=True) as progress:
             verb = "classifying" if isinstance(classifier, Classifier) else "running"
-            task = progress.add_task(f"{verb} {Path(str(source)).name if len(source) < 80 else 'stream'}",
-                                     total=None, fps="")  # fmt: skip
+            task = progress.add_task(
+                f"{verb} {Path(str(source)).name if len(source) < 80 else 'stream'}", total=None, fps=""
+            )
 
             def on_frame(done: int, total: int | None, fps: float) -> None:
                 progress.update(task, completed=done, total=total, fps=f"{fps:.1f} FPS")
@@ -141,8 +143,13 @@ def print_summary(report: dict[str, Any]) -> None:
     table = Table(title=f"{report['model']} on {report['source']} ({report['backend']}, batch {report['batch']}{prep})")
     for col in ("frames", "FPS", *ms, "total ms", "ended"):
         table.add_column(col if col in ("frames", "FPS", "total ms", "ended") else f"{col} ms", justify="right")
-    table.add_row(str(report["frames"]), f"{report['fps']:.1f}", *(f"{v:.2f}" for v in ms.values()),
-                  f"{sum(ms.values()):.2f}", report["ended"])  # fmt: skip
+    table.add_row(
+        str(report["frames"]),
+        f"{report['fps']:.1f}",
+        *(f"{v:.2f}" for v in ms.values()),
+        f"{sum(ms.values()):.2f}",
+        report["ended"],
+    )
     console.print(table)
     top = list(report["top1"].items())[:5]
     if top:
@@ -157,9 +164,13 @@ def print_outputs(report: dict[str, Any]) -> None:
     """A model without logits: its outputs' shapes and max, and with a decoder the boxes found."""
     outputs = report.get("outputs")
     if outputs:
-        console.print("outputs: " + ", ".join(
-            f"{name} {'x'.join(map(str, o['shape']))}" + ("" if o["max"] is None else f" (max {o['max']:.3g})")
-            for name, o in outputs.items()))  # fmt: skip
+        console.print(
+            "outputs: "
+            + ", ".join(
+                f"{name} {'x'.join(map(str, o['shape']))}" + ("" if o["max"] is None else f" (max {o['max']:.3g})")
+                for name, o in outputs.items()
+            )
+        )
     found = report.get("detections")
     if found is None:
         return

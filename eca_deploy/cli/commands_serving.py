@@ -125,13 +125,15 @@ def export_triton_command(
     sizes = None if preferred is None else parse_sizes(preferred, "--preferred-batch", "8,16")
     opts = TritonOptions(
         platform="onnxruntime_onnx" if onnx_path is not None else "tensorrt_plan",
-        name=model_name(name or model.stem), max_batch=max_batch, preferred=sizes,
-        instances=instances, labels=_labels(spec, labels),
-    )  # fmt: skip
+        name=model_name(name or model.stem),
+        max_batch=max_batch,
+        preferred=sizes,
+        instances=instances,
+        labels=_labels(spec, labels),
+    )
     triton_config(spec, opts)  # batch sizes are checked before anything else is looked for
     library = _engine_plugin(spec, plugin) if engine is not None else None
-    result = export_triton(model, spec, repo, opts, plugin=library, force=force, onnx_model=onnx_model,
-                           inputs=inputs)  # fmt: skip
+    result = export_triton(model, spec, repo, opts, plugin=library, force=force, onnx_model=onnx_model, inputs=inputs)
     report = {
         "repo": str(result.repo),
         "model": str(result.model_dir),
@@ -189,8 +191,16 @@ def export_deepstream_command(
                                    labels=_labels(spec, labels), force=force, inputs=inputs)  # fmt: skip
     else:
         spec = _flag_preprocessing(read_engine_spec(model), mean, std, interpolation)
-        result = export_deepstream(spec, out, opts, engine=model, plugin=_engine_plugin(spec, plugin),
-                                   labels=_labels(spec, labels), force=force, inputs=inputs)  # fmt: skip
+        result = export_deepstream(
+            spec,
+            out,
+            opts,
+            engine=model,
+            plugin=_engine_plugin(spec, plugin),
+            labels=_labels(spec, labels),
+            force=force,
+            inputs=inputs,
+        )
     norm = result.normalisation
     report = {
         "out": str(result.out),

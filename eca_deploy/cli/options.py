@@ -118,9 +118,12 @@ class PreprocessingFlags:
 
     @classmethod
     def of(
-        cls, mean: str | None = None, std: str | None = None, interpolation: str | None = None,
+        cls,
+        mean: str | None = None,
+        std: str | None = None,
+        interpolation: str | None = None,
         resize_mode: str | None = None,
-    ) -> PreprocessingFlags:  # fmt: skip
+    ) -> PreprocessingFlags:
         flags = cls(
             parse_triplet(mean, "--mean"),
             parse_triplet(std, "--std"),
@@ -144,8 +147,11 @@ class PreprocessingFlags:
         """`prep` with the flags given on the command line."""
         from dataclasses import replace
 
-        changes = {k: v for k, v in (("mean", self.mean), ("std", self.std), ("interpolation", self.interpolation))
-                   if v is not None}  # fmt: skip
+        changes = {
+            k: v
+            for k, v in (("mean", self.mean), ("std", self.std), ("interpolation", self.interpolation))
+            if v is not None
+        }
         prep = replace(prep, **changes) if changes else prep  # the filter first: the letterbox checks it
         return prep.with_resize_mode(self.resize_mode) if self.resize_mode is not None else prep
 

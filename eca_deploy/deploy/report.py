@@ -104,8 +104,10 @@ def summary_rows(summary: DeploySummary) -> list[SummaryRow]:
     found = []
     for precision, result in summary.results.items():
         checks = result.checks_by_runtime or {summary.backend: result.check}
-        found += [(precision, runtime, check, entry)
-                  for (runtime, check), entry in zip(checks.items(), result.bench.models, strict=False)]  # fmt: skip
+        found += [
+            (precision, runtime, check, entry)
+            for (runtime, check), entry in zip(checks.items(), result.bench.models, strict=False)
+        ]
     many = len({runtime for _, runtime, _, _ in found}) > 1
     return [SummaryRow.of(*row, many=many) for row in found]
 
@@ -125,8 +127,10 @@ def output_rows(rows: list[SummaryRow]) -> list[str]:
             verdict = "PASS" if a.passed else "FAIL: " + "; ".join(a.failures)
             if a.note:
                 verdict += " (constant in the reference)"
-            lines.append(f"| {r.label} | {name} | {a.kind} | {verdict} | {_fmt(a.top1_agreement, '.1%')} | "
-                         f"{a.cosine_min:.6f} | {_fmt(a.max_abs_error)} | {_fmt(a.mean_abs_error)} |")  # fmt: skip
+            lines.append(
+                f"| {r.label} | {name} | {a.kind} | {verdict} | {_fmt(a.top1_agreement, '.1%')} | "
+                f"{a.cosine_min:.6f} | {_fmt(a.max_abs_error)} | {_fmt(a.mean_abs_error)} |"
+            )
     return lines
 
 
@@ -190,28 +194,38 @@ def measured_how(summary: DeploySummary) -> list[str]:
     lines = ["", "## How this was measured", ""]
     if shape:
         batches = ", ".join(map(str, config.batches))
-        lines.append(f"- Input: {'x'.join(map(str, shape))} (C x H x W), at batch sizes {batches}; bench feeds "
-                     "fixed random inputs.")  # fmt: skip
+        lines.append(
+            f"- Input: {'x'.join(map(str, shape))} (C x H x W), at batch sizes {batches}; bench feeds "
+            "fixed random inputs."
+        )
     skipped = check.skipped_images
-    lines.append(f"- Accuracy: {len(images)} images from {source}"
-                 + (f" ({len(skipped)} unreadable, skipped)" if skipped else "") + ", against the reference "
-                 f"({check.reference or 'PyTorch'}).")  # fmt: skip
+    lines.append(
+        f"- Accuracy: {len(images)} images from {source}"
+        + (f" ({len(skipped)} unreadable, skipped)" if skipped else "")
+        + ", against the reference "
+        f"({check.reference or 'PyTorch'})."
+    )
     for precision, result in results.items():
         tol = result.check.tolerance.as_dict() if result.check.tolerance else {}
         parts = [_tolerance_text(k, v) for k, v in tol.items() if isinstance(v, int | float)]
         lines.append(f"- Tolerance {precision}: {', '.join(parts) or 'n/a'}.")
     if config.batches:  # a bench configuration was recorded
         timing = f"{config.duration_s:g} s" if config.duration_s else f"{config.iterations} iterations"
-        lines.append(f"- Speed: {config.rounds} interleaved rounds per figure, {timing} per batch size and "
-                     f"model in all, after {config.warmup_s:g} s of warm-up.")  # fmt: skip
+        lines.append(
+            f"- Speed: {config.rounds} interleaved rounds per figure, {timing} per batch size and "
+            f"model in all, after {config.warmup_s:g} s of warm-up."
+        )
     blocks = summary.fused_blocks
     if blocks == 0:
         lines.append(f"- Fusion: {NOTHING_FUSED}.")
     elif blocks is not None:
         lines.append(f"- Fusion: {blocks} ECA blocks fused into eca_deploy.ECA nodes.")
     versions = summary.environment.versions
-    used = [k for k in ("onnxruntime", "openvino", "tensorrt") if versions.get(k) and (k in summary.runtimes or (
-        k == "tensorrt" and summary.backend == "tensorrt"))]  # fmt: skip
+    used = [
+        k
+        for k in ("onnxruntime", "openvino", "tensorrt")
+        if versions.get(k) and (k in summary.runtimes or (k == "tensorrt" and summary.backend == "tensorrt"))
+    ]
     lines.append(f"- Runtimes: {', '.join(f'{runtime_label(k)} {versions[k]}' for k in used) or 'n/a'}.")
     lines += openvino_lines(summary, entries)
     if summary.backend != "tensorrt" and "fp16" in results:
@@ -246,8 +260,10 @@ def tactic_lines(summary: DeploySummary) -> list[str]:
                 tactic = r.tactic
                 if tactic:
                     others = ", ".join(f"{n} {c.images_per_s:.1f}" for n, c in tactic.candidates.items())
-                    lines.append(f"- {precision}, batch {r.batch}: **{tactic.chosen}**: {tactic.text} "
-                                 f"(candidates, median images/s: {others}).")  # fmt: skip
+                    lines.append(
+                        f"- {precision}, batch {r.batch}: **{tactic.chosen}**: {tactic.text} "
+                        f"(candidates, median images/s: {others})."
+                    )
     if not lines:
         return []
     return ["", "## OpenVINO: ECA lowering chosen by measurement", "",
@@ -265,8 +281,11 @@ def openvino_lines(summary: DeploySummary, entries: list[BenchEntry]) -> list[st
     hints = sorted({str(s.get("inference_precision")) for s in settings})
     threads = sorted({str(s.get("threads")) for s in settings if s.get("threads")})
     bf16 = summary.environment.cpu_bf16
-    cpu = {True: "this CPU has them, so OpenVINO's default here would be bf16",
-           False: "this CPU has neither, so its default here is f32", None: "unknown for this CPU"}[bf16]  # fmt: skip
+    cpu = {
+        True: "this CPU has them, so OpenVINO's default here would be bf16",
+        False: "this CPU has neither, so its default here is f32",
+        None: "unknown for this CPU",
+    }[bf16]
     return [f"- OpenVINO: every OpenVINO figure used INFERENCE_PRECISION_HINT {' / '.join(hints)}"
             + (f", {' / '.join(threads)} threads" if threads else "") + "; left to itself OpenVINO runs bf16 on CPUs "
             f"with AVX512_BF16 or AMX (faster, about 3 significant digits; {cpu})."]  # fmt: skip
@@ -286,23 +305,33 @@ def markdown(summary: DeploySummary) -> str:
     if summary.fused_blocks == 0:
         lines += [f"> **Nothing fused**: {NOTHING_FUSED}.", ""]
     rounds = summary.bench.config.rounds
-    lines.append(f"Measured on **{device}** ({env.os}, {env.machine}) with **{summary.backend_label}**"
-                 + (f"; images/s are medians of {rounds} rounds interleaved across precisions, with the range "
-                    "of the rounds in parentheses." if rounds else "."))  # fmt: skip
+    lines.append(
+        f"Measured on **{device}** ({env.os}, {env.machine}) with **{summary.backend_label}**"
+        + (
+            f"; images/s are medians of {rounds} rounds interleaved across precisions, with the range "
+            "of the rounds in parentheses."
+            if rounds
+            else "."
+        )
+    )
     if summary.backend != "tensorrt":
-        lines += ["", f"> These are {summary.backend_label} figures, not TensorRT engine figures: "
-                      f"{summary.engine_note}."]  # fmt: skip
+        lines += [
+            "",
+            f"> These are {summary.backend_label} figures, not TensorRT engine figures: {summary.engine_note}.",
+        ]
     size = summary.input_size
     prep = f"; preprocessing: {summary.preprocessing}" if summary.preprocessing else ""
-    lines += ["", "## Verdict", ""] + ([f"Input size: {size[0]}x{size[1]}{prep} (checks and benchmarks alike).", ""]
-                                       if size else [])  # fmt: skip
+    lines += ["", "## Verdict", ""] + (
+        [f"Input size: {size[0]}x{size[1]}{prep} (checks and benchmarks alike).", ""] if size else []
+    )
     many, outputs = several_runtimes(rows), len(rows[0].outputs) > 1 if rows else False
     runtime_head, runtime_rule = ("runtime | ", "--- | ") if many else ("", "")
     output_head, output_rule = (" worst output |", " --- |") if outputs else ("", "")
-    lines += [f"| precision | {runtime_head}verdict | top-1 agreement | cosine (worst image) | max abs error |"
-              f"{output_head} " + " | ".join(f"images/s @ {b}" for b in batches) + " |",
-              f"| --- | {runtime_rule}--- | ---: | ---: | ---: |{output_rule} "
-              + " | ".join("---:" for _ in batches) + " |"]  # fmt: skip
+    lines += [
+        f"| precision | {runtime_head}verdict | top-1 agreement | cosine (worst image) | max abs error |"
+        f"{output_head} " + " | ".join(f"images/s @ {b}" for b in batches) + " |",
+        f"| --- | {runtime_rule}--- | ---: | ---: | ---: |{output_rule} " + " | ".join("---:" for _ in batches) + " |",
+    ]
     for r in rows:
         verdict = "PASS" if r.passed else "FAIL: " + "; ".join(r.failures)
         runtime = f"{_runtime(r)} | " if many else ""
@@ -312,14 +341,23 @@ def markdown(summary: DeploySummary) -> str:
             f"{_fmt(r.max_abs_error)} |{output} " + " | ".join(r.throughput.get(b, "n/a") for b in batches) + " |"
         )
     if outputs:
-        lines += ["", "Accuracy columns show each row's worst output (a failing one first, else the lowest cosine); "
-                  "every output is in the table below."]  # fmt: skip
+        lines += [
+            "",
+            "Accuracy columns show each row's worst output (a failing one first, else the lowest cosine); "
+            "every output is in the table below.",
+        ]
     for note in dict.fromkeys(n for r in rows for n in r.notes):
         lines += ["", f"> **Constant output**: {note}."]
     lines += output_rows(rows)
-    lines += ["", recommendation(rows), "", "## Latency (ms)", "",
-              f"| precision | {runtime_head}" + " | ".join(f"p50 @ {b} | p99 @ {b}" for b in batches) + " |",
-              f"| --- | {runtime_rule}" + " | ".join("---: | ---:" for _ in batches) + " |"]  # fmt: skip
+    lines += [
+        "",
+        recommendation(rows),
+        "",
+        "## Latency (ms)",
+        "",
+        f"| precision | {runtime_head}" + " | ".join(f"p50 @ {b} | p99 @ {b}" for b in batches) + " |",
+        f"| --- | {runtime_rule}" + " | ".join("---: | ---:" for _ in batches) + " |",
+    ]
     for r in rows:
         cells = " | ".join(f"{r.p50_ms[b]:.3f} | {r.p99_ms[b]:.3f}" for b in batches)
         runtime = f"{_runtime(r)} | " if many else ""
@@ -340,10 +378,17 @@ def markdown(summary: DeploySummary) -> str:
     lines += measured_how(summary)
     lines += ["", "## Plots", ""] + [f"![{name[:-4]}]({name})" for name in PLOTS]
     versions = ", ".join(f"{k} {v}" for k, v in env.versions.items() if v)
-    lines += ["", "## Environment", "", f"- CPU: {env.cpu} ({env.cpu_count} cores)",
-              f"- GPU: {device if env.gpu else 'none'}", f"- Versions: {versions}",
-              "", "Every number above comes from the check and bench JSON files beside this report; "
-              "`manifest.json` lists the command line of every stage."]  # fmt: skip
+    lines += [
+        "",
+        "## Environment",
+        "",
+        f"- CPU: {env.cpu} ({env.cpu_count} cores)",
+        f"- GPU: {device if env.gpu else 'none'}",
+        f"- Versions: {versions}",
+        "",
+        "Every number above comes from the check and bench JSON files beside this report; "
+        "`manifest.json` lists the command line of every stage.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -359,9 +404,13 @@ def html_page(markdown_text: str, folder: Path) -> str:
     def flush_table() -> None:
         if table:
             head, *rest = table
-            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rest)
-                        + "</table>")  # fmt: skip
+            body.append(
+                "<table><tr>"
+                + "".join(f"<th>{c}</th>" for c in head)
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rest)
+                + "</table>"
+            )
             table.clear()
 
     for line in markdown_text.splitlines():
@@ -387,9 +436,11 @@ def html_page(markdown_text: str, folder: Path) -> str:
         elif line:
             body.append(f"<p>{text}</p>")
     flush_table()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}img{max-width:100%}"
-             "blockquote{background:#fff4d6;padding:6px 12px;margin:0}")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}img{max-width:100%}"
+        "blockquote{background:#fff4d6;padding:6px 12px;margin:0}"
+    )
     head = f"<head><meta charset='utf-8'><title>eca-deploy report</title><style>{style}</style></head>"
     return f"<!doctype html><html>{head}<body>{''.join(body)}</body></html>\n"
 

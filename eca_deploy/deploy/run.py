@@ -153,8 +153,10 @@ def cpu_runtimes(choice: str, note: Callable[[str], None]) -> list[str]:
         note("OpenVINO is not installed (pip install 'eca-deploy[openvino]'): ONNX Runtime figures only")
         return ["onnxruntime"]
     if find_openvino_extension(required=False) is None:
-        note("the OpenVINO ECA extension is not built (eca-deploy plugin build --target openvino): "
-             "ONNX Runtime figures only")  # fmt: skip
+        note(
+            "the OpenVINO ECA extension is not built (eca-deploy plugin build --target openvino): "
+            "ONNX Runtime figures only"
+        )
         return ["onnxruntime"]
     return ["onnxruntime", "openvino"]
 
@@ -185,9 +187,16 @@ def run_deploy(
         note(f"{trt_missing}: building no engines; every figure below is from {names} on the CPU")
     random_weights = opts.onnx is None and sources.has_random_weights(opts.model, opts.weights, opts.pretrained)
 
-    def stage(name: str, what: str, spec: StageSpec | None, inputs: list[Path], outputs: list[Path],
-              work: Callable[[], dict[str, Any] | None] | None = None, options: dict[str, Any] | None = None,
-              command: str | None = None) -> StageOutcome:  # fmt: skip
+    def stage(
+        name: str,
+        what: str,
+        spec: StageSpec | None,
+        inputs: list[Path],
+        outputs: list[Path],
+        work: Callable[[], dict[str, Any] | None] | None = None,
+        options: dict[str, Any] | None = None,
+        command: str | None = None,
+    ) -> StageOutcome:
         """Run a stage: its spec's call (or `work`), recorded under its spec's key and command line."""
         commands[name] = spec.command() if spec is not None else command  # type: ignore[assignment]
         run = spec.run if spec is not None else work
@@ -205,13 +214,27 @@ def run_deploy(
     onnx_path, fused = out / "model.onnx", out / "model.fused.onnx"
     if opts.onnx is not None:
         prep = opts.preprocessing
-        stage("import", f"copying {opts.onnx.name} (with its preprocessing in the metadata)", None,
-              [opts.onnx], [onnx_path], lambda: _import_onnx(opts.onnx, prep, onnx_path, note),  # type: ignore[arg-type]
-              {"preprocessing": repr(prep)}, f"copy of {opts.onnx} with eca-deploy metadata")  # fmt: skip
+        stage(
+            "import",
+            f"copying {opts.onnx.name} (with its preprocessing in the metadata)",
+            None,
+            [opts.onnx],
+            [onnx_path],
+            lambda: _import_onnx(opts.onnx, prep, onnx_path, note),  # type: ignore[arg-type]
+            {"preprocessing": repr(prep)},
+            f"copy of {opts.onnx} with eca-deploy metadata",
+        )
     else:
-        export = ExportSpec(model=opts.model, output=onnx_path, weights=opts.weights, pretrained=opts.pretrained,
-                            img_size=opts.img_size, opset=opts.opset, images=opts.images,
-                            trust_checkpoint=opts.trust_checkpoint)  # fmt: skip
+        export = ExportSpec(
+            model=opts.model,
+            output=onnx_path,
+            weights=opts.weights,
+            pretrained=opts.pretrained,
+            img_size=opts.img_size,
+            opset=opts.opset,
+            images=opts.images,
+            trust_checkpoint=opts.trust_checkpoint,
+        )
         stage("export", f"exporting {opts.model} and verifying it against PyTorch", export, weights_in, [onnx_path])
     if random_weights:  # worded for what the exported model predicts (classes, boxes)
         note(f"{opts.model} has {random_weights_notice(model_interface(onnx_path).as_dict())}")
@@ -235,9 +258,13 @@ def run_deploy(
             check = CheckSpec(target_file, kind, cjson, runtime=runtime, images=opts.images,
                               **({"reference_onnx": onnx_path} if opts.onnx is not None
                                  else {"model": opts.model, "weights": opts.weights}))  # fmt: skip
-            stage(f"check-{precision}" + (f"-{runtime}" if i else ""),
-                  f"checking {precision} against PyTorch on real photos ({label})", check,
-                  [target_file, *weights_in], [cjson])  # fmt: skip
+            stage(
+                f"check-{precision}" + (f"-{runtime}" if i else ""),
+                f"checking {precision} against PyTorch on real photos ({label})",
+                check,
+                [target_file, *weights_in],
+                [cjson],
+            )
             checks[runtime] = CheckRecord.from_dict(json.loads(cjson.read_text()))
             benched.append((precision, target_file, kind, None if kind == "engine" else runtime))
         checks_by_precision[precision] = checks
@@ -250,13 +277,26 @@ def run_deploy(
     on = f" on {' and '.join(RUNTIME_LABELS[r] for r in runtimes)}" if len(runtimes) > 1 else ""
     # OpenVINO times the unfused model and both conversions of the fused FP32 model, and uses the fastest
     twin = {fused: onnx_path} if "openvino" in runtimes and fused_blocks else {}
-    bench_spec = BenchSpec(tuple(files), bench_json, runtimes=tuple(runtimes), unfused=twin, batches=opts.batches,
-                           warmup_s=bench_warmup(opts), duration_s=opts.bench_seconds, rounds=opts.bench_rounds,
-                           img_size=model_interface(onnx_path).size)  # fmt: skip
-    stage("bench", f"benchmarking {', '.join(opts.precisions)}{on} at batch {','.join(map(str, opts.batches))}, "
-          f"{opts.bench_rounds} interleaved rounds"
-          + ("; OpenVINO times unfused and both ECA lowerings and uses the fastest" if "openvino" in runtimes else ""),
-          bench_spec, files + ([onnx_path] if twin else []), [bench_json])  # fmt: skip
+    bench_spec = BenchSpec(
+        tuple(files),
+        bench_json,
+        runtimes=tuple(runtimes),
+        unfused=twin,
+        batches=opts.batches,
+        warmup_s=bench_warmup(opts),
+        duration_s=opts.bench_seconds,
+        rounds=opts.bench_rounds,
+        img_size=model_interface(onnx_path).size,
+    )
+    stage(
+        "bench",
+        f"benchmarking {', '.join(opts.precisions)}{on} at batch {','.join(map(str, opts.batches))}, "
+        f"{opts.bench_rounds} interleaved rounds"
+        + ("; OpenVINO times unfused and both ECA lowerings and uses the fastest" if "openvino" in runtimes else ""),
+        bench_spec,
+        files + ([onnx_path] if twin else []),
+        [bench_json],
+    )
     bench = BenchRecord.from_dict(json.loads(bench_json.read_text()))
     results: dict[str, PrecisionResult] = {}
     for precision in opts.precisions:
@@ -351,8 +391,14 @@ def _build_stage(precision: str, opts: DeployOptions, model_file: Path, stage: C
     return engine
 
 
-def write_manifest(opts: DeployOptions, out: Path, stages: list[StageOutcome], commands: dict[str, str],
-                   reports: list[Path], env: EnvironmentRecord) -> None:  # fmt: skip
+def write_manifest(
+    opts: DeployOptions,
+    out: Path,
+    stages: list[StageOutcome],
+    commands: dict[str, str],
+    reports: list[Path],
+    env: EnvironmentRecord,
+) -> None:
     artifacts = sorted({p for s in stages for p in s.outputs} | set(reports))
     manifest = {
         "inputs": {

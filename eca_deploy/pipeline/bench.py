@@ -153,20 +153,31 @@ def summarize(rounds: Sequence[Round], batch: int, per_step: int = 1) -> BatchRe
         keys = ("preprocess_ms", "inference_ms", "postprocess_ms")
         stages = {k: float(np.mean([getattr(e, k) for e in extras])) for k in keys}
     return BatchResult(
-        batch=batch, iterations=len(samples), total_s=total, images_per_s=images_per_s,
-        inferences_per_s=images_per_s / batch, latency_ms=latency_stats(np.asarray(samples) * 1e3),
-        split_ms=split, stages_ms=stages, rounds=per_round, spread=spread,
-    )  # fmt: skip
+        batch=batch,
+        iterations=len(samples),
+        total_s=total,
+        images_per_s=images_per_s,
+        inferences_per_s=images_per_s / batch,
+        latency_ms=latency_stats(np.asarray(samples) * 1e3),
+        split_ms=split,
+        stages_ms=stages,
+        rounds=per_round,
+        spread=spread,
+    )
 
 
 def bench_batch(
-    step: Callable[[], Any], batch: int, config: BenchConfig, tick: Tick | None = None,
+    step: Callable[[], Any],
+    batch: int,
+    config: BenchConfig,
+    tick: Tick | None = None,
     clock: Clock = time.perf_counter,
-) -> BatchResult:  # fmt: skip
+) -> BatchResult:
     """Warm up, then time `step` in one round of the whole duration (or iterations)."""
     warm_up(step, config.warmup_s, clock)
-    timed = measure_round(step, config.duration_s if config.iterations is None else None, config.iterations,
-                          tick, clock)  # fmt: skip
+    timed = measure_round(
+        step, config.duration_s if config.iterations is None else None, config.iterations, tick, clock
+    )
     return summarize([timed], batch, getattr(step, "inferences", 1))
 
 

@@ -85,8 +85,11 @@ def run_bench(
     per_model = list(runtimes) if runtimes else [runtime] * len(models)
     kinds = list(kinds or [None] * len(models))
     twins = {str(k): v for k, v in (unfused or {}).items()}
-    specs = [(i, *c) for i, (p, k, r) in enumerate(zip(models, kinds, per_model, strict=True))
-             for c in candidates(p, k, r, lowering, twins.get(str(p)))]  # fmt: skip
+    specs = [
+        (i, *c)
+        for i, (p, k, r) in enumerate(zip(models, kinds, per_model, strict=True))
+        for c in candidates(p, k, r, lowering, twins.get(str(p)))
+    ]
     opened = [open_model(ModelSpec(path, kind=kinds[i], runtime=per_model[i], provider=provider, threads=threads,
                                    plugin=None if plugin is None else Path(plugin), eca_lowering=low))
               for i, _, path, low in specs]  # fmt: skip

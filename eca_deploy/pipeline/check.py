@@ -71,8 +71,9 @@ class CheckResult:
     def agreement(self) -> Agreement:
         """The first failing output's agreement, else the logits' (a classifier's), else the first output's."""
         checks = list(self.checks.values())
-        chosen = next((c for c in checks if not c.passed), None) or next((c for c in checks if c.kind == "logits"),
-                                                                         checks[0])  # fmt: skip
+        chosen = next((c for c in checks if not c.passed), None) or next(
+            (c for c in checks if c.kind == "logits"), checks[0]
+        )
         return chosen.agreement
 
     @property
@@ -123,8 +124,12 @@ def detections_decide(checks: dict[str, OutputCheck], detection: DetectionCheck 
     (one background anchor of thousands can exceed a max-abs bound) are kept as advisory lines."""
     if detection is None or not detection.measured:
         return checks
-    return {name: replace(c, failures=[], advisory=list(c.failures), decided_by="detections")
-            if name in detection.outputs else c for name, c in checks.items()}  # fmt: skip
+    return {
+        name: replace(c, failures=[], advisory=list(c.failures), decided_by="detections")
+        if name in detection.outputs
+        else c
+        for name, c in checks.items()
+    }
 
 
 def judge_detector(
@@ -183,10 +188,17 @@ def reference_model(
                 f"the model was exported from {metadata.weights.split(' ')[0]}: pass that checkpoint with --weights"
             )
     block_k = list(metadata.k_sizes) if metadata and kind == "zoo" else None
-    loaded = sources.load(model_name, weights=weights, pretrained=pretrained,
-                          num_classes=None if kind == "file" else classes, recorded_classes=classes,
-                          img_size=img_size, block_k=block_k, preprocessing=preprocessing,
-                          trust_checkpoint=trust_checkpoint)  # fmt: skip
+    loaded = sources.load(
+        model_name,
+        weights=weights,
+        pretrained=pretrained,
+        num_classes=None if kind == "file" else classes,
+        recorded_classes=classes,
+        img_size=img_size,
+        block_k=block_k,
+        preprocessing=preprocessing,
+        trust_checkpoint=trust_checkpoint,
+    )
     return loaded.module
 
 
@@ -243,9 +255,14 @@ def _onnx_reference(path: Path, warn: Any) -> Reference:
 
 
 def _torch_reference(
-    target: OpenedModel, name: str, weights: Path | None, prep: Any, warn: Any, interface: ModelInterface,
+    target: OpenedModel,
+    name: str,
+    weights: Path | None,
+    prep: Any,
+    warn: Any,
+    interface: ModelInterface,
     trust_checkpoint: bool = False,
-) -> Reference:  # fmt: skip
+) -> Reference:
     """The PyTorch model `name`, refused in one line when the target's graph is another architecture."""
     from eca_deploy.backends.torch_runner import TorchRunner
     from eca_deploy.pipeline.architecture import mismatch
@@ -253,8 +270,9 @@ def _torch_reference(
     meta = target.metadata
     if weights is None and (meta is None or not meta.weights or meta.weights.startswith("random")):
         warn("no --weights: the reference is the seeded random model that `export` uses without a checkpoint")
-    torch_model = reference_model(name, weights, meta if meta is None or meta.model == name else None, prep.size, prep,
-                                  trust_checkpoint)  # fmt: skip
+    torch_model = reference_model(
+        name, weights, meta if meta is None or meta.model == name else None, prep.size, prep, trust_checkpoint
+    )
     differs = mismatch(target.onnx, torch_model) if target.onnx is not None else None
     if differs:
         origin = f" (its metadata says {meta.model})" if meta is not None and meta.model != name else ""
@@ -308,8 +326,10 @@ def run_check(
     if reference_onnx is None and model_name is None and (name is None or not sources.rebuildable(name)):
         reference_onnx = unfused_sibling(Path(target.label))
         if reference_onnx is not None:
-            warn(f"comparing with {reference_onnx} (found next to {Path(target.label).name}); "
-                 "pass --reference-onnx to choose another")  # fmt: skip
+            warn(
+                f"comparing with {reference_onnx} (found next to {Path(target.label).name}); "
+                "pass --reference-onnx to choose another"
+            )
     onnx_reference = _onnx_reference(reference_onnx, warn) if reference_onnx is not None else None
     if onnx_reference is None:
         if name is None:
