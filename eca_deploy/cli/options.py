@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eca_deploy import interface
 from eca_deploy.backends.handle import RUNTIMES, ModelSpec
 from eca_deploy.cli.console import console, print_json
 from eca_deploy.cli.groups import RENAMED
@@ -18,7 +19,6 @@ from eca_deploy.detection.decoders import spec_for
 from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.fileio import atomic_write_text, claim_output_file, distinct_outputs
 from eca_deploy.interface import DEFAULT_SIZE, DETECTION_LAYOUTS
-from eca_deploy.interface import parse_img_size as parse
 from eca_deploy.onnx_io import load_onnx
 from eca_deploy.runtime.decoder import Decoder
 
@@ -104,7 +104,7 @@ def parse_triplet(value: str | None, option: str) -> tuple[float, float, float] 
 
 def parse_img_size(value: str | None) -> tuple[int, int] | None:
     """'320' -> (320, 320), '96x64' -> (96, 64); <= 0 or > 4096 per side is a one-line error naming --img-size."""
-    return parse(value, "--img-size")
+    return interface.parse_img_size(value, "--img-size")
 
 
 @dataclass(frozen=True)
