@@ -274,3 +274,30 @@ def test_deepstream_refuses_a_yolo_engine_whose_raw_head_the_parser_cannot_read(
     with pytest.raises(EcaDeployError, match="pass the ONNX model"):
         export_deepstream(spec, tmp_path / "ds", DeepStreamOptions(), engine=exported)
     assert not (tmp_path / "ds").exists()
+
+
+def test_unreadable_image_after_ultralytics_is_one_error_without_installing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ultralytics replaces PIL's Image.open with a wrapper that pip-installs a HEIF plugin on the first file PIL
+    cannot identify; eca-deploy reads images with PIL's own, so a broken file is one error and nothing else."""
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch)
+    from PIL import Image
+
+    from eca_deploy.data.images import open_image, read_rgb
+    from eca_deploy.errors import EcaDeployError
+
+    assert Image.open.__module__ == "ultralytics.utils.patches"
+    asked: list[str] = []
+    monkeypatch.setattr(checks, "check_requirements", lambda *a, **k: asked.append(str(a)))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(EcaDeployError, match="cannot read image"):
+        read_rgb(broken)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (5, 3), (10, 20, 30)).save(good)
+    with open_image(good) as img:
+        assert img.size == (5, 3)
+    assert read_rgb(good)[0, 0].tolist() == [10, 20, 30]
+    assert asked == []

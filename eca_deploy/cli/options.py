@@ -364,10 +364,10 @@ def check_onnx_file(path: Path | None, option: str = "--onnx") -> None:
 
 def _opens(path: Path) -> bool:
     """Whether PIL can identify and verify `path` (header and structure; the pixels are not decoded)."""
-    from PIL import Image
+    from eca_deploy.data.images import open_image
 
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.verify()
         return True
     except Exception:  # PIL raises many kinds on broken files

@@ -8,9 +8,11 @@ with grey `pad_value`, no crop).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -283,16 +285,26 @@ def sample_image_paths() -> list[Path]:
     return paths
 
 
+def open_image(path: str | Path) -> Any:
+    """PIL's own `Image.open`. Importing ultralytics replaces it with a wrapper that, on the first file PIL cannot
+    identify, tries to pip-install a HEIF plugin (network, a changed environment, log lines on stderr); the wrapper
+    keeps the original as `_image_open`, which is what this calls then."""
+    from PIL import Image
+
+    opener = Image.open
+    if getattr(opener, "__module__", "") == "ultralytics.utils.patches":
+        opener = getattr(sys.modules["ultralytics.utils.patches"], "_image_open", opener)
+    return opener(path)
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB (greyscale and alpha are converted)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, ImportError) as exc:
-        # ImportError: once ultralytics is imported, its patched Image.open looks for a HEIF plugin on any file
-        # PIL cannot identify, and raises ModuleNotFoundError where pi-heif is not installed
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise EcaDeployError(f"cannot read image {path}: {exc}") from None
 
 
