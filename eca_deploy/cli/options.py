@@ -14,7 +14,7 @@ from eca_deploy import interface
 from eca_deploy.backends.handle import RUNTIMES, ModelSpec
 from eca_deploy.cli.console import console, print_json
 from eca_deploy.cli.groups import RENAMED
-from eca_deploy.data.images import IMAGE_SUFFIXES, INTERPOLATIONS, RESIZE_MODES, Preprocessing, list_images
+from eca_deploy.data.images import IMAGE_SUFFIXES, INTERPOLATIONS, RESIZE_MODES, Preprocessing, list_images, open_image
 from eca_deploy.detection.decoders import spec_for
 from eca_deploy.errors import EcaDeployError, SettingError
 from eca_deploy.fileio import atomic_write_text, claim_output_file, distinct_outputs
@@ -364,8 +364,6 @@ def check_onnx_file(path: Path | None, option: str = "--onnx") -> None:
 
 def _opens(path: Path) -> bool:
     """Whether PIL can identify and verify `path` (header and structure; the pixels are not decoded)."""
-    from eca_deploy.data.images import open_image
-
     try:
         with open_image(path) as img:
             img.verify()
