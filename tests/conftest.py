@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import atexit
 import contextlib
 import fcntl
 import importlib.util
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,20 @@ def tensorrt_gpu_reason() -> str | None:
 
 
 needs_tensorrt_gpu = pytest.mark.skipif(tensorrt_gpu_reason() is not None, reason=tensorrt_gpu_reason() or "")
+
+
+def _hypothesis_storage() -> None:
+    """Hypothesis keeps its examples and the constants it reads from test modules in ./.hypothesis (the checkout), from
+    collection on: point it at a temporary folder, removed when the run ends."""
+    with contextlib.suppress(ImportError):
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        folder = tempfile.mkdtemp(prefix="eca-deploy-hypothesis-")
+        atexit.register(shutil.rmtree, folder, True)
+        set_hypothesis_home_dir(folder)
+
+
+_hypothesis_storage()
 
 
 def run_folder(factory: pytest.TempPathFactory, name: str) -> Path:

@@ -27,6 +27,10 @@ from tests.kernels_host import (
     why_not_buildable,
 )
 
+# `make test-all`: about 230 host runs of the kernels take CI's run past its time budget; test_qdp runs the same
+# host build's launch path in `make test`
+pytestmark = pytest.mark.slow
+
 if why_not_buildable():
     pytest.skip(why_not_buildable(), allow_module_level=True)
 
