@@ -1,9 +1,9 @@
 // ECA on the CPU, no runtime's headers: Y = act(X * gate(conv_k(pad(mean_hw(X))) + bias) + residual), float32,
-// NCHW. The work is split into (image, channel tile) tasks that are independent of each other, so any thread
-// pool can run them (the OpenVINO op uses ov::parallel_for, the ONNX Runtime op its KernelContext_ParallelFor).
-// Each task computes the means of its channels and of the (k-1)/2 halo channels on either side, then the gates,
-// then scales its channels while they are still in cache: X is read from memory once (plus the halo), Y written
-// once. The op contract is docs/eca_op.md.
+// NCHW or ONNX Runtime's blocked NCHWc layout. The work is split into (image, channel tile) tasks that are
+// independent of each other, so any thread pool can run them (the OpenVINO op uses ov::parallel_for, the ONNX
+// Runtime op its KernelContext_ParallelFor). Each task computes the means of its channels and of the (k-1)/2 halo
+// channels on either side, then the gates, then scales its channels while they are still in cache: X is read from
+// memory once (plus the halo), Y written once. The op contract is docs/eca_op.md.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +19,7 @@ enum class Gate : int { kSigmoid = 0, kHardSigmoid = 1 };
 enum class Activation : int { kNone = 0, kRelu = 1 };
 
 constexpr int kMaxTaps = 63;
+constexpr size_t kMaxBlock = 64; // largest block (lanes) of the blocked layout
 
 // The attribute strings of the op contract, in enum-code order.
 extern char const* const kPaddings[2];    // "zeros", "circular"
@@ -77,5 +78,24 @@ void eca_means_all(Geometry const& g, float const* x, size_t image, float* means
 
 // Mean of n floats, float32 accumulation in 16 partial sums (vectorised by the compiler).
 float channel_mean(float const* x, size_t n);
+
+// The blocked layout (ONNX Runtime's NCHWc): X, residual and Y are [N][Cp/B][H][W][B] floats, Cp = C rounded up to
+// the block B, channel c in lane c % B of block c / B. The C logical channels are read; Y's padding lanes get 0.
+struct BlockedGeometry
+{
+    size_t n = 0;     // images
+    size_t c = 0;     // logical channels
+    size_t hw = 0;    // H * W
+    size_t block = 1; // B, 1 <= B <= kMaxBlock
+
+    size_t blocks() const { return (c + block - 1) / block; }
+};
+
+// The (image, block tile) tasks of one blocked call: a TaskGrid over the blocks (tile and tiles count blocks).
+TaskGrid blocked_grid(BlockedGeometry const& g, int half, size_t threads);
+
+// Runs one task of blocked_grid(g, p.half(), ...) (y not aliasing x); safe to call from any thread.
+void eca_blocked_task(EcaParams const& p, BlockedGeometry const& g, TaskGrid const& grid, float const* x,
+    float const* residual, float* y, size_t task);
 
 } // namespace eca_deploy::cpu

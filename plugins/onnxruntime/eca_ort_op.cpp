@@ -1,11 +1,16 @@
 // The ONNX Runtime custom-op library: the eca_deploy.ECA node on ONNX Runtime's CPU execution provider, run by the
-// CPU kernel of plugins/cpu (NCHW, float32) over ONNX Runtime's own intra-op thread pool.
+// CPU kernel of plugins/cpu (NCHW, float32 and float16 I/O) over ONNX Runtime's own intra-op thread pool.
 //
 //   sess_options.register_custom_ops_library("libeca_onnxruntime_op.so")    (Python)
 //   Ort::SessionOptions::RegisterCustomOpsLibrary(...)                      (C++)
 //
 // ONNX Runtime then runs each ECA node with this kernel instead of expanding the model's ONNX function; without the
 // library the function runs (same results within float32 rounding). The op contract is docs/eca_op.md.
+//
+// A second op, eca_deploy.ECANchwc (float32), is ECA on ONNX Runtime's blocked NCHWc layout: X, residual and Y are
+// [N, Cp, H, W] tensors holding [N][Cp/B][H][W][B] data, Cp = C rounded up to B, with ECA's attributes plus
+// `channels` (C) and `block` (B). eca-deploy's runner puts it in ONNX Runtime's optimised graph in place of the ECA
+// nodes that ONNX Runtime surrounds with layout reorders (eca_deploy/backends/onnxruntime_layout.py).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +35,10 @@ using cpu::code_of;
 using cpu::kActivations;
 using cpu::kGates;
 using cpu::kPaddings;
+
+// ECA on ONNX Runtime's blocked NCHWc layout (float32): what the runner puts where ONNX Runtime reorders around ECA.
+constexpr char const* kBlockedOpName = "ECANchwc";
+constexpr char const* kBlockedOp = "eca_deploy.ECANchwc";
 
 // The API table, set once by RegisterCustomOps; ParallelFor stays null on ONNX Runtime older than 1.17.
 OrtApi const* g_table = nullptr;
@@ -75,7 +84,7 @@ std::string string_attribute(OrtKernelInfo const* info, char const* name, char c
     return value;
 }
 
-Status read_params(OrtKernelInfo const* info, cpu::EcaParams& p)
+Status read_params(OrtKernelInfo const* info, std::string const& op, cpu::EcaParams& p)
 {
     auto const get_floats = api().get<KernelInfoGetAttributeArrayFloatFn>(slot::KernelInfoGetAttributeArray_float);
     size_t k = 0;
@@ -83,12 +92,11 @@ Status read_params(OrtKernelInfo const* info, cpu::EcaParams& p)
     if (status != nullptr)
     {
         release(status);
-        return error("eca_deploy.ECA needs the 'weights' attribute (FLOATS)");
+        return error(op + " needs the 'weights' attribute (FLOATS)");
     }
     if (k % 2 != 1 || k > static_cast<size_t>(cpu::kMaxTaps))
     {
-        return error("eca_deploy.ECA: 'weights' must hold an odd number of taps between 1 and 63, got "
-            + std::to_string(k));
+        return error(op + ": 'weights' must hold an odd number of taps between 1 and 63, got " + std::to_string(k));
     }
     p.weights.resize(k);
     if ((status = get_floats(info, "weights", p.weights.data(), &k)) != nullptr)
@@ -106,7 +114,7 @@ Status read_params(OrtKernelInfo const* info, cpu::EcaParams& p)
     int const codes[3] = {code_of(padding, kPaddings), code_of(gate, kGates), code_of(activation, kActivations)};
     if (codes[0] < 0 || codes[1] < 0 || codes[2] < 0)
     {
-        return error("eca_deploy.ECA: unknown attribute value (padding \"" + padding + "\", gate \"" + gate
+        return error(op + ": unknown attribute value (padding \"" + padding + "\", gate \"" + gate
             + "\", activation \"" + activation + "\")");
     }
     p.padding = static_cast<cpu::Padding>(codes[0]);
@@ -181,12 +189,40 @@ uint16_t float_to_half(float f)
     return sign | static_cast<uint16_t>(half);
 }
 
+// The ECANchwc node's layout attributes: `channels` (C, at least 1) and `block` (B, 1 to kMaxBlock).
+Status read_layout(OrtKernelInfo const* info, size_t& channels, size_t& block)
+{
+    auto const get = api().get<KernelInfoGetAttributeInt64Fn>(slot::KernelInfoGetAttribute_int64);
+    int64_t values[2] = {0, 0};
+    char const* const names[2] = {"channels", "block"};
+    for (int i = 0; i < 2; ++i)
+    {
+        if (Status status = get(info, names[i], &values[i]); status != nullptr)
+        {
+            release(status);
+            return error(std::string(kBlockedOp) + " needs the '" + names[i] + "' attribute (INT)");
+        }
+    }
+    if (values[0] < 1 || values[1] < 1 || values[1] > static_cast<int64_t>(cpu::kMaxBlock))
+    {
+        return error(std::string(kBlockedOp) + ": 'channels' must be at least 1 and 'block' between 1 and "
+            + std::to_string(cpu::kMaxBlock) + ", got " + std::to_string(values[0]) + " and "
+            + std::to_string(values[1]));
+    }
+    channels = static_cast<size_t>(values[0]);
+    block = static_cast<size_t>(values[1]);
+    return nullptr;
+}
+
 struct Kernel
 {
     cpu::EcaParams params;
     size_t threads = 1;
+    size_t channels = 0; // ECANchwc: C and B
+    size_t block = 0;
 };
 
+// One call's tasks, for ONNX Runtime's ParallelFor (or a plain loop).
 struct Call
 {
     cpu::EcaParams const* params;
@@ -194,12 +230,24 @@ struct Call
     float const* x;
     float const* residual;
     float* y;
+    cpu::BlockedGeometry const* blocked; // null: NCHW
+
+    void run(size_t task) const
+    {
+        if (blocked != nullptr)
+        {
+            cpu::eca_blocked_task(*params, *blocked, *grid, x, residual, y, task);
+        }
+        else
+        {
+            cpu::eca_task(*params, *grid, x, residual, y, task);
+        }
+    }
 };
 
 void run_task(void* data, size_t task)
 {
-    auto const* call = static_cast<Call const*>(data);
-    cpu::eca_task(*call->params, *call->grid, call->x, call->residual, call->y, task);
+    static_cast<Call const*>(data)->run(task);
 }
 
 // The element type and shape of a tensor value.
@@ -223,27 +271,37 @@ Status describe(OrtValue const* value, ElementType& type, std::vector<int64_t>& 
     return status;
 }
 
-// The kernel's tasks over ONNX Runtime's intra-op threads (on the calling thread before ONNX Runtime 1.17).
-Status run(Kernel const* kernel, OrtKernelContext* context, cpu::Geometry const& g, float const* x, float const* r,
-    float* y)
+// The call's tasks over ONNX Runtime's intra-op threads (on the calling thread before ONNX Runtime 1.17).
+Status run(OrtKernelContext* context, Call const& call)
 {
-    cpu::TaskGrid const grid(g, kernel->params.half(), kernel->threads);
-    Call call{&kernel->params, &grid, x, r, y};
-    if (grid.count() > 1 && g_parallel_for != nullptr)
+    size_t const count = call.grid->count();
+    if (count > 1 && g_parallel_for != nullptr)
     {
-        return g_parallel_for(context, run_task, grid.count(), 0, &call);
+        return g_parallel_for(context, run_task, count, 0, const_cast<Call*>(&call));
     }
-    for (size_t task = 0; task < grid.count(); ++task)
+    for (size_t task = 0; task < count; ++task)
     {
-        run_task(&call, task);
+        call.run(task);
     }
     return nullptr;
 }
 
-Status compute(void* kernel_data, OrtKernelContext* context)
+// A call's tensors: X's element type and shape, and the data of X, of the residual (null without one) and of Y.
+struct Tensors
+{
+    ElementType type = kUndefined;
+    std::vector<int64_t> dims;
+    void* x = nullptr;
+    void* r = nullptr;
+    void* y = nullptr;
+};
+
+// Reads X and the optional residual (X's type and shape), after `check` accepts X's type and shape, and makes Y
+// with X's shape.
+template <typename Check>
+Status bind(OrtKernelContext* context, char const* op, Check const& check, Tensors& t)
 {
     Api const a = api();
-    auto const* kernel = static_cast<Kernel const*>(kernel_data);
     size_t inputs = 0;
     Status status = a.get<KernelContextGetInputCountFn>(slot::KernelContext_GetInputCount)(context, &inputs);
     if (status != nullptr)
@@ -254,19 +312,10 @@ Status compute(void* kernel_data, OrtKernelContext* context)
     OrtValue const* x_value = nullptr;
     OrtValue const* r_value = nullptr;
     if ((status = get_input(context, 0, &x_value)) != nullptr
-        || (inputs > 1 && (status = get_input(context, 1, &r_value)) != nullptr))
+        || (inputs > 1 && (status = get_input(context, 1, &r_value)) != nullptr)
+        || (status = describe(x_value, t.type, t.dims)) != nullptr || (status = check(t.type, t.dims)) != nullptr)
     {
         return status;
-    }
-    ElementType type = kUndefined;
-    std::vector<int64_t> dims;
-    if ((status = describe(x_value, type, dims)) != nullptr)
-    {
-        return status;
-    }
-    if ((type != kFloat && type != kFloat16) || dims.size() != 4)
-    {
-        return error("eca_deploy.ECA (ONNX Runtime CPU kernel): X must be a float32 or float16 [N,C,H,W] tensor");
     }
     if (r_value != nullptr)
     {
@@ -276,68 +325,128 @@ Status compute(void* kernel_data, OrtKernelContext* context)
         {
             return status;
         }
-        if (r_type != type || r_dims != dims)
+        if (r_type != t.type || r_dims != t.dims)
         {
-            return error("eca_deploy.ECA: the residual must have X's type and shape");
+            return error(std::string(op) + ": the residual must have X's type and shape");
         }
     }
     OrtValue* y_value = nullptr;
-    status = a.get<KernelContextGetOutputFn>(slot::KernelContext_GetOutput)(context, 0, dims.data(), 4, &y_value);
-    if (status != nullptr)
+    auto const get_output = a.get<KernelContextGetOutputFn>(slot::KernelContext_GetOutput);
+    if ((status = get_output(context, 0, t.dims.data(), t.dims.size(), &y_value)) != nullptr)
     {
         return status;
     }
     auto const data = a.get<GetTensorMutableDataFn>(slot::GetTensorMutableData);
-    void* x = nullptr;
-    void* r = nullptr;
-    void* y = nullptr;
     // GetTensorMutableData takes a non-const OrtValue; the inputs are only read.
-    if ((status = data(const_cast<OrtValue*>(x_value), &x)) != nullptr
-        || (r_value != nullptr && (status = data(const_cast<OrtValue*>(r_value), &r)) != nullptr)
-        || (status = data(y_value, &y)) != nullptr)
+    if ((status = data(const_cast<OrtValue*>(x_value), &t.x)) != nullptr
+        || (r_value != nullptr && (status = data(const_cast<OrtValue*>(r_value), &t.r)) != nullptr))
     {
         return status;
     }
-    cpu::Geometry const g{static_cast<size_t>(dims[0]), static_cast<size_t>(dims[1]),
-        static_cast<size_t>(dims[2]) * static_cast<size_t>(dims[3])};
-    if (type == kFloat)
+    return data(y_value, &t.y);
+}
+
+Status compute(void* kernel_data, OrtKernelContext* context)
+{
+    auto const* kernel = static_cast<Kernel const*>(kernel_data);
+    Tensors t;
+    auto const check = [](ElementType type, std::vector<int64_t> const& dims) -> Status {
+        if ((type != kFloat && type != kFloat16) || dims.size() != 4)
+        {
+            return error("eca_deploy.ECA (ONNX Runtime CPU kernel): X must be a float32 or float16 [N,C,H,W] tensor");
+        }
+        return nullptr;
+    };
+    if (Status status = bind(context, "eca_deploy.ECA", check, t); status != nullptr)
     {
-        auto const* xf = static_cast<float const*>(x);
-        return run(kernel, context, g, xf, static_cast<float const*>(r), static_cast<float*>(y));
+        return status;
+    }
+    cpu::Geometry const g{static_cast<size_t>(t.dims[0]), static_cast<size_t>(t.dims[1]),
+        static_cast<size_t>(t.dims[2]) * static_cast<size_t>(t.dims[3])};
+    cpu::TaskGrid const grid(g, kernel->params.half(), kernel->threads);
+    if (t.type == kFloat)
+    {
+        auto const* r = static_cast<float const*>(t.r);
+        return run(context, Call{&kernel->params, &grid, static_cast<float const*>(t.x), r, static_cast<float*>(t.y),
+                                nullptr});
     }
     // float16: float32 inside, rounded once at the end (the contract's numerics).
     size_t const count = g.n * g.c * g.hw;
     std::vector<float> xf(count);
-    std::vector<float> rf(r != nullptr ? count : 0);
+    std::vector<float> rf(t.r != nullptr ? count : 0);
     std::vector<float> yf(count);
     for (size_t i = 0; i < count; ++i)
     {
-        xf[i] = half_to_float(static_cast<uint16_t const*>(x)[i]);
+        xf[i] = half_to_float(static_cast<uint16_t const*>(t.x)[i]);
     }
     for (size_t i = 0; i < rf.size(); ++i)
     {
-        rf[i] = half_to_float(static_cast<uint16_t const*>(r)[i]);
+        rf[i] = half_to_float(static_cast<uint16_t const*>(t.r)[i]);
     }
-    if ((status = run(kernel, context, g, xf.data(), r != nullptr ? rf.data() : nullptr, yf.data())) != nullptr)
+    Call const call{&kernel->params, &grid, xf.data(), t.r != nullptr ? rf.data() : nullptr, yf.data(), nullptr};
+    if (Status status = run(context, call); status != nullptr)
     {
         return status;
     }
     for (size_t i = 0; i < count; ++i)
     {
-        static_cast<uint16_t*>(y)[i] = float_to_half(yf[i]);
+        static_cast<uint16_t*>(t.y)[i] = float_to_half(yf[i]);
     }
     return nullptr;
 }
 
-// The op's description for ONNX Runtime (OrtCustomOp version kCustomOpVersion), one per element type: ONNX
-// Runtime merges same-named ops into one schema and picks the kernel by the node's type.
-template <ElementType kType>
+// ECANchwc: X, residual and Y float32 [N, Cp, H, W] holding ONNX Runtime's blocked layout, Cp = C rounded up to B.
+Status compute_blocked(void* kernel_data, OrtKernelContext* context)
+{
+    auto const* kernel = static_cast<Kernel const*>(kernel_data);
+    size_t const padded = (kernel->channels + kernel->block - 1) / kernel->block * kernel->block;
+    Tensors t;
+    auto const check = [padded](ElementType type, std::vector<int64_t> const& dims) -> Status {
+        if (type != kFloat || dims.size() != 4 || dims[1] != static_cast<int64_t>(padded))
+        {
+            return error(std::string(kBlockedOp) + ": X must be a float32 [N," + std::to_string(padded)
+                + ",H,W] tensor (the attribute 'channels' rounded up to 'block')");
+        }
+        return nullptr;
+    };
+    if (Status status = bind(context, kBlockedOp, check, t); status != nullptr)
+    {
+        return status;
+    }
+    cpu::BlockedGeometry const g{static_cast<size_t>(t.dims[0]), kernel->channels,
+        static_cast<size_t>(t.dims[2]) * static_cast<size_t>(t.dims[3]), kernel->block};
+    cpu::TaskGrid const grid = cpu::blocked_grid(g, kernel->params.half(), kernel->threads);
+    auto const* r = static_cast<float const*>(t.r);
+    return run(context, Call{&kernel->params, &grid, static_cast<float const*>(t.x), r, static_cast<float*>(t.y), &g});
+}
+
+Status create_kernel(OrtKernelInfo const* info, bool blocked, void** kernel)
+{
+    auto made = new Kernel();
+    made->threads = std::max(1u, std::thread::hardware_concurrency());
+    Status status = read_params(info, blocked ? kBlockedOp : "eca_deploy.ECA", made->params);
+    if (status == nullptr && blocked)
+    {
+        status = read_layout(info, made->channels, made->block);
+    }
+    if (status != nullptr)
+    {
+        delete made;
+        return status;
+    }
+    *kernel = made;
+    return nullptr;
+}
+
+// The op's description for ONNX Runtime (OrtCustomOp version kCustomOpVersion), one per name and element type:
+// ONNX Runtime merges same-named ops into one schema and picks the kernel by the node's type.
+template <ElementType kType, bool kBlocked>
 OrtCustomOp make_op()
 {
     OrtCustomOp op{};
     op.version = kCustomOpVersion;
     op.CreateKernel = nullptr; // V2 below
-    op.GetName = [](OrtCustomOp const*) { return "ECA"; };
+    op.GetName = [](OrtCustomOp const*) { return kBlocked ? kBlockedOpName : "ECA"; };
     op.GetExecutionProviderType = [](OrtCustomOp const*) { return "CPUExecutionProvider"; };
     op.GetInputType = [](OrtCustomOp const*, size_t) { return kType; };
     op.GetInputTypeCount = [](OrtCustomOp const*) -> size_t { return 2; };
@@ -355,21 +464,14 @@ OrtCustomOp make_op()
     op.GetVariadicOutputMinArity = [](OrtCustomOp const*) { return 1; };
     op.GetVariadicOutputHomogeneity = [](OrtCustomOp const*) { return 1; };
     op.CreateKernelV2 = [](OrtCustomOp const*, OrtApi const*, OrtKernelInfo const* info, void** kernel) -> Status {
-        auto made = new Kernel();
-        made->threads = std::max(1u, std::thread::hardware_concurrency());
-        if (Status status = read_params(info, made->params); status != nullptr)
-        {
-            delete made;
-            return status;
-        }
-        *kernel = made;
-        return nullptr;
+        return create_kernel(info, kBlocked, kernel);
     };
-    op.KernelComputeV2 = compute;
+    op.KernelComputeV2 = kBlocked ? compute_blocked : compute;
     return op;
 }
 
-OrtCustomOp const g_eca_ops[2] = {make_op<kFloat>(), make_op<kFloat16>()};
+OrtCustomOp const g_eca_ops[3] = {
+    make_op<kFloat, false>(), make_op<kFloat16, false>(), make_op<kFloat, true>()};
 
 } // namespace
 } // namespace eca_deploy::ort
