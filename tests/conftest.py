@@ -18,8 +18,13 @@ from typing import Any
 import pytest
 
 from eca_deploy.cli.main import main
+from eca_deploy.plugin.onnxruntime_build import OP_LIBRARY_ENV, OP_LIBRARY_OFF
 
 pytest_plugins = ["tests.conftest_precision", "tests.conftest_openvino", "tests.conftest_yolo"]
+
+# The ONNX Runtime custom-op library off for the whole run (subprocesses inherit it): a developer's build under
+# build/onnxruntime must not change what the tests run. The tests of the library pass it explicitly.
+os.environ[OP_LIBRARY_ENV] = OP_LIBRARY_OFF
 
 
 def tensorrt_gpu_reason() -> str | None:

@@ -351,3 +351,202 @@ def test_older_onnx_runtime_is_not_given_the_library(r18, library: Path, nowhere
     with pytest.warns(UserWarning, match="older than 1.16"):
         runner = fused_outputs(r18)
     assert runner.eca_op is None and "1.15.1" in (runner.eca_op_error or "")
+
+
+def test_the_variable_turns_the_library_off(r18, library: Path, monkeypatch) -> None:
+    """ECA_DEPLOY_ONNXRUNTIME_OP=off (the test run's setting): no library even where one is built; a path given
+    explicitly still counts."""
+    import eca_deploy.plugin.onnxruntime_build as build
+
+    monkeypatch.setenv(build.OP_LIBRARY_ENV, "off")
+    monkeypatch.setattr(build, "default_build_dir", lambda: library.parent)
+    assert build.find_onnxruntime_op() is None and build.find_onnxruntime_op(required=False) is None
+    assert build.find_onnxruntime_op(library) == library
+    runner = fused_outputs(r18)
+    assert runner.eca_op is None and runner.eca_implementation == "function"
+    assert runner.settings() == {"eca_implementation": "function"}
+
+
+# ECA in ONNX Runtime's blocked NCHWc layout: the eca_deploy.ECANchwc op and the runner's rewrite.
+
+
+def to_blocked(x: np.ndarray, block: int, fill: float = 0.0) -> np.ndarray:
+    """[N, C, H, W] -> [N, Cp, H, W] holding [N][Cp/B][H][W][B] data, the padding lanes set to `fill`."""
+    n, c, h, w = x.shape
+    padded = -(-c // block) * block
+    full = np.full((n, padded, h, w), fill, x.dtype)
+    full[:, :c] = x
+    return np.ascontiguousarray(full.reshape(n, padded // block, block, h, w).transpose(0, 1, 3, 4, 2)).reshape(
+        full.shape
+    )
+
+
+def from_blocked(y: np.ndarray, block: int) -> np.ndarray:
+    """The inverse of to_blocked, padding lanes included: [N, Cp, H, W] in NCHW order."""
+    n, padded, h, w = y.shape
+    return y.reshape(n, padded // block, h, w, block).transpose(0, 1, 4, 2, 3).reshape(y.shape)
+
+
+def blocked_model(padded_shape, attrs: EcaAttributes, channels: int, block: int) -> bytes:
+    """One eca_deploy.ECANchwc node on float32 [N, Cp, H, W] inputs."""
+    names = ["X", "R"] if attrs.residual else ["X"]
+    node = make_eca_node("X", "Y", attrs, "eca", "R" if attrs.residual else None)
+    node.op_type = "ECANchwc"
+    node.attribute.extend([helper.make_attribute("channels", channels), helper.make_attribute("block", block)])
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(padded_shape)) for n in names]
+    graph = helper.make_graph([node], "eca", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(ECA_DOMAIN, 1)]
+    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+
+
+BLOCKED_SHAPES = [*VARIANT_SHAPES, (2, 20, 5, 7, 5), (1, 20, 1, 1, 9), (3, 64, 6, 6, 3), (1, 130, 9, 9, 7)]
+
+
+@pytest.mark.parametrize(("bias", "padding", "gate", "activation", "residual"), VARIANTS)
+@pytest.mark.parametrize("block", [8, 16])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocked_op_on_every_variant(library: Path, bias, padding, gate, activation, residual, block, threads) -> None:
+    """ECANchwc against the float64 reference: C not a multiple of B, batch > 1; NaN in the inputs' padding lanes
+    is never read, and Y's padding lanes are 0."""
+    rng = np.random.default_rng(block + threads)
+    for n, c, h, w, k in BLOCKED_SHAPES:
+        attrs = EcaAttributes(tuple(rng.uniform(-1, 1, k)), bias, padding, gate, activation, residual)
+        x = (rng.standard_normal((n, c, h, w)) * 2 + 0.3).astype(np.float32)
+        r = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        feed = {"X": to_blocked(x, block, np.nan)} | ({"R": to_blocked(r, block, np.nan)} if residual else {})
+        model = blocked_model(feed["X"].shape, attrs, c, block)
+        y = from_blocked(session(model, library, threads).run(None, feed)[0], block)
+        ref = reference(x, attrs.weights, bias=bias, padding=padding, gate=gate, activation=activation,
+                        residual=r if residual else None)  # fmt: skip
+        np.testing.assert_allclose(y[:, :c], ref, rtol=1e-5, atol=1e-5, err_msg=f"{(n, c, h, w)} k={k}")
+        assert (y[:, c:] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("channels", "block", "needle"),
+    [(8, 0, "'block' between 1 and 64"), (8, 65, "'block' between 1 and 64"), (0, 8, "'channels' must be at least 1")],
+)
+def test_bad_blocked_nodes_fail_when_the_session_is_made(library: Path, channels, block, needle) -> None:
+    with pytest.raises(Exception, match=re.escape(needle)):
+        session(blocked_model((1, 8, 3, 3), EcaAttributes((0.1, 0.2, 0.3)), channels, block), library)
+
+
+def test_blocked_op_checks_its_inputs(library: Path) -> None:
+    node = helper.make_node("ECANchwc", ["X"], ["Y"], domain=ECA_DOMAIN, weights=[0.5], block=8)
+    graph = helper.make_graph([node], "eca", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 8, 2, 2])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ECA_DOMAIN, 1)])
+    with pytest.raises(Exception, match="needs the 'channels' attribute"):
+        session(model.SerializeToString(), library)
+    wrong = blocked_model((1, 16, 2, 2), EcaAttributes((0.5,)), 20, 8)  # 20 channels take 3 blocks of 8, not 2
+    with pytest.raises(Exception, match=re.escape("float32 [N,24,H,W]")):
+        session(wrong, library).run(None, {"X": np.zeros((1, 16, 2, 2), np.float32)})
+
+
+def topologically_sorted(graph: onnx.GraphProto) -> bool:
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    for node in graph.node:
+        if not set(node.input) <= known:
+            return False
+        known |= set(node.output)
+    return True
+
+
+def reorders(model: onnx.ModelProto) -> dict[str, int]:
+    """The model's ReorderInput and ReorderOutput nodes, and the ReorderOutputs that feed an ECA node's X."""
+    counts = {"ReorderInput": 0, "ReorderOutput": 0, "before ECA": 0}
+    made_by = {out: node.op_type for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if node.op_type in counts:
+            counts[node.op_type] += 1
+        elif node.op_type in (ECA_OP_TYPE, "ECANchwc") and made_by.get(node.input[0]) == "ReorderOutput":
+            counts["before ECA"] += 1
+    return counts
+
+
+def session_options(library: Path) -> ort.SessionOptions:
+    """What the runner gives the optimised graph's session: the library registered, ONNX Runtime's warnings off."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.register_custom_ops_library(str(library))
+    return options
+
+
+def test_runner_runs_eca_in_onnx_runtime_blocked_layout(r18, library: Path, tmp_path: Path) -> None:
+    """On ECA-ResNet-18, ONNX Runtime's optimised graph reorders around every ECA node; rewritten, the ECA nodes
+    read and write the blocked tensors of the convolutions around them, with the ONNX function's outputs."""
+    from eca_deploy.backends.onnxruntime_layout import block_size, optimized_graph, rewrite_nchwc
+    from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+    optimized = optimized_graph(r18[1], lambda: session_options(library))
+    assert optimized is not None
+    before = reorders(optimized)
+    assert before["before ECA"] == 8 and before["ReorderInput"] >= 7  # all but the last, read by the NCHW head
+    assert rewrite_nchwc(optimized, block_size()) == 8
+    after = reorders(optimized)
+    assert after["before ECA"] == 0 and after["ReorderInput"] == 0 and after["ReorderOutput"] == 1  # to the head
+    assert topologically_sorted(optimized.graph)
+    assert [n.op_type for n in optimized.graph.node].count("ECANchwc") == 8
+
+    model = tmp_path / "r18.fused.onnx"
+    model.write_bytes(r18[1].read_bytes())
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    function = OnnxRuntimeRunner(model, eca_op=False).infer({"input": x})
+    for threads in (1, 2):
+        runner = OnnxRuntimeRunner(model, threads=threads, eca_op=library)
+        assert runner.eca_implementation == "native nchwc"
+        assert runner.settings() == {"eca_implementation": "native nchwc"}
+        got = runner.infer({"input": x})
+        np.testing.assert_allclose(got["logits"], function["logits"], rtol=1e-5, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r18.fused.onnx"]  # nothing written beside the model
+    assert OnnxRuntimeRunner(model, eca_op=library, optimize=False).eca_implementation == "native"
+
+
+def test_models_without_blocked_convolutions_are_left_alone(library: Path) -> None:
+    """One ECA node between the graph's input and output: no reorders in the optimised graph, nothing rewritten."""
+    from eca_deploy.backends.onnxruntime_layout import nchwc_model
+    from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+    attrs = EcaAttributes((0.3, -0.6, 0.2), 0.1, activation="relu", residual=True)
+    model = eca_model((2, 20, 6, 6), attrs, decoy=False)
+    assert nchwc_model(model, lambda: session_options(library)) is None
+    runner = OnnxRuntimeRunner(model, eca_op=library)
+    assert runner.eca_implementation == "native"
+    assert OnnxRuntimeRunner(model, eca_op=False).eca_implementation == "function"
+
+
+def test_rewrite_reorders_what_still_needs_nchw(library: Path) -> None:
+    """An ECA node after a reorder whose residual is an NCHW graph input (a ReorderInput is added), whose output is
+    a graph output and read by an NCHW node (one ReorderOutput) and by a ReorderInput (bypassed)."""
+    from eca_deploy.backends.onnxruntime_layout import NCHWC_DOMAIN, block_size, rewrite_nchwc
+
+    shape = [2, 20, 5, 5]
+    attrs = EcaAttributes((0.3, -0.6, 0.2), 0.1, "circular", activation="relu", residual=True)
+    nodes = [
+        helper.make_node("ReorderInput", ["X"], ["xb"], domain=NCHWC_DOMAIN),
+        helper.make_node("ReorderOutput", ["xb"], ["x"], domain=NCHWC_DOMAIN, channels=20),
+        make_eca_node("x", "Y", attrs, "eca", "R"),
+        helper.make_node("Neg", ["Y"], ["negated"]),
+        helper.make_node("ReorderInput", ["Y"], ["yb"], domain=NCHWC_DOMAIN),
+        helper.make_node("ReorderOutput", ["yb"], ["round_trip"], domain=NCHWC_DOMAIN, channels=20),
+    ]
+    inputs, outputs = (
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in names]
+        for names in (["X", "R"], ["Y", "negated", "round_trip"])
+    )
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(ECA_DOMAIN, 1), helper.make_opsetid(NCHWC_DOMAIN, 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    assert rewrite_nchwc(model, block_size()) == 1
+    types = [n.op_type for n in model.graph.node]
+    assert types == ["ReorderInput", "ReorderInput", "ECANchwc", "ReorderOutput", "Neg", "ReorderOutput"]
+    assert topologically_sorted(model.graph)
+    rng = np.random.default_rng(5)
+    x, r = rng.standard_normal(shape, np.float32), rng.standard_normal(shape, np.float32)
+    options = session_options(library)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    y, negated, round_trip = ort.InferenceSession(model.SerializeToString(), options).run(None, {"X": x, "R": r})
+    ref = reference(x, attrs.weights, bias=0.1, padding="circular", activation="relu", residual=r)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(negated, -y)
+    np.testing.assert_array_equal(round_trip, y)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
+from eca_deploy.backends.onnxruntime_layout import nchwc_model
+from eca_deploy.backends.openvino_runner import has_eca_nodes
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
 from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
 from eca_deploy.plugin.onnxruntime_build import find_onnxruntime_op, register
@@ -45,6 +47,32 @@ def _register_eca_op(options: Any, eca_op: bool | str | Path) -> tuple[Path | No
     return None, problem
 
 
+def _session_options(ort: Any, threads: int | None, optimize: bool, library: Path | None = None) -> Any:
+    """SessionOptions with the runner's settings (and `library` registered, when given)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if library is not None:
+        options.register_custom_ops_library(str(library))
+    return options
+
+
+def _has_eca_nodes(source: str | bytes) -> bool:
+    """Whether the model holds eca_deploy.ECA nodes; False for one ONNX cannot read (the session says why)."""
+    import onnx
+
+    try:
+        model = (
+            onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source, load_external_data=False)
+        )
+    except Exception:  # protobuf's and the file system's errors alike
+        return False
+    return has_eca_nodes(model)
+
+
 class OnnxRuntimeRunner(Runner):
     """An InferenceSession over a file or serialized model.
 
@@ -55,6 +83,10 @@ class OnnxRuntimeRunner(Runner):
     that library is found (`eca_op`: True to look for it like `find_onnxruntime_op`, a path to require that file,
     False never); otherwise, or when it cannot be loaded, through the model's ONNX function (same results).
     `self.eca_op` is the library registered (None when none was), `self.eca_op_error` why a found one was not.
+    With the library and optimisations on, where ONNX Runtime runs the convolutions around ECA nodes in its
+    blocked NCHWc layout, the session runs ONNX Runtime's optimised graph with those nodes in that layout too
+    (`onnxruntime_layout.nchwc_model`, no reorders around them). `self.eca_implementation` says how the ECA nodes
+    run: "function", "native", "native nchwc", or None for a model without them.
     """
 
     name = "onnxruntime"
@@ -78,14 +110,15 @@ class OnnxRuntimeRunner(Runner):
                 f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}): "
                 "install onnxruntime-gpu with CUDA/TensorRT, or use --provider cpu"
             )
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        if not optimize:
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options = _session_options(ort, threads, optimize)
         self.eca_op, self.eca_op_error = _register_eca_op(options, eca_op) if provider == "cpu" else (None, None)
-        source = model if isinstance(model, bytes) else str(model)
+        source: str | bytes = model if isinstance(model, bytes) else str(model)
+        self.eca_implementation = ("native" if self.eca_op else "function") if _has_eca_nodes(source) else None
+        if self.eca_implementation == "native" and optimize:
+            blocked = nchwc_model(source, lambda: _session_options(ort, threads, True, self.eca_op))
+            if blocked is not None:
+                source, self.eca_implementation = blocked, "native nchwc"
+                options = _session_options(ort, threads, False, self.eca_op)  # the graph is optimised already
         providers = list(dict.fromkeys([wanted, "CPUExecutionProvider"]))
         try:
             self.session = ort.InferenceSession(source, options, providers=providers)
@@ -94,6 +127,10 @@ class OnnxRuntimeRunner(Runner):
             label = "the model" if isinstance(model, bytes) else str(model)
             raise EcaDeployError(f"ONNX Runtime cannot load {label}: {first}") from None
         self.provider = provider
+
+    def settings(self) -> dict[str, Any]:
+        """How the model's ECA nodes run (none for a model without them)."""
+        return {"eca_implementation": self.eca_implementation} if self.eca_implementation else {}
 
     @staticmethod
     def _info(args: Sequence[Any]) -> list[TensorInfo]:

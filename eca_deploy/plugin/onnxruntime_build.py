@@ -6,6 +6,7 @@ ONNX Runtime 1.16 and newer (1.17+ for its multi-threading); `register` loads it
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from eca_deploy.plugin.cmake_build import default_build_dir as cmake_default_bui
 
 OP_LIBRARY = "libeca_onnxruntime_op.so"
 OP_LIBRARY_ENV = "ECA_DEPLOY_ONNXRUNTIME_OP"
+OP_LIBRARY_OFF = "off"  # the variable's value that turns the library off (the ONNX function runs)
 MIN_ONNXRUNTIME = (1, 16)
 
 
@@ -58,7 +60,10 @@ def find_onnxruntime_op(path: str | Path | None = None, required: bool = True) -
     """The library from `path` (file or folder), $ECA_DEPLOY_ONNXRUNTIME_OP, or build/onnxruntime.
 
     A path or variable that names a missing file is an error; `required=False` only allows finding nothing.
+    $ECA_DEPLOY_ONNXRUNTIME_OP=off: never a library, unless `path` names one (None, even with `required`).
     """
+    if path is None and os.environ.get(OP_LIBRARY_ENV, "").strip().lower() == OP_LIBRARY_OFF:
+        return None
     hint = "eca-deploy plugin build --target onnxruntime"
     return find_library(OP_LIBRARY, OP_LIBRARY_ENV, default_build_dir(), hint, path, required)
 
