@@ -7,7 +7,9 @@ are per round (same round, same load): time / twin's time - 1, median (min..max)
   ORT unfused          the exported model, ECA blocks as GlobalAveragePool, Conv1d, Sigmoid, Mul, Add, Relu
   ORT fused (function) the fused model (ECA nodes with the residual Add and ReLU folded in), run through its ONNX
                        function: what ONNX Runtime does without the custom-op library
-  ORT fused (native)   the same file with libeca_onnxruntime_op.so registered: the native CPU kernel
+  ORT fused (native)   the same file with libeca_onnxruntime_op.so registered, through the runner: the native CPU
+                       kernel, in ONNX Runtime's blocked NCHWc layout where ONNX Runtime runs the convolutions
+                       around the ECA nodes in it (the runner's `eca_implementation`, printed below the table)
   OV unfused / OV op / OV opset   OpenVINO: the unfused model, the fused model through the extension's op, and
                        through its lowering to OpenVINO's own ops (ECA_DEPLOY_OPENVINO_LOWERING)
   twin                 the fused model with every ECA node replaced by its residual Add (and ReLU): no gates
@@ -175,13 +177,15 @@ def main() -> None:
     except ImportError:
         ov_extension = None
     variants = [*ORT, *OV]
-    rows, floors = [], []
+    rows, floors, implementations = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             paths = make_models(name, args.img_size, Path(tmp))
             runners = make_runners(paths, args.threads, ort_library, ov_extension)
             x = np.random.default_rng(0).standard_normal((1, 3, args.img_size, args.img_size), np.float32)
             steps = {v: runners[v].make_step({runners[v].inputs[0].name: x}, None) for v in variants if v in runners}
+            if "ORT fused (native)" in runners:
+                implementations.append((name, runners["ORT fused (native)"].eca_implementation))
             rows.append((name, interleaved(steps, args.rounds, args.seconds)))
             if args.floor and ort_library is not None:
                 floors.append((name, floor(paths["fused"], args.threads, ort_library, args.rounds)))
@@ -193,6 +197,8 @@ def main() -> None:
     print("| model | " + " | ".join(shown) + " |\n| --- | " + " | ".join("---:" for _ in shown) + " |")
     for name, times in rows:
         print(f"| {name} | " + " | ".join(_ms(times[v]) if v in times else "-" for v in shown) + " |")
+    if implementations:
+        print("\nORT fused (native) ran its ECA nodes as: " + ", ".join(f"{m} {i}" for m, i in implementations))
     print("\nECA overhead over the twin (per round):\n")
     pairs = [(v, "ORT twin") for v in ORT[:3]] + [(v, "OV twin") for v in OV[:3]]
     pairs = [(v, t) for v, t in pairs if v in shown and t in shown]

@@ -324,6 +324,7 @@ def test_cpu_benchmark_script_prints_its_tables(library: Path, nowhere, monkeypa
     rows = [line for line in out.splitlines() if line.startswith("| eca_mobilenetv2 |")]
     assert len(rows) == 3  # times, overheads, floor
     assert "pool + pass (floor)" in out and "ECA / floor" in out
+    assert "ORT fused (native) ran its ECA nodes as: eca_mobilenetv2 native" in out  # the runner's real path
 
 
 def test_fusion_check_judges_the_function_even_with_the_library(r18, library: Path, monkeypatch, tmp_path) -> None:
