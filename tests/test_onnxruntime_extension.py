@@ -551,3 +551,17 @@ def test_rewrite_reorders_what_still_needs_nchw(library: Path) -> None:
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(negated, -y)
     np.testing.assert_array_equal(round_trip, y)
+
+
+def test_bench_says_how_the_eca_nodes_ran(cli, r18, library: Path, monkeypatch, tmp_path: Path) -> None:
+    import json
+
+    from eca_deploy.plugin.onnxruntime_build import OP_LIBRARY_ENV
+
+    monkeypatch.setenv(OP_LIBRARY_ENV, str(library))
+    report = tmp_path / "bench.json"
+    result = cli("bench", "--onnx", r18[1], "--batch", "1", "--duration", "0.1s", "--warmup", "0", "--rounds", "1",
+                 "--json", report)  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert json.loads(report.read_text())["models"][0]["runtime_settings"]["eca_implementation"] == "native nchwc"
+    assert "ECA native nchwc" in result.stdout

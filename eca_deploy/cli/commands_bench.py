@@ -241,7 +241,7 @@ def print_tables(report: BenchRecord) -> None:
 
 def settings_text(entry: BenchEntry) -> str:
     """', input 224x224' (end to end: the preprocessing phrase) and, for OpenVINO entries,
-    ', INFERENCE_PRECISION_HINT f32, 2 threads'."""
+    ', INFERENCE_PRECISION_HINT f32, 2 threads'; for a fused model on ONNX Runtime how its ECA nodes ran."""
     settings = entry.runtime_settings
     shape = settings.get("input")
     parts = [f"input {shape[-2]}x{shape[-1]}"] if shape and len(shape) >= 2 else []
@@ -253,6 +253,8 @@ def settings_text(entry: BenchEntry) -> str:
         parts.append(f"{settings['threads']} threads")
     if settings.get("eca_lowering"):
         parts.append(f"ECA lowering {settings['eca_lowering']}")
+    if settings.get("eca_implementation"):
+        parts.append(f"ECA {settings['eca_implementation']}")
     return "".join(f", {p}" for p in parts)
 
 
