@@ -58,6 +58,40 @@ def _hypothesis_storage() -> None:
 _hypothesis_storage()
 
 
+def _one_compute_thread_per_worker() -> None:
+    """Under pytest-xdist (`make test`: -n 2 on 2 cores) each worker gets one compute thread. PyTorch, ONNX Runtime
+    and OpenVINO each default to every core, and their threads wait by spinning: two workers with two threads each
+    on two cores spent about a third of the suite's CPU time waiting on each other. A thread count a test sets
+    itself is kept; subprocesses get OMP_NUM_THREADS (PyTorch's default)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        class OneThreadOptions(onnxruntime.SessionOptions):
+            def __init__(self) -> None:
+                super().__init__()
+                self.intra_op_num_threads = 1
+
+        onnxruntime.SessionOptions = OneThreadOptions
+    with contextlib.suppress(ImportError):
+        import openvino
+
+        class OneThreadCore(openvino.Core):
+            def compile_model(self, model: Any, device_name: Any = None, config: Any = None) -> Any:
+                config = {"INFERENCE_NUM_THREADS": 1, **(config or {})}
+                return super().compile_model(model, device_name or "CPU", config)
+
+        openvino.Core = OneThreadCore
+
+
+_one_compute_thread_per_worker()
+
+
 def run_folder(factory: pytest.TempPathFactory, name: str) -> Path:
     """A folder that every pytest-xdist worker of this run shares (their base folders' parent), for work done
     once per run whatever the number of workers: the first worker to need it makes it under `run_lock`."""
