@@ -63,8 +63,6 @@ def _one_compute_thread_per_worker() -> None:
     and OpenVINO each default to every core, and their threads wait by spinning: two workers with two threads each
     on two cores spent about a third of the suite's CPU time waiting on each other. A thread count a test sets
     itself is kept; subprocesses get OMP_NUM_THREADS (PyTorch's default)."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
@@ -89,7 +87,9 @@ def _one_compute_thread_per_worker() -> None:
         openvino.Core = OneThreadCore
 
 
-_one_compute_thread_per_worker()
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker (a process that merely imports this file is not)
+        _one_compute_thread_per_worker()
 
 
 def run_folder(factory: pytest.TempPathFactory, name: str) -> Path:

@@ -32,10 +32,11 @@ def test_refuses_without_a_gpu(tmp_path: Path) -> None:
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file of the checkout with its size and modification time; not .git, nor the bytecode that Python
-    itself writes when a parallel test imports a module for the first time."""
+    itself writes when a parallel test imports a module for the first time, nor a virtual environment (make test's
+    .venv-test: tens of thousands of files)."""
     found = {}
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in (".git", "__pycache__")]
+        dirs[:] = [d for d in dirs if d not in (".git", "__pycache__") and not Path(folder, d, "pyvenv.cfg").exists()]
         for name in files:
             stat = (Path(folder) / name).stat()
             found[os.path.relpath(Path(folder) / name, root)] = (stat.st_size, stat.st_mtime_ns)
