@@ -19,7 +19,7 @@ read of X) plus one pass that reads X (and the identity) and writes Y (Add(X, R)
 beside the native ECA nodes alone; each as one ONNX Runtime graph holding every ECA layer of the network.
 Weights are random (seeded); speed does not depend on them.
 
-    python scripts/bench_eca_cpu.py --models eca_resnet50,eca_mobilenetv2 --rounds 5 --seconds 1 --floor
+    python scripts/bench_eca_cpu.py --models eca_resnet50,eca_mobilenetv2 --rounds 7 --seconds 2 --floor
 """
 
 from __future__ import annotations
