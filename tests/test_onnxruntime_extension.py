@@ -565,3 +565,19 @@ def test_bench_says_how_the_eca_nodes_ran(cli, r18, library: Path, monkeypatch, 
     assert result.code == 0, result.stderr
     assert json.loads(report.read_text())["models"][0]["runtime_settings"]["eca_implementation"] == "native nchwc"
     assert "ECA native nchwc" in result.stdout
+
+
+def test_check_says_how_the_eca_nodes_ran(cli, r18, library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verdict names the ECA implementation it judged: the native kernel in NCHWc, or the ONNX function."""
+    import json
+
+    from eca_deploy.plugin.onnxruntime_build import OP_LIBRARY_ENV, OP_LIBRARY_OFF
+
+    fused = r18[1]
+    for setting, implementation in ((str(library), "native nchwc"), (OP_LIBRARY_OFF, "function")):
+        monkeypatch.setenv(OP_LIBRARY_ENV, setting)
+        table = cli("check", "--onnx", fused, "--model", "eca_resnet18")
+        assert table.code == 0, table.stderr
+        assert f"ECA {implementation}," in " ".join(table.stdout.split())
+        report = json.loads(cli("check", "--onnx", fused, "--model", "eca_resnet18", "--json").stdout)
+        assert report["passed"] and report["runtime_settings"] == {"eca_implementation": implementation}

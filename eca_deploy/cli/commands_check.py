@@ -148,6 +148,8 @@ def print_report(report: CheckRecord) -> None:
     against = report.reference or f"PyTorch {report.model}"
     size = report.input_size
     at = f", {report.preprocessing}" if report.preprocessing else f", {size[0]}x{size[1]}" if size else ""
+    eca = report.runtime_settings.get("eca_implementation")
+    at = f", ECA {eca}{at}" if eca else at
     table = Table(title=f"{report.target} ({report.backend}, {report.precision}{at}) vs {against}")
     table.add_column("output")
     several = len(outputs) > 1

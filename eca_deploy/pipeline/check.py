@@ -62,6 +62,7 @@ class CheckResult:
     per_image: dict[str, list[float]] | None = None  # 1 - cosine and max abs error of each image (worst output)
     interface: ModelInterface | None = None
     detection: DetectionCheck | None = None  # a detector's detection agreement (None: not a known detector)
+    runtime_settings: dict[str, Any] = field(default_factory=dict)  # the runner's settings(): how ECA nodes ran
 
     @property
     def passed(self) -> bool:
@@ -108,6 +109,7 @@ class CheckResult:
             "weights": self.weights,
             "random_weights": self.random_weights,
             "per_image": self.per_image,
+            "runtime_settings": self.runtime_settings,
         }
 
 
@@ -407,6 +409,7 @@ def run_check(
         interface=interface,
         notes=output_notes(checks),
         detection=detected,
+        runtime_settings=target.runner.settings(),
     )
     if per_layer:
         from eca_deploy.pipeline.per_layer import compare_layers

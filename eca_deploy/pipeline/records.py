@@ -213,6 +213,7 @@ class CheckRecord(Record):
     weights: str = ""
     random_weights: bool = False
     per_image: JSON = None  # {"one_minus_cosine": [...], "max_abs_error": [...]}, worst output per image
+    runtime_settings: dict[str, Any] = field(default_factory=dict)  # e.g. {"eca_implementation": "native nchwc"}
 
     def output_notes(self) -> list[str]:
         """What the check says aloud about its outputs (a constant reference output: agreement with it proves
