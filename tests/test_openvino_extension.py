@@ -114,8 +114,10 @@ def test_shape_grid_default_attributes(openvino_extension: Path, shape, k, lower
 @pytest.mark.parametrize(("padding", "gate", "activation", "residual"), COMBOS)
 def test_every_attribute_combination(openvino_extension: Path, padding, gate, activation, residual, lowering) -> None:
     rng = np.random.default_rng(7)
+    # up to 512 channels the opset lowering's channel convolution is a banded 1x1 convolution, above it a row
+    # convolution: both forms, k = 1 and k > C included
     cases = (((2, 3, 1, 1), 5), ((1, 9, 4, 3), 3), ((1, 130, 20, 20), 7), ((1, 1, 2, 2), 3), ((1, 2, 3, 3), 9),
-             ((1, 6, 5, 5), 1))  # fmt: skip
+             ((1, 6, 5, 5), 1), ((2, 600, 2, 3), 5), ((1, 513, 2, 2), 1))  # fmt: skip
     for shape, k in cases:
         weights = rng.uniform(-2, 2, k)
         y, ref = run_case(openvino_extension, shape, weights, rng, bias=float(rng.uniform(-1, 1)), padding=padding,
