@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_openvino import _med_range, _pct, make_models  # the unfused / fused / twin files, the cells: shared
 
 from eca_deploy.environment import cpu_model
-from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE
+from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE, is_eca_node
 
 ORT = ("ORT unfused", "ORT fused (function)", "ORT fused (native)", "ORT twin")
 OV = ("OV unfused", "OV op", "OV opset", "OV twin")
@@ -97,7 +97,7 @@ def eca_layers(fused: Path) -> list[tuple[tuple[int, ...], int, bool]]:
     shapes = {v.name: tuple(d.dim_value or 1 for d in v.type.tensor_type.shape.dim) for v in model.graph.value_info}
     layers = []
     for node in model.graph.node:
-        if node.op_type == ECA_OP_TYPE and node.domain == ECA_DOMAIN:
+        if is_eca_node(node):
             weights = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "weights")
             layers.append((shapes[node.input[0]], len(weights), len(node.input) > 1))
     return layers

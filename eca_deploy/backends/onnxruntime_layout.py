@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eca_deploy.ops.contract import ECA_DOMAIN, ECA_OP_TYPE, ECA_PLUGIN_FIELDS
+from eca_deploy.ops.contract import ECA_DOMAIN, ECA_PLUGIN_FIELDS, is_eca_node
 
 if TYPE_CHECKING:
     import onnx
@@ -49,10 +49,6 @@ def block_size() -> int:
     model = helper.make_model(graph, opset_imports=opsets).SerializeToString()
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     return int(session.run(None, {"X": np.zeros((1, 4, 1, 1), np.float32)})[0].shape[1])
-
-
-def _is_eca(node: onnx.NodeProto) -> bool:
-    return node.op_type == ECA_OP_TYPE and node.domain == ECA_DOMAIN
 
 
 def _reorder(node: onnx.NodeProto | None, op_type: str) -> bool:
@@ -97,7 +93,7 @@ class _Rewrite:
         self.removed: set[int] = set()  # ids of the bypassed ReorderInputs
 
     def rewritable(self, node: onnx.NodeProto) -> bool:
-        return _is_eca(node) and _reorder(self.producer.get(node.input[0]), "ReorderOutput")
+        return is_eca_node(node) and _reorder(self.producer.get(node.input[0]), "ReorderOutput")
 
     def run(self) -> int:
         targets = [node for node in self.graph.node if self.rewritable(node)]

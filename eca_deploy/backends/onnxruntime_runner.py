@@ -11,9 +11,9 @@ import numpy as np
 
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
 from eca_deploy.backends.onnxruntime_layout import nchwc_model
-from eca_deploy.backends.openvino_runner import has_eca_nodes
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
 from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
+from eca_deploy.ops import has_eca_nodes
 from eca_deploy.plugin.onnxruntime_build import find_onnxruntime_op, register
 
 PROVIDERS = {

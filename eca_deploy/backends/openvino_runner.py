@@ -14,7 +14,7 @@ import numpy as np
 from eca_deploy.backends.base import Runner, StepOptions, StepTimes, TensorInfo
 from eca_deploy.errors import EcaDeployError, MissingDependencyError
 from eca_deploy.exporters.metadata import ModelMetadata, metadata_from_props
-from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE
+from eca_deploy.ops import has_eca_nodes
 from eca_deploy.plugin.openvino_build import find_openvino_extension
 
 # OpenVINO element types -> the ONNX-style type strings the other runners report.
@@ -36,11 +36,6 @@ def import_openvino() -> Any:
     except ImportError:
         raise MissingDependencyError("OpenVINO is not installed: pip install 'eca-deploy[openvino]'") from None
     return openvino
-
-
-def has_eca_nodes(model: Any) -> bool:
-    """True when an onnx.ModelProto holds eca_deploy.ECA nodes (a fused model)."""
-    return any(n.op_type == ECA_OP_TYPE and n.domain == ECA_DOMAIN for n in model.graph.node)
 
 
 class OpenVINORunner(Runner):

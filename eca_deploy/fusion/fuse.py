@@ -9,7 +9,7 @@ import onnx
 from eca_deploy.fusion.eca_pattern import EcaMatch, NearMiss, match_eca
 from eca_deploy.fusion.graph import GraphIndex, remove_dead_nodes
 from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE
-from eca_deploy.ops.contract import EcaAttributes
+from eca_deploy.ops.contract import EcaAttributes, is_eca_node
 from eca_deploy.ops.onnx_function import add_eca_functions, make_eca_node, node_attributes
 
 
@@ -55,7 +55,7 @@ class FusionReport:
 
 
 def count_eca_nodes(model: onnx.ModelProto) -> int:
-    return sum(1 for n in model.graph.node if n.op_type == ECA_OP_TYPE and n.domain == ECA_DOMAIN)
+    return sum(1 for n in model.graph.node if is_eca_node(n))
 
 
 def default_opset(model: onnx.ModelProto) -> int:

@@ -14,6 +14,8 @@ from eca_deploy.ops.contract import (
     ECA_WEIGHTS_ATTR,
     EcaAttributes,
     EcaVariant,
+    has_eca_nodes,
+    is_eca_node,
     plugin_field_set,
     plugin_field_set_hash,
 )
@@ -34,6 +36,8 @@ __all__ = [
     "EcaAttributes",
     "EcaVariant",
     "eca_reference",
+    "has_eca_nodes",
+    "is_eca_node",
     "plugin_field_set",
     "plugin_field_set_hash",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 ECA_OP_TYPE = "ECA"
 ECA_DOMAIN = "eca_deploy"
@@ -39,6 +40,16 @@ ECA_PLUGIN_FIELDS: tuple[tuple[str, str | tuple[str, ...]], ...] = (
     ("activation", ECA_ACTIVATIONS),
 )
 ECA_PLUGIN_INPUTS = "X,residual?"
+
+
+def is_eca_node(node: Any) -> bool:
+    """Whether an ONNX NodeProto is a fused eca_deploy.ECA node."""
+    return node.op_type == ECA_OP_TYPE and node.domain == ECA_DOMAIN
+
+
+def has_eca_nodes(model: Any) -> bool:
+    """Whether an ONNX ModelProto's graph holds fused eca_deploy.ECA nodes (a fused model)."""
+    return any(is_eca_node(n) for n in model.graph.node)
 
 
 def plugin_field_set() -> str:

@@ -29,6 +29,7 @@ from eca_deploy.ops.contract import (
     OVERLOAD_IR_VERSION,
     EcaAttributes,
     EcaVariant,
+    is_eca_node,
     plugin_field_set_hash,
 )
 
@@ -173,9 +174,7 @@ def add_eca_functions(model: onnx.ModelProto, opset: int) -> None:
     if not any(o.domain == ECA_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(ECA_DOMAIN, ECA_DOMAIN_VERSION))
     have = {f.overload for f in model.functions if f.domain == ECA_DOMAIN and f.name == ECA_OP_TYPE}
-    variants = {
-        node_attributes(n).variant for n in model.graph.node if n.domain == ECA_DOMAIN and n.op_type == ECA_OP_TYPE
-    }
+    variants = {node_attributes(n).variant for n in model.graph.node if is_eca_node(n)}
     for variant in sorted(variants, key=lambda v: v.overload):
         if variant.overload not in have:
             model.functions.append(eca_function(opset, variant))

@@ -11,8 +11,8 @@ from typing import Any
 from eca_deploy import environment
 from eca_deploy.backends.base import Runner
 from eca_deploy.backends.handle import ModelSpec, open_model
-from eca_deploy.backends.openvino_runner import has_eca_nodes
 from eca_deploy.errors import EcaDeployError
+from eca_deploy.ops import has_eca_nodes
 from eca_deploy.pipeline.bench import BenchConfig, bench_runners, end_to_end_model, input_shape
 from eca_deploy.pipeline.bench_noise import busy_warning, cpu_sample, fastest, machine_load, speed_ratio, spread_warning
 from eca_deploy.pipeline.records import BenchRecord, Spread

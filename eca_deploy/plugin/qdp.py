@@ -45,6 +45,7 @@ from eca_deploy.ops.contract import (
     ECA_OP_TYPE,
     ECA_PADDINGS,
     ECA_PLUGIN_NAMESPACE,
+    is_eca_node,
 )
 from eca_deploy.plugin.build import find_nvcc
 from eca_deploy.plugin.locate import cuda_include_dir, source_dir
@@ -467,7 +468,7 @@ def aot_refusal(model: Any) -> str | None:
     """Why the ahead-of-time kernel cannot run one of the model's ECA nodes (None: it runs them all)."""
     from eca_deploy.ops.onnx_function import node_attributes
 
-    nodes = [n for n in model.graph.node if n.domain == ECA_DOMAIN and n.op_type == ECA_OP_TYPE]
+    nodes = [n for n in model.graph.node if is_eca_node(n)]
     for node in nodes:
         if sum(1 for i in node.input if i) > 1:
             return (

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from eca_deploy.fusion.fuse import default_opset
-from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE
+from eca_deploy.ops import is_eca_node
 from eca_deploy.ops.onnx_function import CASTLIKE_OPSET
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -57,7 +57,7 @@ def _float_tensors(model: onnx.ModelProto) -> set[str]:
             for a in node.attribute:
                 if (a.name == "value" and a.t.data_type == FLOAT) or a.name in ("value_float", "value_floats"):
                     names.add(node.output[0])
-        if node.domain == ECA_DOMAIN and node.op_type == ECA_OP_TYPE:
+        if is_eca_node(node):
             names |= set(node.input) | set(node.output)  # functions are not always inferred through
     return names
 
@@ -65,7 +65,7 @@ def _float_tensors(model: onnx.ModelProto) -> set[str]:
 def _keeps_fp32(node: onnx.NodeProto, keep_ops: set[str], keep_nodes: set[str], opset: int) -> bool:
     if node.op_type in keep_ops or node.name in keep_nodes:
         return True
-    return node.domain == ECA_DOMAIN and node.op_type == ECA_OP_TYPE and opset < CASTLIKE_OPSET
+    return is_eca_node(node) and opset < CASTLIKE_OPSET
 
 
 def _to_half(array: np.ndarray, name: str, report: Fp16Report) -> np.ndarray:
