@@ -9,6 +9,7 @@ import fcntl
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,10 +64,9 @@ def _one_compute_thread_per_worker() -> None:
     and OpenVINO each default to every core, and their threads wait by spinning: two workers with two threads each
     on two cores spent about a third of the suite's CPU time waiting on each other. A thread count a test sets
     itself is kept; subprocesses get OMP_NUM_THREADS (PyTorch's default)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # PyTorch's thread count when it is first imported (not yet: seconds)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     with contextlib.suppress(ImportError):
         import onnxruntime
 

@@ -76,3 +76,20 @@ def test_units_start_longest_first_and_stay_together() -> None:
     byom = "tests/test_docs.py::test_doc_commands_run[byom.md]"  # in LONG, after the digits network
     want = [digits[0], digits[-1], byom, *many, "tests/test_x.py::test_quick", "tests/test_y.py::test_quick"]
     assert [i.nodeid for i in items] == want
+
+
+def test_an_xdist_worker_computes_on_one_thread(request: pytest.FixtureRequest) -> None:
+    """make test runs two workers on two cores: each gets one compute thread (tests/conftest.py)."""
+    if not hasattr(request.config, "workerinput"):
+        pytest.skip("not an xdist worker (make test runs the suite with -n 2)")
+    import numpy as np
+    import onnxruntime
+    import openvino
+    import openvino.opset13 as ops
+    import torch
+
+    assert torch.get_num_threads() == 1
+    assert onnxruntime.SessionOptions().intra_op_num_threads == 1
+    x = ops.parameter([1, 4], np.float32, name="x")
+    compiled = openvino.Core().compile_model(openvino.Model([ops.relu(x)], [x], "tiny"))
+    assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
