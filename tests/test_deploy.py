@@ -107,19 +107,14 @@ def test_changed_option_reruns_only_what_it_affects(cli, deployed: tuple[Path, s
     assert ran == ["bench"]
 
 
-def test_force_redoes_everything(cli, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    assert cli("deploy", *ARGS, "--precisions", "fp32", "--out", out).code == 0
-    result = cli("deploy", *ARGS, "--precisions", "fp32", "--out", out, "--force", "--json")
-    assert not any(s["skipped"] for s in json.loads(result.stdout)["stages"])
-
-
-def test_interrupted_run_resumes(cli, tmp_path: Path) -> None:
+def test_interrupted_run_resumes_and_force_redoes_everything(cli, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert cli("deploy", *ARGS, "--precisions", "fp32", "--out", out).code == 0
     (out / ".stages" / "bench.json").unlink()  # as if the run stopped while benchmarking
     result = cli("deploy", *ARGS, "--precisions", "fp32", "--out", out, "--json")
     assert [s["name"] for s in json.loads(result.stdout)["stages"] if not s["skipped"]] == ["bench"]
+    result = cli("deploy", *ARGS, "--precisions", "fp32", "--out", out, "--force", "--json")
+    assert not any(s["skipped"] for s in json.loads(result.stdout)["stages"])
 
 
 @pytest.mark.parametrize(
