@@ -24,9 +24,12 @@ MODEL ?= eca_mobilenetv2
 torch_source = $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=5)" \
 	>/dev/null 2>&1 && echo "--index-url $(TORCH_INDEX)")
 
+# uv installs the packages where it can be installed (scripts/pip_install.py: several times faster than pip for
+# torch's gigabytes, with pip's own configuration); pip does it otherwise.
 %/bin/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $*
 	$*/bin/python -m pip install -q --upgrade pip
+	$*/bin/python -m pip install -q uv || echo "note: uv not installed; pip installs the packages (slower)"
 
 # torch first and pinned (an unpinned torch is a multi-GB CUDA build); an existing torch is kept.
 # ONNX Runtime: the CPU wheel only when no onnxruntime / onnxruntime-gpu is importable. OpenVINO: the CPU runtime
@@ -34,9 +37,9 @@ torch_source = $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TO
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@$(BIN)/python -c "import torch" 2>/dev/null || { \
 	  echo "pip install $(torch_source) torch==$(TORCH_VERSION)"; \
-	  $(BIN)/python -m pip install -q $(torch_source) "torch==$(TORCH_VERSION)"; }
-	$(BIN)/python -m pip install -q -e ".[dev,openvino]"
-	$(BIN)/python -c "import onnxruntime" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[cpu]"
+	  $(BIN)/python scripts/pip_install.py -q $(torch_source) "torch==$(TORCH_VERSION)"; }
+	$(BIN)/python scripts/pip_install.py -q -e ".[dev,openvino]"
+	$(BIN)/python -c "import onnxruntime" 2>/dev/null || $(BIN)/python scripts/pip_install.py -q -e ".[cpu]"
 	$(BIN)/eca-deploy plugin build --target openvino >/dev/null \
 		|| echo "note: OpenVINO ECA extension not built (needs cmake and a C++ compiler); fused models skip OpenVINO"
 	touch $@
@@ -49,13 +52,13 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 $(TEST_VENV)/.installed: $(TEST_BIN)/python pyproject.toml
 	@$(TEST_BIN)/python -c "import torch, torchvision" 2>/dev/null || { \
 	  echo "pip install $(torch_source) torch==$(TEST_TORCH_VERSION) torchvision==$(TEST_TORCHVISION_VERSION)"; \
-	  $(TEST_BIN)/python -m pip install -q $(torch_source) \
+	  $(TEST_BIN)/python scripts/pip_install.py -q $(torch_source) \
 	    "torch==$(TEST_TORCH_VERSION)" "torchvision==$(TEST_TORCHVISION_VERSION)"; }
 	$(TEST_BIN)/python -c "from importlib.metadata import version as v; print(*(f'{p}=={v(p)}' for p in ('torch', 'torchvision')), sep='\n')" \
 	  > $(TEST_VENV)/torch-constraints.txt
-	$(TEST_BIN)/python -m pip install -q -c $(TEST_VENV)/torch-constraints.txt \
+	$(TEST_BIN)/python scripts/pip_install.py -q -c $(TEST_VENV)/torch-constraints.txt \
 	  -e ".[dev,timm,openvino,ultralytics$$($(TEST_BIN)/python -c "import onnxruntime" 2>/dev/null || echo ,cpu)]"
-	$(TEST_BIN)/python -c "import cv2" 2>/dev/null || $(TEST_BIN)/python -m pip install -q --force-reinstall --no-deps \
+	$(TEST_BIN)/python -c "import cv2" 2>/dev/null || $(TEST_BIN)/python scripts/pip_install.py -q --force-reinstall --no-deps \
 	  "opencv-python-headless==$$($(TEST_BIN)/python -c "from importlib.metadata import version; print(version('opencv-python-headless'))")"
 	touch $@
 

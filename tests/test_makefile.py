@@ -40,7 +40,7 @@ def reachable_index(tmp_path: Path):
 
 def test_reachable_index_is_used(tmp_path: Path, reachable_index: str) -> None:
     demo = dry_run("setup", tmp_path, reachable_index)
-    assert f'pip install -q --index-url {reachable_index} "torch==2.13.0"' in demo
+    assert f'scripts/pip_install.py -q --index-url {reachable_index} "torch==2.13.0"' in demo
     test = dry_run("setup-test", tmp_path, reachable_index)
     assert f'--index-url {reachable_index} \\\n    "torch==2.14.1" "torchvision==0.29.1"' in test
     # timm and ultralytics install with torch/torchvision pinned; cv2 is checked after ultralytics' opencv-python
@@ -60,3 +60,13 @@ def test_jetson_flags_reach_the_venv(tmp_path: Path) -> None:
             "TORCH_INDEX=http://127.0.0.1:9"]  # fmt: skip
     out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=60).stdout
     assert f"-m venv --system-site-packages {tmp_path / 'venv'}" in out
+
+
+def test_every_install_goes_through_the_installer(tmp_path: Path) -> None:
+    """uv where it installs (scripts/pip_install.py), pip otherwise: no package install bypasses the installer."""
+    for target in ("setup", "setup-test"):
+        out = dry_run(target, tmp_path, "http://127.0.0.1:9")
+        assert "-m pip install -q uv ||" in out  # a venv that cannot get uv still installs, with pip
+        installs = [line for line in out.splitlines() if "pip install" in line and "echo" not in line.split("||")[0]]
+        others = [line for line in installs if "scripts/pip_install.py" not in line]
+        assert all("--upgrade pip" in line or "pip install -q uv ||" in line for line in others), others
