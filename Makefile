@@ -69,8 +69,8 @@ setup-test: $(TEST_VENV)/.installed
 demo: setup
 	$(BIN)/eca-deploy deploy --model $(MODEL) --out $(OUT)
 
-# make test: every test but those marked slow (the largest ResNets, CUDA compiles for every architecture, the host
-# runs of the CUDA kernels, timm's model family), to keep CI's whole run short on 2 cores; make test-all: all.
+# make test: every test but those marked slow (ResNet-34 and the largest ResNets, CUDA compiles for every architecture,
+# the host runs of the CUDA kernels, timm's model family), to keep CI's whole run short on 2 cores; make test-all: all.
 # The tests' xdist units and their order: tests/conftest.py.
 test: setup-test
 	$(TEST_BIN)/ruff check .

@@ -19,11 +19,11 @@ from eca_deploy.models import create_model
 # Small inputs keep the large ResNets fast; the mobile model runs at its real size.
 SIZES = {"eca_mobilenetv2": 224, "eca_resnet18": 96, "eca_resnet34": 64, "eca_resnet50": 64,
          "eca_resnet101": 64, "eca_resnet152": 64}  # fmt: skip
+# `make test-all` only: ResNet-34 has ResNet-18's basic blocks, 101 and 152 have ResNet-50's bottlenecks.
+SLOW_ZOO = ("eca_resnet34", "eca_resnet101", "eca_resnet152")
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in ("eca_resnet101", "eca_resnet152") else n for n in SIZES]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_ZOO else n for n in SIZES])
 def test_export_and_verify_every_zoo_model(cli, tmp_path: Path, name: str) -> None:
     out = tmp_path / f"{name}.onnx"
     result = cli("export", "--model", name, "--img-size", SIZES[name], "--output", out, "--json")

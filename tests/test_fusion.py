@@ -30,6 +30,8 @@ BLOCKS = {"eca_mobilenetv2": 17, "eca_resnet18": 8, "eca_resnet34": 16, "eca_res
           "eca_resnet152": 50}  # fmt: skip
 # Blocks followed by a residual addition: every ResNet block (then a ReLU), MobileNetV2's stride-1 blocks whose
 # input and output channels agree (no ReLU).
+# `make test-all` only: ResNet-34 has ResNet-18's basic blocks, 101 and 152 have ResNet-50's bottlenecks.
+SLOW_ZOO = ("eca_resnet34", "eca_resnet101", "eca_resnet152")
 RESIDUAL_BLOCKS = {"eca_mobilenetv2": 10, **{name: n for name, n in BLOCKS.items() if name.startswith("eca_resnet")}}
 
 
@@ -43,9 +45,7 @@ def copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in ("eca_resnet101", "eca_resnet152") else n for n in BLOCKS]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_ZOO else n for n in BLOCKS])
 def test_every_zoo_model_fuses_and_agrees_on_photographs(name: str) -> None:
     size = 224 if name == "eca_mobilenetv2" else 64
     unfused = export_onnx(create_model(name), name, ExportOptions(img_size=size))
@@ -71,7 +71,7 @@ def test_every_zoo_model_fuses_and_agrees_on_photographs(name: str) -> None:
 @pytest.mark.parametrize(
     ("exporter", "opset", "batch"),
     [("torchscript", 13, None), ("torchscript", 15, 2), ("torchscript", 20, None), ("dynamo", 18, None),
-     ("dynamo", 20, 2)],
+     pytest.param("dynamo", 20, 2, marks=pytest.mark.slow)],  # make test: dynamo at 18, a fixed batch with torchscript
 )  # fmt: skip
 def test_both_exporters_and_opsets(exporter: str, opset: int, batch: int | None) -> None:
     model = create_model("eca_resnet18")
