@@ -35,7 +35,6 @@
 #include <memory>
 #include <mutex>
 #include <thread>
-#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -302,6 +301,13 @@ inline cudaError_t launchError(cudaError_t err)
     return err;
 }
 
+// `value` as the parameter type T: only the conversions a function call makes implicitly.
+template <typename T>
+T implicitly(T value)
+{
+    return value;
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...): the arguments are converted to the kernel's parameter types
 // once, as the CUDA launch copies them, and every thread calls the kernel with that copy.
 template <typename... Params, typename... Args>
@@ -327,14 +333,16 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaS
         launchError(cudaErrorInvalidValue); // what the driver reports for too much dynamic shared memory
         return;
     }
-    std::tuple<std::decay_t<Params>...> const params(std::forward<Args>(args)...);
+    // One closure member per argument, converted as a call converts it. (A std::tuple of the ahead-of-time kernel's
+    // 74 parameters made g++'s -Wsequence-point take half a minute on this file.)
+    auto const call = [kernel, ... p = implicitly<std::decay_t<Params>>(std::forward<Args>(args))] { kernel(p...); };
     std::lock_guard<std::mutex> lock(rt.launchMutex);
     {
         std::lock_guard<std::mutex> record(rt.recordMutex);
         rt.launches.push_back({grid, block, smem});
     }
     rt.dynamicSmem.assign(smem + kGuardBytes, 0);
-    std::function<void()> const body = [&] { std::apply(kernel, params); };
+    std::function<void()> const body = call;
     for (unsigned z = 0; z < grid.z; ++z)
         for (unsigned y = 0; y < grid.y; ++y)
             for (unsigned x = 0; x < grid.x; ++x)
