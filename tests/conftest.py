@@ -147,11 +147,11 @@ SHARED_WORK = {
 }
 LONG = (  # unit names, or test names that start a unit's name
     "digits network",
-    "host kernels",
     "tests/test_docs.py::test_doc_commands_run[detectors.md]",
     "tests/test_docs.py::test_doc_commands_run[byom.md]",
     "tests/test_deploy_commands.py::test_every_recorded_command_remakes_deploys_files",
     "tests/test_docs.py::test_doc_commands_run",
+    "host kernels",
 )
 
 
