@@ -134,3 +134,22 @@ def test_eca_layer_matches_float64_reference(n: int, c: int, h: int, w: int, k: 
 
 def test_zoo_names() -> None:
     assert set(ZOO) == set(EXPECTED)
+
+
+def test_seeded_model_is_built_once_and_every_caller_gets_its_own_copy() -> None:
+    from eca_deploy.models.seeded import seeded_model
+
+    first = seeded_model("eca_resnet18", num_classes=10, block_k=[3] * 8, img_size=64)
+    with torch.no_grad():
+        for p in first.parameters():
+            p.zero_()  # what a caller may do to its model
+        next(m for m in first.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean.fill_(7.0)
+    again = seeded_model("eca_resnet18", num_classes=10, block_k=[3] * 8, img_size=64)
+    other = seeded_model("eca_resnet18", num_classes=10, block_k=[5] * 8, img_size=64)  # another model in between
+    third = seeded_model("eca_resnet18", num_classes=10, block_k=[3] * 8, img_size=64)
+    for a, b in zip(again.state_dict().values(), third.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert all(p.abs().sum() > 0 for p in again.parameters() if p.dim() > 1)
+    assert not (next(m for m in again.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean == 7.0).any()
+    assert {m.k_size for m in other.modules() if isinstance(m, ECALayer)} == {5}
+    assert {m.k_size for m in again.modules() if isinstance(m, ECALayer)} == {3}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -24,8 +26,18 @@ def seeded_model(
 ) -> nn.Module:
     """Seed-0 initialisation, ECA kernel sizes per block, BatchNorm statistics from the sample photos.
 
-    Same arguments, same weights: so an ONNX exported without a checkpoint can still be checked later.
+    Same arguments, same weights: so an ONNX exported without a checkpoint can still be checked later. The model of
+    the last arguments is built once per process (deploy's export and each of its checks ask for the same one);
+    every call returns its own copy.
     """
+    block = tuple(int(k) for k in block_k) if block_k is not None else None
+    return copy.deepcopy(_built(name, num_classes, block, img_size, preprocessing))
+
+
+@functools.lru_cache(maxsize=1)
+def _built(
+    name: str, num_classes: int, block_k: tuple[int, ...] | None, img_size: int, preprocessing: Preprocessing | None
+) -> nn.Module:
     model = create_model(name, num_classes=num_classes, seed=SEED)
     if block_k is not None:
         layers = eca_layers(model)
@@ -35,7 +47,7 @@ def seeded_model(
             if k != layer.k_size:
                 with torch.random.fork_rng():
                     torch.manual_seed(SEED + 1 + i)
-                    layer.set_k_size(int(k))
+                    layer.set_k_size(k)
     spec = get_spec(name)
     prep = preprocessing or Preprocessing.for_size(img_size, mean=spec.mean, std=spec.std)
     photos = load_images(None, prep)
