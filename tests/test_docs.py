@@ -2,8 +2,9 @@
 
 Commands run in order, per document, in one temporary folder, so later lines may use earlier outputs.
 Code blocks opened as ```python file=NAME.py are written to that folder first, and `$ python NAME.py`
-runs such a file (in-process, as a script). Timing options run short here (`short_timing`): how long a figure
-is measured is for the reader to choose, every flag and file is still the document's.
+runs such a file (in-process, as a script). Timing options run short here (`short_timing`, which also shortens
+bench's default warm-up): how long a figure is measured is for the reader to choose, every flag and file is still
+the document's.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ SHORT_TIMING = {"--duration": "0.05s", "--warmup": "0s", "--iterations": "2"}
 
 
 def short_timing(argv: list[str]) -> list[str]:
-    """`argv` with the value of every timing option (SHORT_TIMING) made short."""
-    return [SHORT_TIMING.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
+    """`argv` with the value of every timing option (SHORT_TIMING) made short, and bench's warm-up (2 s per batch
+    size by default) made short where the document leaves it to the default."""
+    short = [SHORT_TIMING.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
+    if argv[:1] == ["bench"] and "--warmup" not in argv:
+        short += ["--warmup", SHORT_TIMING["--warmup"]]
+    return short
 
 
 def doc_files(path: Path) -> dict[str, str]:
@@ -71,7 +76,8 @@ def test_doc_commands_run(cli, doc: Path, tmp_path: Path, monkeypatch: pytest.Mo
 def test_short_timing_changes_only_timing_values() -> None:
     argv = ["bench", "--onnx", "m.onnx", "--batch", "1,8", "--duration", "2s", "--warmup", "1s", "--json", "b.json"]
     assert short_timing(argv) == [*argv[:5], "--duration", "0.05s", "--warmup", "0s", "--json", "b.json"]
-    assert short_timing(["bench", "--iterations", "20"]) == ["bench", "--iterations", "2"]
+    assert short_timing(["bench", "--iterations", "20"]) == ["bench", "--iterations", "2", "--warmup", "0s"]
+    assert short_timing(["check", "--onnx", "m.onnx"]) == ["check", "--onnx", "m.onnx"]
 
 
 def test_readme_quotes_no_figures_of_its_own() -> None:
