@@ -10,8 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eca_deploy.data.images import Preprocessing
 from eca_deploy.models import ECALayer, adaptive_kernel_size, block_k_sizes, count_parameters, create_model
 from eca_deploy.models.registry import ZOO, build_on_meta, count_macs, stage_k_sizes
+from eca_deploy.models.seeded import seeded_model
 from eca_deploy.ops.reference import eca_reference
 
 # Official architectures with the published k (the issue and the checkpoints' sizes).
@@ -137,8 +139,6 @@ def test_zoo_names() -> None:
 
 
 def test_seeded_model_is_built_once_and_every_caller_gets_its_own_copy() -> None:
-    from eca_deploy.models.seeded import seeded_model
-
     first = seeded_model("eca_resnet18", num_classes=10, block_k=[3] * 8, img_size=64)
     with torch.no_grad():
         for p in first.parameters():
@@ -153,3 +153,5 @@ def test_seeded_model_is_built_once_and_every_caller_gets_its_own_copy() -> None
     assert not (next(m for m in again.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean == 7.0).any()
     assert {m.k_size for m in other.modules() if isinstance(m, ECALayer)} == {5}
     assert {m.k_size for m in again.modules() if isinstance(m, ECALayer)} == {3}
+    listed = Preprocessing(size=64, resize=73, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])  # as read from JSON
+    assert seeded_model("eca_resnet18", num_classes=10, img_size=64, preprocessing=listed) is not None

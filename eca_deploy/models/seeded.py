@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -31,6 +32,8 @@ def seeded_model(
     every call returns its own copy.
     """
     block = tuple(int(k) for k in block_k) if block_k is not None else None
+    if preprocessing is not None:  # the cache's key: mean and std read from JSON may come as lists
+        preprocessing = replace(preprocessing, mean=tuple(preprocessing.mean), std=tuple(preprocessing.std))
     return copy.deepcopy(_built(name, num_classes, block, img_size, preprocessing))
 
 
