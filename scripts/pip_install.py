@@ -2,8 +2,9 @@
 
 uv unpacks and links wheels in parallel: the test set-up's torch, torchvision and CUDA libraries (about 5 GB)
 install several times faster than with pip. uv does not read pip's configuration, so it is given pip's own
-(`pip config list`: indexes, find-links, constraints, certificate, trusted hosts, proxy, timeout) and pip's rule
-for choosing among indexes (the best version found on any of them), so that both install the same versions.
+(`pip config list`: indexes, find-links, constraints, certificate, trusted hosts, proxy, timeout), pip's rule
+for choosing among indexes (the best version found on any of them), so that both install the same versions, and
+pip's compiling of bytecode at install.
 pip does the install where uv is missing or fails, and in an environment that sees the system's packages (a
 Jetson venv made with --system-site-packages, whose NVIDIA torch pip counts as installed).
 
@@ -48,7 +49,9 @@ def pip_config(listing: str) -> dict[str, str]:
 
 def uv_options(config: dict[str, str], args: list[str]) -> tuple[list[str], dict[str, str]]:
     """uv's options and environment for pip's `config`; `args` given on the command line win over the config."""
-    options = ["--index-strategy", "unsafe-best-match"]
+    # pip's rule for choosing among indexes, and pip's bytecode at install: without it every process compiles what
+    # it imports again where PYTHONDONTWRITEBYTECODE is set (PyTorch's modules: seconds per process).
+    options = ["--index-strategy", "unsafe-best-match", "--compile-bytecode"]
     if "index-url" in config and "--index-url" not in args and "-i" not in args:
         options += ["--index-url", config["index-url"]]
     for key, flag in LIST_OPTIONS.items():
