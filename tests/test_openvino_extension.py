@@ -240,3 +240,21 @@ def test_default_conversion_is_the_opset_lowering(openvino_extension: Path, monk
     assert "ECA" not in types and {"Multiply", "Add", "Relu"} <= types
     monkeypatch.setenv(LOWERING_ENV, "op")
     assert "ECA" in {op.get_type_name() for op in core.read_model(io.BytesIO(eca_model((1, 8, 4, 4), [1.0]))).get_ops()}
+
+
+@pytest.mark.parametrize(("taps", "gate_node", "nodes"), [(1, "Reduce", 2), (3, "Convolution", 3)], ids=["k1", "k3"])
+def test_opset_lowering_gates_each_channel_once(openvino_extension: Path, taps: int, gate_node: str, nodes: int):
+    """The CPU plugin fuses the gate into the node that computes the [N,C,1,1] logits (the pool for one tap, the
+    channel convolution for more), not into the pass that writes Y, where it would run once per element of X; and
+    one tap costs two nodes: the pool with its gate, and that pass."""
+    compiled = compile_eca(openvino_extension, eca_model((1, 16, 28, 28), [0.7, -0.2, 0.4][:taps], residual=True),
+                           lowering="opset")  # fmt: skip
+    runtime = compiled.get_runtime_model()
+
+    def info(op, key: str) -> str:
+        return op.get_rt_info()[key].astype(str)
+
+    computing = [op for op in runtime.get_ops() if info(op, "layerType") not in ("Input", "Output", "Const", "Reorder")]
+    holders = [info(op, "layerType") for op in computing if "Sigmoid" in info(op, "originalLayersNames")]
+    assert holders == [gate_node], [(info(op, "layerType"), info(op, "originalLayersNames")) for op in computing]
+    assert len(computing) == nodes

@@ -76,19 +76,6 @@ ov::OutputVector lower_to_opset(ov::OutputVector const& args, std::vector<float>
     {
         return {};
     }
-    // The mean over H*W as a global average pool where H and W are known: OpenVINO's CPU pooling kernel reads
-    // blocked tensors faster than its ReduceMean does (measured on the outputs of 1x1 convolutions).
-    auto const& shape = x.get_partial_shape();
-    ov::Output<ov::Node> mean;
-    if (shape.rank().is_static() && shape.size() == 4 && shape[2].is_static() && shape[3].is_static())
-    {
-        ov::Shape const window{static_cast<size_t>(shape[2].get_length()), static_cast<size_t>(shape[3].get_length())};
-        mean = std::make_shared<v1::AvgPool>(x, ov::Strides{1, 1}, ov::Shape{0, 0}, ov::Shape{0, 0}, window, true);
-    }
-    else
-    {
-        mean = std::make_shared<v1::ReduceMean>(x, v0::Constant::create(i64, {2}, {2, 3}), true); // [N,C,1,1]
-    }
     auto constant_like = [&](ov::Shape const& dims, std::vector<float> const& values) {
         ov::Output<ov::Node> c = v0::Constant::create(ov::element::f32, dims, values);
         return x.get_element_type() == ov::element::f32 ? c : std::make_shared<v1::ConvertLike>(c, x)->output(0);
@@ -112,6 +99,34 @@ ov::OutputVector lower_to_opset(ov::OutputVector const& args, std::vector<float>
         }
         return {y};
     };
+    auto const mean_axes = v0::Constant::create(i64, {2}, {2, 3});
+    // One tap (any padding): the gate is an elementwise map of the pooled means, sigmoid(w * mean + b). After a
+    // ReduceMean the CPU plugin fuses that map into the reduction, so the layer is two nodes: the pool with its
+    // gate, and the scaling pass (measured: ECA-MobileNetV2, whose first ten ECA layers have k = 1). After an
+    // AvgPool it fused the map into the scaling pass instead and computed the sigmoid once per element of X.
+    if (k == 1)
+    {
+        ov::Output<ov::Node> s = std::make_shared<v1::ReduceMean>(x, mean_axes, true); // [N,C,1,1]
+        s = std::make_shared<v1::Multiply>(s, constant_like({}, weights));
+        if (bias != 0.0f)
+        {
+            s = std::make_shared<v1::Add>(s, constant_like({}, {bias}));
+        }
+        return finish(apply_gate(s));
+    }
+    // More taps: the mean over H*W as a global average pool where H and W are known: OpenVINO's CPU pooling kernel
+    // reads blocked tensors faster than its ReduceMean does (measured on the outputs of 1x1 convolutions).
+    auto const& shape = x.get_partial_shape();
+    ov::Output<ov::Node> mean;
+    if (shape.rank().is_static() && shape.size() == 4 && shape[2].is_static() && shape[3].is_static())
+    {
+        ov::Shape const window{static_cast<size_t>(shape[2].get_length()), static_cast<size_t>(shape[3].get_length())};
+        mean = std::make_shared<v1::AvgPool>(x, ov::Strides{1, 1}, ov::Shape{0, 0}, ov::Shape{0, 0}, window, true);
+    }
+    else
+    {
+        mean = std::make_shared<v1::ReduceMean>(x, mean_axes, true); // [N,C,1,1]
+    }
     // Up to kBandedMaxChannels channels, the channel convolution is a 1x1 convolution of the pooled [N,C,1,1] means
     // with its band as a dense [C,C,1,1] weight (zeros outside the band; circular padding wraps the band around):
     // the CPU plugin keeps it in the network's layout and fuses the gate into it, where the row form below costs a
@@ -143,9 +158,7 @@ ov::OutputVector lower_to_opset(ov::OutputVector const& args, std::vector<float>
         }
         return finish(apply_gate(s));
     }
-    // One tap too goes through the convolution over the channel row: as a scalar Multiply on the pooled means the
-    // CPU plugin fuses the gate into the scaling pass and computes the sigmoid once per element of X, not per
-    // channel (measured: ECA-MobileNetV2, whose first ten ECA layers have k = 1, +0.5 ms of its 9 ms).
+    // Above kBandedMaxChannels: the 1-D convolution over the channel row.
     ov::Output<ov::Node> row
         = std::make_shared<v1::Reshape>(mean, v0::Constant::create(i64, {3}, {0, 1, -1}), true); // [N,1,C]
     long pad = half;
