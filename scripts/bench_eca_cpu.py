@@ -1,8 +1,10 @@
 """ECA's cost on the CPU runtimes: ONNX Runtime and OpenVINO, unfused, fused and the no-ECA twin, in one run.
 
 For each model, every variant runs in interleaved rounds (the order rotates every round), so clock and load drift
-hit all alike. The table gives the median ms per inference over rounds with the spread (min..max); the overheads
-are per round (same round, same load): time / twin's time - 1, median (min..max).
+hit all alike; each variant's turn is one warm call, then calls for `--seconds`. Short turns and many rounds keep the
+variants of one round close in time (on a shared virtual machine the speed drifts within a second). The table
+gives the median ms per inference over rounds with the interquartile range [q1..q3]; the overheads are per round
+(same round, same load): time / twin's time - 1, median [q1..q3].
 
   ORT unfused          the exported model, ECA blocks as GlobalAveragePool, Conv1d, Sigmoid, Mul, Add, Relu
   ORT fused (function) the fused model (ECA nodes with the residual Add and ReLU folded in), run through its ONNX
@@ -12,6 +14,8 @@ are per round (same round, same load): time / twin's time - 1, median (min..max)
                        around the ECA nodes in it (the runner's `eca_implementation`, printed below the table)
   OV unfused / OV op / OV opset   OpenVINO: the unfused model, the fused model through the extension's op, and
                        through its lowering to OpenVINO's own ops (ECA_DEPLOY_OPENVINO_LOWERING)
+  OV floor             ECA's floor in the network: the fused model with every ECA node replaced by a global
+                       average pool of X and one pass Mul(X, mean) (+ R, ReLU): ECA's memory traffic, no gate
   twin                 the fused model with every ECA node replaced by its residual Add (and ReLU): no gates
 
 `--floor` also times, on the ECA layers' own shapes, the memory floor of ECA: a global average pool (ECA's extra
@@ -19,7 +23,7 @@ read of X) plus one pass that reads X (and the identity) and writes Y (Add(X, R)
 beside the native ECA nodes alone; each as one ONNX Runtime graph holding every ECA layer of the network.
 Weights are random (seeded); speed does not depend on them.
 
-    python scripts/bench_eca_cpu.py --models eca_resnet50,eca_mobilenetv2 --rounds 7 --seconds 2 --floor
+    python scripts/bench_eca_cpu.py --models eca_resnet50,eca_mobilenetv2 --rounds 60 --seconds 0.1 --floor
 """
 
 from __future__ import annotations
@@ -38,13 +42,13 @@ import onnx
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_openvino import _med_range, _pct, make_models  # the unfused / fused / twin files, the cells: shared
+from bench_openvino import make_models  # the unfused / fused / twin / floor files: shared
 
 from eca_deploy.environment import cpu_model
 from eca_deploy.ops import ECA_DOMAIN, ECA_OP_TYPE, is_eca_node
 
 ORT = ("ORT unfused", "ORT fused (function)", "ORT fused (native)", "ORT twin")
-OV = ("OV unfused", "OV op", "OV opset", "OV twin")
+OV = ("OV unfused", "OV op", "OV opset", "OV floor", "OV twin")
 
 
 def make_runners(paths: dict[str, Path], threads: int, ort_library: Path | None, ov_extension: Path | None) -> dict:
@@ -65,17 +69,23 @@ def make_runners(paths: dict[str, Path], threads: int, ort_library: Path | None,
     common = {"threads": threads, "inference_precision": "f32", "extension": ov_extension}
     runners["OV unfused"] = OpenVINORunner(paths["unfused"], **common)
     runners["OV twin"] = OpenVINORunner(paths["twin"], **common)
+    runners["OV floor"] = OpenVINORunner(paths["floor"], **common)
     if ov_extension is not None:
         runners["OV op"] = OpenVINORunner(paths["fused"], eca_lowering="op", **common)
         runners["OV opset"] = OpenVINORunner(paths["fused"], eca_lowering="opset", **common)
     return runners
 
 
+# A pause before each turn: the previous variant's idle worker threads spin for a while after its last call
+# (ONNX Runtime's thread pool, OpenVINO's TBB arena), and with short turns they would slow the next variant down.
+SETTLE_S = 0.05
+
+
 def ms_per_call(step: Callable[[], object], seconds: float) -> float:
-    """Mean ms of back-to-back calls of `step` over about `seconds` (after one warm call)."""
+    """Mean ms of back-to-back calls of `step` over about `seconds`, at least one (after one warm call)."""
     step()
     n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or n < 3:
+    while time.perf_counter() - start < seconds or n < 1:
         step()
         n += 1
     return (time.perf_counter() - start) / n * 1e3
@@ -87,6 +97,7 @@ def interleaved(steps: dict[str, Callable[[], object]], rounds: int, seconds: fl
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
+            time.sleep(SETTLE_S)
             times[name].append(ms_per_call(steps[name], seconds))
     return times
 
@@ -133,7 +144,7 @@ def layers_model(layers: list[tuple[tuple[int, ...], int, bool]], parts: tuple[s
 FLOOR_PARTS = {"pool": ("pool",), "pass": ("pass",), "pool + pass (floor)": ("pool", "pass"), "ECA (native)": ("eca",)}
 
 
-def floor(fused: Path, threads: int, library: Path, rounds: int) -> dict[str, list[float]]:
+def floor(fused: Path, threads: int, library: Path, rounds: int, seconds: float) -> dict[str, list[float]]:
     """ms per run of one ONNX Runtime graph holding every ECA layer's pool, pass, both, or native ECA node."""
     import onnxruntime as ort
 
@@ -151,19 +162,28 @@ def floor(fused: Path, threads: int, library: Path, rounds: int) -> dict[str, li
     for name, parts in FLOOR_PARTS.items():
         session = ort.InferenceSession(layers_model(layers, parts), options, providers=["CPUExecutionProvider"])
         steps[name] = lambda session=session: session.run(None, feed)
-    return interleaved(steps, rounds, 0.5)
+    return interleaved(steps, rounds, seconds)
+
+
+def _quartiles(values: list[float], scale: float = 1.0) -> tuple[float, float, float]:
+    q1, med, q3 = np.percentile(np.asarray(values) * scale, [25, 50, 75])
+    return float(med), float(q1), float(q3)
 
 
 def _ms(values: list[float]) -> str:
-    return _med_range(values, "{:.2f}")
+    return "{:.2f} [{:.2f}..{:.2f}]".format(*_quartiles(values))
+
+
+def _pct(values: list[float]) -> str:
+    return "{:+.1f}% [{:+.1f}..{:+.1f}]".format(*_quartiles(values, 100.0))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="eca_resnet50,eca_mobilenetv2")
     parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--seconds", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--floor", action="store_true", help="Also time the memory floor on the ECA layers' shapes")
     args = parser.parse_args()
@@ -188,11 +208,11 @@ def main() -> None:
                 implementations.append((name, runners["ORT fused (native)"].eca_implementation))
             rows.append((name, interleaved(steps, args.rounds, args.seconds)))
             if args.floor and ort_library is not None:
-                floors.append((name, floor(paths["fused"], args.threads, ort_library, args.rounds)))
+                floors.append((name, floor(paths["fused"], args.threads, ort_library, args.rounds, args.seconds)))
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{cpu_model()} ({os.cpu_count()} cores, load average {[round(v, 1) for v in os.getloadavg()]}), {date}; "
           f"batch 1 at {args.img_size}, f32, {args.threads} threads, {args.rounds} interleaved rounds of "
-          f"{args.seconds} s; ms per inference, median (min..max)\n")  # fmt: skip
+          f"{args.seconds} s; ms per inference, median [q1..q3]\n")  # fmt: skip
     shown = [v for v in variants if any(v in t for _, t in rows)]
     print("| model | " + " | ".join(shown) + " |\n| --- | " + " | ".join("---:" for _ in shown) + " |")
     for name, times in rows:
@@ -200,7 +220,7 @@ def main() -> None:
     if implementations:
         print("\nORT fused (native) ran its ECA nodes as: " + ", ".join(f"{m} {i}" for m, i in implementations))
     print("\nECA overhead over the twin (per round):\n")
-    pairs = [(v, "ORT twin") for v in ORT[:3]] + [(v, "OV twin") for v in OV[:3]]
+    pairs = [(v, "ORT twin") for v in ORT[:3]] + [(v, "OV twin") for v in OV[:4]]
     pairs = [(v, t) for v, t in pairs if v in shown and t in shown]
     print("| model | " + " | ".join(v for v, _ in pairs) + " |\n| --- | " + " | ".join("---:" for _ in pairs) + " |")
     for name, times in rows:

@@ -46,8 +46,12 @@ FILES = {"unfused": "unfused", "fused+ext": "fused", "fused+ext opset": "fused",
 LOWERING = {"fused+ext": "op", "fused+ext opset": "opset"}
 
 
-def without_eca(fused: onnx.ModelProto) -> onnx.ModelProto:
-    """The fused network with the gates removed: ECA(X) -> Identity, ECA(X, R) -> Add(X, R), then Relu if asked."""
+def without_eca(fused: onnx.ModelProto, floor: bool = False) -> onnx.ModelProto:
+    """The fused network with the gates removed: ECA(X) -> Identity, ECA(X, R) -> Add(X, R), then Relu if asked.
+
+    `floor` keeps ECA's memory traffic without its gate (ECA's floor in the network): X is scaled by its own
+    pooled means, Mul(X, GlobalAveragePool(X)), before the residual Add and Relu: one pool and one scaling pass.
+    """
     twin = onnx.ModelProto()
     twin.CopyFrom(fused)
     nodes: list[onnx.NodeProto] = []
@@ -58,10 +62,17 @@ def without_eca(fused: onnx.ModelProto) -> onnx.ModelProto:
         relu = any(a.name == "activation" and a.s == b"relu" for a in node.attribute)
         out = node.output[0]
         inner = f"{out}_no_eca" if relu else out
+        x = node.input[0]
+        if floor:
+            scaled = f"{out}_scaled" if len(node.input) == 2 else inner
+            nodes.append(onnx.helper.make_node("GlobalAveragePool", [x], [f"{out}_mean"], name=f"{node.name}_pool"))
+            nodes.append(onnx.helper.make_node("Mul", [x, f"{out}_mean"], [scaled], name=f"{node.name}_scale"))
+            x = scaled
         if len(node.input) == 1:
-            nodes.append(onnx.helper.make_node("Identity", [node.input[0]], [inner], name=node.name))
+            if not floor:
+                nodes.append(onnx.helper.make_node("Identity", [x], [inner], name=node.name))
         else:
-            nodes.append(onnx.helper.make_node("Add", list(node.input), [inner], name=node.name))
+            nodes.append(onnx.helper.make_node("Add", [x, node.input[1]], [inner], name=node.name))
         if relu:
             nodes.append(onnx.helper.make_node("Relu", [inner], [out], name=f"{node.name}_relu"))
     del twin.graph.node[:]
@@ -103,7 +114,7 @@ def absorb_residual(model: onnx.ModelProto) -> int:
 
 def make_models(name: str, img_size: int, folder: Path, residual: bool = True) -> dict[str, Path]:
     model = export_onnx(create_model(name), name, ExportOptions(img_size=img_size))
-    paths = {v: folder / f"{name}.{v}.onnx" for v in ("unfused", "fused", "twin")}
+    paths = {v: folder / f"{name}.{v}.onnx" for v in ("unfused", "fused", "twin", "floor")}
     onnx.save(model, str(paths["unfused"]))
     report = fuse_eca(model)
     if report.count == 0:
@@ -111,6 +122,7 @@ def make_models(name: str, img_size: int, folder: Path, residual: bool = True) -
     onnx.save(without_eca(model), str(paths["twin"]))
     if residual:
         absorb_residual(model)
+    onnx.save(without_eca(model, floor=True), str(paths["floor"]))
     onnx.save(model, str(paths["fused"]))
     return paths
 
