@@ -3,8 +3,9 @@
 For each model, every variant runs in interleaved rounds (the order rotates every round), so clock and load drift
 hit all alike; each variant's turn is one warm call, then calls for `--seconds`. Short turns and many rounds keep the
 variants of one round close in time (on a shared virtual machine the speed drifts within a second). The table
-gives the median ms per inference over rounds with the interquartile range [q1..q3]; the overheads are per round
-(same round, same load): time / twin's time - 1, median [q1..q3].
+gives the median ms per inference over rounds with the interquartile range [q1..q3]; the ratios are per round
+(same round, same load), median [q1..q3]: ECA's overhead, time / twin's time - 1, and the fused model against the
+unfused one on the same runtime, time / unfused time - 1.
 
   ORT unfused          the exported model, ECA blocks as GlobalAveragePool, Conv1d, Sigmoid, Mul, Add, Relu
   ORT fused (function) the fused model (ECA nodes with the residual Add and ReLU folded in), run through its ONNX
@@ -178,6 +179,18 @@ def _pct(values: list[float]) -> str:
     return "{:+.1f}% [{:+.1f}..{:+.1f}]".format(*_quartiles(values, 100.0))
 
 
+def ratio_table(rows: list[tuple[str, dict[str, list[float]]]], shown: list[str], title: str,
+                pairs: list[tuple[str, str]]) -> None:  # fmt: skip
+    """Per round (same round, same load): time / the other variant's time - 1, median [q1..q3]."""
+    pairs = [(v, t) for v, t in pairs if v in shown and t in shown]
+    print(f"\n{title}:\n")
+    print("| model | " + " | ".join(v for v, _ in pairs) + " |\n| --- | " + " | ".join("---:" for _ in pairs) + " |")
+    for name, times in rows:
+        cells = [_pct([a / b - 1 for a, b in zip(times[v], times[t], strict=True)]) if v in times else "-"
+                 for v, t in pairs]  # fmt: skip
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="eca_resnet50,eca_mobilenetv2")
@@ -219,14 +232,11 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(_ms(times[v]) if v in times else "-" for v in shown) + " |")
     if implementations:
         print("\nORT fused (native) ran its ECA nodes as: " + ", ".join(f"{m} {i}" for m, i in implementations))
-    print("\nECA overhead over the twin (per round):\n")
-    pairs = [(v, "ORT twin") for v in ORT[:3]] + [(v, "OV twin") for v in OV[:4]]
-    pairs = [(v, t) for v, t in pairs if v in shown and t in shown]
-    print("| model | " + " | ".join(v for v, _ in pairs) + " |\n| --- | " + " | ".join("---:" for _ in pairs) + " |")
-    for name, times in rows:
-        cells = [_pct([a / b - 1 for a, b in zip(times[v], times[t], strict=True)]) if v in times else "-"
-                 for v, t in pairs]  # fmt: skip
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    over_twin = [(v, "ORT twin") for v in ORT[:3]] + [(v, "OV twin") for v in OV[:4]]
+    ratio_table(rows, shown, "ECA overhead over the twin (per round: time / twin's time - 1)", over_twin)
+    over_unfused = [(v, "ORT unfused") for v in ORT[1:3]] + [(v, "OV unfused") for v in OV[1:3]]
+    ratio_table(rows, shown, "The fused model against the unfused one on the same runtime (per round: time / "
+                "unfused time - 1; below zero the fused model is faster)", over_unfused)  # fmt: skip
     if floors:
         print("\nThe floor on the ECA layers' shapes (ONNX Runtime, one graph of all ECA layers, ms per run):\n")
         heads = list(FLOOR_PARTS)

@@ -305,7 +305,7 @@ def test_cli_builds_the_library(cli, tmp_path: Path) -> None:
 
 
 def test_cpu_benchmark_script_prints_its_tables(library: Path, nowhere, monkeypatch, capsys) -> None:
-    """scripts/bench_eca_cpu.py on a small input: every ONNX Runtime variant, the overheads and the floor table."""
+    """scripts/bench_eca_cpu.py on a small input: every ONNX Runtime variant, the ratio tables and the floor table."""
     import runpy
     import sys
 
@@ -325,7 +325,7 @@ def test_cpu_benchmark_script_prints_its_tables(library: Path, nowhere, monkeypa
     if importlib.util.find_spec("openvino") is not None:  # the floor in the network needs no extension
         assert "OV floor" in header and "OV op" not in header
     rows = [line for line in out.splitlines() if line.startswith("| eca_mobilenetv2 |")]
-    assert len(rows) == 3  # times, overheads, floor
+    assert len(rows) == 4  # times, overheads over the twin, fused against unfused, floor
     assert "pool + pass (floor)" in out and "ECA / floor" in out
     assert "ORT fused (native) ran its ECA nodes as: eca_mobilenetv2 native" in out  # the runner's real path
 
