@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--floor", action="store_true", help="Also time the memory floor on the ECA layers' shapes")
+    parser.add_argument("--variants", help="Comma-separated columns to time (default: all): more rounds for fewer")
     args = parser.parse_args()
 
     from eca_deploy.plugin.onnxruntime_build import find_onnxruntime_op
@@ -210,6 +211,11 @@ def main() -> None:
     except ImportError:
         ov_extension = None
     variants = [*ORT, *OV]
+    if args.variants:
+        chosen = [v.strip() for v in args.variants.split(",")]
+        if unknown := [v for v in chosen if v not in variants]:
+            parser.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(variants)}")
+        variants = [v for v in variants if v in chosen]
     rows, floors, implementations = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
@@ -217,7 +223,7 @@ def main() -> None:
             runners = make_runners(paths, args.threads, ort_library, ov_extension)
             x = np.random.default_rng(0).standard_normal((1, 3, args.img_size, args.img_size), np.float32)
             steps = {v: runners[v].make_step({runners[v].inputs[0].name: x}, None) for v in variants if v in runners}
-            if "ORT fused (native)" in runners:
+            if "ORT fused (native)" in steps:
                 implementations.append((name, runners["ORT fused (native)"].eca_implementation))
             rows.append((name, interleaved(steps, args.rounds, args.seconds)))
             if args.floor and ort_library is not None:
