@@ -144,15 +144,17 @@ def throughput(runner: OpenVINORunner, x: np.ndarray, seconds: float) -> tuple[f
 
 
 def profile(runner: OpenVINORunner, x: np.ndarray, iterations: int = 30) -> dict[str, float]:
-    """Median ms per OpenVINO node type (exec type in brackets) over `iterations` inferences."""
+    """Median ms per OpenVINO node type over `iterations` inferences, keyed "type [exec type] xNODES"."""
     per_type: dict[str, list[float]] = defaultdict(list)
     for _ in range(iterations):
         runner.infer({runner.inputs[0].name: x})
         sums: dict[str, float] = defaultdict(float)
+        nodes: dict[str, int] = defaultdict(int)
         for row in runner.profile():
             sums[f"{row['type']} [{row['exec_type']}]"] += row["ms"]
+            nodes[f"{row['type']} [{row['exec_type']}]"] += 1
         for key, ms in sums.items():
-            per_type[key].append(ms)
+            per_type[f"{key} x{nodes[key]}"].append(ms)
     return {k: float(np.median(v)) for k, v in sorted(per_type.items(), key=lambda kv: -np.median(kv[1]))}
 
 
@@ -289,7 +291,7 @@ def print_row(row: dict[str, Any]) -> None:
                       for v, r in row["images_per_s"].items()), flush=True)  # fmt: skip
     for variant, table in row.get("profile_ms", {}).items():
         total = sum(table.values())
-        top = ", ".join(f"{k} {ms:.2f}" for k, ms in list(table.items())[:8])
+        top = ", ".join(f"{k} {ms:.2f}" for k, ms in list(table.items())[:10])
         print(f"  profile {variant}: {total:.2f} ms in nodes; {top}")
 
 

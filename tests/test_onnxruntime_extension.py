@@ -330,6 +330,20 @@ def test_cpu_benchmark_script_prints_its_tables(library: Path, nowhere, monkeypa
     assert "ORT fused (native) ran its ECA nodes as: eca_mobilenetv2 native" in out  # the runner's real path
 
 
+def test_cpu_benchmark_script_names_an_unknown_variant(monkeypatch, capsys) -> None:
+    """--variants with a name the script does not time: exit 2 and the names it does, before any export."""
+    import runpy
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_eca_cpu.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--variants", "OV opset,OV fused"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown variant(s) OV fused" in err and "OV floor" in err
+
+
 def test_fusion_check_judges_the_function_even_with_the_library(r18, library: Path, monkeypatch, tmp_path) -> None:
     """`fuse` verifies the file's ONNX function (what runs without the library): a broken function fails it even
     where the native kernel, registered everywhere else, would have given the right numbers."""
