@@ -183,6 +183,8 @@ def ratio_table(rows: list[tuple[str, dict[str, list[float]]]], shown: list[str]
                 pairs: list[tuple[str, str]]) -> None:  # fmt: skip
     """Per round (same round, same load): time / the other variant's time - 1, median [q1..q3]."""
     pairs = [(v, t) for v, t in pairs if v in shown and t in shown]
+    if not pairs:
+        return
     print(f"\n{title}:\n")
     print("| model | " + " | ".join(v for v, _ in pairs) + " |\n| --- | " + " | ".join("---:" for _ in pairs) + " |")
     for name, times in rows:
