@@ -2,7 +2,7 @@
 
 For each model, every variant runs in interleaved rounds (the order rotates every round), so clock and load drift
 hit all alike; each variant's turn is one warm call, then calls for `--seconds`. Short turns and many rounds keep the
-variants of one round close in time (on a shared virtual machine the speed drifts within a second). The table
+variants of one round close in time, so a drift in the machine's speed hits them alike. The table
 gives the median ms per inference over rounds with the interquartile range [q1..q3]; the ratios are per round
 (same round, same load), median [q1..q3]: ECA's overhead, time / twin's time - 1, and the fused model against the
 unfused one on the same runtime, time / unfused time - 1.
@@ -52,29 +52,31 @@ ORT = ("ORT unfused", "ORT fused (function)", "ORT fused (native)", "ORT twin")
 OV = ("OV unfused", "OV op", "OV opset", "OV floor", "OV twin")
 
 
-def make_runners(paths: dict[str, Path], threads: int, ort_library: Path | None, ov_extension: Path | None) -> dict:
-    """Each variant's runner; a runtime or library that is missing leaves its variants out."""
+def make_runners(paths: dict[str, Path], threads: int, ort_library: Path | None, ov_extension: Path | None,
+                 variants: list[str]) -> dict:  # fmt: skip
+    """The runner of each of `variants`; a runtime or library that is missing leaves its variants out."""
     from eca_deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
 
-    runners: dict[str, object] = {
-        "ORT unfused": OnnxRuntimeRunner(paths["unfused"], threads=threads, eca_op=False),
-        "ORT fused (function)": OnnxRuntimeRunner(paths["fused"], threads=threads, eca_op=False),
-        "ORT twin": OnnxRuntimeRunner(paths["twin"], threads=threads, eca_op=False),
-    }
+    def ort_runner(file: str, eca_op: Path | bool = False) -> Callable[[], object]:
+        return lambda: OnnxRuntimeRunner(paths[file], threads=threads, eca_op=eca_op)
+
+    build = {"ORT unfused": ort_runner("unfused"), "ORT fused (function)": ort_runner("fused"),
+             "ORT twin": ort_runner("twin")}  # fmt: skip
     if ort_library is not None:
-        runners["ORT fused (native)"] = OnnxRuntimeRunner(paths["fused"], threads=threads, eca_op=ort_library)
+        build["ORT fused (native)"] = ort_runner("fused", ort_library)
     try:
         from eca_deploy.backends.openvino_runner import OpenVINORunner
     except ImportError:
-        return runners
+        return {v: build[v]() for v in variants if v in build}
     common = {"threads": threads, "inference_precision": "f32", "extension": ov_extension}
-    runners["OV unfused"] = OpenVINORunner(paths["unfused"], **common)
-    runners["OV twin"] = OpenVINORunner(paths["twin"], **common)
-    runners["OV floor"] = OpenVINORunner(paths["floor"], **common)
+
+    def ov_runner(file: str, lowering: str | None = None) -> Callable[[], object]:
+        return lambda: OpenVINORunner(paths[file], eca_lowering=lowering, **common)
+
+    build |= {"OV unfused": ov_runner("unfused"), "OV twin": ov_runner("twin"), "OV floor": ov_runner("floor")}
     if ov_extension is not None:
-        runners["OV op"] = OpenVINORunner(paths["fused"], eca_lowering="op", **common)
-        runners["OV opset"] = OpenVINORunner(paths["fused"], eca_lowering="opset", **common)
-    return runners
+        build |= {"OV op": ov_runner("fused", "op"), "OV opset": ov_runner("fused", "opset")}
+    return {v: build[v]() for v in variants if v in build}
 
 
 # A pause before each turn: the previous variant's idle worker threads spin for a while after its last call
@@ -222,9 +224,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             paths = make_models(name, args.img_size, Path(tmp))
-            runners = make_runners(paths, args.threads, ort_library, ov_extension)
+            runners = make_runners(paths, args.threads, ort_library, ov_extension, variants)
             x = np.random.default_rng(0).standard_normal((1, 3, args.img_size, args.img_size), np.float32)
-            steps = {v: runners[v].make_step({runners[v].inputs[0].name: x}, None) for v in variants if v in runners}
+            steps = {v: r.make_step({r.inputs[0].name: x}, None) for v, r in runners.items()}
             if "ORT fused (native)" in steps:
                 implementations.append((name, runners["ORT fused (native)"].eca_implementation))
             rows.append((name, interleaved(steps, args.rounds, args.seconds)))
